@@ -1,0 +1,7 @@
+#!/usr/bin/env node
+// Runs the TypeScript CLI through tsx's loader, so `npx effitag` works right after `npm ci`
+// with no build step. Deployed code (Lambda, container) is bundled by esbuild instead.
+import { register } from 'tsx/esm/api';
+
+register();
+await import('../cli/main.ts');

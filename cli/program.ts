@@ -1,0 +1,23 @@
+import { Command } from 'commander';
+import { registerModelCommands } from './commands/model.ts';
+import { registerWeightsCommands } from './commands/weights.ts';
+import { registerPredictCommand } from './commands/predict.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('effitag')
+    .description('EfficientNet image tagging for S3: model library, CPU/GPU engines, tiers, pipeline and stack')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (str, write) => write(str) });
+  registerModelCommands(program);
+  registerWeightsCommands(program);
+  registerPredictCommand(program);
+  program
+    .command('local')
+    .description('run the embedded local stack (S3 + queues + router + CPU worker) — not built yet')
+    .action(() => {
+      process.stdout.write('The embedded local stack is not built yet. Available commands:\n\n');
+      program.outputHelp();
+    });
+  return program;
+}

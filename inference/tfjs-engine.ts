@@ -1,0 +1,38 @@
+/** The tfjs engine: the Keras-exact LayersModel on the resolved tfjs backend (tfjs-node-gpu on GPU images). */
+import { useTfjsBackend, tf } from '../model/tfjs-backend.ts';
+import { assignWeights, buildTfjsModel } from '../model/tfjs-model.ts';
+import { loadArtifact, planFor } from '../model/weights.ts';
+import type { Engine, LoadedModel } from './engine.ts';
+import { toBatch } from './image.ts';
+
+export function tfjsEngine(options: { backend?: string } = {}): Engine {
+  return {
+    name: 'tfjs',
+    async load(weightsDir, { variant } = {}): Promise<LoadedModel> {
+      const backend = await useTfjsBackend(options.backend);
+      const artifact = await loadArtifact(weightsDir, variant);
+      const built = buildTfjsModel(planFor(artifact.manifest));
+      assignWeights(built, artifact.weights);
+      const { resolution } = built.plan;
+      const classes = built.plan.classes;
+      if (!classes) throw new Error(`${weightsDir}: weights without a classifier top cannot tag images`);
+      return {
+        description: `tfjs (${backend.name})`,
+        variant: artifact.manifest.variant,
+        resolution,
+        manifest: artifact.manifest,
+        async classify(images) {
+          if (images.length === 0) return [];
+          const input = tf.tensor4d(toBatch(images), [images.length, resolution, resolution, 3]);
+          const output = built.model.predict(input) as tf.Tensor;
+          const data = (await output.data()) as Float32Array;
+          tf.dispose([input, output]);
+          return images.map((_, i) => data.slice(i * classes, (i + 1) * classes));
+        },
+        async dispose() {
+          built.model.dispose();
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,219 @@
+/**
+ * EfficientNet architectures as data.
+ *
+ * Like Keras' `efficientnet.py`, one table of block arguments per family plus two rounding
+ * functions drive every variant: B0–B7 are the V1 baseline scaled by (width, depth, resolution),
+ * V2 B0–B3 scale the V2 baseline, and V2 S/M/L have tables of their own. `decodeVariant` turns a
+ * variant name (or a custom compound coefficient φ / explicit w,d,r) into a fully resolved
+ * `ArchitectureSpec`; `plan.ts` is the one place that turns that spec into layers.
+ */
+
+export type Family = 'v1' | 'v2';
+
+/** One row of a block table: a stage of identical blocks (before depth scaling). */
+export interface StageArgs {
+  kernel: number;
+  repeats: number;
+  filtersIn: number;
+  filtersOut: number;
+  expandRatio: number;
+  stride: 1 | 2;
+  seRatio: number;
+  /** Fused-MBConv (V2): the expansion is a k×k conv and there is no depthwise conv. */
+  fused: boolean;
+}
+
+const row = (
+  kernel: number, repeats: number, filtersIn: number, filtersOut: number,
+  expandRatio: number, stride: 1 | 2, seRatio: number, fused = false,
+): StageArgs => ({ kernel, repeats, filtersIn, filtersOut, expandRatio, stride, seRatio, fused });
+
+/** V1 baseline (B0) block table: Tan & Le 2019, table 1; Keras DEFAULT_BLOCKS_ARGS. */
+export const V1_STAGES: readonly StageArgs[] = [
+  row(3, 1, 32, 16, 1, 1, 0.25),
+  row(3, 2, 16, 24, 6, 2, 0.25),
+  row(5, 2, 24, 40, 6, 2, 0.25),
+  row(3, 3, 40, 80, 6, 2, 0.25),
+  row(5, 3, 80, 112, 6, 1, 0.25),
+  row(5, 4, 112, 192, 6, 2, 0.25),
+  row(3, 1, 192, 320, 6, 1, 0.25),
+];
+
+const F = true;
+/** V2 block tables (Keras efficientnet_v2.py DEFAULT_BLOCKS_ARGS); kernel is always 3. */
+export const V2_STAGES: Readonly<Record<'b' | 's' | 'm' | 'l', readonly StageArgs[]>> = {
+  b: [
+    row(3, 1, 32, 16, 1, 1, 0, F), row(3, 2, 16, 32, 4, 2, 0, F), row(3, 2, 32, 48, 4, 2, 0, F),
+    row(3, 3, 48, 96, 4, 2, 0.25), row(3, 5, 96, 112, 6, 1, 0.25), row(3, 8, 112, 192, 6, 2, 0.25),
+  ],
+  s: [
+    row(3, 2, 24, 24, 1, 1, 0, F), row(3, 4, 24, 48, 4, 2, 0, F), row(3, 4, 48, 64, 4, 2, 0, F),
+    row(3, 6, 64, 128, 4, 2, 0.25), row(3, 9, 128, 160, 6, 1, 0.25), row(3, 15, 160, 256, 6, 2, 0.25),
+  ],
+  m: [
+    row(3, 3, 24, 24, 1, 1, 0, F), row(3, 5, 24, 48, 4, 2, 0, F), row(3, 5, 48, 80, 4, 2, 0, F),
+    row(3, 7, 80, 160, 4, 2, 0.25), row(3, 14, 160, 176, 6, 1, 0.25), row(3, 18, 176, 304, 6, 2, 0.25),
+    row(3, 5, 304, 512, 6, 1, 0.25),
+  ],
+  l: [
+    row(3, 4, 32, 32, 1, 1, 0, F), row(3, 7, 32, 64, 4, 2, 0, F), row(3, 7, 64, 96, 4, 2, 0, F),
+    row(3, 10, 96, 192, 4, 2, 0.25), row(3, 19, 192, 224, 6, 1, 0.25), row(3, 25, 224, 384, 6, 2, 0.25),
+    row(3, 7, 384, 640, 6, 1, 0.25),
+  ],
+};
+
+/** How raw [0,255] pixels are normalised inside the model (as Keras does it). */
+export type Preprocessing =
+  /** V1: Rescaling(1/255) then a Normalization layer whose mean/variance are stored weights. */
+  | 'imagenet-stored'
+  /** V2 B0–B3: Rescaling(1/255) then Normalization with constant ImageNet mean/variance (no weights). */
+  | 'imagenet-constant'
+  /** V2 S/M/L: Rescaling(scale 1/128, offset −1). */
+  | 'tf';
+
+export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
+export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
+
+export interface Coefficients {
+  width: number;
+  depth: number;
+  resolution: number;
+  dropout: number;
+}
+
+export interface ArchitectureSpec extends Coefficients {
+  /** Canonical variant name: `b0`, `v2-s`, `phi-1.5`, `custom-w1.1-d1.2-r256`. */
+  variant: string;
+  family: Family;
+  stages: readonly StageArgs[];
+  preprocessing: Preprocessing;
+  /** V1 adds 8 when rounding loses more than 10 %; V2 does not. */
+  roundFiltersBump: boolean;
+  /** V1 pads stride-2 convs explicitly (ZeroPadding2D + 'valid'), V2 uses 'same'. */
+  explicitStridePadding: boolean;
+  /** Keras names the V2 depthwise conv `dwconv2`. */
+  depthwiseName: 'dwconv' | 'dwconv2';
+  bnMomentum: number;
+  /** Where the variant comes from: an official table row or a compound coefficient. */
+  origin: 'official' | 'phi' | 'custom';
+  phi?: number;
+}
+
+const DIVISOR = 8;
+
+/**
+ * Keras `round_filters`: scale by width, round to the nearest multiple of 8 (at least 8), and for V1
+ * add 8 more when rounding down lost over 10 % of the scaled width.
+ */
+export function roundFilters(filters: number, width: number, bump: boolean): number {
+  const scaled = filters * width;
+  let rounded = Math.max(DIVISOR, Math.floor((scaled + DIVISOR / 2) / DIVISOR) * DIVISOR);
+  if (bump && rounded < 0.9 * scaled) rounded += DIVISOR;
+  return rounded;
+}
+
+/** Keras `round_repeats`: ceil(depth · repeats). */
+export function roundRepeats(repeats: number, depth: number): number {
+  return Math.ceil(depth * repeats);
+}
+
+/** Official V1 coefficients (Keras applications), in the order B0..B7. */
+const V1_OFFICIAL: Readonly<Record<string, Coefficients>> = {
+  b0: { width: 1.0, depth: 1.0, resolution: 224, dropout: 0.2 },
+  b1: { width: 1.0, depth: 1.1, resolution: 240, dropout: 0.2 },
+  b2: { width: 1.1, depth: 1.2, resolution: 260, dropout: 0.3 },
+  b3: { width: 1.2, depth: 1.4, resolution: 300, dropout: 0.3 },
+  b4: { width: 1.4, depth: 1.8, resolution: 380, dropout: 0.4 },
+  b5: { width: 1.6, depth: 2.2, resolution: 456, dropout: 0.4 },
+  b6: { width: 1.8, depth: 2.6, resolution: 528, dropout: 0.5 },
+  b7: { width: 2.0, depth: 3.1, resolution: 600, dropout: 0.5 },
+};
+
+/** Official V2 coefficients; Keras' V2 constructors keep the default dropout 0.2 for all. */
+const V2_OFFICIAL: Readonly<Record<string, Coefficients & { table: 'b' | 's' | 'm' | 'l' }>> = {
+  'v2-b0': { width: 1.0, depth: 1.0, resolution: 224, dropout: 0.2, table: 'b' },
+  'v2-b1': { width: 1.0, depth: 1.1, resolution: 240, dropout: 0.2, table: 'b' },
+  'v2-b2': { width: 1.1, depth: 1.2, resolution: 260, dropout: 0.2, table: 'b' },
+  'v2-b3': { width: 1.2, depth: 1.4, resolution: 300, dropout: 0.2, table: 'b' },
+  'v2-s': { width: 1.0, depth: 1.0, resolution: 384, dropout: 0.2, table: 's' },
+  'v2-m': { width: 1.0, depth: 1.0, resolution: 480, dropout: 0.2, table: 'm' },
+  'v2-l': { width: 1.0, depth: 1.0, resolution: 480, dropout: 0.2, table: 'l' },
+};
+
+export const OFFICIAL_VARIANTS: readonly string[] = [...Object.keys(V1_OFFICIAL), ...Object.keys(V2_OFFICIAL)];
+
+/** Grid-searched compound scaling bases (V1 paper, eq. 3): α depth, β width, γ resolution. */
+export const COMPOUND = { alpha: 1.2, beta: 1.1, gamma: 1.15, baseResolution: 224 } as const;
+
+/**
+ * Coefficients for a compound coefficient φ: d = 1.2^φ, w = 1.1^φ, r = 224·1.15^φ.
+ * Rounding: w and d are kept to 4 decimals (they only feed round_filters/round_repeats);
+ * r is rounded to the nearest integer pixel (φ = 1 → 258, as the reference notes).
+ * Dropout follows the official ladder: 0.2 + 0.05·φ, clamped to [0.2, 0.5] (inference ignores it).
+ */
+export function compoundCoefficients(phi: number): Coefficients {
+  if (!Number.isFinite(phi) || phi < 0 || phi > 10) {
+    throw new Error(`compound coefficient φ must be a number in [0, 10], got ${phi}`);
+  }
+  const r4 = (x: number) => Math.round(x * 1e4) / 1e4;
+  return {
+    width: r4(COMPOUND.beta ** phi),
+    depth: r4(COMPOUND.alpha ** phi),
+    resolution: Math.round(COMPOUND.baseResolution * COMPOUND.gamma ** phi),
+    dropout: Math.min(0.5, Math.max(0.2, r4(0.2 + 0.05 * phi))),
+  };
+}
+
+function v1Spec(variant: string, c: Coefficients, origin: ArchitectureSpec['origin'], phi?: number): ArchitectureSpec {
+  return {
+    variant, family: 'v1', ...c, stages: V1_STAGES, preprocessing: 'imagenet-stored',
+    roundFiltersBump: true, explicitStridePadding: true, depthwiseName: 'dwconv', bnMomentum: 0.99, origin, phi,
+  };
+}
+
+const fmt = (x: number) => String(Number(x.toFixed(4)));
+
+/**
+ * Resolve a variant name to its architecture.
+ * Accepted: `b0`…`b7`, `v2-b0`…`v2-b3`, `v2-s`, `v2-m`, `v2-l` (case-insensitive, `efficientnet-`
+ * prefix allowed), `phi-X` (V1 baseline at compound coefficient X), and
+ * `custom-wW-dD-rR` (V1 baseline at explicit width, depth, resolution).
+ */
+export function decodeVariant(name: string): ArchitectureSpec {
+  const key = name.trim().toLowerCase().replace(/^efficientnet[-_]?/, '').replace(/^v2([bsml])/, 'v2-$1');
+  const v1 = V1_OFFICIAL[key];
+  if (v1) return v1Spec(key, v1, 'official');
+  const v2 = V2_OFFICIAL[key];
+  if (v2) {
+    const { table, ...c } = v2;
+    return {
+      variant: key, family: 'v2', ...c, stages: V2_STAGES[table],
+      preprocessing: table === 'b' ? 'imagenet-constant' : 'tf',
+      roundFiltersBump: false, explicitStridePadding: false, depthwiseName: 'dwconv2', bnMomentum: 0.9,
+      origin: 'official',
+    };
+  }
+  const phi = /^phi-?(\d+(?:\.\d+)?)$/.exec(key);
+  if (phi) {
+    const value = Number(phi[1]);
+    return v1Spec(`phi-${fmt(value)}`, compoundCoefficients(value), 'phi', value);
+  }
+  const custom = /^custom-w(\d+(?:\.\d+)?)-d(\d+(?:\.\d+)?)-r(\d+)$/.exec(key);
+  if (custom) return customVariant(Number(custom[1]), Number(custom[2]), Number(custom[3]));
+  throw new Error(
+    `unknown variant "${name}"; known: ${OFFICIAL_VARIANTS.join(', ')}, phi-X (compound coefficient), custom-wW-dD-rR`,
+  );
+}
+
+/** A V1-baseline variant at explicit (width, depth, resolution). */
+export function customVariant(width: number, depth: number, resolution: number): ArchitectureSpec {
+  if (!(width > 0 && width <= 8)) throw new Error(`width must be in (0, 8], got ${width}`);
+  if (!(depth > 0 && depth <= 8)) throw new Error(`depth must be in (0, 8], got ${depth}`);
+  if (!Number.isInteger(resolution) || resolution < 32 || resolution > 1024) {
+    throw new Error(`resolution must be an integer in [32, 1024], got ${resolution}`);
+  }
+  return v1Spec(`custom-w${fmt(width)}-d${fmt(depth)}-r${resolution}`, { width, depth, resolution, dropout: 0.2 }, 'custom');
+}
+
+/** Variant name for a compound coefficient φ, e.g. `phi-1.5`. */
+export const phiVariant = (phi: number): string => decodeVariant(`phi-${phi}`).variant;

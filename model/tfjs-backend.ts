@@ -1,0 +1,75 @@
+/**
+ * tfjs backend resolution: the first that loads of tfjs-node-gpu → tfjs-node → wasm → cpu.
+ *
+ * tfjs-node(-gpu) are not in the root install (their install downloads libtensorflow); the GPU image
+ * installs tfjs-node-gpu, and this picks it up at run time. `EFFITAG_TFJS_BACKEND` (or an explicit
+ * argument) forces one backend, and fails loudly if it cannot load.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+export type TfjsBackend = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
+export const BACKEND_ORDER: readonly TfjsBackend[] = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
+
+const loaders: Record<TfjsBackend, () => Promise<string>> = {
+  // Importing tfjs-node(-gpu) registers the native 'tensorflow' backend with the shared tfjs-core.
+  'tensorflow-gpu': async () => { await import(/* @vite-ignore */ '@tensorflow/tfjs-node-gpu' as string); return 'tensorflow'; },
+  tensorflow: async () => { await import(/* @vite-ignore */ '@tensorflow/tfjs-node' as string); return 'tensorflow'; },
+  wasm: async () => { await import('@tensorflow/tfjs-backend-wasm'); return 'wasm'; },
+  cpu: async () => 'cpu',
+};
+
+export interface ResolvedBackend {
+  /** Which of the candidates loaded. */
+  name: TfjsBackend;
+  /** tfjs' own backend name (`tensorflow`, `wasm`, `cpu`). */
+  tfjsName: string;
+  /** Why earlier candidates were passed over. */
+  skipped: { name: TfjsBackend; reason: string }[];
+}
+
+let resolved: Promise<ResolvedBackend> | undefined;
+
+function parseBackend(value: string): TfjsBackend {
+  const v = value.trim().toLowerCase();
+  const alias: Record<string, TfjsBackend> = { gpu: 'tensorflow-gpu', 'tfjs-node-gpu': 'tensorflow-gpu', node: 'tensorflow', 'tfjs-node': 'tensorflow' };
+  const name = alias[v] ?? v;
+  if (!BACKEND_ORDER.includes(name as TfjsBackend)) {
+    throw new Error(`unknown tfjs backend "${value}"; choose one of ${BACKEND_ORDER.join(', ')}`);
+  }
+  return name as TfjsBackend;
+}
+
+async function resolve(forced: TfjsBackend | undefined, log: (msg: string) => void): Promise<ResolvedBackend> {
+  const candidates = forced ? [forced] : BACKEND_ORDER;
+  const skipped: ResolvedBackend['skipped'] = [];
+  for (const name of candidates) {
+    try {
+      const tfjsName = await loaders[name]();
+      if (!(await tf.setBackend(tfjsName))) throw new Error(`tf.setBackend('${tfjsName}') returned false`);
+      await tf.ready();
+      log(`tfjs backend: ${name} (tfjs '${tf.getBackend()}')${skipped.length ? `; skipped ${skipped.map((s) => s.name).join(', ')}` : ''}`);
+      return { name, tfjsName, skipped };
+    } catch (err) {
+      const reason = err instanceof Error ? err.message.split('\n')[0] : String(err);
+      if (forced) throw new Error(`tfjs backend "${name}" was requested but cannot load: ${reason}`);
+      skipped.push({ name, reason });
+    }
+  }
+  throw new Error(`no tfjs backend could load: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
+}
+
+/**
+ * Resolve (once per process) and activate a tfjs backend. `prefer` or `EFFITAG_TFJS_BACKEND` forces one.
+ */
+export async function useTfjsBackend(prefer?: string, log: (msg: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<ResolvedBackend> {
+  const forcedName = prefer ?? process.env.EFFITAG_TFJS_BACKEND;
+  const forced = forcedName ? parseBackend(forcedName) : undefined;
+  if (!resolved || forced) {
+    const attempt = resolve(forced, log);
+    if (!forced) resolved = attempt;
+    return attempt;
+  }
+  return resolved;
+}
+
+export { tf };

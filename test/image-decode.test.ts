@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import sharp from 'sharp';
+import { decodeImage, ImageError, sniffFormat } from '../inference/image.ts';
+import { gradientImage } from './support/fixtures.ts';
+
+const reason = (r: string) => (err: unknown) => err instanceof ImageError && err.reason === r;
+
+describe('image decoding', () => {
+  for (const format of ['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif'] as const) {
+    it(`${format}: decodes to size×size RGB`, async () => {
+      const input = await gradientImage(120, 80, format);
+      assert.equal(sniffFormat(input), format === 'avif' ? 'avif' : format);
+      const img = await decodeImage(input, 64);
+      assert.equal(img.pixels.length, 64 * 64 * 3);
+      assert.deepEqual([img.sourceWidth, img.sourceHeight, img.resampled], [120, 80, true]);
+    });
+  }
+
+  it('an image already at the model resolution passes unresampled (identical pixels)', async () => {
+    const png = await gradientImage(64, 64, 'png');
+    const raw = await sharp(png).raw().toBuffer();
+    const img = await decodeImage(png, 64);
+    assert.equal(img.resampled, false);
+    assert.deepEqual(Buffer.from(img.pixels), raw);
+  });
+
+  it('applies EXIF orientation (a 6-rotated 80×40 JPEG is 40×80)', async () => {
+    const jpeg = await sharp(await gradientImage(80, 40, 'png')).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const img = await decodeImage(jpeg, 32);
+    assert.deepEqual([img.sourceWidth, img.sourceHeight], [40, 80]);
+  });
+
+  it('grayscale, CMYK, alpha and 16-bit inputs all become 8-bit RGB', async () => {
+    const base = await gradientImage(50, 50, 'png');
+    const gray = await sharp(base).grayscale().png().toBuffer();
+    const cmyk = await sharp(base).toColourspace('cmyk').jpeg().toBuffer();
+    const alpha = await sharp({ create: { width: 50, height: 50, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toBuffer();
+    const sixteen = await sharp(base).toColourspace('rgb16').png().toBuffer();
+    assert.equal((await sharp(sixteen).metadata()).depth, 'ushort');
+    for (const input of [gray, cmyk, alpha, sixteen]) {
+      const img = await decodeImage(input, 50);
+      assert.equal(img.pixels.length, 50 * 50 * 3);
+    }
+    // Transparent pixels are flattened onto white.
+    const flat = await decodeImage(alpha, 50);
+    assert.deepEqual([...flat.pixels.subarray(0, 3)], [255, 255, 255]);
+    const g = await decodeImage(gray, 50);
+    assert.equal(g.pixels[300], g.pixels[301]);
+  });
+
+  it('rejects empty, non-image, truncated and oversized inputs with a reason', async () => {
+    await assert.rejects(decodeImage(new Uint8Array(0), 32), reason('empty'));
+    await assert.rejects(decodeImage(Buffer.from('hello, I am text named photo.jpg'), 32), reason('unsupported-format'));
+    const png = await gradientImage(200, 200, 'png');
+    await assert.rejects(decodeImage(png.subarray(0, png.length >> 1), 32), reason('undecodable'));
+    await assert.rejects(decodeImage(png, 32, { maxBytes: 100 }), reason('too-large'));
+    await assert.rejects(decodeImage(png, 32, { maxPixels: 1000 }), reason('too-many-pixels'));
+  });
+});
