@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { registerModelCommands } from './commands/model.ts';
 import { registerWeightsCommands } from './commands/weights.ts';
 import { registerPredictCommand } from './commands/predict.ts';
+import { registerTiersCommands } from './commands/tiers.ts';
 
 export function buildProgram(): Command {
   const program = new Command('effitag')
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
   registerModelCommands(program);
   registerWeightsCommands(program);
   registerPredictCommand(program);
+  registerTiersCommands(program);
   program
     .command('local')
     .description('run the embedded local stack (S3 + queues + router + CPU worker) — not built yet')

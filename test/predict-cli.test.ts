@@ -31,7 +31,7 @@ describe('predict', () => {
 
   it('--json: one object per image, top-k sorted with ImageNet indices and labels; a corrupt file errors alone', async () => {
     const files = ['a.jpg', 'corrupt.jpg', 'b.png', 'c.webp'].map((f) => join(dir, f));
-    const { code, stdout, stderr } = await cli(['predict', '--weights', weights, '--variant', 'b0', '--top-k', '4', '--json', ...files]);
+    const { code, stdout, stderr } = await cli(['predict', '--engine', 'tfjs', '--weights', weights, '--variant', 'b0', '--top-k', '4', '--json', ...files]);
     assert.equal(code, 1, 'exit status 1 because one image failed');
     assert.match(stderr, /tfjs backend: /);
     const out = JSON.parse(stdout) as Entry[];

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { classifyFiles } from '../../inference/classify-files.ts';
-import { createEngine } from '../../inference/engines.ts';
+import { createEngine, DEFAULT_ENGINE, ENGINE_NAMES } from '../../inference/engines.ts';
 import { parseNumber } from '../format.ts';
 
 interface PredictOptions {
@@ -21,8 +21,8 @@ export function registerPredictCommand(program: Command): void {
     .requiredOption('--weights <dir>', 'weights artifact directory')
     .option('--variant <variant>', 'expected variant of the weights (checked)')
     .option('--top-k <k>', 'classes per image', parseNumber('--top-k', 1, 1000, true), 5)
-    .option('--engine <engine>', 'inference engine', 'tfjs')
-    .option('--backend <backend>', 'tfjs backend: tensorflow-gpu | tensorflow | wasm | cpu (env EFFITAG_TFJS_BACKEND)')
+    .option('--engine <engine>', `inference engine: ${ENGINE_NAMES.join(' | ')}`, DEFAULT_ENGINE)
+    .option('--backend <backend>', 'tfjs engine backend: tensorflow-gpu | tensorflow | wasm | cpu (env EFFITAG_TFJS_BACKEND)')
     .option('--batch-size <n>', 'images per inference call', parseNumber('--batch-size', 1, 256, true), 8)
     .option('--json', 'print a JSON array, one object per image')
     .action(async (images: string[], opts: PredictOptions) => {

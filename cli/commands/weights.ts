@@ -3,6 +3,7 @@ import { byteProgress } from '../progress.ts';
 import { fetchWeights } from '../../model/weights-fetch.ts';
 import { importKerasWeights, type NormalizationMode } from '../../model/weights.ts';
 import { thousands } from '../format.ts';
+import { ensureOnnx } from '../../model/onnx/cache.ts';
 
 export function registerWeightsCommands(program: Command): void {
   const weights = program.command('weights').description('official Keras weights → EffiTag weights artifacts');
@@ -34,5 +35,16 @@ export function registerWeightsCommands(program: Command): void {
       const result = await fetchWeights({ variant, ...opts, progress: process.stderr.isTTY ? byteProgress(`${variant}`) : undefined });
       process.stdout.write(`${result.downloaded ? 'downloaded' : 'cached'} ${result.h5Path}\n`);
       process.stdout.write(`${result.converted ? 'converted' : 'reused'} ${result.dir} (sha256 ${result.manifest.sha256})\n`);
+    });
+
+  weights
+    .command('export-onnx')
+    .description('export the ONNX graph of a weights artifact (BatchNorm folded, preprocessing inside, dynamic batch)')
+    .requiredOption('--weights <dir>', 'weights artifact directory')
+    .option('--variant <variant>', 'expected variant of the weights (checked)')
+    .option('--out <file>', 'write here instead of the cache beside the weights')
+    .action(async (opts: { weights: string; variant?: string; out?: string }) => {
+      const r = await ensureOnnx(opts.weights, { variant: opts.variant, out: opts.out });
+      process.stdout.write(`${r.cached ? 'cached' : 'exported'} ${r.path}\n`);
     });
 }

@@ -1,0 +1,81 @@
+/**
+ * Engine benchmark: images/s and ms/image for each engine × batch × variant, plus sharp's
+ * decode+resize cost per image. Median of several timed runs after a warm-up run. Random weights
+ * (the speed of a network does not depend on its values).
+ */
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { planModel } from '../model/plan.ts';
+import { randomWeights } from '../model/random-weights.ts';
+import { writeArtifact } from '../model/weights.ts';
+import { createEngine } from '../inference/engines.ts';
+import { decodeImage, type DecodedImage } from '../inference/image.ts';
+import type { EngineName } from '../inference/engine.ts';
+import { syntheticJpeg } from './images.ts';
+import { median, type BenchContext } from './util.ts';
+
+export interface EngineRow { engine: string; backend: string; variant: string; batch: number; msPerImage: number; imagesPerSecond: number; runs: number }
+export interface DecodeRow { source: string; inFlight: number; msPerImage: number }
+
+export async function benchEngines(ctx: BenchContext, opts: { variants: string[]; batches: number[]; engines: EngineName[]; runs: number }) {
+  const rows: EngineRow[] = [];
+  for (const variant of opts.variants) {
+    const plan = planModel(variant);
+    const dir = join(ctx.workDir, variant);
+    await writeArtifact(dir, plan, randomWeights(plan, 1), { kind: 'random', note: 'benchmark' });
+    const jpeg = await syntheticJpeg(1024, 768);
+    const image = await decodeImage(jpeg, plan.resolution);
+    for (const engineName of opts.engines) {
+      const model = await createEngine(engineName, { ort: { log: () => {} } }).load(dir);
+      for (const batch of opts.batches) {
+        const images: DecodedImage[] = Array.from({ length: batch }, () => image);
+        // tfjs on CPU is ~15× slower: fewer runs keep the benchmark within minutes, still median-of-3.
+        const runs = engineName === 'tfjs' ? Math.min(opts.runs, 3) : opts.runs;
+        await model.classify(images); // warm-up (graph optimisation, kernel selection, allocation)
+        const times: number[] = [];
+        for (let r = 0; r < runs; r++) {
+          const t0 = performance.now();
+          await model.classify(images);
+          times.push(performance.now() - t0);
+        }
+        const ms = median(times) / batch;
+        const row = { engine: engineName, backend: model.description, variant, batch, msPerImage: ms, imagesPerSecond: 1000 / ms, runs };
+        rows.push(row);
+        ctx.log(`${row.backend.padEnd(12)} ${variant.padEnd(5)} batch ${String(batch).padStart(2)}: ${ms.toFixed(1).padStart(7)} ms/image ${row.imagesPerSecond.toFixed(1).padStart(7)} images/s`);
+      }
+      await model.dispose();
+    }
+  }
+  const decode = await benchDecode(opts.runs);
+  for (const d of decode) ctx.log(`sharp decode+resize ${d.source} → 224, ${d.inFlight} in flight: ${d.msPerImage.toFixed(2)} ms/image`);
+  const ratio = (variant: string, batch: number) => {
+    const ort = rows.find((r) => r.engine === 'ort' && r.variant === variant && r.batch === batch);
+    const tfjs = rows.find((r) => r.engine === 'tfjs' && r.variant === variant && r.batch === batch);
+    return ort && tfjs ? ort.imagesPerSecond / tfjs.imagesPerSecond : undefined;
+  };
+  const summary = {
+    ortB0Batch8ImagesPerSecond: rows.find((r) => r.engine === 'ort' && r.variant === 'b0' && r.batch === 8)?.imagesPerSecond,
+    ortOverTfjsB0Batch8: ratio('b0', 8),
+    goals: 'ort B0 batch 8 ≥ 100 images/s and ≥ 10× tfjs in the same run',
+  };
+  return { machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version }, rows, decode, summary };
+}
+
+async function benchDecode(runs: number): Promise<DecodeRow[]> {
+  const jpeg = await syntheticJpeg(1024, 768);
+  const out: DecodeRow[] = [];
+  for (const inFlight of [1, 16]) {
+    const n = 64;
+    await Promise.all(Array.from({ length: inFlight }, () => decodeImage(jpeg, 224)));
+    const times: number[] = [];
+    for (let r = 0; r < runs; r++) {
+      const t0 = performance.now();
+      for (let done = 0; done < n; done += inFlight) {
+        await Promise.all(Array.from({ length: Math.min(inFlight, n - done) }, () => decodeImage(jpeg, 224)));
+      }
+      times.push((performance.now() - t0) / n);
+    }
+    out.push({ source: '1024×768 JPEG', inFlight, msPerImage: median(times) });
+  }
+  return out;
+}

@@ -1,0 +1,39 @@
+/**
+ * `npm run bench [-- <suite>] [--runs N] [--quick]`
+ * Suites: engines (default). Results print as a table and are written to bench/results/<suite>.json.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { benchEngines } from './engines.ts';
+import type { BenchContext } from './util.ts';
+import type { EngineName } from '../inference/engine.ts';
+
+const program = new Command('bench')
+  .argument('[suite]', 'engines', 'engines')
+  .option('--runs <n>', 'timed runs per measurement (median reported)', (v) => Number(v), 5)
+  .option('--quick', 'B0 only, batches 1 and 8')
+  .action(async (suite: string, opts: { runs: number; quick?: boolean }) => {
+    const workDir = await mkdtemp(join(tmpdir(), 'effitag-bench-'));
+    const ctx: BenchContext = { workDir, log: (line) => process.stdout.write(`${line}\n`) };
+    try {
+      let result: unknown;
+      if (suite === 'engines') {
+        result = await benchEngines(ctx, {
+          variants: opts.quick ? ['b0'] : ['b0', 'b3'], batches: opts.quick ? [1, 8] : [1, 8, 32],
+          engines: ['ort', 'tfjs'] as EngineName[], runs: opts.runs,
+        });
+      } else {
+        throw new Error(`unknown suite "${suite}"`);
+      }
+      await mkdir('bench/results', { recursive: true });
+      const file = join('bench/results', `${suite}.json`);
+      await writeFile(file, `${JSON.stringify({ suite, at: new Date().toISOString(), ...(result as object) }, null, 2)}\n`);
+      process.stdout.write(`\nwritten ${file}\n${JSON.stringify((result as { summary?: unknown }).summary ?? {}, null, 2)}\n`);
+    } finally {
+      await rm(workDir, { recursive: true, force: true });
+    }
+  });
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,100 @@
+import { existsSync } from 'node:fs';
+import type { Command } from 'commander';
+import { chooseVariant } from '../../tiers/choose.ts';
+import { estimateCosts, readBenchFile } from '../../tiers/cost.ts';
+import { loadTiers, readTiersJson, resolveTiersPath } from '../../tiers/load.ts';
+import { routeObject } from '../../tiers/route.ts';
+import { validateTiers, variantName } from '../../tiers/schema.ts';
+import { parseNumber, table } from '../format.ts';
+
+const DEFAULT_BENCH = 'bench/results/engines.json';
+
+export function registerTiersCommands(program: Command): void {
+  const tiers = program
+    .command('tiers')
+    .description('cost tiers: which variant, hardware and budget per bucket/prefix')
+    .option('--tiers <file>', 'tiers file (default: $EFFITAG_TIERS_FILE, cdk.json context effitag:tiersFile, tiers/defaults.json)');
+  const tiersFile = (cmd: Command) => (cmd.optsWithGlobals() as { tiers?: string }).tiers;
+
+  tiers
+    .command('validate')
+    .description('validate a tiers file; errors name their path; exit status 1 on errors')
+    .argument('[file]', 'tiers file')
+    .action((file: string | undefined, _opts: unknown, cmd: Command) => {
+      const path = resolveTiersPath(file ?? tiersFile(cmd));
+      const result = validateTiers(readTiersJson(path));
+      for (const issue of result.issues) process.stdout.write(`${issue.severity}: ${issue.path}: ${issue.message}\n`);
+      const errors = result.issues.filter((i) => i.severity === 'error').length;
+      const warnings = result.issues.length - errors;
+      process.stdout.write(`${path}: ${errors ? `${errors} error(s)` : 'valid'}${warnings ? `, ${warnings} warning(s)` : ''}\n`);
+      if (errors) process.exitCode = 1;
+    });
+
+  tiers
+    .command('show')
+    .description('the effective configuration: tiers and routing')
+    .option('--json', 'print the validated configuration with defaults filled in')
+    .action((opts: { json?: boolean }, cmd: Command) => {
+      const { path, config } = loadTiers(tiersFile(cmd));
+      if (opts.json) return void process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+      process.stdout.write(`tiers file: ${path}\n\n`);
+      process.stdout.write(table(Object.entries(config.tiers).map(([name, t]) => [
+        name, t.variants.map(variantName).join(' '),
+        t.compute.target === 'ecs-gpu' ? `${t.compute.instanceType} ${t.compute.capacity} ≤${t.compute.maxTasks}` : `Lambda ${t.compute.memoryMb} MB ≤${t.compute.maxConcurrency}`,
+        t.engine, t.batchSize, t.topK, t.minConfidence, t.writeBack, t.acceptsOverrides ? 'yes' : 'no',
+      ]), ['tier', 'variants', 'compute', 'engine', 'batch', 'top-k', 'min p', 'write-back', 'overrides']));
+      process.stdout.write('\nrouting (longest prefix wins):\n');
+      process.stdout.write(table([
+        ...config.routing.rules.map((r) => [`${r.bucket ?? '*'}/${r.prefix}`, r.tier, r.allowOverrides.join(' ') || '-']),
+        ['(default)', config.routing.default.tier, config.routing.default.allowOverrides.join(' ') || '-'],
+      ], ['bucket/prefix', 'tier', 'may override to']));
+    });
+
+  tiers
+    .command('explain')
+    .description('which tier and variant an object of this size would get, and why')
+    .requiredOption('--key <key>', 'object key')
+    .requiredOption('--width <px>', 'image width', parseNumber('--width', 1, 1e6, true))
+    .requiredOption('--height <px>', 'image height', parseNumber('--height', 1, 1e6, true))
+    .option('--bucket <bucket>', 'bucket name (for bucket-specific rules)')
+    .option('--metadata <k=v...>', 'user metadata, e.g. effitag-tier=premium', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--json', 'machine-readable output')
+    .action((opts: { key: string; width: number; height: number; bucket?: string; metadata?: string[]; json?: boolean }, cmd: Command) => {
+      const { config } = loadTiers(tiersFile(cmd));
+      const metadata: Record<string, string> = {};
+      for (const kv of opts.metadata ?? []) {
+        const i = kv.indexOf('=');
+        if (i < 1) throw new Error(`--metadata takes key=value, got "${kv}"`);
+        metadata[kv.slice(0, i)] = kv.slice(i + 1);
+      }
+      const route = routeObject(config, { bucket: opts.bucket, key: opts.key, metadata });
+      const tier = config.tiers[route.tier];
+      const choice = chooseVariant(tier, opts.width, opts.height, config.resolutionTolerance);
+      if (opts.json) return void process.stdout.write(`${JSON.stringify({ key: opts.key, tier: route.tier, matched: route.matched, override: route.override, ...choice }, null, 2)}\n`);
+      process.stdout.write(`key:      ${JSON.stringify(opts.key)}\n`);
+      process.stdout.write(`tier:     ${route.tier} (matched ${route.matched})\n`);
+      if (route.override) process.stdout.write(`override: "${route.override.requested}" ${route.override.honoured ? 'honoured' : 'refused'}: ${route.override.reason}\n`);
+      process.stdout.write(`variant:  ${choice.variant} at ${choice.resolution}×${choice.resolution}\n`);
+      process.stdout.write(`why:      ${choice.reason}\n`);
+    });
+
+  tiers
+    .command('cost')
+    .description('estimated $ per 1M images per tier and variant, next to Amazon Rekognition')
+    .option('--bench <file>', `engine benchmark JSON (default ${DEFAULT_BENCH} if present)`)
+    .option('--json', 'machine-readable output')
+    .action((opts: { bench?: string; json?: boolean }, cmd: Command) => {
+      const { config } = loadTiers(tiersFile(cmd));
+      const benchPath = opts.bench ?? (existsSync(DEFAULT_BENCH) ? DEFAULT_BENCH : undefined);
+      const report = estimateCosts(config, benchPath ? readBenchFile(benchPath) : undefined);
+      if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath ?? null, ...report }, null, 2)}\n`);
+      const money = (n?: number) => (n === undefined ? 'n/a' : `$${n < 10 ? n.toFixed(2) : n.toFixed(0)}`);
+      process.stdout.write(table(report.rows.map((r) => [
+        r.tier, r.variant, r.compute, r.imagesPerSecond === undefined ? 'n/a' : r.imagesPerSecond.toFixed(1),
+        money(r.dollarsPerMillion), money(r.allInPerMillion), r.vsRekognition === undefined ? (r.note ?? '') : `${r.vsRekognition.toFixed(1)}× cheaper`, r.throughputSource ?? '',
+      ]), ['tier', 'variant', 'compute', 'images/s', 'compute $/1M', 'all-in $/1M', 'vs Rekognition', 'throughput from']));
+      process.stdout.write(`\nAmazon Rekognition label detection: $${report.rekognitionPerMillion} per 1M images.\nAssumptions:\n`);
+      for (const a of report.assumptions) process.stdout.write(`  - ${a}\n`);
+      if (!benchPath) process.stdout.write('  - no benchmark JSON found: run `npm run bench` for CPU-tier throughput\n');
+    });
+}

@@ -1,0 +1,44 @@
+/**
+ * Exported ONNX graphs are cached beside the weights artifact, keyed by the artifact's content hash
+ * and the exporter version: `<weights dir>/onnx/<sha256[0:16]>-x<version>-r<resolution>.onnx`.
+ * Where the weights directory is read-only (a Lambda layer, a read-only mount), the cache directory
+ * is used instead.
+ */
+import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { cacheDir } from '../weights-fetch.ts';
+import { loadArtifact, planFor, type WeightsManifest } from '../weights.ts';
+import { EXPORTER_VERSION, exportOnnx } from './export.ts';
+
+export function onnxFileName(manifest: WeightsManifest): string {
+  return `${manifest.sha256.slice(0, 16)}-x${EXPORTER_VERSION}-r${manifest.resolution}.onnx`;
+}
+
+const exists = (p: string) => stat(p).then((s) => s.size > 0, () => false);
+
+export interface ExportResult { path: string; cached: boolean; manifest: WeightsManifest }
+
+/** The ONNX graph for an artifact: reuse a cached export or write one. `out` forces a location. */
+export async function ensureOnnx(weightsDir: string, options: { variant?: string; out?: string } = {}): Promise<ExportResult> {
+  const artifact = await loadArtifact(weightsDir, options.variant);
+  const name = onnxFileName(artifact.manifest);
+  const candidates = options.out ? [options.out] : [join(weightsDir, 'onnx', name), join(cacheDir(), 'onnx', name)];
+  for (const path of candidates) if (await exists(path)) return { path, cached: true, manifest: artifact.manifest };
+
+  const bytes = exportOnnx(planFor(artifact.manifest), artifact.weights, {
+    metadata: { weights_sha256: artifact.manifest.sha256, source: artifact.manifest.source.kind },
+  });
+  let lastError: unknown;
+  for (const path of candidates) {
+    try {
+      await mkdir(join(path, '..'), { recursive: true });
+      const tmp = `${path}.${process.pid}.tmp`;
+      await writeFile(tmp, bytes);
+      await rename(tmp, path);
+      return { path, cached: false, manifest: artifact.manifest };
+    } catch (err) {
+      lastError = err; // read-only location: try the next one
+    }
+  }
+  throw new Error(`cannot write the ONNX export anywhere (${candidates.join(', ')}): ${String(lastError)}`);
+}

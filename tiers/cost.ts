@@ -1,0 +1,103 @@
+/**
+ * `effitag tiers cost`: estimated $ per million images for each tier and variant, next to Amazon
+ * Rekognition. GPU: instance $/hour ÷ images/hour at full utilisation. Lambda: GB-seconds per image
+ * plus the request charge per batch. Throughput comes from the tier's `throughput` (configuration)
+ * or, for CPU tiers on onnxruntime, from the benchmark JSON scaled to the function's vCPUs.
+ */
+import { readFileSync } from 'node:fs';
+import { DEFAULT_SPOT_FRACTION, GPU_INSTANCES, LAMBDA_MB_PER_VCPU, LAMBDA_PRICES, PIPELINE_REQUESTS_PER_MILLION, PRICE_LIST_DATE, REKOGNITION_PER_MILLION } from './prices.ts';
+import { variantName, type TiersFile } from './schema.ts';
+
+export interface BenchRow { engine: string; variant: string; batch: number; imagesPerSecond: number }
+export interface BenchFile { machine?: { cpus?: number }; rows: BenchRow[] }
+
+export interface CostRow {
+  tier: string;
+  compute: string;
+  variant: string;
+  imagesPerSecond?: number;
+  throughputSource?: string;
+  dollarsPerHour?: number;
+  dollarsPerMillion?: number;
+  /** Compute plus the pipeline's S3 and SQS request charges. */
+  allInPerMillion?: number;
+  /** How many times cheaper than Rekognition (>1 = cheaper). */
+  vsRekognition?: number;
+  note?: string;
+}
+
+export interface CostReport { rows: CostRow[]; rekognitionPerMillion: number; assumptions: string[] }
+
+export function readBenchFile(path: string): BenchFile {
+  const parsed = JSON.parse(readFileSync(path, 'utf8')) as BenchFile;
+  if (!Array.isArray(parsed.rows)) throw new Error(`${path}: not an engines benchmark result (no rows)`);
+  return parsed;
+}
+
+/** The benchmark row for an engine and variant at the batch size closest to the tier's. */
+function benchThroughput(bench: BenchFile | undefined, engine: string, variant: string, batch: number): BenchRow | undefined {
+  const rows = bench?.rows.filter((r) => r.engine === engine && r.variant === variant) ?? [];
+  return rows.sort((a, b) => Math.abs(a.batch - batch) - Math.abs(b.batch - batch))[0];
+}
+
+export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport {
+  const spotFraction = config.prices.spotFraction ?? DEFAULT_SPOT_FRACTION;
+  const benchCpus = bench?.machine?.cpus ?? 2;
+  const rows: CostRow[] = [];
+  for (const [tierName, tier] of Object.entries(config.tiers)) {
+    for (const entry of tier.variants) {
+      const variant = variantName(entry);
+      const row: CostRow = { tier: tierName, compute: '', variant };
+      const configured = tier.throughput?.[variant] ?? tier.throughput?.[typeof entry === 'string' ? entry : variant];
+      if (tier.compute.target === 'ecs-gpu') {
+        const { instanceType, capacity } = tier.compute;
+        const onDemand = config.prices.instances[instanceType] ?? GPU_INSTANCES[instanceType]?.onDemand;
+        row.compute = `${instanceType} ${capacity}`;
+        row.dollarsPerHour = onDemand === undefined ? undefined : onDemand * (capacity === 'spot' ? spotFraction : 1);
+        if (configured) { row.imagesPerSecond = configured; row.throughputSource = 'configuration'; }
+        if (row.dollarsPerHour !== undefined && row.imagesPerSecond) {
+          row.dollarsPerMillion = (row.dollarsPerHour / (row.imagesPerSecond * 3600)) * 1e6;
+        }
+      } else {
+        const { memoryMb, architecture } = tier.compute;
+        const vcpus = Math.min(6, memoryMb / LAMBDA_MB_PER_VCPU);
+        row.compute = `Lambda ${memoryMb} MB ${architecture} (${vcpus.toFixed(2)} vCPU)`;
+        if (configured) {
+          row.imagesPerSecond = configured; row.throughputSource = 'configuration';
+        } else {
+          const b = benchThroughput(bench, tier.engine, variant, tier.batchSize);
+          if (b) {
+            row.imagesPerSecond = b.imagesPerSecond * (vcpus / benchCpus);
+            row.throughputSource = `benchmark (${tier.engine}, batch ${b.batch}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
+          }
+        }
+        if (row.imagesPerSecond) {
+          const price = LAMBDA_PRICES[architecture];
+          const perImage = (1 / row.imagesPerSecond) * (memoryMb / 1024) * price.perGbSecond + price.perMillionRequests / 1e6 / tier.batchSize;
+          row.dollarsPerMillion = perImage * 1e6;
+        }
+      }
+      if (row.dollarsPerMillion !== undefined) {
+        row.allInPerMillion = row.dollarsPerMillion + PIPELINE_REQUESTS_PER_MILLION;
+        row.vsRekognition = REKOGNITION_PER_MILLION / row.allInPerMillion;
+      }
+      else if (!row.imagesPerSecond) row.note = `no throughput: set tiers.${tierName}.throughput.${variant} or run npm run bench (ort)`;
+      else row.note = 'no price for the instance type';
+      rows.push(row);
+    }
+  }
+  return {
+    rows,
+    rekognitionPerMillion: REKOGNITION_PER_MILLION,
+    assumptions: [
+      `instance prices: ${PRICE_LIST_DATE} list prices unless overridden in prices.instances`,
+      `spot = ${Math.round(spotFraction * 100)} % of on-demand (prices.spotFraction); real spot prices move hourly`,
+      'GPU tiers: full utilisation while running; idle cost is zero (the pools scale to zero), start-up minutes are not counted',
+      `Lambda: ${LAMBDA_PRICES.x86_64.perGbSecond} $/GB-s x86_64, ${LAMBDA_PRICES.arm64.perGbSecond} $/GB-s arm64, $0.20 per 1M requests, one request per batch`,
+      `Lambda throughput: benchmark images/s scaled linearly from the benchmark machine's cores to memory/${LAMBDA_MB_PER_VCPU} vCPUs`,
+      `all-in adds the pipeline's own requests, $${PIPELINE_REQUESTS_PER_MILLION.toFixed(2)} per 1M images: ranged GET + GET ($0.40 each), the write-back CopyObject ($5.00), 3 SQS requests ($0.40 each); "vs Rekognition" compares all-in`,
+      'not included: data transfer, CloudWatch logs and metrics, versioned-bucket storage of the copies',
+      `Amazon Rekognition DetectLabels: $${REKOGNITION_PER_MILLION / 1000} per 1,000 images (first pricing tier)`,
+    ],
+  };
+}

@@ -1,0 +1,55 @@
+/**
+ * Default prices for the cost model. On-demand Linux list prices for us-east-1 as published on the
+ * AWS pricing pages (PRICE_LIST_DATE); spot is modelled as a fraction of on-demand because spot prices
+ * move hourly. Every figure can be overridden in the tiers file (`prices`), and `effitag tiers cost`
+ * prints the figures it used.
+ */
+export const PRICE_LIST_DATE = '2025-06 (us-east-1, on-demand, Linux)';
+
+export interface GpuInstance {
+  /** $ per hour, on demand. */
+  onDemand: number;
+  gpus: number;
+  gpu: string;
+  vcpus: number;
+  memoryGiB: number;
+}
+
+/** GPU instance types the ECS GPU tier supports (NVIDIA, CUDA 11.8-capable). */
+export const GPU_INSTANCES: Readonly<Record<string, GpuInstance>> = {
+  'g4dn.xlarge': { onDemand: 0.526, gpus: 1, gpu: 'T4', vcpus: 4, memoryGiB: 16 },
+  'g4dn.2xlarge': { onDemand: 0.752, gpus: 1, gpu: 'T4', vcpus: 8, memoryGiB: 32 },
+  'g4dn.4xlarge': { onDemand: 1.204, gpus: 1, gpu: 'T4', vcpus: 16, memoryGiB: 64 },
+  'g4dn.8xlarge': { onDemand: 2.176, gpus: 1, gpu: 'T4', vcpus: 32, memoryGiB: 128 },
+  'g4dn.12xlarge': { onDemand: 3.912, gpus: 4, gpu: 'T4', vcpus: 48, memoryGiB: 192 },
+  'g5.xlarge': { onDemand: 1.006, gpus: 1, gpu: 'A10G', vcpus: 4, memoryGiB: 16 },
+  'g5.2xlarge': { onDemand: 1.212, gpus: 1, gpu: 'A10G', vcpus: 8, memoryGiB: 32 },
+  'g5.4xlarge': { onDemand: 1.624, gpus: 1, gpu: 'A10G', vcpus: 16, memoryGiB: 64 },
+  'g5.12xlarge': { onDemand: 5.672, gpus: 4, gpu: 'A10G', vcpus: 48, memoryGiB: 192 },
+  'g6.xlarge': { onDemand: 0.8048, gpus: 1, gpu: 'L4', vcpus: 4, memoryGiB: 16 },
+  'g6.2xlarge': { onDemand: 0.9776, gpus: 1, gpu: 'L4', vcpus: 8, memoryGiB: 32 },
+  'g6.4xlarge': { onDemand: 1.3232, gpus: 1, gpu: 'L4', vcpus: 16, memoryGiB: 64 },
+  'p3.2xlarge': { onDemand: 3.06, gpus: 1, gpu: 'V100', vcpus: 8, memoryGiB: 61 },
+};
+
+/** Spot price as a fraction of on-demand (long-run average for G instances; an assumption). */
+export const DEFAULT_SPOT_FRACTION = 0.35;
+
+/** Lambda on x86_64 / arm64: $ per GB-second and per million requests. */
+export const LAMBDA_PRICES = {
+  x86_64: { perGbSecond: 0.0000166667, perMillionRequests: 0.2 },
+  arm64: { perGbSecond: 0.0000133334, perMillionRequests: 0.2 },
+} as const;
+
+/** Lambda allocates one vCPU-equivalent per 1,769 MB of memory (AWS documentation). */
+export const LAMBDA_MB_PER_VCPU = 1769;
+
+/** Amazon Rekognition DetectLabels, first pricing tier: $1.00 per 1,000 images. */
+export const REKOGNITION_PER_MILLION = 1000;
+
+/**
+ * Per-image request charges of the pipeline itself ($ per million images): the router's ranged GET
+ * ($0.40), the worker's GET ($0.40), the write-back CopyObject (PUT class, $5.00), and three SQS
+ * requests (send, receive, delete: 3 × $0.40). S3 Standard, us-east-1.
+ */
+export const PIPELINE_REQUESTS_PER_MILLION = 0.4 + 0.4 + 5.0 + 3 * 0.4;

@@ -1,0 +1,216 @@
+/**
+ * The tiers configuration: which EfficientNet variants, hardware and limits each cost tier uses,
+ * and which tier an object goes to. Validated with zod; every error names its path
+ * (`tiers.premium.variants[2]: unknown variant "b9"; known: …`).
+ */
+import { z } from 'zod';
+import { decodeVariant, OFFICIAL_VARIANTS } from '../model/spec.ts';
+import { GPU_INSTANCES } from './prices.ts';
+
+const tierName = z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'tier names are lowercase letters, digits and dashes, starting with a letter (at most 31)');
+
+/** A variant: an official name, `phi-X`, `custom-wW-dD-rR`, or an object with φ or (w, d, r) and its weights. */
+export const variantSchema = z.union([
+  z.string(),
+  z.object({ phi: z.number().min(0).max(10), weights: z.string().min(1) }).strict(),
+  z.object({ width: z.number().positive(), depth: z.number().positive(), resolution: z.number().int().min(32).max(1024), weights: z.string().min(1) }).strict(),
+]);
+
+const lambdaCompute = z.object({
+  target: z.literal('lambda-cpu'),
+  memoryMb: z.number().int().min(512).max(10240),
+  architecture: z.enum(['x86_64', 'arm64']).default('x86_64'),
+  /** Reserved concurrency cap: the tier's spend ceiling. */
+  maxConcurrency: z.number().int().min(1).max(1000).default(10),
+}).strict();
+
+const gpuCompute = z.object({
+  target: z.literal('ecs-gpu'),
+  instanceType: z.string(),
+  capacity: z.enum(['spot', 'on-demand']).default('spot'),
+  maxTasks: z.number().int().min(1).max(100),
+}).strict();
+
+export const tierSchema = z.object({
+  description: z.string().optional(),
+  variants: z.array(variantSchema).min(1, 'a tier needs at least one variant'),
+  compute: z.discriminatedUnion('target', [lambdaCompute, gpuCompute]),
+  engine: z.enum(['ort', 'tfjs']),
+  batchSize: z.number().int().min(1).max(256),
+  topK: z.number().int().min(1).max(20).default(5),
+  minConfidence: z.number().min(0).max(1).default(0.1),
+  limits: z.object({
+    maxBytes: z.number().int().positive().default(50 * 1024 * 1024),
+    maxPixels: z.number().int().positive().default(100_000_000),
+  }).strict().default({ maxBytes: 50 * 1024 * 1024, maxPixels: 100_000_000 }),
+  writeBack: z.enum(['metadata', 'tags', 'both']).default('metadata'),
+  /** May objects be sent here by the `x-amz-meta-effitag-tier` override? */
+  acceptsOverrides: z.boolean().default(false),
+  /** Images per second per variant on this tier's hardware, for `tiers cost` (else the benchmark JSON). */
+  throughput: z.record(z.string(), z.number().positive()).optional(),
+}).strict();
+
+const routeTarget = {
+  tier: tierName,
+  /** Tiers that objects matched here may request with `x-amz-meta-effitag-tier`. */
+  allowOverrides: z.array(tierName).default([]),
+};
+
+export const ruleSchema = z.object({
+  bucket: z.string().min(3).max(63).optional(),
+  prefix: z.string().min(1, 'use routing.default for the empty prefix'),
+  ...routeTarget,
+}).strict();
+
+export const tiersFileSchema = z.object({
+  $schema: z.string().optional(),
+  version: z.literal(1),
+  tiers: z.record(tierName, tierSchema),
+  routing: z.object({
+    default: z.object(routeTarget).strict(),
+    rules: z.array(ruleSchema).default([]),
+  }).strict(),
+  prices: z.object({
+    /** $ per hour on demand, by instance type (adds or overrides the defaults). */
+    instances: z.record(z.string(), z.number().positive()).default({}),
+    spotFraction: z.number().gt(0).max(1).optional(),
+  }).strict().default({ instances: {} }),
+  /** How far below a variant's resolution an image's shorter side may be and still get it (0.1 = 10 %). */
+  resolutionTolerance: z.number().min(0).max(0.5).default(0.1),
+}).strict();
+
+export type TiersFile = z.infer<typeof tiersFileSchema>;
+export type Tier = z.infer<typeof tierSchema>;
+export type Rule = z.infer<typeof ruleSchema>;
+export type VariantEntry = z.infer<typeof variantSchema>;
+
+export interface ConfigIssue {
+  path: string;
+  message: string;
+  severity: 'error' | 'warning';
+}
+
+/** `tiers.premium.variants[2]` from zod's path array. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((s, p) => (typeof p === 'number' ? `${s}[${p}]` : s ? `${s}.${String(p)}` : String(p)), '');
+}
+
+const KNOWN_VARIANTS = `${OFFICIAL_VARIANTS.slice(0, 8).join(', ')}, ${OFFICIAL_VARIANTS.slice(8).join(', ')}, phi-X, custom-wW-dD-rR`;
+
+/** Canonical variant name of a tier entry. */
+export function variantName(entry: VariantEntry): string {
+  if (typeof entry === 'string') return decodeVariant(entry).variant;
+  if ('phi' in entry) return decodeVariant(`phi-${entry.phi}`).variant;
+  return decodeVariant(`custom-w${entry.width}-d${entry.depth}-r${entry.resolution}`).variant;
+}
+
+/** Checks beyond the shape: names that must resolve, rules that must not collide. */
+function semanticIssues(config: TiersFile): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const error = (path: string, message: string) => issues.push({ path, message, severity: 'error' });
+  const warn = (path: string, message: string) => issues.push({ path, message, severity: 'warning' });
+  const tierNames = Object.keys(config.tiers);
+  const known = new Set(tierNames);
+  const instancePrices = { ...Object.fromEntries(Object.entries(GPU_INSTANCES).map(([k, v]) => [k, v.onDemand])), ...config.prices.instances };
+
+  for (const [name, tier] of Object.entries(config.tiers)) {
+    const seen = new Set<string>();
+    tier.variants.forEach((entry, i) => {
+      const path = `tiers.${name}.variants[${i}]`;
+      try {
+        const v = variantName(entry);
+        if (seen.has(v)) warn(path, `variant ${v} is listed twice`);
+        seen.add(v);
+        if (typeof entry === 'string' && !OFFICIAL_VARIANTS.includes(v)) {
+          error(path, `custom variant "${entry}" needs its weights: write { "phi": X, "weights": "s3://…" } or { "width", "depth", "resolution", "weights" }`);
+        }
+      } catch {
+        error(path, `unknown variant ${JSON.stringify(typeof entry === 'string' ? entry : entry)}; known: ${KNOWN_VARIANTS}`);
+      }
+    });
+    if (tier.compute.target === 'ecs-gpu') {
+      const it = tier.compute.instanceType;
+      if (!(it in instancePrices)) {
+        error(`tiers.${name}.compute.instanceType`, `unknown instance type "${it}"; known GPU types: ${Object.keys(GPU_INSTANCES).join(', ')} (add others under prices.instances)`);
+      }
+      if (tier.engine === 'ort') warn(`tiers.${name}.engine`, `'ort' on a GPU tier runs on CPU unless the image installs onnxruntime's CUDA provider; 'tfjs' uses tfjs-node-gpu`);
+    } else if (tier.engine === 'tfjs') {
+      warn(`tiers.${name}.engine`, `'tfjs' on a CPU tier is ~15× slower than 'ort'`);
+    }
+    if (tier.throughput) {
+      for (const key of Object.keys(tier.throughput)) {
+        try {
+          const v = decodeVariant(key).variant;
+          if (!tier.variants.some((e) => { try { return variantName(e) === v; } catch { return false; } })) warn(`tiers.${name}.throughput.${key}`, `${v} is not one of this tier's variants`);
+        } catch {
+          error(`tiers.${name}.throughput.${key}`, `unknown variant "${key}"`);
+        }
+      }
+    }
+  }
+
+  const checkTarget = (path: string, target: { tier: string; allowOverrides: string[] }) => {
+    if (!known.has(target.tier)) error(`${path}.tier`, `unknown tier "${target.tier}"; defined: ${tierNames.join(', ') || '(none)'}`);
+    target.allowOverrides.forEach((t, i) => {
+      if (!known.has(t)) error(`${path}.allowOverrides[${i}]`, `unknown tier "${t}"; defined: ${tierNames.join(', ')}`);
+      else if (!config.tiers[t].acceptsOverrides) error(`${path}.allowOverrides[${i}]`, `tier "${t}" does not accept overrides (set tiers.${t}.acceptsOverrides: true)`);
+    });
+  };
+  if (!known.has(config.routing.default.tier)) {
+    error('routing.default.tier', `missing default tier: "${config.routing.default.tier}" is not defined; defined: ${tierNames.join(', ') || '(none)'}`);
+  } else {
+    checkTarget('routing.default', config.routing.default);
+  }
+  config.routing.rules.forEach((rule, i) => {
+    const path = `routing.rules[${i}]`;
+    checkTarget(path, rule);
+    if (rule.prefix.startsWith('/')) warn(`${path}.prefix`, `S3 keys rarely start with '/': "${rule.prefix}" matches only keys that do`);
+    // Longest prefix wins, so nested prefixes are fine; the same prefix twice for the same bucket is a conflict.
+    config.routing.rules.slice(0, i).forEach((other, j) => {
+      const sameScope = (rule.bucket ?? '*') === (other.bucket ?? '*');
+      if (sameScope && other.prefix === rule.prefix) {
+        error(`${path}.prefix`, `overlaps routing.rules[${j}]: both match prefix "${rule.prefix}"${rule.bucket ? ` in bucket ${rule.bucket}` : ''}; the later rule is unreachable`);
+      }
+    });
+    // A nested rule that sends objects where its parent already does changes nothing.
+    const parent = config.routing.rules
+      .filter((o) => o !== rule && (o.bucket === undefined || o.bucket === rule.bucket) && rule.prefix.startsWith(o.prefix) && o.prefix !== rule.prefix)
+      .sort((a, b) => b.prefix.length - a.prefix.length)[0];
+    const inherited = parent?.tier ?? config.routing.default.tier;
+    if (inherited === rule.tier && JSON.stringify(parent?.allowOverrides ?? config.routing.default.allowOverrides) === JSON.stringify(rule.allowOverrides)) {
+      warn(`${path}`, `redundant: objects under "${rule.prefix}" already go to tier "${rule.tier}"${parent ? ` by the rule for "${parent.prefix}"` : ' by default'}`);
+    }
+  });
+  return issues;
+}
+
+export class TiersConfigError extends Error {
+  constructor(readonly issues: ConfigIssue[], readonly source: string) {
+    super(`${source}: invalid tiers configuration:\n${issues.filter((i) => i.severity === 'error').map((i) => `  ${i.path}: ${i.message}`).join('\n')}`);
+    this.name = 'TiersConfigError';
+  }
+}
+
+export interface ValidationResult {
+  config?: TiersFile;
+  issues: ConfigIssue[];
+}
+
+/** Validate parsed JSON: shape first, then meaning. Never throws. */
+export function validateTiers(raw: unknown): ValidationResult {
+  const parsed = tiersFileSchema.safeParse(raw);
+  if (!parsed.success) {
+    return {
+      issues: parsed.error.issues.map((i) => ({ path: formatPath(i.path) || '(root)', message: i.message, severity: 'error' as const })),
+    };
+  }
+  const issues = semanticIssues(parsed.data);
+  return { config: issues.some((i) => i.severity === 'error') ? undefined : parsed.data, issues };
+}
+
+/** Validate or throw a TiersConfigError listing every error with its path. */
+export function parseTiers(raw: unknown, source = 'tiers'): TiersFile {
+  const result = validateTiers(raw);
+  if (!result.config) throw new TiersConfigError(result.issues, source);
+  return result.config;
+}
