@@ -3,5 +3,14 @@
 // with no build step. Deployed code (Lambda, container) is bundled by esbuild instead.
 import { register } from 'tsx/esm/api';
 
+// The AWS SDK is pinned to releases that support Node 20 (see README); its notice that later
+// releases need Node 22 is known and would otherwise print on every run.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = (warning, ...rest) => {
+  const type = typeof rest[0] === 'string' ? rest[0] : rest[0]?.type;
+  if (type === 'NodeVersionSupportWarning' || warning?.name === 'NodeVersionSupportWarning') return;
+  emitWarning(warning, ...rest);
+};
+
 register();
 await import('../cli/main.ts');

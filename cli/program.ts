@@ -3,6 +3,7 @@ import { registerModelCommands } from './commands/model.ts';
 import { registerWeightsCommands } from './commands/weights.ts';
 import { registerPredictCommand } from './commands/predict.ts';
 import { registerTiersCommands } from './commands/tiers.ts';
+import { registerLocalCommands } from './commands/local.ts';
 
 export function buildProgram(): Command {
   const program = new Command('effitag')
@@ -14,12 +15,6 @@ export function buildProgram(): Command {
   registerWeightsCommands(program);
   registerPredictCommand(program);
   registerTiersCommands(program);
-  program
-    .command('local')
-    .description('run the embedded local stack (S3 + queues + router + CPU worker) — not built yet')
-    .action(() => {
-      process.stdout.write('The embedded local stack is not built yet. Available commands:\n\n');
-      program.outputHelp();
-    });
+  registerLocalCommands(program);
   return program;
 }

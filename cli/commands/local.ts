@@ -1,0 +1,165 @@
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { createEngine, DEFAULT_ENGINE } from '../../inference/engines.ts';
+import { s3Client } from '../../pipeline/aws/clients.ts';
+import { jsonLogger, type Level } from '../../pipeline/log.ts';
+import { decodeTags, KEYS } from '../../pipeline/marker.ts';
+import { MissingWeightsError } from '../../pipeline/models.ts';
+import { cacheDir, fetchWeights, WeightsFetchError } from '../../model/weights-fetch.ts';
+import { LOCAL_CREDENTIALS, startLocalStack } from '../../local/stack.ts';
+import { loadTiers } from '../../tiers/load.ts';
+import { parseNumber } from '../format.ts';
+import { fileURLToPath } from 'node:url';
+
+const LOCAL_TIERS = fileURLToPath(new URL('../../tiers/local.json', import.meta.url));
+const DEFAULT_S3_PORT = 4568;
+const DEFAULT_SQS_PORT = 4566;
+const env = (name: string, fallback: string) => process.env[name] ?? fallback;
+
+interface LocalOptions { s3Port: number; sqsPort: number; data: string; tiers?: string; weights?: string; bucket: string; engine: string; logLevel: string }
+
+export function registerLocalCommands(program: Command): void {
+  program
+    .command('local')
+    .description('run the embedded stack: local S3 + queues + router + CPU worker, on loopback (npm start)')
+    .option('--s3-port <port>', 'S3 port (env EFFITAG_S3_PORT)', parseNumber('--s3-port', 0, 65535, true), Number(env('EFFITAG_S3_PORT', String(DEFAULT_S3_PORT))))
+    .option('--sqs-port <port>', 'SQS port (env EFFITAG_SQS_PORT)', parseNumber('--sqs-port', 0, 65535, true), Number(env('EFFITAG_SQS_PORT', String(DEFAULT_SQS_PORT))))
+    .option('--data <dir>', 'where objects are stored (env EFFITAG_DATA_DIR)', env('EFFITAG_DATA_DIR', '.effitag/data'))
+    .option('--tiers <file>', 'tiers file (env EFFITAG_TIERS_FILE; default tiers/local.json: B0 on CPU)')
+    .option('--weights <dir>', 'weights catalog, DIR/<variant>/ (env EFFITAG_WEIGHTS_DIR; default: the weights cache)')
+    .option('--bucket <name>', 'bucket to create and watch', 'effitag-local')
+    .option('--engine <engine>', 'inference engine', DEFAULT_ENGINE)
+    .option('--log-level <level>', 'debug | info | warn | error', env('EFFITAG_LOG_LEVEL', 'info'))
+    .action(async (opts: LocalOptions) => {
+      const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS);
+      const weightsDir = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? join(cacheDir(), 'weights'));
+      const log = jsonLogger({ level: opts.logLevel as Level });
+      const engine = createEngine(opts.engine, { ort: { log: (m) => log.log('info', m) } });
+      let stack;
+      try {
+        stack = await startLocalStack({ dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log });
+      } catch (err) {
+        if (!(err instanceof MissingWeightsError) || opts.weights) throw err;
+        // First run: fetch the official B0 into the cache, then try again.
+        process.stderr.write('No weights yet: fetching the official EfficientNet-B0 (MD5-checked, cached)…\n');
+        try {
+          await fetchWeights({ variant: 'b0', out: join(weightsDir, 'b0') });
+        } catch (fetchErr) {
+          if (fetchErr instanceof WeightsFetchError) {
+            throw new Error(`${(err as Error).message}\n\nCould not fetch them: ${fetchErr.message}\n` +
+              `Provide weights with: effitag weights import --keras efficientnetb0.h5 --variant b0 --out ${join(weightsDir, 'b0')}\n` +
+              `(or point --weights / EFFITAG_WEIGHTS_DIR at a directory holding b0/)`);
+          }
+          throw fetchErr;
+        }
+        stack = await startLocalStack({ dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log });
+      }
+      const { s3Endpoint, sqsEndpoint } = stack.endpoints;
+      process.stdout.write([
+        'EffiTag embedded stack is running.',
+        `  S3 endpoint:  ${s3Endpoint}  (bucket ${stack.bucket}, data in ${resolve(opts.data)})`,
+        `  SQS endpoint: ${sqsEndpoint}  (queues: effitag-intake, ${Object.keys(stack.tierQueues).map((t) => `effitag-${t}.fifo`).join(', ')})`,
+        `  tiers: ${tiersPath}; weights: ${weightsDir}; engine: ${opts.engine}`,
+        '',
+        'Upload an image and watch it get tagged:',
+        `  AWS_ACCESS_KEY_ID=${LOCAL_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${LOCAL_CREDENTIALS.secretAccessKey} aws --endpoint-url ${s3Endpoint} s3 cp photo.jpg s3://${stack.bucket}/photos/photo.jpg`,
+        `  npx effitag tag photo.jpg        # uploads and prints the tags when they land`,
+        `  npx effitag show s3://${stack.bucket}/photos/photo.jpg`,
+        '',
+        'Ctrl-C stops it (in-flight batches finish first).',
+        '',
+      ].join('\n'));
+      await new Promise<void>((resolveStop) => {
+        const stop = () => { process.stderr.write('\nstopping…\n'); resolveStop(); };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await stack.stop();
+    });
+
+  program
+    .command('tag')
+    .description('upload images (files or directories) and print each object\'s tags when they land')
+    .argument('<paths...>', 'image files or directories')
+    .option('--bucket <name>', 'bucket (default: the local stack\'s; with --aws, a real bucket)', 'effitag-local')
+    .option('--prefix <prefix>', 'key prefix', 'uploads/')
+    .option('--aws', 'use AWS credentials and endpoints instead of the local stack')
+    .option('--endpoint <url>', 'S3 endpoint of the local stack', `http://127.0.0.1:${env('EFFITAG_S3_PORT', String(DEFAULT_S3_PORT))}`)
+    .option('--timeout <s>', 'seconds to wait for tags', parseNumber('--timeout', 1, 3600), 120)
+    .option('--json', 'print one JSON object per image')
+    .action(async (paths: string[], opts: { bucket: string; prefix: string; aws?: boolean; endpoint: string; timeout: number; json?: boolean }) => {
+      const s3 = opts.aws ? s3Client() : s3Client({ s3Endpoint: opts.endpoint, credentials: LOCAL_CREDENTIALS });
+      const files = (await Promise.all(paths.map(expand))).flat();
+      if (files.length === 0) throw new Error('no files to upload');
+      const uploads = await Promise.all(files.map(async ({ file, base }) => {
+        const key = `${opts.prefix}${relative(base, file).split('\\').join('/')}`;
+        const out = await s3.send(new PutObjectCommand({ Bucket: opts.bucket, Key: key, Body: await readFile(file), ContentType: contentType(file) }));
+        return { file, key, eTag: (out.ETag ?? '').replace(/"/g, '') };
+      }));
+      const deadline = Date.now() + opts.timeout * 1000;
+      let pending = uploads;
+      let failures = 0;
+      while (pending.length && Date.now() < deadline) {
+        const still: typeof pending = [];
+        for (const u of pending) {
+          const h = await s3.send(new HeadObjectCommand({ Bucket: opts.bucket, Key: u.key }));
+          const m = h.Metadata ?? {};
+          if (m[KEYS.etag] === u.eTag && m[KEYS.status]) {
+            if (m[KEYS.status] !== 'tagged') failures++;
+            print(opts.json, u.file, `s3://${opts.bucket}/${u.key}`, m);
+          } else still.push(u);
+        }
+        pending = still;
+        if (pending.length) await new Promise((r) => setTimeout(r, 500));
+      }
+      for (const u of pending) process.stderr.write(`${u.file}: no tags after ${opts.timeout}s (is the stack running? see effitag show s3://${opts.bucket}/${u.key})\n`);
+      if (pending.length || failures) process.exitCode = 1;
+    });
+
+  program
+    .command('show')
+    .description('print an object\'s EffiTag tags and status')
+    .argument('<url>', 's3://bucket/key')
+    .option('--aws', 'real AWS instead of the local stack')
+    .option('--endpoint <url>', 'S3 endpoint of the local stack', `http://127.0.0.1:${env('EFFITAG_S3_PORT', String(DEFAULT_S3_PORT))}`)
+    .option('--json', 'machine-readable output')
+    .action(async (url: string, opts: { aws?: boolean; endpoint: string; json?: boolean }) => {
+      const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(url);
+      if (!m) throw new Error(`expected s3://bucket/key, got ${url}`);
+      const s3: S3Client = opts.aws ? s3Client() : s3Client({ s3Endpoint: opts.endpoint, credentials: LOCAL_CREDENTIALS });
+      const h = await s3.send(new HeadObjectCommand({ Bucket: m[1], Key: m[2] }));
+      print(opts.json, undefined, url, h.Metadata ?? {});
+      if (!h.Metadata?.[KEYS.status]) process.exitCode = 1;
+    });
+}
+
+function print(json: boolean | undefined, file: string | undefined, url: string, m: Record<string, string>): void {
+  const tags = decodeTags(m[KEYS.tags]);
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ ...(file ? { file } : {}), object: url, status: m[KEYS.status] ?? 'untagged', model: m[KEYS.model], at: m[KEYS.at], reason: m[KEYS.reason], tags })}\n`);
+    return;
+  }
+  const head = `${file ? `${file} → ` : ''}${url}: ${m[KEYS.status] ?? 'untagged'}${m[KEYS.model] ? ` by ${m[KEYS.model]}` : ''}${m[KEYS.at] ? ` at ${m[KEYS.at]}` : ''}`;
+  process.stdout.write(`${head}\n`);
+  if (m[KEYS.reason]) process.stdout.write(`  reason: ${m[KEYS.reason]}\n`);
+  for (const t of tags) process.stdout.write(`  ${(t.probability * 100).toFixed(1).padStart(5)}%  ${t.label}\n`);
+}
+
+async function expand(path: string): Promise<{ file: string; base: string }[]> {
+  const s = await stat(path);
+  if (!s.isDirectory()) return [{ file: path, base: resolve(path, '..') }];
+  const out: { file: string; base: string }[] = [];
+  const walk = async (dir: string) => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const p = join(dir, entry.name);
+      if (entry.isDirectory()) await walk(p); else if (entry.isFile()) out.push({ file: p, base: path });
+    }
+  };
+  await walk(path);
+  return out;
+}
+
+const TYPES: Record<string, string> = { jpg: 'image/jpeg', jpeg: 'image/jpeg', png: 'image/png', webp: 'image/webp', gif: 'image/gif', tif: 'image/tiff', tiff: 'image/tiff', avif: 'image/avif' };
+const contentType = (file: string) => TYPES[file.split('.').pop()?.toLowerCase() ?? ''] ?? 'application/octet-stream';

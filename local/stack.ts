@@ -1,0 +1,160 @@
+/**
+ * The embedded default: everything EffiTag runs on AWS, on one machine over loopback.
+ * - S3: s3rver with If-Match and AWS-style notifications (local/s3-server.ts), data on disk;
+ * - SQS: fauxqs — an intake queue (as S3 notifications feed in AWS) and, per tier, a FIFO task
+ *   queue with its dead-letter queue (redrive after `maxReceiveCount` receives);
+ * - the router, polling the intake queue as its Lambda event source would;
+ * - a worker per tier on the CPU engine (onnxruntime), the same code the Lambda and GPU tasks run.
+ */
+import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { type SQSClient } from '@aws-sdk/client-sqs';
+import { startFauxqs } from 'fauxqs';
+import { mkdir } from 'node:fs/promises';
+import type { Engine } from '../inference/engine.ts';
+import { s3Client, sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
+import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
+import { Counters, jsonLogger, type Logger } from '../pipeline/log.ts';
+import { directoryCatalog, MissingWeightsError, type ModelCatalog } from '../pipeline/models.ts';
+import type { ObjectStore } from '../pipeline/ports.ts';
+import { makeRouter, type Router } from '../pipeline/router.ts';
+import { makeWorker, type Worker, type WorkerOptions } from '../pipeline/worker.ts';
+import type { TiersFile } from '../tiers/schema.ts';
+import { variantName } from '../tiers/schema.ts';
+import { startS3Server } from './s3-server.ts';
+
+export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+
+export interface LocalStackOptions {
+  dataDir: string;
+  tiers: TiersFile;
+  /** Weights catalog: `DIR/<variant>/manifest.json` (or one artifact). */
+  weightsDir: string;
+  engine: Engine;
+  host?: string;
+  s3Port?: number;
+  sqsPort?: number;
+  bucket?: string;
+  /** Receives before a task goes to its DLQ. */
+  maxReceiveCount?: number;
+  visibilitySeconds?: number;
+  worker?: WorkerOptions;
+  log?: Logger;
+  /** Wrap the store the pipeline uses (tests inject faults this way). */
+  wrapStore?: (store: ObjectStore) => ObjectStore;
+}
+
+export interface LocalStack {
+  endpoints: Endpoints;
+  bucket: string;
+  s3: S3Client;
+  sqs: SQSClient;
+  store: ObjectStore;
+  intake: SqsQueue;
+  tierQueues: Record<string, { queue: SqsQueue; dlq: SqsQueue }>;
+  models: ModelCatalog;
+  router: Router;
+  workers: Record<string, Worker>;
+  counters: Counters;
+  stop(): Promise<void>;
+}
+
+/** Every variant the tiers can choose must have weights: fail at start, not per object. */
+export function checkWeights(tiers: TiersFile, models: ModelCatalog): void {
+  const missing: string[] = [];
+  for (const [name, tier] of Object.entries(tiers.tiers)) {
+    for (const v of tier.variants) {
+      try { models.marker(variantName(v)); } catch (err) { missing.push(`${name}: ${(err as Error).message}`); }
+    }
+  }
+  if (missing.length) throw new MissingWeightsError(`weights missing for the configured tiers:\n  ${missing.join('\n  ')}`);
+}
+
+export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
+  const host = options.host ?? '127.0.0.1';
+  const log = options.log ?? jsonLogger();
+  const counters = new Counters();
+  const bucket = options.bucket ?? 'effitag-local';
+  const models = directoryCatalog(options.weightsDir, options.engine);
+  checkWeights(options.tiers, models);
+
+  const sqsServer = await startFauxqs({ port: options.sqsPort ?? 0, host, logger: false });
+  const sqsEndpoint = sqsServer.address;
+  const stops: (() => Promise<unknown>)[] = [() => sqsServer.stop()];
+  const maxReceiveCount = String(options.maxReceiveCount ?? 5);
+  const visibility = String(options.visibilitySeconds ?? 60);
+  const redrive = (arn: string) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount });
+
+  const sqs = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
+  const intakeDlq = sqsServer.createQueue('effitag-intake-dlq');
+  const intakeQ = sqsServer.createQueue('effitag-intake', { attributes: { VisibilityTimeout: visibility, RedrivePolicy: redrive(intakeDlq.queueArn) } });
+  const intake = new SqsQueue(sqs, intakeQ.queueUrl, 'effitag-intake');
+  const tierQueues: LocalStack['tierQueues'] = {};
+  for (const tier of Object.keys(options.tiers.tiers)) {
+    const dlq = sqsServer.createQueue(`effitag-${tier}-dlq.fifo`, { attributes: { FifoQueue: 'true' } });
+    const q = sqsServer.createQueue(`effitag-${tier}.fifo`, {
+      attributes: { FifoQueue: 'true', VisibilityTimeout: visibility, RedrivePolicy: redrive(dlq.queueArn) },
+    });
+    tierQueues[tier] = { queue: new SqsQueue(sqs, q.queueUrl), dlq: new SqsQueue(sqs, dlq.queueUrl) };
+  }
+
+  await mkdir(options.dataDir, { recursive: true });
+  const s3server = await startS3Server({
+    host, port: options.s3Port, directory: options.dataDir,
+    onObjectCreated: (body) => intake.send([{ body }]),
+    onError: (err) => log.log('error', 'event forwarding failed', { error: String(err) }),
+  });
+  stops.unshift(() => s3server.close());
+  const endpoints: Endpoints = { s3Endpoint: s3server.endpoint, sqsEndpoint, credentials: LOCAL_CREDENTIALS };
+  const s3 = s3Client(endpoints);
+  await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {
+    if (!/BucketAlreadyOwnedByYou|BucketAlreadyExists/.test(String(err?.name))) throw err;
+  });
+  const baseStore = new S3Store(s3, { copySourceEncoding: 's3rver' });
+  const store = options.wrapStore ? options.wrapStore(baseStore) : baseStore;
+
+  const queues = Object.fromEntries(Object.entries(tierQueues).map(([k, v]) => [k, v.queue]));
+  const router = makeRouter({ store, queues, tiers: options.tiers, models, log: log.child({ component: 'router' }), counters });
+
+  // The router's event source: poll the intake queue and hand each body to the router core.
+  let stopping = false;
+  const routerAbort = new AbortController();
+  const routerLoop = (async () => {
+    while (!stopping) {
+      const messages = await intake.receive({ max: 10, waitSeconds: 1, signal: routerAbort.signal }).catch(() => []);
+      for (const m of messages) {
+        try {
+          await router.handleBody(m.body);
+          await intake.delete([m]);
+        } catch (err) {
+          const permanent = (err as { permanent?: boolean }).permanent === true;
+          log.log(permanent ? 'error' : 'warn', 'router failed', { error: String(err), receives: m.receiveCount, permanent });
+          if (permanent) await intake.delete([m]);
+          else await intake.setVisibility(m, Math.min(60, 2 ** m.receiveCount)).catch(() => {});
+        }
+      }
+    }
+  })();
+  stops.unshift(async () => { stopping = true; routerAbort.abort(); await routerLoop; });
+
+  const workers: Record<string, Worker> = {};
+  for (const [tier, { queue }] of Object.entries(tierQueues)) {
+    const t = options.tiers.tiers[tier];
+    workers[tier] = makeWorker({
+      store, queue, tiers: options.tiers, models, counters, log: log.child({ component: 'worker', tier }),
+      options: { batchSize: t.batchSize, waitSeconds: 1, ...options.worker },
+    });
+    void workers[tier].run();
+  }
+  stops.unshift(async () => { await Promise.all(Object.values(workers).map((w) => w.stop())); });
+  stops.push(() => models.dispose());
+
+  return {
+    endpoints, bucket, s3, sqs, store, intake, tierQueues, models, router, workers, counters,
+    async stop() {
+      for (const s of stops) await s().catch((err) => log.log('warn', 'stop step failed', { error: String(err) }));
+      s3.destroy();
+      sqs.destroy();
+    },
+  };
+}

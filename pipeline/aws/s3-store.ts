@@ -1,0 +1,162 @@
+/** ObjectStore on @aws-sdk/client-s3: real S3, or any S3-compatible endpoint (the embedded stack). */
+import {
+  CopyObjectCommand, GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsV2Command,
+  PutObjectTaggingCommand, S3Client, S3ServiceException, type GetObjectCommandOutput, type HeadObjectCommandOutput,
+  type StorageClass, type ServerSideEncryption,
+} from '@aws-sdk/client-s3';
+import { StoreError, type ListPage, type ObjectHead, type ObjectRef, type ObjectStore } from '../ports.ts';
+
+/** 5 GiB: the largest object a single CopyObject can copy. */
+export const MAX_COPY_BYTES = 5 * 1024 ** 3;
+
+export interface S3StoreOptions {
+  /**
+   * How CopySource is encoded. 'aws': each key segment with encodeURIComponent (what S3 requires).
+   * 's3rver': encodeURI, because s3rver decodes the header with decodeURI and so leaves `%2B` etc. as is.
+   */
+  copySourceEncoding?: 'aws' | 's3rver';
+}
+
+const unquote = (e?: string) => (e ?? '').replace(/^"|"$/g, '');
+
+function headOf(o: HeadObjectCommandOutput | GetObjectCommandOutput, contentLength?: number): ObjectHead {
+  return {
+    eTag: unquote(o.ETag), versionId: o.VersionId ?? undefined,
+    contentLength: contentLength ?? o.ContentLength ?? 0, lastModified: o.LastModified,
+    contentType: o.ContentType, cacheControl: o.CacheControl, contentDisposition: o.ContentDisposition,
+    contentEncoding: o.ContentEncoding, contentLanguage: o.ContentLanguage, expires: o.Expires,
+    websiteRedirectLocation: o.WebsiteRedirectLocation, storageClass: o.StorageClass,
+    restore: 'Restore' in o ? o.Restore : undefined,
+    serverSideEncryption: o.ServerSideEncryption, sseKmsKeyId: o.SSEKMSKeyId, bucketKeyEnabled: o.BucketKeyEnabled,
+    metadata: Object.fromEntries(Object.entries(o.Metadata ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
+  };
+}
+
+/** Map SDK errors to what the pipeline must do about them. */
+export function classifyS3Error(err: unknown, what: string): StoreError {
+  if (err instanceof StoreError) return err;
+  const e = err as S3ServiceException & { code?: string };
+  const status = e?.$metadata?.httpStatusCode;
+  const name = e?.name ?? e?.code ?? '';
+  const message = `${what}: ${name || 'error'}${status ? ` (HTTP ${status})` : ''}${e?.message && e.message !== name ? `: ${e.message}` : ''}`;
+  if (status === 404 || name === 'NoSuchKey' || name === 'NotFound' || name === 'NoSuchBucket') return new StoreError('not-found', message, err);
+  if (status === 412 || name === 'PreconditionFailed') return new StoreError('precondition', message, err);
+  if (name === 'InvalidObjectState') return new StoreError('archived', message, err);
+  if (status === 403 || name === 'AccessDenied') return new StoreError('denied', message, err);
+  if (status === 400 || status === 416 || name === 'InvalidRequest' || name === 'InvalidRange') return new StoreError('invalid', message, err);
+  // 5xx, throttling (SlowDown, 503), timeouts and connection resets: worth retrying.
+  return new StoreError('transient', message, err);
+}
+
+export class S3Store implements ObjectStore {
+  constructor(private readonly s3: S3Client, private readonly options: S3StoreOptions = {}) {}
+
+  async head(ref: ObjectRef): Promise<ObjectHead> {
+    try {
+      return headOf(await this.s3.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key, VersionId: ref.versionId })));
+    } catch (err) {
+      throw classifyS3Error(err, `HEAD s3://${ref.bucket}/${ref.key}`);
+    }
+  }
+
+  async getRange(ref: ObjectRef, start: number, end: number, ifMatch?: string) {
+    try {
+      const out = await this.s3.send(new GetObjectCommand({
+        Bucket: ref.bucket, Key: ref.key, VersionId: ref.versionId, Range: `bytes=${start}-${end}`, IfMatch: ifMatch ? `"${ifMatch}"` : undefined,
+      }));
+      const bytes = await out.Body!.transformToByteArray();
+      const total = Number(/\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? out.ContentLength ?? bytes.length);
+      return { head: headOf(out, total), bytes };
+    } catch (err) {
+      throw classifyS3Error(err, `GET (range) s3://${ref.bucket}/${ref.key}`);
+    }
+  }
+
+  async get(ref: ObjectRef, options: { ifMatch?: string; maxBytes: number }) {
+    let out: GetObjectCommandOutput;
+    try {
+      out = await this.s3.send(new GetObjectCommand({
+        Bucket: ref.bucket, Key: ref.key, VersionId: ref.versionId, IfMatch: options.ifMatch ? `"${options.ifMatch}"` : undefined,
+      }));
+    } catch (err) {
+      throw classifyS3Error(err, `GET s3://${ref.bucket}/${ref.key}`);
+    }
+    const head = headOf(out);
+    if (head.contentLength > options.maxBytes) {
+      (out.Body as { destroy?: () => void } | undefined)?.destroy?.();
+      throw new StoreError('too-large', `s3://${ref.bucket}/${ref.key} is ${head.contentLength} bytes, over the ${options.maxBytes}-byte limit`);
+    }
+    try {
+      return { head, bytes: await out.Body!.transformToByteArray() };
+    } catch (err) {
+      throw classifyS3Error(err, `GET body s3://${ref.bucket}/${ref.key}`);
+    }
+  }
+
+  private copySource(ref: ObjectRef): string {
+    const key = this.options.copySourceEncoding === 's3rver'
+      ? encodeURI(ref.key)
+      : ref.key.split('/').map(encodeURIComponent).join('/');
+    return `${ref.bucket}/${key}${ref.versionId ? `?versionId=${encodeURIComponent(ref.versionId)}` : ''}`;
+  }
+
+  async replaceMetadata(ref: ObjectRef, head: ObjectHead, metadata: Record<string, string>, ifMatch: string) {
+    if (head.contentLength > MAX_COPY_BYTES) {
+      throw new StoreError('too-large', `s3://${ref.bucket}/${ref.key} is over 5 GiB: a metadata rewrite needs a multipart copy, which EffiTag does not do`);
+    }
+    const kms = head.serverSideEncryption === 'aws:kms' || head.serverSideEncryption === 'aws:kms:dsse';
+    try {
+      const out = await this.s3.send(new CopyObjectCommand({
+        Bucket: ref.bucket, Key: ref.key, CopySource: this.copySource(ref), CopySourceIfMatch: `"${ifMatch}"`,
+        MetadataDirective: 'REPLACE', Metadata: metadata,
+        // A REPLACE copy resets these unless they are sent again.
+        ContentType: head.contentType, CacheControl: head.cacheControl, ContentDisposition: head.contentDisposition,
+        ContentEncoding: head.contentEncoding, ContentLanguage: head.contentLanguage, Expires: head.expires,
+        WebsiteRedirectLocation: head.websiteRedirectLocation,
+        StorageClass: head.storageClass && head.storageClass !== 'STANDARD' ? (head.storageClass as StorageClass) : undefined,
+        ServerSideEncryption: kms ? (head.serverSideEncryption as ServerSideEncryption) : undefined,
+        SSEKMSKeyId: kms ? head.sseKmsKeyId : undefined,
+        BucketKeyEnabled: kms ? head.bucketKeyEnabled : undefined,
+        // Object tags are kept: TaggingDirective defaults to COPY.
+      }));
+      return { eTag: unquote(out.CopyObjectResult?.ETag), versionId: out.VersionId };
+    } catch (err) {
+      throw classifyS3Error(err, `COPY s3://${ref.bucket}/${ref.key}`);
+    }
+  }
+
+  async getTags(ref: ObjectRef) {
+    try {
+      const out = await this.s3.send(new GetObjectTaggingCommand({ Bucket: ref.bucket, Key: ref.key, VersionId: ref.versionId }));
+      return Object.fromEntries((out.TagSet ?? []).map((t) => [t.Key!, t.Value ?? '']));
+    } catch (err) {
+      throw classifyS3Error(err, `GET tagging s3://${ref.bucket}/${ref.key}`);
+    }
+  }
+
+  async putTags(ref: ObjectRef, tags: Record<string, string>) {
+    try {
+      await this.s3.send(new PutObjectTaggingCommand({
+        Bucket: ref.bucket, Key: ref.key, VersionId: ref.versionId,
+        Tagging: { TagSet: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })) },
+      }));
+    } catch (err) {
+      throw classifyS3Error(err, `PUT tagging s3://${ref.bucket}/${ref.key}`);
+    }
+  }
+
+  async list(bucket: string, options: { prefix?: string; continuationToken?: string; startAfter?: string; maxKeys?: number }): Promise<ListPage> {
+    try {
+      const out = await this.s3.send(new ListObjectsV2Command({
+        Bucket: bucket, Prefix: options.prefix, ContinuationToken: options.continuationToken,
+        StartAfter: options.continuationToken ? undefined : options.startAfter, MaxKeys: options.maxKeys,
+      }));
+      return {
+        objects: (out.Contents ?? []).map((o) => ({ key: o.Key!, eTag: unquote(o.ETag), size: o.Size ?? 0, lastModified: o.LastModified, storageClass: o.StorageClass })),
+        nextContinuationToken: out.IsTruncated ? out.NextContinuationToken : undefined,
+      };
+    } catch (err) {
+      throw classifyS3Error(err, `LIST s3://${bucket}/${options.prefix ?? ''}`);
+    }
+  }
+}

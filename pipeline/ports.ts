@@ -1,0 +1,100 @@
+/**
+ * The pipeline's view of the world. The router and worker cores are written against these
+ * interfaces; `pipeline/aws/` implements them with the AWS SDK (real S3/SQS, or the embedded
+ * stand-ins over HTTP), and tests can count calls without mocking the SDK.
+ */
+
+/** What a GET/HEAD tells us about an object, including everything a self-copy must re-send. */
+export interface ObjectHead {
+  eTag: string;
+  versionId?: string;
+  contentLength: number;
+  lastModified?: Date;
+  contentType?: string;
+  cacheControl?: string;
+  contentDisposition?: string;
+  contentEncoding?: string;
+  contentLanguage?: string;
+  expires?: Date;
+  websiteRedirectLocation?: string;
+  /** Absent means STANDARD. */
+  storageClass?: string;
+  /** `ongoing-request="false", expiry-date=…` once a Glacier restore is complete. */
+  restore?: string;
+  serverSideEncryption?: string;
+  sseKmsKeyId?: string;
+  bucketKeyEnabled?: boolean;
+  /** User metadata, keys lowercase and without `x-amz-meta-`. */
+  metadata: Record<string, string>;
+}
+
+export interface ObjectRef {
+  bucket: string;
+  key: string;
+  versionId?: string;
+}
+
+export interface ObjectStore {
+  /** HEAD. Throws StoreError('not-found') when missing. */
+  head(ref: ObjectRef): Promise<ObjectHead>;
+  /** Bytes [start, end] (inclusive) and the head; `ifMatch` fails with StoreError('precondition'). */
+  getRange(ref: ObjectRef, start: number, end: number, ifMatch?: string): Promise<{ head: ObjectHead; bytes: Uint8Array }>;
+  /** The whole object; refuses (StoreError('too-large')) beyond maxBytes. */
+  get(ref: ObjectRef, options: { ifMatch?: string; maxBytes: number }): Promise<{ head: ObjectHead; bytes: Uint8Array }>;
+  /**
+   * Replace the user metadata by copying the object onto itself. Re-sends every header in `head`
+   * that a REPLACE copy would otherwise reset; `ifMatch` guards against clobbering a newer upload.
+   */
+  replaceMetadata(ref: ObjectRef, head: ObjectHead, metadata: Record<string, string>, ifMatch: string): Promise<{ eTag?: string; versionId?: string }>;
+  getTags(ref: ObjectRef): Promise<Record<string, string>>;
+  putTags(ref: ObjectRef, tags: Record<string, string>): Promise<void>;
+  /** One page of a listing. */
+  list(bucket: string, options: { prefix?: string; continuationToken?: string; startAfter?: string; maxKeys?: number }): Promise<ListPage>;
+}
+
+export interface ListedObject {
+  key: string;
+  eTag: string;
+  size: number;
+  lastModified?: Date;
+  storageClass?: string;
+}
+
+export interface ListPage {
+  objects: ListedObject[];
+  nextContinuationToken?: string;
+}
+
+export interface QueueMessage {
+  id: string;
+  receipt: string;
+  body: string;
+  /** How many times this message has been received, this time included. */
+  receiveCount: number;
+}
+
+export interface OutgoingMessage {
+  body: string;
+  /** FIFO queues: duplicates within the dedup window are dropped by the queue. */
+  deduplicationId?: string;
+  groupId?: string;
+}
+
+export interface MessageQueue {
+  readonly name: string;
+  send(messages: readonly OutgoingMessage[]): Promise<void>;
+  receive(options: { max: number; waitSeconds: number; visibilitySeconds?: number; signal?: AbortSignal }): Promise<QueueMessage[]>;
+  delete(messages: readonly QueueMessage[]): Promise<void>;
+  /** Make a message visible again after `seconds` (0: at once). */
+  setVisibility(message: QueueMessage, seconds: number): Promise<void>;
+}
+
+export type StoreErrorKind = 'not-found' | 'precondition' | 'too-large' | 'archived' | 'transient' | 'denied' | 'invalid';
+
+/** A classified storage failure. `transient` ones are worth retrying; the others are final. */
+export class StoreError extends Error {
+  constructor(readonly kind: StoreErrorKind, message: string, override readonly cause?: unknown) {
+    super(message);
+    this.name = 'StoreError';
+  }
+}

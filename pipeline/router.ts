@@ -1,0 +1,133 @@
+/**
+ * The router: S3 events in, tagging tasks out, one per new object version, to the queue of the tier
+ * that object belongs to. Pure core: `makeRouter({ store, queues, tiers, models })`; the Lambda
+ * handler (functions/router.ts) and the embedded stack feed it SQS message bodies.
+ *
+ * Per object: drop our own write-back (a Copy event of an object already carrying the current model
+ * marker), read the image header with one ranged GET (dimensions, metadata — never the whole object),
+ * route by the tier rules, choose the variant by size, and send the task. Duplicate events get the
+ * same FIFO deduplication id, so the queue keeps one.
+ */
+import { imageSize } from 'image-size';
+import { chooseVariant } from '../tiers/choose.ts';
+import { routeObject } from '../tiers/route.ts';
+import type { TiersFile } from '../tiers/schema.ts';
+import { parseEventBody, type ObjectCreated } from './events.ts';
+import { Counters, silentLogger, type Logger } from './log.ts';
+import { KEYS } from './marker.ts';
+import type { ModelCatalog } from './models.ts';
+import { StoreError, type MessageQueue, type ObjectStore } from './ports.ts';
+import { taskMessage, type Task } from './task.ts';
+
+/** Header bytes read to find dimensions; JPEGs with large EXIF blocks get a second, larger read. */
+export const HEADER_BYTES = 64 * 1024;
+const SECOND_HEADER_BYTES = 512 * 1024;
+
+export interface RouterDeps {
+  store: ObjectStore;
+  /** The queue of each tier, by tier name. */
+  queues: Record<string, MessageQueue>;
+  tiers: TiersFile;
+  /** Only `marker` is used: which model is current for a variant. */
+  models: Pick<ModelCatalog, 'marker'>;
+  log?: Logger;
+  counters?: Counters;
+  now?: () => Date;
+}
+
+export type RouteOutcome =
+  | { object: ObjectCreated; action: 'enqueued'; task: Task }
+  | { object: ObjectCreated; action: 'dropped'; reason: 'own-write-back' | 'gone' | 'changed' | 'test-event' };
+
+export interface Router {
+  /** Route every object in one message body. Throws on transient failures (the message is retried). */
+  handleBody(body: string, source?: Task['source']): Promise<RouteOutcome[]>;
+  handleObject(object: ObjectCreated, source?: Task['source']): Promise<RouteOutcome>;
+}
+
+export function makeRouter(deps: RouterDeps): Router {
+  const log = deps.log ?? silentLogger;
+  const counters = deps.counters ?? new Counters();
+  const now = deps.now ?? (() => new Date());
+
+  async function readHeader(object: ObjectCreated) {
+    const ref = { bucket: object.bucket, key: object.key, versionId: object.versionId };
+    if (object.size === 0) return { head: await deps.store.head(ref), bytes: new Uint8Array(0) };
+    const first = await deps.store.getRange(ref, 0, HEADER_BYTES - 1, object.kind === 'Copy' ? undefined : object.eTag);
+    return first;
+  }
+
+  function dimensions(bytes: Uint8Array): { width: number; height: number } | undefined {
+    try {
+      const d = imageSize(bytes);
+      if (!d.width || !d.height) return undefined;
+      // EXIF orientations 5–8 rotate by 90°.
+      return (d.orientation ?? 1) >= 5 ? { width: d.height, height: d.width } : { width: d.width, height: d.height };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async function handleObject(object: ObjectCreated, source: Task['source'] = 'upload'): Promise<RouteOutcome> {
+    let header: { head: import('./ports.ts').ObjectHead; bytes: Uint8Array };
+    try {
+      header = await readHeader(object);
+    } catch (err) {
+      if (err instanceof StoreError && (err.kind === 'not-found' || err.kind === 'precondition')) {
+        // Deleted, or overwritten since the event: the newer version has its own event.
+        const reason = err.kind === 'not-found' ? 'gone' : 'changed';
+        counters.inc(`router.dropped.${reason}`);
+        log.log('info', 'event dropped', { bucket: object.bucket, key: object.key, reason });
+        return { object, action: 'dropped', reason };
+      }
+      throw err;
+    }
+    const { head } = header;
+    const route = routeObject(deps.tiers, { bucket: object.bucket, key: object.key, metadata: head.metadata });
+    const tier = deps.tiers.tiers[route.tier];
+    let dims = dimensions(header.bytes);
+    if (!dims && header.bytes.length === HEADER_BYTES && head.contentLength > HEADER_BYTES) {
+      dims = dimensions((await deps.store.getRange(object, 0, SECOND_HEADER_BYTES - 1, head.eTag)).bytes);
+    }
+    // Unreadable headers still go to the worker, which records the failure on the object.
+    const choice = dims ? chooseVariant(tier, dims.width, dims.height, deps.tiers.resolutionTolerance) : chooseVariant(tier, 1, 1);
+
+    // Our own metadata write-back arrives as a Copy event: drop it when the marker is current.
+    if (object.kind === 'Copy' && head.metadata[KEYS.model] && head.metadata[KEYS.model] === deps.models.marker(choice.variant)) {
+      counters.inc('router.dropped.own-write-back');
+      log.log('debug', 'event dropped', { bucket: object.bucket, key: object.key, reason: 'own-write-back' });
+      return { object, action: 'dropped', reason: 'own-write-back' };
+    }
+    const task: Task = {
+      v: 1, bucket: object.bucket, key: object.key, eTag: head.eTag, versionId: object.versionId ?? head.versionId,
+      size: head.contentLength, tier: route.tier, variant: choice.variant, ...(dims ?? {}), source, enqueuedAt: now().toISOString(),
+    };
+    const queue = deps.queues[route.tier];
+    if (!queue) throw new Error(`no queue for tier ${route.tier}`);
+    await queue.send([taskMessage(task)]);
+    counters.inc(`router.enqueued.${route.tier}`);
+    log.log('info', 'enqueued', {
+      bucket: task.bucket, key: task.key, tier: task.tier, variant: task.variant, width: task.width, height: task.height,
+      matched: route.matched, ...(route.override ? { override: route.override } : {}), source,
+    });
+    return { object, action: 'enqueued', task };
+  }
+
+  return {
+    handleObject,
+    async handleBody(body, source = 'upload') {
+      const parsed = parseEventBody(body);
+      if (parsed.type === 'test') {
+        counters.inc('router.dropped.test-event');
+        return [];
+      }
+      if (parsed.type === 'unrecognised') {
+        // Not retryable: log loudly and let the caller delete it (or DLQ it after N receives).
+        throw Object.assign(new Error(`unrecognised event body: ${parsed.reason}`), { permanent: true });
+      }
+      const outcomes: RouteOutcome[] = [];
+      for (const object of parsed.objects) outcomes.push(await handleObject(object, source));
+      return outcomes;
+    },
+  };
+}

@@ -1,0 +1,67 @@
+/**
+ * Writing results back onto the object.
+ * - `metadata`: CopyObject onto itself with REPLACE (ports: replaceMetadata), every user key kept,
+ *   guarded by If-Match on the ETag that was read: a 412 means a newer upload, which has its own event.
+ * - `tags`: object tags merged with the user's (S3 allows 10 per object): EffiTag's two tags
+ *   (`effitag-tags`, `effitag-model`) replace earlier EffiTag tags and never push out a user's tag.
+ *   PutObjectTagging rewrites no data, makes no new version and fires no ObjectCreated event.
+ * - `both`: metadata, then tags.
+ */
+import type { Prediction } from '../inference/engine.ts';
+import { asciiLabel, encodeFailed, encodeTagged, KEYS } from './marker.ts';
+import type { ObjectHead, ObjectRef, ObjectStore } from './ports.ts';
+
+export type WriteBackMode = 'metadata' | 'tags' | 'both';
+export const MAX_OBJECT_TAGS = 10;
+const TAG_VALUE_MAX = 256;
+
+export type WriteResult =
+  | { written: true; tagsDropped: number; note?: string }
+  | { written: false; reason: 'metadata-budget' | 'tag-limit' };
+
+/** Tag values allow letters, digits, spaces and + - = . _ : / @ only. */
+const tagSafe = (s: string) => s.replace(/[^\p{L}\p{N} +\-=._:/@]/gu, ' ').replace(/\s+/g, ' ').trim();
+
+export function mergeTags(existing: Record<string, string>, predictions: readonly Prediction[], model: string): { tags: Record<string, string>; added: number } | undefined {
+  const user = Object.fromEntries(Object.entries(existing).filter(([k]) => !k.startsWith('effitag-')));
+  const room = MAX_OBJECT_TAGS - Object.keys(user).length;
+  if (room <= 0) return undefined;
+  let value = '';
+  for (const p of predictions) {
+    const part = `${tagSafe(asciiLabel(p.label).replace(/_/g, ' '))}:${p.probability.toFixed(2)}`;
+    const next = value ? `${value} / ${part}` : part;
+    if (next.length > TAG_VALUE_MAX) break;
+    value = next;
+  }
+  const ours: Record<string, string> = room >= 2 ? { [KEYS.tags]: value, [KEYS.model]: tagSafe(model) } : { [KEYS.tags]: value };
+  return { tags: { ...user, ...ours }, added: Object.keys(ours).length };
+}
+
+export async function writeTagged(store: ObjectStore, ref: ObjectRef, head: ObjectHead, mode: WriteBackMode, predictions: readonly Prediction[], fixed: { model: string; at: string; etag: string }): Promise<WriteResult> {
+  let tagsDropped = 0;
+  if (mode === 'metadata' || mode === 'both') {
+    const encoded = encodeTagged(head.metadata, predictions, fixed);
+    if (!encoded) return { written: false, reason: 'metadata-budget' };
+    await store.replaceMetadata(ref, head, encoded.metadata, fixed.etag);
+    tagsDropped = encoded.tagsDropped;
+  }
+  if (mode === 'tags' || mode === 'both') {
+    const merged = mergeTags(await store.getTags(ref), predictions, fixed.model);
+    if (!merged) return mode === 'both' ? { written: true, tagsDropped, note: 'no room for object tags (10 user tags)' } : { written: false, reason: 'tag-limit' };
+    await store.putTags(ref, merged.tags);
+  }
+  return { written: true, tagsDropped };
+}
+
+export async function writeFailure(store: ObjectStore, ref: ObjectRef, head: ObjectHead, mode: WriteBackMode, fixed: { model: string; at: string; etag: string; reason: string }): Promise<boolean> {
+  if (mode === 'tags') {
+    const user = Object.fromEntries(Object.entries(await store.getTags(ref)).filter(([k]) => !k.startsWith('effitag-')));
+    if (Object.keys(user).length >= MAX_OBJECT_TAGS) return false;
+    await store.putTags(ref, { ...user, [KEYS.status]: tagSafe(`failed: ${fixed.reason}`).slice(0, TAG_VALUE_MAX) });
+    return true;
+  }
+  const metadata = encodeFailed(head.metadata, fixed);
+  if (!metadata) return false;
+  await store.replaceMetadata(ref, head, metadata, fixed.etag);
+  return true;
+}
