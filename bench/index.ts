@@ -1,17 +1,18 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick]`
- * Suites: engines (default). Results print as a table and are written to bench/results/<suite>.json.
+ * Suites: engines (default), pipeline. Results print as a table and are written to bench/results/<suite>.json.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { benchEngines } from './engines.ts';
+import { benchPipeline } from './pipeline.ts';
 import type { BenchContext } from './util.ts';
 import type { EngineName } from '../inference/engine.ts';
 
 const program = new Command('bench')
-  .argument('[suite]', 'engines', 'engines')
+  .argument('[suite]', 'engines | pipeline', 'engines')
   .option('--runs <n>', 'timed runs per measurement (median reported)', (v) => Number(v), 5)
   .option('--quick', 'B0 only, batches 1 and 8')
   .action(async (suite: string, opts: { runs: number; quick?: boolean }) => {
@@ -24,6 +25,8 @@ const program = new Command('bench')
           variants: opts.quick ? ['b0'] : ['b0', 'b3'], batches: opts.quick ? [1, 8] : [1, 8, 32],
           engines: ['ort', 'tfjs'] as EngineName[], runs: opts.runs,
         });
+      } else if (suite === 'pipeline') {
+        result = await benchPipeline(ctx, { images: opts.quick ? 64 : 240, batch: 8, runs: opts.quick ? 1 : 3 });
       } else {
         throw new Error(`unknown suite "${suite}"`);
       }

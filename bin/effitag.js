@@ -7,8 +7,7 @@ import { register } from 'tsx/esm/api';
 // releases need Node 22 is known and would otherwise print on every run.
 const emitWarning = process.emitWarning.bind(process);
 process.emitWarning = (warning, ...rest) => {
-  const type = typeof rest[0] === 'string' ? rest[0] : rest[0]?.type;
-  if (type === 'NodeVersionSupportWarning' || warning?.name === 'NodeVersionSupportWarning') return;
+  if (String(warning?.message ?? warning).startsWith('NodeVersionSupportWarning')) return;
   emitWarning(warning, ...rest);
 };
 

@@ -2,15 +2,19 @@
  * The onnxruntime engine: the exported ONNX graph on onnxruntime-node. CPU execution provider with
  * intra-op threads = cores and full graph optimisation; the CUDA provider first when its library is
  * installed (the GPU image opts into it; the root install skips that download).
+ *
+ * The session lives on a worker thread (ort-session-thread.mjs): onnxruntime-node runs inference
+ * synchronously on its calling thread, which would stall every download and queue call meanwhile.
  */
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import * as ort from 'onnxruntime-node';
+import type * as ort from 'onnxruntime-node';
 import { ensureOnnx } from '../model/onnx/cache.ts';
 import type { Engine, LoadedModel } from './engine.ts';
 import { toBatch } from './image.ts';
+import { startSessionThread, type SessionThread } from './ort-thread.ts';
 
 function cudaInstalled(): boolean {
   try {
@@ -26,6 +30,8 @@ export interface OrtOptions {
   threads?: number;
   /** 'auto' uses CUDA when installed; 'cpu' forces the CPU provider. */
   provider?: 'auto' | 'cpu' | 'cuda';
+  /** Let idle intra-op threads spin (faster for inference alone, slower beside decoding). Default false. */
+  spinning?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -41,20 +47,23 @@ export function ortEngine(options: OrtOptions = {}): Engine {
       const wantCuda = options.provider === 'cuda' || ((options.provider ?? 'auto') === 'auto' && cudaInstalled());
       const base: ort.InferenceSession.SessionOptions = {
         graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential',
+        // Idle intra-op threads sleep instead of spinning, leaving the cores to image decoding and I/O
+        // between batches (spinning pays off only when nothing else needs the CPU).
+        extra: { session: { intra_op: { allow_spinning: options.spinning ? '1' : '0' } } },
       };
-      let session: ort.InferenceSession;
+      let session: SessionThread;
       let provider = 'cpu';
       if (wantCuda) {
         try {
-          session = await ort.InferenceSession.create(exported.path, { ...base, executionProviders: ['cuda', 'cpu'] });
+          session = await startSessionThread(exported.path, { ...base, executionProviders: ['cuda', 'cpu'] });
           provider = 'cuda';
         } catch (err) {
           if (options.provider === 'cuda') throw err;
           log(`onnxruntime: CUDA provider unavailable (${err instanceof Error ? err.message.split('\n')[0] : String(err)}); using CPU`);
-          session = await ort.InferenceSession.create(exported.path, { ...base, executionProviders: ['cpu'] });
+          session = await startSessionThread(exported.path, { ...base, executionProviders: ['cpu'] });
         }
       } else {
-        session = await ort.InferenceSession.create(exported.path, { ...base, executionProviders: ['cpu'] });
+        session = await startSessionThread(exported.path, { ...base, executionProviders: ['cpu'] });
       }
       log(`onnxruntime: ${provider} provider, ${threads} intra-op threads, ${exported.cached ? 'cached' : 'fresh'} export ${exported.path}`);
       const { resolution, classes } = manifest;
@@ -65,13 +74,11 @@ export function ortEngine(options: OrtOptions = {}): Engine {
         manifest,
         async classify(images) {
           if (images.length === 0) return [];
-          const input = new ort.Tensor('float32', toBatch(images), [images.length, resolution, resolution, 3]);
-          const result = await session.run({ images: input });
-          const data = result.probabilities.data as Float32Array;
+          const { data } = await session.run(toBatch(images), [images.length, resolution, resolution, 3]);
           return images.map((_, i) => data.slice(i * classes, (i + 1) * classes));
         },
         async dispose() {
-          await session.release();
+          await session.close();
         },
       };
     },

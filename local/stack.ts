@@ -40,6 +40,8 @@ export interface LocalStackOptions {
   visibilitySeconds?: number;
   worker?: WorkerOptions;
   log?: Logger;
+  /** Which tiers get a worker here (default all); tests run their own for the others. */
+  runWorkers?: (tier: string) => boolean;
   /** Wrap the store the pipeline uses (tests inject faults this way). */
   wrapStore?: (store: ObjectStore) => ObjectStore;
 }
@@ -139,6 +141,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
   const workers: Record<string, Worker> = {};
   for (const [tier, { queue }] of Object.entries(tierQueues)) {
+    if (options.runWorkers && !options.runWorkers(tier)) continue;
     const t = options.tiers.tiers[tier];
     workers[tier] = makeWorker({
       store, queue, tiers: options.tiers, models, counters, log: log.child({ component: 'worker', tier }),

@@ -197,36 +197,47 @@ export function makeWorker(deps: WorkerDeps): Worker {
     return { results, ready };
   }
 
-  async function complete(batch: PreparedBatch): Promise<MessageResult[]> {
+  interface Inferred { results: MessageResult[]; items: { p: Prepared; predictions: ReturnType<typeof topK>; marker: string }[] }
+
+  /** Run the engine on a prepared batch, grouped by variant. */
+  async function infer(batch: PreparedBatch): Promise<Inferred> {
     const results = [...batch.results];
+    const items: Inferred['items'] = [];
     const byVariant = new Map<string, Prepared[]>();
     for (const p of batch.ready) byVariant.set(p.task.variant, [...(byVariant.get(p.task.variant) ?? []), p]);
-    for (const [variant, items] of byVariant) {
-      let probabilities: Float32Array[];
-      let labels: readonly string[];
+    for (const [variant, group] of byVariant) {
       try {
         const model = await models.load(variant);
-        labels = labelsFor(model.manifest.classes);
-        probabilities = await model.classify(items.map((p) => p.image));
-        counters.inc(`inferred.${variant}`, items.length);
+        const labels = labelsFor(model.manifest.classes);
+        const probabilities = await model.classify(group.map((p) => p.image));
+        counters.inc(`inferred.${variant}`, group.length);
+        const marker = models.marker(variant);
+        group.forEach((p, i) => items.push({
+          p, marker,
+          predictions: topK(probabilities[i], p.tier.topK, labels).filter((x, rank) => rank === 0 || x.probability >= p.tier.minConfidence),
+        }));
       } catch (err) {
-        for (const p of items) results.push({ message: p.message, task: p.task, outcome: { status: 'retry', reason: `inference: ${err instanceof Error ? err.message : String(err)}` } });
-        continue;
+        for (const p of group) results.push({ message: p.message, task: p.task, outcome: { status: 'retry', reason: `inference: ${err instanceof Error ? err.message : String(err)}` } });
       }
-      const marker = models.marker(variant);
-      await mapLimit(items, opts.downloadConcurrency, async (p) => {
-        const i = items.indexOf(p);
-        const predictions = topK(probabilities[i], p.tier.topK, labels).filter((x, rank) => rank === 0 || x.probability >= p.tier.minConfidence);
-        try {
-          const w = await writeTagged(store, refOf(p.task), p.head, p.tier.writeBack, predictions, { model: marker, at: now().toISOString(), etag: p.task.eTag });
-          results.push({ message: p.message, task: p.task, outcome: w.written ? { status: 'tagged', tags: predictions.length - w.tagsDropped } : { status: 'skipped', reason: w.reason } });
-        } catch (err) {
-          results.push({ message: p.message, task: p.task, outcome: storeOutcome(err, 'writing back') });
-        }
-      });
     }
+    return { results, items };
+  }
+
+  /** Write results back onto the objects. */
+  async function write(inferred: Inferred): Promise<MessageResult[]> {
+    const results = [...inferred.results];
+    await mapLimit(inferred.items, opts.downloadConcurrency, async ({ p, predictions, marker }) => {
+      try {
+        const w = await writeTagged(store, refOf(p.task), p.head, p.tier.writeBack, predictions, { model: marker, at: now().toISOString(), etag: p.task.eTag });
+        results.push({ message: p.message, task: p.task, outcome: w.written ? { status: 'tagged', tags: predictions.length - w.tagsDropped } : { status: 'skipped', reason: w.reason } });
+      } catch (err) {
+        results.push({ message: p.message, task: p.task, outcome: storeOutcome(err, 'writing back') });
+      }
+    });
     return results;
   }
+
+  const complete = async (batch: PreparedBatch) => write(await infer(batch));
 
   function emitMetrics(): void {
     if (!opts.emitMetrics) return;
@@ -276,10 +287,13 @@ export function makeWorker(deps: WorkerDeps): Worker {
       return empty;
     });
     let next = fetchSafely();
+    // The previous batch's write-back runs while the engine works on the next batch.
+    let writing: Promise<void> = Promise.resolve();
     for (;;) {
       const current = await next;
       if (stopping) {
         // Received while stopping: settle what is already decided, give the rest back.
+        await writing;
         await settle(current.prepared.results);
         await release(current.prepared.ready.map((p) => p.message));
         break;
@@ -287,8 +301,11 @@ export function makeWorker(deps: WorkerDeps): Worker {
       // Receive, download and decode the next batch while this one is on the engine.
       next = fetchSafely();
       if (current.messages.length) {
-        await settle(await complete(current.prepared));
-        emitMetrics();
+        const inferred = await infer(current.prepared);
+        await writing;
+        writing = write(inferred).then(settle).then(emitMetrics).catch((err) => {
+          log.log('error', 'write-back failed', { error: err instanceof Error ? err.message : String(err) });
+        });
       }
     }
   }

@@ -4,6 +4,8 @@ import { fetchWeights } from '../../model/weights-fetch.ts';
 import { importKerasWeights, type NormalizationMode } from '../../model/weights.ts';
 import { thousands } from '../format.ts';
 import { ensureOnnx } from '../../model/onnx/cache.ts';
+import { publishWeights } from '../../pipeline/aws/s3-weights.ts';
+import { s3Client } from '../../pipeline/aws/clients.ts';
 
 export function registerWeightsCommands(program: Command): void {
   const weights = program.command('weights').description('official Keras weights → EffiTag weights artifacts');
@@ -46,5 +48,20 @@ export function registerWeightsCommands(program: Command): void {
     .action(async (opts: { weights: string; variant?: string; out?: string }) => {
       const r = await ensureOnnx(opts.weights, { variant: opts.variant, out: opts.out });
       process.stdout.write(`${r.cached ? 'cached' : 'exported'} ${r.path}\n`);
+    });
+
+  weights
+    .command('publish')
+    .description('upload a weights artifact to S3 for the deployed stack (s3://bucket/prefix/<variant>/)')
+    .requiredOption('--weights <dir>', 'weights artifact directory')
+    .option('--variant <variant>', 'expected variant of the weights (checked)')
+    .argument('<s3url>', 'the stack\'s weights location, s3://bucket/prefix')
+    .action(async (url: string, opts: { weights: string; variant?: string }) => {
+      const { readManifest } = await import('../../model/weights.ts');
+      const m = await readManifest(opts.weights);
+      if (opts.variant && m.variant !== opts.variant) throw new Error(`${opts.weights} holds ${m.variant}, not ${opts.variant}`);
+      const s3 = s3Client(process.env.EFFITAG_S3_ENDPOINT ? { s3Endpoint: process.env.EFFITAG_S3_ENDPOINT, credentials: { accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? 'S3RVER', secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? 'S3RVER' } } : {});
+      const r = await publishWeights(s3, opts.weights, url);
+      process.stdout.write(`published ${r.manifest.variant} (sha256 ${r.manifest.sha256}) to ${r.keys.map((k) => `s3://${url.replace(/^s3:\/\//, '').split('/')[0]}/${k}`).join(', ')}\n`);
     });
 }

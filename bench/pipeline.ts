@@ -1,0 +1,77 @@
+/**
+ * Pipeline benchmark: images/s through the embedded stack (S3 GET over HTTP, decode, inference,
+ * CopyObject write-back, SQS delete) against the raw engine on the same images and batch size.
+ * Tasks are enqueued first (the router runs as usual) and then one worker drains them, so the
+ * figure is the worker's steady-state throughput. Goal: ≥ 0.8× the raw engine.
+ */
+import { join } from 'node:path';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { ortEngine } from '../inference/ort-engine.ts';
+import { decodeImage } from '../inference/image.ts';
+import { startLocalStack } from '../local/stack.ts';
+import { silentLogger } from '../pipeline/log.ts';
+import { makeWorker } from '../pipeline/worker.ts';
+import { planModel } from '../model/plan.ts';
+import { randomWeights } from '../model/random-weights.ts';
+import { writeArtifact } from '../model/weights.ts';
+import { parseTiers } from '../tiers/schema.ts';
+import { syntheticJpeg } from './images.ts';
+import { median, type BenchContext } from './util.ts';
+
+export async function benchPipeline(ctx: BenchContext, opts: { images: number; batch: number; runs: number }) {
+  const plan = planModel('b0');
+  await writeArtifact(join(ctx.workDir, 'weights', 'b0'), plan, randomWeights(plan, 1), { kind: 'random' });
+  const tiers = parseTiers({
+    version: 1,
+    tiers: { bench: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 3538 }, engine: 'ort', batchSize: opts.batch } },
+    routing: { default: { tier: 'bench' } },
+  });
+  // 640×480 photos: the shorter side is over 224, so B0 is chosen and every image is resized.
+  const images = await Promise.all(Array.from({ length: 16 }, (_, i) => syntheticJpeg(640, 480, i + 1)));
+
+  // Raw engine: decode once, then classify batches of the same size, median of runs.
+  const engine = ortEngine({ log: () => {} });
+  const model = await engine.load(join(ctx.workDir, 'weights', 'b0'));
+  const decoded = await Promise.all(images.map((b) => decodeImage(b, 224)));
+  const batch = Array.from({ length: opts.batch }, (_, i) => decoded[i % decoded.length]);
+  await model.classify(batch);
+  const rawTimes: number[] = [];
+  for (let r = 0; r < opts.runs; r++) {
+    const t0 = performance.now();
+    for (let done = 0; done < opts.images; done += opts.batch) await model.classify(batch);
+    rawTimes.push((performance.now() - t0) / 1000);
+  }
+  await model.dispose();
+  const rawImagesPerSecond = opts.images / median(rawTimes);
+  ctx.log(`raw engine (ort, batch ${opts.batch}): ${rawImagesPerSecond.toFixed(1)} images/s`);
+
+  const pipelineRates: number[] = [];
+  for (let r = 0; r < opts.runs; r++) {
+    const stack = await startLocalStack({
+      dataDir: join(ctx.workDir, `s3-${r}`), tiers, weightsDir: join(ctx.workDir, 'weights'), engine: ortEngine({ log: () => {} }),
+      log: silentLogger, runWorkers: () => false, s3Port: 0, sqsPort: 0,
+    });
+    try {
+      await stack.models.load('b0');
+      for (let i = 0; i < opts.images; i += 32) {
+        await Promise.all(Array.from({ length: Math.min(32, opts.images - i) }, (_, j) =>
+          stack.s3.send(new PutObjectCommand({ Bucket: stack.bucket, Key: `bench/${r}/${i + j}.jpg`, Body: images[(i + j) % images.length], ContentType: 'image/jpeg' }))));
+      }
+      while (stack.counters.get('router.enqueued.bench') < opts.images) await new Promise((res) => setTimeout(res, 50));
+      const worker = makeWorker({ store: stack.store, queue: stack.tierQueues.bench.queue, tiers, models: stack.models, counters: stack.counters, options: { batchSize: opts.batch, waitSeconds: 1 } });
+      const t0 = performance.now();
+      void worker.run();
+      while (stack.counters.get('tagged') < opts.images) await new Promise((res) => setTimeout(res, 20));
+      const seconds = (performance.now() - t0) / 1000;
+      await worker.stop();
+      pipelineRates.push(opts.images / seconds);
+      ctx.log(`pipeline run ${r + 1}: ${opts.images} images in ${seconds.toFixed(2)} s = ${(opts.images / seconds).toFixed(1)} images/s`);
+    } finally {
+      await stack.stop();
+    }
+  }
+  const pipelineImagesPerSecond = median(pipelineRates);
+  const ratio = pipelineImagesPerSecond / rawImagesPerSecond;
+  ctx.log(`pipeline: ${pipelineImagesPerSecond.toFixed(1)} images/s = ${ratio.toFixed(2)}× the raw engine (goal ≥ 0.8×)`);
+  return { images: opts.images, batch: opts.batch, rawImagesPerSecond, pipelineImagesPerSecond, runs: pipelineRates, summary: { ratio, goal: 'pipeline ≥ 0.8× raw engine' } };
+}

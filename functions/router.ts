@@ -1,0 +1,57 @@
+/**
+ * Lambda handler: the router. SQS event source on the intake queue (S3 notifications) →
+ * `makeRouter` core. Reports partial batch failures, so only failed messages are retried; a body
+ * that is not an S3 event is logged and dropped (retrying it cannot help).
+ */
+import type { SQSBatchResponse, SQSEvent } from './lambda-types.ts';
+import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
+import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
+import { Counters, jsonLogger } from '../pipeline/log.ts';
+import { modelMarker } from '../pipeline/marker.ts';
+import { makeRouter, type Router } from '../pipeline/router.ts';
+import { runtimeConfig, variantsOf } from '../pipeline/runtime-config.ts';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { parseS3Url } from '../pipeline/aws/s3-weights.ts';
+import type { WeightsManifest } from '../model/weights.ts';
+
+const log = jsonLogger({ base: { component: 'router' } });
+const counters = new Counters();
+let router: Promise<Router> | undefined;
+
+/** The router needs only each variant's marker: read the published manifests (not the weights). */
+async function init(): Promise<Router> {
+  const config = runtimeConfig();
+  const s3 = s3Client();
+  const sqs = sqsClient();
+  const { bucket, prefix } = parseS3Url(config.weightsLocation);
+  const markers = new Map<string, string>();
+  for (const variant of variantsOf(config.tiers)) {
+    const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${variant}/manifest.json` }));
+    const manifest = JSON.parse(await out.Body!.transformToString()) as WeightsManifest;
+    markers.set(variant, modelMarker(manifest.variant, manifest.sha256));
+  }
+  const queues = Object.fromEntries(Object.entries(config.queueUrls).map(([tier, url]) => [tier, new SqsQueue(sqs, url)]));
+  return makeRouter({
+    store: new S3Store(s3), queues, tiers: config.tiers, log, counters,
+    models: { marker: (v) => { const m = markers.get(v); if (!m) throw new Error(`no published weights for ${v}`); return m; } },
+  });
+}
+
+export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
+  router ??= init().catch((err) => { router = undefined; throw err; });
+  const r = await router;
+  const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
+  for (const record of event.Records) {
+    try {
+      await r.handleBody(record.body);
+    } catch (err) {
+      const permanent = (err as { permanent?: boolean }).permanent === true;
+      log.log(permanent ? 'error' : 'warn', 'routing failed', { messageId: record.messageId, error: String(err), permanent });
+      if (!permanent) batchItemFailures.push({ itemIdentifier: record.messageId });
+    }
+  }
+  const emf = counters.emfDelta({ Function: 'router' });
+  if (emf) process.stdout.write(`${emf}\n`);
+  return { batchItemFailures };
+}

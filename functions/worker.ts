@@ -1,0 +1,44 @@
+/**
+ * Lambda handler: the CPU tier's worker. SQS event source on the tier's task queue → the same
+ * worker core the GPU containers run (`makeWorker(...).handle`), on onnxruntime. Messages whose
+ * object got its result (or its recorded failure) are done; the others are reported as batch item
+ * failures and come back after the visibility timeout, then go to the DLQ after N receives.
+ */
+import type { SQSBatchResponse, SQSEvent } from './lambda-types.ts';
+import { ortEngine } from '../inference/ort-engine.ts';
+import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
+import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { syncWeights } from '../pipeline/aws/s3-weights.ts';
+import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
+import { jsonLogger } from '../pipeline/log.ts';
+import { directoryCatalog } from '../pipeline/models.ts';
+import { runtimeConfig, variantsOf } from '../pipeline/runtime-config.ts';
+import { makeWorker, type Worker } from '../pipeline/worker.ts';
+import type { QueueMessage } from '../pipeline/ports.ts';
+
+let worker: Promise<Worker> | undefined;
+
+async function init(): Promise<Worker> {
+  const config = runtimeConfig();
+  if (!config.tier) throw new Error('EFFITAG_TIER is not set');
+  const s3 = s3Client();
+  await syncWeights(s3, config.weightsLocation, variantsOf(config.tiers, config.tier), config.weightsDir);
+  const log = jsonLogger({ base: { component: 'worker', tier: config.tier } });
+  const models = directoryCatalog(config.weightsDir, ortEngine({ log: (m) => log.log('info', m) }));
+  const queue = new SqsQueue(sqsClient(), config.queueUrls[config.tier]);
+  return makeWorker({
+    store: new S3Store(s3), queue, tiers: config.tiers, models, log,
+    options: { emitMetrics: (line) => process.stdout.write(`${line}\n`), metricDimensions: { Tier: config.tier } },
+  });
+}
+
+export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
+  worker ??= init().catch((err) => { worker = undefined; throw err; });
+  const w = await worker;
+  const messages: QueueMessage[] = event.Records.map((r) => ({
+    id: r.messageId, receipt: r.receiptHandle, body: r.body, receiveCount: Number(r.attributes.ApproximateReceiveCount ?? 1),
+  }));
+  const results = await w.handle(messages);
+  const failed = results.filter((r) => r.outcome.status === 'retry' || r.outcome.status === 'poison');
+  return { batchItemFailures: failed.map((r) => ({ itemIdentifier: r.message.id })) };
+}

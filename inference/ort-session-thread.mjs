@@ -1,0 +1,31 @@
+// Hosts one onnxruntime InferenceSession on a worker thread. onnxruntime-node runs a session
+// synchronously on the calling thread, so running it here keeps the main event loop free for
+// downloads, decoding and queue calls while the engine works. Plain JavaScript on purpose: the
+// thread needs no TypeScript loader, and deployments ship it beside their bundle.
+import { parentPort, workerData } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+
+let session;
+try {
+  session = await ort.InferenceSession.create(workerData.path, workerData.options);
+  parentPort.postMessage({ type: 'ready', inputNames: session.inputNames, outputNames: session.outputNames });
+} catch (err) {
+  parentPort.postMessage({ type: 'failed', error: err instanceof Error ? err.message : String(err) });
+}
+
+parentPort.on('message', async (msg) => {
+  if (msg.type === 'close') {
+    await session?.release();
+    parentPort.close();
+    return;
+  }
+  try {
+    const input = new ort.Tensor('float32', new Float32Array(msg.buffer), msg.dims);
+    const out = await session.run({ [session.inputNames[0]]: input });
+    const result = out[session.outputNames[0]];
+    const data = Float32Array.from(result.data);
+    parentPort.postMessage({ type: 'result', id: msg.id, buffer: data.buffer, dims: result.dims }, [data.buffer]);
+  } catch (err) {
+    parentPort.postMessage({ type: 'result', id: msg.id, error: err instanceof Error ? err.message : String(err) });
+  }
+});

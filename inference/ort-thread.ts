@@ -1,0 +1,56 @@
+/** Client side of inference/ort-session-thread.mjs: one session on one worker thread. */
+import { Worker } from 'node:worker_threads';
+import type * as ort from 'onnxruntime-node';
+
+export interface SessionThread {
+  run(data: Float32Array, dims: readonly number[]): Promise<{ data: Float32Array; dims: readonly number[] }>;
+  close(): Promise<void>;
+}
+
+/** Where the thread script is: beside this module, or EFFITAG_ORT_THREAD_SCRIPT in bundled deployments. */
+export function threadScriptUrl(): URL {
+  const override = process.env.EFFITAG_ORT_THREAD_SCRIPT;
+  return override ? new URL(`file://${override}`) : new URL('./ort-session-thread.mjs', import.meta.url);
+}
+
+export function startSessionThread(path: string, options: ort.InferenceSession.SessionOptions): Promise<SessionThread> {
+  // No loader flags for the thread: it is plain JavaScript.
+  const worker = new Worker(threadScriptUrl(), { workerData: { path, options }, execArgv: [] });
+  const pending = new Map<number, { resolve: (v: { data: Float32Array; dims: readonly number[] }) => void; reject: (e: Error) => void }>();
+  let nextId = 0;
+  return new Promise((resolveStart, rejectStart) => {
+    const fail = (err: Error) => {
+      rejectStart(err);
+      for (const p of pending.values()) p.reject(err);
+      pending.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => { if (pending.size) fail(new Error(`onnxruntime thread exited (${code})`)); });
+    worker.on('message', (msg: { type: string; id?: number; buffer?: ArrayBuffer; dims?: number[]; error?: string }) => {
+      if (msg.type === 'failed') { void worker.terminate(); fail(new Error(msg.error)); return; }
+      if (msg.type === 'ready') {
+        resolveStart({
+          run(data, dims) {
+            return new Promise((resolve, reject) => {
+              const id = nextId++;
+              pending.set(id, { resolve, reject });
+              // Copy into a buffer we can transfer (the caller may keep using `data`).
+              const copy = Float32Array.from(data);
+              worker.postMessage({ type: 'run', id, buffer: copy.buffer, dims }, [copy.buffer]);
+            });
+          },
+          async close() {
+            worker.postMessage({ type: 'close' });
+            await new Promise((r) => worker.once('exit', r));
+          },
+        });
+        return;
+      }
+      const p = pending.get(msg.id!);
+      if (!p) return;
+      pending.delete(msg.id!);
+      if (msg.error) p.reject(new Error(msg.error));
+      else p.resolve({ data: new Float32Array(msg.buffer!), dims: msg.dims! });
+    });
+  });
+}

@@ -1,0 +1,77 @@
+/** Starts the embedded stack for a test file, with a counting engine and optional store faults. */
+import { join } from 'node:path';
+import { HeadObjectCommand, PutObjectCommand, type PutObjectCommandInput } from '@aws-sdk/client-s3';
+import { ortEngine } from '../../inference/ort-engine.ts';
+import type { Engine, LoadedModel } from '../../inference/engine.ts';
+import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../local/stack.ts';
+import { silentLogger } from '../../pipeline/log.ts';
+import { parseTiers, type TiersFile } from '../../tiers/schema.ts';
+import { randomArtifact, tempDir } from './fixtures.ts';
+
+export interface EngineProbe {
+  /** Images classified so far. */
+  images: number;
+  calls: number;
+  /** Runs before each classify call (tests slow the engine down or observe it). */
+  beforeClassify?: () => Promise<void> | void;
+}
+
+export function countingEngine(base: Engine, probe: EngineProbe): Engine {
+  return {
+    name: base.name,
+    async load(dir, options) {
+      const model = await base.load(dir, options);
+      const counted: LoadedModel = {
+        description: model.description, variant: model.variant, resolution: model.resolution, manifest: model.manifest,
+        async classify(images) {
+          await probe.beforeClassify?.();
+          probe.calls++;
+          probe.images += images.length;
+          return model.classify(images);
+        },
+        dispose: () => model.dispose(),
+      };
+      return counted;
+    },
+  };
+}
+
+export async function startTestStack(tiers: unknown, options: Partial<LocalStackOptions> = {}): Promise<{ stack: LocalStack; probe: EngineProbe; config: TiersFile }> {
+  const weights = await tempDir('effitag-weights-');
+  await randomArtifact(join(weights, 'b0'), 'b0');
+  const probe: EngineProbe = { images: 0, calls: 0 };
+  const config = parseTiers(tiers);
+  const stack = await startLocalStack({
+    dataDir: join(await tempDir('effitag-data-'), 's3'), tiers: config, weightsDir: weights,
+    engine: countingEngine(ortEngine({ log: () => {} }), probe), log: silentLogger,
+    maxReceiveCount: 3, visibilitySeconds: 30, worker: { retryBaseSeconds: 0.4, waitSeconds: 1 }, ...options,
+  });
+  return { stack, probe, config };
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function put(stack: LocalStack, key: string, body: Uint8Array | string, extra: Partial<PutObjectCommandInput> = {}): Promise<string> {
+  const out = await stack.s3.send(new PutObjectCommand({ Bucket: stack.bucket, Key: key, Body: body, ...extra }));
+  return (out.ETag ?? '').replace(/"/g, '');
+}
+
+export async function head(stack: LocalStack, key: string) {
+  return stack.s3.send(new HeadObjectCommand({ Bucket: stack.bucket, Key: key }));
+}
+
+/** Wait until the object carries an EffiTag status for the given ETag; returns its head. */
+export function waitForStatus(stack: LocalStack, key: string, eTag: string, timeoutMs?: number) {
+  return waitFor(`status on ${key}`, async () => {
+    const h = await head(stack, key);
+    return h.Metadata?.['effitag-etag'] === eTag && h.Metadata?.['effitag-status'] ? h : undefined;
+  }, timeoutMs);
+}
