@@ -2,8 +2,12 @@
 // synchronously on the calling thread, so running it here keeps the main event loop free for
 // downloads, decoding and queue calls while the engine works. Plain JavaScript on purpose: the
 // thread needs no TypeScript loader, and deployments ship it beside their bundle.
+import { createRequire } from 'node:module';
 import { parentPort, workerData } from 'node:worker_threads';
-import * as ort from 'onnxruntime-node';
+
+// require(), not import: on Lambda, onnxruntime-node comes from a layer (/opt/nodejs/node_modules),
+// which CommonJS resolution finds through NODE_PATH and ES module resolution does not.
+const ort = createRequire(import.meta.url)('onnxruntime-node');
 
 let session;
 try {

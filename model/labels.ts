@@ -1,9 +1,9 @@
 /** ImageNet-1k class labels (English), index = class index of the Keras/TF ImageNet models. */
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
 // Data from the ImageNet class index as published with TensorFlow.js models (Apache-2.0).
-export const IMAGENET_LABELS: readonly string[] = require('./imagenet-labels.json');
+// A static JSON import, so bundlers (esbuild for Lambda and the GPU image) carry it along.
+import labels from './imagenet-labels.json' with { type: 'json' };
+
+export const IMAGENET_LABELS: readonly string[] = labels;
 
 /** Label list for a class count: ImageNet for 1000, otherwise `class_<i>`. */
 export function labelsFor(classes: number): readonly string[] {

@@ -11,7 +11,6 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { planModel, planWeights, type ModelPlan, type Pooling } from './plan.ts';
 import { IMAGENET_STD, decodeVariant } from './spec.ts';
-import { readKerasWeights } from './keras-h5.ts';
 
 export const ARTIFACT_FORMAT = 'effitag-weights/1';
 
@@ -154,6 +153,8 @@ export interface ImportOptions {
  * single Normalization layer. 'auto' applies this when the stored variance equals the ImageNet std.
  */
 export async function importKerasWeights(file: string, options: ImportOptions): Promise<WeightsManifest> {
+  // Loaded on demand: the HDF5 reader (wasm) is only needed here, not by the deployed workers.
+  const { readKerasWeights } = await import('./keras-h5.ts');
   const h5 = await readKerasWeights(file);
   const includeTop = h5.weights.has('predictions/kernel:0');
   const classes = includeTop ? h5.weights.get('predictions/kernel:0')!.shape[1] : 0;

@@ -1,0 +1,23 @@
+/** The tagged bucket (or the weights bucket) with the prefixes and key a role may touch. */
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+
+export interface BucketAccess {
+  bucket: s3.IBucket;
+  prefix: string;
+  /** Grants on the bucket's SSE-KMS key, only when the bucket uses one. */
+  grantKms?: (grantee: iam.IGrantable, actions: string[]) => void;
+}
+
+/** Object ARNs scoped to the watched prefixes ('' = every object). */
+export function objectArns(access: BucketAccess, prefixes: readonly string[]): string[] {
+  return prefixes.map((p) => access.bucket.arnForObjects(`${p}*`));
+}
+
+export function kmsGrant(key: kms.IKey | undefined): BucketAccess['grantKms'] {
+  if (!key) return undefined;
+  return (grantee, actions) => {
+    grantee.grantPrincipal.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'BucketKmsKey', actions, resources: [key.keyArn] }));
+  };
+}

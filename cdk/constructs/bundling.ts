@@ -1,0 +1,32 @@
+/**
+ * esbuild options for the Lambda functions (NodejsFunction bundles with the local esbuild, no Docker).
+ * CommonJS output, because the native modules come from a layer (/opt/nodejs/node_modules), which
+ * Lambda resolves for require() through NODE_PATH but not for ES module imports. `import.meta.url`
+ * is rewritten to the bundle's own file URL, and the onnxruntime thread script is copied beside it.
+ */
+import { join } from 'node:path';
+import { OutputFormat, type BundlingOptions } from 'aws-cdk-lib/aws-lambda-nodejs';
+
+export const REPO_ROOT = join(import.meta.dirname, '..', '..');
+
+/** Provided by the CPU runtime layer, built for the function's architecture. */
+export const LAYER_MODULES = ['onnxruntime-node', 'sharp'];
+
+export function functionBundling(extra: { copyOrtThread?: boolean } = {}): BundlingOptions {
+  return {
+    format: OutputFormat.CJS,
+    target: 'node24',
+    minify: true,
+    sourceMap: true,
+    externalModules: [...LAYER_MODULES, '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu'],
+    define: { 'import.meta.url': '__effitag_import_meta_url' },
+    banner: "const __effitag_import_meta_url = require('url').pathToFileURL(__filename).href;",
+    loader: { '.json': 'json' },
+    commandHooks: {
+      beforeBundling: () => [],
+      beforeInstall: () => [],
+      afterBundling: (inputDir: string, outputDir: string) =>
+        extra.copyOrtThread ? [`cp "${join(inputDir, 'inference', 'ort-session-thread.mjs')}" "${outputDir}/ort-session-thread.mjs"`] : [],
+    },
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * Triggers: the bucket's ObjectCreated notifications go to an intake queue (one rule per watched
+ * prefix), and the router Lambda consumes it. S3 → SQS was chosen over EventBridge: no per-event
+ * charge, native prefix filters, and batching into the router; the router also accepts EventBridge
+ * events, so switching is a wiring change. The intake is a standard queue (S3 cannot notify FIFO
+ * queues); deduplication happens on the tier queues.
+ */
+import { Duration } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { join } from 'node:path';
+import { functionBundling, REPO_ROOT } from './bundling.ts';
+import { objectArns, type BucketAccess } from './access.ts';
+
+export interface IngestProps {
+  bucket: BucketAccess;
+  prefixes: string[];
+  tierQueues: Record<string, sqs.IQueue>;
+  runtimeEnvironment: Record<string, string>;
+  weights: BucketAccess;
+}
+
+export class Ingest extends Construct {
+  readonly intake: sqs.Queue;
+  readonly intakeDlq: sqs.Queue;
+  readonly router: NodejsFunction;
+
+  constructor(scope: Construct, id: string, props: IngestProps) {
+    super(scope, id);
+    const common = { encryption: sqs.QueueEncryption.SQS_MANAGED, enforceSSL: true };
+    this.intakeDlq = new sqs.Queue(this, 'IntakeDlq', { ...common, retentionPeriod: Duration.days(14) });
+    const routerTimeout = Duration.seconds(60);
+    this.intake = new sqs.Queue(this, 'Intake', {
+      ...common, visibilityTimeout: Duration.seconds(routerTimeout.toSeconds() * 6), retentionPeriod: Duration.days(4),
+      deadLetterQueue: { queue: this.intakeDlq, maxReceiveCount: 5 },
+    });
+    for (const prefix of props.prefixes) {
+      props.bucket.bucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.SqsDestination(this.intake), ...(prefix ? [{ prefix }] : []));
+    }
+
+    this.router = new NodejsFunction(this, 'Router', {
+      entry: join(REPO_ROOT, 'functions', 'router.ts'),
+      projectRoot: REPO_ROOT, depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
+      runtime: lambda.Runtime.NODEJS_24_X, architecture: lambda.Architecture.ARM_64,
+      memorySize: 512, timeout: routerTimeout,
+      environment: props.runtimeEnvironment,
+      bundling: functionBundling(),
+      logGroup: new logs.LogGroup(this, 'RouterLogs', { retention: logs.RetentionDays.ONE_MONTH }),
+      description: 'EffiTag router: S3 events → tier task queues',
+    });
+    this.router.addEventSource(new SqsEventSource(this.intake, { batchSize: 10, maxBatchingWindow: Duration.seconds(1), reportBatchItemFailures: true }));
+    // Reads headers (ranged GET) and metadata of watched objects only.
+    this.router.addToRolePolicy(new iam.PolicyStatement({
+      sid: 'ReadWatchedObjects', actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: objectArns(props.bucket, props.prefixes),
+    }));
+    this.router.addToRolePolicy(new iam.PolicyStatement({
+      sid: 'ReadWeightManifests', actions: ['s3:GetObject'], resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)],
+    }));
+    for (const [tier, queue] of Object.entries(props.tierQueues)) {
+      this.router.addToRolePolicy(new iam.PolicyStatement({ sid: `Enqueue${tier.replace(/[^A-Za-z0-9]/g, '')}`, actions: ['sqs:SendMessage'], resources: [queue.queueArn] }));
+    }
+    props.bucket.grantKms?.(this.router, ['kms:Decrypt']);
+  }
+}

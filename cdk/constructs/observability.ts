@@ -1,0 +1,80 @@
+/**
+ * A CloudWatch dashboard and alarms. The workers log their counters in Embedded Metric Format
+ * (namespace EffiTag, dimension Tier), so tagged/failed/skipped counts cost no API calls.
+ * Alarms: any message in a DLQ, and a tier queue whose oldest message is older than 30 minutes.
+ */
+import { Duration } from 'aws-cdk-lib';
+import * as cw from 'aws-cdk-lib/aws-cloudwatch';
+import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import type * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+
+export interface ObservabilityProps {
+  tiers: Record<string, { queue: sqs.IQueue; dlq: sqs.IQueue; service?: ecs.Ec2Service; fn?: lambda.IFunction }>;
+  intake: sqs.IQueue;
+  intakeDlq: sqs.IQueue;
+  router: lambda.IFunction;
+  clusterName?: string;
+  alarmEmail?: string;
+  maxQueueAge?: Duration;
+}
+
+export class Observability extends Construct {
+  readonly dashboard: cw.Dashboard;
+  readonly topic: sns.Topic;
+  readonly alarms: cw.Alarm[] = [];
+
+  constructor(scope: Construct, id: string, props: ObservabilityProps) {
+    super(scope, id);
+    const period = Duration.minutes(5);
+    this.topic = new sns.Topic(this, 'Alarms', { displayName: 'EffiTag alarms', masterKey: new kms.Key(this, 'AlarmsKey', { enableKeyRotation: true, description: 'EffiTag alarm topic' }), enforceSSL: true });
+    if (props.alarmEmail) this.topic.addSubscription(new subs.EmailSubscription(props.alarmEmail));
+    const alarm = (name: string, metric: cw.IMetric, threshold: number, description: string) => {
+      const a = new cw.Alarm(this, name, { metric, threshold, evaluationPeriods: 1, comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD, treatMissingData: cw.TreatMissingData.NOT_BREACHING, alarmDescription: description });
+      a.addAlarmAction(new cwActions.SnsAction(this.topic));
+      this.alarms.push(a);
+    };
+    const maxAge = props.maxQueueAge ?? Duration.minutes(30);
+    alarm('IntakeDlqDepth', props.intakeDlq.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: 'Maximum' }), 1, 'S3 events the router could not handle are in the intake DLQ');
+
+    const tagged: cw.IMetric[] = [];
+    const age: cw.IMetric[] = [];
+    const dlqDepth: cw.IMetric[] = [props.intakeDlq.metricApproximateNumberOfMessagesVisible({ period, statistic: 'Maximum', label: 'intake DLQ' })];
+    const tasks: cw.IMetric[] = [];
+    for (const [tier, t] of Object.entries(props.tiers)) {
+      const id = tier.replace(/[^A-Za-z0-9]/g, '');
+      tagged.push(new cw.Metric({ namespace: 'EffiTag', metricName: 'tagged', dimensionsMap: { Tier: tier }, statistic: 'Sum', period, label: tier }));
+      const oldest = t.queue.metricApproximateAgeOfOldestMessage({ period: Duration.minutes(1), statistic: 'Maximum', label: tier });
+      age.push(oldest);
+      const depth = t.dlq.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: 'Maximum', label: `${tier} DLQ` });
+      dlqDepth.push(depth);
+      alarm(`${id}DlqDepth`, depth, 1, `Tasks of tier ${tier} failed ${'repeatedly'} and are in its DLQ`);
+      alarm(`${id}QueueAge`, oldest, maxAge.toSeconds(), `Tier ${tier}: the oldest task waits over ${maxAge.toMinutes()} minutes`);
+      if (t.service && props.clusterName) {
+        tasks.push(new cw.Metric({ namespace: 'ECS/ContainerInsights', metricName: 'RunningTaskCount', dimensionsMap: { ClusterName: props.clusterName, ServiceName: t.service.serviceName }, statistic: 'Maximum', period: Duration.minutes(1), label: tier }));
+      }
+    }
+    const search = (what: string, label: string) => new cw.MathExpression({ expression: `SEARCH('{EffiTag,Tier} ${what}', 'Sum', 300)`, label, period });
+
+    this.dashboard = new cw.Dashboard(this, 'Dashboard', { defaultInterval: Duration.hours(6) });
+    this.dashboard.addWidgets(
+      new cw.GraphWidget({ title: 'Images tagged per tier', left: tagged, width: 12 }),
+      new cw.GraphWidget({ title: 'Failures recorded, by reason', left: [search('recorded-failure', 'failed')], width: 12 }),
+    );
+    this.dashboard.addWidgets(
+      new cw.GraphWidget({ title: 'Latency: oldest task waiting (s)', left: age, width: 8 }),
+      new cw.GraphWidget({ title: 'Dead-letter queues', left: dlqDepth, width: 8 }),
+      new cw.GraphWidget({ title: 'GPU tasks running', left: tasks.length ? tasks : [new cw.Metric({ namespace: 'ECS/ContainerInsights', metricName: 'RunningTaskCount', period })], width: 8 }),
+    );
+    this.dashboard.addWidgets(
+      new cw.GraphWidget({ title: 'Skipped, by reason', left: [search('skipped', 'skipped')], width: 8 }),
+      new cw.GraphWidget({ title: 'Retries, by reason', left: [search('retry', 'retries')], width: 8 }),
+      new cw.GraphWidget({ title: 'Router', left: [props.router.metricInvocations({ period }), props.router.metricErrors({ period })], right: [props.intake.metricApproximateAgeOfOldestMessage({ period })], width: 8 }),
+    );
+  }
+}

@@ -1,0 +1,187 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { describe, it, before } from 'node:test';
+import { App } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { configFromContext } from '../cdk/config.ts';
+import { EffiTagStack } from '../cdk/effitag-stack.ts';
+import { applyNagAcknowledgements } from '../cdk/nag.ts';
+import { backlogSteps } from '../cdk/constructs/gpu-tier.ts';
+import { tempDir } from './support/fixtures.ts';
+
+/** Synthesize with a context; bundling is skipped here (the CI runs a real `cdk synth`). */
+function synth(context: Record<string, unknown> = {}) {
+  const app = new App({ context: { 'aws:cdk:bundling-stacks': [], ...context } });
+  const stack = new EffiTagStack(app, 'EffiTag', { config: configFromContext(app.node), env: { account: '111111111111', region: 'us-east-1' } });
+  applyNagAcknowledgements(stack);
+  return { app, stack, template: Template.fromStack(stack) };
+}
+
+type Statement = { Action: string | string[]; Resource: unknown; Effect: string; Sid?: string };
+const statements = (template: Template): { policy: string; s: Statement }[] =>
+  Object.entries(template.findResources('AWS::IAM::Policy')).flatMap(([policy, r]) =>
+    (r.Properties.PolicyDocument.Statement as Statement[]).map((s) => ({ policy, s })));
+
+describe('CDK stack (default tiers: economy on Lambda, standard and premium on GPU)', () => {
+  let template: Template;
+  let app: App;
+  before(() => { ({ template, app } = synth()); });
+
+  it('S3 ObjectCreated notifications feed an encrypted, SSL-only intake queue with a DLQ; the router consumes it', () => {
+    template.hasResourceProperties('Custom::S3BucketNotifications', {
+      NotificationConfiguration: { QueueConfigurations: [Match.objectLike({ Events: ['s3:ObjectCreated:*'] })] },
+    });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { BatchSize: 10, FunctionResponseTypes: ['ReportBatchItemFailures'], EventSourceArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^IngestIntake'), 'Arn'] } });
+    template.hasResourceProperties('AWS::SQS::Queue', { SqsManagedSseEnabled: true, RedrivePolicy: { deadLetterTargetArn: Match.anyValue(), maxReceiveCount: 5 }, VisibilityTimeout: 360 });
+  });
+
+  it('one FIFO task queue and FIFO DLQ per tier, SSE, SSL-only, visibility derived from batch time', () => {
+    const fifo = template.findResources('AWS::SQS::Queue', { Properties: { FifoQueue: true } });
+    assert.equal(Object.keys(fifo).length, 6, '3 tiers × (queue + DLQ)');
+    for (const q of Object.values(fifo)) assert.equal(q.Properties.SqsManagedSseEnabled, true);
+    // Lambda tier: 6 × (45 + 2·8) s; GPU tiers: 6 × max(120, 60 + 2·batch).
+    template.hasResourceProperties('AWS::SQS::Queue', { FifoQueue: true, VisibilityTimeout: 6 * 61, DeduplicationScope: 'messageGroup', FifoThroughputLimit: 'perMessageGroupId' });
+    template.hasResourceProperties('AWS::SQS::Queue', { FifoQueue: true, VisibilityTimeout: 6 * 124 });
+    const policies = template.findResources('AWS::SQS::QueuePolicy');
+    assert.ok(Object.keys(policies).length >= 8);
+    for (const p of Object.values(policies)) {
+      assert.ok((p.Properties.PolicyDocument.Statement as Statement[]).some((s) => s.Effect === 'Deny' && JSON.stringify(s).includes('aws:SecureTransport')));
+    }
+  });
+
+  it('GPU capacity: ASG with minimum 0 and no desiredCapacity, capacity provider with managed scaling, GPU AMI', () => {
+    const groups = template.findResources('AWS::AutoScaling::AutoScalingGroup');
+    assert.equal(Object.keys(groups).length, 2);
+    for (const g of Object.values(groups)) {
+      assert.equal(g.Properties.MinSize, '0');
+      assert.equal(g.Properties.DesiredCapacity, undefined, 'desiredCapacity would reset the group on every deploy');
+    }
+    template.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', { MaxSize: '4', MixedInstancesPolicy: { InstancesDistribution: { OnDemandPercentageAboveBaseCapacity: 0, SpotAllocationStrategy: 'price-capacity-optimized' } } });
+    template.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', { MaxSize: '2', LaunchTemplate: Match.anyValue() });
+    template.resourcePropertiesCountIs('AWS::ECS::CapacityProvider', { AutoScalingGroupProvider: { ManagedScaling: { Status: 'ENABLED', TargetCapacity: 100 } } }, 2);
+    template.hasResourceProperties('AWS::EC2::LaunchTemplate', { LaunchTemplateData: { InstanceType: 'g4dn.xlarge', ImageId: { Ref: Match.stringLikeRegexp('amazonlinux2023gpu') }, MetadataOptions: { HttpTokens: 'required' } } });
+    const params = JSON.stringify(template.toJSON().Parameters);
+    assert.match(params, /\/aws\/service\/ecs\/optimized-ami\/amazon-linux-2023\/gpu\/recommended\/image_id/);
+  });
+
+  it('GPU task definition: one GPU, the worker image, tier and runtime environment, long stop timeout', () => {
+    const defs = Object.values(template.findResources('AWS::ECS::TaskDefinition')).map((t) => t.Properties.ContainerDefinitions[0]);
+    assert.equal(defs.length, 2);
+    const env = (d: any) => Object.fromEntries(d.Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value]));
+    assert.deepEqual(defs.map((d) => env(d).EFFITAG_TIER).sort(), ['premium', 'standard']);
+    for (const d of defs) {
+      assert.deepEqual(d.ResourceRequirements, [{ Type: 'GPU', Value: '1' }]);
+      assert.match(JSON.stringify(d.Image), /cdk-hnb659fds-container-assets/);
+      assert.equal(d.StopTimeout, 120);
+      const e = env(d);
+      assert.equal(e.TF_FORCE_GPU_ALLOW_GROWTH, 'true');
+      assert.equal(JSON.parse(e.EFFITAG_TIERS).routing.default.tier, 'economy');
+      assert.ok(e.EFFITAG_QUEUE_URLS && e.EFFITAG_WEIGHTS);
+    }
+    template.resourcePropertiesCountIs('AWS::ECS::Service', { DesiredCount: 0, CapacityProviderStrategy: [Match.objectLike({ Weight: 1 })] }, 2);
+  });
+
+  it('scaling on queue backlog: one message starts a task from zero, an empty backlog returns to zero, no CPU scaling', () => {
+    const policies = template.findResources('AWS::ApplicationAutoScaling::ScalingPolicy');
+    const types = Object.values(policies).map((p) => p.Properties.PolicyType);
+    assert.ok(types.every((t) => t === 'StepScaling'), `no target tracking on CPU: ${types}`);
+    const steps = Object.values(policies).map((p) => p.Properties.StepScalingPolicyConfiguration);
+    assert.ok(steps.every((c) => c.AdjustmentType === 'ExactCapacity'));
+    // The upper policy starts at 1 message → 1 task; the lower policy sets 0 tasks below 1 message.
+    const flat = JSON.stringify(steps);
+    assert.match(flat, /"MetricIntervalLowerBound":0,("MetricIntervalUpperBound":\d+,)?"ScalingAdjustment":1/);
+    assert.match(flat, /"MetricIntervalUpperBound":0,"ScalingAdjustment":0/);
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', { Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold', Metrics: Match.arrayWith([Match.objectLike({ Expression: 'visible + inflight' })]) });
+    assert.deepEqual(backlogSteps(1), [{ upper: 1, change: 0 }, { lower: 1, upper: undefined, change: 1 }]);
+  });
+
+  it('CPU tier: Lambda with the runtime layer, SQS source with partial batch failures, reserved concurrency', () => {
+    template.hasResourceProperties('AWS::Lambda::LayerVersion', { CompatibleArchitectures: ['x86_64'], CompatibleRuntimes: ['nodejs24.x'] });
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      MemorySize: 3538, ReservedConcurrentExecutions: 10, Layers: [{ Ref: Match.stringLikeRegexp('CpuRuntimex8664Layer') }], Runtime: 'nodejs24.x',
+      Environment: { Variables: Match.objectLike({ EFFITAG_TIER: 'economy', EFFITAG_WEIGHTS: Match.anyValue() }) },
+    });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { BatchSize: 8, FunctionResponseTypes: ['ReportBatchItemFailures'] });
+  });
+
+  it('least privilege: every statement lists its actions (no wildcards) and scopes object access', () => {
+    const all = statements(template);
+    assert.ok(all.length > 10);
+    for (const { policy, s } of all) {
+      const actions = ([] as string[]).concat(s.Action);
+      // aws-cdk-lib's generated ECS agent and ECR pull statements are the only wildcard actions (acknowledged in cdk/nag.ts).
+      if (/InstanceRole/.test(policy)) continue;
+      for (const a of actions) assert.ok(!a.includes('*'), `${policy}: wildcard action ${a}`);
+    }
+    const rewrite = all.filter(({ s }) => s.Sid === 'RewriteWatchedObjects');
+    assert.equal(rewrite.length, 3, 'each worker role (2 GPU task roles, 1 Lambda)');
+    for (const { s } of rewrite) assert.deepEqual(([] as string[]).concat(s.Action).sort(), ['s3:GetObject', 's3:GetObjectTagging', 's3:GetObjectVersion', 's3:GetObjectVersionTagging', 's3:PutObject', 's3:PutObjectTagging']);
+    assert.ok(!all.some(({ s }) => ([] as string[]).concat(s.Action).some((a) => a.startsWith('kms:'))), 'no KMS without a bucket key');
+    const enqueue = all.filter(({ s }) => s.Sid?.startsWith('Enqueue'));
+    assert.equal(enqueue.length, 3);
+  });
+
+  it('the created bucket blocks public access, is SSL-only, encrypted and logs access', () => {
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      BucketEncryption: Match.anyValue(), LoggingConfiguration: { DestinationBucketName: Match.anyValue(), LogFilePrefix: 'images/' },
+    });
+  });
+
+  it('dashboard and alarms on DLQ depth and oldest message age', () => {
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')).map((a) => a.Properties);
+    const metricOf = (a: any): string | undefined => a.MetricName ?? (a.Metrics?.length === 1 ? a.Metrics[0].MetricStat?.Metric?.MetricName : undefined);
+    assert.equal(alarms.filter((a) => metricOf(a) === 'ApproximateNumberOfMessagesVisible' && a.Threshold === 1).length, 4, 'intake DLQ + one per tier DLQ');
+    assert.equal(alarms.filter((a) => metricOf(a) === 'ApproximateAgeOfOldestMessage' && a.Threshold === 1800).length, 3);
+    assert.ok(alarms.filter((a) => a.Threshold === 1 || a.Threshold === 1800).every((a) => a.AlarmActions?.length === 1), 'alarms notify the SNS topic');
+    const body = JSON.stringify(template.findResources('AWS::CloudWatch::Dashboard'));
+    for (const title of ['Images tagged per tier', 'Failures recorded, by reason', 'GPU tasks running', 'Dead-letter queues', 'oldest task waiting']) assert.ok(body.includes(title), title);
+  });
+
+  it('cdk-nag AwsSolutions: zero unacknowledged findings, and every acknowledgement says why', () => {
+    const report = new AwsSolutionsChecks().validateScope(app);
+    assert.deepEqual(report.violations.map((v) => `${v.ruleName} ${JSON.stringify(v.violatingResources.map((r) => (r as { constructPath?: string }).constructPath))}`), []);
+    const acks = app.node.findAll().flatMap((c) => c.node.metadata.filter((m) => m.type === 'aws:cdk:acknowledged-rules')
+      .flatMap((m) => Object.entries(m.data as Record<string, string>)).filter(([id]) => id.includes('AwsSolutions')));
+    assert.ok(acks.length >= 10);
+    for (const [id, reason] of acks) assert.ok(reason.length > 30, `acknowledgement of ${id} without a real reason: ${reason}`);
+  });
+});
+
+describe('CDK: one stack per configuration', () => {
+  it('two GPU tiers and one CPU tier → matching queues and compute; bucket imported with a KMS key', () => {
+    const { template, app } = synth({
+      'effitag:tiersFile': 'examples/tiers/two-gpu-one-cpu.json', 'effitag:bucketName': 'my-photos',
+      'effitag:bucketKmsKeyArn': 'arn:aws:kms:us-east-1:111111111111:key/abcd', 'effitag:prefixes': 'photos/,scans/',
+    });
+    assert.equal(Object.keys(template.findResources('AWS::SQS::Queue', { Properties: { FifoQueue: true } })).length, 6);
+    template.resourceCountIs('AWS::ECS::Service', 2);
+    template.resourceCountIs('AWS::AutoScaling::AutoScalingGroup', 2);
+    template.hasResourceProperties('AWS::Lambda::LayerVersion', { CompatibleArchitectures: ['arm64'] });
+    template.hasResourceProperties('AWS::Lambda::Function', { Architectures: ['arm64'], MemorySize: 2048, Environment: { Variables: Match.objectLike({ EFFITAG_TIER: 'thumbs' }) } });
+    template.resourceCountIs('AWS::S3::Bucket', 2, );
+    const all = statements(template);
+    const rewrite = all.find(({ s }) => s.Sid === 'RewriteWatchedObjects')!.s;
+    assert.match(JSON.stringify(rewrite.Resource), /my-photos\/photos\/\*.*my-photos\/scans\/\*/);
+    assert.ok(all.some(({ s }) => s.Sid === 'BucketKmsKey' && JSON.stringify(s.Action).includes('kms:GenerateDataKey')));
+    template.hasResourceProperties('Custom::S3BucketNotifications', {
+      NotificationConfiguration: { QueueConfigurations: Match.arrayWith([Match.objectLike({ Filter: { Key: { FilterRules: [{ Name: 'prefix', Value: 'scans/' }] } } })]) },
+    });
+    const report = new AwsSolutionsChecks().validateScope(app);
+    assert.deepEqual(report.violations.map((v) => v.ruleName), []);
+  });
+
+  it('an invalid tiers file fails synthesis with the validation message', async () => {
+    const dir = await tempDir();
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, JSON.stringify({ version: 1, tiers: { a: { variants: ['b9'], compute: { target: 'lambda-cpu', memoryMb: 2048 }, engine: 'ort', batchSize: 4 } }, routing: { default: { tier: 'a' } } }));
+    assert.throws(() => synth({ 'effitag:tiersFile': bad }), /invalid tiers configuration:\n\s+tiers\.a\.variants\[0\]: unknown variant "b9"/);
+  });
+
+  it('overlapping watched prefixes are refused (S3 rejects overlapping notification rules)', () => {
+    assert.throws(() => synth({ 'effitag:prefixes': 'photos/,photos/raw/' }), /overlaps "photos\/"/);
+  });
+});
