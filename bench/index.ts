@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick]`
- * Suites: engines (default), pipeline. Results print as a table and are written to bench/results/<suite>.json.
+ * Suites: engines (default), pipeline, backfill. Results print as a table and are written to bench/results/<suite>.json.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,11 +8,12 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { benchEngines } from './engines.ts';
 import { benchPipeline } from './pipeline.ts';
+import { benchBackfill } from './backfill.ts';
 import type { BenchContext } from './util.ts';
 import type { EngineName } from '../inference/engine.ts';
 
 const program = new Command('bench')
-  .argument('[suite]', 'engines | pipeline', 'engines')
+  .argument('[suite]', 'engines | pipeline | backfill', 'engines')
   .option('--runs <n>', 'timed runs per measurement (median reported)', (v) => Number(v), 5)
   .option('--quick', 'B0 only, batches 1 and 8')
   .action(async (suite: string, opts: { runs: number; quick?: boolean }) => {
@@ -27,6 +28,8 @@ const program = new Command('bench')
         });
       } else if (suite === 'pipeline') {
         result = await benchPipeline(ctx, { images: opts.quick ? 64 : 240, batch: 8, runs: opts.quick ? 1 : 3 });
+      } else if (suite === 'backfill') {
+        result = await benchBackfill(ctx, { objects: opts.quick ? 2000 : 10_000, concurrency: 64 });
       } else {
         throw new Error(`unknown suite "${suite}"`);
       }

@@ -18,6 +18,7 @@ import { GpuTier, gpuBatchTimeout } from './constructs/gpu-tier.ts';
 import { Ingest } from './constructs/ingest.ts';
 import { Observability } from './constructs/observability.ts';
 import { TierQueue } from './constructs/tier-queues.ts';
+import { Backfill } from './constructs/backfill.ts';
 
 export interface EffiTagStackProps extends StackProps {
   config: EffiTagConfig;
@@ -32,9 +33,12 @@ export class EffiTagStack extends Stack {
   readonly weights: BucketAccess;
   readonly prefixes: string[];
   readonly accessLogs?: s3.Bucket;
+  readonly backfill: Backfill;
 
   constructor(scope: Construct, id: string, props: EffiTagStackProps) {
     super(scope, id, props);
+    // The Distributed Map's ResultWriterV2 is used only under this flag (set before any child exists).
+    this.node.setContext('@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2', true);
     const { config } = props;
     const tiersJson = JSON.stringify(config.tiers);
     if (tiersJson.length > MAX_TIERS_ENV) throw new Error(`${config.tiersFile}: the tiers configuration is ${tiersJson.length} bytes; at most ${MAX_TIERS_ENV} fit a Lambda environment`);
@@ -131,14 +135,22 @@ export class EffiTagStack extends Stack {
       observed[name].fn = cpu.fn;
     }
 
+    const backfill = new Backfill(this, 'Backfill', {
+      bucket: images, prefixes: config.prefixes, weights, environment, accessLogs: this.accessLogs,
+      tierQueues: Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue])),
+    });
+    this.backfill = backfill;
+
     const observability = new Observability(this, 'Observability', {
       tiers: observed, intake: ingest.intake, intakeDlq: ingest.intakeDlq, router: ingest.router,
-      clusterName: cluster?.clusterName, alarmEmail: config.alarmEmail,
+      clusterName: cluster?.clusterName, alarmEmail: config.alarmEmail, backfill: backfill.stateMachine,
     });
 
     new CfnOutput(this, 'BucketName', { value: bucket.bucketName, description: 'Bucket whose uploads are tagged' });
     new CfnOutput(this, 'WeightsLocation', { value: weightsLocation, description: 'Publish weights here: effitag weights publish --weights DIR <this>' });
     new CfnOutput(this, 'DashboardName', { value: observability.dashboard.dashboardName });
+    new CfnOutput(this, 'QueueUrls', { value: environment.EFFITAG_QUEUE_URLS, description: 'EFFITAG_QUEUE_URLS for effitag backfill --aws' });
+    new CfnOutput(this, 'BackfillStateMachine', { value: backfill.stateMachine.stateMachineArn, description: 'effitag backfill --remote --state-machine <this>' });
     new CfnOutput(this, 'AlarmTopic', { value: observability.topic.topicArn });
   }
 }

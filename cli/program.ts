@@ -4,6 +4,7 @@ import { registerWeightsCommands } from './commands/weights.ts';
 import { registerPredictCommand } from './commands/predict.ts';
 import { registerTiersCommands } from './commands/tiers.ts';
 import { registerLocalCommands } from './commands/local.ts';
+import { registerBackfillCommand } from './commands/backfill.ts';
 
 export function buildProgram(): Command {
   const program = new Command('effitag')
@@ -16,5 +17,6 @@ export function buildProgram(): Command {
   registerPredictCommand(program);
   registerTiersCommands(program);
   registerLocalCommands(program);
+  registerBackfillCommand(program);
   return program;
 }

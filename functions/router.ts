@@ -8,12 +8,9 @@ import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { Counters, jsonLogger } from '../pipeline/log.ts';
-import { modelMarker } from '../pipeline/marker.ts';
 import { makeRouter, type Router } from '../pipeline/router.ts';
 import { runtimeConfig, variantsOf } from '../pipeline/runtime-config.ts';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { parseS3Url } from '../pipeline/aws/s3-weights.ts';
-import type { WeightsManifest } from '../model/weights.ts';
+import { markersFromS3 } from '../pipeline/aws/markers.ts';
 
 const log = jsonLogger({ base: { component: 'router' } });
 const counters = new Counters();
@@ -24,18 +21,9 @@ async function init(): Promise<Router> {
   const config = runtimeConfig();
   const s3 = s3Client();
   const sqs = sqsClient();
-  const { bucket, prefix } = parseS3Url(config.weightsLocation);
-  const markers = new Map<string, string>();
-  for (const variant of variantsOf(config.tiers)) {
-    const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${variant}/manifest.json` }));
-    const manifest = JSON.parse(await out.Body!.transformToString()) as WeightsManifest;
-    markers.set(variant, modelMarker(manifest.variant, manifest.sha256));
-  }
+  const models = await markersFromS3(s3, config.weightsLocation, variantsOf(config.tiers));
   const queues = Object.fromEntries(Object.entries(config.queueUrls).map(([tier, url]) => [tier, new SqsQueue(sqs, url)]));
-  return makeRouter({
-    store: new S3Store(s3), queues, tiers: config.tiers, log, counters,
-    models: { marker: (v) => { const m = markers.get(v); if (!m) throw new Error(`no published weights for ${v}`); return m; } },
-  });
+  return makeRouter({ store: new S3Store(s3), queues, tiers: config.tiers, log, counters, models });
 }
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {

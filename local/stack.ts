@@ -40,6 +40,8 @@ export interface LocalStackOptions {
   visibilitySeconds?: number;
   worker?: WorkerOptions;
   log?: Logger;
+  /** Run the router on the intake queue (default true); backfill tests place fixtures without it. */
+  runRouter?: boolean;
   /** Which tiers get a worker here (default all); tests run their own for the others. */
   runWorkers?: (tier: string) => boolean;
   /** Wrap the store the pipeline uses (tests inject faults this way). */
@@ -112,7 +114,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {
     if (!/BucketAlreadyOwnedByYou|BucketAlreadyExists/.test(String(err?.name))) throw err;
   });
-  const baseStore = new S3Store(s3, { copySourceEncoding: 's3rver' });
+  const baseStore = new S3Store(s3, { quirks: 's3rver' });
   const store = options.wrapStore ? options.wrapStore(baseStore) : baseStore;
 
   const queues = Object.fromEntries(Object.entries(tierQueues).map(([k, v]) => [k, v.queue]));
@@ -122,7 +124,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   let stopping = false;
   const routerAbort = new AbortController();
   const routerLoop = (async () => {
-    while (!stopping) {
+    while (!stopping && options.runRouter !== false) {
       const messages = await intake.receive({ max: 10, waitSeconds: 1, signal: routerAbort.signal }).catch(() => []);
       for (const m of messages) {
         try {

@@ -16,8 +16,25 @@ import { parseEventBody, type ObjectCreated } from './events.ts';
 import { Counters, silentLogger, type Logger } from './log.ts';
 import { KEYS } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
-import { StoreError, type MessageQueue, type ObjectStore } from './ports.ts';
+import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore } from './ports.ts';
 import { taskMessage, type Task } from './task.ts';
+import { sniffFormat } from '../inference/image.ts';
+
+/**
+ * Which already-stored objects a backfill wants:
+ * - 'stale' (default): no marker, or a marker from another model/weights;
+ * - 'missing': no marker at all;
+ * - 'older': a marker from another model/weights only.
+ * Objects whose last attempt failed with the current model are left alone unless `retryFailed`.
+ */
+export interface BackfillFilter {
+  mode: 'stale' | 'missing' | 'older';
+  retryFailed?: boolean;
+  /** Only objects that route to this tier. */
+  onlyTier?: string;
+}
+
+export type DropReason = 'own-write-back' | 'gone' | 'changed' | 'test-event' | 'current' | 'has-marker' | 'no-marker' | 'failed-before' | 'not-an-image' | 'other-tier';
 
 /** Header bytes read to find dimensions; JPEGs with large EXIF blocks get a second, larger read. */
 export const HEADER_BYTES = 64 * 1024;
@@ -30,6 +47,8 @@ export interface RouterDeps {
   tiers: TiersFile;
   /** Only `marker` is used: which model is current for a variant. */
   models: Pick<ModelCatalog, 'marker'>;
+  /** Where tasks go; default: the tier's queue, one message each. Backfills batch their sends here. */
+  sink?: (task: Task) => Promise<void>;
   log?: Logger;
   counters?: Counters;
   now?: () => Date;
@@ -37,12 +56,14 @@ export interface RouterDeps {
 
 export type RouteOutcome =
   | { object: ObjectCreated; action: 'enqueued'; task: Task }
-  | { object: ObjectCreated; action: 'dropped'; reason: 'own-write-back' | 'gone' | 'changed' | 'test-event' };
+  | { object: ObjectCreated; action: 'dropped'; reason: DropReason; tier?: string; variant?: string };
 
 export interface Router {
   /** Route every object in one message body. Throws on transient failures (the message is retried). */
   handleBody(body: string, source?: Task['source']): Promise<RouteOutcome[]>;
-  handleObject(object: ObjectCreated, source?: Task['source']): Promise<RouteOutcome>;
+  handleObject(object: ObjectCreated, source?: Task['source'], filter?: BackfillFilter): Promise<RouteOutcome>;
+  /** Decide without sending (backfill dry runs). */
+  decide(object: ObjectCreated, source?: Task['source'], filter?: BackfillFilter): Promise<RouteOutcome>;
 }
 
 export function makeRouter(deps: RouterDeps): Router {
@@ -68,7 +89,17 @@ export function makeRouter(deps: RouterDeps): Router {
     }
   }
 
-  async function handleObject(object: ObjectCreated, source: Task['source'] = 'upload'): Promise<RouteOutcome> {
+  /** A backfill's filter applied to an object's marker; undefined = wanted. */
+  function backfillDrop(head: ObjectHead, current: string, filter: BackfillFilter): DropReason | undefined {
+    const marker = head.metadata[KEYS.model];
+    const failed = head.metadata[KEYS.status] === 'failed';
+    if (marker === current) return failed && filter.retryFailed ? undefined : failed ? 'failed-before' : 'current';
+    if (filter.mode === 'missing' && marker) return 'has-marker';
+    if (filter.mode === 'older' && !marker) return 'no-marker';
+    return undefined;
+  }
+
+  async function decide(object: ObjectCreated, source: Task['source'] = 'upload', filter?: BackfillFilter): Promise<RouteOutcome> {
     let header: { head: import('./ports.ts').ObjectHead; bytes: Uint8Array };
     try {
       header = await readHeader(object);
@@ -92,29 +123,50 @@ export function makeRouter(deps: RouterDeps): Router {
     // Unreadable headers still go to the worker, which records the failure on the object.
     const choice = dims ? chooseVariant(tier, dims.width, dims.height, deps.tiers.resolutionTolerance) : chooseVariant(tier, 1, 1);
 
+    const drop = (reason: DropReason): RouteOutcome => {
+      counters.inc(`router.dropped.${reason}`);
+      log.log('debug', 'event dropped', { bucket: object.bucket, key: object.key, reason, source });
+      return { object, action: 'dropped', reason, tier: route.tier, variant: choice.variant };
+    };
     // Our own metadata write-back arrives as a Copy event: drop it when the marker is current.
     if (object.kind === 'Copy' && head.metadata[KEYS.model] && head.metadata[KEYS.model] === deps.models.marker(choice.variant)) {
-      counters.inc('router.dropped.own-write-back');
-      log.log('debug', 'event dropped', { bucket: object.bucket, key: object.key, reason: 'own-write-back' });
-      return { object, action: 'dropped', reason: 'own-write-back' };
+      return drop('own-write-back');
+    }
+    if (source === 'backfill') {
+      if (filter?.onlyTier && route.tier !== filter.onlyTier) return drop('other-tier');
+      // Backfills leave non-images alone (a live upload records the failure on the object instead).
+      if (!sniffFormat(header.bytes.subarray(0, 32))) return drop('not-an-image');
+      const reason = backfillDrop(head, deps.models.marker(choice.variant), filter ?? { mode: 'stale' });
+      if (reason) return drop(reason);
     }
     const task: Task = {
       v: 1, bucket: object.bucket, key: object.key, eTag: head.eTag, versionId: object.versionId ?? head.versionId,
       size: head.contentLength, tier: route.tier, variant: choice.variant, ...(dims ?? {}), source, enqueuedAt: now().toISOString(),
     };
-    const queue = deps.queues[route.tier];
-    if (!queue) throw new Error(`no queue for tier ${route.tier}`);
-    await queue.send([taskMessage(task)]);
-    counters.inc(`router.enqueued.${route.tier}`);
-    log.log('info', 'enqueued', {
-      bucket: task.bucket, key: task.key, tier: task.tier, variant: task.variant, width: task.width, height: task.height,
-      matched: route.matched, ...(route.override ? { override: route.override } : {}), source,
-    });
     return { object, action: 'enqueued', task };
+  }
+
+  async function handleObject(object: ObjectCreated, source: Task['source'] = 'upload', filter?: BackfillFilter): Promise<RouteOutcome> {
+    const outcome = await decide(object, source, filter);
+    if (outcome.action !== 'enqueued') return outcome;
+    const { task } = outcome;
+    if (deps.sink) {
+      await deps.sink(task);
+    } else {
+      const queue = deps.queues[task.tier];
+      if (!queue) throw new Error(`no queue for tier ${task.tier}`);
+      await queue.send([taskMessage(task)]);
+    }
+    counters.inc(`router.enqueued.${task.tier}`);
+    log.log(source === 'backfill' ? 'debug' : 'info', 'enqueued', {
+      bucket: task.bucket, key: task.key, tier: task.tier, variant: task.variant, width: task.width, height: task.height, source,
+    });
+    return outcome;
   }
 
   return {
     handleObject,
+    decide,
     async handleBody(body, source = 'upload') {
       const parsed = parseEventBody(body);
       if (parsed.type === 'test') {

@@ -119,8 +119,8 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     assert.equal(rewrite.length, 3, 'each worker role (2 GPU task roles, 1 Lambda)');
     for (const { s } of rewrite) assert.deepEqual(([] as string[]).concat(s.Action).sort(), ['s3:GetObject', 's3:GetObjectTagging', 's3:GetObjectVersion', 's3:GetObjectVersionTagging', 's3:PutObject', 's3:PutObjectTagging']);
     assert.ok(!all.some(({ s }) => ([] as string[]).concat(s.Action).some((a) => a.startsWith('kms:'))), 'no KMS without a bucket key');
-    const enqueue = all.filter(({ s }) => s.Sid?.startsWith('Enqueue'));
-    assert.equal(enqueue.length, 3);
+    const enqueue = all.filter(({ s }) => s.Sid?.startsWith('Enqueue')).map(({ s }) => s.Sid).sort();
+    assert.deepEqual(enqueue, ['EnqueueTasks', 'Enqueueeconomy', 'Enqueuepremium', 'Enqueuestandard'], 'the router sends to each tier queue; the backfill batch function to all');
   });
 
   it('the created bucket blocks public access, is SSL-only, encrypted and logs access', () => {
@@ -151,6 +151,30 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
   });
 });
 
+describe('CDK: backfill state machine', () => {
+  it('defaults, Distributed Map over ListObjectsV2, batches of 500, concurrency 10, retries, results to S3, scoped IAM', () => {
+    const { template } = synth();
+    const sm = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0];
+    const definition = JSON.parse((sm.Properties.DefinitionString['Fn::Join'][1] as unknown[]).map((p) => (typeof p === 'string' ? p : 'X')).join(''));
+    assert.equal(definition.StartAt, 'Defaults');
+    assert.match(definition.States.Defaults.Parameters['input.$'], /^States\.JsonMerge\(States\.StringToJson\('\{"prefix":"","filter":\{"mode":"stale"\},"since":null,"until":null\}'\), \$, false\)$/);
+    const map = definition.States.ListAndEnqueue;
+    assert.equal(map.ItemProcessor.ProcessorConfig.Mode, 'DISTRIBUTED');
+    assert.equal(map.ItemReader.Resource, 'arn:X:states:::s3:listObjectsV2');
+    assert.equal(map.ItemReader.Parameters['Prefix.$'], '$.prefix');
+    assert.deepEqual(map.ItemBatcher, { MaxItemsPerBatch: 500, BatchInput: { 'bucket.$': '$.bucket', 'filter.$': '$.filter', 'since.$': '$.since', 'until.$': '$.until' } });
+    assert.equal(map.MaxConcurrency, 10);
+    assert.equal(map.ToleratedFailurePercentage, 1);
+    assert.ok(map.ResultWriter, 'results go to S3, not into the execution history');
+    const retry = map.ItemProcessor.States.RouteBatch.Retry[0];
+    assert.deepEqual([retry.ErrorEquals, retry.MaxAttempts, retry.BackoffRate], [['States.ALL'], 4, 2]);
+    const smPolicy = statements(template).filter(({ policy }) => /BackfillStateMachineRoleDefaultPolicy/.test(policy)).map(({ s }) => s);
+    const list = smPolicy.find((s) => s.Action === 's3:ListBucket')!;
+    assert.match(JSON.stringify(list.Resource), /^\{"Fn::GetAtt":\["Bucket[0-9A-F]+","Arn"\]\}$/, 'lists the tagged bucket only');
+    assert.ok(smPolicy.every((s) => !([] as string[]).concat(s.Action).some((a) => a.startsWith('s3:') && a !== 's3:ListBucket' && a !== 's3:PutObject' && a !== 's3:GetObject' && a !== 's3:ListMultipartUploadParts' && a !== 's3:AbortMultipartUpload')));
+  });
+});
+
 describe('CDK: one stack per configuration', () => {
   it('two GPU tiers and one CPU tier → matching queues and compute; bucket imported with a KMS key', () => {
     const { template, app } = synth({
@@ -162,7 +186,7 @@ describe('CDK: one stack per configuration', () => {
     template.resourceCountIs('AWS::AutoScaling::AutoScalingGroup', 2);
     template.hasResourceProperties('AWS::Lambda::LayerVersion', { CompatibleArchitectures: ['arm64'] });
     template.hasResourceProperties('AWS::Lambda::Function', { Architectures: ['arm64'], MemorySize: 2048, Environment: { Variables: Match.objectLike({ EFFITAG_TIER: 'thumbs' }) } });
-    template.resourceCountIs('AWS::S3::Bucket', 2, );
+    template.resourceCountIs('AWS::S3::Bucket', 3); // weights, access logs, backfill results (the tagged bucket is imported)
     const all = statements(template);
     const rewrite = all.find(({ s }) => s.Sid === 'RewriteWatchedObjects')!.s;
     assert.match(JSON.stringify(rewrite.Resource), /my-photos\/photos\/\*.*my-photos\/scans\/\*/);

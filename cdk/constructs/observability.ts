@@ -12,6 +12,7 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 
 export interface ObservabilityProps {
@@ -22,6 +23,7 @@ export interface ObservabilityProps {
   clusterName?: string;
   alarmEmail?: string;
   maxQueueAge?: Duration;
+  backfill?: sfn.StateMachine;
 }
 
 export class Observability extends Construct {
@@ -76,5 +78,12 @@ export class Observability extends Construct {
       new cw.GraphWidget({ title: 'Retries, by reason', left: [search('retry', 'retries')], width: 8 }),
       new cw.GraphWidget({ title: 'Router', left: [props.router.metricInvocations({ period }), props.router.metricErrors({ period })], right: [props.intake.metricApproximateAgeOfOldestMessage({ period })], width: 8 }),
     );
+    if (props.backfill) {
+      const backfillMetric = (name: string) => new cw.Metric({ namespace: 'EffiTag', metricName: name, dimensionsMap: { Function: 'backfill' }, statistic: 'Sum', period, label: name.replace('backfill.', '') });
+      this.dashboard.addWidgets(
+        new cw.GraphWidget({ title: 'Backfill: keys listed and enqueued', left: [backfillMetric('backfill.listed'), backfillMetric('backfill.enqueued')], width: 12 }),
+        new cw.GraphWidget({ title: 'Backfill runs', left: [props.backfill.metricStarted({ period }), props.backfill.metricSucceeded({ period }), props.backfill.metricFailed({ period })], width: 12 }),
+      );
+    }
   }
 }

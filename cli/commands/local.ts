@@ -18,7 +18,7 @@ const DEFAULT_S3_PORT = 4568;
 const DEFAULT_SQS_PORT = 4566;
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
 
-interface LocalOptions { s3Port: number; sqsPort: number; data: string; tiers?: string; weights?: string; bucket: string; engine: string; logLevel: string }
+interface LocalOptions { s3Port: number; sqsPort: number; data: string; tiers?: string; weights?: string; bucket: string; engine: string; logLevel: string; router: boolean; workers: boolean }
 
 export function registerLocalCommands(program: Command): void {
   program
@@ -32,6 +32,8 @@ export function registerLocalCommands(program: Command): void {
     .option('--bucket <name>', 'bucket to create and watch', 'effitag-local')
     .option('--engine <engine>', 'inference engine', DEFAULT_ENGINE)
     .option('--log-level <level>', 'debug | info | warn | error', env('EFFITAG_LOG_LEVEL', 'info'))
+    .option('--no-router', 'do not route uploads (objects are stored, nothing is enqueued)')
+    .option('--no-workers', 'do not run workers (tasks stay in the queues, e.g. to inspect a backfill)')
     .action(async (opts: LocalOptions) => {
       const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS);
       const weightsDir = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? join(cacheDir(), 'weights'));
@@ -39,7 +41,7 @@ export function registerLocalCommands(program: Command): void {
       const engine = createEngine(opts.engine, { ort: { log: (m) => log.log('info', m) } });
       let stack;
       try {
-        stack = await startLocalStack({ dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log });
+        stack = await startLocalStack({ dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log, runRouter: opts.router, runWorkers: () => opts.workers });
       } catch (err) {
         if (!(err instanceof MissingWeightsError) || opts.weights) throw err;
         // First run: fetch the official B0 into the cache, then try again.
@@ -54,7 +56,7 @@ export function registerLocalCommands(program: Command): void {
           }
           throw fetchErr;
         }
-        stack = await startLocalStack({ dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log });
+        stack = await startLocalStack({ dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log, runRouter: opts.router, runWorkers: () => opts.workers });
       }
       const { s3Endpoint, sqsEndpoint } = stack.endpoints;
       process.stdout.write([

@@ -1,6 +1,6 @@
 /** ObjectStore on @aws-sdk/client-s3: real S3, or any S3-compatible endpoint (the embedded stack). */
 import {
-  CopyObjectCommand, GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsV2Command,
+  CopyObjectCommand, GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsCommand, ListObjectsV2Command,
   PutObjectTaggingCommand, S3Client, S3ServiceException, type GetObjectCommandOutput, type HeadObjectCommandOutput,
   type StorageClass, type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
@@ -11,10 +11,13 @@ export const MAX_COPY_BYTES = 5 * 1024 ** 3;
 
 export interface S3StoreOptions {
   /**
-   * How CopySource is encoded. 'aws': each key segment with encodeURIComponent (what S3 requires).
-   * 's3rver': encodeURI, because s3rver decodes the header with decodeURI and so leaves `%2B` etc. as is.
+   * Work around the embedded S3 stand-in (s3rver), nothing else changes:
+   * - CopySource is encoded with encodeURI, because s3rver decodes it with decodeURI (S3 needs each
+   *   key segment encodeURIComponent-ed, which s3rver would leave as `%2B`);
+   * - listings use ListObjects (V1, Marker), because s3rver's V2 continuation tokens use a DES cipher
+   *   that OpenSSL 3 refuses, so every truncated V2 listing fails with HTTP 500.
    */
-  copySourceEncoding?: 'aws' | 's3rver';
+  quirks?: 's3rver';
 }
 
 const unquote = (e?: string) => (e ?? '').replace(/^"|"$/g, '');
@@ -94,7 +97,7 @@ export class S3Store implements ObjectStore {
   }
 
   private copySource(ref: ObjectRef): string {
-    const key = this.options.copySourceEncoding === 's3rver'
+    const key = this.options.quirks === 's3rver'
       ? encodeURI(ref.key)
       : ref.key.split('/').map(encodeURIComponent).join('/');
     return `${ref.bucket}/${key}${ref.versionId ? `?versionId=${encodeURIComponent(ref.versionId)}` : ''}`;
@@ -146,6 +149,7 @@ export class S3Store implements ObjectStore {
   }
 
   async list(bucket: string, options: { prefix?: string; continuationToken?: string; startAfter?: string; maxKeys?: number }): Promise<ListPage> {
+    if (this.options.quirks === 's3rver') return this.listV1(bucket, options);
     try {
       const out = await this.s3.send(new ListObjectsV2Command({
         Bucket: bucket, Prefix: options.prefix, ContinuationToken: options.continuationToken,
@@ -155,6 +159,19 @@ export class S3Store implements ObjectStore {
         objects: (out.Contents ?? []).map((o) => ({ key: o.Key!, eTag: unquote(o.ETag), size: o.Size ?? 0, lastModified: o.LastModified, storageClass: o.StorageClass })),
         nextContinuationToken: out.IsTruncated ? out.NextContinuationToken : undefined,
       };
+    } catch (err) {
+      throw classifyS3Error(err, `LIST s3://${bucket}/${options.prefix ?? ''}`);
+    }
+  }
+
+  /** V1 listing; the "continuation token" is the last key of the previous page (the Marker). */
+  private async listV1(bucket: string, options: { prefix?: string; continuationToken?: string; startAfter?: string; maxKeys?: number }): Promise<ListPage> {
+    try {
+      const out = await this.s3.send(new ListObjectsCommand({
+        Bucket: bucket, Prefix: options.prefix, Marker: options.continuationToken ?? options.startAfter, MaxKeys: options.maxKeys,
+      }));
+      const objects = (out.Contents ?? []).map((o) => ({ key: o.Key!, eTag: unquote(o.ETag), size: o.Size ?? 0, lastModified: o.LastModified, storageClass: o.StorageClass }));
+      return { objects, nextContinuationToken: out.IsTruncated && objects.length ? objects[objects.length - 1].key : undefined };
     } catch (err) {
       throw classifyS3Error(err, `LIST s3://${bucket}/${options.prefix ?? ''}`);
     }

@@ -1,0 +1,96 @@
+/**
+ * Backfill benchmark: N objects in the embedded stack, which runs as its own process (`effitag local
+ * --no-router --no-workers`, as a user's stack would), and one backfill from this process through the
+ * real router core and FIFO queue. Reports keys/s and this process's memory sampled through the run:
+ * flat memory means the listing is streamed.
+ */
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GetQueueUrlCommand } from '@aws-sdk/client-sqs';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import sharp from 'sharp';
+import { ortEngine } from '../inference/ort-engine.ts';
+import { LOCAL_CREDENTIALS } from '../local/stack.ts';
+import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
+import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
+import { runBackfill, TaskBatcher } from '../pipeline/backfill.ts';
+import { directoryCatalog } from '../pipeline/models.ts';
+import { makeRouter } from '../pipeline/router.ts';
+import { planModel } from '../model/plan.ts';
+import { randomWeights } from '../model/random-weights.ts';
+import { writeArtifact } from '../model/weights.ts';
+import { parseTiers } from '../tiers/schema.ts';
+import type { BenchContext } from './util.ts';
+
+const TIERS = {
+  version: 1,
+  tiers: { bench: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 3538 }, engine: 'ort', batchSize: 8 } },
+  routing: { default: { tier: 'bench' } },
+};
+
+export async function benchBackfill(ctx: BenchContext, opts: { objects: number; concurrency: number }) {
+  const plan = planModel('b0');
+  const weightsDir = join(ctx.workDir, 'weights');
+  await writeArtifact(join(weightsDir, 'b0'), plan, randomWeights(plan, 1), { kind: 'random' });
+  const tiersFile = join(ctx.workDir, 'tiers.json');
+  await writeFile(tiersFile, JSON.stringify(TIERS));
+  const s3Port = 45000 + Math.floor(Math.random() * 1000), sqsPort = s3Port + 1000;
+  const child = spawn(process.execPath, ['bin/effitag.js', 'local', '--no-router', '--no-workers', '--data', join(ctx.workDir, 's3'),
+    '--weights', weightsDir, '--tiers', tiersFile, '--s3-port', String(s3Port), '--sqs-port', String(sqsPort), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('is running')) resolve(); });
+    child.once('exit', (code) => reject(new Error(`effitag local exited (${code})`)));
+  });
+  try {
+    const endpoints = { s3Endpoint: `http://127.0.0.1:${s3Port}`, sqsEndpoint: `http://127.0.0.1:${sqsPort}`, credentials: LOCAL_CREDENTIALS };
+    const s3 = s3Client(endpoints);
+    const sqs = sqsClient(endpoints);
+    const png = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#808080' } }).png().toBuffer();
+    const t0 = performance.now();
+    for (let i = 0; i < opts.objects; i += 64) {
+      await Promise.all(Array.from({ length: Math.min(64, opts.objects - i) }, (_, j) =>
+        s3.send(new PutObjectCommand({ Bucket: 'effitag-local', Key: `photos/${String(i + j).padStart(6, '0')}.png`, Body: png }))));
+    }
+    ctx.log(`uploaded ${opts.objects} objects in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    const tiers = parseTiers(TIERS);
+    const store = new S3Store(s3, { quirks: 's3rver' });
+    const queue = new SqsQueue(sqs, (await sqs.send(new GetQueueUrlCommand({ QueueName: 'effitag-bench.fifo' }))).QueueUrl!);
+    const batcher = new TaskBatcher({ bench: queue });
+    const router = makeRouter({ store, queues: {}, tiers, models: directoryCatalog(weightsDir, ortEngine()), sink: (t) => batcher.add(t) });
+    const samples: { heapMB: number; rssMB: number }[] = [];
+    const gc = (globalThis as { gc?: () => void }).gc;
+    const sampler = setInterval(() => {
+      gc?.(); // live heap, not garbage awaiting collection (npm run bench passes --expose-gc)
+      const m = process.memoryUsage();
+      samples.push({ heapMB: m.heapUsed / 1048576, rssMB: m.rss / 1048576 });
+    }, 250);
+    const childCpu = async () => {
+      const stat = (await import('node:fs')).readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return (Number(stat[11]) + Number(stat[12])) * 10; // utime + stime, clock ticks (100 Hz) → ms
+    };
+    const cpu0 = process.cpuUsage();
+    const childCpu0 = await childCpu().catch(() => NaN);
+    const start = performance.now();
+    const report = await runBackfill({ store, router, batcher }, { bucket: 'effitag-local', prefix: 'photos/', filter: { mode: 'stale' }, concurrency: opts.concurrency });
+    const seconds = (performance.now() - start) / 1000;
+    clearInterval(sampler);
+    const cpu = process.cpuUsage(cpu0);
+    const ownCpuMsPerKey = (cpu.user + cpu.system) / 1000 / report.listed;
+    const stackCpuMsPerKey = ((await childCpu().catch(() => NaN)) - childCpu0) / report.listed;
+    ctx.log(`CPU per key: backfill process ${ownCpuMsPerKey.toFixed(2)} ms, embedded S3+SQS process ${stackCpuMsPerKey.toFixed(2)} ms`);
+    const enqueuedPerSecond = report.enqueued / seconds;
+    const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor((samples.length - 1) * q))];
+    const heap = [0.25, 0.5, 0.75, 1].map((q) => Math.round(at(q).heapMB));
+    const peakRss = Math.max(...samples.map((s) => s.rssMB));
+    ctx.log(`backfill: ${report.listed} listed, ${report.enqueued} enqueued in ${seconds.toFixed(1)} s = ${enqueuedPerSecond.toFixed(0)} keys/s enqueued (goal ≥ 2,000)`);
+    ctx.log(`backfill process memory: heap used at 25/50/75/100 % of the run ${heap.join(' / ')} MB, peak RSS ${peakRss.toFixed(0)} MB`);
+    s3.destroy(); sqs.destroy();
+    return { objects: opts.objects, concurrency: opts.concurrency, seconds, enqueuedPerSecond, ownCpuMsPerKey, stackCpuMsPerKey, heapMBByQuarter: heap, peakRssMB: peakRss, report, summary: { enqueuedPerSecond, goal: '≥ 2,000 keys/s with flat memory' } };
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * AWS-scale backfill: a Step Functions Distributed Map lists the bucket (ItemReader over
+ * ListObjectsV2, in parallel, with no process holding the listing), batches 500 keys per child, and
+ * runs the backfill Lambda on at most `maxConcurrency` batches at once. The Lambda is the router core
+ * in backfill mode, so tier rules and dimension checks are those of live uploads. Chosen over S3
+ * Batch Operations + Inventory: no day-long wait for an inventory, per-run filters (prefix, dates,
+ * marker modes), and the same code as `effitag backfill`. Started by `effitag backfill --remote` or
+ * from the console with input { bucket, prefix, filter: { mode, retryFailed?, onlyTier? }, since?, until? }.
+ */
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { join } from 'node:path';
+import { objectArns, type BucketAccess } from './access.ts';
+import { functionBundling, REPO_ROOT } from './bundling.ts';
+
+/** Defaults merged under the execution input. */
+export const BACKFILL_DEFAULTS = { prefix: '', filter: { mode: 'stale' }, since: null, until: null };
+
+export interface BackfillProps {
+  bucket: BucketAccess;
+  prefixes: string[];
+  weights: BucketAccess;
+  tierQueues: Record<string, sqs.IQueue>;
+  environment: Record<string, string>;
+  /** Batches processed at once. Default 10. */
+  maxConcurrency?: number;
+  /** Keys per child batch. Default 500. */
+  batchSize?: number;
+  accessLogs?: s3.IBucket;
+}
+
+export class Backfill extends Construct {
+  readonly fn: NodejsFunction;
+  readonly stateMachine: sfn.StateMachine;
+  readonly map: sfn.DistributedMap;
+
+  constructor(scope: Construct, id: string, props: BackfillProps) {
+    super(scope, id);
+    this.fn = new NodejsFunction(this, 'Batch', {
+      entry: join(REPO_ROOT, 'functions', 'backfill-batch.ts'),
+      projectRoot: REPO_ROOT, depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
+      runtime: lambda.Runtime.NODEJS_24_X, architecture: lambda.Architecture.ARM_64, memorySize: 1024,
+      timeout: Duration.minutes(5), environment: props.environment, bundling: functionBundling(),
+      logGroup: new logs.LogGroup(this, 'BatchLogs', { retention: logs.RetentionDays.ONE_MONTH }),
+      description: 'EffiTag backfill: one batch of listed keys → router (backfill mode) → tier queues',
+    });
+    this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadWatchedObjects', actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: objectArns(props.bucket, props.prefixes) }));
+    this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadWeightManifests', actions: ['s3:GetObject'], resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)] }));
+    this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'EnqueueTasks', actions: ['sqs:SendMessage'], resources: Object.values(props.tierQueues).map((q) => q.queueArn) }));
+    props.bucket.grantKms?.(this.fn, ['kms:Decrypt']);
+
+    const results = new s3.Bucket(this, 'Results', {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL, enforceSSL: true, encryption: s3.BucketEncryption.S3_MANAGED,
+      lifecycleRules: [{ expiration: Duration.days(30) }], removalPolicy: RemovalPolicy.DESTROY, autoDeleteObjects: false,
+      serverAccessLogsBucket: props.accessLogs, serverAccessLogsPrefix: props.accessLogs ? 'backfill-results/' : undefined,
+    });
+
+    const route = new tasks.LambdaInvoke(this, 'RouteBatch', { lambdaFunction: this.fn, payloadResponseOnly: true, retryOnServiceExceptions: false });
+    route.addRetry({ errors: ['States.ALL'], interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 4, jitterStrategy: sfn.JitterType.FULL });
+    this.map = new sfn.DistributedMap(this, 'ListAndEnqueue', {
+      itemReader: new sfn.S3ObjectsItemReader({ bucket: props.bucket.bucket, prefix: sfn.JsonPath.stringAt('$.prefix') }),
+      itemBatcher: new sfn.ItemBatcher({
+        maxItemsPerBatch: props.batchSize ?? 500,
+        batchInput: { 'bucket.$': '$.bucket', 'filter.$': '$.filter', 'since.$': '$.since', 'until.$': '$.until' },
+      }),
+      maxConcurrency: props.maxConcurrency ?? 10,
+      toleratedFailurePercentage: 1,
+      resultWriterV2: new sfn.ResultWriterV2({ bucket: results, prefix: 'runs' }),
+      mapExecutionType: sfn.StateMachineType.STANDARD,
+    });
+    this.map.itemProcessor(route);
+    // Optional input fields get their defaults, so a console start with just { "bucket": … } works.
+    const defaults = new sfn.Pass(this, 'Defaults', {
+      parameters: { 'input.$': `States.JsonMerge(States.StringToJson('${JSON.stringify(BACKFILL_DEFAULTS)}'), $, false)` },
+      outputPath: '$.input',
+    });
+    const logGroup = new logs.LogGroup(this, 'Logs', { retention: logs.RetentionDays.ONE_MONTH });
+    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+      definitionBody: sfn.DefinitionBody.fromChainable(defaults.next(this.map)),
+      tracingEnabled: true,
+      logs: { destination: logGroup, level: sfn.LogLevel.ERROR, includeExecutionData: false },
+      comment: 'EffiTag backfill: list, filter, enqueue',
+    });
+  }
+}

@@ -1,0 +1,159 @@
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import { GetQueueUrlCommand } from '@aws-sdk/client-sqs';
+import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
+import { ortEngine } from '../../inference/ort-engine.ts';
+import { cacheDir } from '../../model/weights-fetch.ts';
+import { fileCheckpoint, resumePoint, runBackfill, TaskBatcher, type BackfillReport } from '../../pipeline/backfill.ts';
+import { s3Client, sqsClient, type Endpoints } from '../../pipeline/aws/clients.ts';
+import { markersFromS3 } from '../../pipeline/aws/markers.ts';
+import { S3Store } from '../../pipeline/aws/s3-store.ts';
+import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
+import { Counters, jsonLogger } from '../../pipeline/log.ts';
+import { directoryCatalog } from '../../pipeline/models.ts';
+import type { MessageQueue } from '../../pipeline/ports.ts';
+import { makeRouter, type BackfillFilter } from '../../pipeline/router.ts';
+import { variantsOf } from '../../pipeline/runtime-config.ts';
+import { LOCAL_CREDENTIALS } from '../../local/stack.ts';
+import { estimateCosts, readBenchFile } from '../../tiers/cost.ts';
+import { loadTiers } from '../../tiers/load.ts';
+import { parseNumber, table } from '../format.ts';
+import { existsSync } from 'node:fs';
+
+const LOCAL_TIERS = fileURLToPath(new URL('../../tiers/local.json', import.meta.url));
+
+interface BackfillCli {
+  tier?: string; onlyMissing?: boolean; modelOlderThan?: boolean; retryFailed?: boolean; since?: Date; until?: Date;
+  dryRun?: boolean; rate?: number; resume?: boolean; checkpoint?: string; concurrency: number;
+  aws?: boolean; endpoint: string; sqsEndpoint: string; tiers?: string; weights?: string; queueUrls?: string;
+  remote?: boolean; stateMachine?: string; json?: boolean;
+}
+
+const date = (name: string) => (v: string) => {
+  const d = new Date(v);
+  if (Number.isNaN(d.getTime())) throw new Error(`${name} must be a date (ISO 8601), got "${v}"`);
+  return d;
+};
+
+export function parseTarget(url: string): { bucket: string; prefix: string } {
+  const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
+  if (!m) throw new Error(`expected s3://bucket[/prefix], got ${url}`);
+  return { bucket: m[1], prefix: m[2] };
+}
+
+export function registerBackfillCommand(program: Command): void {
+  program
+    .command('backfill')
+    .description('tag objects already in a bucket, through the same router as live uploads (resumable, rate-limited)')
+    .argument('<target>', 's3://bucket[/prefix]')
+    .option('--tier <tier>', 'only objects that route to this tier')
+    .option('--only-missing', 'only objects without an EffiTag marker')
+    .option('--model-older-than', 'only objects tagged by another model or weights than the current ones')
+    .option('--retry-failed', 'also objects whose last attempt failed with the current model')
+    .option('--since <date>', 'last modified at or after (ISO 8601)', date('--since'))
+    .option('--until <date>', 'last modified before (ISO 8601)', date('--until'))
+    .option('--dry-run', 'count what would be enqueued (per tier and variant) and estimate the cost; send nothing')
+    .option('--rate <n>', 'objects per second at most', parseNumber('--rate', 0.1, 100_000))
+    .option('--concurrency <n>', 'objects decided at once', parseNumber('--concurrency', 1, 512, true), 32)
+    .option('--resume', 'continue an interrupted run from its checkpoint')
+    .option('--checkpoint <file>', 'checkpoint file (default: in the cache, per bucket/prefix)')
+    .option('--aws', 'real AWS (credentials from the environment) instead of the local stack')
+    .option('--endpoint <url>', 'local stack S3 endpoint', `http://127.0.0.1:${process.env.EFFITAG_S3_PORT ?? 4568}`)
+    .option('--sqs-endpoint <url>', 'local stack SQS endpoint', `http://127.0.0.1:${process.env.EFFITAG_SQS_PORT ?? 4566}`)
+    .option('--tiers <file>', 'tiers file (must be the stack\'s; default: tiers/local.json locally, $EFFITAG_TIERS_FILE)')
+    .option('--weights <location>', 'weights: a catalog directory (local) or s3://bucket/prefix (AWS; env EFFITAG_WEIGHTS)')
+    .option('--queue-urls <json>', 'tier → queue URL (AWS; env EFFITAG_QUEUE_URLS, the stack output QueueUrls)')
+    .option('--remote', 'start the stack\'s Step Functions backfill instead of listing from here (AWS, large buckets)')
+    .option('--state-machine <arn>', 'the stack output BackfillStateMachine (env EFFITAG_BACKFILL_STATE_MACHINE)')
+    .option('--json', 'print the report as JSON')
+    .action(async (target: string, opts: BackfillCli) => {
+      const { bucket, prefix } = parseTarget(target);
+      if (opts.onlyMissing && opts.modelOlderThan) throw new Error('--only-missing and --model-older-than exclude each other');
+      const filter: BackfillFilter = { mode: opts.onlyMissing ? 'missing' : opts.modelOlderThan ? 'older' : 'stale', retryFailed: opts.retryFailed, onlyTier: opts.tier };
+
+      if (opts.remote) {
+        const arn = opts.stateMachine ?? process.env.EFFITAG_BACKFILL_STATE_MACHINE;
+        if (!arn) throw new Error('--remote needs --state-machine ARN (the stack output BackfillStateMachine)');
+        const input = { bucket, prefix, filter, since: opts.since?.toISOString() ?? null, until: opts.until?.toISOString() ?? null };
+        const out = await new SFNClient({}).send(new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify(input), name: `backfill-${Date.now()}` }));
+        process.stdout.write(`started ${out.executionArn}\nwatch it in the Step Functions console or the EffiTag dashboard (Backfill widgets)\n`);
+        return;
+      }
+
+      const { config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? (opts.aws ? undefined : LOCAL_TIERS));
+      if (opts.tier && !tiers.tiers[opts.tier]) throw new Error(`--tier ${opts.tier}: no such tier; defined: ${Object.keys(tiers.tiers).join(', ')}`);
+      const endpoints: Endpoints = opts.aws ? {} : { s3Endpoint: opts.endpoint, sqsEndpoint: opts.sqsEndpoint, credentials: LOCAL_CREDENTIALS };
+      const s3 = s3Client(endpoints);
+      const sqs = sqsClient(endpoints);
+      const store = new S3Store(s3, opts.aws ? {} : { quirks: 's3rver' });
+
+      let models: { marker(variant: string): string };
+      const weights = opts.weights ?? process.env.EFFITAG_WEIGHTS ?? (opts.aws ? undefined : join(cacheDir(), 'weights'));
+      if (!weights) throw new Error('--weights (or EFFITAG_WEIGHTS) is needed: the stack output WeightsLocation');
+      models = weights.startsWith('s3://') ? await markersFromS3(s3, weights, variantsOf(tiers)) : directoryCatalog(weights, ortEngine());
+      for (const v of variantsOf(tiers)) models.marker(v); // fail now if weights are missing
+
+      const queues: Record<string, MessageQueue> = {};
+      const urls = opts.queueUrls ?? process.env.EFFITAG_QUEUE_URLS;
+      for (const tier of Object.keys(tiers.tiers)) {
+        const url = urls ? (JSON.parse(urls) as Record<string, string>)[tier]
+          : opts.aws ? undefined : (await sqs.send(new GetQueueUrlCommand({ QueueName: `effitag-${tier}.fifo` }))).QueueUrl;
+        if (!url) throw new Error(`no queue URL for tier ${tier}: pass --queue-urls (the stack output QueueUrls)`);
+        queues[tier] = new SqsQueue(sqs, url);
+      }
+      const batcher = new TaskBatcher(queues);
+      const counters = new Counters();
+      const router = makeRouter({ store, queues, tiers, models, counters, sink: (t) => batcher.add(t), log: jsonLogger({ level: 'warn' }) });
+
+      const checkpoint = fileCheckpoint(opts.checkpoint ?? join(cacheDir(), 'backfill', `${bucket}${prefix ? `-${prefix.replace(/[^A-Za-z0-9._-]/g, '_')}` : ''}.json`));
+      const resume = opts.resume ? await resumePoint(checkpoint, { bucket, prefix, filter, since: opts.since, until: opts.until }) : undefined;
+      if (opts.resume && !resume) process.stderr.write('no unfinished checkpoint for this backfill: starting from the beginning\n');
+
+      // Progress: the total comes from a quick listing pass (1,000 keys per request).
+      const bar = process.stderr.isTTY && !opts.json ? new cliProgress.SingleBar({
+        format: 'backfill [{bar}] {value}/{total} keys | {enqueued} enqueued | {rate} keys/s | eta {eta_formatted}', stream: process.stderr, etaBuffer: 200,
+      }, cliProgress.Presets.shades_classic) : undefined;
+      if (bar) {
+        let total = 0;
+        let token: string | undefined;
+        do { const page = await store.list(bucket, { prefix, continuationToken: token, startAfter: token ? undefined : resume?.lastKey }); total += page.objects.length; token = page.nextContinuationToken; } while (token);
+        bar.start(total + (resume?.report.listed ?? 0), resume?.report.listed ?? 0, { enqueued: resume?.report.enqueued ?? 0, rate: '0' });
+      }
+      const started = performance.now();
+      const abort = new AbortController();
+      const onSignal = () => abort.abort();
+      process.once('SIGINT', onSignal);
+      const report = await runBackfill({ store, router, batcher, checkpoint, counters, onProgress: (r) => {
+        bar?.update(r.listed, { enqueued: r.enqueued, rate: ((r.listed - (resume?.report.listed ?? 0)) / ((performance.now() - started) / 1000)).toFixed(0) });
+      } }, { bucket, prefix, filter, since: opts.since, until: opts.until, rate: opts.rate, dryRun: opts.dryRun, concurrency: opts.concurrency, resume, signal: abort.signal });
+      process.off('SIGINT', onSignal);
+      bar?.stop();
+      printReport(report, opts, tiers, (performance.now() - started) / 1000);
+      if (!report.complete) { process.stderr.write('interrupted: run again with --resume to continue\n'); process.exitCode = 130; }
+      else if (report.errors) process.exitCode = 1;
+    });
+}
+
+function printReport(report: BackfillReport, opts: BackfillCli, tiers: Parameters<typeof estimateCosts>[0], seconds: number): void {
+  const bench = existsSync('bench/results/engines.json') ? readBenchFile('bench/results/engines.json') : undefined;
+  const costs = estimateCosts(tiers, bench);
+  const preview = Object.entries(report.byTierVariant).flatMap(([tier, m]) => Object.entries(m).map(([variant, n]) => {
+    const row = costs.rows.find((r) => r.tier === tier && r.variant === variant);
+    return { tier, variant, images: n, dollars: row?.allInPerMillion === undefined ? undefined : (row.allInPerMillion * n) / 1e6 };
+  }));
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify({ ...report, dryRun: !!opts.dryRun, seconds, costPreview: opts.dryRun ? preview : undefined }, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(`${opts.dryRun ? 'dry run: ' : ''}listed ${report.listed}, ${opts.dryRun ? 'would enqueue' : 'enqueued'} ${report.enqueued}, errors ${report.errors} in ${seconds.toFixed(1)} s${report.complete ? '' : ' (interrupted)'}\n`);
+  if (Object.keys(report.skipped).length) process.stdout.write(`skipped: ${Object.entries(report.skipped).map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+  for (const e of report.errorSamples) process.stdout.write(`error: ${e}\n`);
+  if (opts.dryRun && preview.length) {
+    process.stdout.write('\ncost preview (all-in $ per tier and variant, from the tier cost model):\n');
+    process.stdout.write(table(preview.map((p) => [p.tier, p.variant, p.images, p.dollars === undefined ? 'n/a (no throughput figure)' : `$${p.dollars.toFixed(4)}`]), ['tier', 'variant', 'images', 'estimate']));
+    const total = preview.reduce((s, p) => s + (p.dollars ?? 0), 0);
+    process.stdout.write(`total ≈ $${total.toFixed(4)} (Amazon Rekognition: $${((report.enqueued * costs.rekognitionPerMillion) / 1e6).toFixed(2)}); see effitag tiers cost for the assumptions\n`);
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * Lambda handler: one batch of a Step Functions Distributed Map backfill. The map lists the bucket
+ * (ItemReader: ListObjectsV2) and hands batches of keys here; each key goes through the same router
+ * core as live uploads and `effitag backfill`, with the backfill's filter. Returns the batch's counts;
+ * the counters also go to CloudWatch (EMF, Function=backfill) for the dashboard.
+ */
+import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
+import { markersFromS3 } from '../pipeline/aws/markers.ts';
+import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
+import { listingSkip, TaskBatcher } from '../pipeline/backfill.ts';
+import { Counters, jsonLogger } from '../pipeline/log.ts';
+import { makeRouter, type BackfillFilter } from '../pipeline/router.ts';
+import { runtimeConfig, variantsOf } from '../pipeline/runtime-config.ts';
+
+/** What the Distributed Map passes: S3 listing items and the execution's input. */
+export interface BatchEvent {
+  Items: { Key: string; Etag?: string; ETag?: string; Size?: number; LastModified?: string; StorageClass?: string }[];
+  BatchInput: { bucket: string; filter?: BackfillFilter; since?: string | null; until?: string | null };
+}
+
+export interface BatchResult {
+  listed: number;
+  enqueued: number;
+  skipped: Record<string, number>;
+}
+
+const log = jsonLogger({ base: { component: 'backfill' } });
+let ready: Promise<{ store: S3Store; markers: { marker(v: string): string }; queues: Record<string, SqsQueue>; tiers: ReturnType<typeof runtimeConfig>['tiers'] }> | undefined;
+
+export async function handler(event: BatchEvent): Promise<BatchResult> {
+  ready ??= (async () => {
+    const config = runtimeConfig();
+    const s3 = s3Client();
+    const sqs = sqsClient();
+    return {
+      store: new S3Store(s3), tiers: config.tiers,
+      markers: await markersFromS3(s3, config.weightsLocation, variantsOf(config.tiers)),
+      queues: Object.fromEntries(Object.entries(config.queueUrls).map(([t, url]) => [t, new SqsQueue(sqs, url)])),
+    };
+  })().catch((err) => { ready = undefined; throw err; });
+  const { store, markers, queues, tiers } = await ready;
+  const counters = new Counters();
+  const batcher = new TaskBatcher(queues);
+  const router = makeRouter({ store, queues, tiers, models: markers, counters, log, sink: (t) => batcher.add(t) });
+  const input = event.BatchInput;
+  const since = input.since ? new Date(input.since) : undefined;
+  const until = input.until ? new Date(input.until) : undefined;
+  const result: BatchResult = { listed: 0, enqueued: 0, skipped: {} };
+  const items = event.Items;
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(32, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next++];
+      result.listed++;
+      const listed = { key: item.Key, eTag: (item.ETag ?? item.Etag ?? '').replace(/"/g, ''), size: item.Size ?? 0, lastModified: item.LastModified ? new Date(item.LastModified) : undefined, storageClass: item.StorageClass };
+      const skip = listingSkip(listed, { since, until });
+      if (skip) { result.skipped[skip] = (result.skipped[skip] ?? 0) + 1; continue; }
+      // Transient errors throw: the map retries the whole batch (tasks are deduplicated by the FIFO queues).
+      const outcome = await router.handleObject({ bucket: input.bucket, key: listed.key, eTag: listed.eTag, size: listed.size, kind: 'Put' }, 'backfill', input.filter ?? { mode: 'stale' });
+      if (outcome.action === 'enqueued') result.enqueued++;
+      else result.skipped[outcome.reason] = (result.skipped[outcome.reason] ?? 0) + 1;
+    }
+  }));
+  await batcher.flush();
+  counters.inc('backfill.listed', result.listed);
+  counters.inc('backfill.enqueued', result.enqueued);
+  const emf = counters.emfDelta({ Function: 'backfill' });
+  if (emf) process.stdout.write(`${emf}\n`);
+  return result;
+}

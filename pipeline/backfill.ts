@@ -1,0 +1,215 @@
+/**
+ * Backfill: tag what is already in a bucket, through the same router core live uploads take (tier
+ * rules, dimension reads, marker checks), at a controlled rate, resumably.
+ *
+ * - The listing is streamed page by page (1,000 keys): memory does not grow with the bucket.
+ * - Cheap filters use the listing alone (last-modified window, archived storage classes, folder
+ *   markers); the router decides the rest from one ranged GET per object.
+ * - Tasks are sent in batches of 10 per tier queue, with the FIFO deduplication id of live uploads.
+ * - A checkpoint (the last key such that every key up to it is done) is written after each chunk, so
+ *   a killed run resumes with `StartAfter` and redoes at most one chunk; the queue's deduplication
+ *   drops those repeats.
+ */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Counters } from './log.ts';
+import type { ListedObject, MessageQueue, ObjectStore } from './ports.ts';
+import type { BackfillFilter, Router } from './router.ts';
+import { taskMessage, type Task } from './task.ts';
+
+export interface BackfillOptions {
+  bucket: string;
+  prefix?: string;
+  filter: BackfillFilter;
+  since?: Date;
+  until?: Date;
+  /** Objects decided per second at most. */
+  rate?: number;
+  dryRun?: boolean;
+  /** Objects decided at once. Default 32. */
+  concurrency?: number;
+  /** Keys per checkpointed chunk. Default 100. */
+  chunkSize?: number;
+  /** Continue a checkpointed run: start after its last key, keep counting from its report. */
+  resume?: Checkpoint;
+  signal?: AbortSignal;
+}
+
+export interface BackfillReport {
+  listed: number;
+  /** Tasks sent (or, in a dry run, that would be). */
+  enqueued: number;
+  enqueuedByTier: Record<string, number>;
+  /** Tier → variant → count, for the cost preview. */
+  byTierVariant: Record<string, Record<string, number>>;
+  skipped: Record<string, number>;
+  errors: number;
+  errorSamples: string[];
+  lastKey?: string;
+  complete: boolean;
+}
+
+export interface Checkpoint {
+  version: 1;
+  bucket: string;
+  prefix: string;
+  /** Identifies the flags; a checkpoint of a different run is not resumed. */
+  runKey: string;
+  lastKey?: string;
+  report: BackfillReport;
+  updatedAt: string;
+}
+
+export interface CheckpointStore {
+  load(): Promise<Checkpoint | undefined>;
+  save(c: Checkpoint): Promise<void>;
+}
+
+export function fileCheckpoint(path: string): CheckpointStore {
+  return {
+    async load() {
+      try {
+        return JSON.parse(await readFile(path, 'utf8')) as Checkpoint;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw new Error(`cannot read checkpoint ${path}: ${String(err)}`);
+      }
+    },
+    async save(c) {
+      await mkdir(dirname(path), { recursive: true });
+      await writeFile(`${path}.tmp`, JSON.stringify(c, null, 1));
+      await rename(`${path}.tmp`, path);
+    },
+  };
+}
+
+export const runKeyOf = (o: Pick<BackfillOptions, 'bucket' | 'prefix' | 'filter' | 'since' | 'until'>) =>
+  JSON.stringify([o.bucket, o.prefix ?? '', o.filter.mode, !!o.filter.retryFailed, o.since?.toISOString() ?? '', o.until?.toISOString() ?? '']);
+
+const ARCHIVED = new Set(['GLACIER', 'DEEP_ARCHIVE']);
+
+export function emptyReport(): BackfillReport {
+  return { listed: 0, enqueued: 0, enqueuedByTier: {}, byTierVariant: {}, skipped: {}, errors: 0, errorSamples: [], complete: false };
+}
+
+/** Listing-level reasons to leave an object alone (no request needed). */
+export function listingSkip(o: ListedObject, opts: Pick<BackfillOptions, 'since' | 'until'>): string | undefined {
+  if (o.key.endsWith('/') && o.size === 0) return 'folder-marker';
+  if (opts.since && o.lastModified && o.lastModified < opts.since) return 'before-since';
+  if (opts.until && o.lastModified && o.lastModified >= opts.until) return 'after-until';
+  if (ARCHIVED.has(o.storageClass ?? '')) return 'archived';
+  return undefined;
+}
+
+/** Sends tasks per tier queue in batches of 10 (SQS's batch limit). */
+export class TaskBatcher {
+  private readonly pending = new Map<string, Task[]>();
+  constructor(private readonly queues: Record<string, MessageQueue>) {}
+  async add(task: Task): Promise<void> {
+    const list = this.pending.get(task.tier) ?? [];
+    list.push(task);
+    this.pending.set(task.tier, list);
+    if (list.length >= 10) await this.flushTier(task.tier);
+  }
+  private async flushTier(tier: string): Promise<void> {
+    const list = this.pending.get(tier);
+    if (!list?.length) return;
+    this.pending.set(tier, []);
+    const queue = this.queues[tier];
+    if (!queue) throw new Error(`no queue for tier ${tier}`);
+    await queue.send(list.map(taskMessage));
+  }
+  async flush(): Promise<void> {
+    for (const tier of this.pending.keys()) await this.flushTier(tier);
+  }
+}
+
+class RateLimiter {
+  private next = 0;
+  constructor(private readonly perSecond?: number) {}
+  async take(): Promise<void> {
+    if (!this.perSecond) return;
+    const now = performance.now();
+    const at = Math.max(now, this.next);
+    this.next = at + 1000 / this.perSecond;
+    if (at > now) await new Promise((r) => setTimeout(r, at - now));
+  }
+}
+
+export interface BackfillDeps {
+  store: ObjectStore;
+  /** A router whose sink is `batcher.add` (see makeBackfillRouter in the callers). */
+  router: Router;
+  batcher?: TaskBatcher;
+  checkpoint?: CheckpointStore;
+  counters?: Counters;
+  onProgress?: (report: BackfillReport) => void;
+}
+
+export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Promise<BackfillReport> {
+  const runKey = runKeyOf(opts);
+  const report: BackfillReport = opts.resume ? { ...structuredClone(opts.resume.report), complete: false } : emptyReport();
+  let startAfter = opts.resume?.lastKey;
+  const concurrency = opts.concurrency ?? 32;
+  const chunkSize = opts.chunkSize ?? 100;
+  const limiter = new RateLimiter(opts.rate);
+  const inc = (m: Record<string, number>, k: string) => { m[k] = (m[k] ?? 0) + 1; };
+
+  async function decideOne(o: ListedObject): Promise<void> {
+    const skip = listingSkip(o, opts);
+    if (skip) { inc(report.skipped, skip); return; }
+    await limiter.take();
+    const event = { bucket: opts.bucket, key: o.key, eTag: o.eTag, size: o.size, kind: 'Put' as const };
+    try {
+      const outcome = opts.dryRun
+        ? await deps.router.decide(event, 'backfill', opts.filter)
+        : await deps.router.handleObject(event, 'backfill', opts.filter);
+      if (outcome.action === 'enqueued') {
+        report.enqueued++;
+        inc(report.enqueuedByTier, outcome.task.tier);
+        const byVariant = (report.byTierVariant[outcome.task.tier] ??= {});
+        inc(byVariant, outcome.task.variant);
+      } else {
+        inc(report.skipped, outcome.reason);
+      }
+    } catch (err) {
+      report.errors++;
+      if (report.errorSamples.length < 10) report.errorSamples.push(`${o.key}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  let token: string | undefined;
+  do {
+    if (opts.signal?.aborted) return report;
+    const page = await deps.store.list(opts.bucket, { prefix: opts.prefix, continuationToken: token, startAfter, maxKeys: 1000 });
+    token = page.nextContinuationToken;
+    for (let i = 0; i < page.objects.length; i += chunkSize) {
+      const chunk = page.objects.slice(i, i + chunkSize);
+      let next = 0;
+      await Promise.all(Array.from({ length: Math.min(concurrency, chunk.length) }, async () => {
+        while (next < chunk.length && !opts.signal?.aborted) {
+          const o = chunk[next++];
+          report.listed++;
+          await decideOne(o);
+        }
+      }));
+      if (opts.signal?.aborted) return report; // no checkpoint for a partial chunk
+      await deps.batcher?.flush();
+      report.lastKey = chunk[chunk.length - 1].key;
+      if (!opts.dryRun) await deps.checkpoint?.save({ version: 1, bucket: opts.bucket, prefix: opts.prefix ?? '', runKey, lastKey: report.lastKey, report, updatedAt: new Date().toISOString() });
+      deps.onProgress?.(report);
+    }
+    startAfter = undefined;
+  } while (token);
+  report.complete = true;
+  if (!opts.dryRun) await deps.checkpoint?.save({ version: 1, bucket: opts.bucket, prefix: opts.prefix ?? '', runKey, lastKey: report.lastKey, report, updatedAt: new Date().toISOString() });
+  return report;
+}
+
+/** Resume: the start key and the counts so far, if the checkpoint belongs to this run and is unfinished. */
+export async function resumePoint(store: CheckpointStore, opts: Pick<BackfillOptions, 'bucket' | 'prefix' | 'filter' | 'since' | 'until'>): Promise<Checkpoint | undefined> {
+  const c = await store.load();
+  if (!c) return undefined;
+  if (c.runKey !== runKeyOf(opts)) throw new Error(`the checkpoint belongs to another backfill (${c.runKey}); use the same bucket, prefix and flags, or remove it`);
+  return c.report.complete ? undefined : c;
+}
