@@ -4,14 +4,12 @@
  * core as live uploads and `effitag backfill`, with the backfill's filter. Returns the batch's counts;
  * the counters also go to CloudWatch (EMF, Function=backfill) for the dashboard.
  */
-import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
+import { deployed, type Deployed } from '../pipeline/aws/deployed.ts';
 import { markersFromS3 } from '../pipeline/aws/markers.ts';
-import { S3Store } from '../pipeline/aws/s3-store.ts';
-import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { listingSkip, TaskBatcher } from '../pipeline/backfill.ts';
 import { Counters, jsonLogger } from '../pipeline/log.ts';
 import { makeRouter, type BackfillFilter } from '../pipeline/router.ts';
-import { runtimeConfig, variantsOf } from '../pipeline/runtime-config.ts';
+import { variantsOf } from '../pipeline/runtime-config.ts';
 
 /** What the Distributed Map passes: S3 listing items and the execution's input. */
 export interface BatchEvent {
@@ -26,20 +24,15 @@ export interface BatchResult {
 }
 
 const log = jsonLogger({ base: { component: 'backfill' } });
-let ready: Promise<{ store: S3Store; markers: { marker(v: string): string }; queues: Record<string, SqsQueue>; tiers: ReturnType<typeof runtimeConfig>['tiers'] }> | undefined;
+let ready: Promise<Deployed & { markers: { marker(v: string): string } }> | undefined;
 
 export async function handler(event: BatchEvent): Promise<BatchResult> {
   ready ??= (async () => {
-    const config = runtimeConfig();
-    const s3 = s3Client();
-    const sqs = sqsClient();
-    return {
-      store: new S3Store(s3), tiers: config.tiers,
-      markers: await markersFromS3(s3, config.weightsLocation, variantsOf(config.tiers)),
-      queues: Object.fromEntries(Object.entries(config.queueUrls).map(([t, url]) => [t, new SqsQueue(sqs, url)])),
-    };
+    const d = deployed();
+    return { ...d, markers: await markersFromS3(d.s3, d.config.weightsLocation, variantsOf(d.config.tiers)) };
   })().catch((err) => { ready = undefined; throw err; });
-  const { store, markers, queues, tiers } = await ready;
+  const { store, markers, queues, config } = await ready;
+  const tiers = config.tiers;
   const counters = new Counters();
   const batcher = new TaskBatcher(queues);
   const router = makeRouter({ store, queues, tiers, models: markers, counters, log, sink: (t) => batcher.add(t) });

@@ -4,12 +4,10 @@
  * that is not an S3 event is logged and dropped (retrying it cannot help).
  */
 import type { SQSBatchResponse, SQSEvent } from './lambda-types.ts';
-import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
-import { S3Store } from '../pipeline/aws/s3-store.ts';
-import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
+import { deployed } from '../pipeline/aws/deployed.ts';
 import { Counters, jsonLogger } from '../pipeline/log.ts';
 import { makeRouter, type Router } from '../pipeline/router.ts';
-import { runtimeConfig, variantsOf } from '../pipeline/runtime-config.ts';
+import { variantsOf } from '../pipeline/runtime-config.ts';
 import { markersFromS3 } from '../pipeline/aws/markers.ts';
 
 const log = jsonLogger({ base: { component: 'router' } });
@@ -18,12 +16,9 @@ let router: Promise<Router> | undefined;
 
 /** The router needs only each variant's marker: read the published manifests (not the weights). */
 async function init(): Promise<Router> {
-  const config = runtimeConfig();
-  const s3 = s3Client();
-  const sqs = sqsClient();
+  const { config, s3, store, queues } = deployed();
   const models = await markersFromS3(s3, config.weightsLocation, variantsOf(config.tiers));
-  const queues = Object.fromEntries(Object.entries(config.queueUrls).map(([tier, url]) => [tier, new SqsQueue(sqs, url)]));
-  return makeRouter({ store: new S3Store(s3), queues, tiers: config.tiers, log, counters, models });
+  return makeRouter({ store, queues, tiers: config.tiers, log, counters, models });
 }
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {

@@ -6,28 +6,24 @@
  */
 import type { SQSBatchResponse, SQSEvent } from './lambda-types.ts';
 import { ortEngine } from '../inference/ort-engine.ts';
-import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
-import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { deployed } from '../pipeline/aws/deployed.ts';
 import { syncWeights } from '../pipeline/aws/s3-weights.ts';
-import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { jsonLogger } from '../pipeline/log.ts';
 import { directoryCatalog } from '../pipeline/models.ts';
-import { runtimeConfig, variantsOf } from '../pipeline/runtime-config.ts';
+import { variantsOf } from '../pipeline/runtime-config.ts';
 import { makeWorker, type Worker } from '../pipeline/worker.ts';
 import type { QueueMessage } from '../pipeline/ports.ts';
 
 let worker: Promise<Worker> | undefined;
 
 async function init(): Promise<Worker> {
-  const config = runtimeConfig();
+  const { config, s3, store, queues } = deployed();
   if (!config.tier) throw new Error('EFFITAG_TIER is not set');
-  const s3 = s3Client();
   await syncWeights(s3, config.weightsLocation, variantsOf(config.tiers, config.tier), config.weightsDir);
   const log = jsonLogger({ base: { component: 'worker', tier: config.tier } });
   const models = directoryCatalog(config.weightsDir, ortEngine({ log: (m) => log.log('info', m) }));
-  const queue = new SqsQueue(sqsClient(), config.queueUrls[config.tier]);
   return makeWorker({
-    store: new S3Store(s3), queue, tiers: config.tiers, models, log,
+    store, queue: queues[config.tier], tiers: config.tiers, models, log,
     options: { emitMetrics: (line) => process.stdout.write(`${line}\n`), metricDimensions: { Tier: config.tier } },
   });
 }

@@ -10,16 +10,15 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
+import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { join } from 'node:path';
 import { objectArns, type BucketAccess } from './access.ts';
-import { functionBundling, REPO_ROOT } from './bundling.ts';
+import { effitagFunction } from './bundling.ts';
 
 /** Defaults merged under the execution input. */
 export const BACKFILL_DEFAULTS = { prefix: '', filter: { mode: 'stale' }, since: null, until: null };
@@ -44,12 +43,9 @@ export class Backfill extends Construct {
 
   constructor(scope: Construct, id: string, props: BackfillProps) {
     super(scope, id);
-    this.fn = new NodejsFunction(this, 'Batch', {
-      entry: join(REPO_ROOT, 'functions', 'backfill-batch.ts'),
-      projectRoot: REPO_ROOT, depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
-      runtime: lambda.Runtime.NODEJS_24_X, architecture: lambda.Architecture.ARM_64, memorySize: 1024,
-      timeout: Duration.minutes(5), environment: props.environment, bundling: functionBundling(),
-      logGroup: new logs.LogGroup(this, 'BatchLogs', { retention: logs.RetentionDays.ONE_MONTH }),
+    this.fn = effitagFunction(this, 'Batch', {
+      handlerFile: 'backfill-batch.ts', architecture: lambda.Architecture.ARM_64, memorySize: 1024,
+      timeout: Duration.minutes(5), environment: props.environment,
       description: 'EffiTag backfill: one batch of listed keys → router (backfill mode) → tier queues',
     });
     this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadWatchedObjects', actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: objectArns(props.bucket, props.prefixes) }));

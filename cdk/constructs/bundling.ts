@@ -5,7 +5,10 @@
  * is rewritten to the bundle's own file URL, and the onnxruntime thread script is copied beside it.
  */
 import { join } from 'node:path';
-import { OutputFormat, type BundlingOptions } from 'aws-cdk-lib/aws-lambda-nodejs';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { NodejsFunction, OutputFormat, type BundlingOptions, type NodejsFunctionProps } from 'aws-cdk-lib/aws-lambda-nodejs';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import type { Construct } from 'constructs';
 
 export const REPO_ROOT = join(import.meta.dirname, '..', '..');
 
@@ -29,4 +32,17 @@ export function functionBundling(extra: { copyOrtThread?: boolean } = {}): Bundl
         extra.copyOrtThread ? [`cp "${join(inputDir, 'inference', 'ort-session-thread.mjs')}" "${outputDir}/ort-session-thread.mjs"`] : [],
     },
   };
+}
+
+/** An EffiTag Lambda: a file under functions/, bundled as above, Node 24, a month of logs. */
+export function effitagFunction(scope: Construct, id: string, props: Omit<NodejsFunctionProps, 'entry' | 'bundling'> & { handlerFile: string; copyOrtThread?: boolean }): NodejsFunction {
+  const { handlerFile, copyOrtThread, ...rest } = props;
+  return new NodejsFunction(scope, id, {
+    entry: join(REPO_ROOT, 'functions', handlerFile),
+    projectRoot: REPO_ROOT, depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
+    runtime: lambda.Runtime.NODEJS_24_X,
+    bundling: functionBundling({ copyOrtThread }),
+    logGroup: new logs.LogGroup(scope, `${id}Logs`, { retention: logs.RetentionDays.ONE_MONTH }),
+    ...rest,
+  });
 }

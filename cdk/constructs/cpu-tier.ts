@@ -6,8 +6,7 @@
 import { AssetHashType, DockerImage, Duration, Size } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
-import { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
-import * as logs from 'aws-cdk-lib/aws-logs';
+import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { execFileSync } from 'node:child_process';
@@ -16,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Tier } from '../../tiers/schema.ts';
 import type { BucketAccess } from './access.ts';
-import { functionBundling, REPO_ROOT } from './bundling.ts';
+import { effitagFunction, REPO_ROOT } from './bundling.ts';
 import { grantWorker } from './worker-permissions.ts';
 
 /** Lambda timeout for one batch: cold start with weight download, then ~2 s per image, 60–900 s. */
@@ -72,18 +71,14 @@ export class CpuTier extends Construct {
     super(scope, id);
     const { tier } = props;
     const architecture = tier.compute.architecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64;
-    this.fn = new NodejsFunction(this, 'Worker', {
-      entry: join(REPO_ROOT, 'functions', 'worker.ts'),
-      projectRoot: REPO_ROOT, depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
-      runtime: lambda.Runtime.NODEJS_24_X, architecture,
+    this.fn = effitagFunction(this, 'Worker', {
+      handlerFile: 'worker.ts', copyOrtThread: true, architecture,
       memorySize: tier.compute.memoryMb, timeout: lambdaBatchTimeout(tier),
       // Weights and the exported ONNX graph live in /tmp (B7: ~270 MB each).
       ephemeralStorageSize: Size.mebibytes(2048),
       reservedConcurrentExecutions: tier.compute.maxConcurrency,
       environment: { ...props.environment, EFFITAG_TIER: props.tierName, EFFITAG_WEIGHTS_DIR: '/tmp/effitag-weights', EFFITAG_CACHE_DIR: '/tmp/effitag-cache' },
       layers: [props.layer],
-      bundling: functionBundling({ copyOrtThread: true }),
-      logGroup: new logs.LogGroup(this, 'Logs', { retention: logs.RetentionDays.ONE_MONTH }),
       description: `EffiTag ${props.tierName} tier worker (CPU, onnxruntime)`,
     });
     this.fn.addEventSource(new SqsEventSource(props.queue, { batchSize: Math.min(10, tier.batchSize), reportBatchItemFailures: true }));

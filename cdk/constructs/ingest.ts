@@ -9,14 +9,12 @@ import { Duration } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
-import { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
-import * as logs from 'aws-cdk-lib/aws-logs';
+import type { NodejsFunction } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { join } from 'node:path';
-import { functionBundling, REPO_ROOT } from './bundling.ts';
+import { effitagFunction } from './bundling.ts';
 import { objectArns, type BucketAccess } from './access.ts';
 
 export interface IngestProps {
@@ -45,15 +43,9 @@ export class Ingest extends Construct {
       props.bucket.bucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.SqsDestination(this.intake), ...(prefix ? [{ prefix }] : []));
     }
 
-    this.router = new NodejsFunction(this, 'Router', {
-      entry: join(REPO_ROOT, 'functions', 'router.ts'),
-      projectRoot: REPO_ROOT, depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
-      runtime: lambda.Runtime.NODEJS_24_X, architecture: lambda.Architecture.ARM_64,
-      memorySize: 512, timeout: routerTimeout,
-      environment: props.runtimeEnvironment,
-      bundling: functionBundling(),
-      logGroup: new logs.LogGroup(this, 'RouterLogs', { retention: logs.RetentionDays.ONE_MONTH }),
-      description: 'EffiTag router: S3 events → tier task queues',
+    this.router = effitagFunction(this, 'Router', {
+      handlerFile: 'router.ts', architecture: lambda.Architecture.ARM_64, memorySize: 512, timeout: routerTimeout,
+      environment: props.runtimeEnvironment, description: 'EffiTag router: S3 events → tier task queues',
     });
     this.router.addEventSource(new SqsEventSource(this.intake, { batchSize: 10, maxBatchingWindow: Duration.seconds(1), reportBatchItemFailures: true }));
     // Reads headers (ranged GET) and metadata of watched objects only.

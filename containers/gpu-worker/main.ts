@@ -5,22 +5,19 @@
  * prefetched messages visible again and exits 0.
  */
 import { createEngine } from '../../inference/engines.ts';
-import { s3Client, sqsClient } from '../../pipeline/aws/clients.ts';
-import { S3Store } from '../../pipeline/aws/s3-store.ts';
+import { deployed } from '../../pipeline/aws/deployed.ts';
 import { syncWeights } from '../../pipeline/aws/s3-weights.ts';
-import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
 import { jsonLogger } from '../../pipeline/log.ts';
 import { directoryCatalog } from '../../pipeline/models.ts';
-import { runtimeConfig, variantsOf } from '../../pipeline/runtime-config.ts';
+import { variantsOf } from '../../pipeline/runtime-config.ts';
 import { stopOnSignals } from '../../pipeline/shutdown.ts';
 import { makeWorker } from '../../pipeline/worker.ts';
 
 async function main(): Promise<void> {
-  const config = runtimeConfig();
+  const { config, s3, store, queues } = deployed();
   if (!config.tier) throw new Error('EFFITAG_TIER is not set');
   const tier = config.tiers.tiers[config.tier];
   const log = jsonLogger({ base: { component: 'gpu-worker', tier: config.tier } });
-  const s3 = s3Client();
   const manifests = await syncWeights(s3, config.weightsLocation, variantsOf(config.tiers, config.tier), config.weightsDir);
   log.log('info', 'weights ready', { variants: manifests.map((m) => `${m.variant}@${m.sha256.slice(0, 12)}`) });
   const engine = createEngine(tier.engine, { tfjsBackend: process.env.EFFITAG_TFJS_BACKEND ?? 'tensorflow-gpu', ort: { log: (m) => log.log('info', m) } });
@@ -28,7 +25,7 @@ async function main(): Promise<void> {
   // Load every variant before taking work: the first batch should not wait for weights or PTX JIT.
   for (const m of manifests) await models.load(m.variant);
   const worker = makeWorker({
-    store: new S3Store(s3), queue: new SqsQueue(sqsClient(), config.queueUrls[config.tier]), tiers: config.tiers, models, log,
+    store, queue: queues[config.tier], tiers: config.tiers, models, log,
     options: { batchSize: tier.batchSize, emitMetrics: (line) => process.stdout.write(`${line}\n`), metricDimensions: { Tier: config.tier } },
   });
   stopOnSignals([worker], () => log.log('info', 'stopped'));
