@@ -3,6 +3,10 @@
  * worker core the GPU containers run (`makeWorker(...).handle`), on onnxruntime. Messages whose
  * object got its result (or its recorded failure) are done; the others are reported as batch item
  * failures and come back after the visibility timeout, then go to the DLQ after N receives.
+ *
+ * FIFO note: Lambda deletes every message not reported as failed, including later messages of a
+ * failed message's group. EffiTag's groups are one object key each, and a task for an older version
+ * of a key is skipped anyway (If-Match on its ETag), so per-key order needs no stricter handling.
  */
 import type { SQSBatchResponse, SQSEvent } from './lambda-types.ts';
 import { ortEngine } from '../inference/ort-engine.ts';

@@ -36,6 +36,17 @@ export interface BackfillFilter {
 
 export type DropReason = 'own-write-back' | 'gone' | 'changed' | 'test-event' | 'current' | 'has-marker' | 'no-marker' | 'failed-before' | 'not-an-image' | 'other-tier';
 
+const IMAGE_EXTENSIONS = /\.(jpe?g|jfif|png|webp|gif|tiff?|avif|heic|heif)$/i;
+
+/**
+ * Does an object claim to be an image (by its name or Content-Type)? Objects that claim to be but are
+ * not (a text file named .jpg) get their failure recorded; other files are left untouched, so a
+ * bucket's PDFs and JSON are never rewritten.
+ */
+export function claimsToBeImage(key: string, contentType?: string): boolean {
+  return IMAGE_EXTENSIONS.test(key) || /^image\//i.test(contentType ?? '');
+}
+
 /** Header bytes read to find dimensions; JPEGs with large EXIF blocks get a second, larger read. */
 export const HEADER_BYTES = 64 * 1024;
 const SECOND_HEADER_BYTES = 512 * 1024;
@@ -132,10 +143,13 @@ export function makeRouter(deps: RouterDeps): Router {
     if (object.kind === 'Copy' && head.metadata[KEYS.model] && head.metadata[KEYS.model] === deps.models.marker(choice.variant)) {
       return drop('own-write-back');
     }
+    const isImage = sniffFormat(header.bytes.subarray(0, 32)) !== undefined;
+    // Not an image and not pretending to be one: nothing to tag, nothing to record.
+    if (!isImage && !claimsToBeImage(object.key, head.contentType)) return drop('not-an-image');
     if (source === 'backfill') {
       if (filter?.onlyTier && route.tier !== filter.onlyTier) return drop('other-tier');
-      // Backfills leave non-images alone (a live upload records the failure on the object instead).
-      if (!sniffFormat(header.bytes.subarray(0, 32))) return drop('not-an-image');
+      // Backfills leave non-images alone even when named like images (a live upload records the failure).
+      if (!isImage) return drop('not-an-image');
       const reason = backfillDrop(head, deps.models.marker(choice.variant), filter ?? { mode: 'stale' });
       if (reason) return drop(reason);
     }

@@ -4,6 +4,7 @@ import { decodeS3Key, encodeS3Key, parseEventBody } from '../pipeline/events.ts'
 import { asciiLabel, decodeTags, encodeFailed, encodeTagged, METADATA_BUDGET, metadataBytes } from '../pipeline/marker.ts';
 import { mergeTags } from '../pipeline/writeback.ts';
 import { runtimeConfig, variantsOf } from '../pipeline/runtime-config.ts';
+import { claimsToBeImage } from '../pipeline/router.ts';
 import { readFileSync } from 'node:fs';
 
 const record = (eventName: string, key: string, extra: object = {}) => ({
@@ -76,6 +77,17 @@ describe('metadata marker', () => {
     const ten = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`k${i}`, 'v']));
     assert.equal(mergeTags(ten, p, 'b0@x'), undefined);
     assert.match(mergeTags({}, p, 'b0@x')!.tags['effitag-tags'], /^carpenter s kit:0\.70$/);
+  });
+});
+
+describe('which objects claim to be images', () => {
+  it('by extension or Content-Type', () => {
+    assert.ok(claimsToBeImage('a/b.JPG'));
+    assert.ok(claimsToBeImage('x.jpeg') && claimsToBeImage('x.webp') && claimsToBeImage('scan.TIFF') && claimsToBeImage('p.heic'));
+    assert.ok(claimsToBeImage('no-extension', 'image/png'));
+    assert.ok(!claimsToBeImage('report.pdf', 'application/pdf'));
+    assert.ok(!claimsToBeImage('data.json'));
+    assert.ok(!claimsToBeImage('jpg.txt', 'text/plain'));
   });
 });
 

@@ -177,6 +177,17 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     assert.equal((await waitForStatus(stack, 'bad/after-the-bad-ones.png', okETag)).Metadata!['effitag-status'], 'tagged');
   });
 
+  it('files that are not images and do not claim to be are left untouched', async () => {
+    const before = stack.counters.get('router.dropped.not-an-image');
+    await put(stack, 'docs/report.pdf', '%PDF-1.7 not an image', { ContentType: 'application/pdf' });
+    await put(stack, 'docs/data.json', '{"a":1}', { ContentType: 'application/json' });
+    await waitFor('both dropped by the router', async () => (stack.counters.get('router.dropped.not-an-image') - before >= 2 ? true : undefined));
+    for (const key of ['docs/report.pdf', 'docs/data.json']) {
+      assert.equal((await head(stack, key)).Metadata?.['effitag-status'], undefined, key);
+      assert.equal(faults.copies.get(key), undefined, `${key} was not rewritten`);
+    }
+  });
+
   it('transient S3 errors are retried with backoff until the object is tagged', async () => {
     const key = 'flaky/retry.jpg';
     faults.transientGets.set(key, 2);

@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+// Bundles the GPU worker (containers/gpu-worker/main.ts) with esbuild into <outDir>/worker.mjs, plus
+// the onnxruntime thread script beside it. Used by the Dockerfile and by the bundle test.
+//   node scripts/bundle-gpu-worker.mjs <outDir>
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { build } from 'esbuild';
+
+const out = process.argv[2] ?? 'dist';
+mkdirSync(out, { recursive: true });
+await build({
+  entryPoints: ['containers/gpu-worker/main.ts'],
+  bundle: true, platform: 'node', target: 'node22', format: 'esm', sourcemap: true,
+  outfile: join(out, 'worker.mjs'), logLevel: 'warning',
+  // Installed in the image (native, or too large to bundle usefully).
+  external: ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs', '@tensorflow/tfjs-backend-wasm', 'onnxruntime-node', 'sharp', 'h5wasm'],
+  // CommonJS dependencies (the AWS SDK) call require(): give the ES module bundle one.
+  banner: { js: "import { createRequire as __effitagCreateRequire } from 'node:module'; const require = __effitagCreateRequire(import.meta.url);" },
+});
+copyFileSync('inference/ort-session-thread.mjs', join(out, 'ort-session-thread.mjs'));
+console.log(`GPU worker bundle in ${out}`);
