@@ -17,6 +17,13 @@ import { median, type BenchContext } from './util.ts';
 export interface EngineRow { engine: string; backend: string; variant: string; batch: number; msPerImage: number; imagesPerSecond: number; runs: number }
 export interface DecodeRow { source: string; inFlight: number; msPerImage: number }
 
+/** onnxruntime is measured as workers run it (idle threads sleep) and as an inference-only host would (spinning). */
+const CONFIGS: { label: string; engine: EngineName; spinning?: boolean }[] = [
+  { label: 'ort', engine: 'ort', spinning: false },
+  { label: 'ort+spin', engine: 'ort', spinning: true },
+  { label: 'tfjs', engine: 'tfjs' },
+];
+
 export async function benchEngines(ctx: BenchContext, opts: { variants: string[]; batches: number[]; engines: EngineName[]; runs: number }) {
   const rows: EngineRow[] = [];
   for (const variant of opts.variants) {
@@ -25,8 +32,9 @@ export async function benchEngines(ctx: BenchContext, opts: { variants: string[]
     await writeArtifact(dir, plan, randomWeights(plan, 1), { kind: 'random', note: 'benchmark' });
     const jpeg = await syntheticJpeg(1024, 768);
     const image = await decodeImage(jpeg, plan.resolution);
-    for (const engineName of opts.engines) {
-      const model = await createEngine(engineName, { ort: { log: () => {} } }).load(dir);
+    for (const config of CONFIGS.filter((c) => opts.engines.includes(c.engine))) {
+      const engineName = config.engine;
+      const model = await createEngine(engineName, { ort: { log: () => {}, spinning: config.spinning } }).load(dir);
       for (const batch of opts.batches) {
         const images: DecodedImage[] = Array.from({ length: batch }, () => image);
         // tfjs on CPU is ~15× slower: fewer runs keep the benchmark within minutes, still median-of-3.
@@ -39,23 +47,25 @@ export async function benchEngines(ctx: BenchContext, opts: { variants: string[]
           times.push(performance.now() - t0);
         }
         const ms = median(times) / batch;
-        const row = { engine: engineName, backend: model.description, variant, batch, msPerImage: ms, imagesPerSecond: 1000 / ms, runs };
+        const row = { engine: config.label, backend: `${model.description}${config.spinning ? ' spin' : ''}`, variant, batch, msPerImage: ms, imagesPerSecond: 1000 / ms, runs };
         rows.push(row);
-        ctx.log(`${row.backend.padEnd(12)} ${variant.padEnd(5)} batch ${String(batch).padStart(2)}: ${ms.toFixed(1).padStart(7)} ms/image ${row.imagesPerSecond.toFixed(1).padStart(7)} images/s`);
+        ctx.log(`${row.backend.padEnd(15)} ${variant.padEnd(5)} batch ${String(batch).padStart(2)}: ${ms.toFixed(1).padStart(7)} ms/image ${row.imagesPerSecond.toFixed(1).padStart(7)} images/s`);
       }
       await model.dispose();
     }
   }
   const decode = await benchDecode(opts.runs);
   for (const d of decode) ctx.log(`sharp decode+resize ${d.source} → 224, ${d.inFlight} in flight: ${d.msPerImage.toFixed(2)} ms/image`);
-  const ratio = (variant: string, batch: number) => {
-    const ort = rows.find((r) => r.engine === 'ort' && r.variant === variant && r.batch === batch);
+  const ratio = (engine: string, variant: string, batch: number) => {
+    const ort = rows.find((r) => r.engine === engine && r.variant === variant && r.batch === batch);
     const tfjs = rows.find((r) => r.engine === 'tfjs' && r.variant === variant && r.batch === batch);
     return ort && tfjs ? ort.imagesPerSecond / tfjs.imagesPerSecond : undefined;
   };
   const summary = {
     ortB0Batch8ImagesPerSecond: rows.find((r) => r.engine === 'ort' && r.variant === 'b0' && r.batch === 8)?.imagesPerSecond,
-    ortOverTfjsB0Batch8: ratio('b0', 8),
+    ortOverTfjsB0Batch8: ratio('ort', 'b0', 8),
+    ortSpinB0Batch8ImagesPerSecond: rows.find((r) => r.engine === 'ort+spin' && r.variant === 'b0' && r.batch === 8)?.imagesPerSecond,
+    ortSpinOverTfjsB0Batch8: ratio('ort+spin', 'b0', 8),
     goals: 'ort B0 batch 8 ≥ 100 images/s and ≥ 10× tfjs in the same run',
   };
   return { machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version }, rows, decode, summary };
