@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, describe, it } from 'node:test';
+import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
+
+const run = promisify(execFile);
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => run(process.execPath, ['bin/effitag.js', ...args], { env: { ...process.env, ...env }, maxBuffer: 1 << 22 }).then(
+  (r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => e);
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+describe('effitag local / tag / backfill (npm start), as processes', () => {
+  const children: ChildProcess[] = [];
+  after(() => { for (const c of children) c.kill('SIGKILL'); });
+
+  it('first run offline: stops with a clear message saying how to provide weights', async () => {
+    const cache = await tempDir();
+    const closed = await freePort();
+    const r = await cli(['local', '--data', join(cache, 'data'), '--s3-port', String(await freePort()), '--sqs-port', String(await freePort())], {
+      EFFITAG_CACHE_DIR: cache, EFFITAG_WEIGHTS_URL: `http://127.0.0.1:${closed}/efficientnetb0.h5`, EFFITAG_WEIGHTS_MD5: '0'.repeat(32),
+    });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /weights missing for the configured tiers/);
+    assert.match(r.stderr, /Could not fetch them: cannot download/);
+    assert.match(r.stderr, /effitag weights import --keras efficientnetb0\.h5 --variant b0 --out /);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+
+  it('runs the stack; `tag` prints tags when they land; `backfill --dry-run` sees them; SIGTERM stops it cleanly', async () => {
+    const dir = await tempDir();
+    await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
+    const s3Port = await freePort(), sqsPort = await freePort();
+    const child = spawn(process.execPath, ['bin/effitag.js', 'local', '--weights', join(dir, 'weights'), '--data', join(dir, 'data'),
+      '--s3-port', String(s3Port), '--sqs-port', String(sqsPort), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no start banner: ${out}`)), 30_000);
+      child.stdout!.on('data', () => { if (out.includes('is running')) { clearTimeout(timer); resolve(); } });
+      child.once('exit', (code) => reject(new Error(`exited ${code}`)));
+    });
+    assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`));
+    assert.match(out, /aws --endpoint-url http:\/\/127\.0\.0\.1:\d+ s3 cp photo\.jpg s3:\/\/effitag-local\//);
+
+    await writeFile(join(dir, 'cat photo.jpg'), await gradientImage(300, 300, 'jpeg', 3));
+    const endpoint = `http://127.0.0.1:${s3Port}`;
+    const tagged = await cli(['tag', join(dir, 'cat photo.jpg'), '--endpoint', endpoint, '--json', '--timeout', '30']);
+    assert.equal(tagged.code, 0, tagged.stderr);
+    const result = JSON.parse(tagged.stdout.trim());
+    assert.equal(result.object, 's3://effitag-local/uploads/cat photo.jpg');
+    assert.equal(result.status, 'tagged');
+    // tiers/local.json keeps the top label plus those at ≥ 5 % (random weights: usually the top one only).
+    assert.ok(result.tags.length >= 1 && result.tags.length <= 5);
+    for (let i = 1; i < result.tags.length; i++) assert.ok(result.tags[i - 1].probability >= result.tags[i].probability);
+
+    const shown = await cli(['show', 's3://effitag-local/uploads/cat photo.jpg', '--endpoint', endpoint]);
+    assert.match(shown.stdout, /tagged by b0@[0-9a-f]{12}/);
+
+    const backfill = await cli(['backfill', 's3://effitag-local/uploads/', '--endpoint', endpoint, '--sqs-endpoint', `http://127.0.0.1:${sqsPort}`,
+      '--weights', join(dir, 'weights'), '--dry-run', '--json']);
+    assert.equal(backfill.code, 0, backfill.stderr);
+    const report = JSON.parse(backfill.stdout);
+    assert.deepEqual([report.listed, report.enqueued, report.skipped.current, report.dryRun], [1, 0, 1, true]);
+
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, 'a clean exit on SIGTERM');
+  });
+});
