@@ -85,8 +85,23 @@ export function makeRouter(deps: RouterDeps): Router {
   async function readHeader(object: ObjectCreated) {
     const ref = { bucket: object.bucket, key: object.key, versionId: object.versionId };
     if (object.size === 0) return { head: await deps.store.head(ref), bytes: new Uint8Array(0) };
+    if (object.kind === 'Copy') {
+      // Most Copy events are our own write-backs: a HEAD recognises them without reading any bytes.
+      const head = await deps.store.head(ref);
+      const marker = head.metadata[KEYS.model];
+      if (marker && isCurrentMarker(marker)) return { head, bytes: undefined };
+    }
     const first = await deps.store.getRange(ref, 0, HEADER_BYTES - 1, object.kind === 'Copy' ? undefined : object.eTag);
     return first;
+  }
+
+  /** Is this marker the current one for its own variant? (Markers are `<variant>@<weights hash>`.) */
+  function isCurrentMarker(marker: string): boolean {
+    try {
+      return deps.models.marker(marker.slice(0, marker.lastIndexOf('@'))) === marker;
+    } catch {
+      return false;
+    }
   }
 
   function dimensions(bytes: Uint8Array): { width: number; height: number } | undefined {
@@ -111,7 +126,7 @@ export function makeRouter(deps: RouterDeps): Router {
   }
 
   async function decide(object: ObjectCreated, source: Task['source'] = 'upload', filter?: BackfillFilter): Promise<RouteOutcome> {
-    let header: { head: import('./ports.ts').ObjectHead; bytes: Uint8Array };
+    let header: { head: ObjectHead; bytes?: Uint8Array };
     try {
       header = await readHeader(object);
     } catch (err) {
@@ -125,10 +140,16 @@ export function makeRouter(deps: RouterDeps): Router {
       throw err;
     }
     const { head } = header;
+    if (!header.bytes) {
+      // A Copy event of an object already carrying the current marker: our own write-back.
+      counters.inc('router.dropped.own-write-back');
+      return { object, action: 'dropped', reason: 'own-write-back' };
+    }
+    const bytes = header.bytes;
     const route = routeObject(deps.tiers, { bucket: object.bucket, key: object.key, metadata: head.metadata });
     const tier = deps.tiers.tiers[route.tier];
-    let dims = dimensions(header.bytes);
-    if (!dims && header.bytes.length === HEADER_BYTES && head.contentLength > HEADER_BYTES) {
+    let dims = dimensions(bytes);
+    if (!dims && bytes.length === HEADER_BYTES && head.contentLength > HEADER_BYTES) {
       dims = dimensions((await deps.store.getRange(object, 0, SECOND_HEADER_BYTES - 1, head.eTag)).bytes);
     }
     // Unreadable headers still go to the worker, which records the failure on the object.
@@ -143,7 +164,7 @@ export function makeRouter(deps: RouterDeps): Router {
     if (object.kind === 'Copy' && head.metadata[KEYS.model] && head.metadata[KEYS.model] === deps.models.marker(choice.variant)) {
       return drop('own-write-back');
     }
-    const isImage = sniffFormat(header.bytes.subarray(0, 32)) !== undefined;
+    const isImage = sniffFormat(bytes.subarray(0, 32)) !== undefined;
     // Not an image and not pretending to be one: nothing to tag, nothing to record.
     if (!isImage && !claimsToBeImage(object.key, head.contentType)) return drop('not-an-image');
     if (source === 'backfill') {
