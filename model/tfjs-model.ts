@@ -56,7 +56,7 @@ export class Normalization extends tf.layers.Layer {
 }
 tf.serialization.registerClass(Normalization);
 
-/** Keras' Rescaling with a scalar scale and offset (tfjs has one, but only with these semantics). */
+/** One plan node → one tfjs layer, named as in Keras. */
 function lowerNode(node: LayerNode, inputs: SymbolicTensor[]): SymbolicTensor {
   const [x] = inputs;
   const name = node.name;
