@@ -9,7 +9,7 @@
  * of a key is skipped anyway (If-Match on its ETag), so per-key order needs no stricter handling.
  */
 import type { SQSBatchResponse, SQSEvent } from './lambda-types.ts';
-import { ortEngine } from '../inference/ort-engine.ts';
+import { ortEngine, WORKER_ORT_OPTIONS } from '../inference/ort-engine.ts';
 import { deployed } from '../pipeline/aws/deployed.ts';
 import { syncWeights } from '../pipeline/aws/s3-weights.ts';
 import { jsonLogger } from '../pipeline/log.ts';
@@ -25,7 +25,7 @@ async function init(): Promise<Worker> {
   if (!config.tier) throw new Error('EFFITAG_TIER is not set');
   await syncWeights(s3, config.weightsLocation, variantsOf(config.tiers, config.tier), config.weightsDir);
   const log = jsonLogger({ base: { component: 'worker', tier: config.tier } });
-  const models = directoryCatalog(config.weightsDir, ortEngine({ log: (m) => log.log('info', m) }));
+  const models = directoryCatalog(config.weightsDir, ortEngine({ ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) }));
   return makeWorker({
     store, queue: queues[config.tier], tiers: config.tiers, models, log,
     options: { emitMetrics: (line) => process.stdout.write(`${line}\n`), metricDimensions: { Tier: config.tier } },

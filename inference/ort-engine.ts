@@ -31,14 +31,17 @@ export interface OrtOptions {
   /** 'auto' uses CUDA when installed; 'cpu' forces the CPU provider. */
   provider?: 'auto' | 'cpu' | 'cuda';
   /**
-   * Let idle intra-op threads spin-wait (onnxruntime's own default). Default false, because workers
-   * decode and do I/O between batches: measured on 2 cores, the pipeline ran 60.0 images/s without
-   * spinning and 46.7 with it. Inference alone is faster with it (B0 batch 1: 9.8 vs 19.3 ms/image):
-   * EFFITAG_ORT_SPINNING=1 turns it on for hosts that only infer.
+   * Let idle intra-op threads spin-wait (onnxruntime's own default, and this option's). Inference
+   * alone is faster with it (measured here: B0 batch 8 137 vs 110 images/s). Pipeline workers pass
+   * `false` (WORKER_ORT_OPTIONS), because they decode and do I/O between batches: the pipeline ran
+   * 60.0 images/s without spinning and 46.7 with it. EFFITAG_ORT_SPINNING=1|0 overrides both.
    */
   spinning?: boolean;
   log?: (msg: string) => void;
 }
+
+/** onnxruntime settings for pipeline workers (see OrtOptions.spinning). */
+export const WORKER_ORT_OPTIONS: OrtOptions = { spinning: false };
 
 export function ortEngine(options: OrtOptions = {}): Engine {
   const log = options.log ?? ((m: string) => process.stderr.write(`${m}\n`));
@@ -49,7 +52,8 @@ export function ortEngine(options: OrtOptions = {}): Engine {
       const { manifest } = exported;
       if (!manifest.includeTop) throw new Error(`${weightsDir}: weights without a classifier top cannot tag images`);
       const threads = options.threads ?? availableParallelism();
-      const spinning = options.spinning ?? process.env.EFFITAG_ORT_SPINNING === '1';
+      const env = process.env.EFFITAG_ORT_SPINNING;
+      const spinning = env === '1' ? true : env === '0' ? false : options.spinning ?? true;
       const wantCuda = options.provider === 'cuda' || ((options.provider ?? 'auto') === 'auto' && cudaInstalled());
       const base: ort.InferenceSession.SessionOptions = {
         graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential',

@@ -34,9 +34,13 @@ export function readBenchFile(path: string): BenchFile {
   return parsed;
 }
 
-/** The benchmark row for an engine and variant at the batch size closest to the tier's. */
+/**
+ * The benchmark row for an engine and variant at the batch size closest to the tier's, preferring the
+ * configuration pipeline workers run (`ort-worker`) over the engine's default.
+ */
 function benchThroughput(bench: BenchFile | undefined, engine: string, variant: string, batch: number): BenchRow | undefined {
-  const rows = bench?.rows.filter((r) => r.engine === engine && r.variant === variant) ?? [];
+  const worker = bench?.rows.filter((r) => r.engine === `${engine}-worker` && r.variant === variant) ?? [];
+  const rows = worker.length ? worker : bench?.rows.filter((r) => r.engine === engine && r.variant === variant) ?? [];
   return rows.sort((a, b) => Math.abs(a.batch - batch) - Math.abs(b.batch - batch))[0];
 }
 

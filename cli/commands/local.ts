@@ -3,6 +3,7 @@ import { join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { createEngine, DEFAULT_ENGINE } from '../../inference/engines.ts';
+import { WORKER_ORT_OPTIONS } from '../../inference/ort-engine.ts';
 import { s3Client } from '../../pipeline/aws/clients.ts';
 import { jsonLogger, type Level } from '../../pipeline/log.ts';
 import { decodeTags, KEYS } from '../../pipeline/marker.ts';
@@ -38,7 +39,7 @@ export function registerLocalCommands(program: Command): void {
       const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS);
       const weightsDir = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? join(cacheDir(), 'weights'));
       const log = jsonLogger({ level: opts.logLevel as Level });
-      const engine = createEngine(opts.engine, { ort: { log: (m) => log.log('info', m) } });
+      const engine = createEngine(opts.engine, { ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } });
       let stack;
       try {
         stack = await startLocalStack({ dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log, runRouter: opts.router, runWorkers: () => opts.workers });

@@ -5,6 +5,7 @@
  * prefetched messages visible again and exits 0.
  */
 import { createEngine } from '../../inference/engines.ts';
+import { WORKER_ORT_OPTIONS } from '../../inference/ort-engine.ts';
 import { deployed } from '../../pipeline/aws/deployed.ts';
 import { syncWeights } from '../../pipeline/aws/s3-weights.ts';
 import { jsonLogger } from '../../pipeline/log.ts';
@@ -20,7 +21,7 @@ async function main(): Promise<void> {
   const log = jsonLogger({ base: { component: 'gpu-worker', tier: config.tier } });
   const manifests = await syncWeights(s3, config.weightsLocation, variantsOf(config.tiers, config.tier), config.weightsDir);
   log.log('info', 'weights ready', { variants: manifests.map((m) => `${m.variant}@${m.sha256.slice(0, 12)}`) });
-  const engine = createEngine(tier.engine, { tfjsBackend: process.env.EFFITAG_TFJS_BACKEND ?? 'tensorflow-gpu', ort: { log: (m) => log.log('info', m) } });
+  const engine = createEngine(tier.engine, { tfjsBackend: process.env.EFFITAG_TFJS_BACKEND ?? 'tensorflow-gpu', ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } });
   const models = directoryCatalog(config.weightsDir, engine);
   // Load every variant before taking work: the first batch should not wait for weights or PTX JIT.
   for (const m of manifests) await models.load(m.variant);
