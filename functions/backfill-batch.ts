@@ -6,7 +6,8 @@
  */
 import { deployed, type Deployed } from '../pipeline/aws/deployed.ts';
 import { markersFromS3 } from '../pipeline/aws/markers.ts';
-import { listingSkip, TaskBatcher } from '../pipeline/backfill.ts';
+import { backfillObject, emptyReport, TaskBatcher } from '../pipeline/backfill.ts';
+import { mapLimit } from '../pipeline/concurrency.ts';
 import { Counters, jsonLogger } from '../pipeline/log.ts';
 import { makeRouter, type BackfillFilter } from '../pipeline/router.ts';
 import { variantsOf } from '../pipeline/runtime-config.ts';
@@ -37,24 +38,15 @@ export async function handler(event: BatchEvent): Promise<BatchResult> {
   const batcher = new TaskBatcher(queues);
   const router = makeRouter({ store, queues, tiers, models: markers, counters, log, sink: (t) => batcher.add(t) });
   const input = event.BatchInput;
-  const since = input.since ? new Date(input.since) : undefined;
-  const until = input.until ? new Date(input.until) : undefined;
-  const result: BatchResult = { listed: 0, enqueued: 0, skipped: {} };
-  const items = event.Items;
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(32, items.length) }, async () => {
-    while (next < items.length) {
-      const item = items[next++];
-      result.listed++;
-      const listed = { key: item.Key, eTag: (item.ETag ?? item.Etag ?? '').replace(/"/g, ''), size: item.Size ?? 0, lastModified: item.LastModified ? new Date(item.LastModified) : undefined, storageClass: item.StorageClass };
-      const skip = listingSkip(listed, { since, until });
-      if (skip) { result.skipped[skip] = (result.skipped[skip] ?? 0) + 1; continue; }
-      // Transient errors throw: the map retries the whole batch (tasks are deduplicated by the FIFO queues).
-      const outcome = await router.handleObject({ bucket: input.bucket, key: listed.key, eTag: listed.eTag, size: listed.size, kind: 'Put' }, 'backfill', input.filter ?? { mode: 'stale' });
-      if (outcome.action === 'enqueued') result.enqueued++;
-      else result.skipped[outcome.reason] = (result.skipped[outcome.reason] ?? 0) + 1;
-    }
-  }));
+  const opts = { bucket: input.bucket, filter: input.filter ?? { mode: 'stale' as const }, since: input.since ? new Date(input.since) : undefined, until: input.until ? new Date(input.until) : undefined };
+  const report = emptyReport();
+  // Transient errors throw: the map retries the whole batch (tasks are deduplicated by the FIFO queues).
+  await mapLimit(event.Items, 32, async (item) => {
+    report.listed++;
+    const listed = { key: item.Key, eTag: (item.ETag ?? item.Etag ?? '').replace(/"/g, ''), size: item.Size ?? 0, lastModified: item.LastModified ? new Date(item.LastModified) : undefined, storageClass: item.StorageClass };
+    await backfillObject(router, listed, report, opts);
+  });
+  const result: BatchResult = { listed: report.listed, enqueued: report.enqueued, skipped: report.skipped };
   await batcher.flush();
   counters.inc('backfill.listed', result.listed);
   counters.inc('backfill.enqueued', result.enqueued);

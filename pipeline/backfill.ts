@@ -15,6 +15,7 @@ import { dirname } from 'node:path';
 import type { Counters } from './log.ts';
 import type { ListedObject, MessageQueue, ObjectStore } from './ports.ts';
 import type { BackfillFilter, Router } from './router.ts';
+import { ARCHIVED_STORAGE_CLASSES, mapLimit } from './concurrency.ts';
 import { taskMessage, type Task } from './task.ts';
 
 export interface BackfillOptions {
@@ -86,7 +87,6 @@ export function fileCheckpoint(path: string): CheckpointStore {
 export const runKeyOf = (o: Pick<BackfillOptions, 'bucket' | 'prefix' | 'filter' | 'since' | 'until'>) =>
   JSON.stringify([o.bucket, o.prefix ?? '', o.filter.mode, !!o.filter.retryFailed, o.since?.toISOString() ?? '', o.until?.toISOString() ?? '']);
 
-const ARCHIVED = new Set(['GLACIER', 'DEEP_ARCHIVE']);
 
 export function emptyReport(): BackfillReport {
   return { listed: 0, enqueued: 0, enqueuedByTier: {}, byTierVariant: {}, skipped: {}, errors: 0, errorSamples: [], complete: false };
@@ -97,8 +97,35 @@ export function listingSkip(o: ListedObject, opts: Pick<BackfillOptions, 'since'
   if (o.key.endsWith('/') && o.size === 0) return 'folder-marker';
   if (opts.since && o.lastModified && o.lastModified < opts.since) return 'before-since';
   if (opts.until && o.lastModified && o.lastModified >= opts.until) return 'after-until';
-  if (ARCHIVED.has(o.storageClass ?? '')) return 'archived';
+  if (ARCHIVED_STORAGE_CLASSES.has(o.storageClass ?? '')) return 'archived';
   return undefined;
+}
+
+const inc = (m: Record<string, number>, k: string) => { m[k] = (m[k] ?? 0) + 1; };
+
+/**
+ * One listed object through the listing filters and the router, counted into `report`. The one
+ * per-object decision of every backfill (the CLI's and the Distributed Map's batch Lambda). Router
+ * errors propagate; `throttle` runs before each router call.
+ */
+export async function backfillObject(
+  router: Router, o: ListedObject, report: BackfillReport,
+  opts: Pick<BackfillOptions, 'bucket' | 'filter' | 'since' | 'until' | 'dryRun'>, throttle?: () => Promise<void>,
+): Promise<void> {
+  const skip = listingSkip(o, opts);
+  if (skip) { inc(report.skipped, skip); return; }
+  await throttle?.();
+  const event = { bucket: opts.bucket, key: o.key, eTag: o.eTag, size: o.size, kind: 'Put' as const };
+  const outcome = opts.dryRun
+    ? await router.decide(event, 'backfill', opts.filter)
+    : await router.handleObject(event, 'backfill', opts.filter);
+  if (outcome.action === 'enqueued') {
+    report.enqueued++;
+    inc(report.enqueuedByTier, outcome.task.tier);
+    inc((report.byTierVariant[outcome.task.tier] ??= {}), outcome.task.variant);
+  } else {
+    inc(report.skipped, outcome.reason);
+  }
 }
 
 /** Sends tasks per tier queue in batches of 10 (SQS's batch limit). */
@@ -153,25 +180,12 @@ export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Pr
   const concurrency = opts.concurrency ?? 32;
   const chunkSize = opts.chunkSize ?? 100;
   const limiter = new RateLimiter(opts.rate);
-  const inc = (m: Record<string, number>, k: string) => { m[k] = (m[k] ?? 0) + 1; };
+  const throttle = () => limiter.take();
 
   async function decideOne(o: ListedObject): Promise<void> {
-    const skip = listingSkip(o, opts);
-    if (skip) { inc(report.skipped, skip); return; }
-    await limiter.take();
-    const event = { bucket: opts.bucket, key: o.key, eTag: o.eTag, size: o.size, kind: 'Put' as const };
+    report.listed++;
     try {
-      const outcome = opts.dryRun
-        ? await deps.router.decide(event, 'backfill', opts.filter)
-        : await deps.router.handleObject(event, 'backfill', opts.filter);
-      if (outcome.action === 'enqueued') {
-        report.enqueued++;
-        inc(report.enqueuedByTier, outcome.task.tier);
-        const byVariant = (report.byTierVariant[outcome.task.tier] ??= {});
-        inc(byVariant, outcome.task.variant);
-      } else {
-        inc(report.skipped, outcome.reason);
-      }
+      await backfillObject(deps.router, o, report, opts, throttle);
     } catch (err) {
       report.errors++;
       if (report.errorSamples.length < 10) report.errorSamples.push(`${o.key}: ${err instanceof Error ? err.message : String(err)}`);
@@ -185,14 +199,7 @@ export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Pr
     token = page.nextContinuationToken;
     for (let i = 0; i < page.objects.length; i += chunkSize) {
       const chunk = page.objects.slice(i, i + chunkSize);
-      let next = 0;
-      await Promise.all(Array.from({ length: Math.min(concurrency, chunk.length) }, async () => {
-        while (next < chunk.length && !opts.signal?.aborted) {
-          const o = chunk[next++];
-          report.listed++;
-          await decideOne(o);
-        }
-      }));
+      await mapLimit(chunk, concurrency, decideOne, opts.signal);
       if (opts.signal?.aborted) return report; // no checkpoint for a partial chunk
       await deps.batcher?.flush();
       report.lastKey = chunk[chunk.length - 1].key;

@@ -21,6 +21,7 @@ import { KEYS } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
 import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore, type QueueMessage } from './ports.ts';
 import { MAX_COPY_BYTES } from './aws/s3-store.ts';
+import { ARCHIVED_STORAGE_CLASSES, mapLimit } from './concurrency.ts';
 import { parseTask, taskIdentity, type Task } from './task.ts';
 import { writeFailure, writeTagged } from './writeback.ts';
 
@@ -84,16 +85,6 @@ export interface Worker {
   readonly counters: Counters;
 }
 
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) { const i = next++; out[i] = await fn(items[i]); }
-  }));
-  return out;
-}
-
-const ARCHIVED = new Set(['GLACIER', 'DEEP_ARCHIVE']);
 
 export function makeWorker(deps: WorkerDeps): Worker {
   const log = deps.log ?? silentLogger;
@@ -151,7 +142,7 @@ export function makeWorker(deps: WorkerDeps): Worker {
       if (err instanceof StoreError && err.kind === 'too-large') return { message, task, outcome: await recordFailure(task, tier, undefined, 'too-large', err.message) };
       return { message, task, outcome: storeOutcome(err, 'downloading') };
     }
-    if (ARCHIVED.has(head.storageClass ?? '') && !/ongoing-request="false"/.test(head.restore ?? '')) {
+    if (ARCHIVED_STORAGE_CLASSES.has(head.storageClass ?? '') && !/ongoing-request="false"/.test(head.restore ?? '')) {
       return { message, task, outcome: { status: 'skipped', reason: 'archived' } };
     }
     let marker: string;
