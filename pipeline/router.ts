@@ -141,7 +141,8 @@ export function makeRouter(deps: RouterDeps): Router {
     }
     const { head } = header;
     if (!header.bytes) {
-      // A Copy event of an object already carrying the current marker: our own write-back.
+      // A Copy event of an object already carrying the current marker (readHeader stopped at the
+      // HEAD): our own metadata write-back.
       counters.inc('router.dropped.own-write-back');
       return { object, action: 'dropped', reason: 'own-write-back' };
     }
@@ -160,10 +161,6 @@ export function makeRouter(deps: RouterDeps): Router {
       log.log('debug', 'event dropped', { bucket: object.bucket, key: object.key, reason, source });
       return { object, action: 'dropped', reason, tier: route.tier, variant: choice.variant };
     };
-    // Our own metadata write-back arrives as a Copy event: drop it when the marker is current.
-    if (object.kind === 'Copy' && head.metadata[KEYS.model] && head.metadata[KEYS.model] === deps.models.marker(choice.variant)) {
-      return drop('own-write-back');
-    }
     const isImage = sniffFormat(bytes.subarray(0, 32)) !== undefined;
     // Not an image and not pretending to be one: nothing to tag, nothing to record.
     if (!isImage && !claimsToBeImage(object.key, head.contentType)) return drop('not-an-image');
