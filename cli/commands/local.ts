@@ -40,9 +40,13 @@ export function registerLocalCommands(program: Command): void {
       const weightsDir = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? join(cacheDir(), 'weights'));
       const log = jsonLogger({ level: opts.logLevel as Level });
       const engine = createEngine(opts.engine, { ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } });
+      const start = () => startLocalStack({
+        dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log,
+        runRouter: opts.router, runWorkers: () => opts.workers,
+      });
       let stack;
       try {
-        stack = await startLocalStack({ dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log, runRouter: opts.router, runWorkers: () => opts.workers });
+        stack = await start();
       } catch (err) {
         if (!(err instanceof MissingWeightsError) || opts.weights) throw err;
         // First run: fetch the official B0 into the cache, then try again.
@@ -57,7 +61,7 @@ export function registerLocalCommands(program: Command): void {
           }
           throw fetchErr;
         }
-        stack = await startLocalStack({ dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log, runRouter: opts.router, runWorkers: () => opts.workers });
+        stack = await start();
       }
       const { s3Endpoint, sqsEndpoint } = stack.endpoints;
       process.stdout.write([
