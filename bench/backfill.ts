@@ -18,22 +18,13 @@ import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { runBackfill, TaskBatcher } from '../pipeline/backfill.ts';
 import { directoryCatalog } from '../pipeline/models.ts';
 import { makeRouter } from '../pipeline/router.ts';
-import { planModel } from '../model/plan.ts';
-import { randomWeights } from '../model/random-weights.ts';
-import { writeArtifact } from '../model/weights.ts';
 import { parseTiers } from '../tiers/schema.ts';
-import type { BenchContext } from './util.ts';
+import { benchTiers, writeBenchWeights, type BenchContext } from './util.ts';
 
-const TIERS = {
-  version: 1,
-  tiers: { bench: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 3538 }, engine: 'ort', batchSize: 8 } },
-  routing: { default: { tier: 'bench' } },
-};
+const TIERS = benchTiers(8);
 
 export async function benchBackfill(ctx: BenchContext, opts: { objects: number; concurrency: number }) {
-  const plan = planModel('b0');
-  const weightsDir = join(ctx.workDir, 'weights');
-  await writeArtifact(join(weightsDir, 'b0'), plan, randomWeights(plan, 1), { kind: 'random' });
+  const weightsDir = await writeBenchWeights(join(ctx.workDir, 'weights'));
   const tiersFile = join(ctx.workDir, 'tiers.json');
   await writeFile(tiersFile, JSON.stringify(TIERS));
   const s3Port = 45000 + Math.floor(Math.random() * 1000), sqsPort = s3Port + 1000;

@@ -11,21 +11,13 @@ import { decodeImage } from '../inference/image.ts';
 import { startLocalStack } from '../local/stack.ts';
 import { silentLogger } from '../pipeline/log.ts';
 import { makeWorker } from '../pipeline/worker.ts';
-import { planModel } from '../model/plan.ts';
-import { randomWeights } from '../model/random-weights.ts';
-import { writeArtifact } from '../model/weights.ts';
 import { parseTiers } from '../tiers/schema.ts';
 import { syntheticJpeg } from './images.ts';
-import { median, type BenchContext } from './util.ts';
+import { benchTiers, median, writeBenchWeights, type BenchContext } from './util.ts';
 
 export async function benchPipeline(ctx: BenchContext, opts: { images: number; batch: number; runs: number }) {
-  const plan = planModel('b0');
-  await writeArtifact(join(ctx.workDir, 'weights', 'b0'), plan, randomWeights(plan, 1), { kind: 'random' });
-  const tiers = parseTiers({
-    version: 1,
-    tiers: { bench: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 3538 }, engine: 'ort', batchSize: opts.batch } },
-    routing: { default: { tier: 'bench' } },
-  });
+  await writeBenchWeights(join(ctx.workDir, 'weights'));
+  const tiers = parseTiers(benchTiers(opts.batch));
   // 640×480 photos: the shorter side is over 224, so B0 is chosen and every image is resized.
   const images = await Promise.all(Array.from({ length: 16 }, (_, i) => syntheticJpeg(640, 480, i + 1)));
 

@@ -165,7 +165,7 @@ class RateLimiter {
 
 export interface BackfillDeps {
   store: ObjectStore;
-  /** A router whose sink is `batcher.add` (see makeBackfillRouter in the callers). */
+  /** The router core; give it `sink: (t) => batcher.add(t)` so sends go out in batches of 10. */
   router: Router;
   batcher?: TaskBatcher;
   checkpoint?: CheckpointStore;

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { byteProgress } from '../progress.ts';
 import { fetchWeights } from '../../model/weights-fetch.ts';
-import { importKerasWeights, type NormalizationMode } from '../../model/weights.ts';
+import { importKerasWeights, readManifest, type NormalizationMode } from '../../model/weights.ts';
 import { thousands } from '../format.ts';
 import { ensureOnnx } from '../../model/onnx/cache.ts';
 import { publishWeights } from '../../pipeline/aws/s3-weights.ts';
@@ -57,7 +57,6 @@ export function registerWeightsCommands(program: Command): void {
     .option('--variant <variant>', 'expected variant of the weights (checked)')
     .argument('<s3url>', 'the stack\'s weights location, s3://bucket/prefix')
     .action(async (url: string, opts: { weights: string; variant?: string }) => {
-      const { readManifest } = await import('../../model/weights.ts');
       const m = await readManifest(opts.weights);
       if (opts.variant && m.variant !== opts.variant) throw new Error(`${opts.weights} holds ${m.variant}, not ${opts.variant}`);
       const s3 = s3Client(process.env.EFFITAG_S3_ENDPOINT ? { s3Endpoint: process.env.EFFITAG_S3_ENDPOINT, credentials: { accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? 'S3RVER', secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? 'S3RVER' } } : {});
