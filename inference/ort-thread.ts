@@ -3,6 +3,7 @@ import { Worker } from 'node:worker_threads';
 import type * as ort from 'onnxruntime-node';
 
 export interface SessionThread {
+  /** Run one batch. `data`'s buffer is transferred to the thread (no copy): the caller must not use it afterwards. */
   run(data: Float32Array, dims: readonly number[]): Promise<{ data: Float32Array; dims: readonly number[] }>;
   close(): Promise<void>;
 }
@@ -34,9 +35,10 @@ export function startSessionThread(path: string, options: ort.InferenceSession.S
             return new Promise((resolve, reject) => {
               const id = nextId++;
               pending.set(id, { resolve, reject });
-              // Copy into a buffer we can transfer (the caller may keep using `data`).
-              const copy = Float32Array.from(data);
-              worker.postMessage({ type: 'run', id, buffer: copy.buffer, dims }, [copy.buffer]);
+              // A view of part of a larger (or shared) buffer cannot be handed over whole: copy that part.
+              const whole = data.buffer instanceof ArrayBuffer && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+              const buffer = (whole ? data : data.slice()).buffer as ArrayBuffer;
+              worker.postMessage({ type: 'run', id, buffer, dims }, [buffer]);
             });
           },
           async close() {
