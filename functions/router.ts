@@ -6,7 +6,7 @@
 import type { SQSBatchResponse, SQSEvent } from './lambda-types.ts';
 import { deployed } from '../pipeline/aws/deployed.ts';
 import { Counters, jsonLogger } from '../pipeline/log.ts';
-import { makeRouter, type Router } from '../pipeline/router.ts';
+import { makeRouter, routeBatch, type Router } from '../pipeline/router.ts';
 import { variantsOf } from '../pipeline/runtime-config.ts';
 import { markersFromS3 } from '../pipeline/aws/markers.ts';
 
@@ -24,17 +24,8 @@ async function init(): Promise<Router> {
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
   router ??= init().catch((err) => { router = undefined; throw err; });
   const r = await router;
-  const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
-  for (const record of event.Records) {
-    try {
-      await r.handleBody(record.body);
-    } catch (err) {
-      const permanent = (err as { permanent?: boolean }).permanent === true;
-      log.log(permanent ? 'error' : 'warn', 'routing failed', { messageId: record.messageId, error: String(err), permanent });
-      if (!permanent) batchItemFailures.push({ itemIdentifier: record.messageId });
-    }
-  }
+  const retry = await routeBatch(r, event.Records.map((m) => ({ id: m.messageId, body: m.body })), log);
   const emf = counters.emfDelta({ Function: 'router' });
   if (emf) process.stdout.write(`${emf}\n`);
-  return { batchItemFailures };
+  return { batchItemFailures: retry.map((itemIdentifier) => ({ itemIdentifier })) };
 }

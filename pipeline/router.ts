@@ -17,6 +17,7 @@ import { Counters, silentLogger, type Logger } from './log.ts';
 import { KEYS } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
 import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore } from './ports.ts';
+import { mapLimit } from './concurrency.ts';
 import { taskMessage, type Task } from './task.ts';
 import { sniffFormat } from '../inference/image.ts';
 
@@ -214,4 +215,24 @@ export function makeRouter(deps: RouterDeps): Router {
       return outcomes;
     },
   };
+}
+
+/**
+ * One batch of intake messages, as an SQS event source delivers it (the router Lambda, the embedded
+ * stack's intake loop): messages routed concurrently, each on its own. Returns the ids to retry
+ * (transient failures). A body that is not an S3 event is logged and counts as done: retrying it
+ * cannot help.
+ */
+export async function routeBatch(router: Router, messages: readonly { id: string; body: string }[], log: Logger = silentLogger): Promise<string[]> {
+  const retry: string[] = [];
+  await mapLimit(messages, 10, async (m) => {
+    try {
+      await router.handleBody(m.body);
+    } catch (err) {
+      const permanent = (err as { permanent?: boolean }).permanent === true;
+      log.log(permanent ? 'error' : 'warn', 'routing failed', { messageId: m.id, error: String(err), permanent });
+      if (!permanent) retry.push(m.id);
+    }
+  });
+  return retry;
 }

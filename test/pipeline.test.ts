@@ -6,6 +6,7 @@ import { StoreError, type ObjectStore } from '../pipeline/ports.ts';
 import { encodeS3Key } from '../pipeline/events.ts';
 import { decodeTags } from '../pipeline/marker.ts';
 import { makeWorker } from '../pipeline/worker.ts';
+import { routeBatch } from '../pipeline/router.ts';
 import { stopOnSignals } from '../pipeline/shutdown.ts';
 import { taskMessage, type Task } from '../pipeline/task.ts';
 import { gradientImage } from './support/fixtures.ts';
@@ -261,5 +262,31 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     }
     assert.ok(tagged.length >= 1 && tagged.length < keys.length, `the batch in hand finished (${tagged.length} tagged)`);
     assert.deepEqual([...tagged, ...visible].sort(), [...keys].sort(), 'nothing lost: tagged or back on the queue');
+  });
+});
+
+describe('routing a batch of intake messages (the router Lambda and the embedded intake loop)', () => {
+  it('routes the messages concurrently; only transient failures are retried, unreadable bodies are dropped', async () => {
+    let inFlight = 0, most = 0;
+    const routed: string[] = [];
+    const router = {
+      async handleBody(body: string) {
+        inFlight++;
+        most = Math.max(most, inFlight);
+        await new Promise((r) => setTimeout(r, 20));
+        inFlight--;
+        if (body === 'slow-down') throw new StoreError('transient', 'HEAD: SlowDown (HTTP 503)');
+        if (body === 'garbage') throw Object.assign(new Error('unrecognised event body'), { permanent: true });
+        routed.push(body);
+        return [];
+      },
+      handleObject: () => { throw new Error('unused'); },
+      decide: () => { throw new Error('unused'); },
+    };
+    const messages = ['a', 'slow-down', 'garbage', 'b', 'c'].map((body, i) => ({ id: `m${i}`, body }));
+    const retry = await routeBatch(router, messages);
+    assert.deepEqual(retry, ['m1'], 'only the transient failure is retried');
+    assert.deepEqual(routed.sort(), ['a', 'b', 'c']);
+    assert.ok(most > 1, `messages of one batch are routed concurrently (at most ${most} at once)`);
   });
 });
