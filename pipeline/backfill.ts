@@ -2,20 +2,22 @@
  * Backfill: tag what is already in a bucket, through the same router core live uploads take (tier
  * rules, dimension reads, marker checks), at a controlled rate, resumably.
  *
- * - The listing is streamed page by page (1,000 keys): memory does not grow with the bucket.
+ * - The listing is streamed page by page (1,000 keys; the next page is fetched while this one is
+ *   decided): memory does not grow with the bucket.
  * - Cheap filters use the listing alone (last-modified window, archived storage classes, folder
  *   markers); the router decides the rest from one ranged GET per object.
  * - Tasks are sent in batches of 10 per tier queue, with the FIFO deduplication id of live uploads.
- * - A checkpoint (the last key such that every key up to it is done) is written after each chunk, so
- *   a killed run resumes with `StartAfter` and redoes at most one chunk; the queue's deduplication
- *   drops those repeats.
+ * - Keys are decided `concurrency` at a time, continuously across chunks and pages.
+ * - A checkpoint (the last key such that every key up to it is done) is written as each chunk of
+ *   keys completes, so a killed run resumes with `StartAfter` and redoes only the chunks that were
+ *   in flight; the queue's deduplication drops those repeats.
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Counters } from './log.ts';
-import type { ListedObject, MessageQueue, ObjectStore } from './ports.ts';
+import type { ListedObject, ListPage, MessageQueue, ObjectStore } from './ports.ts';
 import type { BackfillFilter, Router } from './router.ts';
-import { ARCHIVED_STORAGE_CLASSES, mapLimit } from './concurrency.ts';
+import { ARCHIVED_STORAGE_CLASSES } from './concurrency.ts';
 import { taskMessage, type Task } from './task.ts';
 
 export interface BackfillOptions {
@@ -173,44 +175,110 @@ export interface BackfillDeps {
   onProgress?: (report: BackfillReport) => void;
 }
 
+/** Add `part`'s counts into `into`. */
+function mergeReport(into: BackfillReport, part: BackfillReport): void {
+  into.listed += part.listed;
+  into.enqueued += part.enqueued;
+  into.errors += part.errors;
+  for (const [k, v] of Object.entries(part.enqueuedByTier)) into.enqueuedByTier[k] = (into.enqueuedByTier[k] ?? 0) + v;
+  for (const [k, v] of Object.entries(part.skipped)) into.skipped[k] = (into.skipped[k] ?? 0) + v;
+  for (const [tier, variants] of Object.entries(part.byTierVariant)) {
+    const t = (into.byTierVariant[tier] ??= {});
+    for (const [k, v] of Object.entries(variants)) t[k] = (t[k] ?? 0) + v;
+  }
+  into.errorSamples.push(...part.errorSamples.slice(0, Math.max(0, 10 - into.errorSamples.length)));
+}
+
+/** Listed keys decided together and checkpointed together. */
+interface Chunk {
+  report: BackfillReport;
+  lastKey?: string;
+  started: number;
+  decided: number;
+  /** Every key of the chunk has been started. */
+  closed: boolean;
+}
+
 export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Promise<BackfillReport> {
   const runKey = runKeyOf(opts);
-  const report: BackfillReport = opts.resume ? { ...structuredClone(opts.resume.report), complete: false } : emptyReport();
-  let startAfter = opts.resume?.lastKey;
+  // The report as of the checkpoint. Keys are decided `concurrency` at a time without draining at
+  // chunk or page ends (against S3, each decision is mostly waiting), so later chunks may finish
+  // first: a chunk's counts join the report, and its last key the checkpoint, once it and every
+  // chunk before it are decided.
+  const committed: BackfillReport = opts.resume ? { ...structuredClone(opts.resume.report), complete: false } : emptyReport();
   const concurrency = opts.concurrency ?? 32;
   const chunkSize = opts.chunkSize ?? 100;
   const limiter = new RateLimiter(opts.rate);
   const throttle = () => limiter.take();
+  const save = () => (opts.dryRun ? undefined : deps.checkpoint?.save({
+    version: 1, bucket: opts.bucket, prefix: opts.prefix ?? '', runKey, lastKey: committed.lastKey, report: committed, updatedAt: new Date().toISOString(),
+  }));
 
-  async function decideOne(o: ListedObject): Promise<void> {
-    report.listed++;
+  const open: Chunk[] = [];
+  let committing: Promise<void> = Promise.resolve();
+  const commitDecided = () => {
+    committing = committing.then(async () => {
+      while (open.length && open[0].closed && open[0].decided === open[0].started) {
+        const chunk = open.shift()!;
+        await deps.batcher?.flush(); // the chunk's tasks are on their queues before the checkpoint says so
+        mergeReport(committed, chunk.report);
+        committed.lastKey = chunk.lastKey;
+        await save();
+        deps.onProgress?.(committed);
+      }
+    });
+    return committing;
+  };
+
+  async function decideOne(o: ListedObject, chunk: Chunk): Promise<void> {
+    chunk.report.listed++;
     try {
-      await backfillObject(deps.router, o, report, opts, throttle);
+      await backfillObject(deps.router, o, chunk.report, opts, throttle);
     } catch (err) {
-      report.errors++;
-      if (report.errorSamples.length < 10) report.errorSamples.push(`${o.key}: ${err instanceof Error ? err.message : String(err)}`);
+      chunk.report.errors++;
+      if (chunk.report.errorSamples.length < 10) chunk.report.errorSamples.push(`${o.key}: ${err instanceof Error ? err.message : String(err)}`);
     }
+    chunk.decided++;
+    if (chunk.closed && chunk.decided === chunk.started) void commitDecided().catch(() => {});
   }
 
-  let token: string | undefined;
-  do {
-    if (opts.signal?.aborted) return report;
-    const page = await deps.store.list(opts.bucket, { prefix: opts.prefix, continuationToken: token, startAfter, maxKeys: 1000 });
-    token = page.nextContinuationToken;
-    for (let i = 0; i < page.objects.length; i += chunkSize) {
-      const chunk = page.objects.slice(i, i + chunkSize);
-      await mapLimit(chunk, concurrency, decideOne, opts.signal);
-      if (opts.signal?.aborted) return report; // no checkpoint for a partial chunk
-      await deps.batcher?.flush();
-      report.lastKey = chunk[chunk.length - 1].key;
-      if (!opts.dryRun) await deps.checkpoint?.save({ version: 1, bucket: opts.bucket, prefix: opts.prefix ?? '', runKey, lastKey: report.lastKey, report, updatedAt: new Date().toISOString() });
-      deps.onProgress?.(report);
+  const inFlight = new Set<Promise<void>>();
+  const list = (token?: string, startAfter?: string): Promise<ListPage> => {
+    const page = deps.store.list(opts.bucket, { prefix: opts.prefix, continuationToken: token, startAfter, maxKeys: 1000 });
+    page.catch(() => {}); // a prefetched page may never be awaited (abort); awaiting it still throws
+    return page;
+  };
+  let chunk: Chunk | undefined;
+  let nextPage: Promise<ListPage> | undefined = list(undefined, opts.resume?.lastKey);
+  listing: while (nextPage) {
+    const page: ListPage = await nextPage;
+    // The next page is listed while this one is decided.
+    nextPage = page.nextContinuationToken ? list(page.nextContinuationToken) : undefined;
+    for (const o of page.objects) {
+      while (inFlight.size >= concurrency) await Promise.race(inFlight);
+      if (opts.signal?.aborted) break listing;
+      if (!chunk) open.push((chunk = { report: emptyReport(), started: 0, decided: 0, closed: false }));
+      const c = chunk;
+      c.started++;
+      c.lastKey = o.key;
+      if (c.started === chunkSize) { c.closed = true; chunk = undefined; }
+      const decision = decideOne(o, c).finally(() => inFlight.delete(decision));
+      inFlight.add(decision);
     }
-    startAfter = undefined;
-  } while (token);
-  report.complete = true;
-  if (!opts.dryRun) await deps.checkpoint?.save({ version: 1, bucket: opts.bucket, prefix: opts.prefix ?? '', runKey, lastKey: report.lastKey, report, updatedAt: new Date().toISOString() });
-  return report;
+  }
+  // A run stopped part-way leaves its last chunk open: not checkpointed, redone on resume.
+  if (chunk && !opts.signal?.aborted) chunk.closed = true;
+  await Promise.all(inFlight);
+  await commitDecided();
+  if (opts.signal?.aborted) {
+    // What was done, for the caller's summary; the checkpoint keeps only whole chunks.
+    const done = structuredClone(committed);
+    for (const c of open) mergeReport(done, c.report);
+    return done;
+  }
+  committed.complete = true;
+  await save();
+  return committed;
 }
 
 /** Resume: the start key and the counts so far, if the checkpoint belongs to this run and is unfinished. */

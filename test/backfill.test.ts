@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { LocalStack } from '../local/stack.ts';
-import { fileCheckpoint, resumePoint, runBackfill, TaskBatcher, type BackfillOptions } from '../pipeline/backfill.ts';
-import { makeRouter, type BackfillFilter } from '../pipeline/router.ts';
+import { fileCheckpoint, resumePoint, runBackfill, TaskBatcher, type BackfillOptions, type Checkpoint } from '../pipeline/backfill.ts';
+import type { ObjectStore } from '../pipeline/ports.ts';
+import { makeRouter, type BackfillFilter, type Router } from '../pipeline/router.ts';
 import { makeWorker } from '../pipeline/worker.ts';
 import type { Task } from '../pipeline/task.ts';
 import type { TiersFile } from '../tiers/schema.ts';
@@ -155,3 +156,82 @@ describe('backfill on the embedded stack', () => {
     assert.deepEqual(await drain(), [], 'nothing was sent');
   });
 });
+
+describe('backfill scheduling (in memory)', () => {
+  /** A listing of `n` keys in pages of `pageSize`, and a router that enqueues everything, one key held back. */
+  function fixture(n: number, pageSize: number, heldKey: string) {
+    const keys = Array.from({ length: n }, (_, i) => `k${String(i).padStart(3, '0')}`);
+    const decided: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    const store = {
+      async list(_bucket: string, o: { continuationToken?: string; startAfter?: string }) {
+        const from = o.continuationToken ? Number(o.continuationToken) : o.startAfter ? keys.indexOf(o.startAfter) + 1 : 0;
+        const to = Math.min(keys.length, from + pageSize);
+        return { objects: keys.slice(from, to).map((key) => ({ key, eTag: 'e', size: 10 })), nextContinuationToken: to < keys.length ? String(to) : undefined };
+      },
+    } as unknown as ObjectStore;
+    const router = {
+      async handleObject(object: { key: string }) {
+        if (object.key === heldKey) await held;
+        await new Promise((r) => setTimeout(r, 1));
+        decided.push(object.key);
+        return { object, action: 'enqueued', task: { tier: 'main', variant: 'b0' } };
+      },
+      decide: () => { throw new Error('unused'); },
+      handleBody: () => { throw new Error('unused'); },
+    } as unknown as Router;
+    const saves: Checkpoint[] = [];
+    const checkpoint = { load: async () => saves.at(-1), save: async (c: Checkpoint) => { saves.push(structuredClone(c)); } };
+    return { keys, decided, release, store, router, saves, checkpoint };
+  }
+
+  it('one slow key holds back the checkpoint, not the other keys; counts stay exact', async () => {
+    const f = fixture(95, 30, 'k003');
+    const run = runBackfill({ store: f.store, router: f.router, checkpoint: f.checkpoint },
+      { bucket: 'b', filter: { mode: 'stale' }, chunkSize: 10, concurrency: 4 });
+    await waitUntil(() => f.decided.length >= 60);
+    assert.ok(f.decided.includes('k050'), 'keys in later chunks and pages went on while k003 was held');
+    assert.equal(f.saves.length, 0, 'no checkpoint while the first chunk is undecided');
+    f.release();
+    const report = await run;
+    assert.equal(report.complete, true);
+    assert.equal(report.listed, 95);
+    assert.equal(report.enqueued, 95);
+    const lastKeys = f.saves.map((c) => c.lastKey);
+    assert.deepEqual(lastKeys.slice(0, 10), ['k009', 'k019', 'k029', 'k039', 'k049', 'k059', 'k069', 'k079', 'k089', 'k094'], 'chunks checkpointed in listing order');
+    for (const c of f.saves.slice(0, 10)) {
+      assert.equal(c.report.listed, f.keys.indexOf(c.lastKey!) + 1, `the report at ${c.lastKey} counts exactly the keys up to it`);
+    }
+  });
+
+  it('a stopped run checkpoints whole chunks only, and its resume decides every other key once', async () => {
+    const f = fixture(50, 20, 'none');
+    const abort = new AbortController();
+    const stopAt = 23;
+    const router = f.router;
+    const stopping = { ...router, async handleObject(o: { key: string }, ...rest: unknown[]) {
+      if (o.key === f.keys[stopAt]) abort.abort();
+      return (router.handleObject as (...a: unknown[]) => Promise<unknown>)(o, ...rest);
+    } } as unknown as Router;
+    const opts: BackfillOptions = { bucket: 'b', filter: { mode: 'stale' }, chunkSize: 10, concurrency: 4 };
+    const stopped = await runBackfill({ store: f.store, router: stopping, checkpoint: f.checkpoint }, { ...opts, signal: abort.signal });
+    assert.equal(stopped.complete, false);
+    const saved = f.saves.at(-1)!;
+    assert.equal(saved.lastKey, 'k019', 'the chunk in progress is not checkpointed');
+    assert.equal(saved.report.listed, 20);
+    const before = f.decided.length;
+    const resumed = await runBackfill({ store: f.store, router: f.router, checkpoint: f.checkpoint }, { ...opts, resume: saved });
+    assert.equal(resumed.complete, true);
+    assert.equal(resumed.listed, 50);
+    assert.deepEqual(f.decided.slice(before).sort(), f.keys.slice(20), 'the resume starts after the checkpoint');
+  });
+});
+
+async function waitUntil(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
