@@ -51,13 +51,18 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     const queue = new SqsQueue(sqs, (await sqs.send(new GetQueueUrlCommand({ QueueName: 'effitag-bench.fifo' }))).QueueUrl!);
     const batcher = new TaskBatcher({ bench: queue });
     const router = makeRouter({ store, queues: {}, tiers, models: directoryCatalog(weightsDir, ortEngine()), sink: (t) => batcher.add(t) });
-    const samples: { heapMB: number; rssMB: number }[] = [];
+    // Live heap (after a full GC; npm run bench passes --expose-gc) when the run passes each quarter,
+    // and RSS every 250 ms for the peak. A GC on every sample would cost the run a sixth of its CPU.
     const gc = (globalThis as { gc?: () => void }).gc;
-    const sampler = setInterval(() => {
-      gc?.(); // live heap, not garbage awaiting collection (npm run bench passes --expose-gc)
-      const m = process.memoryUsage();
-      samples.push({ heapMB: m.heapUsed / 1048576, rssMB: m.rss / 1048576 });
-    }, 250);
+    const liveHeapMB: number[] = [];
+    const rssMB: number[] = [];
+    const sampler = setInterval(() => rssMB.push(process.memoryUsage().rss / 1048576), 250);
+    const onProgress = (r: { listed: number }) => {
+      while (liveHeapMB.length < 4 && r.listed >= (opts.objects * (liveHeapMB.length + 1)) / 4) {
+        gc?.();
+        liveHeapMB.push(process.memoryUsage().heapUsed / 1048576);
+      }
+    };
     const childCpu = async () => {
       const stat = (await import('node:fs')).readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
       return (Number(stat[11]) + Number(stat[12])) * 10; // utime + stime, clock ticks (100 Hz) → ms
@@ -65,7 +70,7 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     const cpu0 = process.cpuUsage();
     const childCpu0 = await childCpu().catch(() => NaN);
     const start = performance.now();
-    const report = await runBackfill({ store, router, batcher }, { bucket: 'effitag-local', prefix: 'photos/', filter: { mode: 'stale' }, concurrency: opts.concurrency });
+    const report = await runBackfill({ store, router, batcher, onProgress }, { bucket: 'effitag-local', prefix: 'photos/', filter: { mode: 'stale' }, concurrency: opts.concurrency });
     const seconds = (performance.now() - start) / 1000;
     clearInterval(sampler);
     const cpu = process.cpuUsage(cpu0);
@@ -73,9 +78,8 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     const stackCpuMsPerKey = ((await childCpu().catch(() => NaN)) - childCpu0) / report.listed;
     ctx.log(`CPU per key: backfill process ${ownCpuMsPerKey.toFixed(2)} ms, embedded S3+SQS process ${stackCpuMsPerKey.toFixed(2)} ms`);
     const enqueuedPerSecond = report.enqueued / seconds;
-    const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor((samples.length - 1) * q))];
-    const heap = [0.25, 0.5, 0.75, 1].map((q) => Math.round(at(q).heapMB));
-    const peakRss = Math.max(...samples.map((s) => s.rssMB));
+    const heap = liveHeapMB.map(Math.round);
+    const peakRss = Math.max(...rssMB, process.memoryUsage().rss / 1048576);
     ctx.log(`backfill: ${report.listed} listed, ${report.enqueued} enqueued in ${seconds.toFixed(1)} s = ${enqueuedPerSecond.toFixed(0)} keys/s enqueued (goal ≥ 2,000)`);
     ctx.log(`backfill process memory: heap used at 25/50/75/100 % of the run ${heap.join(' / ')} MB, peak RSS ${peakRss.toFixed(0)} MB`);
     s3.destroy(); sqs.destroy();

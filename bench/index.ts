@@ -2,6 +2,7 @@
  * `npm run bench [-- <suite>] [--runs N] [--quick]`
  * Suites: engines (default), pipeline, backfill. Results print as a table and are written to bench/results/<suite>.json.
  */
+import '../bin/hide-node-notice.js';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
