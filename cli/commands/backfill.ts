@@ -111,24 +111,37 @@ export function registerBackfillCommand(program: Command): void {
       const resume = opts.resume ? await resumePoint(checkpoint, { bucket, prefix, filter, since: opts.since, until: opts.until }) : undefined;
       if (opts.resume && !resume) process.stderr.write('no unfinished checkpoint for this backfill: starting from the beginning\n');
 
-      // Progress: the total comes from a quick listing pass (1,000 keys per request).
+      // Progress: the total comes from a second listing pass (1,000 keys per request) that runs beside
+      // the backfill, so a bucket of millions starts at once; `+` marks a total still being counted.
       const bar = process.stderr.isTTY && !opts.json ? new cliProgress.SingleBar({
-        format: 'backfill [{bar}] {value}/{total} keys | {enqueued} enqueued | {rate} keys/s | eta {eta_formatted}', stream: process.stderr, etaBuffer: 200,
+        format: 'backfill [{bar}] {value}/{total}{counting} keys | {enqueued} enqueued | {rate} keys/s | eta {eta_formatted}', stream: process.stderr, etaBuffer: 200,
       }, cliProgress.Presets.shades_classic) : undefined;
+      const counting = new AbortController();
       if (bar) {
-        let total = 0;
-        let token: string | undefined;
-        do { const page = await store.list(bucket, { prefix, continuationToken: token, startAfter: token ? undefined : resume?.lastKey }); total += page.objects.length; token = page.nextContinuationToken; } while (token);
-        bar.start(total + (resume?.report.listed ?? 0), resume?.report.listed ?? 0, { enqueued: resume?.report.enqueued ?? 0, rate: '0' });
+        const before = resume?.report.listed ?? 0;
+        bar.start(before, before, { enqueued: resume?.report.enqueued ?? 0, rate: '0', counting: '+' });
+        void (async () => {
+          let total = before;
+          let token: string | undefined;
+          do {
+            const page = await store.list(bucket, { prefix, continuationToken: token, startAfter: token ? undefined : resume?.lastKey });
+            total += page.objects.length;
+            token = page.nextContinuationToken;
+            bar.setTotal(total);
+          } while (token && !counting.signal.aborted);
+          bar.update({ counting: '' });
+        })().catch(() => bar.update({ counting: ' (count failed)' }));
       }
       const started = performance.now();
       const abort = new AbortController();
       const onSignal = () => abort.abort();
       process.once('SIGINT', onSignal);
       const report = await runBackfill({ store, router, batcher, checkpoint, counters, onProgress: (r) => {
+        if (bar && r.listed > bar.getTotal()) bar.setTotal(r.listed); // the count has not caught up yet
         bar?.update(r.listed, { enqueued: r.enqueued, rate: ((r.listed - (resume?.report.listed ?? 0)) / ((performance.now() - started) / 1000)).toFixed(0) });
       } }, { bucket, prefix, filter, since: opts.since, until: opts.until, rate: opts.rate, dryRun: opts.dryRun, concurrency: opts.concurrency, resume, signal: abort.signal });
       process.off('SIGINT', onSignal);
+      counting.abort();
       bar?.stop();
       printReport(report, opts, tiers, (performance.now() - started) / 1000);
       if (!report.complete) { process.stderr.write('interrupted: run again with --resume to continue\n'); process.exitCode = 130; }
