@@ -203,6 +203,20 @@ describe('tiers cost', () => {
     assert.ok(report.assumptions.some((a) => /spot = 50 %/.test(a)));
   });
 
+  it('CPU tiers pay for decoding too: the benchmark decode time (all cores busy) is added per image', () => {
+    const raw = base();
+    raw.tiers.cheap.compute = { target: 'lambda-cpu', memoryMb: 3538, architecture: 'x86_64' };
+    const bench: BenchFile = {
+      machine: { cpus: 2 }, rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
+      decode: [{ source: '1024×768 JPEG', inFlight: 1, msPerImage: 8 }, { source: '1024×768 JPEG', inFlight: 16, msPerImage: 5 }],
+    };
+    const row = estimateCosts(parseTiers(raw), bench).rows.find((r) => r.tier === 'cheap' && r.variant === 'b0')!;
+    // Per image: inference 2 cores / 100 images/s = 20 core-ms, decoding 5 ms × 2 cores = 10 core-ms;
+    // 2 vCPU / 30 ms = 66.7 images/s.
+    assert.ok(Math.abs(row.imagesPerSecond! - 2 / 0.03) < 1e-9);
+    assert.match(row.throughputSource!, /decoding a 1024×768 JPEG/);
+  });
+
   it('`tiers cost` prints the table with Rekognition and the assumptions', async () => {
     const { stdout, code } = await cli('tiers', 'cost', '--tiers', SHIPPED_DEFAULTS);
     assert.equal(code, 0);

@@ -2,14 +2,17 @@
  * `effitag tiers cost`: estimated $ per million images for each tier and variant, next to Amazon
  * Rekognition. GPU: instance $/hour ÷ images/hour at full utilisation. Lambda: GB-seconds per image
  * plus the request charge per batch. Throughput comes from the tier's `throughput` (configuration)
- * or, for CPU tiers on onnxruntime, from the benchmark JSON scaled to the function's vCPUs.
+ * or, for CPU tiers on onnxruntime, from the benchmark JSON scaled to the function's vCPUs. A CPU
+ * worker also decodes every image on the same vCPUs (a third of its CPU time in the pipeline
+ * benchmark), so the benchmark's decode cost is added to the engine's.
  */
 import { readFileSync } from 'node:fs';
 import { DEFAULT_SPOT_FRACTION, GPU_INSTANCES, LAMBDA_MB_PER_VCPU, LAMBDA_PRICES, PIPELINE_REQUESTS_PER_MILLION, PRICE_LIST_DATE, REKOGNITION_PER_MILLION } from './prices.ts';
 import { variantName, type TiersFile } from './schema.ts';
 
 export interface BenchRow { engine: string; variant: string; batch: number; imagesPerSecond: number }
-export interface BenchFile { machine?: { cpus?: number }; rows: BenchRow[] }
+export interface DecodeRow { source: string; inFlight: number; msPerImage: number }
+export interface BenchFile { machine?: { cpus?: number }; rows: BenchRow[]; decode?: DecodeRow[] }
 
 export interface CostRow {
   tier: string;
@@ -44,9 +47,19 @@ function benchThroughput(bench: BenchFile | undefined, engine: string, variant: 
   return rows.sort((a, b) => Math.abs(a.batch - batch) - Math.abs(b.batch - batch))[0];
 }
 
+/**
+ * CPU time to decode one image, from the benchmark's run with the most images in flight (which keeps
+ * every core busy): wall time per image × cores.
+ */
+function decodeCoreMs(bench: BenchFile | undefined, cpus: number): { ms: number; source: string } | undefined {
+  const busiest = [...(bench?.decode ?? [])].sort((a, b) => b.inFlight - a.inFlight)[0];
+  return busiest && busiest.inFlight >= cpus ? { ms: busiest.msPerImage * cpus, source: busiest.source } : undefined;
+}
+
 export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport {
   const spotFraction = config.prices.spotFraction ?? DEFAULT_SPOT_FRACTION;
   const benchCpus = bench?.machine?.cpus ?? 2;
+  const decode = decodeCoreMs(bench, benchCpus);
   const rows: CostRow[] = [];
   for (const [tierName, tier] of Object.entries(config.tiers)) {
     for (const entry of tier.variants) {
@@ -71,8 +84,10 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport 
         } else {
           const b = benchThroughput(bench, tier.engine, variant, tier.batchSize);
           if (b) {
-            row.imagesPerSecond = b.imagesPerSecond * (vcpus / benchCpus);
-            row.throughputSource = `benchmark (${tier.engine}, batch ${b.batch}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
+            // CPU-seconds per image: inference on all the benchmark's cores, plus decoding.
+            const coreSeconds = benchCpus / b.imagesPerSecond + (decode?.ms ?? 0) / 1000;
+            row.imagesPerSecond = vcpus / coreSeconds;
+            row.throughputSource = `benchmark (${tier.engine}, batch ${b.batch}${decode ? ` + decoding a ${decode.source}` : ', decoding not measured'}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
           }
         }
         if (row.imagesPerSecond) {
@@ -98,7 +113,8 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport 
       `spot = ${Math.round(spotFraction * 100)} % of on-demand (prices.spotFraction); real spot prices move hourly`,
       'GPU tiers: full utilisation while running; idle cost is zero (the pools scale to zero), start-up minutes are not counted',
       `Lambda: ${LAMBDA_PRICES.x86_64.perGbSecond} $/GB-s x86_64, ${LAMBDA_PRICES.arm64.perGbSecond} $/GB-s arm64, $0.20 per 1M requests, one request per batch`,
-      `Lambda throughput: benchmark images/s scaled linearly from the benchmark machine's cores to memory/${LAMBDA_MB_PER_VCPU} vCPUs`,
+      `Lambda throughput: benchmark images/s scaled linearly from the benchmark machine's cores to memory/${LAMBDA_MB_PER_VCPU} vCPUs, with each image's decoding added`
+        + (decode ? ` (${decode.ms.toFixed(1)} CPU-ms for a ${decode.source}; larger originals cost more)` : ' (not measured: run npm run bench)'),
       `all-in adds the pipeline's own requests, $${PIPELINE_REQUESTS_PER_MILLION.toFixed(2)} per 1M images: ranged GET + GET ($0.40 each), the write-back CopyObject ($5.00), 3 SQS requests ($0.40 each); "vs Rekognition" compares all-in`,
       'not included: data transfer, CloudWatch logs and metrics, versioned-bucket storage of the copies',
       `Amazon Rekognition DetectLabels: $${REKOGNITION_PER_MILLION / 1000} per 1,000 images (first pricing tier)`,
