@@ -217,6 +217,18 @@ describe('tiers cost', () => {
     assert.match(row.throughputSource!, /decoding a 1024×768 JPEG/);
   });
 
+  it('a GPU tier is capped at the rate its vCPUs decode images', () => {
+    const raw = base();
+    raw.tiers.gpu.throughput = { b0: 2000, b3: 100 };
+    const bench: BenchFile = { machine: { cpus: 2 }, rows: [], decode: [{ source: '1024×768 JPEG', inFlight: 16, msPerImage: 5 }] };
+    const rows = estimateCosts(parseTiers(raw), bench).rows;
+    const row = (variant: string) => rows.find((r) => r.tier === 'gpu' && r.variant === variant)!;
+    // g4dn.xlarge has 4 vCPUs; decoding takes 5 ms × 2 cores = 10 CPU-ms → at most 400 images/s.
+    assert.equal(row('b0').imagesPerSecond, 400);
+    assert.match(row('b0').throughputSource!, /capped by decoding on 4 vCPUs/);
+    assert.equal(row('b3').imagesPerSecond, 100, 'below the cap: the configured figure');
+  });
+
   it('`tiers cost` prints the table with Rekognition and the assumptions', async () => {
     const { stdout, code } = await cli('tiers', 'cost', '--tiers', SHIPPED_DEFAULTS);
     assert.equal(code, 0);

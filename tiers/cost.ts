@@ -72,6 +72,13 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport 
         row.compute = `${instanceType} ${capacity}`;
         row.dollarsPerHour = onDemand === undefined ? undefined : onDemand * (capacity === 'spot' ? spotFraction : 1);
         if (configured) { row.imagesPerSecond = configured; row.throughputSource = 'configuration'; }
+        // The GPU infers, but the task's vCPUs decode every image: past that rate the GPU waits.
+        const vcpus = GPU_INSTANCES[instanceType]?.vcpus;
+        const decodeBound = decode && vcpus ? (vcpus * 1000) / decode.ms : undefined;
+        if (row.imagesPerSecond && decodeBound && row.imagesPerSecond > decodeBound) {
+          row.imagesPerSecond = decodeBound;
+          row.throughputSource = `configuration ${configured}/s, capped by decoding on ${vcpus} vCPUs`;
+        }
         if (row.dollarsPerHour !== undefined && row.imagesPerSecond) {
           row.dollarsPerMillion = (row.dollarsPerHour / (row.imagesPerSecond * 3600)) * 1e6;
         }
@@ -112,6 +119,7 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport 
       `instance prices: ${PRICE_LIST_DATE} list prices unless overridden in prices.instances`,
       `spot = ${Math.round(spotFraction * 100)} % of on-demand (prices.spotFraction); real spot prices move hourly`,
       'GPU tiers: full utilisation while running; idle cost is zero (the pools scale to zero), start-up minutes are not counted',
+      ...(decode ? [`GPU tiers: at most vCPUs × 1000 / ${decode.ms.toFixed(1)} images/s, the rate at which the instance's vCPUs decode (${decode.source})`] : []),
       `Lambda: ${LAMBDA_PRICES.x86_64.perGbSecond} $/GB-s x86_64, ${LAMBDA_PRICES.arm64.perGbSecond} $/GB-s arm64, $0.20 per 1M requests, one request per batch`,
       `Lambda throughput: benchmark images/s scaled linearly from the benchmark machine's cores to memory/${LAMBDA_MB_PER_VCPU} vCPUs, with each image's decoding added`
         + (decode ? ` (${decode.ms.toFixed(1)} CPU-ms for a ${decode.source}; larger originals cost more)` : ' (not measured: run npm run bench)'),
