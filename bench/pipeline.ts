@@ -21,16 +21,18 @@ import { parseTiers } from '../tiers/schema.ts';
 import { syntheticJpeg } from './images.ts';
 import { benchTiers, median, writeBenchWeights, type BenchContext } from './util.ts';
 
-export async function benchPipeline(ctx: BenchContext, opts: { images: number; batch: number; runs: number }) {
-  await writeBenchWeights(join(ctx.workDir, 'weights'));
-  const tiers = parseTiers(benchTiers(opts.batch));
-  // 640×480 photos: the shorter side is over 224, so B0 is chosen and every image is resized.
+export async function benchPipeline(ctx: BenchContext, opts: { images: number; batch: number; runs: number; variant: string }) {
+  await writeBenchWeights(join(ctx.workDir, 'weights'), opts.variant);
+  const tiers = parseTiers(benchTiers(opts.batch, opts.variant));
+  // 640×480 photos: the shorter side is over the model's resolution (B0 224 … B3 300), so every image is resized.
   const images = await Promise.all(Array.from({ length: 16 }, (_, i) => syntheticJpeg(640, 480, i + 1)));
 
   // Raw engine at its best (spinning threads): decode once, classify batches of the same size.
   const engine = ortEngine({ log: () => {} });
-  const model = await engine.load(join(ctx.workDir, 'weights', 'b0'));
-  const decoded = await Promise.all(images.map((b) => decodeImage(b, 224)));
+  const model = await engine.load(join(ctx.workDir, 'weights', opts.variant));
+  const size = model.resolution;
+  ctx.log(`variant ${opts.variant} at ${size}×${size}, batch ${opts.batch}`);
+  const decoded = await Promise.all(images.map((b) => decodeImage(b, size)));
   const batch = Array.from({ length: opts.batch }, (_, i) => decoded[i % decoded.length]);
   await model.classify(batch);
   const rawTimes: number[] = [];
@@ -49,7 +51,7 @@ export async function benchPipeline(ctx: BenchContext, opts: { images: number; b
   cpu0 = process.cpuUsage();
   for (let r = 0; r < opts.runs; r++) {
     const t0 = performance.now();
-    const decodeBatch = (start: number) => Promise.all(Array.from({ length: opts.batch }, (_, i) => decodeImage(images[(start + i) % images.length], 224)));
+    const decodeBatch = (start: number) => Promise.all(Array.from({ length: opts.batch }, (_, i) => decodeImage(images[(start + i) % images.length], size)));
     let next = decodeBatch(0);
     for (let done = 0; done < opts.images; done += opts.batch) {
       const current = await next;
@@ -71,7 +73,7 @@ export async function benchPipeline(ctx: BenchContext, opts: { images: number; b
       log: silentLogger, runWorkers: () => false, s3Port: 0, sqsPort: 0,
     });
     try {
-      await stack.models.load('b0');
+      await stack.models.load(opts.variant);
       for (let i = 0; i < opts.images; i += 32) {
         await Promise.all(Array.from({ length: Math.min(32, opts.images - i) }, (_, j) =>
           stack.s3.send(new PutObjectCommand({ Bucket: stack.bucket, Key: `bench/${r}/${i + j}.jpg`, Body: images[(i + j) % images.length], ContentType: 'image/jpeg' }))));
@@ -103,7 +105,7 @@ export async function benchPipeline(ctx: BenchContext, opts: { images: number; b
   ctx.log(`CPU-ms per image in the pipeline: inference ${cpuSplit.inference.toFixed(1)}, decoding ${cpuSplit.decode.toFixed(1)}, HTTP clients + S3/SQS stand-ins + routing ${cpuSplit.requestsAndStandIns.toFixed(1)} (of ${pipelineCpuMsPerImage.toFixed(1)})`);
   ctx.log(`  → bound while CPU-bound: inference share ${(rawCpuMsPerImage / pipelineCpuMsPerImage).toFixed(2)} of the pipeline's CPU time`);
   return {
-    images: opts.images, batch: opts.batch, rawImagesPerSecond, decodeEngineImagesPerSecond, pipelineImagesPerSecond, runs: pipelineRates,
+    variant: opts.variant, images: opts.images, batch: opts.batch, rawImagesPerSecond, decodeEngineImagesPerSecond, pipelineImagesPerSecond, runs: pipelineRates,
     cpuMsPerImage: { raw: rawCpuMsPerImage, decodeEngine: decodeEngineCpuMsPerImage, pipeline: pipelineCpuMsPerImage, split: cpuSplit },
     summary: { ratio, ratioToDecodeEngine: pipelineImagesPerSecond / decodeEngineImagesPerSecond, goal: 'pipeline ≥ 0.8× raw engine' },
   };

@@ -14,18 +14,18 @@ export function median(values: readonly number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** The benchmarks' configuration: one B0 tier on the CPU engine. */
-export function benchTiers(batchSize: number) {
+/** The benchmarks' configuration: one tier of one variant (B0 unless said) on the CPU engine. */
+export function benchTiers(batchSize: number, variant = 'b0') {
   return {
     version: 1 as const,
-    tiers: { bench: { variants: ['b0'], compute: { target: 'lambda-cpu' as const, memoryMb: 3538 }, engine: 'ort' as const, batchSize } },
+    tiers: { bench: { variants: [variant], compute: { target: 'lambda-cpu' as const, memoryMb: 3538 }, engine: 'ort' as const, batchSize } },
     routing: { default: { tier: 'bench' } },
   };
 }
 
-/** Random B0 weights as a catalog `<dir>/b0/` (speed does not depend on the values). */
-export async function writeBenchWeights(dir: string): Promise<string> {
-  const plan = planModel('b0');
-  await writeArtifact(join(dir, 'b0'), plan, randomWeights(plan, 1), { kind: 'random', note: 'benchmark' });
+/** Random weights as a catalog `<dir>/<variant>/` (speed does not depend on the values). */
+export async function writeBenchWeights(dir: string, variant = 'b0'): Promise<string> {
+  const plan = planModel(variant);
+  await writeArtifact(join(dir, variant), plan, randomWeights(plan, 1), { kind: 'random', note: 'benchmark' });
   return dir;
 }
