@@ -231,6 +231,23 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     assert.equal(h.Metadata?.['effitag-status'], undefined, 'tags mode does not rewrite the object');
   });
 
+  it("the metadata write-back keeps the object's tags", async () => {
+    const key = 'manual/keep-tags.jpg';
+    const before = stack.counters.get('router.enqueued.manual');
+    const eTag = await put(stack, key, jpeg);
+    // s3rver ignores x-amz-tagging on PUT, so the tags are set on their own, before the task runs.
+    await stack.s3.send(new PutObjectTaggingCommand({ Bucket: stack.bucket, Key: key, Tagging: { TagSet: [{ Key: 'team', Value: 'photo-desk' }, { Key: 'pii', Value: 'no' }] } }));
+    await waitFor('the router to enqueue', async () => (stack.counters.get('router.enqueued.manual') > before ? true : undefined));
+    const { queue } = stack.tierQueues.manual;
+    const worker = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models });
+    const results = await worker.handle(await queue.receive({ max: 10, waitSeconds: 1 }));
+    assert.deepEqual(results.map((r) => [r.task?.key, r.outcome.status]), [[key, 'tagged']]);
+    const h = await head(stack, key);
+    assert.equal(h.Metadata!['effitag-etag'], eTag, 'written back');
+    const tags = (await stack.s3.send(new GetObjectTaggingCommand({ Bucket: stack.bucket, Key: key }))).TagSet ?? [];
+    assert.deepEqual(tags.map((t) => `${t.Key}=${t.Value}`).sort(), ['pii=no', 'team=photo-desk']);
+  });
+
   it('SIGTERM mid-batch: every message is either written back or visible again', async () => {
     const { queue } = stack.tierQueues.manual;
     const before = stack.counters.get('router.enqueued.manual');
