@@ -4,15 +4,12 @@
  * real router core and FIFO queue. Reports keys/s and this process's memory sampled through the run:
  * flat memory means the listing is streamed.
  */
-import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { GetQueueUrlCommand } from '@aws-sdk/client-sqs';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
 import { ortEngine } from '../inference/ort-engine.ts';
-import { LOCAL_CREDENTIALS } from '../local/stack.ts';
 import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
@@ -20,23 +17,15 @@ import { runBackfill, TaskBatcher } from '../pipeline/backfill.ts';
 import { directoryCatalog } from '../pipeline/models.ts';
 import { makeRouter } from '../pipeline/router.ts';
 import { parseTiers } from '../tiers/schema.ts';
-import { benchTiers, writeBenchWeights, type BenchContext } from './util.ts';
+import { benchTiers, spawnLocalStack, writeBenchWeights, type BenchContext } from './util.ts';
 
 const TIERS = benchTiers(8);
 
 export async function benchBackfill(ctx: BenchContext, opts: { objects: number; concurrency: number }) {
   const weightsDir = await writeBenchWeights(join(ctx.workDir, 'weights'));
-  const tiersFile = join(ctx.workDir, 'tiers.json');
-  await writeFile(tiersFile, JSON.stringify(TIERS));
-  const s3Port = 45000 + Math.floor(Math.random() * 1000), sqsPort = s3Port + 1000;
-  const child = spawn(process.execPath, ['bin/effitag.js', 'local', '--no-router', '--no-workers', '--data', join(ctx.workDir, 's3'),
-    '--weights', weightsDir, '--tiers', tiersFile, '--s3-port', String(s3Port), '--sqs-port', String(sqsPort), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('is running')) resolve(); });
-    child.once('exit', (code) => reject(new Error(`effitag local exited (${code})`)));
-  });
+  const stack = await spawnLocalStack(ctx, { weightsDir, tiers: TIERS, args: ['--no-router', '--no-workers'] });
   try {
-    const endpoints = { s3Endpoint: `http://127.0.0.1:${s3Port}`, sqsEndpoint: `http://127.0.0.1:${sqsPort}`, credentials: LOCAL_CREDENTIALS };
+    const { endpoints } = stack;
     const s3 = s3Client(endpoints);
     const sqs = sqsClient(endpoints);
     const png = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#808080' } }).png().toBuffer();
@@ -64,19 +53,15 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
         liveHeapMB.push(process.memoryUsage().heapUsed / 1048576);
       }
     };
-    const childCpu = async () => {
-      const stat = (await import('node:fs')).readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      return (Number(stat[11]) + Number(stat[12])) * 10; // utime + stime, clock ticks (100 Hz) → ms
-    };
     const cpu0 = process.cpuUsage();
-    const childCpu0 = await childCpu().catch(() => NaN);
+    const stackCpu0 = stack.cpuMs();
     const start = performance.now();
     const report = await runBackfill({ store, router, batcher, onProgress }, { bucket: 'effitag-local', prefix: 'photos/', filter: { mode: 'stale' }, concurrency: opts.concurrency });
     const seconds = (performance.now() - start) / 1000;
     clearInterval(sampler);
     const cpu = process.cpuUsage(cpu0);
     const ownCpuMsPerKey = (cpu.user + cpu.system) / 1000 / report.listed;
-    const stackCpuMsPerKey = ((await childCpu().catch(() => NaN)) - childCpu0) / report.listed;
+    const stackCpuMsPerKey = (stack.cpuMs() - stackCpu0) / report.listed;
     ctx.log(`CPU per key: backfill process ${ownCpuMsPerKey.toFixed(2)} ms, embedded S3+SQS process ${stackCpuMsPerKey.toFixed(2)} ms`);
     const enqueuedPerSecond = report.enqueued / seconds;
     const heap = liveHeapMB.map(Math.round);
@@ -90,7 +75,6 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     s3.destroy(); sqs.destroy();
     return { objects: opts.objects, concurrency: opts.concurrency, seconds, enqueuedPerSecond, ownCpuMsPerKey, stackCpuMsPerKey, cpuBoundKeysPerSecond, heapMBByQuarter: heap, peakRssMB: peakRss, report, summary: { enqueuedPerSecond, goal: '≥ 2,000 keys/s with flat memory' } };
   } finally {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await stack.stop();
   }
 }

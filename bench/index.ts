@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V]`
+ * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V] [--isolated]`
  * Suites: engines (default), pipeline, backfill. Results print as a table and are written to bench/results/<suite>.json.
  */
 import '../bin/hide-node-notice.js';
@@ -18,7 +18,8 @@ const program = new Command('bench')
   .option('--runs <n>', 'timed runs per measurement (median reported)', (v) => Number(v), 5)
   .option('--quick', 'B0 only, batches 1 and 8')
   .option('--variant <v>', 'pipeline: the variant the tier runs', 'b0')
-  .action(async (suite: string, opts: { runs: number; quick?: boolean; variant: string }) => {
+  .option('--isolated', 'pipeline: engine and worker on core 0, the S3/SQS stack on the other cores (Linux)')
+  .action(async (suite: string, opts: { runs: number; quick?: boolean; variant: string; isolated?: boolean }) => {
     const workDir = await mkdtemp(join(tmpdir(), 'effitag-bench-'));
     const ctx: BenchContext = { workDir, log: (line) => process.stdout.write(`${line}\n`) };
     try {
@@ -29,14 +30,14 @@ const program = new Command('bench')
           engines: ['ort', 'tfjs'] as EngineName[], runs: opts.runs,
         });
       } else if (suite === 'pipeline') {
-        result = await benchPipeline(ctx, { images: opts.quick ? 64 : 240, batch: 8, runs: opts.quick ? 1 : 3, variant: opts.variant });
+        result = await benchPipeline(ctx, { images: opts.quick ? 64 : 240, batch: 8, runs: opts.quick ? 1 : 3, variant: opts.variant, isolated: opts.isolated });
       } else if (suite === 'backfill') {
         result = await benchBackfill(ctx, { objects: opts.quick ? 2000 : 10_000, concurrency: 64 });
       } else {
         throw new Error(`unknown suite "${suite}"`);
       }
       await mkdir('bench/results', { recursive: true });
-      const file = join('bench/results', `${suite}${suite === 'pipeline' && opts.variant !== 'b0' ? `-${opts.variant}` : ''}.json`);
+      const file = join('bench/results', `${suite}${suite === 'pipeline' && opts.variant !== 'b0' ? `-${opts.variant}` : ''}${suite === 'pipeline' && opts.isolated ? '-isolated' : ''}.json`);
       await writeFile(file, `${JSON.stringify({ suite, at: new Date().toISOString(), ...(result as object) }, null, 2)}\n`);
       process.stdout.write(`\nwritten ${file}\n${JSON.stringify((result as { summary?: unknown }).summary ?? {}, null, 2)}\n`);
     } finally {

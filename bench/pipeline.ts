@@ -9,19 +9,41 @@
  * JPEG bytes (what any tagging of these images must do, with no S3 or SQS). Everything runs in this
  * process, so its CPU time per image splits the cost: inference, decoding, and the rest (HTTP
  * clients, the S3 and SQS stand-ins, routing, write-back), all on the same cores.
+ *
+ * `--isolated` puts this process (baselines, worker) on core 0 and the stack (S3, SQS, the router)
+ * in its own process on the other cores, as on AWS, where S3 and SQS are not on the worker's machine.
+ * The ratio is then the worker's own: its decoding and HTTP clients against the engine on one core.
  */
+import { execFileSync } from 'node:child_process';
+import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetQueueAttributesCommand, GetQueueUrlCommand } from '@aws-sdk/client-sqs';
 import { ortEngine, WORKER_ORT_OPTIONS } from '../inference/ort-engine.ts';
 import { decodeImage } from '../inference/image.ts';
 import { startLocalStack } from '../local/stack.ts';
-import { silentLogger } from '../pipeline/log.ts';
+import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
+import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
+import { Counters, silentLogger } from '../pipeline/log.ts';
+import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
+import type { MessageQueue, ObjectStore } from '../pipeline/ports.ts';
 import { makeWorker } from '../pipeline/worker.ts';
-import { parseTiers } from '../tiers/schema.ts';
+import { parseTiers, type TiersFile } from '../tiers/schema.ts';
 import { syntheticJpeg } from './images.ts';
-import { benchTiers, median, writeBenchWeights, type BenchContext } from './util.ts';
+import { benchTiers, median, spawnLocalStack, writeBenchWeights, type BenchContext } from './util.ts';
 
-export async function benchPipeline(ctx: BenchContext, opts: { images: number; batch: number; runs: number; variant: string }) {
+export interface PipelineBenchOptions {
+  images: number;
+  batch: number;
+  runs: number;
+  variant: string;
+  /** This process (engine, worker) on core 0; the stack (S3, SQS, router) on the other cores. */
+  isolated?: boolean;
+}
+
+export async function benchPipeline(ctx: BenchContext, opts: PipelineBenchOptions) {
+  if (opts.isolated) pinToFirstCore(ctx);
   await writeBenchWeights(join(ctx.workDir, 'weights'), opts.variant);
   const tiers = parseTiers(benchTiers(opts.batch, opts.variant));
   // 640×480 photos: the shorter side is over the model's resolution (B0 224 … B3 300), so every image is resized.
@@ -67,28 +89,27 @@ export async function benchPipeline(ctx: BenchContext, opts: { images: number; b
 
   const pipelineRates: number[] = [];
   const pipelineCpu: number[] = [];
+  const weightsDir = join(ctx.workDir, 'weights');
   for (let r = 0; r < opts.runs; r++) {
-    const stack = await startLocalStack({
-      dataDir: join(ctx.workDir, `s3-${r}`), tiers, weightsDir: join(ctx.workDir, 'weights'), engine: ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }),
-      log: silentLogger, runWorkers: () => false, s3Port: 0, sqsPort: 0,
-    });
+    const stack = opts.isolated ? await isolatedStack(ctx, weightsDir, opts) : await inProcessStack(ctx, weightsDir, tiers, r);
     try {
       await stack.models.load(opts.variant);
       for (let i = 0; i < opts.images; i += 32) {
         await Promise.all(Array.from({ length: Math.min(32, opts.images - i) }, (_, j) =>
-          stack.s3.send(new PutObjectCommand({ Bucket: stack.bucket, Key: `bench/${r}/${i + j}.jpg`, Body: images[(i + j) % images.length], ContentType: 'image/jpeg' }))));
+          stack.s3.send(new PutObjectCommand({ Bucket: 'effitag-local', Key: `bench/${r}/${i + j}.jpg`, Body: images[(i + j) % images.length], ContentType: 'image/jpeg' }))));
       }
-      while (stack.counters.get('router.enqueued.bench') < opts.images) await new Promise((res) => setTimeout(res, 50));
-      const worker = makeWorker({ store: stack.store, queue: stack.tierQueues.bench.queue, tiers, models: stack.models, counters: stack.counters, options: { batchSize: opts.batch, waitSeconds: 1 } });
+      while (await stack.enqueued() < opts.images) await new Promise((res) => setTimeout(res, 50));
+      const counters = new Counters();
+      const worker = makeWorker({ store: stack.store, queue: stack.queue, tiers, models: stack.models, counters, options: { batchSize: opts.batch, waitSeconds: 1 } });
       const t0 = performance.now();
       const c0 = process.cpuUsage();
       void worker.run();
-      while (stack.counters.get('tagged') < opts.images) await new Promise((res) => setTimeout(res, 20));
+      while (counters.get('tagged') < opts.images) await new Promise((res) => setTimeout(res, 20));
       const seconds = (performance.now() - t0) / 1000;
       pipelineCpu.push(cpuMsSince(c0) / opts.images);
       await worker.stop();
       pipelineRates.push(opts.images / seconds);
-      ctx.log(`pipeline run ${r + 1}: ${opts.images} images in ${seconds.toFixed(2)} s = ${(opts.images / seconds).toFixed(1)} images/s, ${pipelineCpu.at(-1)!.toFixed(1)} CPU-ms per image`);
+      ctx.log(`pipeline run ${r + 1}: ${opts.images} images in ${seconds.toFixed(2)} s = ${(opts.images / seconds).toFixed(1)} images/s, ${pipelineCpu.at(-1)!.toFixed(1)} CPU-ms per image${opts.isolated ? ' in the worker process' : ''}`);
     } finally {
       await stack.stop();
     }
@@ -102,10 +123,14 @@ export async function benchPipeline(ctx: BenchContext, opts: { images: number; b
     requestsAndStandIns: pipelineCpuMsPerImage - decodeEngineCpuMsPerImage,
   };
   ctx.log(`pipeline: ${pipelineImagesPerSecond.toFixed(1)} images/s = ${ratio.toFixed(2)}× the raw engine (goal ≥ 0.8×), ${(pipelineImagesPerSecond / decodeEngineImagesPerSecond).toFixed(2)}× decode + engine`);
-  ctx.log(`CPU-ms per image in the pipeline: inference ${cpuSplit.inference.toFixed(1)}, decoding ${cpuSplit.decode.toFixed(1)}, HTTP clients + S3/SQS stand-ins + routing ${cpuSplit.requestsAndStandIns.toFixed(1)} (of ${pipelineCpuMsPerImage.toFixed(1)})`);
+  if (opts.isolated) {
+    ctx.log(`CPU-ms per image in the worker process (core 0): inference ${cpuSplit.inference.toFixed(1)}, decoding ${cpuSplit.decode.toFixed(1)}, its HTTP clients and the rest ${cpuSplit.requestsAndStandIns.toFixed(1)} (of ${pipelineCpuMsPerImage.toFixed(1)})`);
+  } else {
+    ctx.log(`CPU-ms per image in the pipeline: inference ${cpuSplit.inference.toFixed(1)}, decoding ${cpuSplit.decode.toFixed(1)}, HTTP clients + S3/SQS stand-ins + routing ${cpuSplit.requestsAndStandIns.toFixed(1)} (of ${pipelineCpuMsPerImage.toFixed(1)})`);
+  }
   ctx.log(`  → bound while CPU-bound: inference share ${(rawCpuMsPerImage / pipelineCpuMsPerImage).toFixed(2)} of the pipeline's CPU time`);
   return {
-    variant: opts.variant, images: opts.images, batch: opts.batch, rawImagesPerSecond, decodeEngineImagesPerSecond, pipelineImagesPerSecond, runs: pipelineRates,
+    variant: opts.variant, isolated: !!opts.isolated, images: opts.images, batch: opts.batch, rawImagesPerSecond, decodeEngineImagesPerSecond, pipelineImagesPerSecond, runs: pipelineRates,
     cpuMsPerImage: { raw: rawCpuMsPerImage, decodeEngine: decodeEngineCpuMsPerImage, pipeline: pipelineCpuMsPerImage, split: cpuSplit },
     summary: { ratio, ratioToDecodeEngine: pipelineImagesPerSecond / decodeEngineImagesPerSecond, goal: 'pipeline ≥ 0.8× raw engine' },
   };
@@ -115,4 +140,57 @@ export async function benchPipeline(ctx: BenchContext, opts: { images: number; b
 function cpuMsSince(from: NodeJS.CpuUsage): number {
   const c = process.cpuUsage(from);
   return (c.user + c.system) / 1000;
+}
+
+interface BenchStack {
+  s3: S3Client;
+  store: ObjectStore;
+  queue: MessageQueue;
+  models: ModelCatalog;
+  /** Tasks the router has put on the tier queue. */
+  enqueued(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** The embedded stack in this process, sharing its cores with the worker. */
+async function inProcessStack(ctx: BenchContext, weightsDir: string, tiers: TiersFile, run: number): Promise<BenchStack> {
+  const stack = await startLocalStack({
+    dataDir: join(ctx.workDir, `s3-${run}`), tiers, weightsDir, engine: ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }),
+    log: silentLogger, runWorkers: () => false, s3Port: 0, sqsPort: 0,
+  });
+  return {
+    s3: stack.s3, store: stack.store, queue: stack.tierQueues.bench.queue, models: stack.models,
+    enqueued: async () => stack.counters.get('router.enqueued.bench'),
+    stop: () => stack.stop(),
+  };
+}
+
+/** The embedded stack as its own process on cores 1…n−1, as S3 and SQS are off the worker's machine on AWS. */
+async function isolatedStack(ctx: BenchContext, weightsDir: string, opts: PipelineBenchOptions): Promise<BenchStack> {
+  const cores = cpus().length;
+  const proc = await spawnLocalStack(ctx, { weightsDir, tiers: benchTiers(opts.batch, opts.variant), args: ['--no-workers'], cpus: `1-${cores - 1}` });
+  const s3 = s3Client(proc.endpoints);
+  const sqs = sqsClient(proc.endpoints);
+  const url = (await sqs.send(new GetQueueUrlCommand({ QueueName: 'effitag-bench.fifo' }))).QueueUrl!;
+  const models = directoryCatalog(weightsDir, ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }));
+  return {
+    s3, store: new S3Store(s3, { quirks: 's3rver' }), queue: new SqsQueue(sqs, url), models,
+    async enqueued() {
+      const a = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'] }));
+      return Number(a.Attributes?.ApproximateNumberOfMessages ?? 0);
+    },
+    async stop() {
+      await models.dispose();
+      s3.destroy();
+      sqs.destroy();
+      await proc.stop();
+    },
+  };
+}
+
+/** Pin this process, threads included (onnxruntime's and libvips' are made later and inherit it), to core 0. */
+function pinToFirstCore(ctx: BenchContext): void {
+  if (process.platform !== 'linux' || cpus().length < 2) throw new Error('--isolated needs Linux (taskset) and at least 2 cores');
+  execFileSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
+  ctx.log(`isolated: this process (engine, worker) on core 0 (${availableParallelism()} core visible), the stack on cores 1-${cpus().length - 1}`);
 }

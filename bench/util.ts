@@ -1,4 +1,9 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { LOCAL_CREDENTIALS } from '../local/stack.ts';
+import type { Endpoints } from '../pipeline/aws/clients.ts';
 import { planModel } from '../model/plan.ts';
 import { randomWeights } from '../model/random-weights.ts';
 import { writeArtifact } from '../model/weights.ts';
@@ -28,4 +33,42 @@ export async function writeBenchWeights(dir: string, variant = 'b0'): Promise<st
   const plan = planModel(variant);
   await writeArtifact(join(dir, variant), plan, randomWeights(plan, 1), { kind: 'random', note: 'benchmark' });
   return dir;
+}
+
+export interface StackProcess {
+  endpoints: Endpoints;
+  /** The process's CPU time so far (utime + stime), ms. */
+  cpuMs(): number;
+  stop(): Promise<void>;
+}
+
+/**
+ * The embedded stack as its own process (`effitag local`, as a user runs it), optionally pinned to
+ * some cores with taskset. `args` adds flags (`--no-router`, `--no-workers`, …).
+ */
+export async function spawnLocalStack(ctx: BenchContext, o: { weightsDir: string; tiers: object; args: string[]; cpus?: string }): Promise<StackProcess> {
+  const tiersFile = join(ctx.workDir, 'stack-tiers.json');
+  await writeFile(tiersFile, JSON.stringify(o.tiers));
+  const s3Port = 45000 + Math.floor(Math.random() * 1000), sqsPort = s3Port + 1000;
+  const command = [process.execPath, 'bin/effitag.js', 'local', ...o.args, '--data', join(ctx.workDir, `s3-${s3Port}`), '--weights', o.weightsDir,
+    '--tiers', tiersFile, '--s3-port', String(s3Port), '--sqs-port', String(sqsPort), '--log-level', 'warn'];
+  const child = o.cpus ? spawn('taskset', ['-c', o.cpus, ...command], { stdio: ['ignore', 'pipe', 'inherit'] })
+    : spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('is running')) resolve(); });
+    child.once('exit', (code) => reject(new Error(`effitag local exited (${code})`)));
+  });
+  return {
+    endpoints: { s3Endpoint: `http://127.0.0.1:${s3Port}`, sqsEndpoint: `http://127.0.0.1:${sqsPort}`, credentials: LOCAL_CREDENTIALS },
+    cpuMs() {
+      // taskset execs node in place, so the pid is the stack's either way.
+      const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return (Number(stat[11]) + Number(stat[12])) * 10; // clock ticks (100 Hz) → ms
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
 }
