@@ -3,7 +3,9 @@
  * (Keras names and layouts, as `effitag weights import` produces) and the ONNX graph EffiTag exports
  * from them, for check.py to compare with timm's TensorFlow-compatible EfficientNets.
  *
- *   npx tsx scripts/timm-parity/prepare.ts OUT_DIR [variant…]     (default: b0 v2-b0)
+ *   npx tsx scripts/timm-parity/prepare.ts OUT_DIR [variant[:classes]…]     (default: b0 v2-b0)
+ *
+ * A smaller classifier (`b1:10`) keeps the files small; the network before it is unchanged.
  *
  * Plain random weights make a network that forgets its input: with BatchNorm statistics that do
  * not match the activations, the signal shrinks layer by layer until every image gives the same
@@ -44,8 +46,9 @@ function testImages(size: number, count: number): tf.Tensor4D {
 }
 
 
-for (const variant of variants) {
-  const plan = planModel(variant);
+for (const requestedVariant of variants) {
+  const [variant, classes] = requestedVariant.split(':');
+  const plan = planModel(variant, classes ? { classes: Number(classes) } : {});
   const weights = randomWeights(plan, 7);
   const built = buildTfjsModel(plan);
   assignWeights(built, weights);
