@@ -77,7 +77,7 @@ export function checkWeights(tiers: TiersFile, models: ModelCatalog): void {
 /**
  * Forwards S3 notifications to the intake queue, one message per event as S3 sends them, but with
  * the events of a burst (up to 10 within a few milliseconds) in one SendMessageBatch: the stand-ins
- * share the worker's cores, and a request per event was a tenth of the pipeline's CPU time.
+ * share the worker's cores, and every request they serve is CPU time the engine does not get.
  */
 function coalescingSender(queue: SqsQueue, windowMs = 5) {
   interface Batch { bodies: { body: string }[]; sent: Promise<void>; send(): void }
