@@ -208,6 +208,7 @@ export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Pr
   const committed: BackfillReport = opts.resume ? { ...structuredClone(opts.resume.report), complete: false } : emptyReport();
   const concurrency = opts.concurrency ?? 32;
   const chunkSize = opts.chunkSize ?? 100;
+  const maxOpenChunks = Math.max(8, 2 * Math.ceil(concurrency / chunkSize));
   const limiter = new RateLimiter(opts.rate);
   const throttle = () => limiter.take();
   const save = () => (opts.dryRun ? undefined : deps.checkpoint?.save({
@@ -255,7 +256,10 @@ export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Pr
     // The next page is listed while this one is decided.
     nextPage = page.nextContinuationToken ? list(page.nextContinuationToken) : undefined;
     for (const o of page.objects) {
-      while (inFlight.size >= concurrency) await Promise.race(inFlight);
+      // A slot, and no more than `maxOpenChunks` ahead of the checkpoint: one object that never
+      // answers then stalls the run (as it would stall the checkpoint) instead of growing memory.
+      // With nothing in flight, every open chunk is decided and a commit pass empties them.
+      while (inFlight.size >= concurrency || open.length > maxOpenChunks) await (inFlight.size ? Promise.race(inFlight) : commitDecided());
       if (opts.signal?.aborted) break listing;
       if (!chunk) open.push((chunk = { report: emptyReport(), started: 0, decided: 0, closed: false }));
       const c = chunk;

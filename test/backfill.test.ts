@@ -193,6 +193,11 @@ describe('backfill scheduling (in memory)', () => {
     await waitUntil(() => f.decided.length >= 60);
     assert.ok(f.decided.includes('k050'), 'keys in later chunks and pages went on while k003 was held');
     assert.equal(f.saves.length, 0, 'no checkpoint while the first chunk is undecided');
+    // Only a bounded number of chunks (8 here) run ahead of the checkpoint, so memory stays bounded.
+    let seen = -1;
+    while (seen !== f.decided.length) { seen = f.decided.length; await new Promise((r) => setTimeout(r, 100)); }
+    assert.ok(seen >= 60 && seen < 94, `the run waits a bounded distance ahead of the held key (${seen} decided)`);
+    assert.ok(!f.decided.includes('k094'));
     f.release();
     const report = await run;
     assert.equal(report.complete, true);

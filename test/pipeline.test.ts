@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { GetObjectCommand, GetObjectTaggingCommand, PutObjectTaggingCommand } from '@aws-sdk/client-s3';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { LocalStack } from '../local/stack.ts';
+import { s3Client } from '../pipeline/aws/clients.ts';
+import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { StoreError, type ObjectStore } from '../pipeline/ports.ts';
 import { encodeS3Key } from '../pipeline/events.ts';
 import { decodeTags } from '../pipeline/marker.ts';
@@ -305,5 +308,26 @@ describe('routing a batch of intake messages (the router Lambda and the embedded
     assert.deepEqual(retry, ['m1'], 'only the transient failure is retried');
     assert.deepEqual(routed.sort(), ['a', 'b', 'c']);
     assert.ok(most > 1, `messages of one batch are routed concurrently (at most ${most} at once)`);
+  });
+});
+
+describe('S3 adapter against a server that never answers', () => {
+  it('abandons a silent request after the socket timeout, retries, then reports it as transient', async () => {
+    let connections = 0;
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => { connections++; sockets.push(socket); });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const { port } = silent.address() as AddressInfo;
+    const s3 = s3Client({ s3Endpoint: `http://127.0.0.1:${port}`, credentials: { accessKeyId: 'k', secretAccessKey: 's' }, socketTimeoutMs: 200 });
+    try {
+      const started = performance.now();
+      await assert.rejects(new S3Store(s3).head({ bucket: 'b', key: 'k.jpg' }), (err: unknown) => err instanceof StoreError && err.kind === 'transient');
+      assert.ok(performance.now() - started < 15_000, 'gave up instead of waiting forever');
+      assert.equal(connections, 4, 'the first try and three retries');
+    } finally {
+      s3.destroy();
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => silent.close(r));
+    }
   });
 });
