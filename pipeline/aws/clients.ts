@@ -8,22 +8,24 @@ export interface Endpoints {
   s3Endpoint?: string;
   sqsEndpoint?: string;
   credentials?: { accessKeyId: string; secretAccessKey: string };
-  /** Milliseconds of silence after which a request is abandoned and retried (default 30 s). */
+  /** Milliseconds of silence after which a request is abandoned and retried (default: S3 120 s, SQS 30 s). */
   socketTimeoutMs?: number;
 }
 
 /**
- * A connection that goes quiet is given up and retried (S3's client waits forever by default, so
- * one dead socket could hold a worker's batch or a backfill's checkpoint). 30 s of silence: longer
- * than SQS's longest long poll (20 s); large downloads keep sending, so they are not cut off.
+ * A request whose connection goes quiet is abandoned and retried: the SDK's S3 client waits forever
+ * by default, so one dead socket could hold a worker's batch or a backfill's checkpoint. Silence
+ * allowed: SQS 30 s (its longest long poll is 20 s); S3 120 s, since a CopyObject of a large object
+ * (up to 5 GiB, e.g. recording a failure on it) works for a while before it answers. Downloads keep
+ * sending, so they are not cut off.
  */
-const requestHandler = (e: Endpoints) => ({ connectionTimeout: 5_000, socketTimeout: e.socketTimeoutMs ?? 30_000 });
+const requestHandler = (silenceMs: number) => ({ connectionTimeout: 5_000, socketTimeout: silenceMs });
 
 export function s3Client(e: Endpoints = {}): S3Client {
   return new S3Client({
     region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
     maxAttempts: 4, // the SDK's own backoff for throttling and 5xx
-    requestHandler: requestHandler(e),
+    requestHandler: requestHandler(e.socketTimeoutMs ?? 120_000),
     ...(e.s3Endpoint ? {
       endpoint: e.s3Endpoint, forcePathStyle: true, credentials: e.credentials,
       // Streamed uploads with the SDK's default checksums are stored corrupted by s3rver.
@@ -34,7 +36,7 @@ export function s3Client(e: Endpoints = {}): S3Client {
 
 export function sqsClient(e: Endpoints = {}): SQSClient {
   return new SQSClient({
-    region: e.region ?? process.env.AWS_REGION ?? 'us-east-1', maxAttempts: 4, requestHandler: requestHandler(e),
+    region: e.region ?? process.env.AWS_REGION ?? 'us-east-1', maxAttempts: 4, requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
     ...(e.sqsEndpoint ? { endpoint: e.sqsEndpoint, credentials: e.credentials } : {}),
   });
 }
