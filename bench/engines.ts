@@ -13,9 +13,10 @@ import { decodeImage, type DecodedImage } from '../inference/image.ts';
 import type { EngineName } from '../inference/engine.ts';
 import { syntheticJpeg } from './images.ts';
 import { median, type BenchContext } from './util.ts';
+import type { DecodeRow } from '../tiers/cost.ts';
 
 export interface EngineRow { engine: string; backend: string; variant: string; batch: number; msPerImage: number; imagesPerSecond: number; runs: number }
-export interface DecodeRow { source: string; inFlight: number; msPerImage: number }
+export type { DecodeRow } from '../tiers/cost.ts';
 
 /** onnxruntime is measured as the engine runs by default (spinning) and as pipeline workers run it (idle threads sleep). */
 const CONFIGS: { label: string; engine: EngineName; spinning?: boolean }[] = [
@@ -55,7 +56,7 @@ export async function benchEngines(ctx: BenchContext, opts: { variants: string[]
     }
   }
   const decode = await benchDecode(opts.runs);
-  for (const d of decode) ctx.log(`sharp decode+resize ${d.source} → 224, ${d.inFlight} in flight: ${d.msPerImage.toFixed(2)} ms/image`);
+  for (const d of decode) ctx.log(`sharp decode+resize ${d.source} (${Math.round((d.bytes ?? 0) / 1024)} KB) → 224, ${d.inFlight} in flight: ${d.msPerImage.toFixed(2)} ms/image, ${(d.cpuMsPerImage ?? NaN).toFixed(1)} CPU-ms`);
   const ratio = (engine: string, variant: string, batch: number) => {
     const ort = rows.find((r) => r.engine === engine && r.variant === variant && r.batch === batch);
     const tfjs = rows.find((r) => r.engine === 'tfjs' && r.variant === variant && r.batch === batch);
@@ -71,21 +72,32 @@ export async function benchEngines(ctx: BenchContext, opts: { variants: string[]
   return { machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version }, rows, decode, summary };
 }
 
+/**
+ * Decoding cost by image size (the cost model prices an image's decoding from its bytes): one in
+ * flight (latency) and, for each size, enough in flight to keep every core busy (CPU per image).
+ */
 async function benchDecode(runs: number): Promise<DecodeRow[]> {
-  const jpeg = await syntheticJpeg(1024, 768);
   const out: DecodeRow[] = [];
-  for (const inFlight of [1, 16]) {
-    const n = 64;
-    await Promise.all(Array.from({ length: inFlight }, () => decodeImage(jpeg, 224)));
-    const times: number[] = [];
-    for (let r = 0; r < runs; r++) {
-      const t0 = performance.now();
-      for (let done = 0; done < n; done += inFlight) {
-        await Promise.all(Array.from({ length: Math.min(inFlight, n - done) }, () => decodeImage(jpeg, 224)));
+  const busy = Math.max(4, 2 * cpus().length);
+  for (const [width, height, inFlights] of [[640, 480, [busy]], [1024, 768, [1, 16]], [2048, 1536, [busy]], [4032, 3024, [busy]]] as const) {
+    const jpeg = await syntheticJpeg(width, height);
+    const n = Math.max(16, Math.round(64 * (786_432 / (width * height)) ** 0.5 / 16) * 16);
+    for (const inFlight of inFlights) {
+      await Promise.all(Array.from({ length: inFlight }, () => decodeImage(jpeg, 224)));
+      const times: number[] = [];
+      const cpu: number[] = [];
+      for (let r = 0; r < runs; r++) {
+        const t0 = performance.now();
+        const c0 = process.cpuUsage();
+        for (let done = 0; done < n; done += inFlight) {
+          await Promise.all(Array.from({ length: Math.min(inFlight, n - done) }, () => decodeImage(jpeg, 224)));
+        }
+        const c = process.cpuUsage(c0);
+        times.push((performance.now() - t0) / n);
+        cpu.push((c.user + c.system) / 1000 / n);
       }
-      times.push((performance.now() - t0) / n);
+      out.push({ source: `${width}×${height} JPEG`, bytes: jpeg.length, inFlight, msPerImage: median(times), cpuMsPerImage: median(cpu) });
     }
-    out.push({ source: '1024×768 JPEG', inFlight, msPerImage: median(times) });
   }
   return out;
 }

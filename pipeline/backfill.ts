@@ -45,6 +45,8 @@ export interface BackfillReport {
   enqueuedByTier: Record<string, number>;
   /** Tier → variant → count, for the cost preview. */
   byTierVariant: Record<string, Record<string, number>>;
+  /** Tier → variant → total bytes of those objects (decoding cost grows with size). */
+  bytesByTierVariant?: Record<string, Record<string, number>>;
   skipped: Record<string, number>;
   errors: number;
   errorSamples: string[];
@@ -91,7 +93,7 @@ export const runKeyOf = (o: Pick<BackfillOptions, 'bucket' | 'prefix' | 'filter'
 
 
 export function emptyReport(): BackfillReport {
-  return { listed: 0, enqueued: 0, enqueuedByTier: {}, byTierVariant: {}, skipped: {}, errors: 0, errorSamples: [], complete: false };
+  return { listed: 0, enqueued: 0, enqueuedByTier: {}, byTierVariant: {}, bytesByTierVariant: {}, skipped: {}, errors: 0, errorSamples: [], complete: false };
 }
 
 /** Listing-level reasons to leave an object alone (no request needed). */
@@ -125,6 +127,8 @@ export async function backfillObject(
     report.enqueued++;
     inc(report.enqueuedByTier, outcome.task.tier);
     inc((report.byTierVariant[outcome.task.tier] ??= {}), outcome.task.variant);
+    const bytes = ((report.bytesByTierVariant ??= {})[outcome.task.tier] ??= {});
+    bytes[outcome.task.variant] = (bytes[outcome.task.variant] ?? 0) + outcome.task.size;
   } else {
     inc(report.skipped, outcome.reason);
   }
@@ -182,10 +186,14 @@ function mergeReport(into: BackfillReport, part: BackfillReport): void {
   into.errors += part.errors;
   for (const [k, v] of Object.entries(part.enqueuedByTier)) into.enqueuedByTier[k] = (into.enqueuedByTier[k] ?? 0) + v;
   for (const [k, v] of Object.entries(part.skipped)) into.skipped[k] = (into.skipped[k] ?? 0) + v;
-  for (const [tier, variants] of Object.entries(part.byTierVariant)) {
-    const t = (into.byTierVariant[tier] ??= {});
-    for (const [k, v] of Object.entries(variants)) t[k] = (t[k] ?? 0) + v;
-  }
+  const addNested = (to: Record<string, Record<string, number>>, from: Record<string, Record<string, number>>) => {
+    for (const [tier, variants] of Object.entries(from)) {
+      const t = (to[tier] ??= {});
+      for (const [k, v] of Object.entries(variants)) t[k] = (t[k] ?? 0) + v;
+    }
+  };
+  addNested(into.byTierVariant, part.byTierVariant);
+  addNested((into.bytesByTierVariant ??= {}), part.bytesByTierVariant ?? {});
   into.errorSamples.push(...part.errorSamples.slice(0, Math.max(0, 10 - into.errorSamples.length)));
 }
 

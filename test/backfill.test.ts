@@ -153,6 +153,9 @@ describe('backfill on the embedded stack', () => {
     assert.equal(report.listed, 120);
     assert.equal(report.enqueued, 120);
     assert.deepEqual(report.byTierVariant, { main: { b0: 120 } });
+    // The same 64×64 PNG 120 times: the cost preview prices decoding at the objects' real size.
+    const png = await gradientImage(64, 64, 'png', 7);
+    assert.deepEqual(report.bytesByTierVariant, { main: { b0: 120 * png.length } });
     assert.deepEqual(await drain(), [], 'nothing was sent');
   });
 });

@@ -203,7 +203,31 @@ describe('tiers cost', () => {
     assert.ok(report.assumptions.some((a) => /spot = 50 %/.test(a)));
   });
 
-  it('CPU tiers pay for decoding too: the benchmark decode time (all cores busy) is added per image', () => {
+  it('CPU tiers pay for decoding too, by image size: a line fitted on the benchmark sizes', () => {
+    const raw = base();
+    raw.tiers.cheap.compute = { target: 'lambda-cpu', memoryMb: 3538, architecture: 'x86_64' };
+    const MB = 1048576;
+    const bench: BenchFile = {
+      machine: { cpus: 2 }, rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
+      decode: [
+        { source: '1024×768 JPEG', bytes: MB, inFlight: 1, msPerImage: 9, cpuMsPerImage: 10 },
+        { source: '1024×768 JPEG', bytes: MB, inFlight: 16, msPerImage: 5, cpuMsPerImage: 10 },
+        { source: '4032×3024 JPEG', bytes: 3 * MB, inFlight: 4, msPerImage: 15, cpuMsPerImage: 30 },
+      ],
+    };
+    const cheap = (report: ReturnType<typeof estimateCosts>) => report.rows.find((r) => r.tier === 'cheap' && r.variant === 'b0')!;
+    // CPU-ms = 0 + 10 per MB. At the reference (the 1 MB 1024×768): inference 2 cores / 100 images/s
+    // = 20 core-ms plus 10 decoding → 2 vCPU / 30 ms = 66.7 images/s.
+    const reference = cheap(estimateCosts(parseTiers(raw), bench));
+    assert.ok(Math.abs(reference.imagesPerSecond! - 2 / 0.03) < 1e-9);
+    assert.match(reference.throughputSource!, /decoding 1024 KB images/);
+    // 3 MB images (as a backfill dry run would measure): 20 + 30 core-ms → 40 images/s.
+    const large = cheap(estimateCosts(parseTiers(raw), bench, { imageBytes: () => 3 * MB }));
+    assert.ok(Math.abs(large.imagesPerSecond! - 2 / 0.05) < 1e-9);
+    assert.ok(large.dollarsPerMillion! > reference.dollarsPerMillion!);
+  });
+
+  it('an older benchmark file (wall time only, one size) still prices decoding: wall time × cores', () => {
     const raw = base();
     raw.tiers.cheap.compute = { target: 'lambda-cpu', memoryMb: 3538, architecture: 'x86_64' };
     const bench: BenchFile = {
@@ -211,22 +235,25 @@ describe('tiers cost', () => {
       decode: [{ source: '1024×768 JPEG', inFlight: 1, msPerImage: 8 }, { source: '1024×768 JPEG', inFlight: 16, msPerImage: 5 }],
     };
     const row = estimateCosts(parseTiers(raw), bench).rows.find((r) => r.tier === 'cheap' && r.variant === 'b0')!;
-    // Per image: inference 2 cores / 100 images/s = 20 core-ms, decoding 5 ms × 2 cores = 10 core-ms;
-    // 2 vCPU / 30 ms = 66.7 images/s.
-    assert.ok(Math.abs(row.imagesPerSecond! - 2 / 0.03) < 1e-9);
-    assert.match(row.throughputSource!, /decoding a 1024×768 JPEG/);
+    assert.ok(Math.abs(row.imagesPerSecond! - 2 / 0.03) < 1e-9, '5 ms × 2 cores = 10 CPU-ms per image');
   });
 
   it('a GPU tier is capped at the rate its vCPUs decode images', () => {
     const raw = base();
     raw.tiers.gpu.throughput = { b0: 2000, b3: 100 };
-    const bench: BenchFile = { machine: { cpus: 2 }, rows: [], decode: [{ source: '1024×768 JPEG', inFlight: 16, msPerImage: 5 }] };
-    const rows = estimateCosts(parseTiers(raw), bench).rows;
-    const row = (variant: string) => rows.find((r) => r.tier === 'gpu' && r.variant === variant)!;
-    // g4dn.xlarge has 4 vCPUs; decoding takes 5 ms × 2 cores = 10 CPU-ms → at most 400 images/s.
+    const MB = 1048576;
+    const bench: BenchFile = {
+      machine: { cpus: 2 }, rows: [],
+      decode: [{ source: '1024×768 JPEG', bytes: MB, inFlight: 16, msPerImage: 5, cpuMsPerImage: 10 }, { source: '4032×3024 JPEG', bytes: 3 * MB, inFlight: 4, msPerImage: 15, cpuMsPerImage: 30 }],
+    };
+    const rows = (imageBytes?: number) => estimateCosts(parseTiers(raw), bench, { imageBytes: () => imageBytes }).rows;
+    const row = (variant: string, imageBytes?: number) => rows(imageBytes).find((r) => r.tier === 'gpu' && r.variant === variant)!;
+    // g4dn.xlarge has 4 vCPUs; 10 CPU-ms per reference image → at most 400 images/s.
     assert.equal(row('b0').imagesPerSecond, 400);
-    assert.match(row('b0').throughputSource!, /capped by decoding on 4 vCPUs/);
+    assert.match(row('b0').throughputSource!, /capped by decoding 1024 KB images on 4 vCPUs/);
     assert.equal(row('b3').imagesPerSecond, 100, 'below the cap: the configured figure');
+    // 3 MB photos: 30 CPU-ms each → at most 133 images/s.
+    assert.ok(Math.abs(row('b0', 3 * MB).imagesPerSecond! - 4000 / 30) < 1e-9);
   });
 
   it('`tiers cost` prints the table with Rekognition and the assumptions', async () => {

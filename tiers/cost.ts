@@ -2,16 +2,29 @@
  * `effitag tiers cost`: estimated $ per million images for each tier and variant, next to Amazon
  * Rekognition. GPU: instance $/hour ÷ images/hour at full utilisation. Lambda: GB-seconds per image
  * plus the request charge per batch. Throughput comes from the tier's `throughput` (configuration)
- * or, for CPU tiers on onnxruntime, from the benchmark JSON scaled to the function's vCPUs. A CPU
- * worker also decodes every image on the same vCPUs (a third of its CPU time in the pipeline
- * benchmark), so the benchmark's decode cost is added to the engine's.
+ * or, for CPU tiers on onnxruntime, from the benchmark JSON scaled to the function's vCPUs.
+ *
+ * Decoding is priced too. A worker decodes every image on its CPUs: on a CPU tier it shares them
+ * with inference (a third of the pipeline benchmark's CPU time for 640×480 photos), and on a GPU tier
+ * it bounds how fast images reach the GPU. Its cost grows with the image's compressed size (a
+ * 12-megapixel photo takes about ten times a 640×480 one), so it is fitted on the benchmark's sizes
+ * and priced at the size the caller knows (a backfill dry run measures its objects) or a reference.
  */
 import { readFileSync } from 'node:fs';
 import { DEFAULT_SPOT_FRACTION, GPU_INSTANCES, LAMBDA_MB_PER_VCPU, LAMBDA_PRICES, PIPELINE_REQUESTS_PER_MILLION, PRICE_LIST_DATE, REKOGNITION_PER_MILLION } from './prices.ts';
 import { variantName, type TiersFile } from './schema.ts';
 
 export interface BenchRow { engine: string; variant: string; batch: number; imagesPerSecond: number }
-export interface DecodeRow { source: string; inFlight: number; msPerImage: number }
+export interface DecodeRow {
+  source: string;
+  inFlight: number;
+  /** Wall time per image. */
+  msPerImage: number;
+  /** The JPEG's size. */
+  bytes?: number;
+  /** CPU time per image, all threads. */
+  cpuMsPerImage?: number;
+}
 export interface BenchFile { machine?: { cpus?: number }; rows: BenchRow[]; decode?: DecodeRow[] }
 
 export interface CostRow {
@@ -47,24 +60,62 @@ function benchThroughput(bench: BenchFile | undefined, engine: string, variant: 
   return rows.sort((a, b) => Math.abs(a.batch - batch) - Math.abs(b.batch - batch))[0];
 }
 
-/**
- * CPU time to decode one image, from the benchmark's run with the most images in flight (which keeps
- * every core busy): wall time per image × cores.
- */
-function decodeCoreMs(bench: BenchFile | undefined, cpus: number): { ms: number; source: string } | undefined {
-  const busiest = [...(bench?.decode ?? [])].sort((a, b) => b.inFlight - a.inFlight)[0];
-  return busiest && busiest.inFlight >= cpus ? { ms: busiest.msPerImage * cpus, source: busiest.source } : undefined;
+/** CPU time to decode one image of a given compressed size, from the benchmark. */
+export interface DecodeCost {
+  msFor(bytes: number): number;
+  /** The size priced when none is known: the benchmark's 1024×768 JPEG. */
+  referenceBytes: number;
+  describe: string;
 }
 
-export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport {
+/**
+ * Per benchmarked size, the CPU time of its busiest run (measured, or wall time × cores in files
+ * without it), then a least-squares line through them: CPU-ms = a + b · MB.
+ */
+export function decodeCost(bench: BenchFile | undefined, cpus: number): DecodeCost | undefined {
+  const bySource = new Map<string, { bytes?: number; ms: number; inFlight: number }>();
+  for (const d of bench?.decode ?? []) {
+    if (d.cpuMsPerImage === undefined && d.inFlight < cpus) continue; // wall time says nothing of CPU then
+    const ms = d.cpuMsPerImage ?? d.msPerImage * cpus;
+    const prev = bySource.get(d.source);
+    if (!prev || d.inFlight > prev.inFlight) bySource.set(d.source, { bytes: d.bytes, ms, inFlight: d.inFlight });
+  }
+  const points = [...bySource.entries()].map(([source, p]) => ({ source, ...p }));
+  if (!points.length) return undefined;
+  const reference = points.find((p) => p.source.startsWith('1024×768')) ?? points[0];
+  const sized = points.filter((p): p is typeof p & { bytes: number } => p.bytes !== undefined);
+  if (sized.length < 2) {
+    return { msFor: () => reference.ms, referenceBytes: reference.bytes ?? 0, describe: `${reference.ms.toFixed(1)} CPU-ms per image (${reference.source}, any size)` };
+  }
+  const mb = sized.map((p) => p.bytes / 1048576), ms = sized.map((p) => p.ms);
+  const meanX = mb.reduce((a, b) => a + b, 0) / mb.length, meanY = ms.reduce((a, b) => a + b, 0) / ms.length;
+  const slope = mb.reduce((acc, x, i) => acc + (x - meanX) * (ms[i] - meanY), 0) / mb.reduce((acc, x) => acc + (x - meanX) ** 2, 0);
+  const intercept = meanY - slope * meanX;
+  const smallest = Math.min(...ms);
+  return {
+    msFor: (bytes) => Math.max(smallest / 2, intercept + slope * (bytes / 1048576)),
+    referenceBytes: reference.bytes ?? sized[0].bytes,
+    describe: `${intercept.toFixed(1)} + ${slope.toFixed(1)} CPU-ms per MB of JPEG (fitted on ${sized.map((p) => p.source.replace(' JPEG', '')).join(', ')})`,
+  };
+}
+
+export interface CostOptions {
+  /** The average compressed size of a tier's images, where known (a backfill dry run); else the reference size. */
+  imageBytes?: (tier: string, variant: string) => number | undefined;
+}
+
+export function estimateCosts(config: TiersFile, bench?: BenchFile, options: CostOptions = {}): CostReport {
   const spotFraction = config.prices.spotFraction ?? DEFAULT_SPOT_FRACTION;
   const benchCpus = bench?.machine?.cpus ?? 2;
-  const decode = decodeCoreMs(bench, benchCpus);
+  const decode = decodeCost(bench, benchCpus);
   const rows: CostRow[] = [];
   for (const [tierName, tier] of Object.entries(config.tiers)) {
     for (const entry of tier.variants) {
       const variant = variantName(entry);
       const row: CostRow = { tier: tierName, compute: '', variant };
+      const imageBytes = options.imageBytes?.(tierName, variant) ?? decode?.referenceBytes;
+      const decodeMs = decode && imageBytes !== undefined ? decode.msFor(imageBytes) : undefined;
+      const decoding = decodeMs === undefined ? undefined : `decoding ${Math.round((imageBytes ?? 0) / 1024)} KB images`;
       const configured = tier.throughput?.[variant] ?? tier.throughput?.[typeof entry === 'string' ? entry : variant];
       if (tier.compute.target === 'ecs-gpu') {
         const { instanceType, capacity } = tier.compute;
@@ -74,10 +125,10 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport 
         if (configured) { row.imagesPerSecond = configured; row.throughputSource = 'configuration'; }
         // The GPU infers, but the task's vCPUs decode every image: past that rate the GPU waits.
         const vcpus = GPU_INSTANCES[instanceType]?.vcpus;
-        const decodeBound = decode && vcpus ? (vcpus * 1000) / decode.ms : undefined;
+        const decodeBound = decodeMs && vcpus ? (vcpus * 1000) / decodeMs : undefined;
         if (row.imagesPerSecond && decodeBound && row.imagesPerSecond > decodeBound) {
           row.imagesPerSecond = decodeBound;
-          row.throughputSource = `configuration ${configured}/s, capped by decoding on ${vcpus} vCPUs`;
+          row.throughputSource = `configuration ${configured}/s, capped by ${decoding} on ${vcpus} vCPUs`;
         }
         if (row.dollarsPerHour !== undefined && row.imagesPerSecond) {
           row.dollarsPerMillion = (row.dollarsPerHour / (row.imagesPerSecond * 3600)) * 1e6;
@@ -92,9 +143,9 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport 
           const b = benchThroughput(bench, tier.engine, variant, tier.batchSize);
           if (b) {
             // CPU-seconds per image: inference on all the benchmark's cores, plus decoding.
-            const coreSeconds = benchCpus / b.imagesPerSecond + (decode?.ms ?? 0) / 1000;
+            const coreSeconds = benchCpus / b.imagesPerSecond + (decodeMs ?? 0) / 1000;
             row.imagesPerSecond = vcpus / coreSeconds;
-            row.throughputSource = `benchmark (${tier.engine}, batch ${b.batch}${decode ? ` + decoding a ${decode.source}` : ', decoding not measured'}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
+            row.throughputSource = `benchmark (${tier.engine}, batch ${b.batch}, ${decoding ?? 'decoding not measured'}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
           }
         }
         if (row.imagesPerSecond) {
@@ -119,10 +170,12 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile): CostReport 
       `instance prices: ${PRICE_LIST_DATE} list prices unless overridden in prices.instances`,
       `spot = ${Math.round(spotFraction * 100)} % of on-demand (prices.spotFraction); real spot prices move hourly`,
       'GPU tiers: full utilisation while running; idle cost is zero (the pools scale to zero), start-up minutes are not counted',
-      ...(decode ? [`GPU tiers: at most vCPUs × 1000 / ${decode.ms.toFixed(1)} images/s, the rate at which the instance's vCPUs decode (${decode.source})`] : []),
+      ...(decode ? [`GPU tiers: at most as many images/s as the instance's vCPUs decode`] : []),
       `Lambda: ${LAMBDA_PRICES.x86_64.perGbSecond} $/GB-s x86_64, ${LAMBDA_PRICES.arm64.perGbSecond} $/GB-s arm64, $0.20 per 1M requests, one request per batch`,
-      `Lambda throughput: benchmark images/s scaled linearly from the benchmark machine's cores to memory/${LAMBDA_MB_PER_VCPU} vCPUs, with each image's decoding added`
-        + (decode ? ` (${decode.ms.toFixed(1)} CPU-ms for a ${decode.source}; larger originals cost more)` : ' (not measured: run npm run bench)'),
+      `Lambda throughput: benchmark images/s scaled linearly from the benchmark machine's cores to memory/${LAMBDA_MB_PER_VCPU} vCPUs, with each image's decoding added`,
+      decode
+        ? `decoding: ${decode.describe}; images priced at ${options.imageBytes ? 'the sizes given' : `${Math.round(decode.referenceBytes / 1024)} KB, the benchmark's 1024×768 JPEG`} (the "throughput from" column says which)`
+        : 'decoding: not measured (run npm run bench); CPU tiers priced for inference alone',
       `all-in adds the pipeline's own requests, $${PIPELINE_REQUESTS_PER_MILLION.toFixed(2)} per 1M images: ranged GET + GET ($0.40 each), the write-back CopyObject ($5.00), 3 SQS requests ($0.40 each); "vs Rekognition" compares all-in`,
       'not included: data transfer, CloudWatch logs and metrics, versioned-bucket storage of the copies',
       `Amazon Rekognition DetectLabels: $${REKOGNITION_PER_MILLION / 1000} per 1,000 images (first pricing tier)`,

@@ -151,7 +151,13 @@ export function registerBackfillCommand(program: Command): void {
 
 function printReport(report: BackfillReport, opts: BackfillCli, tiers: Parameters<typeof estimateCosts>[0], seconds: number): void {
   const bench = existsSync('bench/results/engines.json') ? readBenchFile('bench/results/engines.json') : undefined;
-  const costs = estimateCosts(tiers, bench);
+  // Decoding is priced at the average size of the objects this run would tag.
+  const costs = estimateCosts(tiers, bench, {
+    imageBytes: (tier, variant) => {
+      const n = report.byTierVariant[tier]?.[variant], bytes = report.bytesByTierVariant?.[tier]?.[variant];
+      return n && bytes !== undefined ? bytes / n : undefined;
+    },
+  });
   const preview = Object.entries(report.byTierVariant).flatMap(([tier, m]) => Object.entries(m).map(([variant, n]) => {
     const row = costs.rows.find((r) => r.tier === tier && r.variant === variant);
     return { tier, variant, images: n, dollars: row?.allInPerMillion === undefined ? undefined : (row.allInPerMillion * n) / 1e6 };

@@ -82,11 +82,13 @@ export function registerTiersCommands(program: Command): void {
     .command('cost')
     .description('estimated $ per 1M images per tier and variant, next to Amazon Rekognition')
     .option('--bench <file>', `engine benchmark JSON (default ${DEFAULT_BENCH} if present)`)
+    .option('--image-kb <kb>', 'price decoding for images of this size (default: the benchmark\'s 1024×768 JPEG); a 12-megapixel photo is 3000–5000 KB', parseNumber('--image-kb', 1, 1_000_000))
     .option('--json', 'machine-readable output')
-    .action((opts: { bench?: string; json?: boolean }, cmd: Command) => {
+    .action((opts: { bench?: string; imageKb?: number; json?: boolean }, cmd: Command) => {
       const { config } = loadTiers(tiersFile(cmd));
       const benchPath = opts.bench ?? (existsSync(DEFAULT_BENCH) ? DEFAULT_BENCH : undefined);
-      const report = estimateCosts(config, benchPath ? readBenchFile(benchPath) : undefined);
+      const imageBytes = opts.imageKb === undefined ? undefined : opts.imageKb * 1024;
+      const report = estimateCosts(config, benchPath ? readBenchFile(benchPath) : undefined, { imageBytes: imageBytes === undefined ? undefined : () => imageBytes });
       if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath ?? null, ...report }, null, 2)}\n`);
       const money = (n?: number) => (n === undefined ? 'n/a' : `$${n < 10 ? n.toFixed(2) : n.toFixed(0)}`);
       process.stdout.write(table(report.rows.map((r) => [
