@@ -236,6 +236,7 @@ describe('tiers cost', () => {
     };
     const row = estimateCosts(parseTiers(raw), bench).rows.find((r) => r.tier === 'cheap' && r.variant === 'b0')!;
     assert.ok(Math.abs(row.imagesPerSecond! - 2 / 0.03) < 1e-9, '5 ms × 2 cores = 10 CPU-ms per image');
+    assert.match(row.throughputSource!, /decoding a 1024×768 JPEG/);
   });
 
   it('a GPU tier is capped at the rate its vCPUs decode images', () => {

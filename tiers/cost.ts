@@ -5,9 +5,9 @@
  * or, for CPU tiers on onnxruntime, from the benchmark JSON scaled to the function's vCPUs.
  *
  * Decoding is priced too. A worker decodes every image on its CPUs: on a CPU tier it shares them
- * with inference (a third of the pipeline benchmark's CPU time for 640×480 photos), and on a GPU tier
- * it bounds how fast images reach the GPU. Its cost grows with the image's compressed size (a
- * 12-megapixel photo takes about ten times a 640×480 one), so it is fitted on the benchmark's sizes
+ * with inference (6 of the 28–32 CPU-ms per 640×480 photo in the pipeline benchmark), and on a GPU
+ * tier it bounds how fast images reach the GPU. Its cost grows with the image's compressed size (a
+ * 12-megapixel photo takes about nine times a 640×480 one), so it is fitted on the benchmark's sizes
  * and priced at the size the caller knows (a backfill dry run measures its objects) or a reference.
  */
 import { readFileSync } from 'node:fs';
@@ -63,8 +63,9 @@ function benchThroughput(bench: BenchFile | undefined, engine: string, variant: 
 /** CPU time to decode one image of a given compressed size, from the benchmark. */
 export interface DecodeCost {
   msFor(bytes: number): number;
-  /** The size priced when none is known: the benchmark's 1024×768 JPEG. */
+  /** The size priced when none is known: the benchmark's 1024×768 JPEG (0 in files that lack sizes). */
   referenceBytes: number;
+  referenceSource: string;
   describe: string;
 }
 
@@ -85,7 +86,7 @@ export function decodeCost(bench: BenchFile | undefined, cpus: number): DecodeCo
   const reference = points.find((p) => p.source.startsWith('1024×768')) ?? points[0];
   const sized = points.filter((p): p is typeof p & { bytes: number } => p.bytes !== undefined);
   if (sized.length < 2) {
-    return { msFor: () => reference.ms, referenceBytes: reference.bytes ?? 0, describe: `${reference.ms.toFixed(1)} CPU-ms per image (${reference.source}, any size)` };
+    return { msFor: () => reference.ms, referenceBytes: reference.bytes ?? 0, referenceSource: reference.source, describe: `${reference.ms.toFixed(1)} CPU-ms per image (${reference.source}, any size)` };
   }
   const mb = sized.map((p) => p.bytes / 1048576), ms = sized.map((p) => p.ms);
   const meanX = mb.reduce((a, b) => a + b, 0) / mb.length, meanY = ms.reduce((a, b) => a + b, 0) / ms.length;
@@ -95,6 +96,7 @@ export function decodeCost(bench: BenchFile | undefined, cpus: number): DecodeCo
   return {
     msFor: (bytes) => Math.max(smallest / 2, intercept + slope * (bytes / 1048576)),
     referenceBytes: reference.bytes ?? sized[0].bytes,
+    referenceSource: reference.source,
     describe: `${intercept.toFixed(1)} + ${slope.toFixed(1)} CPU-ms per MB of JPEG (fitted on ${sized.map((p) => p.source.replace(' JPEG', '')).join(', ')})`,
   };
 }
@@ -115,7 +117,7 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
       const row: CostRow = { tier: tierName, compute: '', variant };
       const imageBytes = options.imageBytes?.(tierName, variant) ?? decode?.referenceBytes;
       const decodeMs = decode && imageBytes !== undefined ? decode.msFor(imageBytes) : undefined;
-      const decoding = decodeMs === undefined ? undefined : `decoding ${Math.round((imageBytes ?? 0) / 1024)} KB images`;
+      const decoding = decodeMs === undefined ? undefined : imageBytes ? `decoding ${Math.round(imageBytes / 1024)} KB images` : `decoding a ${decode?.referenceSource}`;
       const configured = tier.throughput?.[variant] ?? tier.throughput?.[typeof entry === 'string' ? entry : variant];
       if (tier.compute.target === 'ecs-gpu') {
         const { instanceType, capacity } = tier.compute;
@@ -174,7 +176,7 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
       `Lambda: ${LAMBDA_PRICES.x86_64.perGbSecond} $/GB-s x86_64, ${LAMBDA_PRICES.arm64.perGbSecond} $/GB-s arm64, $0.20 per 1M requests, one request per batch`,
       `Lambda throughput: benchmark images/s scaled linearly from the benchmark machine's cores to memory/${LAMBDA_MB_PER_VCPU} vCPUs, with each image's decoding added`,
       decode
-        ? `decoding: ${decode.describe}; images priced at ${options.imageBytes ? 'the sizes given' : `${Math.round(decode.referenceBytes / 1024)} KB, the benchmark's 1024×768 JPEG`} (the "throughput from" column says which)`
+        ? `decoding: ${decode.describe}; images priced at ${options.imageBytes ? 'the sizes given' : `the benchmark's ${decode.referenceSource}${decode.referenceBytes ? ` (${Math.round(decode.referenceBytes / 1024)} KB)` : ''}`} (the "throughput from" column says which)`
         : 'decoding: not measured (run npm run bench); CPU tiers priced for inference alone',
       `all-in adds the pipeline's own requests, $${PIPELINE_REQUESTS_PER_MILLION.toFixed(2)} per 1M images: ranged GET + GET ($0.40 each), the write-back CopyObject ($5.00), 3 SQS requests ($0.40 each); "vs Rekognition" compares all-in`,
       'not included: data transfer, CloudWatch logs and metrics, versioned-bucket storage of the copies',
