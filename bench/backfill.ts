@@ -17,7 +17,7 @@ import { runBackfill, TaskBatcher } from '../pipeline/backfill.ts';
 import { directoryCatalog } from '../pipeline/models.ts';
 import { makeRouter } from '../pipeline/router.ts';
 import { parseTiers } from '../tiers/schema.ts';
-import { benchTiers, spawnLocalStack, writeBenchWeights, type BenchContext } from './util.ts';
+import { benchTiers, cpuMsSince, spawnLocalStack, writeBenchWeights, type BenchContext } from './util.ts';
 
 const TIERS = benchTiers(8);
 
@@ -59,8 +59,7 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     const report = await runBackfill({ store, router, batcher, onProgress }, { bucket: 'effitag-local', prefix: 'photos/', filter: { mode: 'stale' }, concurrency: opts.concurrency });
     const seconds = (performance.now() - start) / 1000;
     clearInterval(sampler);
-    const cpu = process.cpuUsage(cpu0);
-    const ownCpuMsPerKey = (cpu.user + cpu.system) / 1000 / report.listed;
+    const ownCpuMsPerKey = cpuMsSince(cpu0) / report.listed;
     const stackCpuMsPerKey = (stack.cpuMs() - stackCpu0) / report.listed;
     ctx.log(`CPU per key: backfill process ${ownCpuMsPerKey.toFixed(2)} ms, embedded S3+SQS process ${stackCpuMsPerKey.toFixed(2)} ms`);
     const enqueuedPerSecond = report.enqueued / seconds;

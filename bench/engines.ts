@@ -12,7 +12,7 @@ import { createEngine } from '../inference/engines.ts';
 import { decodeImage, type DecodedImage } from '../inference/image.ts';
 import type { EngineName } from '../inference/engine.ts';
 import { syntheticJpeg } from './images.ts';
-import { median, type BenchContext } from './util.ts';
+import { cpuMsSince, median, type BenchContext } from './util.ts';
 import type { DecodeRow } from '../tiers/cost.ts';
 
 export interface EngineRow { engine: string; backend: string; variant: string; batch: number; msPerImage: number; imagesPerSecond: number; runs: number }
@@ -92,9 +92,8 @@ async function benchDecode(runs: number): Promise<DecodeRow[]> {
         for (let done = 0; done < n; done += inFlight) {
           await Promise.all(Array.from({ length: Math.min(inFlight, n - done) }, () => decodeImage(jpeg, 224)));
         }
-        const c = process.cpuUsage(c0);
         times.push((performance.now() - t0) / n);
-        cpu.push((c.user + c.system) / 1000 / n);
+        cpu.push(cpuMsSince(c0) / n);
       }
       out.push({ source: `${width}×${height} JPEG`, bytes: jpeg.length, inFlight, msPerImage: median(times), cpuMsPerImage: median(cpu) });
     }

@@ -31,7 +31,7 @@ import type { MessageQueue, ObjectStore } from '../pipeline/ports.ts';
 import { makeWorker } from '../pipeline/worker.ts';
 import { parseTiers, type TiersFile } from '../tiers/schema.ts';
 import { syntheticJpeg } from './images.ts';
-import { benchTiers, median, spawnLocalStack, writeBenchWeights, type BenchContext } from './util.ts';
+import { benchTiers, cpuMsSince, median, spawnLocalStack, writeBenchWeights, type BenchContext } from './util.ts';
 
 export interface PipelineBenchOptions {
   images: number;
@@ -134,12 +134,6 @@ export async function benchPipeline(ctx: BenchContext, opts: PipelineBenchOption
     cpuMsPerImage: { raw: rawCpuMsPerImage, decodeEngine: decodeEngineCpuMsPerImage, pipeline: pipelineCpuMsPerImage, split: cpuSplit },
     summary: { ratio, ratioToDecodeEngine: pipelineImagesPerSecond / decodeEngineImagesPerSecond, goal: 'pipeline ≥ 0.8× raw engine' },
   };
-}
-
-/** CPU time of this process (all threads: onnxruntime's, libvips') since `from`, in ms. */
-function cpuMsSince(from: NodeJS.CpuUsage): number {
-  const c = process.cpuUsage(from);
-  return (c.user + c.system) / 1000;
 }
 
 interface BenchStack {

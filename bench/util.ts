@@ -13,6 +13,12 @@ export interface BenchContext {
   log: (line: string) => void;
 }
 
+/** CPU time of this process (all threads: onnxruntime's, libvips') since `from`, in ms. */
+export function cpuMsSince(from: NodeJS.CpuUsage): number {
+  const c = process.cpuUsage(from);
+  return (c.user + c.system) / 1000;
+}
+
 export function median(values: readonly number[]): number {
   const s = [...values].sort((a, b) => a - b);
   const m = s.length >> 1;
