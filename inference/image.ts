@@ -7,6 +7,9 @@
  * the model's resolution is passed through unresampled.
  */
 import sharp, { type Metadata, type Sharp } from 'sharp';
+import { sniffFormat } from './image-format.ts';
+
+export { sniffFormat };
 
 export interface DecodedImage {
   /** HWC uint8 RGB pixels at `size`×`size`. */
@@ -36,23 +39,6 @@ export class ImageError extends Error {
     super(message);
     this.name = 'ImageError';
   }
-}
-
-/** Formats recognised by their leading bytes (extensions and Content-Type are not trusted). */
-export function sniffFormat(head: Uint8Array): 'jpeg' | 'png' | 'gif' | 'webp' | 'tiff' | 'avif' | 'heif' | undefined {
-  const b = head;
-  const ascii = (from: number, to: number) => String.fromCharCode(...b.subarray(from, to));
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
-  if (b.length >= 8 && b[0] === 0x89 && ascii(1, 4) === 'PNG') return 'png';
-  if (b.length >= 6 && (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a')) return 'gif';
-  if (b.length >= 12 && ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'webp';
-  if (b.length >= 4 && ((b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a && b[3] === 0) || (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && b[3] === 0x2a))) return 'tiff';
-  if (b.length >= 12 && ascii(4, 8) === 'ftyp') {
-    const brand = ascii(8, 12);
-    if (brand === 'avif' || brand === 'avis') return 'avif';
-    if (['heic', 'heix', 'mif1', 'msf1'].includes(brand)) return 'heif';
-  }
-  return undefined;
 }
 
 /** Decode and resize one image to `size`×`size` RGB. Throws ImageError for bad input. */

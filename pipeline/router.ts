@@ -19,7 +19,7 @@ import type { ModelCatalog } from './models.ts';
 import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore } from './ports.ts';
 import { mapLimit } from './concurrency.ts';
 import { taskMessage, type Task } from './task.ts';
-import { sniffFormat } from '../inference/image.ts';
+import { sniffFormat } from '../inference/image-format.ts';
 
 /**
  * Which already-stored objects a backfill wants:
@@ -35,7 +35,7 @@ export interface BackfillFilter {
   onlyTier?: string;
 }
 
-export type DropReason = 'own-write-back' | 'gone' | 'changed' | 'test-event' | 'current' | 'has-marker' | 'no-marker' | 'failed-before' | 'not-an-image' | 'other-tier';
+export type DropReason = 'own-write-back' | 'gone' | 'changed' | 'unreadable-sse-c' | 'test-event' | 'current' | 'has-marker' | 'no-marker' | 'failed-before' | 'not-an-image' | 'other-tier';
 
 const IMAGE_EXTENSIONS = /\.(jpe?g|jfif|png|webp|gif|tiff?|avif|heic|heif)$/i;
 
@@ -137,6 +137,13 @@ export function makeRouter(deps: RouterDeps): Router {
         counters.inc(`router.dropped.${reason}`);
         log.log('info', 'event dropped', { bucket: object.bucket, key: object.key, reason });
         return { object, action: 'dropped', reason };
+      }
+      if (err instanceof StoreError && err.kind === 'unreadable') {
+        // SSE-C: no retry can read it and no copy can record it on the object, so it is recorded
+        // here (log and metric), once, instead of cycling into the DLQ.
+        counters.inc('router.dropped.unreadable-sse-c');
+        log.log('warn', 'cannot tag: object unreadable without its customer-provided key', { bucket: object.bucket, key: object.key, error: err.message });
+        return { object, action: 'dropped', reason: 'unreadable-sse-c' };
       }
       throw err;
     }
