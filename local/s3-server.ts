@@ -4,7 +4,13 @@
  * - If-Match on GET/HEAD and x-amz-copy-source-if-match on CopyObject are enforced (s3rver ignores
  *   them), so the guard against clobbering a newer upload is exercised for real;
  * - object-created events are forwarded as S3 → SQS notifications, keys URL-encoded the AWS way
- *   (`a+b%2Bc.jpg`) and the ETag filled in for Copy events, so the router's decoding is exercised.
+ *   (`a+b%2Bc.jpg`) and the ETag filled in for Copy events, so the router's decoding is exercised;
+ * - `x-amz-copy-source` is read as S3 reads it (each segment URI-component-encoded); s3rver would
+ *   decode it with decodeURI and miss keys with `+`, `,` or `&`, so the deployed code's copies work
+ *   here unchanged;
+ * - objects uploaded with a customer-provided key (SSE-C) answer GET, HEAD and copy requests that
+ *   do not send the key with S3's 400 InvalidRequest, so that failure path is exercised (the flag is
+ *   kept in memory: such objects are a test fixture, not something the embedded stack stores).
  */
 import S3rver from 's3rver';
 import { encodeS3Key } from '../pipeline/events.ts';
@@ -27,6 +33,7 @@ export interface RunningS3 {
 interface Store { getMetadata(bucket: string, key: string): Promise<{ etag: string; 'content-length': number }> }
 interface KoaCtx {
   method: string; path: string; status: number; body: unknown; type: string;
+  request: { headers: Record<string, string | string[] | undefined> };
   get(name: string): string;
 }
 type Middleware = (ctx: KoaCtx, next: () => Promise<void>) => Promise<void>;
@@ -41,26 +48,55 @@ function preconditionFailed(ctx: KoaCtx, condition: string): void {
   ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message><Condition>${condition}</Condition></Error>`;
 }
 
-function ifMatchMiddleware(store: Store): Middleware {
+/** `bucket/key[?versionId=…]` as S3 parses x-amz-copy-source: each path segment URI-component-decoded. */
+function parseCopySource(header: string): { bucket: string; key: string; query: string } {
+  const [path, query = ''] = header.replace(/^\//, '').split('?');
+  const [bucket, ...key] = path.split('/').map(decodeURIComponent);
+  return { bucket, key: key.join('/'), query };
+}
+
+const SSE_C_HEADER = 'x-amz-server-side-encryption-customer-algorithm';
+
+function invalidRequest(ctx: KoaCtx, message: string): void {
+  ctx.status = 400;
+  if (ctx.method === 'HEAD') return; // S3 answers HEAD errors without a body
+  ctx.type = 'application/xml';
+  ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidRequest</Code><Message>${message}</Message></Error>`;
+}
+
+/** S3's conditional requests and copy-source parsing, and SSE-C refusals (see the module comment). */
+function s3SemanticsMiddleware(store: Store, sseC: Set<string>): Middleware {
   return async (ctx, next) => {
+    const [, pathBucket, ...pathKey] = ctx.path.split('/');
+    const objectId = pathBucket && pathKey.length ? `${pathBucket}/${pathKey.map(decodeURIComponent).join('/')}` : undefined;
     const copySource = ctx.get('x-amz-copy-source');
-    const copyIfMatch = ctx.get('x-amz-copy-source-if-match');
-    if (ctx.method === 'PUT' && copySource && copyIfMatch) {
-      // Parsed as s3rver parses it (decodeURI), so both sides agree on the key.
-      const [path] = decodeURI(copySource).replace(/^\//, '').split('?');
-      const [bucket, ...key] = path.split('/');
-      const meta = await store.getMetadata(bucket, key.join('/')).catch(() => undefined);
-      if (!meta || !matches(etagOf(meta.etag), copyIfMatch)) return preconditionFailed(ctx, 'x-amz-copy-source-If-Match');
+    const source = ctx.method === 'PUT' && copySource ? parseCopySource(copySource) : undefined;
+    if (source) {
+      if (sseC.has(`${source.bucket}/${source.key}`) && !ctx.get('x-amz-copy-source-server-side-encryption-customer-algorithm')) {
+        return invalidRequest(ctx, 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.');
+      }
+      // Re-encoded the way s3rver decodes it (decodeURI), so it finds the key S3 would.
+      ctx.request.headers['x-amz-copy-source'] = `${source.bucket}/${encodeURI(source.key)}${source.query ? `?${source.query}` : ''}`;
+      const copyIfMatch = ctx.get('x-amz-copy-source-if-match');
+      if (copyIfMatch) {
+        const meta = await store.getMetadata(source.bucket, source.key).catch(() => undefined);
+        if (!meta || !matches(etagOf(meta.etag), copyIfMatch)) return preconditionFailed(ctx, 'x-amz-copy-source-If-Match');
+      }
     }
-    const ifMatch = ctx.get('if-match');
-    if ((ctx.method === 'GET' || ctx.method === 'HEAD') && ifMatch) {
-      const [, bucket, ...key] = ctx.path.split('/');
-      if (bucket && key.length) {
-        const meta = await store.getMetadata(bucket, key.map(decodeURIComponent).join('/')).catch(() => undefined);
+    if ((ctx.method === 'GET' || ctx.method === 'HEAD') && objectId) {
+      if (sseC.has(objectId) && !ctx.get(SSE_C_HEADER)) {
+        return invalidRequest(ctx, 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.');
+      }
+      const ifMatch = ctx.get('if-match');
+      if (ifMatch) {
+        const meta = await store.getMetadata(pathBucket, objectId.slice(pathBucket.length + 1)).catch(() => undefined);
         if (meta && !matches(etagOf(meta.etag), ifMatch)) return preconditionFailed(ctx, 'If-Match');
       }
     }
     await next();
+    if (ctx.method === 'PUT' && objectId && !source && ctx.status === 200) {
+      if (ctx.get(SSE_C_HEADER)) sseC.add(objectId); else sseC.delete(objectId);
+    }
   };
 }
 
@@ -69,7 +105,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
     address: options.host ?? '127.0.0.1', port: options.port ?? 0, silent: true, directory: options.directory,
   }) as S3rver & { middleware: Middleware[]; store: Store };
   // Before s3rver's router (Koa composes `middleware` when the server starts listening).
-  server.middleware.splice(1, 0, ifMatchMiddleware(server.store));
+  server.middleware.splice(1, 0, s3SemanticsMiddleware(server.store, new Set()));
 
   server.on('event', (event: { Records: any[] }) => {
     void (async () => {

@@ -89,7 +89,12 @@ export interface MessageQueue {
   setVisibility(message: QueueMessage, seconds: number): Promise<void>;
 }
 
-export type StoreErrorKind = 'not-found' | 'precondition' | 'too-large' | 'archived' | 'transient' | 'denied' | 'invalid';
+/**
+ * `unreadable`: S3 will not serve the object without parameters EffiTag does not have (an object
+ * encrypted with a customer-provided key, SSE-C). Final: neither a retry nor a write-back can help,
+ * since copying the object needs the same key.
+ */
+export type StoreErrorKind = 'not-found' | 'precondition' | 'too-large' | 'archived' | 'transient' | 'denied' | 'invalid' | 'unreadable';
 
 /** A classified storage failure. `transient` ones are worth retrying; the others are final. */
 export class StoreError extends Error {

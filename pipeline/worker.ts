@@ -121,6 +121,7 @@ export function makeWorker(deps: WorkerDeps): Worker {
       if (err.kind === 'precondition') return { status: 'skipped', reason: 'changed' };
       if (err.kind === 'not-found') return { status: 'skipped', reason: 'gone' };
       if (err.kind === 'archived') return { status: 'skipped', reason: 'archived' };
+      if (err.kind === 'unreadable') return { status: 'skipped', reason: 'unreadable-sse-c' };
       if (err.kind === 'denied') return { status: 'retry', reason: `access denied ${during}` };
     }
     return { status: 'retry', reason: `${during}: ${err instanceof Error ? err.message : String(err)}` };

@@ -11,11 +11,10 @@ export const MAX_COPY_BYTES = 5 * 1024 ** 3;
 
 export interface S3StoreOptions {
   /**
-   * Work around the embedded S3 stand-in (s3rver), nothing else changes:
-   * - CopySource is encoded with encodeURI, because s3rver decodes it with decodeURI (S3 needs each
-   *   key segment encodeURIComponent-ed, which s3rver would leave as `%2B`);
-   * - listings use ListObjects (V1, Marker), because s3rver's V2 continuation tokens use a DES cipher
-   *   that OpenSSL 3 refuses, so every truncated V2 listing fails with HTTP 500.
+   * Work around the embedded S3 stand-in (s3rver), nothing else changes: listings use ListObjects
+   * (V1, Marker), because s3rver's V2 continuation tokens use a DES cipher that OpenSSL 3 refuses, so
+   * every truncated V2 listing fails with HTTP 500. (Copy sources need no workaround: the embedded
+   * server parses them as S3 does.)
    */
   quirks?: 's3rver';
 }
@@ -46,6 +45,10 @@ export function classifyS3Error(err: unknown, what: string): StoreError {
   if (status === 412 || name === 'PreconditionFailed') return new StoreError('precondition', message, err);
   if (name === 'InvalidObjectState') return new StoreError('archived', message, err);
   if (status === 403 || name === 'AccessDenied') return new StoreError('denied', message, err);
+  // SSE-C: GET and copy answer 400 with this message; HEAD answers a bare 400.
+  if (status === 400 && (/Server Side Encryption|customer.provided/i.test(e?.message ?? '') || what.startsWith('HEAD'))) {
+    return new StoreError('unreadable', `${message} (encrypted with a customer-provided key, SSE-C: EffiTag cannot read or rewrite it)`, err);
+  }
   if (status === 400 || status === 416 || name === 'InvalidRequest' || name === 'InvalidRange') return new StoreError('invalid', message, err);
   // 5xx, throttling (SlowDown, 503), timeouts and connection resets: worth retrying.
   return new StoreError('transient', message, err);
@@ -97,9 +100,7 @@ export class S3Store implements ObjectStore {
   }
 
   private copySource(ref: ObjectRef): string {
-    const key = this.options.quirks === 's3rver'
-      ? encodeURI(ref.key)
-      : ref.key.split('/').map(encodeURIComponent).join('/');
+    const key = ref.key.split('/').map(encodeURIComponent).join('/');
     return `${ref.bucket}/${key}${ref.versionId ? `?versionId=${encodeURIComponent(ref.versionId)}` : ''}`;
   }
 
