@@ -1,6 +1,7 @@
 /** AWS SDK clients for real AWS or an S3/SQS-compatible endpoint (the embedded stack). */
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
+import { auditCalls } from './audit.ts';
 
 export interface Endpoints {
   region?: string;
@@ -22,7 +23,7 @@ export interface Endpoints {
 const requestHandler = (silenceMs: number) => ({ connectionTimeout: 5_000, socketTimeout: silenceMs });
 
 export function s3Client(e: Endpoints = {}): S3Client {
-  return new S3Client({
+  return auditCalls(new S3Client({
     region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
     maxAttempts: 4, // the SDK's own backoff for throttling and 5xx
     requestHandler: requestHandler(e.socketTimeoutMs ?? 120_000),
@@ -31,12 +32,12 @@ export function s3Client(e: Endpoints = {}): S3Client {
       // Streamed uploads with the SDK's default checksums are stored corrupted by s3rver.
       requestChecksumCalculation: 'WHEN_REQUIRED' as const, responseChecksumValidation: 'WHEN_REQUIRED' as const,
     } : {}),
-  });
+  }), 's3');
 }
 
 export function sqsClient(e: Endpoints = {}): SQSClient {
-  return new SQSClient({
+  return auditCalls(new SQSClient({
     region: e.region ?? process.env.AWS_REGION ?? 'us-east-1', maxAttempts: 4, requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
     ...(e.sqsEndpoint ? { endpoint: e.sqsEndpoint, credentials: e.credentials } : {}),
-  });
+  }), 'sqs');
 }
