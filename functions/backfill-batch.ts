@@ -12,9 +12,12 @@ import { Counters, jsonLogger } from '../pipeline/log.ts';
 import { makeRouter, type BackfillFilter } from '../pipeline/router.ts';
 import { variantsOf } from '../pipeline/runtime-config.ts';
 
-/** What the Distributed Map passes: S3 listing items and the execution's input. */
+/**
+ * What the Distributed Map passes: S3 listing items and the execution's input. The S3 ItemReader
+ * gives `Etag` (quoted) and `LastModified` in epoch seconds.
+ */
 export interface BatchEvent {
-  Items: { Key: string; Etag?: string; ETag?: string; Size?: number; LastModified?: string; StorageClass?: string }[];
+  Items: { Key: string; Etag?: string; ETag?: string; Size?: number; LastModified?: number | string; StorageClass?: string }[];
   BatchInput: { bucket: string; filter?: BackfillFilter; since?: string | null; until?: string | null };
 }
 
@@ -25,6 +28,12 @@ export interface BatchResult {
 }
 
 const log = jsonLogger({ base: { component: 'backfill' } });
+
+/** Epoch seconds (the ItemReader's form) or an ISO date; seconds read as milliseconds would be 1970. */
+export function lastModifiedOf(value: number | string | undefined): Date | undefined {
+  if (value === undefined || value === '') return undefined;
+  return typeof value === 'number' || /^\d+(\.\d+)?$/.test(value) ? new Date(Number(value) * 1000) : new Date(value);
+}
 let ready: Promise<Deployed & { markers: { marker(v: string): string } }> | undefined;
 
 export async function handler(event: BatchEvent): Promise<BatchResult> {
@@ -43,7 +52,7 @@ export async function handler(event: BatchEvent): Promise<BatchResult> {
   // Transient errors throw: the map retries the whole batch (tasks are deduplicated by the FIFO queues).
   await mapLimit(event.Items, 32, async (item) => {
     report.listed++;
-    const listed = { key: item.Key, eTag: (item.ETag ?? item.Etag ?? '').replace(/"/g, ''), size: item.Size ?? 0, lastModified: item.LastModified ? new Date(item.LastModified) : undefined, storageClass: item.StorageClass };
+    const listed = { key: item.Key, eTag: (item.ETag ?? item.Etag ?? '').replace(/"/g, ''), size: item.Size ?? 0, lastModified: lastModifiedOf(item.LastModified), storageClass: item.StorageClass };
     await backfillObject(router, listed, report, opts);
   });
   const result: BatchResult = { listed: report.listed, enqueued: report.enqueued, skipped: report.skipped };
