@@ -2,17 +2,17 @@
  * The EffiTag stack: composes the constructs, one per concern. All decisions come from the validated
  * configuration (cdk/config.ts); nothing here is specific to a tier name.
  */
-import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { AspectPriority, Aspects, CfnOutput, Duration, IgnoreMode, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { DockerImageAsset, Platform } from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as s3 from 'aws-cdk-lib/aws-s3';
-import type { Construct } from 'constructs';
+import type { Construct, IConstruct } from 'constructs';
 import type { EffiTagConfig } from './config.ts';
 import { kmsGrant, type BucketAccess } from './constructs/access.ts';
-import { REPO_ROOT } from './constructs/bundling.ts';
+import { GPU_WORKER_DOCKERFILE, gpuWorkerContextRules, REPO_ROOT } from './constructs/bundling.ts';
 import { CpuRuntimeLayer, CpuTier, lambdaBatchTimeout } from './constructs/cpu-tier.ts';
 import { GpuTier, gpuBatchTimeout } from './constructs/gpu-tier.ts';
 import { Ingest } from './constructs/ingest.ts';
@@ -22,6 +22,20 @@ import { Backfill } from './constructs/backfill.ts';
 
 export interface EffiTagStackProps extends StackProps {
   config: EffiTagConfig;
+}
+
+/**
+ * The cluster's capacity-provider association is created by an aspect of aws-cdk-lib at synthesis,
+ * after every construct exists, and nothing makes the services wait for it: a first deploy could
+ * create a service before its capacity provider is associated ("capacity provider not associated").
+ * This aspect runs after that one and adds the dependency.
+ */
+function servicesAfterCapacityProviders(cluster: ecs.Cluster, services: ecs.Ec2Service[]): void {
+  Aspects.of(cluster).add({
+    visit(node: IConstruct) {
+      if (node instanceof ecs.CfnClusterCapacityProviderAssociations) for (const s of services) s.node.addDependency(node);
+    },
+  }, { priority: AspectPriority.READONLY });
 }
 
 /** Lambda environment variables are limited to 4 KB in all. */
@@ -39,6 +53,8 @@ export class EffiTagStack extends Stack {
     super(scope, id, props);
     // The Distributed Map's ResultWriterV2 is used only under this flag (set before any child exists).
     this.node.setContext('@aws-cdk/aws-stepfunctions:useDistributedMapResultWriterV2', true);
+    // Without it, an ECS service with no desiredCount is given DesiredCount: 1 in the template.
+    this.node.setContext('@aws-cdk/aws-ecs:removeDefaultDesiredCount', true);
     const { config } = props;
     const tiersJson = JSON.stringify(config.tiers);
     if (tiersJson.length > MAX_TIERS_ENV) throw new Error(`${config.tiersFile}: the tiers configuration is ${tiersJson.length} bytes; at most ${MAX_TIERS_ENV} fit a Lambda environment`);
@@ -112,16 +128,20 @@ export class EffiTagStack extends Stack {
         });
       cluster = new ecs.Cluster(this, 'Cluster', { vpc, containerInsightsV2: ecs.ContainerInsights.ENABLED });
       const image = new DockerImageAsset(this, 'WorkerImage', {
-        directory: REPO_ROOT, file: 'containers/gpu-worker/Dockerfile', platform: Platform.LINUX_AMD64,
-        exclude: ['node_modules', 'cdk.out', '.git', '.effitag', 'scratch', 'bench/results', 'layers/cpu-runtime/build', '**/*.onnx'],
+        directory: REPO_ROOT, file: GPU_WORKER_DOCKERFILE, platform: Platform.LINUX_AMD64,
+        // The Dockerfile's own ignore list: the asset (and so the tasks) changes only with the worker.
+        ignoreMode: IgnoreMode.DOCKER, exclude: gpuWorkerContextRules(),
       });
+      const services: ecs.Ec2Service[] = [];
       for (const [name, tier] of gpuTiers) {
         const gpu = new GpuTier(this, `Gpu-${name}`, {
           tierName: name, tier: tier as never, cluster, vpc, image, queue: this.tierQueues[name].queue,
           bucket: images, prefixes: config.prefixes, weights, environment,
         });
         observed[name].service = gpu.service;
+        services.push(gpu.service);
       }
+      servicesAfterCapacityProviders(cluster, services);
     }
     const layers = new Map<string, lambda.ILayerVersion>();
     for (const [name, tier] of cpuTiers) {

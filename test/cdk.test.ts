@@ -80,7 +80,66 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
       assert.equal(JSON.parse(e.EFFITAG_TIERS).routing.default.tier, 'economy');
       assert.ok(e.EFFITAG_QUEUE_URLS && e.EFFITAG_WEIGHTS);
     }
-    template.resourcePropertiesCountIs('AWS::ECS::Service', { DesiredCount: 0, CapacityProviderStrategy: [Match.objectLike({ Weight: 1 })] }, 2);
+    template.resourcePropertiesCountIs('AWS::ECS::Service', { CapacityProviderStrategy: [Match.objectLike({ Weight: 1 })] }, 2);
+  });
+
+  it('ECS services set no DesiredCount (a deploy must not reset the task count mid-backlog) and wait for the capacity-provider association', () => {
+    const services = Object.values(template.findResources('AWS::ECS::Service'));
+    assert.equal(services.length, 2);
+    const [association] = Object.keys(template.findResources('AWS::ECS::ClusterCapacityProviderAssociations'));
+    assert.ok(association, 'the cluster associates its capacity providers');
+    for (const s of services) {
+      assert.equal(s.Properties.DesiredCount, undefined, 'the backlog scaling owns the count');
+      assert.ok(([] as string[]).concat(s.DependsOn ?? []).includes(association), `service must depend on ${association}`);
+    }
+  });
+
+  it('GPU instances: IMDS hop limit 1 (containers cannot take the instance role), the region given to the task instead', () => {
+    for (const lt of Object.values(template.findResources('AWS::EC2::LaunchTemplate'))) {
+      assert.deepEqual(lt.Properties.LaunchTemplateData.MetadataOptions, { HttpPutResponseHopLimit: 1, HttpTokens: 'required' });
+    }
+    for (const t of Object.values(template.findResources('AWS::ECS::TaskDefinition'))) {
+      const env = Object.fromEntries(t.Properties.ContainerDefinitions[0].Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value]));
+      assert.equal(env.AWS_REGION, 'us-east-1', 'the stack\'s region (the test stack is in us-east-1)');
+    }
+  });
+
+  it('spot GPU tiers: drained on interruption, and several instance types to draw spot capacity from', () => {
+    const userData = (lt: any) => JSON.stringify(lt.Properties.LaunchTemplateData.UserData);
+    const lts = Object.values(template.findResources('AWS::EC2::LaunchTemplate'));
+    const spot = lts.filter((lt) => lt.Properties.LaunchTemplateData.InstanceType === 'g4dn.xlarge');
+    const onDemand = lts.filter((lt) => lt.Properties.LaunchTemplateData.InstanceType === 'g5.xlarge');
+    assert.equal(spot.length, 1);
+    assert.match(userData(spot[0]), /echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> \/etc\/ecs\/ecs.config/);
+    assert.doesNotMatch(userData(onDemand[0]), /SPOT_INSTANCE_DRAINING/, 'only spot instances are drained for interruptions');
+    const group = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup')).find((g) => g.Properties.MixedInstancesPolicy)!;
+    const types = group.Properties.MixedInstancesPolicy.LaunchTemplate.Overrides.map((o: { InstanceType: string }) => o.InstanceType);
+    assert.equal(types[0], 'g4dn.xlarge');
+    assert.ok(types.length >= 3, `spot across several pools: ${types}`);
+    for (const t of types.slice(1)) assert.ok(!t.startsWith('p3'), 'no alternative costs over twice as much');
+  });
+
+  it('GPU tasks keep the CUDA JIT cache on a host volume their user can write, at CUDA\'s largest size', () => {
+    const def = Object.values(template.findResources('AWS::ECS::TaskDefinition'))[0].Properties;
+    const container = def.ContainerDefinitions[0];
+    const env = Object.fromEntries(container.Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value]));
+    assert.equal(env.CUDA_CACHE_PATH, '/var/cache/cuda');
+    assert.equal(env.CUDA_CACHE_MAXSIZE, String(4 * 1024 ** 3));
+    assert.deepEqual(container.MountPoints, [{ ContainerPath: '/var/cache/cuda', ReadOnly: false, SourceVolume: 'cuda-cache' }]);
+    assert.deepEqual(def.Volumes, [{ Host: { SourcePath: '/var/cache/effitag-cuda' }, Name: 'cuda-cache' }]);
+    for (const lt of Object.values(template.findResources('AWS::EC2::LaunchTemplate'))) {
+      assert.match(JSON.stringify(lt.Properties.LaunchTemplateData.UserData), /chown 1000:1000 \/var\/cache\/effitag-cuda/);
+    }
+  });
+
+  it('the alarm topic\'s KMS key lets CloudWatch publish (else alarm e-mails are never delivered)', () => {
+    const [topic] = Object.values(template.findResources('AWS::SNS::Topic'));
+    const keyId = topic.Properties.KmsMasterKeyId['Fn::GetAtt'][0];
+    const key = template.toJSON().Resources[keyId];
+    const statement = key.Properties.KeyPolicy.Statement.find((st: Statement & { Principal?: { Service?: string } }) => st.Principal?.Service === 'cloudwatch.amazonaws.com');
+    assert.ok(statement, 'a key policy statement for cloudwatch.amazonaws.com');
+    assert.deepEqual([...statement.Action].sort(), ['kms:Decrypt', 'kms:GenerateDataKey*']);
+    assert.equal(statement.Effect, 'Allow');
   });
 
   it('scaling on queue backlog: one message starts a task from zero, an empty backlog returns to zero, no CPU scaling', () => {
@@ -97,13 +156,18 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     assert.deepEqual(backlogSteps(1), [{ upper: 1, change: 0 }, { lower: 1, upper: undefined, change: 1 }]);
   });
 
-  it('CPU tier: Lambda with the runtime layer, SQS source with partial batch failures, reserved concurrency', () => {
+  it('CPU tier: Lambda with the runtime layer, SQS source with partial batch failures, concurrency capped on the event source', () => {
     template.hasResourceProperties('AWS::Lambda::LayerVersion', { CompatibleArchitectures: ['x86_64'], CompatibleRuntimes: ['nodejs24.x'] });
     template.hasResourceProperties('AWS::Lambda::Function', {
-      MemorySize: 3538, ReservedConcurrentExecutions: 10, Layers: [{ Ref: Match.stringLikeRegexp('CpuRuntimex8664Layer') }], Runtime: 'nodejs24.x',
+      MemorySize: 3538, Layers: [{ Ref: Match.stringLikeRegexp('CpuRuntimex8664Layer') }], Runtime: 'nodejs24.x',
       Environment: { Variables: Match.objectLike({ EFFITAG_TIER: 'economy', EFFITAG_WEIGHTS: Match.anyValue() }) },
     });
-    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { BatchSize: 8, FunctionResponseTypes: ['ReportBatchItemFailures'] });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { BatchSize: 8, FunctionResponseTypes: ['ReportBatchItemFailures'], ScalingConfig: { MaximumConcurrency: 10 } });
+    // Reserved concurrency with an SQS trigger throttles received messages into the DLQ, and a new
+    // account's quota of 10 cannot reserve it at all.
+    for (const [id, fn] of Object.entries(template.findResources('AWS::Lambda::Function'))) {
+      assert.equal(fn.Properties.ReservedConcurrentExecutions, undefined, `${id} reserves concurrency`);
+    }
   });
 
   it('least privilege: every statement lists its actions (no wildcards) and scopes object access', () => {
@@ -119,6 +183,16 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     assert.equal(rewrite.length, 3, 'each worker role (2 GPU task roles, 1 Lambda)');
     for (const { s } of rewrite) assert.deepEqual(([] as string[]).concat(s.Action).sort(), ['s3:GetObject', 's3:GetObjectTagging', 's3:GetObjectVersion', 's3:GetObjectVersionTagging', 's3:PutObject', 's3:PutObjectTagging']);
     assert.ok(!all.some(({ s }) => ([] as string[]).concat(s.Action).some((a) => a.startsWith('kms:'))), 'no KMS without a bucket key');
+    // s3:ListBucket makes S3 answer 404 for a deleted object instead of 403 (else it is retried into a DLQ).
+    const listers = all.filter(({ s }) => s.Sid === 'SeeMissingObjects');
+    assert.deepEqual(listers.map(({ policy }) => policy.replace(/[0-9A-F]{8}$/, '')).sort(), [
+      'BackfillBatchServiceRoleDefaultPolicy', 'CpueconomyWorkerServiceRoleDefaultPolicy', 'GpupremiumTaskTaskRoleDefaultPolicy',
+      'GpustandardTaskTaskRoleDefaultPolicy', 'IngestRouterServiceRoleDefaultPolicy',
+    ]);
+    for (const { s } of listers) {
+      assert.equal(s.Action, 's3:ListBucket');
+      assert.match(JSON.stringify(s.Resource), /^\{"Fn::GetAtt":\["Bucket[0-9A-F]+","Arn"\]\}$/);
+    }
     const enqueue = all.filter(({ s }) => s.Sid?.startsWith('Enqueue')).map(({ s }) => s.Sid).sort();
     assert.deepEqual(enqueue, ['EnqueueTasks', 'Enqueueeconomy', 'Enqueuepremium', 'Enqueuestandard'], 'the router sends to each tier queue; the backfill batch function to all');
   });
@@ -157,7 +231,9 @@ describe('CDK: backfill state machine', () => {
     const sm = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0];
     const definition = JSON.parse((sm.Properties.DefinitionString['Fn::Join'][1] as unknown[]).map((p) => (typeof p === 'string' ? p : 'X')).join(''));
     assert.equal(definition.StartAt, 'Defaults');
-    assert.match(definition.States.Defaults.Parameters['input.$'], /^States\.JsonMerge\(States\.StringToJson\('\{"prefix":"","filter":\{"mode":"stale"\},"since":null,"until":null\}'\), \$, false\)$/);
+    // The bucket defaults to the stack's own (the X is its token), so a console start needs no input.
+    assert.match(definition.States.Defaults.Parameters['input.$'], /^States\.JsonMerge\(States\.StringToJson\('\{"bucket":"X","prefix":"","filter":\{"mode":"stale"\},"since":null,"until":null\}'\), \$, false\)$/);
+    assert.ok((sm.Properties.DefinitionString['Fn::Join'][1] as unknown[]).some((p) => JSON.stringify(p) === JSON.stringify({ Ref: Object.keys(template.findResources('AWS::S3::Bucket', { Properties: { LoggingConfiguration: { LogFilePrefix: 'images/' } } }))[0] })), 'the default bucket is the tagged bucket');
     const map = definition.States.ListAndEnqueue;
     assert.equal(map.ItemProcessor.ProcessorConfig.Mode, 'DISTRIBUTED');
     assert.equal(map.ItemReader.Resource, 'arn:X:states:::s3:listObjectsV2');
@@ -190,6 +266,8 @@ describe('CDK: one stack per configuration', () => {
     const all = statements(template);
     const rewrite = all.find(({ s }) => s.Sid === 'RewriteWatchedObjects')!.s;
     assert.match(JSON.stringify(rewrite.Resource), /my-photos\/photos\/\*.*my-photos\/scans\/\*/);
+    const list = all.find(({ s }) => s.Sid === 'SeeMissingObjects')!.s as Statement & { Condition?: unknown };
+    assert.deepEqual(list.Condition, { StringLike: { 's3:prefix': ['photos/*', 'scans/*'] } }, 'listing scoped to the watched prefixes');
     assert.ok(all.some(({ s }) => s.Sid === 'BucketKmsKey' && JSON.stringify(s.Action).includes('kms:GenerateDataKey')));
     template.hasResourceProperties('Custom::S3BucketNotifications', {
       NotificationConfiguration: { QueueConfigurations: Match.arrayWith([Match.objectLike({ Filter: { Key: { FilterRules: [{ Name: 'prefix', Value: 'scans/' }] } } })]) },

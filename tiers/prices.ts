@@ -53,3 +53,23 @@ export const REKOGNITION_PER_MILLION = 1000;
  * requests (send, receive, delete: 3 × $0.40). S3 Standard, us-east-1.
  */
 export const PIPELINE_REQUESTS_PER_MILLION = 0.4 + 0.4 + 5.0 + 3 * 0.4;
+
+/** Inference speed class of each GPU (T4 < V100 < A10G ≈ L4), so no alternative is a slower GPU. */
+const GPU_CLASS: Record<string, number> = { T4: 1, V100: 2, A10G: 3, L4: 3 };
+
+/**
+ * Spot alternatives to a GPU instance type: the known types with as many GPUs, a GPU at least as
+ * fast, at least its vCPUs and memory (the task's reservation still fits), at most `maxPriceRatio` ×
+ * its on-demand price; cheapest first, four at most. More pools make a spot request far less likely
+ * to find no capacity.
+ */
+export function spotAlternatives(instanceType: string, maxPriceRatio = 2): string[] {
+  const base = GPU_INSTANCES[instanceType];
+  if (!base) return [];
+  return Object.entries(GPU_INSTANCES)
+    .filter(([name, i]) => name !== instanceType && i.gpus === base.gpus && (GPU_CLASS[i.gpu] ?? 0) >= (GPU_CLASS[base.gpu] ?? 0)
+      && i.vcpus >= base.vcpus && i.memoryGiB >= base.memoryGiB && i.onDemand <= base.onDemand * maxPriceRatio)
+    .sort(([, a], [, b]) => a.onDemand - b.onDemand)
+    .slice(0, 4)
+    .map(([name]) => name);
+}

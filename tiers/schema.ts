@@ -20,8 +20,12 @@ const lambdaCompute = z.object({
   target: z.literal('lambda-cpu'),
   memoryMb: z.number().int().min(512).max(10240),
   architecture: z.enum(['x86_64', 'arm64']).default('x86_64'),
-  /** Reserved concurrency cap: the tier's spend ceiling. */
-  maxConcurrency: z.number().int().min(1).max(1000).default(10),
+  /**
+   * Most concurrent invocations the tier's queue may drive: the tier's spend ceiling. Set on the SQS
+   * event source (its maximum concurrency, 2–1000), not as reserved concurrency, which would throttle
+   * received messages into the DLQ and take from the account's pool.
+   */
+  maxConcurrency: z.number().int().min(2, 'the SQS event source allows 2 to 1000 concurrent invocations').max(1000).default(10),
 }).strict();
 
 const gpuCompute = z.object({
@@ -29,6 +33,11 @@ const gpuCompute = z.object({
   instanceType: z.string(),
   capacity: z.enum(['spot', 'on-demand']).default('spot'),
   maxTasks: z.number().int().min(1).max(100),
+  /**
+   * Spot only: other instance types the group may launch when `instanceType` has no spot capacity.
+   * Default: the known single-GPU types with at least its vCPUs and memory, at most twice its price.
+   */
+  alternativeInstanceTypes: z.array(z.string()).optional(),
 }).strict();
 
 export const tierSchema = z.object({
@@ -132,6 +141,12 @@ function semanticIssues(config: TiersFile): ConfigIssue[] {
       const it = tier.compute.instanceType;
       if (!(it in instancePrices)) {
         error(`tiers.${name}.compute.instanceType`, `unknown instance type "${it}"; known GPU types: ${Object.keys(GPU_INSTANCES).join(', ')} (add others under prices.instances)`);
+      }
+      for (const [i, alt] of (tier.compute.alternativeInstanceTypes ?? []).entries()) {
+        if (!(alt in GPU_INSTANCES)) error(`tiers.${name}.compute.alternativeInstanceTypes[${i}]`, `unknown instance type "${alt}"; known GPU types: ${Object.keys(GPU_INSTANCES).join(', ')}`);
+      }
+      if (tier.compute.alternativeInstanceTypes?.length && tier.compute.capacity !== 'spot') {
+        warn(`tiers.${name}.compute.alternativeInstanceTypes`, 'used for spot capacity only; an on-demand tier launches its instanceType');
       }
       if (tier.engine === 'ort') warn(`tiers.${name}.engine`, `'ort' on a GPU tier runs on CPU unless the image installs onnxruntime's CUDA provider; 'tfjs' uses tfjs-node-gpu`);
     } else if (tier.engine === 'tfjs') {

@@ -21,3 +21,16 @@ export function kmsGrant(key: kms.IKey | undefined): BucketAccess['grantKms'] {
     grantee.grantPrincipal.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'BucketKmsKey', actions, resources: [key.keyArn] }));
   };
 }
+
+/**
+ * s3:ListBucket on the watched prefixes. Code never lists with it; S3 needs it to answer 404 for a
+ * missing object instead of 403. Without it an object deleted before it was processed looks like a
+ * permission error: retried five times, then parked in a DLQ.
+ */
+export function notFoundVisible(access: BucketAccess, prefixes: readonly string[]): iam.PolicyStatement {
+  const everything = prefixes.some((p) => p === '');
+  return new iam.PolicyStatement({
+    sid: 'SeeMissingObjects', actions: ['s3:ListBucket'], resources: [access.bucket.bucketArn],
+    ...(everything ? {} : { conditions: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } } }),
+  });
+}

@@ -17,10 +17,10 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { objectArns, type BucketAccess } from './access.ts';
+import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
 import { effitagFunction } from './bundling.ts';
 
-/** Defaults merged under the execution input. */
+/** Defaults merged under the execution input (the bucket defaults to the stack's tagged bucket). */
 export const BACKFILL_DEFAULTS = { prefix: '', filter: { mode: 'stale' }, since: null, until: null };
 
 export interface BackfillProps {
@@ -49,6 +49,7 @@ export class Backfill extends Construct {
       description: 'EffiTag backfill: one batch of listed keys → router (backfill mode) → tier queues',
     });
     this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadWatchedObjects', actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: objectArns(props.bucket, props.prefixes) }));
+    this.fn.addToRolePolicy(notFoundVisible(props.bucket, props.prefixes));
     this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadWeightManifests', actions: ['s3:GetObject'], resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)] }));
     this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'EnqueueTasks', actions: ['sqs:SendMessage'], resources: Object.values(props.tierQueues).map((q) => q.queueArn) }));
     props.bucket.grantKms?.(this.fn, ['kms:Decrypt']);
@@ -75,7 +76,8 @@ export class Backfill extends Construct {
     this.map.itemProcessor(route);
     // Optional input fields get their defaults, so a console start with just { "bucket": … } works.
     const defaults = new sfn.Pass(this, 'Defaults', {
-      parameters: { 'input.$': `States.JsonMerge(States.StringToJson('${JSON.stringify(BACKFILL_DEFAULTS)}'), $, false)` },
+      // The bucket name is a token: S3 names hold no quote or backslash, so it is safe inside the JSON.
+      parameters: { 'input.$': `States.JsonMerge(States.StringToJson('${JSON.stringify({ bucket: props.bucket.bucket.bucketName, ...BACKFILL_DEFAULTS })}'), $, false)` },
       outputPath: '$.input',
     });
     const logGroup = new logs.LogGroup(this, 'Logs', { retention: logs.RetentionDays.ONE_MONTH });

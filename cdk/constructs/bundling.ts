@@ -4,6 +4,7 @@
  * Lambda resolves for require() through NODE_PATH but not for ES module imports. `import.meta.url`
  * is rewritten to the bundle's own file URL, and the onnxruntime thread script is copied beside it.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat, type BundlingOptions, type NodejsFunctionProps } from 'aws-cdk-lib/aws-lambda-nodejs';
@@ -11,6 +12,13 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 
 export const REPO_ROOT = join(import.meta.dirname, '..', '..');
+
+export const GPU_WORKER_DOCKERFILE = 'containers/gpu-worker/Dockerfile';
+
+/** The GPU image's build-context rules (.dockerignore syntax), from the file beside its Dockerfile. */
+export function gpuWorkerContextRules(): string[] {
+  return readFileSync(join(REPO_ROOT, `${GPU_WORKER_DOCKERFILE}.dockerignore`), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+}
 
 /** Provided by the CPU runtime layer, built for the function's architecture. */
 export const LAYER_MODULES = ['onnxruntime-node', 'sharp'];
@@ -22,6 +30,9 @@ export function functionBundling(extra: { copyOrtThread?: boolean } = {}): Bundl
     minify: true,
     sourceMap: true,
     externalModules: [...LAYER_MODULES, '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu'],
+    // The SDK goes into the bundle, pinned by our lockfile: the copy the Lambda runtime provides
+    // changes without notice, and what the rehearsal runs must be what AWS runs.
+    bundleAwsSDK: true,
     define: { 'import.meta.url': '__effitag_import_meta_url' },
     banner: "const __effitag_import_meta_url = require('url').pathToFileURL(__filename).href;",
     loader: { '.json': 'json' },

@@ -76,12 +76,17 @@ export class CpuTier extends Construct {
       memorySize: tier.compute.memoryMb, timeout: lambdaBatchTimeout(tier),
       // Weights and the exported ONNX graph live in /tmp (B7: ~270 MB each).
       ephemeralStorageSize: Size.mebibytes(2048),
-      reservedConcurrentExecutions: tier.compute.maxConcurrency,
       environment: { ...props.environment, EFFITAG_TIER: props.tierName, EFFITAG_WEIGHTS_DIR: '/tmp/effitag-weights', EFFITAG_CACHE_DIR: '/tmp/effitag-cache' },
       layers: [props.layer],
       description: `EffiTag ${props.tierName} tier worker (CPU, onnxruntime)`,
     });
-    this.fn.addEventSource(new SqsEventSource(props.queue, { batchSize: Math.min(10, tier.batchSize), reportBatchItemFailures: true }));
+    // The spend ceiling is the event source's maximum concurrency, not reserved concurrency: with
+    // reserved concurrency the poller keeps receiving while invocations are throttled, each throttle
+    // burns a receive, and messages reach the DLQ without ever running (and reserving takes from the
+    // account's pool, which a new account's quota of 10 cannot give).
+    this.fn.addEventSource(new SqsEventSource(props.queue, {
+      batchSize: Math.min(10, tier.batchSize), reportBatchItemFailures: true, maxConcurrency: tier.compute.maxConcurrency,
+    }));
     grantWorker(this.fn, { bucket: props.bucket, prefixes: props.prefixes, weights: props.weights, queue: props.queue });
   }
 }

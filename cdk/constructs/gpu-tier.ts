@@ -16,10 +16,21 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { GPU_INSTANCES } from '../../tiers/prices.ts';
+import { Stack } from 'aws-cdk-lib';
+import { GPU_INSTANCES, spotAlternatives } from '../../tiers/prices.ts';
 import type { Tier } from '../../tiers/schema.ts';
 import type { BucketAccess } from './access.ts';
 import { grantWorker } from './worker-permissions.ts';
+
+/**
+ * The host directory that keeps the CUDA JIT cache between tasks on one instance: TensorFlow's
+ * release builds carry machine code up to sm_75, so A10G (sm_86) and L4 (sm_89) compile PTX at first
+ * use, for minutes. Owned by the container's user (uid 1000).
+ */
+export const CUDA_CACHE_HOST_PATH = '/var/cache/effitag-cuda';
+const CUDA_CACHE_PATH = '/var/cache/cuda';
+/** CUDA's largest allowed JIT cache (4 GiB); its 256 MiB default evicts TensorFlow's kernels. */
+const CUDA_CACHE_MAXSIZE = String(4 * 1024 ** 3);
 
 /** Time one GPU batch may take (download, decode, inference, write-back), with room for weights at start. */
 export function gpuBatchTimeout(tier: Tier): Duration {
@@ -56,14 +67,23 @@ export class GpuTier extends Construct {
     const { tier } = props;
     const { instanceType, capacity, maxTasks } = tier.compute;
     const securityGroup = new ec2.SecurityGroup(this, 'Instances', { vpc: props.vpc, allowAllOutbound: true, description: `EffiTag ${props.tierName} GPU instances: no inbound` });
+    const userData = ec2.UserData.forLinux();
+    userData.addCommands(`mkdir -p ${CUDA_CACHE_HOST_PATH}`, `chown 1000:1000 ${CUDA_CACHE_HOST_PATH}`);
+    // On a spot interruption notice the agent drains the instance: its task gets SIGTERM and finishes
+    // its batch within the two minutes. (aws-cdk-lib's spotInstanceDraining option writes this only
+    // for groups with a spotPrice, never for a mixed-instances policy, so it is written here.)
+    if (capacity === 'spot') userData.addCommands('echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config');
     const launchTemplate = new ec2.LaunchTemplate(this, 'LaunchTemplate', {
       instanceType: new ec2.InstanceType(instanceType),
       machineImage: ecs.EcsOptimizedImage.amazonLinux2023(ecs.AmiHardwareType.GPU),
-      userData: ec2.UserData.forLinux(),
+      userData,
       securityGroup,
       // The ECS agent's permissions are added to this role by the capacity provider.
       role: new iam.Role(this, 'InstanceRole', { assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'), description: `EffiTag ${props.tierName} GPU instances (ECS agent)` }),
       requireImdsv2: true,
+      // One hop: the instance (its ECS agent) reaches IMDS, containers behind the Docker bridge do
+      // not, so a task cannot take the instance role's credentials (it has its own task role).
+      httpPutResponseHopLimit: 1,
       associatePublicIpAddress: true,
       blockDevices: [{ deviceName: '/dev/xvda', volume: ec2.BlockDeviceVolume.ebs(60, { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3 }) }],
     });
@@ -73,8 +93,17 @@ export class GpuTier extends Construct {
       minCapacity: 0,
       maxCapacity: maxTasks,
       // Spot through a mixed-instances policy (a launch template may not request spot itself here).
+      // Spot through a mixed-instances policy over several instance types (one type's spot pools run
+      // dry often; price-capacity-optimized picks among the pools that have capacity).
       ...(capacity === 'spot'
-        ? { mixedInstancesPolicy: { launchTemplate, instancesDistribution: { onDemandBaseCapacity: 0, onDemandPercentageAboveBaseCapacity: 0, spotAllocationStrategy: autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED } } }
+        ? {
+          mixedInstancesPolicy: {
+            launchTemplate,
+            launchTemplateOverrides: [instanceType, ...(tier.compute.alternativeInstanceTypes ?? spotAlternatives(instanceType))]
+              .map((t) => ({ instanceType: new ec2.InstanceType(t) })),
+            instancesDistribution: { onDemandBaseCapacity: 0, onDemandPercentageAboveBaseCapacity: 0, spotAllocationStrategy: autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED },
+          },
+        }
         : { launchTemplate }),
       capacityRebalance: capacity === 'spot',
     });
@@ -90,21 +119,30 @@ export class GpuTier extends Construct {
 
     const memoryGiB = GPU_INSTANCES[instanceType]?.memoryGiB ?? 16;
     const task = new ecs.Ec2TaskDefinition(this, 'Task');
-    task.addContainer('worker', {
+    task.addVolume({ name: 'cuda-cache', host: { sourcePath: CUDA_CACHE_HOST_PATH } });
+    const container = task.addContainer('worker', {
       image: ecs.ContainerImage.fromDockerImageAsset(props.image),
       gpuCount: 1,
       memoryReservationMiB: Math.floor(memoryGiB * 1024 * 0.75),
-      environment: { ...props.environment, EFFITAG_TIER: props.tierName, TF_FORCE_GPU_ALLOW_GROWTH: 'true', EFFITAG_TFJS_BACKEND: 'tensorflow-gpu' },
+      environment: {
+        ...props.environment, EFFITAG_TIER: props.tierName, TF_FORCE_GPU_ALLOW_GROWTH: 'true', EFFITAG_TFJS_BACKEND: 'tensorflow-gpu',
+        CUDA_CACHE_PATH, CUDA_CACHE_MAXSIZE,
+        // With IMDS out of the container's reach (hop limit 1), the SDK cannot ask it for the region.
+        AWS_REGION: Stack.of(this).region, AWS_DEFAULT_REGION: Stack.of(this).region,
+      },
       logging: ecs.LogDrivers.awsLogs({ streamPrefix: props.tierName, logGroup: new logs.LogGroup(this, 'Logs', { retention: logs.RetentionDays.ONE_MONTH }) }),
       // SIGTERM → finish the batch in hand (see pipeline/shutdown.ts) before ECS sends SIGKILL.
       stopTimeout: Duration.seconds(120),
     });
+    container.addMountPoints({ sourceVolume: 'cuda-cache', containerPath: CUDA_CACHE_PATH, readOnly: false });
     grantWorker(task.taskRole, { bucket: props.bucket, prefixes: props.prefixes, weights: props.weights, queue: props.queue });
 
     this.service = new ecs.Ec2Service(this, 'Service', {
       cluster: props.cluster,
       taskDefinition: task,
-      desiredCount: 0,
+      // No desiredCount: the backlog scaling owns the task count. A fixed count in the template would
+      // reset it on every deploy that changes the task (nearly every image change), stopping work
+      // mid-backlog. (A new service starts at 1 task; the empty-backlog step returns it to 0.)
       minHealthyPercent: 0,
       maxHealthyPercent: 100,
       capacityProviderStrategies: [{ capacityProvider: this.capacityProvider.capacityProviderName, weight: 1 }],

@@ -15,7 +15,7 @@ import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { effitagFunction } from './bundling.ts';
-import { objectArns, type BucketAccess } from './access.ts';
+import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
 
 export interface IngestProps {
   bucket: BucketAccess;
@@ -52,6 +52,7 @@ export class Ingest extends Construct {
     this.router.addToRolePolicy(new iam.PolicyStatement({
       sid: 'ReadWatchedObjects', actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: objectArns(props.bucket, props.prefixes),
     }));
+    this.router.addToRolePolicy(notFoundVisible(props.bucket, props.prefixes));
     this.router.addToRolePolicy(new iam.PolicyStatement({
       sid: 'ReadWeightManifests', actions: ['s3:GetObject'], resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)],
     }));

@@ -3,7 +3,8 @@
  * (namespace EffiTag, dimension Tier), so tagged/failed/skipped counts cost no API calls.
  * Alarms: any message in a DLQ, and a tier queue whose oldest message is older than 30 minutes.
  */
-import { Duration } from 'aws-cdk-lib';
+import { Duration, Stack } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as cw from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import type * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -34,7 +35,17 @@ export class Observability extends Construct {
   constructor(scope: Construct, id: string, props: ObservabilityProps) {
     super(scope, id);
     const period = Duration.minutes(5);
-    this.topic = new sns.Topic(this, 'Alarms', { displayName: 'EffiTag alarms', masterKey: new kms.Key(this, 'AlarmsKey', { enableKeyRotation: true, description: 'EffiTag alarm topic' }), enforceSSL: true });
+    const key = new kms.Key(this, 'AlarmsKey', { enableKeyRotation: true, description: 'EffiTag alarm topic' });
+    // CloudWatch publishes alarms to the encrypted topic only if the key lets it: without this
+    // statement every alarm notification is dropped, silently.
+    key.addToResourcePolicy(new iam.PolicyStatement({
+      sid: 'CloudWatchAlarmsPublish',
+      principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+      actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+      resources: ['*'],
+      conditions: { StringEquals: { 'aws:SourceAccount': Stack.of(this).account } },
+    }));
+    this.topic = new sns.Topic(this, 'Alarms', { displayName: 'EffiTag alarms', masterKey: key, enforceSSL: true });
     if (props.alarmEmail) this.topic.addSubscription(new subs.EmailSubscription(props.alarmEmail));
     const alarm = (name: string, metric: cw.IMetric, threshold: number, description: string) => {
       const a = new cw.Alarm(this, name, { metric, threshold, evaluationPeriods: 1, comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD, treatMissingData: cw.TreatMissingData.NOT_BREACHING, alarmDescription: description });

@@ -1,7 +1,7 @@
 /** What every worker role needs, and nothing more: read and rewrite watched objects, read weights. */
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
-import { objectArns, type BucketAccess } from './access.ts';
+import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
 
 export function grantWorker(grantee: iam.IGrantable, opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess; queue: sqs.IQueue }): void {
   const add = (s: iam.PolicyStatement) => grantee.grantPrincipal.addToPrincipalPolicy(s);
@@ -11,6 +11,7 @@ export function grantWorker(grantee: iam.IGrantable, opts: { bucket: BucketAcces
     actions: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject', 's3:GetObjectTagging', 's3:GetObjectVersionTagging', 's3:PutObjectTagging'],
     resources: objectArns(opts.bucket, opts.prefixes),
   }));
+  add(notFoundVisible(opts.bucket, opts.prefixes));
   add(new iam.PolicyStatement({ sid: 'ReadWeights', actions: ['s3:GetObject'], resources: [opts.weights.bucket.arnForObjects(`${opts.weights.prefix}*`)] }));
   add(new iam.PolicyStatement({
     sid: 'ConsumeTierQueue',
