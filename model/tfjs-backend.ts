@@ -73,3 +73,18 @@ export async function useTfjsBackend(prefer?: string, log: (msg: string) => void
 }
 
 export { tf };
+
+/**
+ * tfjs-node-gpu registers the same 'tensorflow' backend whether or not TensorFlow found a GPU: when
+ * the CUDA or cuDNN libraries fail to load it logs "Skipping registering GPU devices" and runs on
+ * the CPU, some 50× slower, with nothing failing. The GPU worker calls this at start and exits
+ * instead. `backend` is tfjs' active backend instance (`tf.backend()`).
+ */
+export function assertGpuDevice(backend: unknown): void {
+  const b = backend as { isGPUPackage?: boolean; isUsingGpuDevice?: boolean } | undefined;
+  if (b?.isUsingGpuDevice === true) return;
+  const why = b?.isGPUPackage === false
+    ? 'the loaded TensorFlow binding is the CPU build (tfjs-node, not tfjs-node-gpu)'
+    : 'TensorFlow found no GPU device: check that the task has a GPU (gpuCount), that the host driver is mounted (ECS GPU AMI), and that libcudart.so.11.0 and libcudnn.so.8 load (see the log line "Skipping registering GPU devices")';
+  throw new Error(`GPU required but not in use: ${why}. Refusing to run on the CPU.`);
+}

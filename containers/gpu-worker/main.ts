@@ -1,11 +1,16 @@
 /**
  * The GPU worker container's entry point (ECS service per GPU tier). Long-polls the tier's queue
- * with the same worker core as the Lambda, on tfjs-node-gpu (or onnxruntime with CUDA when the tier
- * says `ort`). On SIGTERM (scale-in, deploys) it stops polling, finishes the batch in hand, makes
- * prefetched messages visible again and exits 0.
+ * with the same worker core as the Lambda, on tfjs-node-gpu (or onnxruntime when the tier says
+ * `ort`). On SIGTERM (scale-in, deploys, spot drains) it stops polling, finishes the batch in hand,
+ * makes prefetched messages visible again and exits 0.
+ *
+ * On tfjs it refuses to start unless TensorFlow uses a GPU device: a silent CPU fallback would
+ * drain the queue some 50× slower at GPU prices. `EFFITAG_ENGINE=ort` overrides the tier's engine
+ * (the deploy rehearsal runs this entry point that way, on a machine without a GPU).
  */
 import { createEngine } from '../../inference/engines.ts';
 import { WORKER_ORT_OPTIONS } from '../../inference/ort-engine.ts';
+import { assertGpuDevice, tf, useTfjsBackend } from '../../model/tfjs-backend.ts';
 import { deployed } from '../../pipeline/aws/deployed.ts';
 import { syncWeights } from '../../pipeline/aws/s3-weights.ts';
 import { jsonLogger } from '../../pipeline/log.ts';
@@ -19,9 +24,16 @@ async function main(): Promise<void> {
   if (!config.tier) throw new Error('EFFITAG_TIER is not set');
   const tier = config.tiers.tiers[config.tier];
   const log = jsonLogger({ base: { component: 'gpu-worker', tier: config.tier } });
+  const engineName = process.env.EFFITAG_ENGINE ?? tier.engine;
+  const tfjsBackend = process.env.EFFITAG_TFJS_BACKEND ?? 'tensorflow-gpu';
+  if (engineName === 'tfjs') {
+    const backend = await useTfjsBackend(tfjsBackend, (m) => log.log('info', m));
+    if (backend.name === 'tensorflow-gpu') assertGpuDevice(tf.backend());
+  }
+  log.log('info', 'engine', { engine: engineName, ...(engineName === 'tfjs' ? { tfjsBackend } : {}) });
   const manifests = await syncWeights(s3, config.weightsLocation, variantsOf(config.tiers, config.tier), config.weightsDir);
   log.log('info', 'weights ready', { variants: manifests.map((m) => `${m.variant}@${m.sha256.slice(0, 12)}`) });
-  const engine = createEngine(tier.engine, { tfjsBackend: process.env.EFFITAG_TFJS_BACKEND ?? 'tensorflow-gpu', ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } });
+  const engine = createEngine(engineName, { tfjsBackend, ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } });
   const models = directoryCatalog(config.weightsDir, engine);
   // Load every variant before taking work: the first batch should not wait for weights or PTX JIT.
   for (const m of manifests) await models.load(m.variant);
