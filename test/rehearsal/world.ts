@@ -1,0 +1,131 @@
+/**
+ * The rehearsal's AWS: every S3 bucket and SQS queue of the synthesized template, created on the
+ * embedded stand-ins (s3rver, fauxqs) over loopback, with the template's own queue attributes and
+ * redrive, and the bucket's notification configuration honoured (events go to the queue the template
+ * names, filtered by its prefix rules). Each resource gets a physical name, URL and ARN, so the
+ * template's environment variables and IAM policies resolve to what the code really calls.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { startFauxqs } from 'fauxqs';
+import { s3Client, sqsClient } from '../../pipeline/aws/clients.ts';
+import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
+import { decodeS3Key } from '../../pipeline/events.ts';
+import { startS3Server } from '../../local/s3-server.ts';
+import { ACCOUNT, REGION, Resolver, type Assembly, type Physical } from './template.ts';
+
+export const CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+
+export interface World {
+  s3Endpoint: string;
+  sqsEndpoint: string;
+  /** An operator's S3 client (uploads, checks); its calls are not attributed to any role. */
+  s3: S3Client;
+  resolver: Resolver;
+  physical: Map<string, Physical>;
+  /** Local queue by logical id. */
+  queues: Map<string, SqsQueue & { arn: string; logicalId: string }>;
+  bucketName(logicalId: string): string;
+  /** The ARN a queue URL stands for (IAM checks); undefined when the URL is not one of the template's. */
+  queueArnOfUrl(url: string): string | undefined;
+  stop(): Promise<void>;
+}
+
+/** Deterministic physical names: lowercased logical ids, as unique as the template's. */
+const bucketNameOf = (logicalId: string) => `rh-${logicalId.toLowerCase()}`.slice(0, 63);
+
+export async function startWorld(assembly: Assembly, options: { dataDir?: string } = {}): Promise<World> {
+  const physical = new Map<string, Physical>();
+  const resolver = new Resolver((id) => physical.get(id) ?? fallback(id));
+  const fallback = (id: string): Physical | undefined => {
+    const r = assembly.template.Resources[id];
+    if (!r) return undefined;
+    // Resources the rehearsal does not stand in for: a stable fake identity.
+    const arnOf: Record<string, string> = {
+      'AWS::IAM::Role': `arn:aws:iam::${ACCOUNT}:role/${id}`,
+      'AWS::Lambda::Function': `arn:aws:lambda:${REGION}:${ACCOUNT}:function:${id}`,
+      'AWS::KMS::Key': `arn:aws:kms:${REGION}:${ACCOUNT}:key/${id}`,
+      'AWS::SNS::Topic': `arn:aws:sns:${REGION}:${ACCOUNT}:${id}`,
+      'AWS::StepFunctions::StateMachine': `arn:aws:states:${REGION}:${ACCOUNT}:stateMachine:${id}`,
+      'AWS::ECS::Cluster': `arn:aws:ecs:${REGION}:${ACCOUNT}:cluster/${id}`,
+    };
+    const arn = arnOf[r.Type] ?? `arn:aws:cloudformation:${REGION}:${ACCOUNT}:${id}`;
+    return { ref: r.Type === 'AWS::SNS::Topic' ? arn : id, attributes: { Arn: arn } };
+  };
+
+  const sqsServer = await startFauxqs({ port: 0, logger: false });
+  const stops: (() => Promise<unknown>)[] = [() => sqsServer.stop()];
+  const sqs = sqsClient({ sqsEndpoint: sqsServer.address, credentials: CREDENTIALS });
+  const queues: World['queues'] = new Map();
+  const localArn = new Map<string, string>();
+  const urlToArn = new Map<string, string>();
+  // Dead-letter queues first, so a queue's redrive can name its DLQ's local ARN.
+  const queueDefs = assembly.ofType('AWS::SQS::Queue').sort(([, a], [, b]) => Number(Boolean(a.Properties?.RedrivePolicy)) - Number(Boolean(b.Properties?.RedrivePolicy)));
+  for (const [id, r] of queueDefs) {
+    const p = r.Properties ?? {};
+    const fifo = p.FifoQueue === true;
+    const name = `${id}${fifo ? '.fifo' : ''}`;
+    const attributes: Record<string, string> = {};
+    if (fifo) attributes.FifoQueue = 'true';
+    if (p.VisibilityTimeout !== undefined) attributes.VisibilityTimeout = String(p.VisibilityTimeout);
+    if (p.RedrivePolicy) {
+      const dlqId = p.RedrivePolicy.deadLetterTargetArn['Fn::GetAtt'][0] as string;
+      attributes.RedrivePolicy = JSON.stringify({ deadLetterTargetArn: localArn.get(dlqId), maxReceiveCount: p.RedrivePolicy.maxReceiveCount });
+    }
+    // fauxqs names its queues `http://sqs.<region>.localhost:<port>/…`; the deployed code sends to
+    // a queue URL's host, as with real SQS URLs (the processes resolve `.localhost` to loopback).
+    const { queueUrl: url, queueArn } = sqsServer.createQueue(name, { attributes });
+    localArn.set(id, queueArn);
+    const arn = `arn:aws:sqs:${REGION}:${ACCOUNT}:${name}`;
+    physical.set(id, { ref: url, attributes: { Arn: arn, QueueName: name, QueueUrl: url } });
+    urlToArn.set(url, arn);
+    queues.set(id, Object.assign(new SqsQueue(sqs, url, name), { arn, logicalId: id }));
+  }
+
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'effitag-rehearsal-s3-'));
+  const notifications: { bucket: string; queue: SqsQueue; prefix: string; suffix: string }[] = [];
+  const s3server = await startS3Server({
+    directory: dataDir,
+    onObjectCreated: async (body) => {
+      const record = JSON.parse(body).Records[0];
+      const key = decodeS3Key(record.s3.object.key);
+      for (const n of notifications) {
+        if (n.bucket === record.s3.bucket.name && key.startsWith(n.prefix) && key.endsWith(n.suffix)) await n.queue.send([{ body }]);
+      }
+    },
+  });
+  stops.unshift(() => s3server.close());
+  const s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials: CREDENTIALS });
+  for (const [id] of assembly.ofType('AWS::S3::Bucket')) {
+    const name = bucketNameOf(id);
+    physical.set(id, { ref: name, attributes: { Arn: `arn:aws:s3:::${name}`, DomainName: `${name}.s3.amazonaws.com` } });
+    await s3.send(new CreateBucketCommand({ Bucket: name }));
+  }
+  // The bucket's notification configuration, as S3 would apply it.
+  for (const [, r] of assembly.ofType('Custom::S3BucketNotifications')) {
+    const bucket = resolver.resolve(r.Properties!.BucketName) as string;
+    for (const c of r.Properties!.NotificationConfiguration.QueueConfigurations ?? []) {
+      if (!(c.Events as string[]).some((e) => e === 's3:ObjectCreated:*')) continue;
+      const queueId = c.QueueArn['Fn::GetAtt'][0] as string;
+      const rules: { Name: string; Value: string }[] = c.Filter?.Key?.FilterRules ?? [];
+      notifications.push({
+        bucket, queue: queues.get(queueId)!,
+        prefix: rules.find((f) => f.Name.toLowerCase() === 'prefix')?.Value ?? '',
+        suffix: rules.find((f) => f.Name.toLowerCase() === 'suffix')?.Value ?? '',
+      });
+    }
+  }
+
+  return {
+    s3Endpoint: s3server.endpoint, sqsEndpoint: sqsServer.address, s3, resolver, physical, queues,
+    bucketName: (id) => physical.get(id)!.ref,
+    queueArnOfUrl: (url) => urlToArn.get(url),
+    async stop() {
+      for (const s of stops) await s().catch(() => {});
+      s3.destroy();
+      sqs.destroy();
+    },
+  };
+}
