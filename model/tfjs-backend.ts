@@ -83,7 +83,9 @@ export { tf };
 export function assertGpuDevice(backend: unknown): void {
   const b = backend as { isGPUPackage?: boolean; isUsingGpuDevice?: boolean } | undefined;
   if (b?.isUsingGpuDevice === true) return;
-  const why = b?.isGPUPackage === false
+  const why = b?.isGPUPackage === undefined
+    ? 'the active tfjs backend is not TensorFlow (tfjs-node-gpu did not load)'
+    : b.isGPUPackage === false
     ? 'the loaded TensorFlow binding is the CPU build (tfjs-node, not tfjs-node-gpu)'
     : 'TensorFlow found no GPU device: check that the task has a GPU (gpuCount), that the host driver is mounted (ECS GPU AMI), and that libcudart.so.11.0 and libcudnn.so.8 load (see the log line "Skipping registering GPU devices")';
   throw new Error(`GPU required but not in use: ${why}. Refusing to run on the CPU.`);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { LocalStack } from '../local/stack.ts';
+import { lastModifiedOf } from '../functions/backfill-batch.ts';
 import { fileCheckpoint, resumePoint, runBackfill, TaskBatcher, type BackfillOptions, type Checkpoint } from '../pipeline/backfill.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
 import { makeRouter, type BackfillFilter, type Router } from '../pipeline/router.ts';
@@ -243,3 +244,12 @@ async function waitUntil(condition: () => boolean, timeoutMs = 5000): Promise<vo
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+describe('backfill Lambda input (the Distributed Map S3 ItemReader)', () => {
+  it('reads LastModified as the ItemReader gives it, in epoch seconds (as milliseconds it would be January 1970)', () => {
+    assert.equal(lastModifiedOf(1764662400)?.toISOString(), '2025-12-02T08:00:00.000Z');
+    assert.equal(lastModifiedOf('1764662400')?.toISOString(), '2025-12-02T08:00:00.000Z');
+    assert.equal(lastModifiedOf('2025-12-02T08:00:00.000Z')?.toISOString(), '2025-12-02T08:00:00.000Z');
+    assert.equal(lastModifiedOf(undefined), undefined);
+  });
+});

@@ -4,7 +4,7 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { LocalStack } from '../local/stack.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
-import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { classifyS3Error, S3Store } from '../pipeline/aws/s3-store.ts';
 import { StoreError, type ObjectStore } from '../pipeline/ports.ts';
 import { encodeS3Key } from '../pipeline/events.ts';
 import { decodeTags } from '../pipeline/marker.ts';
@@ -202,6 +202,21 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     assert.ok(stack.counters.get('retry.downloading: injected 503 SlowDown for flaky/retry.jpg') >= 2);
   });
 
+  it('an SSE-C object is recorded once by the router, and a task for one is skipped by the worker: neither reaches a DLQ', async () => {
+    const key = 'secret/ssec photo.jpg';
+    const sseC = { SSECustomerAlgorithm: 'AES256', SSECustomerKey: Buffer.alloc(32, 1).toString('base64') };
+    const eTag = await put(stack, key, jpeg, { ContentType: 'image/jpeg', ...sseC });
+    await waitFor('the router to record the SSE-C object', async () => (stack.counters.get('router.dropped.unreadable-sse-c') >= 1 ? true : undefined));
+    // A task for it reaching a worker anyway (say, encrypted after routing): skipped, the message deleted.
+    const task: Task = { v: 1, bucket: stack.bucket, key, eTag, size: jpeg.length, tier: 'main', variant: 'b0', source: 'upload', enqueuedAt: new Date().toISOString() };
+    await stack.tierQueues.main.queue.send([taskMessage(task)]);
+    await waitFor('the worker to skip it', async () => (stack.counters.get('skipped.unreadable-sse-c') >= 1 ? true : undefined));
+    assert.equal(stack.counters.get('router.dropped.unreadable-sse-c'), 1, 'recorded once, not retried');
+    assert.equal((await stack.intake.receive({ max: 10, waitSeconds: 0 })).length, 0);
+    assert.equal((await stack.tierQueues.main.dlq.receive({ max: 10, waitSeconds: 0 })).length, 0);
+    assert.equal((await stack.tierQueues.main.queue.receive({ max: 10, waitSeconds: 0, visibilitySeconds: 0 })).filter((m) => m.body.includes('ssec')).length, 0);
+  });
+
   it('a poison message lands in the DLQ after N receives', async () => {
     const { queue, dlq } = stack.tierQueues.main;
     await queue.send([{ body: '{"v":1,"bucket":"x"', deduplicationId: 'poison-1', groupId: 'poison' }]);
@@ -308,6 +323,19 @@ describe('routing a batch of intake messages (the router Lambda and the embedded
     assert.deepEqual(retry, ['m1'], 'only the transient failure is retried');
     assert.deepEqual(routed.sort(), ['a', 'b', 'c']);
     assert.ok(most > 1, `messages of one batch are routed concurrently (at most ${most} at once)`);
+  });
+});
+
+describe('S3 error classes', () => {
+  const sdkError = (name: string, status: number, message = '') => Object.assign(new Error(message), { name, $metadata: { httpStatusCode: status } });
+  it('an object encrypted with a customer-provided key is unreadable (final), not a transient error or a bad request', () => {
+    const ssec = 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.';
+    assert.equal(classifyS3Error(sdkError('InvalidRequest', 400, ssec), 'GET s3://b/k').kind, 'unreadable');
+    assert.equal(classifyS3Error(sdkError('BadRequest', 400), 'HEAD s3://b/k').kind, 'unreadable', 'S3 answers HEAD with a bare 400');
+    assert.equal(classifyS3Error(sdkError('InvalidRange', 416), 'GET (range) s3://b/k').kind, 'invalid');
+    assert.equal(classifyS3Error(sdkError('InvalidArgument', 400, 'Invalid version id specified'), 'GET s3://b/k').kind, 'invalid');
+    assert.equal(classifyS3Error(sdkError('NoSuchKey', 404), 'GET s3://b/k').kind, 'not-found');
+    assert.equal(classifyS3Error(sdkError('AccessDenied', 403), 'GET s3://b/k').kind, 'denied');
   });
 });
 

@@ -9,6 +9,7 @@ import { estimateCosts, type BenchFile } from '../tiers/cost.ts';
 import { readTiersJson, resolveTiersPath, SHIPPED_DEFAULTS } from '../tiers/load.ts';
 import { routeObject } from '../tiers/route.ts';
 import { parseTiers, TiersConfigError, validateTiers, type TiersFile } from '../tiers/schema.ts';
+import { spotAlternatives } from '../tiers/prices.ts';
 import { tempDir } from './support/fixtures.ts';
 
 const cli = (...args: string[]) => promisify(execFile)(process.execPath, ['bin/effitag.js', ...args]).then(
@@ -55,6 +56,9 @@ describe('tiers configuration', () => {
     ['unknown field', (c) => { c.tiers.cheap.gpuCount = 1; }, /^tiers\.cheap: .*gpuCount/],
     ['Lambda memory out of range', (c) => { c.tiers.cheap.compute.memoryMb = 20000; }, /^tiers\.cheap\.compute\.memoryMb: /],
     ['bad write-back mode', (c) => { c.tiers.cheap.writeBack = 'email'; }, /^tiers\.cheap\.writeBack: /],
+    // The cap is the SQS event source's maximum concurrency, which AWS accepts from 2 to 1000.
+    ['Lambda concurrency cap below 2', (c) => { c.tiers.cheap.compute.maxConcurrency = 1; }, /^tiers\.cheap\.compute\.maxConcurrency: the SQS event source allows 2 to 1000 concurrent invocations/],
+    ['unknown spot alternative', (c) => { c.tiers.gpu.compute.alternativeInstanceTypes = ['g5.xlarge', 'x1.big']; }, /^tiers\.gpu\.compute\.alternativeInstanceTypes\[1\]: unknown instance type "x1\.big"/],
   ];
   for (const [name, mutate, expected] of invalid) {
     it(`invalid: ${name} fails naming the path`, () => {
@@ -85,6 +89,16 @@ describe('tiers configuration', () => {
     const good = await cli('tiers', 'validate', SHIPPED_DEFAULTS);
     assert.equal(good.code, 0);
     assert.match(good.stdout, /valid/);
+  });
+});
+
+describe('spot alternatives of a GPU instance type', () => {
+  it('as many GPUs, no slower GPU, at least the vCPUs and memory, at most twice the price; cheapest first', () => {
+    assert.deepEqual(spotAlternatives('g4dn.xlarge'), ['g4dn.2xlarge', 'g6.xlarge', 'g6.2xlarge', 'g5.xlarge']);
+    const a10g = spotAlternatives('g5.xlarge');
+    assert.ok(!a10g.some((t) => t.startsWith('g4dn')), `a T4 is no alternative to an A10G: ${a10g}`);
+    assert.ok(!spotAlternatives('g4dn.12xlarge').some((t) => !['g5.12xlarge'].includes(t)), 'four-GPU types only for a four-GPU type');
+    assert.deepEqual(spotAlternatives('m5.large'), []);
   });
 });
 

@@ -5,7 +5,7 @@
  * stand-ins gave each resource.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -46,7 +46,16 @@ export async function synthesize(options: { outdir?: string; tiersFile?: string 
     // Environment-agnostic, as `cdk synth` without credentials: the account and region are the
   // template's pseudo parameters, which the resolver fills in.
   ], { cwd: REPO_ROOT, maxBuffer: 64 * 1024 * 1024, env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CDK_DEFAULT_'))) });
-  return readAssembly(outdir);
+  const assembly = readAssembly(outdir);
+  // The output folder is kept between runs (for the layer); assets of earlier builds are not.
+  const manifest = JSON.parse(readFileSync(join(outdir, 'EffiTag.assets.json'), 'utf8')) as { files?: Record<string, { source: { path?: string } }>; dockerImages?: Record<string, { source: { directory?: string } }> };
+  const live = new Set([
+    ...Object.values(manifest.files ?? {}).map((a) => a.source.path), ...Object.values(manifest.dockerImages ?? {}).map((a) => a.source.directory),
+  ].filter(Boolean));
+  for (const entry of readdirSync(outdir)) {
+    if (entry.startsWith('asset.') && !live.has(entry)) rmSync(join(outdir, entry), { recursive: true, force: true });
+  }
+  return assembly;
 }
 
 export function readAssembly(outdir: string, stack = 'EffiTag'): Assembly {
