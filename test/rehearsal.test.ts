@@ -34,6 +34,11 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
     assert.ok(gpu.calls.some((c) => c.command === 'CopyObject' && c.input.Key === SCENARIO.catalog), 'the container wrote the catalog image');
     const worker = report.principals.find((p) => /CpueconomyWorker/.test(p.runs))!;
     assert.ok(worker.calls.some((c) => c.command === 'CopyObject' && c.input.Key === SCENARIO.photo), 'the worker Lambda wrote the photo');
+    // The worker Lambda got FIFO batches as Lambda delivers them.
+    assert.ok(report.workerInvocations.length > 0);
+    for (const attribute of ['ApproximateReceiveCount', 'MessageDeduplicationId', 'MessageGroupId', 'SentTimestamp']) {
+      assert.ok(report.workerInvocations.every((i) => i.attributes.includes(attribute)), `${attribute} in ${JSON.stringify(report.workerInvocations[0])}`);
+    }
   });
 
   it('the failure paths end where they should: nothing in any DLQ', () => {

@@ -38,7 +38,8 @@ export interface EventSource {
   queueId: string;
   /** Poll once: at most one batch. Returns how many messages were handed to the function. */
   pollOnce(): Promise<number>;
-  invocations: { records: number; failures: number; error?: string }[];
+  /** Per invocation: records, failures, and the attribute names its records carried (FIFO ones included). */
+  invocations: { records: number; failures: number; error?: string; attributes: string[] }[];
   stop(): void;
 }
 
@@ -78,7 +79,7 @@ export function eventSourcesFor(assembly: Assembly, world: World, fn: LambdaFunc
           for (const m of messages.filter((x) => failed.has(x.MessageId!))) {
             await sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: queue.url, ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: 1 }));
           }
-          source.invocations.push({ records: messages.length, failures: failed.size, error });
+          source.invocations.push({ records: messages.length, failures: failed.size, error, attributes: Object.keys(messages[0].Attributes ?? {}).sort() });
           return messages.length;
         },
         stop: () => sqs.destroy(),

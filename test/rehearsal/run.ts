@@ -44,6 +44,7 @@ export interface RehearsalReport {
   objects: Record<string, Record<string, string> | 'missing' | 'unreadable (SSE-C)'>;
   deadLetters: Record<string, number>;
   routerInvocations: EventSource['invocations'];
+  workerInvocations: EventSource['invocations'];
   backfill: { input: Record<string, unknown>; batches: number; results: unknown[] };
   principals: PrincipalReport[];
   /** Requests a role's policies would deny (or that could not be mapped to IAM): must be empty. */
@@ -183,6 +184,7 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
       container: { taskDefinition: containers[0].taskDefinitionId, exitCode, output: containers[0].output() },
       objects, deadLetters,
       routerInvocations: sources.filter((s) => s.queueId === intakeId).flatMap((s) => s.invocations),
+      workerInvocations: sources.filter((s) => s.queueId !== intakeId).flatMap((s) => s.invocations),
       backfill: { input: backfill.input, batches: backfill.batches, results: backfill.results },
       principals,
       denied: principals.flatMap((p) => p.verdicts.filter((v) => v.result !== 'Allowed')),
