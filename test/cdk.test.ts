@@ -283,6 +283,21 @@ describe('CDK: one stack per configuration', () => {
     assert.throws(() => synth({ 'effitag:tiersFile': bad }), /invalid tiers configuration:\n\s+tiers\.a\.variants\[0\]: unknown variant "b9"/);
   });
 
+  it('a spot tier\'s task fits the smallest instance type it may launch', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'spot.json');
+    writeFileSync(file, JSON.stringify({
+      version: 1,
+      tiers: { gpu: { variants: ['b0'], compute: { target: 'ecs-gpu', instanceType: 'g4dn.2xlarge', capacity: 'spot', maxTasks: 1, alternativeInstanceTypes: ['g4dn.xlarge'] }, engine: 'tfjs', batchSize: 8 } },
+      routing: { default: { tier: 'gpu' } },
+    }));
+    const { template } = synth({ 'effitag:tiersFile': file });
+    const group = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup'))[0];
+    assert.deepEqual(group.Properties.MixedInstancesPolicy.LaunchTemplate.Overrides, [{ InstanceType: 'g4dn.2xlarge' }, { InstanceType: 'g4dn.xlarge' }]);
+    const container = Object.values(template.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions[0];
+    assert.equal(container.MemoryReservation, Math.floor(16 * 1024 * 0.75), 'sized for the 16 GiB g4dn.xlarge, not the 32 GiB g4dn.2xlarge');
+  });
+
   it('overlapping watched prefixes are refused (S3 rejects overlapping notification rules)', () => {
     assert.throws(() => synth({ 'effitag:prefixes': 'photos/,photos/raw/' }), /overlaps "photos\/"/);
   });

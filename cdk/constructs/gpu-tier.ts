@@ -5,7 +5,7 @@
  * per task. The service scales on the queue's backlog (visible + in flight) with exact-capacity steps:
  * one message starts one task from zero, an empty backlog returns to zero; no CPU-based scaling.
  */
-import { Duration } from 'aws-cdk-lib';
+import { Duration, Stack } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as cw from 'aws-cdk-lib/aws-cloudwatch';
@@ -16,7 +16,6 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { Stack } from 'aws-cdk-lib';
 import { GPU_INSTANCES, spotAlternatives } from '../../tiers/prices.ts';
 import type { Tier } from '../../tiers/schema.ts';
 import type { BucketAccess } from './access.ts';
@@ -66,6 +65,7 @@ export class GpuTier extends Construct {
     super(scope, id);
     const { tier } = props;
     const { instanceType, capacity, maxTasks } = tier.compute;
+    const instanceTypes = capacity === 'spot' ? [instanceType, ...(tier.compute.alternativeInstanceTypes ?? spotAlternatives(instanceType))] : [instanceType];
     const securityGroup = new ec2.SecurityGroup(this, 'Instances', { vpc: props.vpc, allowAllOutbound: true, description: `EffiTag ${props.tierName} GPU instances: no inbound` });
     const userData = ec2.UserData.forLinux();
     userData.addCommands(`mkdir -p ${CUDA_CACHE_HOST_PATH}`, `chown 1000:1000 ${CUDA_CACHE_HOST_PATH}`);
@@ -92,15 +92,14 @@ export class GpuTier extends Construct {
       vpcSubnets: { subnetType: ec2.SubnetType.PUBLIC },
       minCapacity: 0,
       maxCapacity: maxTasks,
-      // Spot through a mixed-instances policy (a launch template may not request spot itself here).
-      // Spot through a mixed-instances policy over several instance types (one type's spot pools run
+      // Spot through a mixed-instances policy (a launch template may not request spot itself here),
+      // over several instance types (one type's spot pools run
       // dry often; price-capacity-optimized picks among the pools that have capacity).
       ...(capacity === 'spot'
         ? {
           mixedInstancesPolicy: {
             launchTemplate,
-            launchTemplateOverrides: [instanceType, ...(tier.compute.alternativeInstanceTypes ?? spotAlternatives(instanceType))]
-              .map((t) => ({ instanceType: new ec2.InstanceType(t) })),
+            launchTemplateOverrides: instanceTypes.map((t) => ({ instanceType: new ec2.InstanceType(t) })),
             instancesDistribution: { onDemandBaseCapacity: 0, onDemandPercentageAboveBaseCapacity: 0, spotAllocationStrategy: autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED },
           },
         }
@@ -117,7 +116,8 @@ export class GpuTier extends Construct {
     });
     props.cluster.addAsgCapacityProvider(this.capacityProvider);
 
-    const memoryGiB = GPU_INSTANCES[instanceType]?.memoryGiB ?? 16;
+    // The task must fit the smallest instance type the group may launch.
+    const memoryGiB = Math.min(...instanceTypes.map((t) => GPU_INSTANCES[t]?.memoryGiB ?? 16));
     const task = new ecs.Ec2TaskDefinition(this, 'Task');
     task.addVolume({ name: 'cuda-cache', host: { sourcePath: CUDA_CACHE_HOST_PATH } });
     const container = task.addContainer('worker', {
