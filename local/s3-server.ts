@@ -125,8 +125,10 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
   const address = await server.run();
   const port = (address as { port: number }).port;
   const host = options.host ?? '127.0.0.1';
+  // Listening on every address: clients on this machine still connect over loopback.
+  const reachable = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
   return {
-    endpoint: `http://${host}:${port}`,
+    endpoint: `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`,
     port,
     close: () => server.close(),
   };

@@ -8,7 +8,6 @@
  */
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { type SQSClient } from '@aws-sdk/client-sqs';
-import { startFauxqs } from 'fauxqs';
 import { mkdir } from 'node:fs/promises';
 import type { Engine } from '../inference/engine.ts';
 import { s3Client, sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
@@ -22,6 +21,7 @@ import { makeWorker, type Worker, type WorkerOptions } from '../pipeline/worker.
 import type { TiersFile } from '../tiers/schema.ts';
 import { variantName } from '../tiers/schema.ts';
 import { startS3Server } from './s3-server.ts';
+import { startSqsServer } from './sqs-server.ts';
 
 export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
 
@@ -31,6 +31,7 @@ export interface LocalStackOptions {
   /** Weights catalog: `DIR/<variant>/manifest.json` (or one artifact). */
   weightsDir: string;
   engine: Engine;
+  /** Address both servers listen on. Default 127.0.0.1: they have no authentication. */
   host?: string;
   s3Port?: number;
   sqsPort?: number;
@@ -122,24 +123,22 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const models = directoryCatalog(options.weightsDir, options.engine);
   checkWeights(options.tiers, models);
 
-  const sqsServer = await startFauxqs({ port: options.sqsPort ?? 0, host, logger: false });
-  const sqsEndpoint = sqsServer.address;
-  const stops: (() => Promise<unknown>)[] = [() => sqsServer.stop()];
+  const sqsServer = await startSqsServer({ host, port: options.sqsPort, credentials: LOCAL_CREDENTIALS });
+  const sqsEndpoint = sqsServer.endpoint;
+  const stops: (() => Promise<unknown>)[] = [() => sqsServer.close()];
   const maxReceiveCount = String(options.maxReceiveCount ?? 5);
   const visibility = String(options.visibilitySeconds ?? 60);
   const redrive = (arn: string) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount });
 
   const sqs = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
-  const intakeDlq = sqsServer.createQueue('effitag-intake-dlq');
-  const intakeQ = sqsServer.createQueue('effitag-intake', { attributes: { VisibilityTimeout: visibility, RedrivePolicy: redrive(intakeDlq.queueArn) } });
-  const intake = new SqsQueue(sqs, intakeQ.queueUrl, 'effitag-intake');
+  const intakeDlq = await sqsServer.createQueue('effitag-intake-dlq');
+  const intakeQ = await sqsServer.createQueue('effitag-intake', { VisibilityTimeout: visibility, RedrivePolicy: redrive(intakeDlq.arn) });
+  const intake = new SqsQueue(sqs, intakeQ.url, 'effitag-intake');
   const tierQueues: LocalStack['tierQueues'] = {};
   for (const tier of Object.keys(options.tiers.tiers)) {
-    const dlq = sqsServer.createQueue(`effitag-${tier}-dlq.fifo`, { attributes: { FifoQueue: 'true' } });
-    const q = sqsServer.createQueue(`effitag-${tier}.fifo`, {
-      attributes: { FifoQueue: 'true', VisibilityTimeout: visibility, RedrivePolicy: redrive(dlq.queueArn) },
-    });
-    tierQueues[tier] = { queue: new SqsQueue(sqs, q.queueUrl), dlq: new SqsQueue(sqs, dlq.queueUrl) };
+    const dlq = await sqsServer.createQueue(`effitag-${tier}-dlq.fifo`, { FifoQueue: 'true' });
+    const q = await sqsServer.createQueue(`effitag-${tier}.fifo`, { FifoQueue: 'true', VisibilityTimeout: visibility, RedrivePolicy: redrive(dlq.arn) });
+    tierQueues[tier] = { queue: new SqsQueue(sqs, q.url), dlq: new SqsQueue(sqs, dlq.url) };
   }
 
   await mkdir(options.dataDir, { recursive: true });

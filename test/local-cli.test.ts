@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
+import { isLoopbackAddress, listeningSockets } from './support/sockets.ts';
 
 const run = promisify(execFile);
 const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => run(process.execPath, ['bin/effitag.js', ...args], { env: { ...process.env, ...env }, maxBuffer: 1 << 22 }).then(
@@ -51,6 +52,10 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
       child.once('exit', (code) => reject(new Error(`exited ${code}`)));
     });
     assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`));
+    // The stand-ins have no authentication: by default nothing listens beyond loopback.
+    const sockets = listeningSockets(child.pid!);
+    assert.deepEqual(sockets.map((l) => l.port).sort(), [s3Port, sqsPort].sort(), JSON.stringify(sockets));
+    assert.deepEqual(sockets.filter((l) => !isLoopbackAddress(l.address)), []);
     assert.match(out, /aws --endpoint-url http:\/\/127\.0\.0\.1:\d+ s3 cp photo\.jpg s3:\/\/effitag-local\//);
 
     await writeFile(join(dir, 'cat photo.jpg'), await gradientImage(300, 300, 'jpeg', 3));
@@ -76,5 +81,25 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     child.kill('SIGTERM');
     assert.equal(await exited, 0, 'a clean exit on SIGTERM');
+  });
+
+  it('--listen 0.0.0.0 is explicit and warns: then, and only then, the servers listen on every address', async () => {
+    const dir = await tempDir();
+    await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
+    const s3Port = await freePort(), sqsPort = await freePort();
+    const child = spawn(process.execPath, ['bin/effitag.js', 'local', '--listen', '0.0.0.0', '--weights', join(dir, 'weights'), '--data', join(dir, 'data'),
+      '--s3-port', String(s3Port), '--sqs-port', String(sqsPort), '--log-level', 'warn', '--no-workers'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '', err = '';
+    child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no start banner: ${out}${err}`)), 30_000);
+      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('is running')) { clearTimeout(timer); resolve(); } });
+      child.once('exit', (code) => reject(new Error(`exited ${code}: ${err}`)));
+    });
+    assert.match(err, /WARNING: --listen 0\.0\.0\.0: the embedded S3 and SQS have no authentication/);
+    assert.deepEqual(listeningSockets(child.pid!).map((l) => `${l.address}:${l.port}`).sort(), [`0.0.0.0:${s3Port}`, `0.0.0.0:${sqsPort}`].sort());
+    assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`), 'clients on this machine still use loopback');
+    child.kill('SIGTERM');
   });
 });

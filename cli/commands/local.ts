@@ -18,13 +18,15 @@ const LOCAL_TIERS = fileURLToPath(new URL('../../tiers/local.json', import.meta.
 const DEFAULT_S3_PORT = 4568;
 const DEFAULT_SQS_PORT = 4566;
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
+const isLoopback = (address: string) => /^127\./.test(address) || address === '::1' || address === 'localhost';
 
-interface LocalOptions { s3Port: number; sqsPort: number; data: string; tiers?: string; weights?: string; bucket: string; engine: string; logLevel: string; router: boolean; workers: boolean }
+interface LocalOptions { listen: string; s3Port: number; sqsPort: number; data: string; tiers?: string; weights?: string; bucket: string; engine: string; logLevel: string; router: boolean; workers: boolean }
 
 export function registerLocalCommands(program: Command): void {
   program
     .command('local')
     .description('run the embedded stack: local S3 + queues + router + CPU worker, on loopback (npm start)')
+    .option('--listen <address>', 'address the S3 and SQS servers listen on (env EFFITAG_LISTEN); they have no authentication, so anything but loopback exposes every object and message to the network', env('EFFITAG_LISTEN', '127.0.0.1'))
     .option('--s3-port <port>', 'S3 port (env EFFITAG_S3_PORT)', parseNumber('--s3-port', 0, 65535, true), Number(env('EFFITAG_S3_PORT', String(DEFAULT_S3_PORT))))
     .option('--sqs-port <port>', 'SQS port (env EFFITAG_SQS_PORT)', parseNumber('--sqs-port', 0, 65535, true), Number(env('EFFITAG_SQS_PORT', String(DEFAULT_SQS_PORT))))
     .option('--data <dir>', 'where objects are stored (env EFFITAG_DATA_DIR)', env('EFFITAG_DATA_DIR', '.effitag/data'))
@@ -36,12 +38,15 @@ export function registerLocalCommands(program: Command): void {
     .option('--no-router', 'do not route uploads (objects are stored, nothing is enqueued)')
     .option('--no-workers', 'do not run workers (tasks stay in the queues, e.g. to inspect a backfill)')
     .action(async (opts: LocalOptions) => {
+      if (!isLoopback(opts.listen)) {
+        process.stderr.write(`WARNING: --listen ${opts.listen}: the embedded S3 and SQS have no authentication; anyone who can reach this machine can read, change and delete its objects and queue messages.\n`);
+      }
       const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS);
       const weightsDir = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? join(cacheDir(), 'weights'));
       const log = jsonLogger({ level: opts.logLevel as Level });
       const engine = createEngine(opts.engine, { ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } });
       const start = () => startLocalStack({
-        dataDir: resolve(opts.data), tiers, weightsDir, engine, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log,
+        dataDir: resolve(opts.data), tiers, weightsDir, engine, host: opts.listen, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log,
         runRouter: opts.router, runWorkers: () => opts.workers,
       });
       let stack;

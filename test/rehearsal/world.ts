@@ -9,7 +9,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
-import { startFauxqs } from 'fauxqs';
+import { startSqsServer } from '../../local/sqs-server.ts';
 import { s3Client, sqsClient } from '../../pipeline/aws/clients.ts';
 import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
 import { decodeS3Key } from '../../pipeline/events.ts';
@@ -55,9 +55,9 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
     return { ref: r.Type === 'AWS::SNS::Topic' ? arn : id, attributes: { Arn: arn } };
   };
 
-  const sqsServer = await startFauxqs({ port: 0, logger: false });
-  const stops: (() => Promise<unknown>)[] = [() => sqsServer.stop()];
-  const sqs = sqsClient({ sqsEndpoint: sqsServer.address, credentials: CREDENTIALS });
+  const sqsServer = await startSqsServer({ credentials: CREDENTIALS });
+  const stops: (() => Promise<unknown>)[] = [() => sqsServer.close()];
+  const sqs = sqsClient({ sqsEndpoint: sqsServer.endpoint, credentials: CREDENTIALS });
   const queues: World['queues'] = new Map();
   const localArn = new Map<string, string>();
   const urlToArn = new Map<string, string>();
@@ -76,7 +76,7 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
     }
     // fauxqs names its queues `http://sqs.<region>.localhost:<port>/…`; the deployed code sends to
     // a queue URL's host, as with real SQS URLs (the processes resolve `.localhost` to loopback).
-    const { queueUrl: url, queueArn } = sqsServer.createQueue(name, { attributes });
+    const { url, arn: queueArn } = await sqsServer.createQueue(name, attributes);
     localArn.set(id, queueArn);
     const arn = `arn:aws:sqs:${REGION}:${ACCOUNT}:${name}`;
     physical.set(id, { ref: url, attributes: { Arn: arn, QueueName: name, QueueUrl: url } });
@@ -119,7 +119,7 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
   }
 
   return {
-    s3Endpoint: s3server.endpoint, sqsEndpoint: sqsServer.address, s3, resolver, physical, queues,
+    s3Endpoint: s3server.endpoint, sqsEndpoint: sqsServer.endpoint, s3, resolver, physical, queues,
     bucketName: (id) => physical.get(id)!.ref,
     queueArnOfUrl: (url) => urlToArn.get(url),
     async stop() {
