@@ -27,6 +27,8 @@ export interface S3ServerOptions {
 export interface RunningS3 {
   endpoint: string;
   port: number;
+  /** Object-created events not yet handed to `onObjectCreated`. */
+  pendingEvents(): number;
   close(): Promise<void>;
 }
 
@@ -107,7 +109,10 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
   // Before s3rver's router (Koa composes `middleware` when the server starts listening).
   server.middleware.splice(1, 0, s3SemanticsMiddleware(server.store, new Set()));
 
+  // Events accepted but not yet handed on: the stack is not idle while any are.
+  let pending = 0;
   server.on('event', (event: { Records: any[] }) => {
+    pending++;
     void (async () => {
       const record = event.Records[0];
       if (!String(record.eventName).startsWith('ObjectCreated:')) return;
@@ -119,7 +124,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
       }
       record.s3.object.key = encodeS3Key(key);
       await options.onObjectCreated?.(JSON.stringify({ Records: [record] }));
-    })().catch((err) => options.onError?.(err));
+    })().catch((err) => options.onError?.(err)).finally(() => { pending--; });
   });
 
   const address = await server.run();
@@ -130,6 +135,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
   return {
     endpoint: `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`,
     port,
+    pendingEvents: () => pending,
     close: () => server.close(),
   };
 }

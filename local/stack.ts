@@ -18,6 +18,8 @@ import { directoryCatalog, MissingWeightsError, type ModelCatalog } from '../pip
 import type { ObjectStore } from '../pipeline/ports.ts';
 import { makeRouter, routeBatch, type Router } from '../pipeline/router.ts';
 import { makeWorker, type Worker, type WorkerOptions } from '../pipeline/worker.ts';
+import { runBackfill, TaskBatcher, type BackfillReport } from '../pipeline/backfill.ts';
+import { settledState, watchIdle } from './catch-up.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 import { variantName } from '../tiers/schema.ts';
 import { startS3Server } from './s3-server.ts';
@@ -47,6 +49,22 @@ export interface LocalStackOptions {
   runWorkers?: (tier: string) => boolean;
   /** Wrap the store the pipeline uses (tests inject faults this way). */
   wrapStore?: (store: ObjectStore) => ObjectStore;
+  /**
+   * Where the stack records the time before which every object is settled (local/catch-up.ts).
+   * Default: beside the data directory, `<dataDir>.state.json`.
+   */
+  statePath?: string;
+  /** Catch up at start on objects modified since the stack was last idle (default true). */
+  catchUp?: boolean;
+  /** How often the stack checks whether it is idle (default 2000 ms). */
+  idleCheckMs?: number;
+}
+
+/** The start-up catch-up: what it decided, from when, and how long it took. */
+export interface CatchUpResult {
+  since?: Date;
+  report: BackfillReport;
+  seconds: number;
 }
 
 export interface LocalStack {
@@ -61,6 +79,10 @@ export interface LocalStack {
   router: Router;
   workers: Record<string, Worker>;
   counters: Counters;
+  /** Settles when the start-up catch-up is done (undefined if it was off or failed). */
+  catchUp: Promise<CatchUpResult | undefined>;
+  /** Resolves the next time the stack finds itself idle and records it. */
+  settled(): Promise<Date>;
   stop(): Promise<void>;
 }
 
@@ -111,6 +133,10 @@ function coalescingSender(queue: SqsQueue, windowMs = 5) {
     async flush(): Promise<void> {
       close();
       await Promise.allSettled([...inFlight]);
+    },
+    /** Bodies accepted but not yet sent. */
+    pending(): number {
+      return (open?.bodies.length ?? 0) + inFlight.size;
     },
   };
 }
@@ -190,8 +216,44 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   stops.unshift(async () => { await Promise.all(Object.values(workers).map((w) => w.stop())); });
   stops.push(() => models.dispose());
 
+  // Nothing lost across a crash: catch up on what the last run left unsettled, and keep recording
+  // when everything is settled (local/catch-up.ts).
+  const state = settledState(options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`);
+  const catchUpOn = options.catchUp !== false && options.runRouter !== false;
+  // Without a router nothing gets settled; with a catch-up, nothing is until it is done.
+  let holdWatermark = options.runRouter === false || catchUpOn;
+  const catchUpAbort = new AbortController();
+  const catchUp = (async (): Promise<CatchUpResult | undefined> => {
+    if (!catchUpOn) return undefined;
+    const since = await state.read();
+    const started = performance.now();
+    const batcher = new TaskBatcher(queues);
+    const catchUpRouter = makeRouter({ store, queues, tiers: options.tiers, models, log: routerLog, counters, sink: (t) => batcher.add(t) });
+    const report = await runBackfill({ store, router: catchUpRouter, batcher, counters }, { bucket, filter: { mode: 'stale' }, since, signal: catchUpAbort.signal });
+    if (catchUpAbort.signal.aborted) return undefined;
+    const result = { since, report, seconds: (performance.now() - started) / 1000 };
+    log.log('info', 'caught up', { since: since?.toISOString() ?? 'the beginning', listed: report.listed, enqueued: report.enqueued, skipped: report.skipped, seconds: result.seconds });
+    holdWatermark = false;
+    return result;
+  })().catch((err) => {
+    // The watermark stays where it was, so the next start catches up on the same window.
+    log.log('error', 'catch-up failed; it runs again at the next start', { error: String(err) });
+    return undefined;
+  });
+  const allQueues = [intake, ...Object.values(tierQueues).map((q) => q.queue)];
+  const idle = watchIdle({
+    state, log, intervalMs: options.idleCheckMs ?? 2000, paused: () => holdWatermark,
+    // In pipeline order, so a task moving forward between two reads is still seen in the later one.
+    isIdle: async () => {
+      if (s3server.pendingEvents() > 0 || notifications.pending() > 0) return false;
+      for (const q of allQueues) if ((await q.depth()) > 0) return false;
+      return true;
+    },
+  });
+  stops.unshift(async () => { catchUpAbort.abort(); await catchUp; await idle.stop(); });
+
   return {
-    endpoints, bucket, s3, sqs, store, intake, tierQueues, models, router, workers, counters,
+    endpoints, bucket, s3, sqs, store, intake, tierQueues, models, router, workers, counters, catchUp, settled: () => idle.settled(),
     async stop() {
       for (const s of stops) await s().catch((err) => log.log('warn', 'stop step failed', { error: String(err) }));
       s3.destroy();

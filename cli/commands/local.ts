@@ -80,9 +80,15 @@ export function registerLocalCommands(program: Command): void {
         `  npx effitag tag photo.jpg        # uploads and prints the tags when they land`,
         `  npx effitag show s3://${stack.bucket}/photos/photo.jpg`,
         '',
-        'Ctrl-C stops it (in-flight batches finish first).',
+        'Ctrl-C stops it (in-flight batches finish first). Uploads still queued then, or when the process',
+        'dies, are caught up at the next start.',
         '',
       ].join('\n'));
+      void stack.catchUp.then((r) => {
+        if (r && (r.report.listed > 0 || r.since)) {
+          process.stderr.write(`caught up: ${r.report.listed} object(s) modified since ${r.since?.toISOString() ?? 'the beginning'} checked in ${r.seconds.toFixed(1)} s, ${r.report.enqueued} enqueued again\n`);
+        }
+      });
       await new Promise<void>((resolveStop) => {
         const stop = () => { process.stderr.write('\nstopping…\n'); resolveStop(); };
         process.once('SIGINT', stop);

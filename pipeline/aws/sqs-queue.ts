@@ -1,6 +1,6 @@
 /** MessageQueue on @aws-sdk/client-sqs (standard or FIFO queues; real SQS or the embedded stand-in). */
 import {
-  ChangeMessageVisibilityCommand, DeleteMessageBatchCommand, ReceiveMessageCommand, SendMessageBatchCommand, SQSClient,
+  ChangeMessageVisibilityCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageBatchCommand, SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { MessageQueue, OutgoingMessage, QueueMessage } from '../ports.ts';
 
@@ -45,6 +45,14 @@ export class SqsQueue implements MessageQueue {
       }));
       if (out.Failed?.length) throw new Error(`SQS ${this.name}: ${out.Failed.length} delete(s) failed`);
     }
+  }
+
+  /** Messages in the queue: visible, in flight and delayed (SQS's approximate counts). */
+  async depth(): Promise<number> {
+    const out = await this.sqs.send(new GetQueueAttributesCommand({
+      QueueUrl: this.url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
+    }));
+    return Object.values(out.Attributes ?? {}).reduce((n, v) => n + Number(v ?? 0), 0);
   }
 
   async setVisibility(message: QueueMessage, seconds: number): Promise<void> {
