@@ -135,7 +135,7 @@ export class EffiTagStack extends Stack {
       const services: ecs.Ec2Service[] = [];
       for (const [name, tier] of gpuTiers) {
         const gpu = new GpuTier(this, `Gpu-${name}`, {
-          tierName: name, tier: tier as never, cluster, vpc, image, queue: this.tierQueues[name].queue,
+          tierName: name, tier: tier as never, cluster, vpc, image, queue: this.tierQueues[name].queue, dlq: this.tierQueues[name].dlq,
           bucket: images, prefixes: config.prefixes, weights, environment,
         });
         observed[name].service = gpu.service;
@@ -149,7 +149,7 @@ export class EffiTagStack extends Stack {
       const arch = tier.compute.architecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64;
       if (!layers.has(arch.name)) layers.set(arch.name, new CpuRuntimeLayer(this, `CpuRuntime-${arch.name}`, { architecture: arch }).layer);
       const cpu = new CpuTier(this, `Cpu-${name}`, {
-        tierName: name, tier: tier as never, queue: this.tierQueues[name].queue, bucket: images, prefixes: config.prefixes,
+        tierName: name, tier: tier as never, queue: this.tierQueues[name].queue, dlq: this.tierQueues[name].dlq, bucket: images, prefixes: config.prefixes,
         weights, environment, layer: layers.get(arch.name)!,
       });
       observed[name].fn = cpu.fn;

@@ -26,9 +26,14 @@ async function init(): Promise<Worker> {
   await syncWeights(s3, config.weightsLocation, variantsOf(config.tiers, config.tier), config.weightsDir);
   const log = jsonLogger({ base: { component: 'worker', tier: config.tier } });
   const models = directoryCatalog(config.weightsDir, ortEngine({ ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) }));
+  const queue = queues[config.tier];
   return makeWorker({
-    store, queue: queues[config.tier], tiers: config.tiers, models, log,
-    options: { emitMetrics: (line) => process.stdout.write(`${line}\n`), metricDimensions: { Tier: config.tier } },
+    store, queue, tiers: config.tiers, models, log,
+    options: {
+      emitMetrics: (line) => process.stdout.write(`${line}\n`), metricDimensions: { Tier: config.tier },
+      // On its last receive a failing message goes to the DLQ with its reason (not reported as a failure).
+      deadLetter: await queue.deadLetterQueue(),
+    },
   });
 }
 

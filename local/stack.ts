@@ -209,7 +209,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const t = options.tiers.tiers[tier];
     workers[tier] = makeWorker({
       store, queue, tiers: options.tiers, models, counters, log: log.child({ component: 'worker', tier }),
-      options: { batchSize: t.batchSize, waitSeconds: 1, ...options.worker },
+      options: {
+        batchSize: t.batchSize, waitSeconds: 1, visibilitySeconds: Number(visibility),
+        deadLetter: { queue: tierQueues[tier].dlq, maxReceives: Number(maxReceiveCount) }, ...options.worker,
+      },
     });
     void workers[tier].run();
   }

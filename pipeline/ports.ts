@@ -71,6 +71,11 @@ export interface QueueMessage {
   body: string;
   /** How many times this message has been received, this time included. */
   receiveCount: number;
+  /** String message attributes (a dead-lettered message's reason, for one). */
+  attributes?: Record<string, string>;
+  /** FIFO queues: the message's group and deduplication ids. */
+  groupId?: string;
+  deduplicationId?: string;
 }
 
 export interface OutgoingMessage {
@@ -78,6 +83,8 @@ export interface OutgoingMessage {
   /** FIFO queues: duplicates within the dedup window are dropped by the queue. */
   deduplicationId?: string;
   groupId?: string;
+  /** String message attributes. */
+  attributes?: Record<string, string>;
 }
 
 export interface MessageQueue {

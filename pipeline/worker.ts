@@ -9,8 +9,14 @@
  * Per message: parse → (dedup within the batch) → download with the ETag it was given → skip what is
  * already tagged by the current model → decode under byte and pixel limits → group by variant → infer
  * → write back → delete. A message is deleted only once its object carries the result (or the reason
- * it cannot). Transient failures leave the message for a later receive with backoff, and the queue's
- * redrive policy moves it to the DLQ after N receives.
+ * it cannot). Transient failures leave the message for a later receive with backoff; on its last
+ * receive (the queue's redrive count) the worker moves it to the DLQ itself, with the reason as a
+ * message attribute, so `effitag dlq list` can say why. The redrive policy stays as the backstop.
+ *
+ * The long-running loop holds its messages on a lease: it receives them with `visibilitySeconds`
+ * and extends that every third of it while they are in hand, so a long batch is never handed to a
+ * second worker, and a worker that dies gives its messages back within one lease, not within a
+ * visibility timeout sized for the longest batch.
  */
 import { topK } from '../inference/engine.ts';
 import { decodeImage, ImageError, type DecodedImage } from '../inference/image.ts';
@@ -22,7 +28,7 @@ import type { ModelCatalog } from './models.ts';
 import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore, type QueueMessage } from './ports.ts';
 import { MAX_COPY_BYTES } from './aws/s3-store.ts';
 import { ARCHIVED_STORAGE_CLASSES, mapLimit } from './concurrency.ts';
-import { parseTask, taskIdentity, type Task } from './task.ts';
+import { parseTask, taskIdentity, taskMessage, type Task } from './task.ts';
 import { writeFailure, writeTagged } from './writeback.ts';
 
 export interface WorkerOptions {
@@ -36,6 +42,10 @@ export interface WorkerOptions {
   emitMetrics?: (line: string) => void;
   /** Dimensions of those metrics. */
   metricDimensions?: Record<string, string>;
+  /** The loop's lease on received messages (seconds), renewed every third of it; default: the queue's visibility timeout, not renewed. */
+  visibilitySeconds?: number;
+  /** Where a message goes, with its reason, when it fails on its last receive. */
+  deadLetter?: { queue: MessageQueue; maxReceives: number };
 }
 
 export interface WorkerDeps {
@@ -54,7 +64,9 @@ export type Outcome =
   | { status: 'recorded-failure'; reason: string }
   | { status: 'skipped'; reason: string }
   | { status: 'retry'; reason: string }
-  | { status: 'poison'; reason: string };
+  | { status: 'poison'; reason: string }
+  /** Failed on its last receive: moved to the dead-letter queue with its reason. */
+  | { status: 'dead-lettered'; reason: string };
 
 export interface MessageResult {
   message: QueueMessage;
@@ -63,7 +75,10 @@ export interface MessageResult {
 }
 
 /** Outcomes after which the message is done (deleted). */
-const done = (o: Outcome) => o.status === 'tagged' || o.status === 'recorded-failure' || o.status === 'skipped';
+const done = (o: Outcome) => o.status === 'tagged' || o.status === 'recorded-failure' || o.status === 'skipped' || o.status === 'dead-lettered';
+
+/** Message attributes of a dead-lettered message. */
+export const DEAD_LETTER_ATTRIBUTES = { reason: 'effitag-reason', receives: 'effitag-receives', source: 'effitag-source-queue', at: 'effitag-dead-lettered-at' } as const;
 
 interface Prepared {
   message: QueueMessage;
@@ -101,7 +116,7 @@ export function makeWorker(deps: WorkerDeps): Worker {
     const o = r.outcome;
     counters.inc(o.status === 'tagged' ? 'tagged' : `${o.status}.${o.reason}`);
     const fields = { bucket: r.task?.bucket, key: r.task?.key, tier: r.task?.tier, variant: r.task?.variant, receives: r.message.receiveCount, ...o };
-    log.log(o.status === 'poison' || o.status === 'retry' ? 'warn' : o.status === 'recorded-failure' ? 'warn' : 'info', o.status, fields);
+    log.log(o.status === 'dead-lettered' ? 'error' : o.status === 'poison' || o.status === 'retry' || o.status === 'recorded-failure' ? 'warn' : 'info', o.status, fields);
   };
 
   /** Record a permanent failure on the object; the message is done either way. */
@@ -237,7 +252,34 @@ export function makeWorker(deps: WorkerDeps): Worker {
     if (line) opts.emitMetrics(line);
   }
 
+  /** A failure on its last receive goes to the DLQ now, with its reason (else SQS moves it, reasonless). */
+  async function deadLetter(results: MessageResult[]): Promise<void> {
+    const dl = opts.deadLetter;
+    if (!dl) return;
+    for (const r of results) {
+      if (done(r.outcome) || r.message.receiveCount < dl.maxReceives) continue;
+      const failed = r.outcome as Extract<Outcome, { status: 'retry' | 'poison' }>;
+      const reason = `${failed.status}: ${failed.reason}`;
+      try {
+        await dl.queue.send([{
+          body: r.message.body,
+          groupId: r.message.groupId ?? (r.task ? taskMessage(r.task).groupId : 'poison'),
+          deduplicationId: `${r.message.deduplicationId ?? r.message.id}-dlq`.slice(0, 128),
+          attributes: {
+            [DEAD_LETTER_ATTRIBUTES.reason]: reason.slice(0, 1000), [DEAD_LETTER_ATTRIBUTES.receives]: String(r.message.receiveCount),
+            [DEAD_LETTER_ATTRIBUTES.source]: queue.name, [DEAD_LETTER_ATTRIBUTES.at]: now().toISOString(),
+          },
+        }]);
+        r.outcome = { status: 'dead-lettered', reason };
+      } catch (err) {
+        log.log('warn', 'could not dead-letter; the redrive policy will', { error: String(err) });
+      }
+    }
+  }
+
   async function settle(results: MessageResult[]): Promise<void> {
+    for (const r of results) leases.delete(r.message.id);
+    await deadLetter(results);
     for (const r of results) record(r);
     const finished = results.filter((r) => done(r.outcome)).map((r) => r.message);
     if (finished.length) await queue.delete(finished);
@@ -251,18 +293,34 @@ export function makeWorker(deps: WorkerDeps): Worker {
   async function receiveBatch(): Promise<QueueMessage[]> {
     const messages: QueueMessage[] = [];
     while (messages.length < opts.batchSize && !stopping) {
-      const got = await queue.receive({ max: opts.batchSize - messages.length, waitSeconds: messages.length ? 0 : opts.waitSeconds, signal: abort.signal })
+      const got = await queue.receive({ max: opts.batchSize - messages.length, waitSeconds: messages.length ? 0 : opts.waitSeconds, visibilitySeconds: opts.visibilitySeconds, signal: abort.signal })
         .catch((err) => {
           if (stopping) return [];
           throw err;
         });
       if (got.length === 0) break;
+      for (const m of got) leases.set(m.id, m);
       messages.push(...got);
     }
     return messages;
   }
 
+  /** Messages the loop holds, by id; their lease is renewed until they are settled or released. */
+  const leases = new Map<string, QueueMessage>();
+  let heartbeat: NodeJS.Timeout | undefined;
+  function startHeartbeat(): void {
+    const lease = opts.visibilitySeconds;
+    if (!lease) return;
+    heartbeat = setInterval(() => {
+      for (const m of leases.values()) {
+        queue.setVisibility(m, lease).catch((err) => log.log('warn', 'could not renew a lease', { error: String(err) }));
+      }
+    }, (lease * 1000) / 3);
+    heartbeat.unref();
+  }
+
   async function release(messages: readonly QueueMessage[]): Promise<void> {
+    for (const m of messages) leases.delete(m.id);
     await Promise.all(messages.map((m) => queue.setVisibility(m, 0).catch(() => {})));
     if (messages.length) log.log('info', 'released on stop', { messages: messages.length });
   }
@@ -311,7 +369,10 @@ export function makeWorker(deps: WorkerDeps): Worker {
       return results;
     },
     run() {
-      running ??= loop();
+      if (!running) {
+        startHeartbeat();
+        running = loop().finally(() => clearInterval(heartbeat));
+      }
       return running;
     },
     async stop() {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { GetObjectCommand, GetObjectTaggingCommand, PutObjectTaggingCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, GetObjectTaggingCommand, PutObjectTaggingCommand } from '@aws-sdk/client-s3';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { LocalStack } from '../local/stack.ts';
@@ -8,7 +8,7 @@ import { classifyS3Error, S3Store } from '../pipeline/aws/s3-store.ts';
 import { StoreError, type ObjectStore } from '../pipeline/ports.ts';
 import { encodeS3Key } from '../pipeline/events.ts';
 import { decodeTags } from '../pipeline/marker.ts';
-import { makeWorker } from '../pipeline/worker.ts';
+import { DEAD_LETTER_ATTRIBUTES, makeWorker } from '../pipeline/worker.ts';
 import { routeBatch } from '../pipeline/router.ts';
 import { stopOnSignals } from '../pipeline/shutdown.ts';
 import { taskMessage, type Task } from '../pipeline/task.ts';
@@ -145,6 +145,63 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     assert.deepEqual(again.map((r) => r.outcome), [{ status: 'skipped', reason: 'already-tagged' }]);
   });
 
+  it('deleted while queued: dropped quietly (message deleted, nothing in the DLQ); overwritten while queued: only the newer upload is tagged', async () => {
+    const { queue, dlq } = stack.tierQueues.manual;
+    const worker = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models });
+    const routedBefore = stack.counters.get('router.enqueued.manual');
+    const older = await gradientImage(200, 200, 'jpeg', 21), newer = await gradientImage(200, 200, 'jpeg', 22);
+    await put(stack, 'manual/queued-then-deleted.jpg', jpeg);
+    const olderETag = await put(stack, 'manual/queued-then-overwritten.jpg', older, { Metadata: { version: 'one' } });
+    await waitFor('both tasks enqueued', async () => (stack.counters.get('router.enqueued.manual') >= routedBefore + 2 ? true : undefined));
+    await stack.s3.send(new DeleteObjectCommand({ Bucket: stack.bucket, Key: 'manual/queued-then-deleted.jpg' }));
+    const newerETag = await put(stack, 'manual/queued-then-overwritten.jpg', newer, { Metadata: { version: 'two' } });
+    await waitFor('the newer upload enqueued', async () => (stack.counters.get('router.enqueued.manual') >= routedBefore + 3 ? true : undefined));
+    const outcomes: Record<string, string[]> = {};
+    for (let messages = await queue.receive({ max: 10, waitSeconds: 1 }); messages.length; messages = await queue.receive({ max: 10, waitSeconds: 1 })) {
+      for (const r of await worker.handle(messages)) (outcomes[`${r.task!.key} ${r.task!.eTag === newerETag ? 'newer' : r.task!.eTag === olderETag ? 'older' : ''}`.trim()] ??= []).push(`${r.outcome.status} ${'reason' in r.outcome ? r.outcome.reason : ''}`.trim());
+    }
+    assert.deepEqual(outcomes, {
+      'manual/queued-then-deleted.jpg': ['skipped gone'],
+      'manual/queued-then-overwritten.jpg older': ['skipped changed'],
+      'manual/queued-then-overwritten.jpg newer': ['tagged'],
+    });
+    const h = await head(stack, 'manual/queued-then-overwritten.jpg');
+    assert.deepEqual([h.Metadata!['effitag-etag'], h.Metadata!.version], [newerETag, 'two'], 'the older task\'s result never landed on the newer upload');
+    const body = await (await stack.s3.send(new GetObjectCommand({ Bucket: stack.bucket, Key: 'manual/queued-then-overwritten.jpg' }))).Body!.transformToByteArray();
+    assert.deepEqual(Buffer.from(body), newer);
+    assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0);
+  });
+
+  it('a long batch keeps its lease (heartbeat): a second worker never gets its messages', async () => {
+    const { queue } = stack.tierQueues.manual;
+    const key = 'manual/slow batch.jpg';
+    const routedBefore = stack.counters.get('router.enqueued.manual');
+    await put(stack, key, jpeg);
+    await waitFor('the task enqueued', async () => (stack.counters.get('router.enqueued.manual') > routedBefore ? true : undefined));
+    // A lease of 2 s, and an engine that takes 7 s: without renewals the message would be visible
+    // again three times over while the first worker still holds it.
+    let inEngine!: () => void;
+    const engineStarted = new Promise<void>((r) => { inEngine = r; });
+    probe.beforeClassify = async () => { inEngine(); await new Promise((r) => setTimeout(r, 7000)); };
+    const first = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models, options: { visibilitySeconds: 2, waitSeconds: 1, batchSize: 4 } });
+    const second = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models, options: { visibilitySeconds: 2, waitSeconds: 1, batchSize: 4 } });
+    const copiesBefore = faults.copies.get(key) ?? 0;
+    try {
+      void first.run();
+      await engineStarted;
+      probe.beforeClassify = undefined;
+      void second.run();
+      await waitFor('the slow batch tagged', async () => ((await head(stack, key)).Metadata?.['effitag-status'] === 'tagged' ? true : undefined), 30_000);
+      await new Promise((r) => setTimeout(r, 2500));
+    } finally {
+      probe.beforeClassify = undefined;
+      await Promise.all([first.stop(), second.stop()]);
+    }
+    assert.equal(first.counters.get('tagged'), 1);
+    assert.equal(second.counters.get('tagged') + second.counters.get('skipped.already-tagged'), 0, 'the second worker never received it');
+    assert.equal((faults.copies.get(key) ?? 0) - copiesBefore, 1, 'written back once');
+  });
+
   it('an object overwritten between read and write is left as the newer upload', async () => {
     const key = 'race/photo.jpg';
     const newer = await gradientImage(300, 300, 'jpeg', 9);
@@ -225,7 +282,11 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
       return got.length ? got : undefined;
     }, 20_000);
     assert.equal(dead[0].body, '{"v":1,"bucket":"x"');
-    assert.ok(stack.counters.get('poison.task body is not JSON') >= 3, 'received maxReceiveCount (3) times');
+    assert.equal(stack.counters.get('poison.task body is not JSON'), 2, 'failed on its first two receives');
+    // On its last receive (maxReceiveCount 3) the worker moved it, saying why.
+    assert.equal(dead[0].attributes?.[DEAD_LETTER_ATTRIBUTES.reason], 'poison: task body is not JSON');
+    assert.equal(dead[0].attributes?.[DEAD_LETTER_ATTRIBUTES.receives], '3');
+    assert.equal(dead[0].attributes?.[DEAD_LETTER_ATTRIBUTES.source], stack.tierQueues.main.queue.name);
   });
 
   it('tags mode merges with the user\'s tags without dropping any', async () => {

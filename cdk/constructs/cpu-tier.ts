@@ -58,6 +58,8 @@ export interface CpuTierProps {
   tierName: string;
   tier: Tier & { compute: { target: 'lambda-cpu' } };
   queue: sqs.IQueue;
+  /** The queue's dead-letter queue: the worker moves a message there, with its reason, on its last receive. */
+  dlq: sqs.IQueue;
   bucket: BucketAccess;
   prefixes: string[];
   weights: BucketAccess;
@@ -87,6 +89,6 @@ export class CpuTier extends Construct {
     this.fn.addEventSource(new SqsEventSource(props.queue, {
       batchSize: Math.min(10, tier.batchSize), reportBatchItemFailures: true, maxConcurrency: tier.compute.maxConcurrency,
     }));
-    grantWorker(this.fn, { bucket: props.bucket, prefixes: props.prefixes, weights: props.weights, queue: props.queue });
+    grantWorker(this.fn, { bucket: props.bucket, prefixes: props.prefixes, weights: props.weights, queue: props.queue, dlq: props.dlq });
   }
 }

@@ -50,6 +50,8 @@ export interface GpuTierProps {
   vpc: ec2.IVpc;
   image: DockerImageAsset;
   queue: sqs.IQueue;
+  /** The queue's dead-letter queue: the worker moves a message there, with its reason, on its last receive. */
+  dlq: sqs.IQueue;
   bucket: BucketAccess;
   prefixes: string[];
   weights: BucketAccess;
@@ -135,7 +137,7 @@ export class GpuTier extends Construct {
       stopTimeout: Duration.seconds(120),
     });
     container.addMountPoints({ sourceVolume: 'cuda-cache', containerPath: CUDA_CACHE_PATH, readOnly: false });
-    grantWorker(task.taskRole, { bucket: props.bucket, prefixes: props.prefixes, weights: props.weights, queue: props.queue });
+    grantWorker(task.taskRole, { bucket: props.bucket, prefixes: props.prefixes, weights: props.weights, queue: props.queue, dlq: props.dlq });
 
     this.service = new ecs.Ec2Service(this, 'Service', {
       cluster: props.cluster,

@@ -3,7 +3,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
 
-export function grantWorker(grantee: iam.IGrantable, opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess; queue: sqs.IQueue }): void {
+export function grantWorker(grantee: iam.IGrantable, opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess; queue: sqs.IQueue; dlq: sqs.IQueue }): void {
   const add = (s: iam.PolicyStatement) => grantee.grantPrincipal.addToPrincipalPolicy(s);
   add(new iam.PolicyStatement({
     sid: 'RewriteWatchedObjects',
@@ -18,5 +18,7 @@ export function grantWorker(grantee: iam.IGrantable, opts: { bucket: BucketAcces
     actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl'],
     resources: [opts.queue.queueArn],
   }));
+  // A message failing on its last receive is moved to the DLQ by the worker, with its reason.
+  add(new iam.PolicyStatement({ sid: 'DeadLetterWithReason', actions: ['sqs:GetQueueUrl', 'sqs:SendMessage'], resources: [opts.dlq.queueArn] }));
   opts.bucket.grantKms?.(grantee, ['kms:Decrypt', 'kms:GenerateDataKey']);
 }

@@ -20,6 +20,9 @@ import { variantsOf } from '../../pipeline/runtime-config.ts';
 import { stopOnSignals } from '../../pipeline/shutdown.ts';
 import { makeWorker } from '../../pipeline/worker.ts';
 
+/** The worker's lease on a batch; renewed every third of it while the batch is in hand. */
+const LEASE_SECONDS = 60;
+
 async function main(): Promise<void> {
   const { config, s3, store, queues } = deployed();
   if (!config.tier) throw new Error('EFFITAG_TIER is not set');
@@ -38,9 +41,14 @@ async function main(): Promise<void> {
   const models = directoryCatalog(config.weightsDir, engine);
   // Load every variant before taking work: the first batch should not wait for weights or PTX JIT.
   for (const m of manifests) await models.load(m.variant);
+  const queue = queues[config.tier];
   const worker = makeWorker({
-    store, queue: queues[config.tier], tiers: config.tiers, models, log,
-    options: { batchSize: tier.batchSize, emitMetrics: (line) => process.stdout.write(`${line}\n`), metricDimensions: { Tier: config.tier } },
+    store, queue, tiers: config.tiers, models, log,
+    options: {
+      batchSize: tier.batchSize, emitMetrics: (line) => process.stdout.write(`${line}\n`), metricDimensions: { Tier: config.tier },
+      // Messages held on a renewed lease: a killed task's batch returns within a minute.
+      visibilitySeconds: LEASE_SECONDS, deadLetter: await queue.deadLetterQueue(),
+    },
   });
   stopOnSignals([worker], () => log.log('info', 'stopped'));
   await worker.run();

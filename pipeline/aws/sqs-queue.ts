@@ -1,6 +1,6 @@
 /** MessageQueue on @aws-sdk/client-sqs (standard or FIFO queues; real SQS or the embedded stand-in). */
 import {
-  ChangeMessageVisibilityCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageBatchCommand, SQSClient,
+  ChangeMessageVisibilityCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageBatchCommand, SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { MessageQueue, OutgoingMessage, QueueMessage } from '../ports.ts';
 
@@ -18,6 +18,7 @@ export class SqsQueue implements MessageQueue {
         Entries: chunk.map((m, j) => ({
           Id: String(j), MessageBody: m.body,
           ...(this.fifo ? { MessageDeduplicationId: m.deduplicationId, MessageGroupId: m.groupId ?? 'default' } : {}),
+          ...(m.attributes ? { MessageAttributes: Object.fromEntries(Object.entries(m.attributes).map(([k, v]) => [k, { DataType: 'String', StringValue: v }])) } : {}),
         })),
       }));
       if (out.Failed?.length) {
@@ -29,11 +30,14 @@ export class SqsQueue implements MessageQueue {
   async receive(options: { max: number; waitSeconds: number; visibilitySeconds?: number; signal?: AbortSignal }): Promise<QueueMessage[]> {
     const out = await this.sqs.send(new ReceiveMessageCommand({
       QueueUrl: this.url, MaxNumberOfMessages: Math.min(10, options.max), WaitTimeSeconds: options.waitSeconds,
-      VisibilityTimeout: options.visibilitySeconds, MessageSystemAttributeNames: ['ApproximateReceiveCount'],
+      VisibilityTimeout: options.visibilitySeconds, MessageAttributeNames: ['All'],
+      MessageSystemAttributeNames: ['ApproximateReceiveCount', 'MessageGroupId', 'MessageDeduplicationId'],
     }), { abortSignal: options.signal });
     return (out.Messages ?? []).map((m) => ({
       id: m.MessageId!, receipt: m.ReceiptHandle!, body: m.Body ?? '',
       receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1),
+      groupId: m.Attributes?.MessageGroupId, deduplicationId: m.Attributes?.MessageDeduplicationId,
+      ...(m.MessageAttributes ? { attributes: Object.fromEntries(Object.entries(m.MessageAttributes).map(([k, v]) => [k, v.StringValue ?? ''])) } : {}),
     }));
   }
 
@@ -45,6 +49,19 @@ export class SqsQueue implements MessageQueue {
       }));
       if (out.Failed?.length) throw new Error(`SQS ${this.name}: ${out.Failed.length} delete(s) failed`);
     }
+  }
+
+  /**
+   * The queue's dead-letter queue and after how many receives SQS moves a message there, from its
+   * redrive policy; undefined without one.
+   */
+  async deadLetterQueue(): Promise<{ queue: SqsQueue; maxReceives: number } | undefined> {
+    const out = await this.sqs.send(new GetQueueAttributesCommand({ QueueUrl: this.url, AttributeNames: ['RedrivePolicy'] }));
+    if (!out.Attributes?.RedrivePolicy) return undefined;
+    const policy = JSON.parse(out.Attributes.RedrivePolicy) as { deadLetterTargetArn: string; maxReceiveCount: number | string };
+    const [, , , , account, name] = policy.deadLetterTargetArn.split(':');
+    const url = (await this.sqs.send(new GetQueueUrlCommand({ QueueName: name, QueueOwnerAWSAccountId: account }))).QueueUrl!;
+    return { queue: new SqsQueue(this.sqs, url, name), maxReceives: Number(policy.maxReceiveCount) };
   }
 
   /** Messages in the queue: visible, in flight and delayed (SQS's approximate counts). */
