@@ -50,6 +50,12 @@ export interface LocalStackOptions {
   /** Wrap the store the pipeline uses (tests inject faults this way). */
   wrapStore?: (store: ObjectStore) => ObjectStore;
   /**
+   * Put something between the pipeline and the stand-ins: given each server's endpoint, return the
+   * one the router and workers use (tests put a fault-injecting proxy there). S3's notifications to
+   * the intake queue stay direct, as on AWS they are S3's own.
+   */
+  interpose?: { s3?: (endpoint: string) => Promise<string>; sqs?: (endpoint: string) => Promise<string> };
+  /**
    * Where the stack records the time before which every object is settled (local/catch-up.ts).
    * Default: beside the data directory, `<dataDir>.state.json`.
    */
@@ -156,7 +162,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const visibility = String(options.visibilitySeconds ?? 60);
   const redrive = (arn: string) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount });
 
-  const sqs = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
+  const sqs = sqsClient({ sqsEndpoint: options.interpose?.sqs ? await options.interpose.sqs(sqsEndpoint) : sqsEndpoint, credentials: LOCAL_CREDENTIALS });
   const intakeDlq = await sqsServer.createQueue('effitag-intake-dlq');
   const intakeQ = await sqsServer.createQueue('effitag-intake', { VisibilityTimeout: visibility, RedrivePolicy: redrive(intakeDlq.arn) });
   const intake = new SqsQueue(sqs, intakeQ.url, 'effitag-intake');
@@ -168,7 +174,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   }
 
   await mkdir(options.dataDir, { recursive: true });
-  const notifications = coalescingSender(intake);
+  const notifier = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
+  const notifications = coalescingSender(new SqsQueue(notifier, intakeQ.url, 'effitag-intake'));
   const s3server = await startS3Server({
     host, port: options.s3Port, directory: options.dataDir,
     onObjectCreated: (body) => notifications.add(body),
@@ -180,7 +187,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {
     if (!/BucketAlreadyOwnedByYou|BucketAlreadyExists/.test(String(err?.name))) throw err;
   });
-  const baseStore = new S3Store(s3, { quirks: 's3rver' });
+  const pipelineS3 = options.interpose?.s3 ? s3Client({ ...endpoints, s3Endpoint: await options.interpose.s3(s3server.endpoint) }) : s3;
+  const baseStore = new S3Store(pipelineS3, { quirks: 's3rver' });
   const store = options.wrapStore ? options.wrapStore(baseStore) : baseStore;
 
   const queues = Object.fromEntries(Object.entries(tierQueues).map(([k, v]) => [k, v.queue]));
@@ -260,7 +268,9 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     async stop() {
       for (const s of stops) await s().catch((err) => log.log('warn', 'stop step failed', { error: String(err) }));
       s3.destroy();
+      if (pipelineS3 !== s3) pipelineS3.destroy();
       sqs.destroy();
+      notifier.destroy();
     },
   };
 }
