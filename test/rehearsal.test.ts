@@ -5,8 +5,15 @@
  * uses.
  */
 import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import { evaluateCalls } from './rehearsal/iam.ts';
+import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { publishWeights } from '../pipeline/aws/s3-weights.ts';
+import { taskMessage, type Task } from '../pipeline/task.ts';
+import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
+import { startGpuContainer, type Container } from './rehearsal/container.ts';
+import { evaluateCalls, readAudit } from './rehearsal/iam.ts';
 import { ColdStartError, startLambda } from './rehearsal/lambda.ts';
 import { runRehearsal, SCENARIO, type RehearsalReport } from './rehearsal/run.ts';
 import { readAssembly } from './rehearsal/template.ts';
@@ -113,3 +120,66 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
     }
   });
 });
+
+describe('deploy rehearsal: a GPU task killed mid-batch (SIGKILL)', () => {
+  it('its messages return once its lease lapses and a new task tags each object exactly once', async () => {
+    const assembly = readAssembly(join(tmpdir(), 'effitag-rehearsal', 'cdk.out'));
+    const world = await startWorld(assembly);
+    const containers: Container[] = [];
+    try {
+      const [[bucketId]] = assembly.ofType('Custom::S3BucketNotifications').map(([, r]) => [r.Properties!.BucketName.Ref as string]);
+      const bucket = world.bucketName(bucketId);
+      const [[taskDefinition, def]] = assembly.ofType('AWS::ECS::TaskDefinition');
+      const env = Object.fromEntries((def.Properties!.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[]).map((e) => [e.Name, world.resolver.resolve(e.Value)]));
+      const weights = await tempDir('effitag-rehearsal-weights-');
+      await randomArtifact(weights, 'b0');
+      await publishWeights(world.s3, weights, env.EFFITAG_WEIGHTS);
+      const queueUrls = JSON.parse(env.EFFITAG_QUEUE_URLS) as Record<string, string>;
+      const queue = [...world.queues.values()].find((q) => q.url === queueUrls[env.EFFITAG_TIER])!;
+      // 40 uploads routed to the GPU tier (the router's tasks, sent here directly).
+      const keys = Array.from({ length: 40 }, (_, i) => `catalog/item ${i}.jpg`);
+      for (const [i, key] of keys.entries()) {
+        const body = await gradientImage(224, 224, 'jpeg', 300 + i);
+        const out = await world.s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: 'image/jpeg' }));
+        const task: Task = { v: 1, bucket, key, eTag: out.ETag!.replace(/"/g, ''), size: body.length, tier: env.EFFITAG_TIER, variant: 'b0', source: 'upload', enqueuedAt: new Date().toISOString() };
+        await queue.send([taskMessage(task)]);
+      }
+      const statusOf = async (key: string) => (await world.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).Metadata?.['effitag-status'];
+      const lease = { EFFITAG_LEASE_SECONDS: '3' };
+      const first = await startGpuContainer(assembly, world, taskDefinition, lease);
+      containers.push(first);
+      await waitUntilTrue('the first batch written back', async () => (await Promise.all(keys.map(statusOf))).some(Boolean), 60_000);
+      await first.kill();
+      const killedAt = Date.now();
+      const taggedByFirst = (await Promise.all(keys.map(statusOf))).filter(Boolean).length;
+      assert.ok(taggedByFirst < keys.length, 'killed mid-work');
+
+      const second = await startGpuContainer(assembly, world, taskDefinition, lease);
+      containers.push(second);
+      await waitUntilTrue('every object tagged by the new task', async () => (await Promise.all(keys.map(statusOf))).every((s) => s === 'tagged'), 90_000);
+      assert.equal(await second.stop(), 0);
+      const writesBySecond = readAudit(second.auditLog).filter((c) => c.command === 'CopyObject' && c.status === 200);
+      for (const key of keys) {
+        const n = writesBySecond.filter((c) => c.input.Key === key).length;
+        const at = Date.parse((await world.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).Metadata!['effitag-at']);
+        // Written by the killed task (then skipped by its marker) or by the new one: once either way.
+        assert.ok(n === 0 ? at < killedAt : n === 1 && at >= killedAt, `${key}: ${n} write(s) by the new task, tagged at ${new Date(at).toISOString()}`);
+      }
+      assert.ok(writesBySecond.length >= keys.length - taggedByFirst);
+      const dlq = [...world.queues.values()].find((q) => q.logicalId === Object.keys(assembly.template.Resources).find((id) => id.startsWith(`Tier${env.EFFITAG_TIER}Dlq`)))!;
+      assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0);
+      process.stderr.write(`# GPU task SIGKILL: ${taggedByFirst}/${keys.length} tagged before the kill; the rest by the new task, ${writesBySecond.length} write-backs, none twice\n`);
+    } finally {
+      for (const c of containers) await c.kill().catch(() => {});
+      await world.stop();
+    }
+  });
+});
+
+async function waitUntilTrue(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

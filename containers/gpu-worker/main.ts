@@ -20,8 +20,8 @@ import { variantsOf } from '../../pipeline/runtime-config.ts';
 import { stopOnSignals } from '../../pipeline/shutdown.ts';
 import { makeWorker } from '../../pipeline/worker.ts';
 
-/** The worker's lease on a batch; renewed every third of it while the batch is in hand. */
-const LEASE_SECONDS = 60;
+/** The worker's lease on a batch, renewed every third of it while the batch is in hand (EFFITAG_LEASE_SECONDS). */
+const LEASE_SECONDS = Number(process.env.EFFITAG_LEASE_SECONDS ?? 60);
 
 async function main(): Promise<void> {
   const { config, s3, store, queues } = deployed();

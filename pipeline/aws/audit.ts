@@ -16,7 +16,7 @@ export interface AuditedCall {
 }
 
 /** The request parameters that decide which resource an IAM check is made on. */
-const RESOURCE_PARAMS = ['Bucket', 'Key', 'VersionId', 'CopySource', 'Prefix', 'QueueUrl', 'TaggingDirective'] as const;
+const RESOURCE_PARAMS = ['Bucket', 'Key', 'VersionId', 'CopySource', 'Prefix', 'QueueUrl', 'QueueName', 'TaggingDirective'] as const;
 
 interface MiddlewareClient {
   middlewareStack: { add(mw: unknown, options: { step: 'initialize'; name: string }): void };

@@ -52,10 +52,12 @@ export interface Container {
   output(): string;
   /** SIGTERM, as ECS stops a task; resolves with the exit code. */
   stop(): Promise<number | null>;
+  /** SIGKILL: the task dies mid-work (an instance lost, the OOM killer). */
+  kill(): Promise<void>;
   exited: Promise<number | null>;
 }
 
-export async function startGpuContainer(assembly: Assembly, world: World, taskDefinitionId: string): Promise<Container> {
+export async function startGpuContainer(assembly: Assembly, world: World, taskDefinitionId: string, extraEnv: Record<string, string> = {}): Promise<Container> {
   const def = assembly.template.Resources[taskDefinitionId].Properties!;
   const container = def.ContainerDefinitions[0];
   const roleId = def.TaskRoleArn['Fn::GetAtt'][0] as string;
@@ -84,6 +86,7 @@ export async function startGpuContainer(assembly: Assembly, world: World, taskDe
     EFFITAG_AUDIT_LOG: auditLog,
     // No GPU here: the tier's engine is replaced by the CPU one.
     EFFITAG_ENGINE: 'ort',
+    ...extraEnv,
   };
   // The image's paths: /app is the bundle's directory, /var the task's own.
   for (const [k, v] of Object.entries(env)) {
@@ -101,6 +104,10 @@ export async function startGpuContainer(assembly: Assembly, world: World, taskDe
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       return exited;
+    },
+    async kill() {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await exited;
     },
   };
 }

@@ -62,7 +62,7 @@ export function iamRequestsOf(c: AuditedCall, queueArnOfUrl: (url: string) => st
       default: return undefined;
     }
   }
-  const queue = queueArnOfUrl(i.QueueUrl ?? '');
+  const queue = queueArnOfUrl(i.QueueUrl ?? i.QueueName ?? '');
   if (!queue) return undefined;
   const action = ({
     SendMessage: 'sqs:SendMessage', SendMessageBatch: 'sqs:SendMessage', ReceiveMessage: 'sqs:ReceiveMessage',

@@ -28,8 +28,8 @@ export interface World {
   /** Local queue by logical id. */
   queues: Map<string, SqsQueue & { arn: string; logicalId: string }>;
   bucketName(logicalId: string): string;
-  /** The ARN a queue URL stands for (IAM checks); undefined when the URL is not one of the template's. */
-  queueArnOfUrl(url: string): string | undefined;
+  /** The ARN a queue URL (or, for GetQueueUrl, a queue name) stands for; undefined when not the template's. */
+  queueArnOfUrl(urlOrName: string): string | undefined;
   stop(): Promise<void>;
 }
 
@@ -81,6 +81,7 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
     const arn = `arn:aws:sqs:${REGION}:${ACCOUNT}:${name}`;
     physical.set(id, { ref: url, attributes: { Arn: arn, QueueName: name, QueueUrl: url } });
     urlToArn.set(url, arn);
+    urlToArn.set(name, arn);
     queues.set(id, Object.assign(new SqsQueue(sqs, url, name), { arn, logicalId: id }));
   }
 
