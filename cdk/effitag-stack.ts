@@ -169,6 +169,7 @@ export class EffiTagStack extends Stack {
     new CfnOutput(this, 'BucketName', { value: bucket.bucketName, description: 'Bucket whose uploads are tagged' });
     new CfnOutput(this, 'WeightsLocation', { value: weightsLocation, description: 'Publish weights here: effitag weights publish --weights DIR <this>' });
     new CfnOutput(this, 'DashboardName', { value: observability.dashboard.dashboardName });
+    new CfnOutput(this, 'IntakeQueueUrl', { value: ingest.intake.queueUrl, description: 'effitag dlq list|redrive --aws --intake-url <this>' });
     new CfnOutput(this, 'QueueUrls', { value: environment.EFFITAG_QUEUE_URLS, description: 'EFFITAG_QUEUE_URLS for effitag backfill --aws' });
     new CfnOutput(this, 'BackfillStateMachine', { value: backfill.stateMachine.stateMachineArn, description: 'effitag backfill --remote --state-machine <this>' });
     new CfnOutput(this, 'AlarmTopic', { value: observability.topic.topicArn });

@@ -5,6 +5,7 @@ import { registerPredictCommand } from './commands/predict.ts';
 import { registerTiersCommands } from './commands/tiers.ts';
 import { registerLocalCommands } from './commands/local.ts';
 import { registerBackfillCommand } from './commands/backfill.ts';
+import { registerDlqCommands } from './commands/dlq.ts';
 
 export function buildProgram(): Command {
   const program = new Command('effitag')
@@ -18,5 +19,6 @@ export function buildProgram(): Command {
   registerTiersCommands(program);
   registerLocalCommands(program);
   registerBackfillCommand(program);
+  registerDlqCommands(program);
   return program;
 }
