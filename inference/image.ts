@@ -7,6 +7,7 @@
  * the model's resolution is passed through unresampled.
  */
 import sharp, { type Metadata, type Sharp } from 'sharp';
+import { decodeHeif } from './heif.ts';
 import { sniffFormat } from './image-format.ts';
 
 export { sniffFormat };
@@ -47,17 +48,18 @@ export async function decodeImage(input: Uint8Array, size: number, limits: Decod
   if (input.length === 0) throw new ImageError('empty', 'empty file (0 bytes)');
   if (input.length > maxBytes) throw new ImageError('too-large', `file is ${input.length} bytes, over the ${maxBytes}-byte limit`);
   const format = sniffFormat(input);
-  if (!format) throw new ImageError('unsupported-format', 'not a supported image (JPEG, PNG, WebP, GIF, TIFF, AVIF) by its leading bytes');
+  if (!format) throw new ImageError('unsupported-format', 'not a supported image (JPEG, PNG, WebP, GIF, TIFF, AVIF, HEIC) by its leading bytes');
 
   let image: Sharp;
   let meta: Metadata;
   try {
     // limitInputPixels makes libvips refuse bombs before allocating; failOn 'error' rejects truncated data.
-    image = sharp(input, { limitInputPixels: maxPixels, failOn: 'error', pages: 1 });
+    image = sharp(input, { limitInputPixels: maxPixels, failOn: 'error', pages: 1 }).timeout({ seconds: DECODE_TIMEOUT_SECONDS });
     meta = await image.metadata();
   } catch (err) {
     throw classifySharpError(err);
   }
+  if (format === 'heif' && meta.compression === 'hevc') ({ image, meta } = await decodeHevc(input, maxPixels));
   const w = meta.width ?? 0, h = meta.height ?? 0;
   if (w * h > maxPixels) throw new ImageError('too-many-pixels', `${w}×${h} = ${w * h} pixels, over the ${maxPixels}-pixel limit`);
   const swap = (meta.orientation ?? 1) >= 5;
@@ -82,11 +84,40 @@ export async function decodeImage(input: Uint8Array, size: number, limits: Decod
   }
 }
 
+/** libvips gives up on one image after this long (a pathological file, not a large photo). */
+const DECODE_TIMEOUT_SECONDS = 30;
+
+/** HEVC-coded HEIF (iPhone photos): decoded by libheif (inference/heif.ts), oriented, handed back to sharp. */
+async function decodeHevc(input: Uint8Array, maxPixels: number): Promise<{ image: Sharp; meta: Metadata }> {
+  let px;
+  try {
+    px = await decodeHeif(input, maxPixels);
+  } catch (err) {
+    if ((err as { tooManyPixels?: boolean }).tooManyPixels) throw new ImageError('too-many-pixels', (err as Error).message);
+    throw new ImageError('undecodable', `cannot decode HEIC: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const raw = { width: px.width, height: px.height, channels: 4 as const };
+  let oriented = sharp(px.rgba, { raw });
+  // EXIF orientations 2–8 as rotations (clockwise) and mirrors, applied after the rotation.
+  const ops: Record<number, [number, 'flop' | 'flip' | undefined]> = { 2: [0, 'flop'], 3: [180, undefined], 4: [0, 'flip'], 5: [90, 'flop'], 6: [90, undefined], 7: [270, 'flop'], 8: [270, undefined] };
+  const [angle, mirror] = ops[px.orientation] ?? [0, undefined];
+  if (angle || mirror) {
+    if (angle) oriented = oriented.rotate(angle);
+    if (mirror === 'flop') oriented = oriented.flop();
+    if (mirror === 'flip') oriented = oriented.flip();
+    const { data, info } = await oriented.raw().toBuffer({ resolveWithObject: true });
+    oriented = sharp(data, { raw: { width: info.width, height: info.height, channels: 4 } });
+  }
+  const meta = await oriented.metadata();
+  return { image: oriented, meta: { ...meta, format: 'heif', orientation: 1 } };
+}
+
 function classifySharpError(err: unknown): ImageError {
   if (err instanceof ImageError) return err;
   const message = err instanceof Error ? err.message : String(err);
   if (/pixel limit/i.test(message)) return new ImageError('too-many-pixels', `image exceeds the pixel limit (${message})`);
   if (/unsupported image format/i.test(message)) return new ImageError('unsupported-format', message);
+  if (/timeout/i.test(message)) return new ImageError('undecodable', `decoding took over ${DECODE_TIMEOUT_SECONDS} s: ${message}`);
   return new ImageError('undecodable', `cannot decode image: ${message}`);
 }
 

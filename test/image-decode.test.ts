@@ -2,7 +2,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import { decodeImage, ImageError, sniffFormat } from '../inference/image.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { gradientImage } from './support/fixtures.ts';
+import { heicBomb, HEIC_FIXTURES, jpegBomb } from './support/bombs.ts';
+import { pngBomb } from './support/png-bomb.ts';
 
 const reason = (r: string) => (err: unknown) => err instanceof ImageError && err.reason === r;
 
@@ -57,4 +61,41 @@ describe('image decoding', () => {
     await assert.rejects(decodeImage(png, 32, { maxBytes: 100 }), reason('too-large'));
     await assert.rejects(decodeImage(png, 32, { maxPixels: 1000 }), reason('too-many-pixels'));
   });
+
+  it('HEIC (HEVC, made by heif-enc): decoded by libheif, as sharp\'s prebuilt binaries cannot', async () => {
+    const heic = readFileSync(join(HEIC_FIXTURES, 'photo.heic'));
+    assert.equal(sniffFormat(heic), 'heif');
+    await assert.rejects(sharp(heic).raw().toBuffer(), 'sharp alone cannot decode HEVC');
+    const img = await decodeImage(heic, 64);
+    assert.deepEqual([img.sourceWidth, img.sourceHeight, img.format, img.pixels.length], [320, 240, 'heif', 64 * 64 * 3]);
+    // Same picture as the PNG it was encoded from, within HEVC's loss.
+    const fromPng = await decodeImage(await gradientImage(320, 240, 'png', 11), 64);
+    const diff = img.pixels.reduce((sum, v, i) => sum + Math.abs(v - fromPng.pixels[i]), 0) / img.pixels.length;
+    assert.ok(diff < 6, `mean absolute difference ${diff.toFixed(2)}`);
+  });
+
+  it('HEIC with EXIF orientation 6 (and no container rotation): a stored 64×32 is upright 32×64', async () => {
+    const img = await decodeImage(readFileSync(join(HEIC_FIXTURES, 'orientation-6.heic')), 32);
+    assert.deepEqual([img.sourceWidth, img.sourceHeight], [32, 64]);
+    // Stored: red left, blue right. Rotated 90° clockwise: red on top, blue below (centre crop 32×32).
+    const at = (x: number, y: number) => [...img.pixels.subarray((y * 32 + x) * 3, (y * 32 + x) * 3 + 3)];
+    assert.ok(at(16, 2)[0] > 200 && at(16, 2)[2] < 60, `top is red: ${at(16, 2)}`);
+    assert.ok(at(16, 29)[2] > 200 && at(16, 29)[0] < 60, `bottom is blue: ${at(16, 29)}`);
+  });
+
+  const bombs: [string, () => Promise<Buffer>][] = [
+    ['PNG', async () => pngBomb(30000, 30000)],
+    ['JPEG', async () => jpegBomb(await gradientImage(64, 64, 'jpeg'))],
+    ['HEIC', async () => heicBomb()],
+  ];
+  for (const [name, make] of bombs) {
+    it(`a ${name} decompression bomb is refused from its header: quickly, without the memory its pixels would take`, async () => {
+      const bomb = await make();
+      const rss = process.memoryUsage().rss;
+      const started = performance.now();
+      await assert.rejects(decodeImage(bomb, 224), reason('too-many-pixels'));
+      assert.ok(performance.now() - started < 5000, 'refused at once');
+      assert.ok(process.memoryUsage().rss - rss < 256 * 1024 ** 2, 'no allocation of its pixels (a 30000×30000 RGB image is 2.7 GB)');
+    });
+  }
 });

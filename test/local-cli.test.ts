@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { isLoopbackAddress, listeningSockets } from './support/sockets.ts';
+import { HEIC_FIXTURES } from './support/bombs.ts';
 import { waitFor } from './support/local-stack.ts';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { s3Client } from '../pipeline/aws/clients.ts';
@@ -65,6 +66,12 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     assert.match(out, /aws --endpoint-url http:\/\/127\.0\.0\.1:\d+ s3 cp photo\.jpg s3:\/\/effitag-local\//);
 
     await writeFile(join(dir, 'cat photo.jpg'), await gradientImage(300, 300, 'jpeg', 3));
+    // An iPhone-style HEIC photo (HEVC, made by heif-enc) goes through the same stack.
+    const heicDir = await tempDir();
+    await writeFile(join(heicDir, 'IMG_0001.heic'), readFileSync(join(HEIC_FIXTURES, 'photo.heic')));
+    const heic = await cli(['tag', join(heicDir, 'IMG_0001.heic'), '--endpoint', `http://127.0.0.1:${s3Port}`, '--prefix', 'phone/', '--json', '--timeout', '30']);
+    assert.equal(heic.code, 0, heic.stderr);
+    assert.equal(JSON.parse(heic.stdout.trim()).status, 'tagged');
     const endpoint = `http://127.0.0.1:${s3Port}`;
     const tagged = await cli(['tag', join(dir, 'cat photo.jpg'), '--endpoint', endpoint, '--json', '--timeout', '30']);
     assert.equal(tagged.code, 0, tagged.stderr);

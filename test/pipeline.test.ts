@@ -14,6 +14,7 @@ import { stopOnSignals } from '../pipeline/shutdown.ts';
 import { taskMessage, type Task } from '../pipeline/task.ts';
 import { gradientImage } from './support/fixtures.ts';
 import { pngBomb } from './support/png-bomb.ts';
+import { heicBomb, jpegBomb } from './support/bombs.ts';
 import { head, put, startTestStack, waitFor, waitForStatus, type EngineProbe } from './support/local-stack.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 
@@ -227,6 +228,8 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
       ['bad/text.jpg', Buffer.from('this is not a JPEG, only named like one'), /^unsupported-format: /],
       ['bad/truncated.png', good.subarray(0, Math.floor(good.length / 2)), /^undecodable: /],
       ['bad/bomb.png', pngBomb(30000, 30000), /^too-many-pixels: /],
+      ['bad/bomb.heic', heicBomb(), /^too-many-pixels: /],
+      ['bad/bomb.jpg', jpegBomb(jpeg), /^too-many-pixels: /],
     ];
     const etags = await Promise.all(cases.map(([k, b]) => put(stack, k, b)));
     const okETag = await put(stack, 'bad/after-the-bad-ones.png', good);
