@@ -14,8 +14,18 @@ await build({
   outfile: join(out, 'worker.mjs'), logLevel: 'warning',
   // Installed in the image (native, or too large to bundle usefully).
   external: ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs', '@tensorflow/tfjs-backend-wasm', 'onnxruntime-node', 'sharp', 'h5wasm'],
-  // CommonJS dependencies (the AWS SDK) call require(): give the ES module bundle one.
-  banner: { js: "import { createRequire as __effitagCreateRequire } from 'node:module'; const require = __effitagCreateRequire(import.meta.url);" },
+  // CommonJS dependencies call require() (the AWS SDK) or read __dirname (libheif's WebAssembly
+  // loader): give the ES module bundle both.
+  banner: {
+    js: [
+      "import { createRequire as __effitagCreateRequire } from 'node:module';",
+      "import { fileURLToPath as __effitagFileURLToPath } from 'node:url';",
+      "import { dirname as __effitagDirname } from 'node:path';",
+      'const require = __effitagCreateRequire(import.meta.url);',
+      'const __filename = __effitagFileURLToPath(import.meta.url);',
+      'const __dirname = __effitagDirname(__filename);',
+    ].join(' '),
+  },
 });
 copyFileSync('inference/ort-session-thread.mjs', join(out, 'ort-session-thread.mjs'));
 console.log(`GPU worker bundle in ${out}`);

@@ -37,6 +37,7 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
     assert.match(photo['effitag-model'], /^b0@[0-9a-f]{12}/);
     assert.ok(photo['effitag-tags'].split(';').length >= 1);
     assert.equal(catalog['effitag-status'], 'tagged', 'catalog/ routes to the GPU tier, whose container tagged it');
+    assert.equal((report.objects[SCENARIO.heic] as Record<string, string>)['effitag-status'], 'tagged', 'the container bundle decodes HEIC');
     const gpu = report.principals.find((p) => p.runs.startsWith('ECS task'))!;
     assert.ok(gpu.calls.some((c) => c.command === 'CopyObject' && c.input.Key === SCENARIO.catalog), 'the container wrote the catalog image');
     const worker = report.principals.find((p) => /CpueconomyWorker/.test(p.runs))!;

@@ -12,7 +12,9 @@
  * Every AWS call each principal made is then evaluated against the template's IAM policies.
  */
 import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { HEIC_FIXTURES } from '../support/bombs.ts';
 import { publishWeights } from '../../pipeline/aws/s3-weights.ts';
 import { gradientImage, randomArtifact, tempDir } from '../support/fixtures.ts';
 import { startGpuContainer, type Container } from './container.ts';
@@ -60,6 +62,7 @@ export const SCENARIO = {
   deleted: 'uploads/deleted before routing.jpg',
   sseC: 'uploads/secret.jpg',
   legacy: 'legacy/stored before the stack.jpg',
+  heic: 'catalog/IMG_0001.heic',
 } as const;
 
 async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
@@ -118,6 +121,7 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
     await intake.send([{ body: JSON.stringify({ Service: 'Amazon S3', Event: 's3:TestEvent', Time: new Date().toISOString(), Bucket: bucket, RequestId: 'R', HostId: 'H' }) }]);
     await put(SCENARIO.photo, await gradientImage(640, 480, 'jpeg', 1), { ContentType: 'image/jpeg' });
     await put(SCENARIO.catalog, await gradientImage(300, 300, 'png', 2), { ContentType: 'image/png' });
+    await put(SCENARIO.heic, readFileSync(join(HEIC_FIXTURES, 'photo.heic')), { ContentType: 'image/heic' });
     await put(SCENARIO.textFile, 'not an image', { ContentType: 'text/plain' });
     await put(SCENARIO.broken, 'this is text, not a JPEG', { ContentType: 'image/jpeg' });
     await put(SCENARIO.sseC, await gradientImage(64, 64, 'jpeg', 3), {
@@ -141,7 +145,7 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
     };
     const settled = (keys: string[]) => async () => (await Promise.all(keys.map(metadataOf))).every((m) => m?.['effitag-status']);
     log('waiting for the uploads to be tagged …');
-    await waitUntil('uploads tagged', settled([SCENARIO.photo, SCENARIO.catalog, SCENARIO.broken]), 120_000);
+    await waitUntil('uploads tagged', settled([SCENARIO.photo, SCENARIO.catalog, SCENARIO.heic, SCENARIO.broken]), 120_000);
 
     // 4. Backfill through the state machine, with the input a console start would give.
     log('backfill through the state machine …');
