@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V] [--isolated]`
- * Suites: engines (default), pipeline, backfill. Results print as a table and are written to bench/results/<suite>.json.
+ * Suites: engines (default), pipeline, backfill, catch-up. Results print as a table and are written to bench/results/<suite>.json.
  */
 import '../bin/hide-node-notice.js';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -10,11 +10,12 @@ import { Command } from 'commander';
 import { benchEngines } from './engines.ts';
 import { benchPipeline } from './pipeline.ts';
 import { benchBackfill } from './backfill.ts';
+import { benchCatchUp } from './catch-up.ts';
 import type { BenchContext } from './util.ts';
 import type { EngineName } from '../inference/engine.ts';
 
 const program = new Command('bench')
-  .argument('[suite]', 'engines | pipeline | backfill', 'engines')
+  .argument('[suite]', 'engines | pipeline | backfill | catch-up', 'engines')
   .option('--runs <n>', 'timed runs per measurement (median reported)', (v) => Number(v), 5)
   .option('--quick', 'B0 only, batches 1 and 8')
   .option('--variant <v>', 'pipeline: the variant the tier runs', 'b0')
@@ -33,6 +34,8 @@ const program = new Command('bench')
         result = await benchPipeline(ctx, { images: opts.quick ? 64 : 240, batch: 8, runs: opts.quick ? 1 : 3, variant: opts.variant, isolated: opts.isolated });
       } else if (suite === 'backfill') {
         result = await benchBackfill(ctx, { objects: opts.quick ? 2000 : 10_000, concurrency: 64 });
+      } else if (suite === 'catch-up') {
+        result = await benchCatchUp(ctx, { objects: opts.quick ? 10_000 : 100_000 });
       } else {
         throw new Error(`unknown suite "${suite}"`);
       }

@@ -1,19 +1,62 @@
 /**
  * Nothing lost across a crash of the embedded stack. Its queues live in memory (fauxqs), so a crash
- * or a stop loses every queued and in-flight task. Instead of a second, durable queue, the stack
- * keeps one fact on disk: a time before which every object in the bucket is settled (tagged, its
- * failure recorded, or not an image). It advances whenever the stack is idle: no upload event
- * being forwarded, and the intake and tier queues empty, in flight included.
+ * or a stop loses every queued and in-flight task. Instead of a second, durable queue, two small
+ * files beside the data directory:
  *
- * On start, a catch-up pass runs the backfill core (the router's own decisions) over the objects
- * modified since that time: untagged images are enqueued again, tagged ones are skipped by their
- * marker. A write-back changes an object's last-modified time too, so the pass re-reads what was
- * tagged since the stack was last idle: its cost grows with the work of that window, not with the
- * bucket (one LIST per 1,000 keys, plus one ranged GET per object modified since).
+ * - a journal of accepted uploads: the S3 stand-in appends each object-created event to it,
+ *   synchronously, before the upload is answered, so an upload its client saw succeed is in it;
+ * - the time the stack was last idle (no event being forwarded, intake and tier queues empty, in
+ *   flight included). Each time it is idle, the journal is cut back to the events since.
+ *
+ * On start, a catch-up pass sends each journalled object through the router's own decisions
+ * (backfill mode): untagged images are enqueued again, tagged ones are skipped by their marker,
+ * deleted or overwritten ones are dropped (a newer upload has its own entry). Its cost is one ranged
+ * GET per upload since the stack was last idle, whatever the bucket's size. With no record at all
+ * (the first start on an existing folder), the pass lists the whole bucket once instead.
  */
+import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { ObjectCreated } from '../pipeline/events.ts';
 import type { Logger } from '../pipeline/log.ts';
+
+/** One accepted upload, as the journal keeps it. */
+export interface JournalEntry {
+  /** When it was accepted (ms since the epoch). */
+  t: number;
+  object: ObjectCreated;
+}
+
+export interface UploadJournal {
+  /** Synchronous on purpose: the entry is on disk before the upload is answered. */
+  append(object: ObjectCreated): void;
+  /** The latest entry of each object. */
+  entries(): JournalEntry[];
+  /** Drop the entries accepted before `t` (synchronously, so no append interleaves). */
+  keepSince(t: number): void;
+}
+
+export function uploadJournal(path: string): UploadJournal {
+  const read = (): JournalEntry[] => (existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean).flatMap((l) => {
+    try { return [JSON.parse(l) as JournalEntry]; } catch { return []; } // a line cut short by a crash
+  }) : []);
+  return {
+    append(object) {
+      appendFileSync(path, `${JSON.stringify({ t: Date.now(), object })}\n`);
+    },
+    entries() {
+      const latest = new Map<string, JournalEntry>();
+      for (const e of read()) latest.set(`${e.object.bucket}/${e.object.key}`, e);
+      return [...latest.values()];
+    },
+    keepSince(t) {
+      const kept = read().filter((e) => e.t >= t);
+      const tmp = `${path}.tmp`;
+      writeFileSync(tmp, kept.map((e) => `${JSON.stringify(e)}\n`).join(''));
+      renameSync(tmp, path);
+    },
+  };
+}
 
 /** Objects modified within this margin of the idle moment are re-examined (clock and rounding). */
 const MARGIN_MS = 2_000;
@@ -52,7 +95,7 @@ export interface IdleWatcher {
  * Every `intervalMs`, while `paused()` is false: note the time, check `isIdle()`, and if so record
  * that everything modified before that time (less a margin) is settled.
  */
-export function watchIdle(opts: { state: SettledState; isIdle: () => Promise<boolean>; paused: () => boolean; intervalMs: number; log: Logger }): IdleWatcher {
+export function watchIdle(opts: { state: SettledState; journal?: UploadJournal; isIdle: () => Promise<boolean>; paused: () => boolean; intervalMs: number; log: Logger }): IdleWatcher {
   let stopped = false;
   let waiters: ((at: Date) => void)[] = [];
   let timer: NodeJS.Timeout | undefined;
@@ -64,6 +107,7 @@ export function watchIdle(opts: { state: SettledState; isIdle: () => Promise<boo
       if (!(await opts.isIdle())) return;
       const at = new Date(checkedAt - MARGIN_MS);
       await opts.state.write(at);
+      opts.journal?.keepSince(checkedAt);
       for (const w of waiters) w(at);
       waiters = [];
     } catch (err) {

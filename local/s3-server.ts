@@ -13,7 +13,7 @@
  *   kept in memory: such objects are a test fixture, not something the embedded stack stores).
  */
 import S3rver from 's3rver';
-import { encodeS3Key } from '../pipeline/events.ts';
+import { encodeS3Key, type ObjectCreated } from '../pipeline/events.ts';
 
 export interface S3ServerOptions {
   host?: string;
@@ -21,6 +21,8 @@ export interface S3ServerOptions {
   directory: string;
   /** Called with an S3 notification body for every object created. */
   onObjectCreated?: (notification: string) => void | Promise<void>;
+  /** Called synchronously for each object created, before the request is answered (the journal). */
+  onAccepted?: (object: ObjectCreated) => void;
   onError?: (err: unknown) => void;
 }
 
@@ -112,6 +114,13 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
   // Events accepted but not yet handed on: the stack is not idle while any are.
   let pending = 0;
   server.on('event', (event: { Records: any[] }) => {
+    const first = event.Records[0];
+    if (String(first.eventName).startsWith('ObjectCreated:')) {
+      options.onAccepted?.({
+        bucket: first.s3.bucket.name, key: first.s3.object.key, eTag: first.s3.object.eTag || undefined, size: first.s3.object.size,
+        kind: (String(first.eventName).split(':')[1] as ObjectCreated['kind']) ?? 'Other',
+      });
+    }
     pending++;
     void (async () => {
       const record = event.Records[0];

@@ -18,8 +18,9 @@ import { directoryCatalog, MissingWeightsError, type ModelCatalog } from '../pip
 import type { ObjectStore } from '../pipeline/ports.ts';
 import { makeRouter, routeBatch, type Router } from '../pipeline/router.ts';
 import { makeWorker, type Worker, type WorkerOptions } from '../pipeline/worker.ts';
-import { runBackfill, TaskBatcher, type BackfillReport } from '../pipeline/backfill.ts';
-import { settledState, watchIdle } from './catch-up.ts';
+import { backfillObject, emptyReport, runBackfill, TaskBatcher, type BackfillReport } from '../pipeline/backfill.ts';
+import { mapLimit } from '../pipeline/concurrency.ts';
+import { settledState, uploadJournal, watchIdle } from './catch-up.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 import { variantName } from '../tiers/schema.ts';
 import { startS3Server } from './s3-server.ts';
@@ -56,8 +57,9 @@ export interface LocalStackOptions {
    */
   interpose?: { s3?: (endpoint: string) => Promise<string>; sqs?: (endpoint: string) => Promise<string> };
   /**
-   * Where the stack records the time before which every object is settled (local/catch-up.ts).
-   * Default: beside the data directory, `<dataDir>.state.json`.
+   * Where the stack records when it was last idle, and its journal of uploads since
+   * (local/catch-up.ts). Default: beside the data directory, `<dataDir>.state.json` and
+   * `<dataDir>.journal.jsonl`.
    */
   statePath?: string;
   /** Catch up at start on objects modified since the stack was last idle (default true). */
@@ -174,11 +176,14 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   }
 
   await mkdir(options.dataDir, { recursive: true });
+  const statePath = options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`;
+  const journal = uploadJournal(statePath.replace(/\.state\.json$|$/, '.journal.jsonl'));
   const notifier = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
   const notifications = coalescingSender(new SqsQueue(notifier, intakeQ.url, 'effitag-intake'));
   const s3server = await startS3Server({
     host, port: options.s3Port, directory: options.dataDir,
     onObjectCreated: (body) => notifications.add(body),
+    onAccepted: (object) => journal.append(object),
     onError: (err) => log.log('error', 'event forwarding failed', { error: String(err) }),
   });
   stops.unshift(async () => { await s3server.close(); await notifications.flush(); });
@@ -229,7 +234,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
   // Nothing lost across a crash: catch up on what the last run left unsettled, and keep recording
   // when everything is settled (local/catch-up.ts).
-  const state = settledState(options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`);
+  const state = settledState(statePath);
   const catchUpOn = options.catchUp !== false && options.runRouter !== false;
   // Without a router nothing gets settled; with a catch-up, nothing is until it is done.
   let holdWatermark = options.runRouter === false || catchUpOn;
@@ -240,7 +245,22 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const started = performance.now();
     const batcher = new TaskBatcher(queues);
     const catchUpRouter = makeRouter({ store, queues, tiers: options.tiers, models, log: routerLog, counters, sink: (t) => batcher.add(t) });
-    const report = await runBackfill({ store, router: catchUpRouter, batcher, counters }, { bucket, filter: { mode: 'stale' }, since, signal: catchUpAbort.signal });
+    const filter = { mode: 'stale' as const };
+    let report: BackfillReport;
+    if (since) {
+      // The uploads accepted since the stack was last idle: one ranged GET each.
+      report = emptyReport();
+      await mapLimit(journal.entries(), 16, async ({ object }) => {
+        if (catchUpAbort.signal.aborted) return;
+        report.listed++;
+        await backfillObject(catchUpRouter, { key: object.key, eTag: object.eTag ?? '', size: object.size ?? 0 }, report, { bucket: object.bucket, filter });
+      });
+      await batcher.flush();
+      report.complete = !catchUpAbort.signal.aborted;
+    } else {
+      // No record (a folder from before this mechanism, or made by hand): the whole bucket, once.
+      report = await runBackfill({ store, router: catchUpRouter, batcher, counters }, { bucket, filter, signal: catchUpAbort.signal });
+    }
     if (catchUpAbort.signal.aborted) return undefined;
     const result = { since, report, seconds: (performance.now() - started) / 1000 };
     log.log('info', 'caught up', { since: since?.toISOString() ?? 'the beginning', listed: report.listed, enqueued: report.enqueued, skipped: report.skipped, seconds: result.seconds });
@@ -253,7 +273,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   });
   const allQueues = [intake, ...Object.values(tierQueues).map((q) => q.queue)];
   const idle = watchIdle({
-    state, log, intervalMs: options.idleCheckMs ?? 2000, paused: () => holdWatermark,
+    state, journal, log, intervalMs: options.idleCheckMs ?? 2000, paused: () => holdWatermark,
     // In pipeline order, so a task moving forward between two reads is still seen in the later one.
     isIdle: async () => {
       if (s3server.pendingEvents() > 0 || notifications.pending() > 0) return false;

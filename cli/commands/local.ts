@@ -85,9 +85,11 @@ export function registerLocalCommands(program: Command): void {
         '',
       ].join('\n'));
       void stack.catchUp.then((r) => {
-        if (r && (r.report.listed > 0 || r.since)) {
-          process.stderr.write(`caught up: ${r.report.listed} object(s) modified since ${r.since?.toISOString() ?? 'the beginning'} checked in ${r.seconds.toFixed(1)} s, ${r.report.enqueued} enqueued again\n`);
-        }
+        if (!r || r.report.listed === 0) return;
+        const what = r.since
+          ? `${r.report.listed} upload(s) accepted since the stack was last idle (${r.since.toISOString()})`
+          : `${r.report.listed} object(s) in the bucket (no record of an idle moment yet)`;
+        process.stderr.write(`caught up: ${what} checked in ${r.seconds.toFixed(1)} s, ${r.report.enqueued} enqueued again\n`);
       });
       await new Promise<void>((resolveStop) => {
         const stop = () => { process.stderr.write('\nstopping…\n'); resolveStop(); };
