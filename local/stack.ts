@@ -62,7 +62,7 @@ export interface LocalStackOptions {
    * `<dataDir>.journal.jsonl`.
    */
   statePath?: string;
-  /** Catch up at start on objects modified since the stack was last idle (default true). */
+  /** Catch up at start on the uploads accepted since the stack was last idle (default true). */
   catchUp?: boolean;
   /** How often the stack checks whether it is idle (default 2000 ms). */
   idleCheckMs?: number;
