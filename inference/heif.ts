@@ -48,13 +48,6 @@ async function exifOrientation(bytes: Uint8Array): Promise<number> {
   return 1;
 }
 
-/** The primary image's size as the container declares it (nothing decoded). */
-export async function heifSize(bytes: Uint8Array): Promise<{ width: number; height: number }> {
-  const [first] = await decodeHeic.all({ buffer: bytes });
-  if (!first) throw new Error('no image in the HEIF file');
-  return { width: first.width, height: first.height };
-}
-
 /** Decode the primary image, refusing more than `maxPixels` before decoding. */
 export async function decodeHeif(bytes: Uint8Array, maxPixels: number): Promise<HeifPixels> {
   const images = await decodeHeic.all({ buffer: bytes });

@@ -53,13 +53,20 @@ function preconditionFailed(ctx: KoaCtx, condition: string): void {
 }
 
 /** `bucket/key[?versionId=…]` as S3 parses x-amz-copy-source: each path segment URI-component-decoded. */
-function parseCopySource(header: string): { bucket: string; key: string; query: string } {
+export function parseCopySource(header: string): { bucket: string; key: string; query: string; versionId?: string } {
   const [path, query = ''] = header.replace(/^\//, '').split('?');
   const [bucket, ...key] = path.split('/').map(decodeURIComponent);
-  return { bucket, key: key.join('/'), query };
+  return { bucket, key: key.join('/'), query, versionId: new URLSearchParams(query).get('versionId') ?? undefined };
+}
+
+/** The endpoint clients on this machine use for a server listening on `host` (loopback for "every address"). */
+export function clientEndpoint(host: string, port: number): string {
+  const reachable = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
 }
 
 const SSE_C_HEADER = 'x-amz-server-side-encryption-customer-algorithm';
+const SSE_C_REFUSAL = 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.';
 
 function invalidRequest(ctx: KoaCtx, message: string): void {
   ctx.status = 400;
@@ -77,7 +84,7 @@ function s3SemanticsMiddleware(store: Store, sseC: Set<string>): Middleware {
     const source = ctx.method === 'PUT' && copySource ? parseCopySource(copySource) : undefined;
     if (source) {
       if (sseC.has(`${source.bucket}/${source.key}`) && !ctx.get('x-amz-copy-source-server-side-encryption-customer-algorithm')) {
-        return invalidRequest(ctx, 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.');
+        return invalidRequest(ctx, SSE_C_REFUSAL);
       }
       // Re-encoded the way s3rver decodes it (decodeURI), so it finds the key S3 would.
       ctx.request.headers['x-amz-copy-source'] = `${source.bucket}/${encodeURI(source.key)}${source.query ? `?${source.query}` : ''}`;
@@ -88,9 +95,7 @@ function s3SemanticsMiddleware(store: Store, sseC: Set<string>): Middleware {
       }
     }
     if ((ctx.method === 'GET' || ctx.method === 'HEAD') && objectId) {
-      if (sseC.has(objectId) && !ctx.get(SSE_C_HEADER)) {
-        return invalidRequest(ctx, 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.');
-      }
+      if (sseC.has(objectId) && !ctx.get(SSE_C_HEADER)) return invalidRequest(ctx, SSE_C_REFUSAL);
       const ifMatch = ctx.get('if-match');
       if (ifMatch) {
         const meta = await store.getMetadata(pathBucket, objectId.slice(pathBucket.length + 1)).catch(() => undefined);
@@ -139,10 +144,8 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
   const address = await server.run();
   const port = (address as { port: number }).port;
   const host = options.host ?? '127.0.0.1';
-  // Listening on every address: clients on this machine still connect over loopback.
-  const reachable = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
   return {
-    endpoint: `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`,
+    endpoint: clientEndpoint(host, port),
     port,
     pendingEvents: () => pending,
     close: () => server.close(),

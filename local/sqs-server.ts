@@ -7,6 +7,7 @@
 import { CreateQueueCommand, GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { buildApp } from 'fauxqs';
 import { sqsClient } from '../pipeline/aws/clients.ts';
+import { clientEndpoint } from './s3-server.ts';
 
 export interface RunningSqs {
   /** Where clients send requests (loopback when listening on every address). */
@@ -16,15 +17,12 @@ export interface RunningSqs {
   close(): Promise<void>;
 }
 
-const ANY_ADDRESS = new Set(['0.0.0.0', '::']);
-
 export async function startSqsServer(options: { host?: string; port?: number; credentials: { accessKeyId: string; secretAccessKey: string } }): Promise<RunningSqs> {
   const host = options.host ?? '127.0.0.1';
   const app = buildApp({ logger: false });
   await app.listen({ port: options.port ?? 0, host });
   const port = (app.server.address() as { port: number }).port;
-  const reachable = ANY_ADDRESS.has(host) ? '127.0.0.1' : host;
-  const endpoint = `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`;
+  const endpoint = clientEndpoint(host, port);
   const sqs = sqsClient({ sqsEndpoint: endpoint, credentials: options.credentials });
   return {
     endpoint, port,

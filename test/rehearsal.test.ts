@@ -13,6 +13,7 @@ import { publishWeights } from '../pipeline/aws/s3-weights.ts';
 import { taskMessage, type Task } from '../pipeline/task.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { startGpuContainer, type Container } from './rehearsal/container.ts';
+import { waitFor } from './support/local-stack.ts';
 import { evaluateCalls, readAudit } from './rehearsal/iam.ts';
 import { ColdStartError, startLambda } from './rehearsal/lambda.ts';
 import { runRehearsal, SCENARIO, type RehearsalReport } from './rehearsal/run.ts';
@@ -149,7 +150,7 @@ describe('deploy rehearsal: a GPU task killed mid-batch (SIGKILL)', () => {
       const lease = { EFFITAG_LEASE_SECONDS: '3' };
       const first = await startGpuContainer(assembly, world, taskDefinition, lease);
       containers.push(first);
-      await waitUntilTrue('the first batch written back', async () => (await Promise.all(keys.map(statusOf))).some(Boolean), 60_000);
+      await waitFor('the first batch written back', async () => (await Promise.all(keys.map(statusOf))).some(Boolean) || undefined, 60_000);
       await first.kill();
       const killedAt = Date.now();
       const taggedByFirst = (await Promise.all(keys.map(statusOf))).filter(Boolean).length;
@@ -157,7 +158,7 @@ describe('deploy rehearsal: a GPU task killed mid-batch (SIGKILL)', () => {
 
       const second = await startGpuContainer(assembly, world, taskDefinition, lease);
       containers.push(second);
-      await waitUntilTrue('every object tagged by the new task', async () => (await Promise.all(keys.map(statusOf))).every((s) => s === 'tagged'), 90_000);
+      await waitFor('every object tagged by the new task', async () => (await Promise.all(keys.map(statusOf))).every((s) => s === 'tagged') || undefined, 90_000);
       assert.equal(await second.stop(), 0);
       const writesBySecond = readAudit(second.auditLog).filter((c) => c.command === 'CopyObject' && c.status === 200);
       for (const key of keys) {
@@ -176,11 +177,3 @@ describe('deploy rehearsal: a GPU task killed mid-batch (SIGKILL)', () => {
     }
   });
 });
-
-async function waitUntilTrue(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}

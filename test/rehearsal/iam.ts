@@ -8,6 +8,7 @@
 import { runSimulation } from '@cloud-copilot/iam-simulate';
 import { readFileSync, existsSync } from 'node:fs';
 import type { AuditedCall } from '../../pipeline/aws/audit.ts';
+import { parseCopySource } from '../../local/s3-server.ts';
 import { ACCOUNT, type Assembly, type Resolver } from './template.ts';
 
 export interface IamRequest {
@@ -26,12 +27,6 @@ export interface Verdict extends IamRequest {
 }
 
 const s3Arn = (bucket: string, key?: string) => `arn:aws:s3:::${bucket}${key === undefined ? '' : `/${key}`}`;
-
-function parseCopySource(source: string): { bucket: string; key: string; versionId?: string } {
-  const [path, query = ''] = source.replace(/^\//, '').split('?');
-  const [bucket, ...key] = path.split('/').map(decodeURIComponent);
-  return { bucket, key: key.join('/'), versionId: new URLSearchParams(query).get('versionId') ?? undefined };
-}
 
 /** The IAM requests S3 and SQS make of one API call. */
 export function iamRequestsOf(c: AuditedCall, queueArnOfUrl: (url: string) => string | undefined): IamRequest[] | undefined {

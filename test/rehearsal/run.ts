@@ -15,6 +15,7 @@ import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-s
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HEIC_FIXTURES } from '../support/bombs.ts';
+import { waitFor } from '../support/local-stack.ts';
 import { publishWeights } from '../../pipeline/aws/s3-weights.ts';
 import { gradientImage, randomArtifact, tempDir } from '../support/fixtures.ts';
 import { startGpuContainer, type Container } from './container.ts';
@@ -65,14 +66,6 @@ export const SCENARIO = {
   heic: 'catalog/IMG_0001.heic',
 } as const;
 
-async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`rehearsal: timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 export async function runRehearsal(options: { assembly?: Assembly; log?: (line: string) => void } = {}): Promise<RehearsalReport> {
   const log = options.log ?? (() => {});
   const started = Date.now();
@@ -100,10 +93,10 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
     const intake = world.queues.get(intakeId)!;
     // 1. An image stored before the stack existed: its event never reaches the pipeline.
     await put(SCENARIO.legacy, await gradientImage(320, 240, 'jpeg', 9), { ContentType: 'image/jpeg' });
-    await waitUntil('the legacy upload event', async () => {
+    await waitFor('the legacy upload event', async () => {
       const m = await intake.receive({ max: 10, waitSeconds: 1 });
       if (m.length) await intake.delete(m);
-      return m.length > 0;
+      return m.length > 0 || undefined;
     }, 10_000);
 
     log('starting the Lambda functions from their assets …');
@@ -143,9 +136,9 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
         throw err;
       }
     };
-    const settled = (keys: string[]) => async () => (await Promise.all(keys.map(metadataOf))).every((m) => m?.['effitag-status']);
+    const settled = (keys: string[]) => async () => (await Promise.all(keys.map(metadataOf))).every((m) => m?.['effitag-status']) || undefined;
     log('waiting for the uploads to be tagged …');
-    await waitUntil('uploads tagged', settled([SCENARIO.photo, SCENARIO.catalog, SCENARIO.heic, SCENARIO.broken]), 120_000);
+    await waitFor('uploads tagged', settled([SCENARIO.photo, SCENARIO.catalog, SCENARIO.heic, SCENARIO.broken]), 120_000);
 
     // 4. Backfill through the state machine, with the input a console start would give.
     log('backfill through the state machine …');
@@ -153,10 +146,10 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
     const sm = stateMachineOf(assembly, world);
     const smAudit = join(await tempDir('effitag-rehearsal-sm-'), 'audit.jsonl');
     const backfill = await runBackfillStateMachine(assembly, world, backfillFn, {}, smAudit);
-    await waitUntil('the legacy image tagged', settled([SCENARIO.legacy]), 60_000);
+    await waitFor('the legacy image tagged', settled([SCENARIO.legacy]), 60_000);
 
     // Let the router see the write-backs' own Copy events, then stop.
-    await waitUntil('the intake queue drained', async () => (await intake.receive({ max: 1, waitSeconds: 0, visibilitySeconds: 0 })).length === 0, 30_000);
+    await waitFor('the intake queue drained', async () => (await intake.receive({ max: 1, waitSeconds: 0, visibilitySeconds: 0 })).length === 0 || undefined, 30_000);
     pumping = false;
     await Promise.all(pumps);
     log('stopping the container (SIGTERM) …');
