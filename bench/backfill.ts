@@ -6,15 +6,10 @@
  */
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { GetQueueUrlCommand } from '@aws-sdk/client-sqs';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
-import { ortEngine } from '../inference/ort-engine.ts';
-import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
-import { S3Store } from '../pipeline/aws/s3-store.ts';
-import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
+import { connect, currentMarkers, tierQueues } from '../pipeline/aws/wiring.ts';
 import { runBackfill, TaskBatcher } from '../pipeline/backfill.ts';
-import { directoryCatalog } from '../pipeline/models.ts';
 import { makeRouter } from '../pipeline/router.ts';
 import { parseTiers } from '../tiers/schema.ts';
 import { benchTiers, cpuMsSince, spawnLocalStack, writeBenchWeights, type BenchContext } from './util.ts';
@@ -25,9 +20,8 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
   const weightsDir = await writeBenchWeights(join(ctx.workDir, 'weights'));
   const stack = await spawnLocalStack(ctx, { weightsDir, tiers: TIERS, args: ['--no-router', '--no-workers'] });
   try {
-    const { endpoints } = stack;
-    const s3 = s3Client(endpoints);
-    const sqs = sqsClient(endpoints);
+    const conn = connect(stack.place);
+    const { s3, store } = conn;
     const png = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#808080' } }).png().toBuffer();
     const t0 = performance.now();
     for (let i = 0; i < opts.objects; i += 64) {
@@ -37,10 +31,9 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     ctx.log(`uploaded ${opts.objects} objects in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
     const tiers = parseTiers(TIERS);
-    const store = new S3Store(s3, { quirks: 's3rver' });
-    const queue = new SqsQueue(sqs, (await sqs.send(new GetQueueUrlCommand({ QueueName: 'effitag-bench.fifo' }))).QueueUrl!);
-    const batcher = new TaskBatcher({ bench: queue });
-    const router = makeRouter({ store, queues: {}, tiers, models: directoryCatalog(weightsDir, ortEngine()), sink: (t) => batcher.add(t) });
+    const queues = await tierQueues(conn, tiers);
+    const batcher = new TaskBatcher(queues);
+    const router = makeRouter({ store, queues: {}, tiers, models: await currentMarkers(conn, tiers, weightsDir), sink: (t) => batcher.add(t) });
     // Live heap (after a full GC; npm run bench passes --expose-gc) when the run passes each quarter,
     // and RSS every 250 ms for the peak. A GC on every sample would cost the run a sixth of its CPU.
     const gc = (globalThis as { gc?: () => void }).gc;
@@ -71,7 +64,7 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     const cpuBoundKeysPerSecond = (cores * 1000) / (ownCpuMsPerKey + stackCpuMsPerKey);
     ctx.log(`  → CPU-bound ceiling on ${cores} cores: ${cpuBoundKeysPerSecond.toFixed(0)} keys/s (reached ${((100 * enqueuedPerSecond) / cpuBoundKeysPerSecond).toFixed(0)} %)`);
     ctx.log(`backfill process memory: heap used at 25/50/75/100 % of the run ${heap.join(' / ')} MB, peak RSS ${peakRss.toFixed(0)} MB`);
-    s3.destroy(); sqs.destroy();
+    conn.close();
     return { objects: opts.objects, concurrency: opts.concurrency, seconds, enqueuedPerSecond, ownCpuMsPerKey, stackCpuMsPerKey, cpuBoundKeysPerSecond, heapMBByQuarter: heap, peakRssMB: peakRss, report, summary: { enqueuedPerSecond, goal: '≥ 2,000 keys/s with flat memory' } };
   } finally {
     await stack.stop();

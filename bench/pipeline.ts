@@ -18,13 +18,11 @@ import { execFileSync } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { GetQueueAttributesCommand, GetQueueUrlCommand } from '@aws-sdk/client-sqs';
+import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { ortEngine, WORKER_ORT_OPTIONS } from '../inference/ort-engine.ts';
 import { decodeImage } from '../inference/image.ts';
 import { startLocalStack } from '../local/stack.ts';
-import { s3Client, sqsClient } from '../pipeline/aws/clients.ts';
-import { S3Store } from '../pipeline/aws/s3-store.ts';
-import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
+import { connect, tierQueues } from '../pipeline/aws/wiring.ts';
 import { Counters, silentLogger } from '../pipeline/log.ts';
 import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
 import type { MessageQueue, ObjectStore } from '../pipeline/ports.ts';
@@ -163,20 +161,20 @@ async function inProcessStack(ctx: BenchContext, weightsDir: string, tiers: Tier
 async function isolatedStack(ctx: BenchContext, weightsDir: string, opts: PipelineBenchOptions): Promise<BenchStack> {
   const cores = cpus().length;
   const proc = await spawnLocalStack(ctx, { weightsDir, tiers: benchTiers(opts.batch, opts.variant), args: ['--no-workers'], cpus: `1-${cores - 1}` });
-  const s3 = s3Client(proc.endpoints);
-  const sqs = sqsClient(proc.endpoints);
-  const url = (await sqs.send(new GetQueueUrlCommand({ QueueName: 'effitag-bench.fifo' }))).QueueUrl!;
+  const conn = connect(proc.place);
+  const { s3, sqs, store } = conn;
+  const { bench: queue } = await tierQueues(conn, parseTiers(benchTiers(opts.batch, opts.variant)));
+  const url = queue.url;
   const models = directoryCatalog(weightsDir, ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }));
   return {
-    s3, store: new S3Store(s3, { quirks: 's3rver' }), queue: new SqsQueue(sqs, url), models,
+    s3, store, queue, models,
     async enqueued() {
       const a = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'] }));
       return Number(a.Attributes?.ApproximateNumberOfMessages ?? 0);
     },
     async stop() {
       await models.dispose();
-      s3.destroy();
-      sqs.destroy();
+      conn.close();
       await proc.stop();
     },
   };

@@ -2,8 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LOCAL_CREDENTIALS } from '../local/stack.ts';
-import type { Endpoints } from '../pipeline/aws/clients.ts';
+import type { Place } from '../pipeline/aws/wiring.ts';
 import { planModel } from '../model/plan.ts';
 import { randomWeights } from '../model/random-weights.ts';
 import { writeArtifact } from '../model/weights.ts';
@@ -42,7 +41,7 @@ export async function writeBenchWeights(dir: string, variant = 'b0'): Promise<st
 }
 
 export interface StackProcess {
-  endpoints: Endpoints;
+  place: Place;
   /** The process's CPU time so far (utime + stime), ms. */
   cpuMs(): number;
   stop(): Promise<void>;
@@ -65,7 +64,7 @@ export async function spawnLocalStack(ctx: BenchContext, o: { weightsDir: string
     child.once('exit', (code) => reject(new Error(`effitag local exited (${code})`)));
   });
   return {
-    endpoints: { s3Endpoint: `http://127.0.0.1:${s3Port}`, sqsEndpoint: `http://127.0.0.1:${sqsPort}`, credentials: LOCAL_CREDENTIALS },
+    place: { kind: 'embedded', s3Endpoint: `http://127.0.0.1:${s3Port}`, sqsEndpoint: `http://127.0.0.1:${sqsPort}` },
     cpuMs() {
       // taskset execs node in place, so the pid is the stack's either way.
       const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');

@@ -2,44 +2,26 @@
  * The EffiTag stack: composes the constructs, one per concern. All decisions come from the validated
  * configuration (cdk/config.ts); nothing here is specific to a tier name.
  */
-import { AspectPriority, Aspects, CfnOutput, Duration, IgnoreMode, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
-import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import { DockerImageAsset, Platform } from 'aws-cdk-lib/aws-ecr-assets';
-import * as ecs from 'aws-cdk-lib/aws-ecs';
-import * as kms from 'aws-cdk-lib/aws-kms';
+import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import type * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import * as s3 from 'aws-cdk-lib/aws-s3';
-import type { Construct, IConstruct } from 'constructs';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import type { Construct } from 'constructs';
+import { encodeStackEnv } from '../pipeline/runtime-config.ts';
 import type { EffiTagConfig } from './config.ts';
-import { kmsGrant, type BucketAccess } from './constructs/access.ts';
-import { GPU_WORKER_DOCKERFILE, gpuWorkerContextRules, REPO_ROOT } from './constructs/bundling.ts';
+import type { BucketAccess } from './constructs/access.ts';
 import { CpuRuntimeLayer, CpuTier, lambdaBatchTimeout } from './constructs/cpu-tier.ts';
+import { createGpuCluster, servicesAfterCapacityProviders } from './constructs/gpu-cluster.ts';
 import { GpuTier, gpuBatchTimeout } from './constructs/gpu-tier.ts';
 import { Ingest } from './constructs/ingest.ts';
 import { Observability } from './constructs/observability.ts';
+import { createStorage } from './constructs/storage.ts';
 import { TierQueue } from './constructs/tier-queues.ts';
 import { Backfill } from './constructs/backfill.ts';
 
 export interface EffiTagStackProps extends StackProps {
   config: EffiTagConfig;
 }
-
-/**
- * The cluster's capacity-provider association is created by an aspect of aws-cdk-lib at synthesis,
- * after every construct exists, and nothing makes the services wait for it: a first deploy could
- * create a service before its capacity provider is associated ("capacity provider not associated").
- * This aspect runs after that one and adds the dependency.
- */
-function servicesAfterCapacityProviders(cluster: ecs.Cluster, services: ecs.Ec2Service[]): void {
-  Aspects.of(cluster).add({
-    visit(node: IConstruct) {
-      if (node instanceof ecs.CfnClusterCapacityProviderAssociations) for (const s of services) s.node.addDependency(node);
-    },
-  }, { priority: AspectPriority.READONLY });
-}
-
-/** Lambda environment variables are limited to 4 KB in all. */
-const MAX_TIERS_ENV = 3000;
 
 export class EffiTagStack extends Stack {
   readonly tierQueues: Record<string, TierQueue> = {};
@@ -56,109 +38,56 @@ export class EffiTagStack extends Stack {
     // Without it, an ECS service with no desiredCount is given DesiredCount: 1 in the template.
     this.node.setContext('@aws-cdk/aws-ecs:removeDefaultDesiredCount', true);
     const { config } = props;
-    const tiersJson = JSON.stringify(config.tiers);
-    if (tiersJson.length > MAX_TIERS_ENV) throw new Error(`${config.tiersFile}: the tiers configuration is ${tiersJson.length} bytes; at most ${MAX_TIERS_ENV} fit a Lambda environment`);
-
-    // The bucket to tag: imported, or created with the safe defaults.
+    const tiers = Object.values(config.tiers.tiers);
     this.prefixes = config.prefixes;
-    if (!config.bucketName || !config.weightsBucket) {
-      this.accessLogs = new s3.Bucket(this, 'AccessLogs', {
-        blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL, enforceSSL: true, encryption: s3.BucketEncryption.S3_MANAGED,
-        objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_PREFERRED, removalPolicy: RemovalPolicy.RETAIN,
-        lifecycleRules: [{ expiration: Duration.days(90) }],
-      });
-    }
-    const accessLogs = this.accessLogs;
-    let bucket: s3.IBucket;
-    if (config.bucketName) {
-      bucket = s3.Bucket.fromBucketName(this, 'Bucket', config.bucketName);
-    } else {
-      bucket = new s3.Bucket(this, 'Bucket', {
-        blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL, enforceSSL: true, encryption: s3.BucketEncryption.S3_MANAGED,
-        serverAccessLogsBucket: accessLogs, serverAccessLogsPrefix: 'images/',
-        // Not versioned on purpose: every metadata write-back is a copy, which would store each image twice.
-        versioned: false, removalPolicy: RemovalPolicy.RETAIN,
-      });
-    }
-    const bucketKey = config.bucketKmsKeyArn ? kms.Key.fromKeyArn(this, 'BucketKey', config.bucketKmsKeyArn) : undefined;
-    const images: BucketAccess = { bucket, prefix: '', grantKms: kmsGrant(bucketKey) };
+    const storage = createStorage(this, config);
+    const { images, weights, weightsLocation } = storage;
     this.images = images;
-
-    const weightsBucket = config.weightsBucket
-      ? s3.Bucket.fromBucketName(this, 'WeightsBucket', config.weightsBucket)
-      : new s3.Bucket(this, 'Weights', {
-        blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL, enforceSSL: true, encryption: s3.BucketEncryption.S3_MANAGED,
-        versioned: true, removalPolicy: RemovalPolicy.RETAIN, serverAccessLogsBucket: accessLogs, serverAccessLogsPrefix: 'weights/',
-      });
-    const weights: BucketAccess = { bucket: weightsBucket, prefix: config.weightsPrefix };
     this.weights = weights;
-    const weightsLocation = `s3://${weightsBucket.bucketName}/${config.weightsPrefix}`;
+    this.accessLogs = storage.accessLogs;
 
-    for (const [name, tier] of Object.entries(config.tiers.tiers)) {
-      const batchTimeout = tier.compute.target === 'lambda-cpu' ? lambdaBatchTimeout(tier) : gpuBatchTimeout(tier);
-      this.tierQueues[name] = new TierQueue(this, `Tier-${name}`, { tierName: name, tier, batchTimeout });
+    for (const tier of tiers) {
+      const batchTimeout = tier.kind === 'lambda-cpu' ? lambdaBatchTimeout(tier) : gpuBatchTimeout(tier);
+      this.tierQueues[tier.name] = new TierQueue(this, `Tier-${tier.name}`, { tierName: tier.name, tier, batchTimeout });
     }
-    const environment = {
-      EFFITAG_TIERS: tiersJson,
-      EFFITAG_QUEUE_URLS: this.toJsonString(Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue.queueUrl]))),
-      EFFITAG_WEIGHTS: weightsLocation,
-      EFFITAG_LOG_LEVEL: 'info',
-    };
+    const queueUrlsJson = this.toJsonString(Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue.queueUrl])));
+    let environment: Record<string, string>;
+    try {
+      environment = encodeStackEnv({ tiers: config.tiers, queueUrlsJson, weightsLocation });
+    } catch (err) {
+      throw new Error(`${config.tiersFile}: ${(err as Error).message}`);
+    }
+    const taskQueues = Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue]));
 
-    const ingest = new Ingest(this, 'Ingest', {
-      bucket: images, prefixes: config.prefixes, weights, runtimeEnvironment: environment,
-      tierQueues: Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue])),
-    });
+    const ingest = new Ingest(this, 'Ingest', { bucket: images, prefixes: config.prefixes, weights, runtimeEnvironment: environment, tierQueues: taskQueues });
 
-    const gpuTiers = Object.entries(config.tiers.tiers).filter(([, t]) => t.compute.target === 'ecs-gpu');
-    const cpuTiers = Object.entries(config.tiers.tiers).filter(([, t]) => t.compute.target === 'lambda-cpu');
     const observed: Record<string, { queue: TierQueue['queue']; dlq: TierQueue['dlq']; service?: ecs.Ec2Service; fn?: lambda.IFunction }> = {};
     for (const [n, q] of Object.entries(this.tierQueues)) observed[n] = { queue: q.queue, dlq: q.dlq };
+    const shared = { bucket: images, prefixes: config.prefixes, weights, environment };
 
     let cluster: ecs.Cluster | undefined;
+    const gpuTiers = tiers.flatMap((t) => (t.kind === 'ecs-gpu' ? [t] : []));
     if (gpuTiers.length) {
-      const vpc = config.vpcId
-        ? ec2.Vpc.fromLookup(this, 'Vpc', { vpcId: config.vpcId })
-        : new ec2.Vpc(this, 'Vpc', {
-          // Minimal: public subnets only, no NAT gateway (~$33/month each); instances accept no inbound traffic.
-          maxAzs: 2, natGateways: 0, subnetConfiguration: [{ name: 'public', subnetType: ec2.SubnetType.PUBLIC }],
-          gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
-          // Rejected traffic only: what a security review needs, at a fraction of full flow-log cost.
-          flowLogs: { rejected: { destination: ec2.FlowLogDestination.toCloudWatchLogs(), trafficType: ec2.FlowLogTrafficType.REJECT } },
-        });
-      cluster = new ecs.Cluster(this, 'Cluster', { vpc, containerInsightsV2: ecs.ContainerInsights.ENABLED });
-      const image = new DockerImageAsset(this, 'WorkerImage', {
-        directory: REPO_ROOT, file: GPU_WORKER_DOCKERFILE, platform: Platform.LINUX_AMD64,
-        // The Dockerfile's own ignore list: the asset (and so the tasks) changes only with the worker.
-        ignoreMode: IgnoreMode.DOCKER, exclude: gpuWorkerContextRules(),
+      const gpu = createGpuCluster(this, { vpcId: config.vpcId });
+      cluster = gpu.cluster;
+      const services = gpuTiers.map((tier) => {
+        const { queue, dlq } = this.tierQueues[tier.name];
+        const service = new GpuTier(this, `Gpu-${tier.name}`, { ...shared, ...gpu, tierName: tier.name, tier, queue, dlq }).service;
+        observed[tier.name].service = service;
+        return service;
       });
-      const services: ecs.Ec2Service[] = [];
-      for (const [name, tier] of gpuTiers) {
-        const gpu = new GpuTier(this, `Gpu-${name}`, {
-          tierName: name, tier: tier as never, cluster, vpc, image, queue: this.tierQueues[name].queue, dlq: this.tierQueues[name].dlq,
-          bucket: images, prefixes: config.prefixes, weights, environment,
-        });
-        observed[name].service = gpu.service;
-        services.push(gpu.service);
-      }
-      servicesAfterCapacityProviders(cluster, services);
+      servicesAfterCapacityProviders(gpu.cluster, services);
     }
     const layers = new Map<string, lambda.ILayerVersion>();
-    for (const [name, tier] of cpuTiers) {
-      if (tier.compute.target !== 'lambda-cpu') continue;
+    for (const tier of tiers) {
+      if (tier.kind !== 'lambda-cpu') continue;
       const arch = tier.compute.architecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64;
       if (!layers.has(arch.name)) layers.set(arch.name, new CpuRuntimeLayer(this, `CpuRuntime-${arch.name}`, { architecture: arch }).layer);
-      const cpu = new CpuTier(this, `Cpu-${name}`, {
-        tierName: name, tier: tier as never, queue: this.tierQueues[name].queue, dlq: this.tierQueues[name].dlq, bucket: images, prefixes: config.prefixes,
-        weights, environment, layer: layers.get(arch.name)!,
-      });
-      observed[name].fn = cpu.fn;
+      const { queue, dlq } = this.tierQueues[tier.name];
+      observed[tier.name].fn = new CpuTier(this, `Cpu-${tier.name}`, { ...shared, tierName: tier.name, tier, queue, dlq, layer: layers.get(arch.name)! }).fn;
     }
 
-    const backfill = new Backfill(this, 'Backfill', {
-      bucket: images, prefixes: config.prefixes, weights, environment, accessLogs: this.accessLogs,
-      tierQueues: Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue])),
-    });
+    const backfill = new Backfill(this, 'Backfill', { ...shared, accessLogs: this.accessLogs, tierQueues: taskQueues });
     this.backfill = backfill;
 
     const observability = new Observability(this, 'Observability', {
@@ -166,11 +95,11 @@ export class EffiTagStack extends Stack {
       clusterName: cluster?.clusterName, alarmEmail: config.alarmEmail, backfill: backfill.stateMachine,
     });
 
-    new CfnOutput(this, 'BucketName', { value: bucket.bucketName, description: 'Bucket whose uploads are tagged' });
+    new CfnOutput(this, 'BucketName', { value: images.bucket.bucketName, description: 'Bucket whose uploads are tagged' });
     new CfnOutput(this, 'WeightsLocation', { value: weightsLocation, description: 'Publish weights here: effitag weights publish --weights DIR <this>' });
     new CfnOutput(this, 'DashboardName', { value: observability.dashboard.dashboardName });
     new CfnOutput(this, 'IntakeQueueUrl', { value: ingest.intake.queueUrl, description: 'effitag dlq list|redrive --aws --intake-url <this>' });
-    new CfnOutput(this, 'QueueUrls', { value: environment.EFFITAG_QUEUE_URLS, description: 'EFFITAG_QUEUE_URLS for effitag backfill --aws' });
+    new CfnOutput(this, 'QueueUrls', { value: queueUrlsJson, description: 'EFFITAG_QUEUE_URLS for effitag backfill --aws' });
     new CfnOutput(this, 'BackfillStateMachine', { value: backfill.stateMachine.stateMachineArn, description: 'effitag backfill --remote --state-machine <this>' });
     new CfnOutput(this, 'AlarmTopic', { value: observability.topic.topicArn });
   }

@@ -4,13 +4,11 @@
  * core as live uploads and `effitag backfill`, with the backfill's filter. Returns the batch's counts;
  * the counters also go to CloudWatch (EMF, Function=backfill) for the dashboard.
  */
-import { deployed, type Deployed } from '../pipeline/aws/deployed.ts';
-import { markersFromS3 } from '../pipeline/aws/markers.ts';
+import { currentMarkers, deployed, type Deployed, type Markers } from '../pipeline/aws/wiring.ts';
 import { backfillObject, emptyReport, TaskBatcher } from '../pipeline/backfill.ts';
 import { mapLimit } from '../pipeline/concurrency.ts';
 import { Counters, jsonLogger } from '../pipeline/log.ts';
 import { makeRouter, type BackfillFilter } from '../pipeline/router.ts';
-import { variantsOf } from '../pipeline/runtime-config.ts';
 
 /**
  * What the Distributed Map passes: S3 listing items and the execution's input. The S3 ItemReader
@@ -34,12 +32,12 @@ export function lastModifiedOf(value: number | string | undefined): Date | undef
   if (value === undefined || value === '') return undefined;
   return typeof value === 'number' || /^\d+(\.\d+)?$/.test(value) ? new Date(Number(value) * 1000) : new Date(value);
 }
-let ready: Promise<Deployed & { markers: { marker(v: string): string } }> | undefined;
+let ready: Promise<Deployed & { markers: Markers }> | undefined;
 
 export async function handler(event: BatchEvent): Promise<BatchResult> {
   ready ??= (async () => {
     const d = deployed();
-    return { ...d, markers: await markersFromS3(d.s3, d.config.weightsLocation, variantsOf(d.config.tiers)) };
+    return { ...d, markers: await currentMarkers(d, d.config.tiers, d.config.weightsLocation) };
   })().catch((err) => { ready = undefined; throw err; });
   const { store, markers, queues, config } = await ready;
   const tiers = config.tiers;

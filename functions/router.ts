@@ -4,11 +4,9 @@
  * that is not an S3 event is logged and dropped (retrying it cannot help).
  */
 import type { SQSBatchResponse, SQSEvent } from './lambda-types.ts';
-import { deployed } from '../pipeline/aws/deployed.ts';
+import { currentMarkers, deployed } from '../pipeline/aws/wiring.ts';
 import { Counters, jsonLogger } from '../pipeline/log.ts';
 import { makeRouter, routeBatch, type Router } from '../pipeline/router.ts';
-import { variantsOf } from '../pipeline/runtime-config.ts';
-import { markersFromS3 } from '../pipeline/aws/markers.ts';
 
 const log = jsonLogger({ base: { component: 'router' } });
 const counters = new Counters();
@@ -16,15 +14,14 @@ let router: Promise<Router> | undefined;
 
 /** The router needs only each variant's marker: read the published manifests (not the weights). */
 async function init(): Promise<Router> {
-  const { config, s3, store, queues } = deployed();
-  const models = await markersFromS3(s3, config.weightsLocation, variantsOf(config.tiers));
-  return makeRouter({ store, queues, tiers: config.tiers, log, counters, models });
+  const d = deployed();
+  const models = await currentMarkers(d, d.config.tiers, d.config.weightsLocation);
+  return makeRouter({ store: d.store, queues: d.queues, tiers: d.config.tiers, log, counters, models });
 }
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
   router ??= init().catch((err) => { router = undefined; throw err; });
-  const r = await router;
-  const retry = await routeBatch(r, event.Records.map((m) => ({ id: m.messageId, body: m.body })), log);
+  const retry = await routeBatch(await router, event.Records.map((m) => ({ id: m.messageId, body: m.body })), log);
   const emf = counters.emfDelta({ Function: 'router' });
   if (emf) process.stdout.write(`${emf}\n`);
   return { batchItemFailures: retry.map((itemIdentifier) => ({ itemIdentifier })) };

@@ -1,7 +1,7 @@
 /** Engine registry: every caller picks engines by name from here. */
 import type { Engine, EngineName } from './engine.ts';
-import { tfjsEngine } from './tfjs-engine.ts';
-import { ortEngine, type OrtOptions } from './ort-engine.ts';
+import { ortEngine, WORKER_ORT_OPTIONS, type OrtOptions } from './ort-engine.ts';
+import type { Logger } from '../pipeline/log.ts';
 
 export const ENGINE_NAMES: readonly EngineName[] = ['ort', 'tfjs'];
 export const DEFAULT_ENGINE: EngineName = 'ort';
@@ -11,8 +11,40 @@ export function createEngine(name: string, options: { tfjsBackend?: string; ort?
     case 'ort':
       return ortEngine(options.ort);
     case 'tfjs':
-      return tfjsEngine({ backend: options.tfjsBackend });
+      return lazyTfjsEngine(options.tfjsBackend);
     default:
       throw new Error(`unknown engine "${name}"; choose one of ${ENGINE_NAMES.join(', ')}`);
   }
+}
+
+/**
+ * tfjs is evaluated only when a model is loaded on it: a CPU Lambda whose tier runs onnxruntime
+ * never pays for initialising tfjs at cold start (its bundle carries it, for tiers that ask).
+ */
+function lazyTfjsEngine(backend?: string): Engine {
+  return {
+    name: 'tfjs',
+    async load(weightsDir, options) {
+      const { tfjsEngine } = await import('./tfjs-engine.ts');
+      return tfjsEngine({ backend }).load(weightsDir, options);
+    },
+  };
+}
+
+/**
+ * One engine per engine name, made on first use: each tier runs on its own `engine`, unless an
+ * override says otherwise (the CLI's --engine, EFFITAG_ENGINE, a test's counting engine).
+ */
+export function engineChooser(options: { override?: Engine; log?: Logger; tfjsBackend?: string } = {}): (name: EngineName) => Engine {
+  const made = new Map<EngineName, Engine>();
+  return (name) => {
+    if (options.override) return options.override;
+    let engine = made.get(name);
+    if (!engine) {
+      const log = options.log;
+      engine = createEngine(name, { tfjsBackend: options.tfjsBackend, ort: { ...WORKER_ORT_OPTIONS, ...(log ? { log: (m: string) => log.log('info', m) } : {}) } });
+      made.set(name, engine);
+    }
+    return engine;
+  };
 }

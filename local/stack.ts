@@ -4,17 +4,19 @@
  * - SQS: fauxqs — an intake queue (as S3 notifications feed in AWS) and, per tier, a FIFO task
  *   queue with its dead-letter queue (redrive after `maxReceiveCount` receives);
  * - the router, polling the intake queue as its Lambda event source would;
- * - a worker per tier on the CPU engine (onnxruntime), the same code the Lambda and GPU tasks run.
+ * - a worker per tier on that tier's engine, the same code the Lambda and GPU tasks run.
  */
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { type SQSClient } from '@aws-sdk/client-sqs';
 import { mkdir } from 'node:fs/promises';
-import type { Engine } from '../inference/engine.ts';
+import type { Engine, EngineName } from '../inference/engine.ts';
+import { engineChooser } from '../inference/engines.ts';
 import { s3Client, sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
+import { checkWeights, LOCAL_CREDENTIALS, QUEUE_NAMES } from '../pipeline/aws/wiring.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { Counters, jsonLogger, type Logger } from '../pipeline/log.ts';
-import { directoryCatalog, MissingWeightsError, type ModelCatalog } from '../pipeline/models.ts';
+import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
 import { makeRouter, routeBatch, type Router } from '../pipeline/router.ts';
 import { makeWorker, type Worker, type WorkerOptions } from '../pipeline/worker.ts';
@@ -22,18 +24,18 @@ import { backfillObject, emptyReport, runBackfill, TaskBatcher, type BackfillRep
 import { mapLimit } from '../pipeline/concurrency.ts';
 import { settledState, uploadJournal, watchIdle } from './catch-up.ts';
 import type { TiersFile } from '../tiers/schema.ts';
-import { variantName } from '../tiers/schema.ts';
 import { startS3Server } from './s3-server.ts';
 import { startSqsServer } from './sqs-server.ts';
 
-export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+export { checkWeights, LOCAL_CREDENTIALS };
 
 export interface LocalStackOptions {
   dataDir: string;
   tiers: TiersFile;
   /** Weights catalog: `DIR/<variant>/manifest.json` (or one artifact). */
   weightsDir: string;
-  engine: Engine;
+  /** Runs every tier (the CLI's --engine, tests' counting engines); default: each tier's own `engine`. */
+  engine?: Engine;
   /** Address both servers listen on. Default 127.0.0.1: they have no authentication. */
   host?: string;
   s3Port?: number;
@@ -94,17 +96,6 @@ export interface LocalStack {
   stop(): Promise<void>;
 }
 
-/** Every variant the tiers can choose must have weights: fail at start, not per object. */
-export function checkWeights(tiers: TiersFile, models: ModelCatalog): void {
-  const missing: string[] = [];
-  for (const [name, tier] of Object.entries(tiers.tiers)) {
-    for (const v of tier.variants) {
-      try { models.marker(variantName(v)); } catch (err) { missing.push(`${name}: ${(err as Error).message}`); }
-    }
-  }
-  if (missing.length) throw new MissingWeightsError(`weights missing for the configured tiers:\n  ${missing.join('\n  ')}`);
-}
-
 /**
  * Forwards S3 notifications to the intake queue, one message per event as S3 sends them, but with
  * the events of a burst (up to 10 within a few milliseconds) in one SendMessageBatch: the stand-ins
@@ -154,7 +145,14 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const log = options.log ?? jsonLogger();
   const counters = new Counters();
   const bucket = options.bucket ?? 'effitag-local';
-  const models = directoryCatalog(options.weightsDir, options.engine);
+  // One catalog per engine the tiers use; markers are the same in each.
+  const engines = engineChooser({ override: options.engine, log });
+  const catalogs = new Map<EngineName, ModelCatalog>();
+  const catalogFor = (name: EngineName) => {
+    if (!catalogs.has(name)) catalogs.set(name, directoryCatalog(options.weightsDir, engines(name)));
+    return catalogs.get(name)!;
+  };
+  const models = catalogFor(Object.values(options.tiers.tiers)[0]?.engine ?? 'ort');
   checkWeights(options.tiers, models);
 
   const sqsServer = await startSqsServer({ host, port: options.sqsPort, credentials: LOCAL_CREDENTIALS });
@@ -165,13 +163,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const redrive = (arn: string) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount });
 
   const sqs = sqsClient({ sqsEndpoint: options.interpose?.sqs ? await options.interpose.sqs(sqsEndpoint) : sqsEndpoint, credentials: LOCAL_CREDENTIALS });
-  const intakeDlq = await sqsServer.createQueue('effitag-intake-dlq');
-  const intakeQ = await sqsServer.createQueue('effitag-intake', { VisibilityTimeout: visibility, RedrivePolicy: redrive(intakeDlq.arn) });
-  const intake = new SqsQueue(sqs, intakeQ.url, 'effitag-intake');
+  const intakeDlq = await sqsServer.createQueue(QUEUE_NAMES.intakeDeadLetters);
+  const intakeQ = await sqsServer.createQueue(QUEUE_NAMES.intake, { VisibilityTimeout: visibility, RedrivePolicy: redrive(intakeDlq.arn) });
+  const intake = new SqsQueue(sqs, intakeQ.url, QUEUE_NAMES.intake);
   const tierQueues: LocalStack['tierQueues'] = {};
   for (const tier of Object.keys(options.tiers.tiers)) {
-    const dlq = await sqsServer.createQueue(`effitag-${tier}-dlq.fifo`, { FifoQueue: 'true' });
-    const q = await sqsServer.createQueue(`effitag-${tier}.fifo`, { FifoQueue: 'true', VisibilityTimeout: visibility, RedrivePolicy: redrive(dlq.arn) });
+    const dlq = await sqsServer.createQueue(QUEUE_NAMES.tierDeadLetters(tier), { FifoQueue: 'true' });
+    const q = await sqsServer.createQueue(QUEUE_NAMES.tier(tier), { FifoQueue: 'true', VisibilityTimeout: visibility, RedrivePolicy: redrive(dlq.arn) });
     tierQueues[tier] = { queue: new SqsQueue(sqs, q.url), dlq: new SqsQueue(sqs, dlq.url) };
   }
 
@@ -179,7 +177,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const statePath = options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`;
   const journal = uploadJournal(statePath.replace(/\.state\.json$|$/, '.journal.jsonl'));
   const notifier = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
-  const notifications = coalescingSender(new SqsQueue(notifier, intakeQ.url, 'effitag-intake'));
+  const notifications = coalescingSender(new SqsQueue(notifier, intakeQ.url, QUEUE_NAMES.intake));
   const s3server = await startS3Server({
     host, port: options.s3Port, directory: options.dataDir,
     onObjectCreated: (body) => notifications.add(body),
@@ -221,7 +219,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     if (options.runWorkers && !options.runWorkers(tier)) continue;
     const t = options.tiers.tiers[tier];
     workers[tier] = makeWorker({
-      store, queue, tiers: options.tiers, models, counters, log: log.child({ component: 'worker', tier }),
+      store, queue, tiers: options.tiers, models: catalogFor(t.engine), counters, log: log.child({ component: 'worker', tier }),
       options: {
         batchSize: t.batchSize, waitSeconds: 1, visibilitySeconds: Number(visibility),
         deadLetter: { queue: tierQueues[tier].dlq, maxReceives: Number(maxReceiveCount) }, ...options.worker,
@@ -230,7 +228,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     void workers[tier].run();
   }
   stops.unshift(async () => { await Promise.all(Object.values(workers).map((w) => w.stop())); });
-  stops.push(() => models.dispose());
+  stops.push(async () => { for (const c of catalogs.values()) await c.dispose(); });
 
   // Nothing lost across a crash: catch up on what the last run left unsettled, and keep recording
   // when everything is settled (local/catch-up.ts).

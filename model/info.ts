@@ -1,7 +1,7 @@
 /** Summary of a variant for `effitag model info` and tier tooling. */
 import { planModel } from './plan.ts';
 import { countMacs, countParams } from './stats.ts';
-import { decodeVariant } from './spec.ts';
+import { decodeVariant, type VariantArgs } from './spec.ts';
 
 export interface VariantInfo {
   variant: string;
@@ -24,7 +24,7 @@ export interface VariantInfo {
   macs: number;
 }
 
-export function variantInfo(variant: string): VariantInfo {
+export function variantInfo(variant: VariantArgs): VariantInfo {
   const spec = decodeVariant(variant);
   const top = planModel(spec);
   const noTop = planModel(spec, { includeTop: false });

@@ -3,7 +3,7 @@
  *
  * The result is a framework-neutral layer graph in Keras order, with Keras layer names, weight names
  * and TF weight layouts (conv HWIO, depthwise k×k×C×1, dense in×out). Two lowerings consume it:
- * `tfjs-model.ts` builds the tfjs LayersModel (GPU engine, weight import) and `onnx-export.ts`
+ * `tfjs-model.ts` builds the tfjs LayersModel (GPU engine, weight import) and `onnx/export.ts`
  * writes the ONNX graph (CPU engine). Parameter counts and multiply-adds are read off it without
  * allocating a single weight.
  */

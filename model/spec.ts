@@ -23,42 +23,53 @@ export interface StageArgs {
   fused: boolean;
 }
 
-const row = (
-  kernel: number, repeats: number, filtersIn: number, filtersOut: number,
-  expandRatio: number, stride: 1 | 2, seRatio: number, fused = false,
-): StageArgs => ({ kernel, repeats, filtersIn, filtersOut, expandRatio, stride, seRatio, fused });
 
 /** V1 baseline (B0) block table: Tan & Le 2019, table 1; Keras DEFAULT_BLOCKS_ARGS. */
 export const V1_STAGES: readonly StageArgs[] = [
-  row(3, 1, 32, 16, 1, 1, 0.25),
-  row(3, 2, 16, 24, 6, 2, 0.25),
-  row(5, 2, 24, 40, 6, 2, 0.25),
-  row(3, 3, 40, 80, 6, 2, 0.25),
-  row(5, 3, 80, 112, 6, 1, 0.25),
-  row(5, 4, 112, 192, 6, 2, 0.25),
-  row(3, 1, 192, 320, 6, 1, 0.25),
+  { kernel: 3, repeats: 1, filtersIn: 32, filtersOut: 16, expandRatio: 1, stride: 1, seRatio: 0.25, fused: false },
+  { kernel: 3, repeats: 2, filtersIn: 16, filtersOut: 24, expandRatio: 6, stride: 2, seRatio: 0.25, fused: false },
+  { kernel: 5, repeats: 2, filtersIn: 24, filtersOut: 40, expandRatio: 6, stride: 2, seRatio: 0.25, fused: false },
+  { kernel: 3, repeats: 3, filtersIn: 40, filtersOut: 80, expandRatio: 6, stride: 2, seRatio: 0.25, fused: false },
+  { kernel: 5, repeats: 3, filtersIn: 80, filtersOut: 112, expandRatio: 6, stride: 1, seRatio: 0.25, fused: false },
+  { kernel: 5, repeats: 4, filtersIn: 112, filtersOut: 192, expandRatio: 6, stride: 2, seRatio: 0.25, fused: false },
+  { kernel: 3, repeats: 1, filtersIn: 192, filtersOut: 320, expandRatio: 6, stride: 1, seRatio: 0.25, fused: false },
 ];
 
-const F = true;
 /** V2 block tables (Keras efficientnet_v2.py DEFAULT_BLOCKS_ARGS); kernel is always 3. */
 export const V2_STAGES: Readonly<Record<'b' | 's' | 'm' | 'l', readonly StageArgs[]>> = {
   b: [
-    row(3, 1, 32, 16, 1, 1, 0, F), row(3, 2, 16, 32, 4, 2, 0, F), row(3, 2, 32, 48, 4, 2, 0, F),
-    row(3, 3, 48, 96, 4, 2, 0.25), row(3, 5, 96, 112, 6, 1, 0.25), row(3, 8, 112, 192, 6, 2, 0.25),
+    { kernel: 3, repeats: 1, filtersIn: 32, filtersOut: 16, expandRatio: 1, stride: 1, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 2, filtersIn: 16, filtersOut: 32, expandRatio: 4, stride: 2, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 2, filtersIn: 32, filtersOut: 48, expandRatio: 4, stride: 2, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 3, filtersIn: 48, filtersOut: 96, expandRatio: 4, stride: 2, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 5, filtersIn: 96, filtersOut: 112, expandRatio: 6, stride: 1, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 8, filtersIn: 112, filtersOut: 192, expandRatio: 6, stride: 2, seRatio: 0.25, fused: false },
   ],
   s: [
-    row(3, 2, 24, 24, 1, 1, 0, F), row(3, 4, 24, 48, 4, 2, 0, F), row(3, 4, 48, 64, 4, 2, 0, F),
-    row(3, 6, 64, 128, 4, 2, 0.25), row(3, 9, 128, 160, 6, 1, 0.25), row(3, 15, 160, 256, 6, 2, 0.25),
+    { kernel: 3, repeats: 2, filtersIn: 24, filtersOut: 24, expandRatio: 1, stride: 1, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 4, filtersIn: 24, filtersOut: 48, expandRatio: 4, stride: 2, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 4, filtersIn: 48, filtersOut: 64, expandRatio: 4, stride: 2, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 6, filtersIn: 64, filtersOut: 128, expandRatio: 4, stride: 2, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 9, filtersIn: 128, filtersOut: 160, expandRatio: 6, stride: 1, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 15, filtersIn: 160, filtersOut: 256, expandRatio: 6, stride: 2, seRatio: 0.25, fused: false },
   ],
   m: [
-    row(3, 3, 24, 24, 1, 1, 0, F), row(3, 5, 24, 48, 4, 2, 0, F), row(3, 5, 48, 80, 4, 2, 0, F),
-    row(3, 7, 80, 160, 4, 2, 0.25), row(3, 14, 160, 176, 6, 1, 0.25), row(3, 18, 176, 304, 6, 2, 0.25),
-    row(3, 5, 304, 512, 6, 1, 0.25),
+    { kernel: 3, repeats: 3, filtersIn: 24, filtersOut: 24, expandRatio: 1, stride: 1, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 5, filtersIn: 24, filtersOut: 48, expandRatio: 4, stride: 2, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 5, filtersIn: 48, filtersOut: 80, expandRatio: 4, stride: 2, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 7, filtersIn: 80, filtersOut: 160, expandRatio: 4, stride: 2, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 14, filtersIn: 160, filtersOut: 176, expandRatio: 6, stride: 1, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 18, filtersIn: 176, filtersOut: 304, expandRatio: 6, stride: 2, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 5, filtersIn: 304, filtersOut: 512, expandRatio: 6, stride: 1, seRatio: 0.25, fused: false },
   ],
   l: [
-    row(3, 4, 32, 32, 1, 1, 0, F), row(3, 7, 32, 64, 4, 2, 0, F), row(3, 7, 64, 96, 4, 2, 0, F),
-    row(3, 10, 96, 192, 4, 2, 0.25), row(3, 19, 192, 224, 6, 1, 0.25), row(3, 25, 224, 384, 6, 2, 0.25),
-    row(3, 7, 384, 640, 6, 1, 0.25),
+    { kernel: 3, repeats: 4, filtersIn: 32, filtersOut: 32, expandRatio: 1, stride: 1, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 7, filtersIn: 32, filtersOut: 64, expandRatio: 4, stride: 2, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 7, filtersIn: 64, filtersOut: 96, expandRatio: 4, stride: 2, seRatio: 0, fused: true },
+    { kernel: 3, repeats: 10, filtersIn: 96, filtersOut: 192, expandRatio: 4, stride: 2, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 19, filtersIn: 192, filtersOut: 224, expandRatio: 6, stride: 1, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 25, filtersIn: 224, filtersOut: 384, expandRatio: 6, stride: 2, seRatio: 0.25, fused: false },
+    { kernel: 3, repeats: 7, filtersIn: 384, filtersOut: 640, expandRatio: 6, stride: 1, seRatio: 0.25, fused: false },
   ],
 };
 
@@ -174,12 +185,23 @@ function v1Spec(variant: string, c: Coefficients, origin: ArchitectureSpec['orig
 const fmt = (x: number) => String(Number(x.toFixed(4)));
 
 /**
- * Resolve a variant name to its architecture.
- * Accepted: `b0`…`b7`, `v2-b0`…`v2-b3`, `v2-s`, `v2-m`, `v2-l` (case-insensitive, `efficientnet-`
- * prefix allowed), `phi-X` (V1 baseline at compound coefficient X), and
+ * A variant as callers hold it: a name, or the structured form a tiers file may use (a compound
+ * coefficient, or explicit width/depth/resolution). Structured values are decoded as they are, never
+ * re-encoded into a name to be parsed back.
+ */
+export type VariantArgs = string | { phi: number } | { width: number; depth: number; resolution: number };
+
+/**
+ * Resolve a variant to its architecture: the one place names and coefficients become specs.
+ * Names accepted: `b0`…`b7`, `v2-b0`…`v2-b3`, `v2-s`, `v2-m`, `v2-l` (case-insensitive,
+ * `efficientnet-` prefix allowed), `phi-X` (V1 baseline at compound coefficient X), and
  * `custom-wW-dD-rR` (V1 baseline at explicit width, depth, resolution).
  */
-export function decodeVariant(name: string): ArchitectureSpec {
+export function decodeVariant(variant: VariantArgs): ArchitectureSpec {
+  if (typeof variant !== 'string') {
+    return 'phi' in variant ? phiSpec(variant.phi) : customVariant(variant.width, variant.depth, variant.resolution);
+  }
+  const name = variant;
   const key = name.trim().toLowerCase().replace(/^efficientnet[-_]?/, '').replace(/^v2([bsml])/, 'v2-$1');
   const v1 = V1_OFFICIAL[key];
   if (v1) return v1Spec(key, v1, 'official');
@@ -194,15 +216,17 @@ export function decodeVariant(name: string): ArchitectureSpec {
     };
   }
   const phi = /^phi-?(\d+(?:\.\d+)?)$/.exec(key);
-  if (phi) {
-    const value = Number(phi[1]);
-    return v1Spec(`phi-${fmt(value)}`, compoundCoefficients(value), 'phi', value);
-  }
+  if (phi) return phiSpec(Number(phi[1]));
   const custom = /^custom-w(\d+(?:\.\d+)?)-d(\d+(?:\.\d+)?)-r(\d+)$/.exec(key);
   if (custom) return customVariant(Number(custom[1]), Number(custom[2]), Number(custom[3]));
   throw new Error(
     `unknown variant "${name}"; known: ${OFFICIAL_VARIANTS.join(', ')}, phi-X (compound coefficient), custom-wW-dD-rR`,
   );
+}
+
+/** The V1 baseline scaled by compound coefficient φ. */
+function phiSpec(phi: number): ArchitectureSpec {
+  return v1Spec(`phi-${fmt(phi)}`, compoundCoefficients(phi), 'phi', phi);
 }
 
 /** A V1-baseline variant at explicit (width, depth, resolution). */
@@ -216,4 +240,4 @@ export function customVariant(width: number, depth: number, resolution: number):
 }
 
 /** Variant name for a compound coefficient φ, e.g. `phi-1.5`. */
-export const phiVariant = (phi: number): string => decodeVariant(`phi-${phi}`).variant;
+export const phiVariant = (phi: number): string => decodeVariant({ phi }).variant;

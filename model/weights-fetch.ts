@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
+import { cacheDir } from './cache-dir.ts';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -54,10 +54,7 @@ export function officialWeights(variant: string, notop = false): OfficialWeights
   return { url: `${v.startsWith('v2-') ? V2_BASE : V1_BASE}/${fileName}`, md5: md5[notop ? 1 : 0], fileName };
 }
 
-export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.EFFITAG_CACHE_DIR) return env.EFFITAG_CACHE_DIR;
-  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'effitag');
-}
+export { cacheDir } from './cache-dir.ts';
 
 export interface Progress {
   start(totalBytes: number | undefined): void;

@@ -16,7 +16,10 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Counters } from './log.ts';
 import type { ListedObject, ListPage, MessageQueue, ObjectStore } from './ports.ts';
-import type { BackfillFilter, Router } from './router.ts';
+import type { BackfillFilter } from './backfill-filter.ts';
+import type { Router } from './router.ts';
+
+export type { BackfillFilter };
 import { ARCHIVED_STORAGE_CLASSES } from './concurrency.ts';
 import { taskMessage, type Task } from './task.ts';
 

@@ -24,7 +24,8 @@ export class MissingWeightsError extends Error {
   override name = 'MissingWeightsError';
 }
 
-export function directoryCatalog(dir: string, engine: Engine): ModelCatalog {
+/** Without an engine the catalog answers markers only (the router, backfills); `load` then throws. */
+export function directoryCatalog(dir: string, engine?: Engine): ModelCatalog {
   const manifests = new Map<string, { dir: string; manifest: WeightsManifest }>();
   const read = (d: string) => JSON.parse(readFileSync(join(d, 'manifest.json'), 'utf8')) as WeightsManifest;
   if (existsSync(join(dir, 'manifest.json'))) {
@@ -52,6 +53,7 @@ export function directoryCatalog(dir: string, engine: Engine): ModelCatalog {
       const { dir: d, manifest } = find(variant);
       let p = loaded.get(manifest.variant);
       if (!p) {
+        if (!engine) throw new Error(`this catalog of ${dir} has no engine: it answers markers only`);
         p = engine.load(d, { variant: manifest.variant });
         p.catch(() => loaded.delete(manifest.variant));
         loaded.set(manifest.variant, p);

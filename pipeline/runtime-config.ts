@@ -1,38 +1,116 @@
 /**
- * Deployed configuration, read from the environment the CDK stack sets:
- * - EFFITAG_TIERS: the validated tiers configuration (JSON), baked in at synth time;
- * - EFFITAG_QUEUE_URLS: tier name → task queue URL (JSON);
- * - EFFITAG_WEIGHTS: s3://bucket/prefix of the published weights;
- * - EFFITAG_TIER: the tier this worker serves (workers only);
- * - EFFITAG_WEIGHTS_DIR: local catalog directory (default /tmp/effitag-weights).
+ * The deployment contract: the environment variables the CDK stack gives every deployed runtime
+ * (router and backfill Lambdas, CPU worker Lambdas, GPU containers). The constructs write them with
+ * `encodeStackEnv`/`encodeTierEnv`; the runtimes read them with `runtimeConfig`/`workerConfig`.
+ * One list of names (`ENV`), one encoder, one decoder: a variable cannot be written under one name
+ * and read under another, and the GPU Dockerfile's defaults are checked against `ENV` by a test.
  */
-import { parseTiers, variantName, type TiersFile } from '../tiers/schema.ts';
+import type { EngineName } from '../inference/engine.ts';
+import { parseTiers, type Tier, type TiersFile } from '../tiers/schema.ts';
+
+export const ENV = {
+  /** The validated tiers file (JSON), baked in at synth time. */
+  tiers: 'EFFITAG_TIERS',
+  /** Tier name → task queue URL (JSON). */
+  queueUrls: 'EFFITAG_QUEUE_URLS',
+  /** s3://bucket/prefix of the published weights. */
+  weights: 'EFFITAG_WEIGHTS',
+  logLevel: 'EFFITAG_LOG_LEVEL',
+  /** The tier a worker serves (workers only). */
+  tier: 'EFFITAG_TIER',
+  /** Local catalog directory the worker syncs weights into (default /tmp/effitag-weights). */
+  weightsDir: 'EFFITAG_WEIGHTS_DIR',
+  /** Where exported ONNX graphs are cached (read by model/weights-fetch.ts). */
+  cacheDir: 'EFFITAG_CACHE_DIR',
+  /** tfjs backend the tfjs engine must use (`tensorflow-gpu` on GPU images). */
+  tfjsBackend: 'EFFITAG_TFJS_BACKEND',
+  /** Overrides the tier's engine (the deploy rehearsal runs the GPU entry point on `ort`). */
+  engine: 'EFFITAG_ENGINE',
+  /** The long-running worker's lease on a batch, in seconds (GPU containers; default 60). */
+  leaseSeconds: 'EFFITAG_LEASE_SECONDS',
+  /** onnxruntime's session thread script in bundled deployments (read by inference/ort-thread.ts). */
+  ortThreadScript: 'EFFITAG_ORT_THREAD_SCRIPT',
+} as const;
+
+export type EnvName = (typeof ENV)[keyof typeof ENV];
+
+/** Lambda environment variables are limited to 4 KB in all; the tiers file gets most of it. */
+export const MAX_TIERS_ENV_BYTES = 3000;
+
+/** What every deployed runtime of a stack shares. `queueUrls` is JSON text (in CDK, a token). */
+export function encodeStackEnv(values: { tiers: TiersFile; queueUrlsJson: string; weightsLocation: string; logLevel?: string }): Record<string, string> {
+  const tiersJson = JSON.stringify(values.tiers.input);
+  if (tiersJson.length > MAX_TIERS_ENV_BYTES) {
+    throw new Error(`the tiers configuration is ${tiersJson.length} bytes; at most ${MAX_TIERS_ENV_BYTES} fit a Lambda environment`);
+  }
+  return { [ENV.tiers]: tiersJson, [ENV.queueUrls]: values.queueUrlsJson, [ENV.weights]: values.weightsLocation, [ENV.logLevel]: values.logLevel ?? 'info' };
+}
+
+/** What one tier's workers add. */
+export function encodeTierEnv(values: { tier: string; weightsDir?: string; cacheDir?: string; tfjsBackend?: string }): Record<string, string> {
+  return {
+    [ENV.tier]: values.tier,
+    ...(values.weightsDir ? { [ENV.weightsDir]: values.weightsDir } : {}),
+    ...(values.cacheDir ? { [ENV.cacheDir]: values.cacheDir } : {}),
+    ...(values.tfjsBackend ? { [ENV.tfjsBackend]: values.tfjsBackend } : {}),
+  };
+}
 
 export interface RuntimeConfig {
   tiers: TiersFile;
   queueUrls: Record<string, string>;
   weightsLocation: string;
   weightsDir: string;
+  /** The tier this runtime serves (workers only). */
   tier?: string;
 }
 
-function required(env: NodeJS.ProcessEnv, name: string): string {
+/** What a worker runtime needs beyond the shared configuration: its tier, resolved, and its engine. */
+export interface WorkerConfig extends RuntimeConfig {
+  tier: string;
+  served: Tier;
+  /** The tier's engine, unless EFFITAG_ENGINE overrides it. */
+  engine: EngineName;
+  tfjsBackend?: string;
+  leaseSeconds: number;
+}
+
+function required(env: NodeJS.ProcessEnv, name: EnvName): string {
   const v = env[name];
   if (!v) throw new Error(`environment variable ${name} is not set (the CDK stack sets it)`);
   return v;
 }
 
-export function runtimeConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
-  const tiers = parseTiers(JSON.parse(required(env, 'EFFITAG_TIERS')), 'EFFITAG_TIERS');
-  const queueUrls = JSON.parse(required(env, 'EFFITAG_QUEUE_URLS')) as Record<string, string>;
-  for (const t of Object.keys(tiers.tiers)) if (!queueUrls[t]) throw new Error(`EFFITAG_QUEUE_URLS has no queue for tier ${t}`);
-  const tier = env.EFFITAG_TIER;
-  if (tier && !tiers.tiers[tier]) throw new Error(`EFFITAG_TIER=${tier} is not a configured tier`);
-  return { tiers, queueUrls, weightsLocation: required(env, 'EFFITAG_WEIGHTS'), weightsDir: env.EFFITAG_WEIGHTS_DIR ?? '/tmp/effitag-weights', tier };
+function json(env: NodeJS.ProcessEnv, name: EnvName): unknown {
+  try {
+    return JSON.parse(required(env, name));
+  } catch (err) {
+    if (err instanceof SyntaxError) throw new Error(`environment variable ${name} is not valid JSON: ${err.message}`);
+    throw err;
+  }
 }
 
-/** The variants a set of tiers can choose. */
+export function runtimeConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
+  const tiers = parseTiers(json(env, ENV.tiers), ENV.tiers);
+  const queueUrls = json(env, ENV.queueUrls) as Record<string, string>;
+  for (const t of Object.keys(tiers.tiers)) if (!queueUrls[t]) throw new Error(`${ENV.queueUrls} has no queue for tier ${t}`);
+  const tier = env[ENV.tier];
+  if (tier && !tiers.tiers[tier]) throw new Error(`${ENV.tier}=${tier} is not a configured tier`);
+  return { tiers, queueUrls, weightsLocation: required(env, ENV.weights), weightsDir: env[ENV.weightsDir] ?? '/tmp/effitag-weights', tier };
+}
+
+export function workerConfig(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
+  const config = runtimeConfig(env);
+  const tier = required(env, ENV.tier);
+  const served = config.tiers.tiers[tier];
+  const engine = env[ENV.engine] ?? served.engine;
+  if (engine !== 'ort' && engine !== 'tfjs') throw new Error(`${ENV.engine}=${engine}: choose ort or tfjs`);
+  const leaseSeconds = Number(env[ENV.leaseSeconds] ?? 60);
+  if (!(leaseSeconds > 0 && leaseSeconds <= 43_200)) throw new Error(`${ENV.leaseSeconds}=${env[ENV.leaseSeconds]}: a number of seconds in (0, 43200]`);
+  return { ...config, tier, served, engine, tfjsBackend: env[ENV.tfjsBackend], leaseSeconds };
+}
+
+/** The variants a set of tiers can choose (one tier's with `only`). */
 export function variantsOf(tiers: TiersFile, only?: string): string[] {
-  const names = only ? [only] : Object.keys(tiers.tiers);
-  return [...new Set(names.flatMap((n) => tiers.tiers[n].variants.map(variantName)))];
+  return only ? [...tiers.tiers[only].variants] : [...tiers.variants];
 }

@@ -11,7 +11,7 @@
  * costs little accuracy, and the larger network is the more accurate one.
  */
 import { variantInfo } from '../model/info.ts';
-import { variantName, type Tier } from './schema.ts';
+import type { VariantArgs } from '../model/spec.ts';
 
 export interface VariantChoice {
   variant: string;
@@ -22,21 +22,23 @@ export interface VariantChoice {
 interface Candidate { variant: string; resolution: number; macs: number }
 
 const candidateCache = new Map<string, Candidate>();
-function candidate(variant: string): Candidate {
-  let c = candidateCache.get(variant);
+function candidate(variant: VariantArgs): Candidate {
+  const key = typeof variant === 'string' ? variant : JSON.stringify(variant);
+  let c = candidateCache.get(key);
   if (!c) {
     const info = variantInfo(variant);
     c = { variant: info.variant, resolution: info.resolution, macs: info.macs };
-    candidateCache.set(variant, c);
+    candidateCache.set(key, c);
   }
   return c;
 }
 
 const larger = (a: Candidate, b: Candidate) => a.resolution - b.resolution || a.macs - b.macs || a.variant.localeCompare(b.variant);
 
-export function chooseVariant(tier: Pick<Tier, 'variants'>, width: number, height: number, tolerance = 0.1): VariantChoice {
+/** `tier.variants`: a resolved tier's canonical names (or any variant form, for tooling). */
+export function chooseVariant(tier: { variants: readonly VariantArgs[] }, width: number, height: number, tolerance = 0.1): VariantChoice {
   if (!(width > 0 && height > 0)) throw new Error(`image dimensions must be positive, got ${width}×${height}`);
-  const candidates = tier.variants.map((v) => candidate(variantName(v))).sort(larger);
+  const candidates = tier.variants.map(candidate).sort(larger);
   const shorter = Math.min(width, height);
   const limit = shorter * (1 + tolerance);
   const fitting = candidates.filter((c) => c.resolution <= limit);

@@ -12,7 +12,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { DEFAULT_SPOT_FRACTION, GPU_INSTANCES, LAMBDA_MB_PER_VCPU, LAMBDA_PRICES, PIPELINE_REQUESTS_PER_MILLION, PRICE_LIST_DATE, REKOGNITION_PER_MILLION } from './prices.ts';
-import { variantName, type TiersFile } from './schema.ts';
+import type { TiersFile } from './schema.ts';
 
 export interface BenchRow { engine: string; variant: string; batch: number; imagesPerSecond: number }
 export interface DecodeRow {
@@ -112,13 +112,12 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
   const decode = decodeCost(bench, benchCpus);
   const rows: CostRow[] = [];
   for (const [tierName, tier] of Object.entries(config.tiers)) {
-    for (const entry of tier.variants) {
-      const variant = variantName(entry);
+    for (const variant of tier.variants) {
       const row: CostRow = { tier: tierName, compute: '', variant };
       const imageBytes = options.imageBytes?.(tierName, variant) ?? decode?.referenceBytes;
       const decodeMs = decode && imageBytes !== undefined ? decode.msFor(imageBytes) : undefined;
       const decoding = decodeMs === undefined ? undefined : imageBytes ? `decoding ${Math.round(imageBytes / 1024)} KB images` : `decoding a ${decode?.referenceSource}`;
-      const configured = tier.throughput?.[variant] ?? tier.throughput?.[typeof entry === 'string' ? entry : variant];
+      const configured = tier.throughput?.[variant];
       if (tier.compute.target === 'ecs-gpu') {
         const { instanceType, capacity } = tier.compute;
         const onDemand = config.prices.instances[instanceType] ?? GPU_INSTANCES[instanceType]?.onDemand;

@@ -88,10 +88,42 @@ export const tiersFileSchema = z.object({
   resolutionTolerance: z.number().min(0).max(0.5).default(0.1),
 }).strict();
 
-export type TiersFile = z.infer<typeof tiersFileSchema>;
-export type Tier = z.infer<typeof tierSchema>;
+/** What a tiers file says, validated, defaults filled: what the stack serialises for its runtimes. */
+export type TiersInput = z.infer<typeof tiersFileSchema>;
+export type TierInput = z.infer<typeof tierSchema>;
 export type Rule = z.infer<typeof ruleSchema>;
 export type VariantEntry = z.infer<typeof variantSchema>;
+export type LambdaCompute = z.infer<typeof lambdaCompute>;
+export type GpuCompute = z.infer<typeof gpuCompute>;
+
+/**
+ * A tier, resolved once by `parseTiers`: variants by canonical name (`b0`, `phi-1`, …), throughput
+ * keyed the same way, and the hardware kind as the discriminant (`kind`), so consumers narrow a tier
+ * with one `if` instead of re-reading its compute block.
+ */
+export type Tier = Omit<TierInput, 'variants' | 'throughput' | 'compute'> & {
+  readonly name: string;
+  /** Canonical variant names, in the file's order. */
+  readonly variants: readonly string[];
+  /** Where a custom variant's weights artifact is published (the entry's `weights`), by variant. */
+  readonly weightsSources: Readonly<Record<string, string>>;
+  readonly throughput?: Readonly<Record<string, number>>;
+} & ({ readonly kind: 'lambda-cpu'; readonly compute: LambdaCompute } | { readonly kind: 'ecs-gpu'; readonly compute: GpuCompute });
+
+/** A tier of one hardware kind. */
+export type TierOf<K extends Tier['kind']> = Extract<Tier, { kind: K }>;
+
+/** A tiers file, validated and resolved: what every consumer receives; nothing downstream re-resolves. */
+export interface TiersFile {
+  /** The validated file, for serialising (the CDK stack passes it to the runtimes as EFFITAG_TIERS). */
+  readonly input: TiersInput;
+  readonly tiers: Readonly<Record<string, Tier>>;
+  readonly routing: TiersInput['routing'];
+  readonly prices: TiersInput['prices'];
+  readonly resolutionTolerance: number;
+  /** Every variant some tier can choose, canonical, first-listed first. */
+  readonly variants: readonly string[];
+}
 
 export interface ConfigIssue {
   path: string;
@@ -107,14 +139,30 @@ export function formatPath(path: readonly PropertyKey[]): string {
 const KNOWN_VARIANTS = `${OFFICIAL_VARIANTS.slice(0, 8).join(', ')}, ${OFFICIAL_VARIANTS.slice(8).join(', ')}, phi-X, custom-wW-dD-rR`;
 
 /** Canonical variant name of a tier entry. */
-export function variantName(entry: VariantEntry): string {
+function variantName(entry: VariantEntry): string {
   if (typeof entry === 'string') return decodeVariant(entry).variant;
-  if ('phi' in entry) return decodeVariant(`phi-${entry.phi}`).variant;
-  return decodeVariant(`custom-w${entry.width}-d${entry.depth}-r${entry.resolution}`).variant;
+  const { weights: _weights, ...args } = entry;
+  return decodeVariant(args).variant;
+}
+
+/** Resolve a validated file (semantic checks passed, so every variant decodes). */
+function resolveTiers(input: TiersInput): TiersFile {
+  const tiers: Record<string, Tier> = {};
+  for (const [name, t] of Object.entries(input.tiers)) {
+    const variants = [...new Set(t.variants.map(variantName))];
+    const weightsSources = Object.fromEntries(t.variants.flatMap((e) => (typeof e === 'string' ? [] : [[variantName(e), e.weights]])));
+    const throughput = t.throughput && Object.fromEntries(Object.entries(t.throughput).map(([k, v]) => [decodeVariant(k).variant, v]));
+    const common = { ...t, name, variants, weightsSources, ...(throughput ? { throughput } : {}) };
+    tiers[name] = t.compute.target === 'lambda-cpu' ? { ...common, kind: 'lambda-cpu', compute: t.compute } : { ...common, kind: 'ecs-gpu', compute: t.compute };
+  }
+  return {
+    input, tiers, routing: input.routing, prices: input.prices, resolutionTolerance: input.resolutionTolerance,
+    variants: [...new Set(Object.values(tiers).flatMap((t) => t.variants))],
+  };
 }
 
 /** Checks beyond the shape: names that must resolve, rules that must not collide. */
-function semanticIssues(config: TiersFile): ConfigIssue[] {
+function semanticIssues(config: TiersInput): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const error = (path: string, message: string) => issues.push({ path, message, severity: 'error' });
   const warn = (path: string, message: string) => issues.push({ path, message, severity: 'warning' });
@@ -220,7 +268,7 @@ export function validateTiers(raw: unknown): ValidationResult {
     };
   }
   const issues = semanticIssues(parsed.data);
-  return { config: issues.some((i) => i.severity === 'error') ? undefined : parsed.data, issues };
+  return { config: issues.some((i) => i.severity === 'error') ? undefined : resolveTiers(parsed.data), issues };
 }
 
 /** Validate or throw a TiersConfigError listing every error with its path. */

@@ -13,7 +13,8 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Tier } from '../../tiers/schema.ts';
+import { encodeTierEnv } from '../../pipeline/runtime-config.ts';
+import type { Tier, TierOf } from '../../tiers/schema.ts';
 import type { BucketAccess } from './access.ts';
 import { effitagFunction, REPO_ROOT } from './bundling.ts';
 import { grantWorker } from './worker-permissions.ts';
@@ -56,7 +57,7 @@ export class CpuRuntimeLayer extends Construct {
 
 export interface CpuTierProps {
   tierName: string;
-  tier: Tier & { compute: { target: 'lambda-cpu' } };
+  tier: TierOf<'lambda-cpu'>;
   queue: sqs.IQueue;
   /** The queue's dead-letter queue: the worker moves a message there, with its reason, on its last receive. */
   dlq: sqs.IQueue;
@@ -78,7 +79,7 @@ export class CpuTier extends Construct {
       memorySize: tier.compute.memoryMb, timeout: lambdaBatchTimeout(tier),
       // Weights and the exported ONNX graph live in /tmp (B7: ~270 MB each).
       ephemeralStorageSize: Size.mebibytes(2048),
-      environment: { ...props.environment, EFFITAG_TIER: props.tierName, EFFITAG_WEIGHTS_DIR: '/tmp/effitag-weights', EFFITAG_CACHE_DIR: '/tmp/effitag-cache' },
+      environment: { ...props.environment, ...encodeTierEnv({ tier: props.tierName, weightsDir: '/tmp/effitag-weights', cacheDir: '/tmp/effitag-cache' }) },
       layers: [props.layer],
       description: `EffiTag ${props.tierName} tier worker (CPU, onnxruntime)`,
     });

@@ -17,7 +17,8 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { GPU_INSTANCES, spotAlternatives } from '../../tiers/prices.ts';
-import type { Tier } from '../../tiers/schema.ts';
+import { encodeTierEnv } from '../../pipeline/runtime-config.ts';
+import type { Tier, TierOf } from '../../tiers/schema.ts';
 import type { BucketAccess } from './access.ts';
 import { grantWorker } from './worker-permissions.ts';
 
@@ -45,7 +46,7 @@ export function backlogSteps(maxTasks: number): appscaling.ScalingInterval[] {
 
 export interface GpuTierProps {
   tierName: string;
-  tier: Tier & { compute: { target: 'ecs-gpu' } };
+  tier: TierOf<'ecs-gpu'>;
   cluster: ecs.Cluster;
   vpc: ec2.IVpc;
   image: DockerImageAsset;
@@ -127,7 +128,7 @@ export class GpuTier extends Construct {
       gpuCount: 1,
       memoryReservationMiB: Math.floor(memoryGiB * 1024 * 0.75),
       environment: {
-        ...props.environment, EFFITAG_TIER: props.tierName, TF_FORCE_GPU_ALLOW_GROWTH: 'true', EFFITAG_TFJS_BACKEND: 'tensorflow-gpu',
+        ...props.environment, ...encodeTierEnv({ tier: props.tierName, tfjsBackend: 'tensorflow-gpu' }), TF_FORCE_GPU_ALLOW_GROWTH: 'true',
         CUDA_CACHE_PATH, CUDA_CACHE_MAXSIZE,
         // With IMDS out of the container's reach (hop limit 1), the SDK cannot ask it for the region.
         AWS_REGION: Stack.of(this).region, AWS_DEFAULT_REGION: Stack.of(this).region,

@@ -1,28 +1,16 @@
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { GetQueueUrlCommand } from '@aws-sdk/client-sqs';
 import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
-import { ortEngine } from '../../inference/ort-engine.ts';
-import { cacheDir } from '../../model/weights-fetch.ts';
-import { fileCheckpoint, resumePoint, runBackfill, TaskBatcher, type BackfillReport } from '../../pipeline/backfill.ts';
-import { s3Client, sqsClient, type Endpoints } from '../../pipeline/aws/clients.ts';
-import { markersFromS3 } from '../../pipeline/aws/markers.ts';
-import { S3Store } from '../../pipeline/aws/s3-store.ts';
-import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
+import { cacheDir } from '../../model/cache-dir.ts';
+import { fileCheckpoint, resumePoint, runBackfill, TaskBatcher, type BackfillFilter, type BackfillReport } from '../../pipeline/backfill.ts';
+import { connect, currentMarkers, defaultWeightsDir, embeddedEndpoints, LOCAL_TIERS_FILE, placeFromFlags, tierQueues } from '../../pipeline/aws/wiring.ts';
 import { Counters, jsonLogger } from '../../pipeline/log.ts';
-import { directoryCatalog } from '../../pipeline/models.ts';
-import type { MessageQueue } from '../../pipeline/ports.ts';
-import { makeRouter, type BackfillFilter } from '../../pipeline/router.ts';
-import { variantsOf } from '../../pipeline/runtime-config.ts';
-import { LOCAL_CREDENTIALS } from '../../local/stack.ts';
+import { makeRouter } from '../../pipeline/router.ts';
 import { estimateCosts, readBenchFile } from '../../tiers/cost.ts';
 import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber, table } from '../format.ts';
 import { existsSync } from 'node:fs';
-
-const LOCAL_TIERS = fileURLToPath(new URL('../../tiers/local.json', import.meta.url));
 
 interface BackfillCli {
   tier?: string; onlyMissing?: boolean; modelOlderThan?: boolean; retryFailed?: boolean; since?: Date; until?: Date;
@@ -60,8 +48,8 @@ export function registerBackfillCommand(program: Command): void {
     .option('--resume', 'continue an interrupted run from its checkpoint')
     .option('--checkpoint <file>', 'checkpoint file (default: in the cache, per bucket/prefix)')
     .option('--aws', 'real AWS (credentials from the environment) instead of the local stack')
-    .option('--endpoint <url>', 'local stack S3 endpoint', `http://127.0.0.1:${process.env.EFFITAG_S3_PORT ?? 4568}`)
-    .option('--sqs-endpoint <url>', 'local stack SQS endpoint', `http://127.0.0.1:${process.env.EFFITAG_SQS_PORT ?? 4566}`)
+    .option('--endpoint <url>', 'local stack S3 endpoint', embeddedEndpoints().s3Endpoint)
+    .option('--sqs-endpoint <url>', 'local stack SQS endpoint', embeddedEndpoints().sqsEndpoint)
     .option('--tiers <file>', 'tiers file (must be the stack\'s; default: tiers/local.json locally, $EFFITAG_TIERS_FILE)')
     .option('--weights <location>', 'weights: a catalog directory (local) or s3://bucket/prefix (AWS; env EFFITAG_WEIGHTS)')
     .option('--queue-urls <json>', 'tier → queue URL (AWS; env EFFITAG_QUEUE_URLS, the stack output QueueUrls)')
@@ -82,27 +70,15 @@ export function registerBackfillCommand(program: Command): void {
         return;
       }
 
-      const { config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? (opts.aws ? undefined : LOCAL_TIERS));
+      const { config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? (opts.aws ? undefined : LOCAL_TIERS_FILE));
       if (opts.tier && !tiers.tiers[opts.tier]) throw new Error(`--tier ${opts.tier}: no such tier; defined: ${Object.keys(tiers.tiers).join(', ')}`);
-      const endpoints: Endpoints = opts.aws ? {} : { s3Endpoint: opts.endpoint, sqsEndpoint: opts.sqsEndpoint, credentials: LOCAL_CREDENTIALS };
-      const s3 = s3Client(endpoints);
-      const sqs = sqsClient(endpoints);
-      const store = new S3Store(s3, opts.aws ? {} : { quirks: 's3rver' });
-
-      let models: { marker(variant: string): string };
-      const weights = opts.weights ?? process.env.EFFITAG_WEIGHTS ?? (opts.aws ? undefined : join(cacheDir(), 'weights'));
+      const conn = connect(placeFromFlags(opts));
+      const { store } = conn;
+      const weights = opts.weights ?? process.env.EFFITAG_WEIGHTS ?? (opts.aws ? undefined : defaultWeightsDir());
       if (!weights) throw new Error('--weights (or EFFITAG_WEIGHTS) is needed: the stack output WeightsLocation');
-      models = weights.startsWith('s3://') ? await markersFromS3(s3, weights, variantsOf(tiers)) : directoryCatalog(weights, ortEngine());
-      for (const v of variantsOf(tiers)) models.marker(v); // fail now if weights are missing
-
-      const queues: Record<string, MessageQueue> = {};
+      const models = await currentMarkers(conn, tiers, weights);
       const urls = opts.queueUrls ?? process.env.EFFITAG_QUEUE_URLS;
-      for (const tier of Object.keys(tiers.tiers)) {
-        const url = urls ? (JSON.parse(urls) as Record<string, string>)[tier]
-          : opts.aws ? undefined : (await sqs.send(new GetQueueUrlCommand({ QueueName: `effitag-${tier}.fifo` }))).QueueUrl;
-        if (!url) throw new Error(`no queue URL for tier ${tier}: pass --queue-urls (the stack output QueueUrls)`);
-        queues[tier] = new SqsQueue(sqs, url);
-      }
+      const queues = await tierQueues(conn, tiers, urls ? (JSON.parse(urls) as Record<string, string>) : undefined);
       const batcher = new TaskBatcher(queues);
       const counters = new Counters();
       const router = makeRouter({ store, queues, tiers, models, counters, sink: (t) => batcher.add(t), log: jsonLogger({ level: 'warn' }) });

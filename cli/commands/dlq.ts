@@ -5,17 +5,16 @@
  */
 import type { Command } from 'commander';
 import { GetQueueUrlCommand, ListQueuesCommand } from '@aws-sdk/client-sqs';
-import { sqsClient } from '../../pipeline/aws/clients.ts';
 import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
+import { connect, embeddedEndpoints, QUEUE_NAMES } from '../../pipeline/aws/wiring.ts';
 import { listDeadLetters, redriveDeadLetters } from '../../pipeline/dead-letters.ts';
-import { LOCAL_CREDENTIALS } from '../../local/stack.ts';
 import { parseNumber } from '../format.ts';
 
 interface DlqOptions { tier?: string; aws?: boolean; sqsEndpoint: string; queueUrls?: string; intakeUrl?: string; json?: boolean; limit?: number }
 
 /** The source queues: `intake` and one per tier. */
 async function sources(opts: DlqOptions): Promise<{ name: string; queue: SqsQueue }[]> {
-  const sqs = sqsClient(opts.aws ? {} : { sqsEndpoint: opts.sqsEndpoint, credentials: LOCAL_CREDENTIALS });
+  const { sqs } = connect(opts.aws ? { kind: 'aws' } : { kind: 'embedded', sqsEndpoint: opts.sqsEndpoint });
   const found: { name: string; queue: SqsQueue }[] = [];
   if (opts.aws) {
     const urls = opts.queueUrls ?? process.env.EFFITAG_QUEUE_URLS;
@@ -24,14 +23,14 @@ async function sources(opts: DlqOptions): Promise<{ name: string; queue: SqsQueu
     const intake = opts.intakeUrl ?? process.env.EFFITAG_INTAKE_URL;
     if (intake) found.push({ name: 'intake', queue: new SqsQueue(sqs, intake) });
   } else {
-    // The embedded stack's names: effitag-intake and effitag-<tier>.fifo.
+    // The embedded stack's names (QUEUE_NAMES): the intake queue and one per tier.
     const { QueueUrls = [] } = await sqs.send(new ListQueuesCommand({ QueueNamePrefix: 'effitag-' }));
     for (const url of QueueUrls) {
       const name = url.split('/').pop()!;
       if (/-dlq(\.fifo)?$/.test(name)) continue;
-      found.push({ name: name === 'effitag-intake' ? 'intake' : name.replace(/^effitag-/, '').replace(/\.fifo$/, ''), queue: new SqsQueue(sqs, url, name) });
+      found.push({ name: name === QUEUE_NAMES.intake ? 'intake' : name.replace(/^effitag-/, '').replace(/\.fifo$/, ''), queue: new SqsQueue(sqs, url, name) });
     }
-    if (!found.length) await sqs.send(new GetQueueUrlCommand({ QueueName: 'effitag-intake' })); // says "does not exist" plainly
+    if (!found.length) await sqs.send(new GetQueueUrlCommand({ QueueName: QUEUE_NAMES.intake })); // says "does not exist" plainly
   }
   const picked = opts.tier ? found.filter((s) => s.name === opts.tier) : found;
   if (opts.tier && !picked.length) throw new Error(`--tier ${opts.tier}: no such queue; there are ${found.map((s) => s.name).join(', ')}`);
@@ -43,7 +42,7 @@ export function registerDlqCommands(program: Command): void {
   const common = (c: Command) => c
     .option('--tier <tier>', 'one tier (or "intake") only')
     .option('--aws', 'real AWS (credentials from the environment) instead of the embedded stack')
-    .option('--sqs-endpoint <url>', 'embedded stack SQS endpoint', `http://127.0.0.1:${process.env.EFFITAG_SQS_PORT ?? 4566}`)
+    .option('--sqs-endpoint <url>', 'embedded stack SQS endpoint', embeddedEndpoints().sqsEndpoint)
     .option('--queue-urls <json>', 'tier → queue URL (AWS; the stack output QueueUrls, env EFFITAG_QUEUE_URLS)')
     .option('--intake-url <url>', 'the intake queue (AWS; the stack output IntakeQueueUrl, env EFFITAG_INTAKE_URL)')
     .option('--limit <n>', 'messages read per DLQ at most', parseNumber('--limit', 1, 1_000_000, true), 10_000);

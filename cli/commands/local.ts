@@ -1,39 +1,35 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { createEngine, DEFAULT_ENGINE } from '../../inference/engines.ts';
+import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { createEngine, ENGINE_NAMES } from '../../inference/engines.ts';
 import { WORKER_ORT_OPTIONS } from '../../inference/ort-engine.ts';
-import { s3Client } from '../../pipeline/aws/clients.ts';
+import { connect, defaultWeightsDir, EMBEDDED_PORTS, embeddedEndpoints, LOCAL_CREDENTIALS, LOCAL_TIERS_FILE, placeFromFlags, QUEUE_NAMES } from '../../pipeline/aws/wiring.ts';
 import { jsonLogger, type Level } from '../../pipeline/log.ts';
 import { decodeTags, KEYS } from '../../pipeline/marker.ts';
 import { MissingWeightsError } from '../../pipeline/models.ts';
-import { cacheDir, fetchWeights, WeightsFetchError } from '../../model/weights-fetch.ts';
-import { LOCAL_CREDENTIALS, startLocalStack } from '../../local/stack.ts';
+import { fetchWeights, WeightsFetchError } from '../../model/weights-fetch.ts';
+import { startLocalStack } from '../../local/stack.ts';
 import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber } from '../format.ts';
-import { fileURLToPath } from 'node:url';
 
-const LOCAL_TIERS = fileURLToPath(new URL('../../tiers/local.json', import.meta.url));
-const DEFAULT_S3_PORT = 4568;
-const DEFAULT_SQS_PORT = 4566;
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
 const isLoopback = (address: string) => /^127\./.test(address) || address === '::1' || address === 'localhost';
 
-interface LocalOptions { listen: string; s3Port: number; sqsPort: number; data: string; tiers?: string; weights?: string; bucket: string; engine: string; logLevel: string; router: boolean; workers: boolean }
+interface LocalOptions { listen: string; s3Port: number; sqsPort: number; data: string; tiers?: string; weights?: string; bucket: string; engine?: string; logLevel: string; router: boolean; workers: boolean }
 
 export function registerLocalCommands(program: Command): void {
   program
     .command('local')
     .description('run the embedded stack: local S3 + queues + router + CPU worker, on loopback (npm start)')
     .option('--listen <address>', 'address the S3 and SQS servers listen on (env EFFITAG_LISTEN); they have no authentication, so anything but loopback exposes every object and message to the network', env('EFFITAG_LISTEN', '127.0.0.1'))
-    .option('--s3-port <port>', 'S3 port (env EFFITAG_S3_PORT)', parseNumber('--s3-port', 0, 65535, true), Number(env('EFFITAG_S3_PORT', String(DEFAULT_S3_PORT))))
-    .option('--sqs-port <port>', 'SQS port (env EFFITAG_SQS_PORT)', parseNumber('--sqs-port', 0, 65535, true), Number(env('EFFITAG_SQS_PORT', String(DEFAULT_SQS_PORT))))
+    .option('--s3-port <port>', 'S3 port (env EFFITAG_S3_PORT)', parseNumber('--s3-port', 0, 65535, true), Number(env('EFFITAG_S3_PORT', String(EMBEDDED_PORTS.s3))))
+    .option('--sqs-port <port>', 'SQS port (env EFFITAG_SQS_PORT)', parseNumber('--sqs-port', 0, 65535, true), Number(env('EFFITAG_SQS_PORT', String(EMBEDDED_PORTS.sqs))))
     .option('--data <dir>', 'where objects are stored (env EFFITAG_DATA_DIR)', env('EFFITAG_DATA_DIR', '.effitag/data'))
     .option('--tiers <file>', 'tiers file (env EFFITAG_TIERS_FILE; default tiers/local.json: B0 on CPU)')
     .option('--weights <dir>', 'weights catalog, DIR/<variant>/ (env EFFITAG_WEIGHTS_DIR; default: the weights cache)')
     .option('--bucket <name>', 'bucket to create and watch', 'effitag-local')
-    .option('--engine <engine>', 'inference engine', DEFAULT_ENGINE)
+    .option('--engine <engine>', `run every tier on this engine (${ENGINE_NAMES.join(' | ')}); default: each tier's own`)
     .option('--log-level <level>', 'debug | info | warn | error', env('EFFITAG_LOG_LEVEL', 'info'))
     .option('--no-router', 'do not route uploads (objects are stored, nothing is enqueued)')
     .option('--no-workers', 'do not run workers (tasks stay in the queues, e.g. to inspect a backfill)')
@@ -41,10 +37,10 @@ export function registerLocalCommands(program: Command): void {
       if (!isLoopback(opts.listen)) {
         process.stderr.write(`WARNING: --listen ${opts.listen}: the embedded S3 and SQS have no authentication; anyone who can reach this machine can read, change and delete its objects and queue messages.\n`);
       }
-      const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS);
-      const weightsDir = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? join(cacheDir(), 'weights'));
+      const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS_FILE);
+      const weightsDir = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? defaultWeightsDir());
       const log = jsonLogger({ level: opts.logLevel as Level });
-      const engine = createEngine(opts.engine, { ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } });
+      const engine = opts.engine ? createEngine(opts.engine, { ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } }) : undefined;
       const start = () => startLocalStack({
         dataDir: resolve(opts.data), tiers, weightsDir, engine, host: opts.listen, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log,
         runRouter: opts.router, runWorkers: () => opts.workers,
@@ -72,8 +68,8 @@ export function registerLocalCommands(program: Command): void {
       process.stdout.write([
         'EffiTag embedded stack is running.',
         `  S3 endpoint:  ${s3Endpoint}  (bucket ${stack.bucket}, data in ${resolve(opts.data)})`,
-        `  SQS endpoint: ${sqsEndpoint}  (queues: effitag-intake, ${Object.keys(stack.tierQueues).map((t) => `effitag-${t}.fifo`).join(', ')})`,
-        `  tiers: ${tiersPath}; weights: ${weightsDir}; engine: ${opts.engine}`,
+        `  SQS endpoint: ${sqsEndpoint}  (queues: ${[QUEUE_NAMES.intake, ...Object.keys(stack.tierQueues).map(QUEUE_NAMES.tier)].join(', ')})`,
+        `  tiers: ${tiersPath}; weights: ${weightsDir}; engine: ${opts.engine ?? Object.entries(tiers.tiers).map(([n, t]) => `${t.engine} (${n})`).join(', ')}`,
         '',
         'Upload an image and watch it get tagged:',
         `  AWS_ACCESS_KEY_ID=${LOCAL_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${LOCAL_CREDENTIALS.secretAccessKey} aws --endpoint-url ${s3Endpoint} s3 cp photo.jpg s3://${stack.bucket}/photos/photo.jpg`,
@@ -106,11 +102,11 @@ export function registerLocalCommands(program: Command): void {
     .option('--bucket <name>', 'bucket (default: the local stack\'s; with --aws, a real bucket)', 'effitag-local')
     .option('--prefix <prefix>', 'key prefix', 'uploads/')
     .option('--aws', 'use AWS credentials and endpoints instead of the local stack')
-    .option('--endpoint <url>', 'S3 endpoint of the local stack', `http://127.0.0.1:${env('EFFITAG_S3_PORT', String(DEFAULT_S3_PORT))}`)
+    .option('--endpoint <url>', 'S3 endpoint of the local stack', embeddedEndpoints().s3Endpoint)
     .option('--timeout <s>', 'seconds to wait for tags', parseNumber('--timeout', 1, 3600), 120)
     .option('--json', 'print one JSON object per image')
     .action(async (paths: string[], opts: { bucket: string; prefix: string; aws?: boolean; endpoint: string; timeout: number; json?: boolean }) => {
-      const s3 = opts.aws ? s3Client() : s3Client({ s3Endpoint: opts.endpoint, credentials: LOCAL_CREDENTIALS });
+      const { s3 } = connect(placeFromFlags(opts));
       const files = (await Promise.all(paths.map(expand))).flat();
       if (files.length === 0) throw new Error('no files to upload');
       const uploads = await Promise.all(files.map(async ({ file, base }) => {
@@ -143,12 +139,12 @@ export function registerLocalCommands(program: Command): void {
     .description('print an object\'s EffiTag tags and status')
     .argument('<url>', 's3://bucket/key')
     .option('--aws', 'real AWS instead of the local stack')
-    .option('--endpoint <url>', 'S3 endpoint of the local stack', `http://127.0.0.1:${env('EFFITAG_S3_PORT', String(DEFAULT_S3_PORT))}`)
+    .option('--endpoint <url>', 'S3 endpoint of the local stack', embeddedEndpoints().s3Endpoint)
     .option('--json', 'machine-readable output')
     .action(async (url: string, opts: { aws?: boolean; endpoint: string; json?: boolean }) => {
       const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(url);
       if (!m) throw new Error(`expected s3://bucket/key, got ${url}`);
-      const s3: S3Client = opts.aws ? s3Client() : s3Client({ s3Endpoint: opts.endpoint, credentials: LOCAL_CREDENTIALS });
+      const { s3 } = connect(placeFromFlags(opts));
       const h = await s3.send(new HeadObjectCommand({ Bucket: m[1], Key: m[2] }));
       print(opts.json, undefined, url, h.Metadata ?? {});
       if (!h.Metadata?.[KEYS.status]) process.exitCode = 1;

@@ -4,7 +4,7 @@ import { chooseVariant } from '../../tiers/choose.ts';
 import { estimateCosts, readBenchFile } from '../../tiers/cost.ts';
 import { loadTiers, readTiersJson, resolveTiersPath } from '../../tiers/load.ts';
 import { routeObject } from '../../tiers/route.ts';
-import { validateTiers, variantName } from '../../tiers/schema.ts';
+import { validateTiers } from '../../tiers/schema.ts';
 import { parseNumber, table } from '../format.ts';
 
 const DEFAULT_BENCH = 'bench/results/engines.json';
@@ -36,10 +36,10 @@ export function registerTiersCommands(program: Command): void {
     .option('--json', 'print the validated configuration with defaults filled in')
     .action((opts: { json?: boolean }, cmd: Command) => {
       const { path, config } = loadTiers(tiersFile(cmd));
-      if (opts.json) return void process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+      if (opts.json) return void process.stdout.write(`${JSON.stringify(config.input, null, 2)}\n`);
       process.stdout.write(`tiers file: ${path}\n\n`);
       process.stdout.write(table(Object.entries(config.tiers).map(([name, t]) => [
-        name, t.variants.map(variantName).join(' '),
+        name, t.variants.join(' '),
         t.compute.target === 'ecs-gpu' ? `${t.compute.instanceType} ${t.compute.capacity} ≤${t.compute.maxTasks}` : `Lambda ${t.compute.memoryMb} MB ≤${t.compute.maxConcurrency}`,
         t.engine, t.batchSize, t.topK, t.minConfidence, t.writeBack, t.acceptsOverrides ? 'yes' : 'no',
       ]), ['tier', 'variants', 'compute', 'engine', 'batch', 'top-k', 'min p', 'write-back', 'overrides']));

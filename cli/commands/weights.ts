@@ -5,7 +5,7 @@ import { importKerasWeights, readManifest, type NormalizationMode } from '../../
 import { thousands } from '../format.ts';
 import { ensureOnnx } from '../../model/onnx/cache.ts';
 import { publishWeights } from '../../pipeline/aws/s3-weights.ts';
-import { s3Client } from '../../pipeline/aws/clients.ts';
+import { connect, LOCAL_CREDENTIALS } from '../../pipeline/aws/wiring.ts';
 
 export function registerWeightsCommands(program: Command): void {
   const weights = program.command('weights').description('official Keras weights → EffiTag weights artifacts');
@@ -59,7 +59,12 @@ export function registerWeightsCommands(program: Command): void {
     .action(async (url: string, opts: { weights: string; variant?: string }) => {
       const m = await readManifest(opts.weights);
       if (opts.variant && m.variant !== opts.variant) throw new Error(`${opts.weights} holds ${m.variant}, not ${opts.variant}`);
-      const s3 = s3Client(process.env.EFFITAG_S3_ENDPOINT ? { s3Endpoint: process.env.EFFITAG_S3_ENDPOINT, credentials: { accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? 'S3RVER', secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? 'S3RVER' } } : {});
+      // EFFITAG_S3_ENDPOINT: publish to an S3-compatible endpoint (the embedded stack, a test) instead of AWS.
+      const endpoint = process.env.EFFITAG_S3_ENDPOINT;
+      const { s3 } = connect(endpoint ? {
+        kind: 'endpoint',
+        endpoints: { s3Endpoint: endpoint, credentials: { accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? LOCAL_CREDENTIALS.accessKeyId, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? LOCAL_CREDENTIALS.secretAccessKey } },
+      } : { kind: 'aws' });
       const r = await publishWeights(s3, opts.weights, url);
       process.stdout.write(`published ${r.manifest.variant} (sha256 ${r.manifest.sha256}) to ${r.keys.map((k) => `s3://${url.replace(/^s3:\/\//, '').split('/')[0]}/${k}`).join(', ')}\n`);
     });

@@ -1,0 +1,8 @@
+/** Where EffiTag caches downloads, converted weights and ONNX exports: `$EFFITAG_CACHE_DIR`, else `$XDG_CACHE_HOME/effitag`, else `~/.cache/effitag`. */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.EFFITAG_CACHE_DIR) return env.EFFITAG_CACHE_DIR;
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'effitag');
+}

@@ -1,0 +1,142 @@
+/**
+ * Where am I, and what do I talk to? The one module that turns a place — the embedded stack on
+ * loopback, AWS, or an explicit S3/SQS-compatible endpoint — into SDK clients, the pipeline's ports
+ * (ObjectStore, MessageQueue), the queues of each tier, and the models' current markers. The CLI,
+ * the embedded stack, the benchmarks, the Lambda handlers and the GPU container all wire here, so
+ * a port, a credential, a queue name or a weights location is decided once.
+ */
+import { GetQueueUrlCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cacheDir } from '../../model/cache-dir.ts';
+import type { TiersFile } from '../../tiers/schema.ts';
+import { directoryCatalog, MissingWeightsError, type ModelCatalog } from '../models.ts';
+import { runtimeConfig, type RuntimeConfig } from '../runtime-config.ts';
+import { s3Client, sqsClient, type Endpoints } from './clients.ts';
+import { markersFromS3 } from './markers.ts';
+import { S3Store } from './s3-store.ts';
+import { SqsQueue } from './sqs-queue.ts';
+
+/** The embedded stand-ins accept any signature; the SDK still needs credentials to sign with. */
+export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+
+/** The embedded stack's ports (overridden by EFFITAG_S3_PORT / EFFITAG_SQS_PORT). */
+export const EMBEDDED_PORTS = { s3: 4568, sqs: 4566 } as const;
+
+/** The embedded stack's tiers: B0 on the CPU engine. */
+export const LOCAL_TIERS_FILE = fileURLToPath(new URL('../../tiers/local.json', import.meta.url));
+
+/** Queue names the embedded stack creates (a deployed stack's names come from CloudFormation). */
+export const QUEUE_NAMES = {
+  intake: 'effitag-intake',
+  intakeDeadLetters: 'effitag-intake-dlq',
+  tier: (tier: string) => `effitag-${tier}.fifo`,
+  tierDeadLetters: (tier: string) => `effitag-${tier}-dlq.fifo`,
+} as const;
+
+/** The weights catalog of the embedded stack and the CLI: the cache's `weights/` folder. */
+export const defaultWeightsDir = (): string => join(cacheDir(), 'weights');
+
+export type Place =
+  /** The embedded stack (`npm start`), at its default ports unless endpoints are given. */
+  | { kind: 'embedded'; s3Endpoint?: string; sqsEndpoint?: string }
+  /** Real AWS: credentials and region from the environment. */
+  | { kind: 'aws' }
+  /** Any S3/SQS-compatible endpoint (tests, a proxy in front of the stand-ins). */
+  | { kind: 'endpoint'; endpoints: Endpoints };
+
+/** The embedded stack's endpoints from the environment's ports. */
+export function embeddedEndpoints(env: NodeJS.ProcessEnv = process.env): { s3Endpoint: string; sqsEndpoint: string } {
+  return {
+    s3Endpoint: `http://127.0.0.1:${env.EFFITAG_S3_PORT ?? EMBEDDED_PORTS.s3}`,
+    sqsEndpoint: `http://127.0.0.1:${env.EFFITAG_SQS_PORT ?? EMBEDDED_PORTS.sqs}`,
+  };
+}
+
+/** What the CLI's `--aws`, `--endpoint` and `--sqs-endpoint` flags say. */
+export function placeFromFlags(opts: { aws?: boolean; endpoint?: string; sqsEndpoint?: string }): Place {
+  return opts.aws ? { kind: 'aws' } : { kind: 'embedded', s3Endpoint: opts.endpoint, sqsEndpoint: opts.sqsEndpoint };
+}
+
+export function endpointsOf(place: Place): Endpoints {
+  if (place.kind === 'aws') return {};
+  if (place.kind === 'endpoint') return place.endpoints;
+  const defaults = embeddedEndpoints();
+  return { s3Endpoint: place.s3Endpoint ?? defaults.s3Endpoint, sqsEndpoint: place.sqsEndpoint ?? defaults.sqsEndpoint, credentials: LOCAL_CREDENTIALS };
+}
+
+export interface Connection {
+  place: Place;
+  endpoints: Endpoints;
+  s3: S3Client;
+  sqs: SQSClient;
+  store: S3Store;
+  close(): void;
+}
+
+/** SDK clients and the object store for a place. */
+export function connect(place: Place): Connection {
+  const endpoints = endpointsOf(place);
+  const s3 = s3Client(endpoints);
+  const sqs = sqsClient(endpoints);
+  // Anything but AWS is taken to be the s3rver stand-in (its quirks are harmless elsewhere).
+  const store = new S3Store(s3, place.kind === 'aws' ? {} : { quirks: 's3rver' });
+  return { place, endpoints, s3, sqs, store, close: () => { s3.destroy(); sqs.destroy(); } };
+}
+
+/**
+ * The task queue of every tier: from the stack's queue URLs (AWS: required, the stack output
+ * QueueUrls), else by the embedded stack's names.
+ */
+export async function tierQueues(conn: Connection, tiers: TiersFile, queueUrls?: Record<string, string>): Promise<Record<string, SqsQueue>> {
+  const queues: Record<string, SqsQueue> = {};
+  for (const tier of Object.keys(tiers.tiers)) {
+    let url = queueUrls?.[tier];
+    if (!url && conn.place.kind !== 'aws') url = (await conn.sqs.send(new GetQueueUrlCommand({ QueueName: QUEUE_NAMES.tier(tier) }))).QueueUrl;
+    if (!url) throw new Error(`no queue URL for tier ${tier}: pass --queue-urls (the stack output QueueUrls)`);
+    queues[tier] = new SqsQueue(conn.sqs, url);
+  }
+  return queues;
+}
+
+/** Which model is current for each variant: all the router and backfills need of the weights. */
+export type Markers = Pick<ModelCatalog, 'marker'>;
+
+/**
+ * The current markers of every variant the tiers can choose, from published manifests
+ * (`s3://…`) or a local catalog directory; fails now, naming the variant, when weights are missing.
+ */
+export async function currentMarkers(conn: Connection, tiers: TiersFile, weights: string): Promise<Markers> {
+  const markers: Markers = weights.startsWith('s3://') ? await markersFromS3(conn.s3, weights, tiers.variants) : directoryCatalog(weights);
+  for (const v of tiers.variants) markers.marker(v);
+  return markers;
+}
+
+/** Every variant the tiers can choose must have weights: fail at start, not per object. */
+export function checkWeights(tiers: TiersFile, models: Markers): void {
+  const missing: string[] = [];
+  for (const [name, tier] of Object.entries(tiers.tiers)) {
+    for (const v of tier.variants) {
+      try {
+        models.marker(v);
+      } catch (err) {
+        missing.push(`${name}: ${(err as Error).message}`);
+      }
+    }
+  }
+  if (missing.length) throw new MissingWeightsError(`weights missing for the configured tiers:\n  ${missing.join('\n  ')}`);
+}
+
+/** What every deployed entry point (Lambda handlers, GPU container) wires from its environment. */
+export interface Deployed extends Connection {
+  config: RuntimeConfig;
+  /** Task queue of each tier. */
+  queues: Record<string, SqsQueue>;
+}
+
+export function deployed<C extends RuntimeConfig>(env: NodeJS.ProcessEnv = process.env, config: C = runtimeConfig(env) as C): Deployed & { config: C } {
+  const conn = connect({ kind: 'aws' });
+  const queues = Object.fromEntries(Object.entries(config.queueUrls).map(([tier, url]) => [tier, new SqsQueue(conn.sqs, url)]));
+  return { ...conn, config, queues };
+}
