@@ -14,13 +14,12 @@
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Counters } from './log.ts';
-import type { ListedObject, ListPage, MessageQueue, ObjectStore } from './ports.ts';
+import { messageOf, type Counters } from './log.ts';
+import { ARCHIVED_STORAGE_CLASSES, type ListedObject, type ListPage, type MessageQueue, type ObjectStore } from './ports.ts';
 import type { BackfillFilter } from './backfill-filter.ts';
 import type { Router } from './router.ts';
 
 export type { BackfillFilter };
-import { ARCHIVED_STORAGE_CLASSES } from './concurrency.ts';
 import { taskMessage, type Task } from './task.ts';
 
 export interface BackfillOptions {
@@ -248,7 +247,7 @@ export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Pr
       await backfillObject(deps.router, o, chunk.report, opts, throttle);
     } catch (err) {
       chunk.report.errors++;
-      if (chunk.report.errorSamples.length < 10) chunk.report.errorSamples.push(`${o.key}: ${err instanceof Error ? err.message : String(err)}`);
+      if (chunk.report.errorSamples.length < 10) chunk.report.errorSamples.push(`${o.key}: ${messageOf(err)}`);
     }
     chunk.decided++;
     if (chunk.closed && chunk.decided === chunk.started) void commitDecided().catch(() => {});

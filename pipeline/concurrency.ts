@@ -10,6 +10,3 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   }));
   return out;
 }
-
-/** Storage classes whose objects must be restored before they can be read or copied. */
-export const ARCHIVED_STORAGE_CLASSES: ReadonlySet<string> = new Set(['GLACIER', 'DEEP_ARCHIVE']);

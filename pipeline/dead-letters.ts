@@ -6,7 +6,8 @@
 import type { SqsQueue } from './aws/sqs-queue.ts';
 import type { QueueMessage } from './ports.ts';
 import { parseTask } from './task.ts';
-import { DEAD_LETTER_ATTRIBUTES } from './worker.ts';
+import { DEAD_LETTER_ATTRIBUTES } from './worker-stages.ts';
+import { messageOf } from './log.ts';
 
 export interface DeadLetterGroup {
   reason: string;
@@ -30,7 +31,7 @@ export function reasonOf(m: QueueMessage, maxReceives?: number): string {
     parseTask(m.body);
   } catch (err) {
     // Not a task: a malformed task, or an S3 event the router could not handle (intake DLQ).
-    if (!/"Records"|"detail"/.test(m.body)) return `poison: ${err instanceof Error ? err.message : String(err)}`;
+    if (!/"Records"|"detail"/.test(m.body)) return `poison: ${messageOf(err)}`;
   }
   return `moved by the queue's redrive policy after ${maxReceives ?? 'N'} receives (no reason recorded: see the worker's logs)`;
 }

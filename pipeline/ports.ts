@@ -28,6 +28,17 @@ export interface ObjectHead {
   metadata: Record<string, string>;
 }
 
+/** 5 GiB: the largest object a single CopyObject can copy (so the largest a metadata write-back can rewrite). */
+export const MAX_COPY_BYTES = 5 * 1024 ** 3;
+
+/** Storage classes whose objects must be restored before they can be read or copied. */
+export const ARCHIVED_STORAGE_CLASSES: ReadonlySet<string> = new Set(['GLACIER', 'DEEP_ARCHIVE']);
+
+/** Archived and not (yet) restored: reading it would fail. */
+export function isArchived(head: Pick<ObjectHead, 'storageClass' | 'restore'>): boolean {
+  return ARCHIVED_STORAGE_CLASSES.has(head.storageClass ?? '') && !/ongoing-request="false"/.test(head.restore ?? '');
+}
+
 export interface ObjectRef {
   bucket: string;
   key: string;

@@ -9,33 +9,22 @@
  * same FIFO deduplication id, so the queue keeps one.
  */
 import { imageSize } from 'image-size';
+import { sniffFormat } from '../inference/image-format.ts';
 import { chooseVariant } from '../tiers/choose.ts';
 import { routeObject } from '../tiers/route.ts';
 import type { TiersFile } from '../tiers/schema.ts';
+import { backfillDrop, type BackfillDrop, type BackfillFilter } from './backfill-filter.ts';
+import { mapLimit } from './concurrency.ts';
 import { parseEventBody, type ObjectCreated } from './events.ts';
 import { Counters, silentLogger, type Logger } from './log.ts';
 import { KEYS } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
 import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore } from './ports.ts';
-import { mapLimit } from './concurrency.ts';
 import { taskMessage, type Task } from './task.ts';
-import { sniffFormat } from '../inference/image-format.ts';
 
-/**
- * Which already-stored objects a backfill wants:
- * - 'stale' (default): no marker, or a marker from another model/weights;
- * - 'missing': no marker at all;
- * - 'older': a marker from another model/weights only.
- * Objects whose last attempt failed with the current model are left alone unless `retryFailed`.
- */
-export interface BackfillFilter {
-  mode: 'stale' | 'missing' | 'older';
-  retryFailed?: boolean;
-  /** Only objects that route to this tier. */
-  onlyTier?: string;
-}
+export type { BackfillFilter };
 
-export type DropReason = 'own-write-back' | 'gone' | 'changed' | 'unreadable-sse-c' | 'test-event' | 'current' | 'has-marker' | 'no-marker' | 'failed-before' | 'not-an-image' | 'other-tier';
+export type DropReason = 'own-write-back' | 'gone' | 'changed' | 'unreadable-sse-c' | 'test-event' | 'not-an-image' | 'other-tier' | BackfillDrop;
 
 const IMAGE_EXTENSIONS = /\.(jpe?g|jfif|png|webp|gif|tiff?|avif|heic|heif)$/i;
 
@@ -66,6 +55,9 @@ export interface RouterDeps {
   now?: () => Date;
 }
 
+/** What the router's stages share. */
+export type RouterContext = Required<Omit<RouterDeps, 'sink'>> & Pick<RouterDeps, 'sink'>;
+
 export type RouteOutcome =
   | { object: ObjectCreated; action: 'enqueued'; task: Task }
   | { object: ObjectCreated; action: 'dropped'; reason: DropReason; tier?: string; variant?: string };
@@ -78,139 +70,138 @@ export interface Router {
   decide(object: ObjectCreated, source?: Task['source'], filter?: BackfillFilter): Promise<RouteOutcome>;
 }
 
-export function makeRouter(deps: RouterDeps): Router {
-  const log = deps.log ?? silentLogger;
-  const counters = deps.counters ?? new Counters();
-  const now = deps.now ?? (() => new Date());
-
-  async function readHeader(object: ObjectCreated) {
-    const ref = { bucket: object.bucket, key: object.key, versionId: object.versionId };
-    if (object.size === 0) return { head: await deps.store.head(ref), bytes: new Uint8Array(0) };
-    if (object.kind === 'Copy') {
-      // Most Copy events are our own write-backs: a HEAD recognises them without reading any bytes.
-      const head = await deps.store.head(ref);
-      const marker = head.metadata[KEYS.model];
-      if (marker && isCurrentMarker(marker)) return { head, bytes: undefined };
-    }
-    const first = await deps.store.getRange(ref, 0, HEADER_BYTES - 1, object.kind === 'Copy' ? undefined : object.eTag);
-    return first;
+/** Is this marker the current one for its own variant? (Markers are `<variant>@<weights hash>`.) */
+export function isCurrentMarker(models: RouterContext['models'], marker: string): boolean {
+  try {
+    return models.marker(marker.slice(0, marker.lastIndexOf('@'))) === marker;
+  } catch {
+    return false;
   }
+}
 
-  /** Is this marker the current one for its own variant? (Markers are `<variant>@<weights hash>`.) */
-  function isCurrentMarker(marker: string): boolean {
-    try {
-      return deps.models.marker(marker.slice(0, marker.lastIndexOf('@'))) === marker;
-    } catch {
-      return false;
-    }
-  }
-
-  function dimensions(bytes: Uint8Array): { width: number; height: number } | undefined {
-    try {
-      const d = imageSize(bytes);
-      if (!d.width || !d.height) return undefined;
-      // EXIF orientations 5–8 rotate by 90°.
-      return (d.orientation ?? 1) >= 5 ? { width: d.height, height: d.width } : { width: d.width, height: d.height };
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** A backfill's filter applied to an object's marker; undefined = wanted. */
-  function backfillDrop(head: ObjectHead, current: string, filter: BackfillFilter): DropReason | undefined {
+/**
+ * The object's head and first bytes, with one ranged GET (If-Match on the event's ETag). A Copy
+ * event of an object already carrying the current marker is our own metadata write-back: a HEAD
+ * recognises it without reading any bytes (`bytes` undefined).
+ */
+export async function readHeader(ctx: RouterContext, object: ObjectCreated): Promise<{ head: ObjectHead; bytes?: Uint8Array }> {
+  const ref = { bucket: object.bucket, key: object.key, versionId: object.versionId };
+  if (object.size === 0) return { head: await ctx.store.head(ref), bytes: new Uint8Array(0) };
+  if (object.kind === 'Copy') {
+    const head = await ctx.store.head(ref);
     const marker = head.metadata[KEYS.model];
-    const failed = head.metadata[KEYS.status] === 'failed';
-    if (marker === current) return failed && filter.retryFailed ? undefined : failed ? 'failed-before' : 'current';
-    if (filter.mode === 'missing' && marker) return 'has-marker';
-    if (filter.mode === 'older' && !marker) return 'no-marker';
+    if (marker && isCurrentMarker(ctx.models, marker)) return { head, bytes: undefined };
+  }
+  return ctx.store.getRange(ref, 0, HEADER_BYTES - 1, object.kind === 'Copy' ? undefined : object.eTag);
+}
+
+/** Width × height from an image header, EXIF rotation applied; undefined when unreadable. */
+export function imageDimensions(bytes: Uint8Array): { width: number; height: number } | undefined {
+  try {
+    const d = imageSize(bytes);
+    if (!d.width || !d.height) return undefined;
+    // EXIF orientations 5–8 rotate by 90°.
+    return (d.orientation ?? 1) >= 5 ? { width: d.height, height: d.width } : { width: d.width, height: d.height };
+  } catch {
     return undefined;
   }
+}
 
-  async function decide(object: ObjectCreated, source: Task['source'] = 'upload', filter?: BackfillFilter): Promise<RouteOutcome> {
-    let header: { head: ObjectHead; bytes?: Uint8Array };
-    try {
-      header = await readHeader(object);
-    } catch (err) {
-      if (err instanceof StoreError && (err.kind === 'not-found' || err.kind === 'precondition')) {
-        // Deleted, or overwritten since the event: the newer version has its own event.
-        const reason = err.kind === 'not-found' ? 'gone' : 'changed';
-        counters.inc(`router.dropped.${reason}`);
-        log.log('info', 'event dropped', { bucket: object.bucket, key: object.key, reason });
-        return { object, action: 'dropped', reason };
-      }
-      if (err instanceof StoreError && err.kind === 'unreadable') {
-        // SSE-C: no retry can read it and no copy can record it on the object, so it is recorded
-        // here (log and metric), once, instead of cycling into the DLQ.
-        counters.inc('router.dropped.unreadable-sse-c');
-        log.log('warn', 'cannot tag: object unreadable without its customer-provided key', { bucket: object.bucket, key: object.key, error: err.message });
-        return { object, action: 'dropped', reason: 'unreadable-sse-c' };
-      }
-      throw err;
-    }
-    const { head } = header;
-    if (!header.bytes) {
-      // A Copy event of an object already carrying the current marker (readHeader stopped at the
-      // HEAD): our own metadata write-back.
-      counters.inc('router.dropped.own-write-back');
-      return { object, action: 'dropped', reason: 'own-write-back' };
-    }
-    const bytes = header.bytes;
-    const route = routeObject(deps.tiers, { bucket: object.bucket, key: object.key, metadata: head.metadata });
-    const tier = deps.tiers.tiers[route.tier];
-    let dims = dimensions(bytes);
-    if (!dims && bytes.length === HEADER_BYTES && head.contentLength > HEADER_BYTES) {
-      dims = dimensions((await deps.store.getRange(object, 0, SECOND_HEADER_BYTES - 1, head.eTag)).bytes);
-    }
-    // Unreadable headers still go to the worker, which records the failure on the object.
-    const choice = dims ? chooseVariant(tier, dims.width, dims.height, deps.tiers.resolutionTolerance) : chooseVariant(tier, 1, 1);
-
-    const drop = (reason: DropReason): RouteOutcome => {
-      counters.inc(`router.dropped.${reason}`);
-      log.log('debug', 'event dropped', { bucket: object.bucket, key: object.key, reason, source });
-      return { object, action: 'dropped', reason, tier: route.tier, variant: choice.variant };
-    };
-    const isImage = sniffFormat(bytes.subarray(0, 32)) !== undefined;
-    // Not an image and not pretending to be one: nothing to tag, nothing to record.
-    if (!isImage && !claimsToBeImage(object.key, head.contentType)) return drop('not-an-image');
-    if (source === 'backfill') {
-      if (filter?.onlyTier && route.tier !== filter.onlyTier) return drop('other-tier');
-      // Backfills leave non-images alone even when named like images (a live upload records the failure).
-      if (!isImage) return drop('not-an-image');
-      const reason = backfillDrop(head, deps.models.marker(choice.variant), filter ?? { mode: 'stale' });
-      if (reason) return drop(reason);
-    }
-    const task: Task = {
-      v: 1, bucket: object.bucket, key: object.key, eTag: head.eTag, versionId: object.versionId ?? head.versionId,
-      size: head.contentLength, tier: route.tier, variant: choice.variant, ...(dims ?? {}), source, enqueuedAt: now().toISOString(),
-    };
-    return { object, action: 'enqueued', task };
+/** A read that failed on an object that is gone, changed or SSE-C: dropped (with its reason); anything else rethrown. */
+function unreadableDrop(ctx: RouterContext, object: ObjectCreated, err: unknown): RouteOutcome {
+  if (err instanceof StoreError && (err.kind === 'not-found' || err.kind === 'precondition')) {
+    // Deleted, or overwritten since the event: the newer version has its own event.
+    const reason = err.kind === 'not-found' ? 'gone' : 'changed';
+    ctx.counters.inc(`router.dropped.${reason}`);
+    ctx.log.log('info', 'event dropped', { bucket: object.bucket, key: object.key, reason });
+    return { object, action: 'dropped', reason };
   }
+  if (err instanceof StoreError && err.kind === 'unreadable') {
+    // SSE-C: no retry can read it and no copy can record it on the object, so it is recorded
+    // here (log and metric), once, instead of cycling into the DLQ.
+    ctx.counters.inc('router.dropped.unreadable-sse-c');
+    ctx.log.log('warn', 'cannot tag: object unreadable without its customer-provided key', { bucket: object.bucket, key: object.key, error: err.message });
+    return { object, action: 'dropped', reason: 'unreadable-sse-c' };
+  }
+  throw err;
+}
 
-  async function handleObject(object: ObjectCreated, source: Task['source'] = 'upload', filter?: BackfillFilter): Promise<RouteOutcome> {
-    const outcome = await decide(object, source, filter);
-    if (outcome.action !== 'enqueued') return outcome;
-    const { task } = outcome;
-    if (deps.sink) {
-      await deps.sink(task);
-    } else {
-      const queue = deps.queues[task.tier];
-      if (!queue) throw new Error(`no queue for tier ${task.tier}`);
-      await queue.send([taskMessage(task)]);
-    }
-    counters.inc(`router.enqueued.${task.tier}`);
-    log.log(source === 'backfill' ? 'debug' : 'info', 'enqueued', {
-      bucket: task.bucket, key: task.key, tier: task.tier, variant: task.variant, width: task.width, height: task.height, source,
-    });
+/**
+ * Decide one object: drop our own write-back, route by the tier rules, choose the variant by size,
+ * apply a backfill's filter, and return the task (not sent).
+ */
+export async function decideObject(ctx: RouterContext, object: ObjectCreated, source: Task['source'] = 'upload', filter?: BackfillFilter): Promise<RouteOutcome> {
+  let header: { head: ObjectHead; bytes?: Uint8Array };
+  try {
+    header = await readHeader(ctx, object);
+  } catch (err) {
+    return unreadableDrop(ctx, object, err);
+  }
+  const { head, bytes } = header;
+  if (!bytes) {
+    ctx.counters.inc('router.dropped.own-write-back');
+    return { object, action: 'dropped', reason: 'own-write-back' };
+  }
+  const route = routeObject(ctx.tiers, { bucket: object.bucket, key: object.key, metadata: head.metadata });
+  const tier = ctx.tiers.tiers[route.tier];
+  let dims = imageDimensions(bytes);
+  if (!dims && bytes.length === HEADER_BYTES && head.contentLength > HEADER_BYTES) {
+    dims = imageDimensions((await ctx.store.getRange(object, 0, SECOND_HEADER_BYTES - 1, head.eTag)).bytes);
+  }
+  // Unreadable headers still go to the worker, which records the failure on the object.
+  const choice = dims ? chooseVariant(tier, dims.width, dims.height, ctx.tiers.resolutionTolerance) : chooseVariant(tier, 1, 1);
+
+  const drop = (reason: DropReason): RouteOutcome => {
+    ctx.counters.inc(`router.dropped.${reason}`);
+    ctx.log.log('debug', 'event dropped', { bucket: object.bucket, key: object.key, reason, source });
+    return { object, action: 'dropped', reason, tier: route.tier, variant: choice.variant };
+  };
+  const isImage = sniffFormat(bytes.subarray(0, 32)) !== undefined;
+  // Not an image and not pretending to be one: nothing to tag, nothing to record.
+  if (!isImage && !claimsToBeImage(object.key, head.contentType)) return drop('not-an-image');
+  if (source === 'backfill') {
+    if (filter?.onlyTier && route.tier !== filter.onlyTier) return drop('other-tier');
+    // Backfills leave non-images alone even when named like images (a live upload records the failure).
+    if (!isImage) return drop('not-an-image');
+    const reason = backfillDrop(head.metadata, ctx.models.marker(choice.variant), filter ?? { mode: 'stale' });
+    if (reason) return drop(reason);
+  }
+  const task: Task = {
+    v: 1, bucket: object.bucket, key: object.key, eTag: head.eTag, versionId: object.versionId ?? head.versionId,
+    size: head.contentLength, tier: route.tier, variant: choice.variant, ...(dims ?? {}), source, enqueuedAt: ctx.now().toISOString(),
+  };
+  return { object, action: 'enqueued', task };
+}
+
+/** Send a decided task: to the sink (backfills) or its tier's queue, deduplicated by the FIFO queue. */
+export async function sendTask(ctx: RouterContext, task: Task): Promise<void> {
+  if (ctx.sink) {
+    await ctx.sink(task);
+  } else {
+    const queue = ctx.queues[task.tier];
+    if (!queue) throw new Error(`no queue for tier ${task.tier}`);
+    await queue.send([taskMessage(task)]);
+  }
+  ctx.counters.inc(`router.enqueued.${task.tier}`);
+  ctx.log.log(task.source === 'backfill' ? 'debug' : 'info', 'enqueued', {
+    bucket: task.bucket, key: task.key, tier: task.tier, variant: task.variant, width: task.width, height: task.height, source: task.source,
+  });
+}
+
+export function makeRouter(deps: RouterDeps): Router {
+  const ctx: RouterContext = { ...deps, log: deps.log ?? silentLogger, counters: deps.counters ?? new Counters(), now: deps.now ?? (() => new Date()) };
+  const handleObject: Router['handleObject'] = async (object, source = 'upload', filter) => {
+    const outcome = await decideObject(ctx, object, source, filter);
+    if (outcome.action === 'enqueued') await sendTask(ctx, outcome.task);
     return outcome;
-  }
-
+  };
   return {
     handleObject,
-    decide,
+    decide: (object, source, filter) => decideObject(ctx, object, source, filter),
     async handleBody(body, source = 'upload') {
       const parsed = parseEventBody(body);
       if (parsed.type === 'test') {
-        counters.inc('router.dropped.test-event');
+        ctx.counters.inc('router.dropped.test-event');
         return [];
       }
       if (parsed.type === 'unrecognised') {

@@ -4,10 +4,7 @@ import {
   PutObjectTaggingCommand, S3Client, S3ServiceException, type GetObjectCommandOutput, type HeadObjectCommandOutput,
   type StorageClass, type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
-import { StoreError, type ListPage, type ObjectHead, type ObjectRef, type ObjectStore } from '../ports.ts';
-
-/** 5 GiB: the largest object a single CopyObject can copy. */
-export const MAX_COPY_BYTES = 5 * 1024 ** 3;
+import { MAX_COPY_BYTES, StoreError, type ListPage, type ObjectHead, type ObjectRef, type ObjectStore } from '../ports.ts';
 
 export interface S3StoreOptions {
   /**

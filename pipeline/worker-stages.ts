@@ -1,0 +1,264 @@
+/**
+ * The worker's rules, as named stages over a small context. Each stage is a plain function of
+ * (context, input) → output, testable with in-memory ports (test/support/memory-ports.ts);
+ * `pipeline/worker.ts` composes them into a batch (`handle`) and a long-polling loop (`run`).
+ *
+ *   parseMessages  → poison bodies and duplicates out, tasks in
+ *   prepareTask    → download (If-Match on the task's ETag), skip what is archived or already
+ *                    tagged by the current model, decode under byte and pixel limits
+ *   inferPrepared  → the engine, grouped by variant
+ *   writeResults   → tags onto the objects (metadata / object tags)
+ *   deadLetter     → a failure on its last receive goes to the DLQ with its reason
+ *   settle         → done messages deleted, the rest retried with backoff
+ *
+ * A message is deleted only once its object carries the result (or the reason it cannot).
+ */
+import { topK, type Prediction } from '../inference/engine.ts';
+import { decodeImage, ImageError, type DecodedImage } from '../inference/image.ts';
+import { labelsFor } from '../model/labels.ts';
+import type { Tier, TiersFile } from '../tiers/schema.ts';
+import { mapLimit } from './concurrency.ts';
+import { messageOf, type Counters, type Logger } from './log.ts';
+import { KEYS } from './marker.ts';
+import type { ModelCatalog } from './models.ts';
+import { isArchived, MAX_COPY_BYTES, StoreError, type MessageQueue, type ObjectHead, type ObjectStore, type QueueMessage } from './ports.ts';
+import { parseTask, taskIdentity, taskMessage, type Task } from './task.ts';
+import { writeFailure, writeTagged } from './writeback.ts';
+
+export interface WorkerContext {
+  store: ObjectStore;
+  queue: MessageQueue;
+  tiers: TiersFile;
+  models: ModelCatalog;
+  log: Logger;
+  counters: Counters;
+  now: () => Date;
+  /** Object operations in flight at once (downloads, write-backs). */
+  concurrency: number;
+  /** Visibility before a failed message is retried: base · 2^(receives − 1), capped at 15 minutes. */
+  retryBaseSeconds: number;
+  /** Where a message goes, with its reason, when it fails on its last receive. */
+  deadLetter?: { queue: MessageQueue; maxReceives: number };
+}
+
+export type Outcome =
+  | { status: 'tagged'; tags: number }
+  | { status: 'recorded-failure'; reason: string }
+  | { status: 'skipped'; reason: string }
+  | { status: 'retry'; reason: string }
+  | { status: 'poison'; reason: string }
+  /** Failed on its last receive: moved to the dead-letter queue with its reason. */
+  | { status: 'dead-lettered'; reason: string };
+
+export interface MessageResult {
+  message: QueueMessage;
+  task?: Task;
+  outcome: Outcome;
+}
+
+/** Outcomes after which the message is done (deleted). */
+export const isDone = (o: Outcome): boolean => o.status === 'tagged' || o.status === 'recorded-failure' || o.status === 'skipped' || o.status === 'dead-lettered';
+
+/** Message attributes of a dead-lettered message. */
+export const DEAD_LETTER_ATTRIBUTES = { reason: 'effitag-reason', receives: 'effitag-receives', source: 'effitag-source-queue', at: 'effitag-dead-lettered-at' } as const;
+
+/** A message ready for the engine. */
+export interface Prepared {
+  message: QueueMessage;
+  task: Task;
+  tier: Tier;
+  head: ObjectHead;
+  image: DecodedImage;
+}
+
+export interface PreparedBatch {
+  results: MessageResult[];
+  ready: Prepared[];
+}
+
+export interface Inferred {
+  results: MessageResult[];
+  items: { p: Prepared; predictions: Prediction[]; marker: string }[];
+}
+
+const refOf = (t: Task) => ({ bucket: t.bucket, key: t.key, versionId: t.versionId });
+
+/**
+ * A storage failure, classified: gone, changed (a newer upload, which has its own event), archived
+ * or SSE-C objects are done with; denied and anything else is retried.
+ */
+export function storeOutcome(err: unknown, during: string): Outcome {
+  if (err instanceof StoreError) {
+    if (err.kind === 'precondition') return { status: 'skipped', reason: 'changed' };
+    if (err.kind === 'not-found') return { status: 'skipped', reason: 'gone' };
+    if (err.kind === 'archived') return { status: 'skipped', reason: 'archived' };
+    if (err.kind === 'unreadable') return { status: 'skipped', reason: 'unreadable-sse-c' };
+    if (err.kind === 'denied') return { status: 'retry', reason: `access denied ${during}` };
+  }
+  return { status: 'retry', reason: `${during}: ${messageOf(err)}` };
+}
+
+/** Parse each body; a body that is not a task is poison, a second message for the same object version a duplicate. */
+export function parseMessages(messages: readonly QueueMessage[]): { results: MessageResult[]; tasks: { message: QueueMessage; task: Task }[] } {
+  const results: MessageResult[] = [];
+  const tasks: { message: QueueMessage; task: Task }[] = [];
+  const seen = new Set<string>();
+  for (const message of messages) {
+    let task: Task;
+    try {
+      task = parseTask(message.body);
+    } catch (err) {
+      results.push({ message, outcome: { status: 'poison', reason: messageOf(err) } });
+      continue;
+    }
+    const id = taskIdentity(task);
+    if (seen.has(id)) {
+      results.push({ message, task, outcome: { status: 'skipped', reason: 'duplicate' } });
+      continue;
+    }
+    seen.add(id);
+    tasks.push({ message, task });
+  }
+  return { results, tasks };
+}
+
+/** Record a permanent failure on the object (unless it changed since); the message is done either way. */
+export async function recordFailure(ctx: WorkerContext, task: Task, tier: Tier, head: ObjectHead | undefined, reason: string, detail: string): Promise<Outcome> {
+  try {
+    const h = head ?? (await ctx.store.head(refOf(task)));
+    if (h.eTag !== task.eTag) return { status: 'skipped', reason: 'changed' };
+    const fixed = { model: ctx.models.marker(task.variant), at: ctx.now().toISOString(), etag: task.eTag, reason: `${reason}: ${detail}` };
+    const written = await writeFailure(ctx.store, refOf(task), h, tier.writeBack, fixed);
+    return written ? { status: 'recorded-failure', reason } : { status: 'skipped', reason: `${reason} (no room to record it)` };
+  } catch (err) {
+    return storeOutcome(err, `recording ${reason}`);
+  }
+}
+
+/** One task up to the engine's door: its outcome if it ends here, else the decoded image. */
+export async function prepareTask(ctx: WorkerContext, message: QueueMessage, task: Task): Promise<MessageResult | Prepared> {
+  const ended = (outcome: Outcome): MessageResult => ({ message, task, outcome });
+  const tier = ctx.tiers.tiers[task.tier];
+  if (!tier) return ended({ status: 'poison', reason: `unknown tier ${task.tier}` });
+  if (task.size > MAX_COPY_BYTES && tier.writeBack !== 'tags') return ended({ status: 'skipped', reason: 'over-5GiB' });
+  const { maxBytes, maxPixels } = tier.limits;
+  if (task.size > maxBytes) return ended(await recordFailure(ctx, task, tier, undefined, 'too-large', `${task.size} bytes, limit ${maxBytes}`));
+  let head: ObjectHead, bytes: Uint8Array;
+  try {
+    ({ head, bytes } = await ctx.store.get(refOf(task), { ifMatch: task.eTag, maxBytes }));
+  } catch (err) {
+    if (err instanceof StoreError && err.kind === 'too-large') return ended(await recordFailure(ctx, task, tier, undefined, 'too-large', err.message));
+    return ended(storeOutcome(err, 'downloading'));
+  }
+  if (isArchived(head)) return ended({ status: 'skipped', reason: 'archived' });
+  let marker: string;
+  try {
+    marker = ctx.models.marker(task.variant);
+  } catch (err) {
+    return ended({ status: 'retry', reason: messageOf(err) });
+  }
+  if (head.metadata[KEYS.model] === marker && head.metadata[KEYS.etag] === task.eTag) return ended({ status: 'skipped', reason: 'already-tagged' });
+  try {
+    const model = await ctx.models.load(task.variant);
+    const image = await decodeImage(bytes, model.resolution, { maxBytes, maxPixels });
+    return { message, task, tier, head, image };
+  } catch (err) {
+    if (err instanceof ImageError) return ended(await recordFailure(ctx, task, tier, head, err.reason, err.message));
+    return ended({ status: 'retry', reason: `loading model or decoding: ${messageOf(err)}` });
+  }
+}
+
+/** Parse a batch and prepare its tasks, `concurrency` at a time. */
+export async function prepareBatch(ctx: WorkerContext, messages: readonly QueueMessage[]): Promise<PreparedBatch> {
+  const { results, tasks } = parseMessages(messages);
+  const ready: Prepared[] = [];
+  for (const r of await mapLimit(tasks, ctx.concurrency, ({ message, task }) => prepareTask(ctx, message, task))) {
+    if ('outcome' in r) results.push(r);
+    else ready.push(r);
+  }
+  return { results, ready };
+}
+
+/** The engine on a prepared batch, one call per variant; the tier's top-k above its minimum confidence (the top one always). */
+export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): Promise<Inferred> {
+  const results = [...batch.results];
+  const items: Inferred['items'] = [];
+  const byVariant = new Map<string, Prepared[]>();
+  for (const p of batch.ready) byVariant.set(p.task.variant, [...(byVariant.get(p.task.variant) ?? []), p]);
+  for (const [variant, group] of byVariant) {
+    try {
+      const model = await ctx.models.load(variant);
+      const labels = labelsFor(model.manifest.classes);
+      const probabilities = await model.classify(group.map((p) => p.image));
+      ctx.counters.inc(`inferred.${variant}`, group.length);
+      const marker = ctx.models.marker(variant);
+      group.forEach((p, i) => items.push({
+        p, marker,
+        predictions: topK(probabilities[i], p.tier.topK, labels).filter((x, rank) => rank === 0 || x.probability >= p.tier.minConfidence),
+      }));
+    } catch (err) {
+      for (const p of group) results.push({ message: p.message, task: p.task, outcome: { status: 'retry', reason: `inference: ${messageOf(err)}` } });
+    }
+  }
+  return { results, items };
+}
+
+/** Write each result back onto its object (If-Match on the ETag that was read). */
+export async function writeResults(ctx: WorkerContext, inferred: Inferred): Promise<MessageResult[]> {
+  const results = [...inferred.results];
+  await mapLimit(inferred.items, ctx.concurrency, async ({ p, predictions, marker }) => {
+    try {
+      const w = await writeTagged(ctx.store, refOf(p.task), p.head, p.tier.writeBack, predictions, { model: marker, at: ctx.now().toISOString(), etag: p.task.eTag });
+      results.push({ message: p.message, task: p.task, outcome: w.written ? { status: 'tagged', tags: predictions.length - w.tagsDropped } : { status: 'skipped', reason: w.reason } });
+    } catch (err) {
+      results.push({ message: p.message, task: p.task, outcome: storeOutcome(err, 'writing back') });
+    }
+  });
+  return results;
+}
+
+/** A failure on its last receive goes to the DLQ now, with its reason (else SQS moves it, reasonless). */
+export async function deadLetter(ctx: WorkerContext, results: MessageResult[]): Promise<void> {
+  const dl = ctx.deadLetter;
+  if (!dl) return;
+  for (const r of results) {
+    if (isDone(r.outcome) || r.message.receiveCount < dl.maxReceives) continue;
+    const failed = r.outcome as Extract<Outcome, { status: 'retry' | 'poison' }>;
+    const reason = `${failed.status}: ${failed.reason}`;
+    try {
+      await dl.queue.send([{
+        body: r.message.body,
+        groupId: r.message.groupId ?? (r.task ? taskMessage(r.task).groupId : 'poison'),
+        deduplicationId: `${r.message.deduplicationId ?? r.message.id}-dlq`.slice(0, 128),
+        attributes: {
+          [DEAD_LETTER_ATTRIBUTES.reason]: reason.slice(0, 1000), [DEAD_LETTER_ATTRIBUTES.receives]: String(r.message.receiveCount),
+          [DEAD_LETTER_ATTRIBUTES.source]: ctx.queue.name, [DEAD_LETTER_ATTRIBUTES.at]: ctx.now().toISOString(),
+        },
+      }]);
+      r.outcome = { status: 'dead-lettered', reason };
+    } catch (err) {
+      ctx.log.log('warn', 'could not dead-letter; the redrive policy will', { error: String(err) });
+    }
+  }
+}
+
+function logResult(ctx: WorkerContext, r: MessageResult): void {
+  const o = r.outcome;
+  ctx.counters.inc(o.status === 'tagged' ? 'tagged' : `${o.status}.${o.reason}`);
+  const fields = { bucket: r.task?.bucket, key: r.task?.key, tier: r.task?.tier, variant: r.task?.variant, receives: r.message.receiveCount, ...o };
+  const level = o.status === 'dead-lettered' ? 'error' : o.status === 'poison' || o.status === 'retry' || o.status === 'recorded-failure' ? 'warn' : 'info';
+  ctx.log.log(level, o.status, fields);
+}
+
+/** Dead-letter what failed for the last time, count and log every result, delete what is done, back off the rest. */
+export async function settle(ctx: WorkerContext, results: MessageResult[]): Promise<void> {
+  await deadLetter(ctx, results);
+  for (const r of results) logResult(ctx, r);
+  const finished = results.filter((r) => isDone(r.outcome)).map((r) => r.message);
+  if (finished.length) await ctx.queue.delete(finished);
+  for (const r of results) {
+    if (isDone(r.outcome)) continue;
+    const delay = Math.min(900, ctx.retryBaseSeconds * 2 ** Math.max(0, r.message.receiveCount - 1));
+    await ctx.queue.setVisibility(r.message, delay).catch((err) => ctx.log.log('warn', 'could not set visibility', { error: String(err) }));
+  }
+}

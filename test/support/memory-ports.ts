@@ -1,0 +1,206 @@
+/**
+ * In-memory ports for the pipeline's rules: an object store with S3's conditional semantics
+ * (If-Match, 404 vs 412, ranged reads, storage classes, object tags), a queue with SQS's receive
+ * counts, visibility and FIFO deduplication, and a model catalog whose engine answers a fixed class.
+ * The router and worker stages run against these in milliseconds; the embedded-stack tests keep the
+ * end-to-end paths over real HTTP.
+ */
+import { createHash } from 'node:crypto';
+import type { LoadedModel } from '../../inference/engine.ts';
+import type { WeightsManifest } from '../../model/weights.ts';
+import type { ModelCatalog } from '../../pipeline/models.ts';
+import {
+  StoreError, type ListPage, type MessageQueue, type ObjectHead, type ObjectRef, type ObjectStore, type OutgoingMessage, type QueueMessage,
+} from '../../pipeline/ports.ts';
+
+interface StoredObject {
+  bytes: Uint8Array;
+  head: ObjectHead;
+  tags: Record<string, string>;
+}
+
+type Method = 'head' | 'getRange' | 'get' | 'replaceMetadata' | 'getTags' | 'putTags' | 'list';
+
+export class MemoryStore implements ObjectStore {
+  readonly objects = new Map<string, StoredObject>();
+  /** Calls per method, in order: what a test asserts was (not) done. */
+  readonly calls: { method: Method; key?: string }[] = [];
+  private readonly faults: { method: Method; error: Error }[] = [];
+  /** Runs just before a metadata copy is applied (a test overwrites the object here to race it). */
+  beforeCopy?: (ref: ObjectRef) => void;
+
+  put(bucket: string, key: string, bytes: Uint8Array | string, options: { contentType?: string; metadata?: Record<string, string>; storageClass?: string } = {}): string {
+    const data = typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes;
+    const eTag = createHash('md5').update(data).digest('hex');
+    this.objects.set(`${bucket}/${key}`, {
+      bytes: data, tags: {},
+      head: { eTag, contentLength: data.length, contentType: options.contentType, storageClass: options.storageClass, metadata: { ...options.metadata }, lastModified: new Date() },
+    });
+    return eTag;
+  }
+
+  delete(bucket: string, key: string): void {
+    this.objects.delete(`${bucket}/${key}`);
+  }
+
+  metadataOf(bucket: string, key: string): Record<string, string> {
+    return { ...this.find({ bucket, key }).head.metadata };
+  }
+
+  /** The next call of `method` throws `error`. */
+  failNext(method: Method, error: Error): void {
+    this.faults.push({ method, error });
+  }
+
+  count(method: Method): number {
+    return this.calls.filter((c) => c.method === method).length;
+  }
+
+  private enter(method: Method, key?: string): void {
+    this.calls.push({ method, key });
+    const i = this.faults.findIndex((f) => f.method === method);
+    if (i >= 0) throw this.faults.splice(i, 1)[0].error;
+  }
+
+  private find(ref: ObjectRef, ifMatch?: string): StoredObject {
+    const o = this.objects.get(`${ref.bucket}/${ref.key}`);
+    if (!o) throw new StoreError('not-found', `${ref.key}: no such key`);
+    if (ifMatch && o.head.eTag !== ifMatch) throw new StoreError('precondition', `${ref.key}: ETag is ${o.head.eTag}, not ${ifMatch}`);
+    return o;
+  }
+
+  async head(ref: ObjectRef): Promise<ObjectHead> {
+    this.enter('head', ref.key);
+    return structuredClone(this.find(ref).head);
+  }
+
+  async getRange(ref: ObjectRef, start: number, end: number, ifMatch?: string) {
+    this.enter('getRange', ref.key);
+    const o = this.find(ref, ifMatch);
+    return { head: structuredClone(o.head), bytes: o.bytes.slice(start, end + 1) };
+  }
+
+  async get(ref: ObjectRef, options: { ifMatch?: string; maxBytes: number }) {
+    this.enter('get', ref.key);
+    const o = this.find(ref, options.ifMatch);
+    if (o.bytes.length > options.maxBytes) throw new StoreError('too-large', `${ref.key}: ${o.bytes.length} bytes`);
+    return { head: structuredClone(o.head), bytes: o.bytes.slice() };
+  }
+
+  async replaceMetadata(ref: ObjectRef, _head: ObjectHead, metadata: Record<string, string>, ifMatch: string) {
+    this.enter('replaceMetadata', ref.key);
+    this.beforeCopy?.(ref);
+    const o = this.find(ref, ifMatch);
+    // A copy of a single-part object keeps its ETag (the MD5 of the same bytes), as on S3.
+    o.head = { ...o.head, metadata: { ...metadata }, lastModified: new Date() };
+    return { eTag: o.head.eTag };
+  }
+
+  async getTags(ref: ObjectRef) {
+    this.enter('getTags', ref.key);
+    return { ...this.find(ref).tags };
+  }
+
+  async putTags(ref: ObjectRef, tags: Record<string, string>) {
+    this.enter('putTags', ref.key);
+    this.find(ref).tags = { ...tags };
+  }
+
+  async list(bucket: string, options: { prefix?: string; startAfter?: string; maxKeys?: number }): Promise<ListPage> {
+    this.enter('list');
+    const keys = [...this.objects.keys()].filter((k) => k.startsWith(`${bucket}/${options.prefix ?? ''}`)).map((k) => k.slice(bucket.length + 1)).sort();
+    const from = options.startAfter ? keys.filter((k) => k > options.startAfter!) : keys;
+    return {
+      objects: from.slice(0, options.maxKeys ?? 1000).map((key) => {
+        const { head } = this.objects.get(`${bucket}/${key}`)!;
+        return { key, eTag: head.eTag, size: head.contentLength, lastModified: head.lastModified, storageClass: head.storageClass };
+      }),
+    };
+  }
+}
+
+interface QueuedMessage extends QueueMessage {
+  visibleAt: number;
+  deleted: boolean;
+}
+
+export class MemoryQueue implements MessageQueue {
+  readonly messages: QueuedMessage[] = [];
+  /** Visibility changes, in order: what the worker's backoff decided. */
+  readonly visibility: { id: string; seconds: number }[] = [];
+  private next = 0;
+
+  constructor(readonly name = 'memory.fifo', private readonly visibilitySeconds = 30) {}
+
+  async send(messages: readonly OutgoingMessage[]): Promise<void> {
+    for (const m of messages) {
+      // FIFO deduplication (without its 5-minute window: a test is shorter).
+      if (m.deduplicationId && this.messages.some((q) => q.deduplicationId === m.deduplicationId)) continue;
+      const id = `m${++this.next}`;
+      this.messages.push({
+        id, receipt: `${id}-r0`, body: m.body, receiveCount: 0, attributes: m.attributes ? { ...m.attributes } : undefined,
+        groupId: m.groupId, deduplicationId: m.deduplicationId, visibleAt: 0, deleted: false,
+      });
+    }
+  }
+
+  async receive(options: { max: number; visibilitySeconds?: number }): Promise<QueueMessage[]> {
+    const now = Date.now();
+    const got = this.messages.filter((m) => !m.deleted && m.visibleAt <= now).slice(0, Math.min(10, options.max));
+    for (const m of got) {
+      m.receiveCount++;
+      m.receipt = `${m.id}-r${m.receiveCount}`;
+      m.visibleAt = now + 1000 * (options.visibilitySeconds ?? this.visibilitySeconds);
+    }
+    return got.map(({ visibleAt: _v, deleted: _d, ...m }) => structuredClone(m));
+  }
+
+  async delete(messages: readonly QueueMessage[]): Promise<void> {
+    for (const m of messages) {
+      const q = this.messages.find((x) => x.id === m.id);
+      if (q) q.deleted = true;
+    }
+  }
+
+  async setVisibility(message: QueueMessage, seconds: number): Promise<void> {
+    this.visibility.push({ id: message.id, seconds });
+    const q = this.messages.find((x) => x.id === message.id);
+    if (q) q.visibleAt = Date.now() + seconds * 1000;
+  }
+
+  /** Messages not yet deleted. */
+  pending(): QueuedMessage[] {
+    return this.messages.filter((m) => !m.deleted);
+  }
+}
+
+/**
+ * A catalog whose every variant "classifies" each image as `topClass` with probability 0.9 (the
+ * rest spread evenly), at a small resolution so decoding is fast. Markers are `<variant>@<hash>`.
+ */
+export function fixedCatalog(options: { topClass: number; hash?: string; resolution?: number; classes?: number }): ModelCatalog & { classified: number } {
+  const classes = options.classes ?? 1000;
+  const resolution = options.resolution ?? 32;
+  const catalog = {
+    classified: 0,
+    marker: (variant: string) => `${variant}@${options.hash ?? 'cafe'}`,
+    variants: () => [],
+    async load(variant: string): Promise<LoadedModel> {
+      const manifest = { variant, classes, resolution, includeTop: true } as WeightsManifest;
+      return {
+        description: 'fixed', variant, resolution, manifest,
+        async classify(images) {
+          catalog.classified += images.length;
+          return images.map(() => {
+            const p = new Float32Array(classes).fill(0.1 / (classes - 1));
+            p[options.topClass] = 0.9;
+            return p;
+          });
+        },
+        async dispose() {},
+      };
+    },
+    async dispose() {},
+  };
+  return catalog;
+}
