@@ -1,6 +1,8 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V] [--isolated]`
- * Suites: engines (default), pipeline, backfill, catch-up. Results print as a table and are written to bench/results/<suite>.json.
+ * Suites: engines (default), pipeline, backfill, catch-up. Results print as a table and are written to
+ * bench/results/<suite>.json (untracked: a fresh measurement). The figures the README and `tiers cost`
+ * quote are a copy of one such file, committed under bench/reference/ with the machine it ran on.
  */
 import '../bin/hide-node-notice.js';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -16,11 +18,15 @@ import type { EngineName } from '../inference/engine.ts';
 
 const program = new Command('bench')
   .argument('[suite]', 'engines | pipeline | backfill | catch-up', 'engines')
-  .option('--runs <n>', 'timed runs per measurement (median reported)', (v) => Number(v), 5)
+  .option('--runs <n>', 'engines, pipeline: timed runs per measurement, median reported (default 5 and 3)', (v) => Number(v))
   .option('--quick', 'B0 only, batches 1 and 8')
   .option('--variant <v>', 'pipeline: the variant the tier runs', 'b0')
   .option('--isolated', 'pipeline: engine and worker on core 0, the S3/SQS stack on the other cores (Linux)')
-  .action(async (suite: string, opts: { runs: number; quick?: boolean; variant: string; isolated?: boolean }) => {
+  .action(async (suite: string, opts: { runs?: number; quick?: boolean; variant: string; isolated?: boolean }) => {
+    if (opts.runs !== undefined && !(suite === 'engines' || suite === 'pipeline')) {
+      throw new Error(`--runs applies to the engines and pipeline suites; ${suite} measures one run of its scenario`);
+    }
+    if (opts.runs !== undefined && !(Number.isInteger(opts.runs) && opts.runs >= 1)) throw new Error('--runs must be a whole number ≥ 1');
     const workDir = await mkdtemp(join(tmpdir(), 'effitag-bench-'));
     const ctx: BenchContext = { workDir, log: (line) => process.stdout.write(`${line}\n`) };
     try {
@@ -28,10 +34,10 @@ const program = new Command('bench')
       if (suite === 'engines') {
         result = await benchEngines(ctx, {
           variants: opts.quick ? ['b0'] : ['b0', 'b3'], batches: opts.quick ? [1, 8] : [1, 8, 32],
-          engines: ['ort', 'tfjs'] as EngineName[], runs: opts.runs,
+          engines: ['ort', 'tfjs'] as EngineName[], runs: opts.runs ?? 5,
         });
       } else if (suite === 'pipeline') {
-        result = await benchPipeline(ctx, { images: opts.quick ? 64 : 240, batch: 8, runs: opts.quick ? 1 : 3, variant: opts.variant, isolated: opts.isolated });
+        result = await benchPipeline(ctx, { images: opts.quick ? 64 : 240, batch: 8, runs: opts.runs ?? (opts.quick ? 1 : 3), variant: opts.variant, isolated: opts.isolated });
       } else if (suite === 'backfill') {
         result = await benchBackfill(ctx, { objects: opts.quick ? 2000 : 10_000, concurrency: 64 });
       } else if (suite === 'catch-up') {

@@ -89,7 +89,7 @@ const DECODE_TIMEOUT_SECONDS = 30;
 
 /** HEVC-coded HEIF (iPhone photos): decoded by libheif (inference/heif.ts), oriented, handed back to sharp. */
 async function decodeHevc(input: Uint8Array, maxPixels: number): Promise<{ image: Sharp; meta: Metadata }> {
-  let px;
+  let px: Awaited<ReturnType<typeof decodeHeif>>;
   try {
     px = await decodeHeif(input, maxPixels);
   } catch (err) {

@@ -118,6 +118,7 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
 
   // Events accepted but not yet handed on: the stack is not idle while any are.
   let pending = 0;
+  // biome-ignore lint/suspicious/noExplicitAny: s3rver's event records are untyped; the fields read are checked below
   server.on('event', (event: { Records: any[] }) => {
     const first = event.Records[0];
     if (String(first.eventName).startsWith('ObjectCreated:')) {

@@ -7,7 +7,7 @@
  * - a worker per tier on that tier's engine, the same code the Lambda and GPU tasks run.
  */
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
-import { type SQSClient } from '@aws-sdk/client-sqs';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import { mkdir } from 'node:fs/promises';
 import type { Engine, EngineName } from '../inference/engine.ts';
 import { engineChooser } from '../inference/engines.ts';

@@ -192,10 +192,10 @@ export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): P
       const probabilities = await model.classify(group.map((p) => p.image));
       ctx.counters.inc(`inferred.${variant}`, group.length);
       const marker = ctx.models.marker(variant);
-      group.forEach((p, i) => items.push({
-        p, marker,
-        predictions: topK(probabilities[i], p.tier.topK, labels).filter((x, rank) => rank === 0 || x.probability >= p.tier.minConfidence),
-      }));
+      group.forEach((p, i) => {
+        const predictions = topK(probabilities[i], p.tier.topK, labels).filter((x, rank) => rank === 0 || x.probability >= p.tier.minConfidence);
+        items.push({ p, marker, predictions });
+      });
     } catch (err) {
       for (const p of group) results.push({ message: p.message, task: p.task, outcome: { status: 'retry', reason: `inference: ${messageOf(err)}` } });
     }

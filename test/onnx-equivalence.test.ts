@@ -15,7 +15,9 @@ import { topK } from '../inference/engine.ts';
 import { gradientImage, tempDir } from './support/fixtures.ts';
 
 const quiet = () => {};
-const SIZE = 96; // a reduced input size keeps the suite fast; padding and odd sizes still occur
+// A reduced input size keeps the suite fast. 112 px (not 96) so the last stride-2 convolution sees
+// a 7×7 map: odd inputs take the other padding branch (Keras correct_pad, TF 'same'), checked below.
+const SIZE = 112;
 
 /**
  * Random weights with a sharpened classifier, so the softmax is peaked and a top-5 comparison
@@ -36,6 +38,18 @@ async function images(n: number): Promise<DecodedImage[]> {
 }
 
 describe('ONNX export ≡ tfjs model', () => {
+  it(`at ${SIZE} px, stride-2 convolutions see both even and odd inputs (both padding branches are compared)`, () => {
+    for (const variant of ['b0', 'v2-b0']) {
+      const plan = planModel(variant, { resolution: SIZE });
+      const shapes = new Map(plan.nodes.map((n) => [n.name, n.outShape]));
+      const sides = plan.nodes.filter((n) => (n.op === 'conv' || n.op === 'dwconv') && n.stride === 2).map((n) => {
+        const input = plan.nodes.find((m) => m.name === n.inputs[0])!;
+        return (input.op === 'zeropad' ? shapes.get(input.inputs[0]) : shapes.get(n.inputs[0]))![0];
+      });
+      assert.ok(sides.some((h) => h % 2 === 1) && sides.some((h) => h % 2 === 0), `${variant}: stride-2 input sides ${sides.join(', ')}`);
+    }
+  });
+
   for (const [variant, seed] of [['b0', 3], ['b3', 4], ['v2-b0', 5]] as const) {
     it(`${variant}: ort and tfjs give the same top-5 and probabilities within 1e-4`, async () => {
       const dir = await artifact(variant, seed);
@@ -64,7 +78,9 @@ describe('ONNX export ≡ tfjs model', () => {
     const session = await ort.InferenceSession.create(path);
     const batch = await images(2);
     const pixels = new Float32Array(2 * SIZE * SIZE * 3);
-    batch.forEach((img, i) => pixels.set(img.pixels, i * SIZE * SIZE * 3));
+    batch.forEach((img, i) => {
+      pixels.set(img.pixels, i * SIZE * SIZE * 3);
+    });
     const out = await session.run({ images: new ort.Tensor('float32', pixels, [2, SIZE, SIZE, 3]) });
     assert.deepEqual(out.features.dims, [2, 1280]);
     const { useTfjsBackend, tf } = await import('../model/tfjs-backend.ts');

@@ -235,7 +235,7 @@ describe('worker rules (in-memory ports)', () => {
 
     const ok = w.store.put(BUCKET, 'down.png', png);
     await w.enqueue(w.task('down.png', ok, png.length));
-    let last;
+    let last: Awaited<ReturnType<typeof w.runOnce>>[number] | undefined;
     for (let receive = 1; receive <= 3; receive++) {
       w.store.failNext('get', new StoreError('transient', 'InternalError'));
       [last] = await w.runOnce();

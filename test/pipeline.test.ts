@@ -110,7 +110,7 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const eTag = await put(stack, 'loop/once.jpg', jpeg);
     await waitForStatus(stack, 'loop/once.jpg', eTag);
     await waitFor('the Copy event to be routed', async () => (stack.counters.get('router.dropped.own-write-back') > before.dropped ? true : undefined));
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined));
     assert.equal(probe.images - before.images, 1, 'exactly one inference');
     assert.equal(faults.copies.get('loop/once.jpg'), 1, 'exactly one write');
   });
@@ -122,8 +122,13 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const imagesBefore = probe.images;
     // Replay the Put notification twice, as S3's at-least-once delivery may.
     const notification = JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', s3: { bucket: { name: stack.bucket }, object: { key: encodeS3Key(key), eTag, size: jpeg.length, sequencer: '0A' } } }] });
+    const routedBefore = stack.counters.get('router.enqueued.main');
     await stack.intake.send([{ body: notification }, { body: notification }]);
-    await new Promise((r) => setTimeout(r, 2500));
+    // Both replays routed (each sent as a task), then the task queue drained: whatever reached the
+    // worker has been handled by now, so the counts below are final, not a snapshot.
+    await waitFor('both replays to be routed', async () => (stack.counters.get('router.enqueued.main') - routedBefore >= 2 ? true : undefined));
+    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined));
+    assert.equal(stack.counters.get('router.enqueued.main') - routedBefore, 2, 'the router saw both replays');
     assert.equal(probe.images, imagesBefore, 'no second inference');
     assert.equal(faults.copies.get(key), 1, 'one write');
   });

@@ -6,8 +6,7 @@ import { importKerasWeights, loadArtifact } from '../model/weights.ts';
 import { assignWeights, buildTfjsModel } from '../model/tfjs-model.ts';
 import { useTfjsBackend, tf } from '../model/tfjs-backend.ts';
 import { randomWeights } from '../model/random-weights.ts';
-import { IMAGENET_MEAN, IMAGENET_STD } from '../model/spec.ts';
-import { writeKerasH5 } from './support/keras-h5-writer.ts';
+import { PUBLISHED_IMAGENET_MEAN as MEAN, PUBLISHED_IMAGENET_STD as STD, writeKerasH5 } from './support/keras-h5-writer.ts';
 import { tempDir } from './support/fixtures.ts';
 
 /** Output of the layer that feeds the stem conv, for a constant-colour image. */
@@ -34,7 +33,7 @@ describe('preprocessing inside the model', () => {
     assignWeights(built, (await loadArtifact(join(dir, 'art'))).weights);
     const out = await stemInput(built.model, 'normalization', RGB, plan.resolution);
     for (let c = 0; c < 3; c++) {
-      const expected = (RGB[c] / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+      const expected = (RGB[c] / 255 - MEAN[c]) / STD[c];
       assert.ok(Math.abs(out[c] - expected) < 1e-5, `channel ${c}: ${out[c]} vs ${expected}`);
       assert.ok(Math.abs(out[out.length - 3 + c] - expected) < 1e-5);
     }
@@ -48,13 +47,14 @@ describe('preprocessing inside the model', () => {
     const m = await importKerasWeights(join(dir, 'b0.h5'), { variant: 'b0', out: join(dir, 'art') });
     assert.equal(m.source.note, undefined);
     const w = (await loadArtifact(join(dir, 'art'))).weights.get('normalization/variance:0')!;
-    assert.ok(Math.abs(w[0] - IMAGENET_STD[0] ** 2) < 1e-7);
+    assert.ok(Math.abs(w[0] - STD[0] ** 2) < 1e-7);
   });
 
+  // V2-B0's constants live in the code only (no stored weights): the published values, as literals, check them.
   it('V2-B0: constant ImageNet normalisation; V2-S: x/128 − 1', async () => {
     await useTfjsBackend();
     for (const [variant, layer, expected] of [
-      ['v2-b0', 'normalization', (x: number, c: number) => (x / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]],
+      ['v2-b0', 'normalization', (x: number, c: number) => (x / 255 - MEAN[c]) / STD[c]],
       ['v2-s', 'rescaling', (x: number) => x / 128 - 1],
     ] as const) {
       const plan = planModel(variant, { resolution: 64 });

@@ -31,7 +31,9 @@ describe('Keras .h5 import', () => {
       for (const node of plan.nodes) {
         if (node.weights.length === 0) continue;
         const tensors = built.model.getLayer(node.name).getWeights();
-        node.weights.forEach((w, i) => assert.deepEqual(tensors[i].dataSync(), written.values.get(w.name), w.name));
+        node.weights.forEach((w, i) => {
+          assert.deepEqual(tensors[i].dataSync(), written.values.get(w.name), w.name);
+        });
       }
       built.model.dispose();
     });

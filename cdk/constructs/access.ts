@@ -1,6 +1,6 @@
 /** The tagged bucket (or the weights bucket) with the prefixes and key a role may touch. */
 import * as iam from 'aws-cdk-lib/aws-iam';
-import * as kms from 'aws-cdk-lib/aws-kms';
+import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 
 export interface BucketAccess {

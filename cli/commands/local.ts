@@ -45,7 +45,7 @@ export function registerLocalCommands(program: Command): void {
         dataDir: resolve(opts.data), tiers, weightsDir, engine, host: opts.listen, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log,
         runRouter: opts.router, runWorkers: () => opts.workers,
       });
-      let stack;
+      let stack: Awaited<ReturnType<typeof start>>;
       try {
         stack = await start();
       } catch (err) {

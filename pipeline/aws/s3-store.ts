@@ -1,7 +1,7 @@
 /** ObjectStore on @aws-sdk/client-s3: real S3, or any S3-compatible endpoint (the embedded stack). */
 import {
   CopyObjectCommand, GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsCommand, ListObjectsV2Command,
-  PutObjectTaggingCommand, S3Client, S3ServiceException, type GetObjectCommandOutput, type HeadObjectCommandOutput,
+  PutObjectTaggingCommand, type S3Client, type S3ServiceException, type GetObjectCommandOutput, type HeadObjectCommandOutput,
   type StorageClass, type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
 import { MAX_COPY_BYTES, StoreError, type ListPage, type ObjectHead, type ObjectRef, type ObjectStore } from '../ports.ts';

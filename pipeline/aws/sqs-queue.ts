@@ -1,6 +1,6 @@
 /** MessageQueue on @aws-sdk/client-sqs (standard or FIFO queues; real SQS or the embedded stand-in). */
 import {
-  ChangeMessageVisibilityCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageBatchCommand, SQSClient,
+  ChangeMessageVisibilityCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageBatchCommand, type SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { MessageQueue, OutgoingMessage, QueueMessage } from '../ports.ts';
 

@@ -27,6 +27,6 @@ process.on('message', async (msg) => {
     const result = await handler(msg.event, context);
     process.send({ type: 'result', id: msg.id, result: result === undefined ? null : result });
   } catch (err) {
-    process.send({ type: 'result', id: msg.id, error: { name: err && err.name, message: String(err && err.message) } });
+    process.send({ type: 'result', id: msg.id, error: { name: err?.name, message: String(err?.message) } });
   }
 });

@@ -5,12 +5,12 @@
 'use strict';
 const dns = require('node:dns');
 const lookup = dns.lookup;
-dns.lookup = function lookupWithLocalhost(hostname, options, callback) {
+dns.lookup = function lookupWithLocalhost(hostname, options, callback, ...rest) {
   if (typeof hostname === 'string' && hostname.endsWith('.localhost')) {
     const cb = typeof options === 'function' ? options : callback;
     const all = typeof options === 'object' && options !== null && options.all;
     process.nextTick(() => (all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4)));
     return;
   }
-  return lookup.apply(this, arguments);
+  return lookup.call(this, hostname, options, callback, ...rest);
 };

@@ -7,6 +7,20 @@ import { h5 } from '../../model/keras-h5.ts';
 import { planWeights, type ModelPlan } from '../../model/plan.ts';
 import { randomWeight, seededRandom } from '../../model/random-weights.ts';
 
+/**
+ * The ImageNet statistics the published V1 files store in their Normalization layer, written here
+ * as literals (not the code's constants), so a wrong constant in model/spec.ts cannot pass by
+ * agreeing with itself. The files store the std where Keras expects the variance.
+ */
+export const PUBLISHED_IMAGENET_MEAN = [0.485, 0.456, 0.406];
+export const PUBLISHED_IMAGENET_STD = [0.229, 0.224, 0.225];
+
+function normalizationWeight(name: string, stdAsVariance: boolean): Float32Array | undefined {
+  if (name === 'normalization/mean:0') return Float32Array.from(PUBLISHED_IMAGENET_MEAN);
+  if (name === 'normalization/variance:0') return Float32Array.from(PUBLISHED_IMAGENET_STD, (s) => (stdAsVariance ? s : s * s));
+  return undefined;
+}
+
 export interface WriteOptions {
   seed?: number;
   /** Split `layer_names` into `layer_names0..N` chunks of this many names (Keras does so past 64 KB). */
@@ -64,7 +78,7 @@ export async function writeKerasH5(path: string, plan: ModelPlan, options: Write
       for (const w of weights) {
         const [, leaf] = w.name.split('/');
         const sub = (group.get(layer) as typeof group | null) ?? group.create_group(layer);
-        const data = randomWeight(w.name, w.shape, rand, options.stdAsVariance ?? true);
+        const data = normalizationWeight(w.name, options.stdAsVariance ?? true) ?? randomWeight(w.name, w.shape, rand, options.stdAsVariance ?? true);
         sub.create_dataset({ name: leaf, data, shape: w.shape, dtype: '<f' });
         values.set(w.name, data);
       }
