@@ -22,18 +22,29 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
   try {
     const conn = connect(stack.place);
     const { s3, store } = conn;
-    const png = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#808080' } }).png().toBuffer();
+    const png = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#808080' } })
+      .png()
+      .toBuffer();
     const t0 = performance.now();
     for (let i = 0; i < opts.objects; i += 64) {
-      await Promise.all(Array.from({ length: Math.min(64, opts.objects - i) }, (_, j) =>
-        s3.send(new PutObjectCommand({ Bucket: 'effitag-local', Key: `photos/${String(i + j).padStart(6, '0')}.png`, Body: png }))));
+      await Promise.all(
+        Array.from({ length: Math.min(64, opts.objects - i) }, (_, j) =>
+          s3.send(new PutObjectCommand({ Bucket: 'effitag-local', Key: `photos/${String(i + j).padStart(6, '0')}.png`, Body: png })),
+        ),
+      );
     }
     ctx.log(`uploaded ${opts.objects} objects in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
     const tiers = parseTiers(TIERS);
     const queues = await tierQueues(conn, tiers);
     const batcher = new TaskBatcher(queues);
-    const router = makeRouter({ store, queues: {}, tiers, models: await currentMarkers(conn, tiers, weightsDir), sink: (t) => batcher.add(t) });
+    const router = makeRouter({
+      store,
+      queues: {},
+      tiers,
+      models: await currentMarkers(conn, tiers, weightsDir),
+      sink: (t) => batcher.add(t),
+    });
     // Live heap (after a full GC; npm run bench passes --expose-gc) when the run passes each quarter,
     // and RSS every 250 ms for the peak. A GC on every sample would cost the run a sixth of its CPU.
     const gc = (globalThis as { gc?: () => void }).gc;
@@ -49,7 +60,10 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     const cpu0 = process.cpuUsage();
     const stackCpu0 = stack.cpuMs();
     const start = performance.now();
-    const report = await runBackfill({ store, router, batcher, onProgress }, { bucket: 'effitag-local', prefix: 'photos/', filter: { mode: 'stale' }, concurrency: opts.concurrency });
+    const report = await runBackfill(
+      { store, router, batcher, onProgress },
+      { bucket: 'effitag-local', prefix: 'photos/', filter: { mode: 'stale' }, concurrency: opts.concurrency },
+    );
     const seconds = (performance.now() - start) / 1000;
     clearInterval(sampler);
     const ownCpuMsPerKey = cpuMsSince(cpu0) / report.listed;
@@ -58,14 +72,30 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     const enqueuedPerSecond = report.enqueued / seconds;
     const heap = liveHeapMB.map(Math.round);
     const peakRss = Math.max(...rssMB, process.memoryUsage().rss / 1048576);
-    ctx.log(`backfill: ${report.listed} listed, ${report.enqueued} enqueued in ${seconds.toFixed(1)} s = ${enqueuedPerSecond.toFixed(0)} keys/s enqueued (goal ≥ 2,000)`);
+    ctx.log(
+      `backfill: ${report.listed} listed, ${report.enqueued} enqueued in ${seconds.toFixed(1)} s = ${enqueuedPerSecond.toFixed(0)} keys/s enqueued (goal ≥ 2,000)`,
+    );
     // Both processes share this machine's cores: their CPU per key bounds the rate.
     const cores = availableParallelism();
     const cpuBoundKeysPerSecond = (cores * 1000) / (ownCpuMsPerKey + stackCpuMsPerKey);
-    ctx.log(`  → CPU-bound ceiling on ${cores} cores: ${cpuBoundKeysPerSecond.toFixed(0)} keys/s (reached ${((100 * enqueuedPerSecond) / cpuBoundKeysPerSecond).toFixed(0)} %)`);
+    ctx.log(
+      `  → CPU-bound ceiling on ${cores} cores: ${cpuBoundKeysPerSecond.toFixed(0)} keys/s (reached ${((100 * enqueuedPerSecond) / cpuBoundKeysPerSecond).toFixed(0)} %)`,
+    );
     ctx.log(`backfill process memory: heap used at 25/50/75/100 % of the run ${heap.join(' / ')} MB, peak RSS ${peakRss.toFixed(0)} MB`);
     conn.close();
-    return { objects: opts.objects, concurrency: opts.concurrency, seconds, enqueuedPerSecond, ownCpuMsPerKey, stackCpuMsPerKey, cpuBoundKeysPerSecond, heapMBByQuarter: heap, peakRssMB: peakRss, report, summary: { enqueuedPerSecond, goal: '≥ 2,000 keys/s with flat memory' } };
+    return {
+      objects: opts.objects,
+      concurrency: opts.concurrency,
+      seconds,
+      enqueuedPerSecond,
+      ownCpuMsPerKey,
+      stackCpuMsPerKey,
+      cpuBoundKeysPerSecond,
+      heapMBByQuarter: heap,
+      peakRssMB: peakRss,
+      report,
+      summary: { enqueuedPerSecond, goal: '≥ 2,000 keys/s with flat memory' },
+    };
   } finally {
     await stack.stop();
   }

@@ -33,16 +33,24 @@ export async function benchCatchUp(ctx: BenchContext, o: { objects: number }) {
   ctx.log(`writing ${o.objects} tagged objects into the stand-in's folder …`);
   const started = performance.now();
   for (let i = 0; i < o.objects; i += 500) {
-    await Promise.all(Array.from({ length: Math.min(500, o.objects - i) }, async (_, j) => {
-      const base = join(bucketDir, `${String(i + j).padStart(7, '0')}.jpg._S3rver_`);
-      await writeFile(`${base}object`, body);
-      await writeFile(`${base}object.md5`, md5);
-      await writeFile(`${base}metadata.json`, JSON.stringify({
-        'content-type': 'image/jpeg', 'x-amz-meta-effitag-model': marker, 'x-amz-meta-effitag-status': 'tagged',
-        'x-amz-meta-effitag-etag': md5, 'x-amz-meta-effitag-tags': 'tabby=0.5',
-      }));
-      await utimes(`${base}object`, old, old);
-    }));
+    await Promise.all(
+      Array.from({ length: Math.min(500, o.objects - i) }, async (_, j) => {
+        const base = join(bucketDir, `${String(i + j).padStart(7, '0')}.jpg._S3rver_`);
+        await writeFile(`${base}object`, body);
+        await writeFile(`${base}object.md5`, md5);
+        await writeFile(
+          `${base}metadata.json`,
+          JSON.stringify({
+            'content-type': 'image/jpeg',
+            'x-amz-meta-effitag-model': marker,
+            'x-amz-meta-effitag-status': 'tagged',
+            'x-amz-meta-effitag-etag': md5,
+            'x-amz-meta-effitag-tags': 'tabby=0.5',
+          }),
+        );
+        await utimes(`${base}object`, old, old);
+      }),
+    );
   }
   ctx.log(`  written in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   const statePath = join(ctx.workDir, 'data.state.json');
@@ -56,14 +64,26 @@ export async function benchCatchUp(ctx: BenchContext, o: { objects: number }) {
     else await state.write(new Date(Date.now() - 600_000));
     if (scenario === 'crashed') {
       const journal = uploadJournal(journalPath);
-      for (let i = 0; i < recent; i++) journal.append({ bucket: 'effitag-local', key: `photos/${String(i * 100).padStart(7, '0')}.jpg`, eTag: md5, size: body.length, kind: 'Put' });
+      for (let i = 0; i < recent; i++)
+        journal.append({
+          bucket: 'effitag-local',
+          key: `photos/${String(i * 100).padStart(7, '0')}.jpg`,
+          eTag: md5,
+          size: body.length,
+          kind: 'Put',
+        });
     }
     const audit = join(ctx.workDir, `audit-${scenario}.jsonl`);
     process.env.EFFITAG_AUDIT_LOG = audit;
     const cpu = process.cpuUsage();
     const t0 = performance.now();
     const stack = await startLocalStack({
-      dataDir: data, statePath, tiers: parseTiers(benchTiers(8)), weightsDir: weights, engine: ortEngine({ log: () => {} }), log: jsonLogger({ level: 'error' }),
+      dataDir: data,
+      statePath,
+      tiers: parseTiers(benchTiers(8)),
+      weightsDir: weights,
+      engine: ortEngine({ log: () => {} }),
+      log: jsonLogger({ level: 'error' }),
       idleCheckMs: 3_600_000,
     });
     // The stack serves uploads from here on; the catch-up runs beside it.
@@ -73,16 +93,40 @@ export async function benchCatchUp(ctx: BenchContext, o: { objects: number }) {
     const cpuMs = cpuMsSince(cpu);
     await stack.stop();
     delete process.env.EFFITAG_AUDIT_LOG;
-    const calls = readFileSync(audit, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).command as string);
+    const calls = readFileSync(audit, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l).command as string);
     const lists = calls.filter((c) => c.startsWith('ListObjects')).length;
     const gets = calls.filter((c) => c === 'GetObject' || c === 'HeadObject').length;
     const run = {
-      scenario, objects: o.objects, readyMs: Math.round(readyMs), checked: result?.report.listed, enqueued: result?.report.enqueued, listRequests: lists, objectReads: gets,
-      startSeconds: Number(seconds.toFixed(2)), catchUpSeconds: Number(result?.seconds.toFixed(2)), cpuMs: Math.round(cpuMs),
-      perThousandTagged: { requests: Number((((lists + gets) / o.objects) * 1000).toFixed(1)), cpuMs: Number(((cpuMs / o.objects) * 1000).toFixed(1)) },
+      scenario,
+      objects: o.objects,
+      readyMs: Math.round(readyMs),
+      checked: result?.report.listed,
+      enqueued: result?.report.enqueued,
+      listRequests: lists,
+      objectReads: gets,
+      startSeconds: Number(seconds.toFixed(2)),
+      catchUpSeconds: Number(result?.seconds.toFixed(2)),
+      cpuMs: Math.round(cpuMs),
+      perThousandTagged: {
+        requests: Number((((lists + gets) / o.objects) * 1000).toFixed(1)),
+        cpuMs: Number(((cpuMs / o.objects) * 1000).toFixed(1)),
+      },
     };
     runs.push(run);
-    ctx.log(`  ${scenario.padEnd(7)} ready in ${run.readyMs} ms; start + catch-up ${run.startSeconds} s (catch-up ${run.catchUpSeconds} s): ${lists} LIST, ${gets} object reads, ${run.enqueued} enqueued; ${run.cpuMs} CPU-ms (${run.perThousandTagged.requests} requests and ${run.perThousandTagged.cpuMs} CPU-ms per 1,000 objects)`);
+    ctx.log(
+      `  ${scenario.padEnd(7)} ready in ${run.readyMs} ms; start + catch-up ${run.startSeconds} s (catch-up ${run.catchUpSeconds} s): ${lists} LIST, ${gets} object reads, ${run.enqueued} enqueued; ${run.cpuMs} CPU-ms (${run.perThousandTagged.requests} requests and ${run.perThousandTagged.cpuMs} CPU-ms per 1,000 objects)`,
+    );
   }
-  return { runs, summary: Object.fromEntries(runs.map((r) => [r.scenario as string, { startSeconds: r.startSeconds, requests: (r.listRequests as number) + (r.objectReads as number), cpuMs: r.cpuMs }])) };
+  return {
+    runs,
+    summary: Object.fromEntries(
+      runs.map((r) => [
+        r.scenario as string,
+        { startSeconds: r.startSeconds, requests: (r.listRequests as number) + (r.objectReads as number), cpuMs: r.cpuMs },
+      ]),
+    ),
+  };
 }

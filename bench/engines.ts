@@ -15,7 +15,15 @@ import { syntheticJpeg } from './images.ts';
 import { cpuMsSince, median, type BenchContext } from './util.ts';
 import type { DecodeRow } from '../tiers/cost.ts';
 
-export interface EngineRow { engine: string; backend: string; variant: string; batch: number; msPerImage: number; imagesPerSecond: number; runs: number }
+export interface EngineRow {
+  engine: string;
+  backend: string;
+  variant: string;
+  batch: number;
+  msPerImage: number;
+  imagesPerSecond: number;
+  runs: number;
+}
 export type { DecodeRow } from '../tiers/cost.ts';
 
 /** onnxruntime is measured as the engine runs by default (spinning) and as pipeline workers run it (idle threads sleep). */
@@ -25,7 +33,10 @@ const CONFIGS: { label: string; engine: EngineName; spinning?: boolean }[] = [
   { label: 'tfjs', engine: 'tfjs' },
 ];
 
-export async function benchEngines(ctx: BenchContext, opts: { variants: string[]; batches: number[]; engines: EngineName[]; runs: number }) {
+export async function benchEngines(
+  ctx: BenchContext,
+  opts: { variants: string[]; batches: number[]; engines: EngineName[]; runs: number },
+) {
   const rows: EngineRow[] = [];
   for (const variant of opts.variants) {
     const plan = planModel(variant);
@@ -48,15 +59,28 @@ export async function benchEngines(ctx: BenchContext, opts: { variants: string[]
           times.push(performance.now() - t0);
         }
         const ms = median(times) / batch;
-        const row = { engine: config.label, backend: `${model.description}${config.spinning === false ? ' worker' : ''}`, variant, batch, msPerImage: ms, imagesPerSecond: 1000 / ms, runs };
+        const row = {
+          engine: config.label,
+          backend: `${model.description}${config.spinning === false ? ' worker' : ''}`,
+          variant,
+          batch,
+          msPerImage: ms,
+          imagesPerSecond: 1000 / ms,
+          runs,
+        };
         rows.push(row);
-        ctx.log(`${row.backend.padEnd(15)} ${variant.padEnd(5)} batch ${String(batch).padStart(2)}: ${ms.toFixed(1).padStart(7)} ms/image ${row.imagesPerSecond.toFixed(1).padStart(7)} images/s`);
+        ctx.log(
+          `${row.backend.padEnd(15)} ${variant.padEnd(5)} batch ${String(batch).padStart(2)}: ${ms.toFixed(1).padStart(7)} ms/image ${row.imagesPerSecond.toFixed(1).padStart(7)} images/s`,
+        );
       }
       await model.dispose();
     }
   }
   const decode = await benchDecode(opts.runs);
-  for (const d of decode) ctx.log(`sharp decode+resize ${d.source} (${Math.round((d.bytes ?? 0) / 1024)} KB) → 224, ${d.inFlight} in flight: ${d.msPerImage.toFixed(2)} ms/image, ${(d.cpuMsPerImage ?? NaN).toFixed(1)} CPU-ms`);
+  for (const d of decode)
+    ctx.log(
+      `sharp decode+resize ${d.source} (${Math.round((d.bytes ?? 0) / 1024)} KB) → 224, ${d.inFlight} in flight: ${d.msPerImage.toFixed(2)} ms/image, ${(d.cpuMsPerImage ?? NaN).toFixed(1)} CPU-ms`,
+    );
   const ratio = (engine: string, variant: string, batch: number) => {
     const ort = rows.find((r) => r.engine === engine && r.variant === variant && r.batch === batch);
     const tfjs = rows.find((r) => r.engine === 'tfjs' && r.variant === variant && r.batch === batch);
@@ -79,9 +103,14 @@ export async function benchEngines(ctx: BenchContext, opts: { variants: string[]
 async function benchDecode(runs: number): Promise<DecodeRow[]> {
   const out: DecodeRow[] = [];
   const busy = Math.max(4, 2 * cpus().length);
-  for (const [width, height, inFlights] of [[640, 480, [busy]], [1024, 768, [1, 16]], [2048, 1536, [busy]], [4032, 3024, [busy]]] as const) {
+  for (const [width, height, inFlights] of [
+    [640, 480, [busy]],
+    [1024, 768, [1, 16]],
+    [2048, 1536, [busy]],
+    [4032, 3024, [busy]],
+  ] as const) {
     const jpeg = await syntheticJpeg(width, height);
-    const n = Math.max(16, Math.round(64 * (786_432 / (width * height)) ** 0.5 / 16) * 16);
+    const n = Math.max(16, Math.round((64 * (786_432 / (width * height)) ** 0.5) / 16) * 16);
     for (const inFlight of inFlights) {
       await Promise.all(Array.from({ length: inFlight }, () => decodeImage(jpeg, 224)));
       const times: number[] = [];

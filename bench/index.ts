@@ -33,11 +33,19 @@ const program = new Command('bench')
       let result: unknown;
       if (suite === 'engines') {
         result = await benchEngines(ctx, {
-          variants: opts.quick ? ['b0'] : ['b0', 'b3'], batches: opts.quick ? [1, 8] : [1, 8, 32],
-          engines: ['ort', 'tfjs'] as EngineName[], runs: opts.runs ?? 5,
+          variants: opts.quick ? ['b0'] : ['b0', 'b3'],
+          batches: opts.quick ? [1, 8] : [1, 8, 32],
+          engines: ['ort', 'tfjs'] as EngineName[],
+          runs: opts.runs ?? 5,
         });
       } else if (suite === 'pipeline') {
-        result = await benchPipeline(ctx, { images: opts.quick ? 64 : 240, batch: 8, runs: opts.runs ?? (opts.quick ? 1 : 3), variant: opts.variant, isolated: opts.isolated });
+        result = await benchPipeline(ctx, {
+          images: opts.quick ? 64 : 240,
+          batch: 8,
+          runs: opts.runs ?? (opts.quick ? 1 : 3),
+          variant: opts.variant,
+          isolated: opts.isolated,
+        });
       } else if (suite === 'backfill') {
         result = await benchBackfill(ctx, { objects: opts.quick ? 2000 : 10_000, concurrency: 64 });
       } else if (suite === 'catch-up') {
@@ -46,7 +54,10 @@ const program = new Command('bench')
         throw new Error(`unknown suite "${suite}"`);
       }
       await mkdir('bench/results', { recursive: true });
-      const file = join('bench/results', `${suite}${suite === 'pipeline' && opts.variant !== 'b0' ? `-${opts.variant}` : ''}${suite === 'pipeline' && opts.isolated ? '-isolated' : ''}.json`);
+      const file = join(
+        'bench/results',
+        `${suite}${suite === 'pipeline' && opts.variant !== 'b0' ? `-${opts.variant}` : ''}${suite === 'pipeline' && opts.isolated ? '-isolated' : ''}.json`,
+      );
       await writeFile(file, `${JSON.stringify({ suite, at: new Date().toISOString(), ...(result as object) }, null, 2)}\n`);
       process.stdout.write(`\nwritten ${file}\n${JSON.stringify((result as { summary?: unknown }).summary ?? {}, null, 2)}\n`);
     } finally {

@@ -64,14 +64,17 @@ export async function benchPipeline(ctx: BenchContext, opts: PipelineBenchOption
   }
   const rawCpuMsPerImage = cpuMsSince(cpu0) / (opts.runs * opts.images);
   const rawImagesPerSecond = opts.images / median(rawTimes);
-  ctx.log(`raw engine (ort, batch ${opts.batch}): ${rawImagesPerSecond.toFixed(1)} images/s, ${rawCpuMsPerImage.toFixed(1)} CPU-ms per image`);
+  ctx.log(
+    `raw engine (ort, batch ${opts.batch}): ${rawImagesPerSecond.toFixed(1)} images/s, ${rawCpuMsPerImage.toFixed(1)} CPU-ms per image`,
+  );
 
   // Decode + engine: the same JPEG bytes decoded and classified, the next batch decoded during inference.
   const decodeTimes: number[] = [];
   cpu0 = process.cpuUsage();
   for (let r = 0; r < opts.runs; r++) {
     const t0 = performance.now();
-    const decodeBatch = (start: number) => Promise.all(Array.from({ length: opts.batch }, (_, i) => decodeImage(images[(start + i) % images.length], size)));
+    const decodeBatch = (start: number) =>
+      Promise.all(Array.from({ length: opts.batch }, (_, i) => decodeImage(images[(start + i) % images.length], size)));
     let next = decodeBatch(0);
     for (let done = 0; done < opts.images; done += opts.batch) {
       const current = await next;
@@ -82,7 +85,9 @@ export async function benchPipeline(ctx: BenchContext, opts: PipelineBenchOption
   }
   const decodeEngineCpuMsPerImage = cpuMsSince(cpu0) / (opts.runs * opts.images);
   const decodeEngineImagesPerSecond = opts.images / median(decodeTimes);
-  ctx.log(`decode + engine (same JPEGs, no S3/SQS): ${decodeEngineImagesPerSecond.toFixed(1)} images/s, ${decodeEngineCpuMsPerImage.toFixed(1)} CPU-ms per image`);
+  ctx.log(
+    `decode + engine (same JPEGs, no S3/SQS): ${decodeEngineImagesPerSecond.toFixed(1)} images/s, ${decodeEngineCpuMsPerImage.toFixed(1)} CPU-ms per image`,
+  );
   await model.dispose();
 
   const pipelineRates: number[] = [];
@@ -93,12 +98,29 @@ export async function benchPipeline(ctx: BenchContext, opts: PipelineBenchOption
     try {
       await stack.models.load(opts.variant);
       for (let i = 0; i < opts.images; i += 32) {
-        await Promise.all(Array.from({ length: Math.min(32, opts.images - i) }, (_, j) =>
-          stack.s3.send(new PutObjectCommand({ Bucket: 'effitag-local', Key: `bench/${r}/${i + j}.jpg`, Body: images[(i + j) % images.length], ContentType: 'image/jpeg' }))));
+        await Promise.all(
+          Array.from({ length: Math.min(32, opts.images - i) }, (_, j) =>
+            stack.s3.send(
+              new PutObjectCommand({
+                Bucket: 'effitag-local',
+                Key: `bench/${r}/${i + j}.jpg`,
+                Body: images[(i + j) % images.length],
+                ContentType: 'image/jpeg',
+              }),
+            ),
+          ),
+        );
       }
-      while (await stack.enqueued() < opts.images) await new Promise((res) => setTimeout(res, 50));
+      while ((await stack.enqueued()) < opts.images) await new Promise((res) => setTimeout(res, 50));
       const counters = new Counters();
-      const worker = makeWorker({ store: stack.store, queue: stack.queue, tiers, models: stack.models, counters, options: { batchSize: opts.batch, waitSeconds: 1 } });
+      const worker = makeWorker({
+        store: stack.store,
+        queue: stack.queue,
+        tiers,
+        models: stack.models,
+        counters,
+        options: { batchSize: opts.batch, waitSeconds: 1 },
+      });
       const t0 = performance.now();
       const c0 = process.cpuUsage();
       void worker.run();
@@ -107,7 +129,9 @@ export async function benchPipeline(ctx: BenchContext, opts: PipelineBenchOption
       pipelineCpu.push(cpuMsSince(c0) / opts.images);
       await worker.stop();
       pipelineRates.push(opts.images / seconds);
-      ctx.log(`pipeline run ${r + 1}: ${opts.images} images in ${seconds.toFixed(2)} s = ${(opts.images / seconds).toFixed(1)} images/s, ${pipelineCpu.at(-1)!.toFixed(1)} CPU-ms per image${opts.isolated ? ' in the worker process' : ''}`);
+      ctx.log(
+        `pipeline run ${r + 1}: ${opts.images} images in ${seconds.toFixed(2)} s = ${(opts.images / seconds).toFixed(1)} images/s, ${pipelineCpu.at(-1)!.toFixed(1)} CPU-ms per image${opts.isolated ? ' in the worker process' : ''}`,
+      );
     } finally {
       await stack.stop();
     }
@@ -117,18 +141,32 @@ export async function benchPipeline(ctx: BenchContext, opts: PipelineBenchOption
   const pipelineCpuMsPerImage = median(pipelineCpu);
   const decodeCpuMsPerImage = decodeEngineCpuMsPerImage - rawCpuMsPerImage;
   const cpuSplit = {
-    inference: rawCpuMsPerImage, decode: decodeCpuMsPerImage,
+    inference: rawCpuMsPerImage,
+    decode: decodeCpuMsPerImage,
     requestsAndStandIns: pipelineCpuMsPerImage - decodeEngineCpuMsPerImage,
   };
-  ctx.log(`pipeline: ${pipelineImagesPerSecond.toFixed(1)} images/s = ${ratio.toFixed(2)}× the raw engine (goal ≥ 0.8×), ${(pipelineImagesPerSecond / decodeEngineImagesPerSecond).toFixed(2)}× decode + engine`);
+  ctx.log(
+    `pipeline: ${pipelineImagesPerSecond.toFixed(1)} images/s = ${ratio.toFixed(2)}× the raw engine (goal ≥ 0.8×), ${(pipelineImagesPerSecond / decodeEngineImagesPerSecond).toFixed(2)}× decode + engine`,
+  );
   if (opts.isolated) {
-    ctx.log(`CPU-ms per image in the worker process (core 0): inference ${cpuSplit.inference.toFixed(1)}, decoding ${cpuSplit.decode.toFixed(1)}, its HTTP clients and the rest ${cpuSplit.requestsAndStandIns.toFixed(1)} (of ${pipelineCpuMsPerImage.toFixed(1)})`);
+    ctx.log(
+      `CPU-ms per image in the worker process (core 0): inference ${cpuSplit.inference.toFixed(1)}, decoding ${cpuSplit.decode.toFixed(1)}, its HTTP clients and the rest ${cpuSplit.requestsAndStandIns.toFixed(1)} (of ${pipelineCpuMsPerImage.toFixed(1)})`,
+    );
   } else {
-    ctx.log(`CPU-ms per image in the pipeline: inference ${cpuSplit.inference.toFixed(1)}, decoding ${cpuSplit.decode.toFixed(1)}, HTTP clients + S3/SQS stand-ins + routing ${cpuSplit.requestsAndStandIns.toFixed(1)} (of ${pipelineCpuMsPerImage.toFixed(1)})`);
+    ctx.log(
+      `CPU-ms per image in the pipeline: inference ${cpuSplit.inference.toFixed(1)}, decoding ${cpuSplit.decode.toFixed(1)}, HTTP clients + S3/SQS stand-ins + routing ${cpuSplit.requestsAndStandIns.toFixed(1)} (of ${pipelineCpuMsPerImage.toFixed(1)})`,
+    );
   }
   ctx.log(`  → bound while CPU-bound: inference share ${(rawCpuMsPerImage / pipelineCpuMsPerImage).toFixed(2)} of the pipeline's CPU time`);
   return {
-    variant: opts.variant, isolated: !!opts.isolated, images: opts.images, batch: opts.batch, rawImagesPerSecond, decodeEngineImagesPerSecond, pipelineImagesPerSecond, runs: pipelineRates,
+    variant: opts.variant,
+    isolated: !!opts.isolated,
+    images: opts.images,
+    batch: opts.batch,
+    rawImagesPerSecond,
+    decodeEngineImagesPerSecond,
+    pipelineImagesPerSecond,
+    runs: pipelineRates,
     cpuMsPerImage: { raw: rawCpuMsPerImage, decodeEngine: decodeEngineCpuMsPerImage, pipeline: pipelineCpuMsPerImage, split: cpuSplit },
     summary: { ratio, ratioToDecodeEngine: pipelineImagesPerSecond / decodeEngineImagesPerSecond, goal: 'pipeline ≥ 0.8× raw engine' },
   };
@@ -147,11 +185,20 @@ interface BenchStack {
 /** The embedded stack in this process, sharing its cores with the worker. */
 async function inProcessStack(ctx: BenchContext, weightsDir: string, tiers: TiersFile, run: number): Promise<BenchStack> {
   const stack = await startLocalStack({
-    dataDir: join(ctx.workDir, `s3-${run}`), tiers, weightsDir, engine: ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }),
-    log: silentLogger, runWorkers: () => false, s3Port: 0, sqsPort: 0,
+    dataDir: join(ctx.workDir, `s3-${run}`),
+    tiers,
+    weightsDir,
+    engine: ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }),
+    log: silentLogger,
+    runWorkers: () => false,
+    s3Port: 0,
+    sqsPort: 0,
   });
   return {
-    s3: stack.s3, store: stack.store, queue: stack.tierQueues.bench.queue, models: stack.models,
+    s3: stack.s3,
+    store: stack.store,
+    queue: stack.tierQueues.bench.queue,
+    models: stack.models,
     enqueued: async () => stack.counters.get('router.enqueued.bench'),
     stop: () => stack.stop(),
   };
@@ -160,14 +207,22 @@ async function inProcessStack(ctx: BenchContext, weightsDir: string, tiers: Tier
 /** The embedded stack as its own process on cores 1…n−1, as S3 and SQS are off the worker's machine on AWS. */
 async function isolatedStack(ctx: BenchContext, weightsDir: string, opts: PipelineBenchOptions): Promise<BenchStack> {
   const cores = cpus().length;
-  const proc = await spawnLocalStack(ctx, { weightsDir, tiers: benchTiers(opts.batch, opts.variant), args: ['--no-workers'], cpus: `1-${cores - 1}` });
+  const proc = await spawnLocalStack(ctx, {
+    weightsDir,
+    tiers: benchTiers(opts.batch, opts.variant),
+    args: ['--no-workers'],
+    cpus: `1-${cores - 1}`,
+  });
   const conn = connect(proc.place);
   const { s3, sqs, store } = conn;
   const { bench: queue } = await tierQueues(conn, parseTiers(benchTiers(opts.batch, opts.variant)));
   const url = queue.url;
   const models = directoryCatalog(weightsDir, ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }));
   return {
-    s3, store, queue, models,
+    s3,
+    store,
+    queue,
+    models,
     async enqueued() {
       const a = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'] }));
       return Number(a.Attributes?.ApproximateNumberOfMessages ?? 0);
@@ -184,5 +239,7 @@ async function isolatedStack(ctx: BenchContext, weightsDir: string, opts: Pipeli
 function pinToFirstCore(ctx: BenchContext): void {
   if (process.platform !== 'linux' || cpus().length < 2) throw new Error('--isolated needs Linux (taskset) and at least 2 cores');
   execFileSync('taskset', ['-a', '-cp', '0', String(process.pid)], { stdio: 'ignore' });
-  ctx.log(`isolated: this process (engine, worker) on core 0 (${availableParallelism()} core visible), the stack on cores 1-${cpus().length - 1}`);
+  ctx.log(
+    `isolated: this process (engine, worker) on core 0 (${availableParallelism()} core visible), the stack on cores 1-${cpus().length - 1}`,
+  );
 }

@@ -28,7 +28,9 @@ export function median(values: readonly number[]): number {
 export function benchTiers(batchSize: number, variant = 'b0') {
   return {
     version: 1 as const,
-    tiers: { bench: { variants: [variant], compute: { target: 'lambda-cpu' as const, memoryMb: 3538 }, engine: 'ort' as const, batchSize } },
+    tiers: {
+      bench: { variants: [variant], compute: { target: 'lambda-cpu' as const, memoryMb: 3538 }, engine: 'ort' as const, batchSize },
+    },
     routing: { default: { tier: 'bench' } },
   };
 }
@@ -51,16 +53,39 @@ export interface StackProcess {
  * The embedded stack as its own process (`effitag local`, as a user runs it), optionally pinned to
  * some cores with taskset. `args` adds flags (`--no-router`, `--no-workers`, …).
  */
-export async function spawnLocalStack(ctx: BenchContext, o: { weightsDir: string; tiers: object; args: string[]; cpus?: string }): Promise<StackProcess> {
+export async function spawnLocalStack(
+  ctx: BenchContext,
+  o: { weightsDir: string; tiers: object; args: string[]; cpus?: string },
+): Promise<StackProcess> {
   const tiersFile = join(ctx.workDir, 'stack-tiers.json');
   await writeFile(tiersFile, JSON.stringify(o.tiers));
-  const s3Port = 45000 + Math.floor(Math.random() * 1000), sqsPort = s3Port + 1000;
-  const command = [process.execPath, 'bin/effitag.js', 'local', ...o.args, '--data', join(ctx.workDir, `s3-${s3Port}`), '--weights', o.weightsDir,
-    '--tiers', tiersFile, '--s3-port', String(s3Port), '--sqs-port', String(sqsPort), '--log-level', 'warn'];
-  const child = o.cpus ? spawn('taskset', ['-c', o.cpus, ...command], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const s3Port = 45000 + Math.floor(Math.random() * 1000),
+    sqsPort = s3Port + 1000;
+  const command = [
+    process.execPath,
+    'bin/effitag.js',
+    'local',
+    ...o.args,
+    '--data',
+    join(ctx.workDir, `s3-${s3Port}`),
+    '--weights',
+    o.weightsDir,
+    '--tiers',
+    tiersFile,
+    '--s3-port',
+    String(s3Port),
+    '--sqs-port',
+    String(sqsPort),
+    '--log-level',
+    'warn',
+  ];
+  const child = o.cpus
+    ? spawn('taskset', ['-c', o.cpus, ...command], { stdio: ['ignore', 'pipe', 'inherit'] })
     : spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('is running')) resolve(); });
+    child.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('is running')) resolve();
+    });
     child.once('exit', (code) => reject(new Error(`effitag local exited (${code})`)));
   });
   return {

@@ -37,12 +37,14 @@ export function configFromContext(node: Node, cwd = process.cwd()): EffiTagConfi
   const tiers = parseTiers(readTiersJson(tiersFile), tiersFile); // throws with every path-named error
   const prefixes = (str(node, 'effitag:prefixes') ?? '').split(',').map((p) => p.trim());
   const unique = [...new Set(prefixes)];
-  for (const a of unique) for (const b of unique) {
-    // S3 rejects notification rules whose prefixes overlap for the same event type.
-    if (a !== b && b.startsWith(a)) throw new Error(`effitag:prefixes: "${b}" overlaps "${a}"; S3 notifications cannot overlap`);
-  }
+  for (const a of unique)
+    for (const b of unique) {
+      // S3 rejects notification rules whose prefixes overlap for the same event type.
+      if (a !== b && b.startsWith(a)) throw new Error(`effitag:prefixes: "${b}" overlaps "${a}"; S3 notifications cannot overlap`);
+    }
   return {
-    tiersFile, tiers,
+    tiersFile,
+    tiers,
     bucketName: str(node, 'effitag:bucketName'),
     bucketKmsKeyArn: str(node, 'effitag:bucketKmsKeyArn'),
     prefixes: unique,

@@ -59,9 +59,16 @@ export class EffiTagStack extends Stack {
     }
     const taskQueues = Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue]));
 
-    const ingest = new Ingest(this, 'Ingest', { bucket: images, prefixes: config.prefixes, weights, runtimeEnvironment: environment, tierQueues: taskQueues });
+    const ingest = new Ingest(this, 'Ingest', {
+      bucket: images,
+      prefixes: config.prefixes,
+      weights,
+      runtimeEnvironment: environment,
+      tierQueues: taskQueues,
+    });
 
-    const observed: Record<string, { queue: TierQueue['queue']; dlq: TierQueue['dlq']; service?: ecs.Ec2Service; fn?: lambda.IFunction }> = {};
+    const observed: Record<string, { queue: TierQueue['queue']; dlq: TierQueue['dlq']; service?: ecs.Ec2Service; fn?: lambda.IFunction }> =
+      {};
     for (const [n, q] of Object.entries(this.tierQueues)) observed[n] = { queue: q.queue, dlq: q.dlq };
     const shared = { bucket: images, prefixes: config.prefixes, weights, environment };
 
@@ -84,23 +91,44 @@ export class EffiTagStack extends Stack {
       const arch = tier.compute.architecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64;
       if (!layers.has(arch.name)) layers.set(arch.name, new CpuRuntimeLayer(this, `CpuRuntime-${arch.name}`, { architecture: arch }).layer);
       const { queue, dlq } = this.tierQueues[tier.name];
-      observed[tier.name].fn = new CpuTier(this, `Cpu-${tier.name}`, { ...shared, tierName: tier.name, tier, queue, dlq, layer: layers.get(arch.name)! }).fn;
+      observed[tier.name].fn = new CpuTier(this, `Cpu-${tier.name}`, {
+        ...shared,
+        tierName: tier.name,
+        tier,
+        queue,
+        dlq,
+        layer: layers.get(arch.name)!,
+      }).fn;
     }
 
     const backfill = new Backfill(this, 'Backfill', { ...shared, accessLogs: this.accessLogs, tierQueues: taskQueues });
     this.backfill = backfill;
 
     const observability = new Observability(this, 'Observability', {
-      tiers: observed, intake: ingest.intake, intakeDlq: ingest.intakeDlq, router: ingest.router,
-      clusterName: cluster?.clusterName, alarmEmail: config.alarmEmail, backfill: backfill.stateMachine,
+      tiers: observed,
+      intake: ingest.intake,
+      intakeDlq: ingest.intakeDlq,
+      router: ingest.router,
+      clusterName: cluster?.clusterName,
+      alarmEmail: config.alarmEmail,
+      backfill: backfill.stateMachine,
     });
 
     new CfnOutput(this, 'BucketName', { value: images.bucket.bucketName, description: 'Bucket whose uploads are tagged' });
-    new CfnOutput(this, 'WeightsLocation', { value: weightsLocation, description: 'Publish weights here: effitag weights publish --weights DIR <this>' });
+    new CfnOutput(this, 'WeightsLocation', {
+      value: weightsLocation,
+      description: 'Publish weights here: effitag weights publish --weights DIR <this>',
+    });
     new CfnOutput(this, 'DashboardName', { value: observability.dashboard.dashboardName });
-    new CfnOutput(this, 'IntakeQueueUrl', { value: ingest.intake.queueUrl, description: 'effitag dlq list|redrive --aws --intake-url <this>' });
+    new CfnOutput(this, 'IntakeQueueUrl', {
+      value: ingest.intake.queueUrl,
+      description: 'effitag dlq list|redrive --aws --intake-url <this>',
+    });
     new CfnOutput(this, 'QueueUrls', { value: queueUrlsJson, description: 'EFFITAG_QUEUE_URLS for effitag backfill --aws' });
-    new CfnOutput(this, 'BackfillStateMachine', { value: backfill.stateMachine.stateMachineArn, description: 'effitag backfill --remote --state-machine <this>' });
+    new CfnOutput(this, 'BackfillStateMachine', {
+      value: backfill.stateMachine.stateMachineArn,
+      description: 'effitag backfill --remote --state-machine <this>',
+    });
     new CfnOutput(this, 'AlarmTopic', { value: observability.topic.topicArn });
   }
 }

@@ -3,7 +3,10 @@ export function table(rows: readonly (readonly (string | number)[])[], header?: 
   const all = header ? [header, ...rows] : rows;
   const widths = all[0].map((_, i) => Math.max(...all.map((r) => String(r[i] ?? '').length)));
   const line = (r: readonly (string | number)[]) =>
-    r.map((c, i) => (typeof c === 'number' ? String(c).padStart(widths[i]) : String(c).padEnd(widths[i]))).join('  ').trimEnd();
+    r
+      .map((c, i) => (typeof c === 'number' ? String(c).padStart(widths[i]) : String(c).padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
   const out = all.map(line);
   if (header) out.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '));
   return `${out.join('\n')}\n`;

@@ -7,15 +7,23 @@ export function byteProgress(label: string): Progress {
   const mb = (n: number) => (n / 1048576).toFixed(1);
   return {
     start(total) {
-      bar = new cliProgress.SingleBar({
-        format: `${label} [{bar}] {percentage}% {got}/{all} MB {speed} MB/s eta {eta}s`,
-        stream: process.stderr, hideCursor: true, noTTYOutput: false, etaBuffer: 50,
-      }, cliProgress.Presets.shades_classic);
+      bar = new cliProgress.SingleBar(
+        {
+          format: `${label} [{bar}] {percentage}% {got}/{all} MB {speed} MB/s eta {eta}s`,
+          stream: process.stderr,
+          hideCursor: true,
+          noTTYOutput: false,
+          etaBuffer: 50,
+        },
+        cliProgress.Presets.shades_classic,
+      );
       const started = Date.now();
       bar.start(total ?? 0, 0, { got: '0.0', all: total ? mb(total) : '?', speed: '0.0' });
       this.update = (bytes) => bar!.update(bytes, { got: mb(bytes), speed: mb(bytes / Math.max(0.001, (Date.now() - started) / 1000)) });
     },
     update() {},
-    stop() { bar?.stop(); },
+    stop() {
+      bar?.stop();
+    },
   };
 }

@@ -38,19 +38,33 @@ export async function handler(event: BatchEvent): Promise<BatchResult> {
   ready ??= (async () => {
     const d = deployed();
     return { ...d, markers: await currentMarkers(d, d.config.tiers, d.config.weightsLocation) };
-  })().catch((err) => { ready = undefined; throw err; });
+  })().catch((err) => {
+    ready = undefined;
+    throw err;
+  });
   const { store, markers, queues, config } = await ready;
   const tiers = config.tiers;
   const counters = new Counters();
   const batcher = new TaskBatcher(queues);
   const router = makeRouter({ store, queues, tiers, models: markers, counters, log, sink: (t) => batcher.add(t) });
   const input = event.BatchInput;
-  const opts = { bucket: input.bucket, filter: input.filter ?? { mode: 'stale' as const }, since: input.since ? new Date(input.since) : undefined, until: input.until ? new Date(input.until) : undefined };
+  const opts = {
+    bucket: input.bucket,
+    filter: input.filter ?? { mode: 'stale' as const },
+    since: input.since ? new Date(input.since) : undefined,
+    until: input.until ? new Date(input.until) : undefined,
+  };
   const report = emptyReport();
   // Transient errors throw: the map retries the whole batch (tasks are deduplicated by the FIFO queues).
   await mapLimit(event.Items, 32, async (item) => {
     report.listed++;
-    const listed = { key: item.Key, eTag: (item.ETag ?? item.Etag ?? '').replace(/"/g, ''), size: item.Size ?? 0, lastModified: lastModifiedOf(item.LastModified), storageClass: item.StorageClass };
+    const listed = {
+      key: item.Key,
+      eTag: (item.ETag ?? item.Etag ?? '').replace(/"/g, ''),
+      size: item.Size ?? 0,
+      lastModified: lastModifiedOf(item.LastModified),
+      storageClass: item.StorageClass,
+    };
     await backfillObject(router, listed, report, opts);
   });
   const result: BatchResult = { listed: report.listed, enqueued: report.enqueued, skipped: report.skipped };

@@ -20,8 +20,15 @@ async function init(): Promise<Router> {
 }
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
-  router ??= init().catch((err) => { router = undefined; throw err; });
-  const retry = await routeBatch(await router, event.Records.map((m) => ({ id: m.messageId, body: m.body })), log);
+  router ??= init().catch((err) => {
+    router = undefined;
+    throw err;
+  });
+  const retry = await routeBatch(
+    await router,
+    event.Records.map((m) => ({ id: m.messageId, body: m.body })),
+    log,
+  );
   const emf = counters.emfDelta({ Function: 'router' });
   if (emf) process.stdout.write(`${emf}\n`);
   return { batchItemFailures: retry.map((itemIdentifier) => ({ itemIdentifier })) };

@@ -16,10 +16,20 @@ import type { Worker } from '../pipeline/worker.ts';
 let worker: Promise<Worker> | undefined;
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
-  worker ??= deployedWorker({ component: 'worker' }).then((d) => d.worker).catch((err) => { worker = undefined; throw err; });
-  const results = await (await worker).handle(event.Records.map((r) => ({
-    id: r.messageId, receipt: r.receiptHandle, body: r.body, receiveCount: Number(r.attributes.ApproximateReceiveCount ?? 1),
-  })));
+  worker ??= deployedWorker({ component: 'worker' })
+    .then((d) => d.worker)
+    .catch((err) => {
+      worker = undefined;
+      throw err;
+    });
+  const results = await (await worker).handle(
+    event.Records.map((r) => ({
+      id: r.messageId,
+      receipt: r.receiptHandle,
+      body: r.body,
+      receiveCount: Number(r.attributes.ApproximateReceiveCount ?? 1),
+    })),
+  );
   const failed = results.filter((r) => r.outcome.status === 'retry' || r.outcome.status === 'poison');
   return { batchItemFailures: failed.map((r) => ({ itemIdentifier: r.message.id })) };
 }

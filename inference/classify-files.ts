@@ -4,23 +4,27 @@ import { decodeImage, type DecodedImage } from './image.ts';
 import { topK, type LoadedModel, type Prediction } from './engine.ts';
 import { labelsFor } from '../model/labels.ts';
 
-export type FileResult =
-  | { image: string; variant: string; top: Prediction[] }
-  | { image: string; variant: string; error: string };
+export type FileResult = { image: string; variant: string; top: Prediction[] } | { image: string; variant: string; error: string };
 
-export async function classifyFiles(model: LoadedModel, files: readonly string[], options: { topK: number; batchSize?: number }): Promise<FileResult[]> {
+export async function classifyFiles(
+  model: LoadedModel,
+  files: readonly string[],
+  options: { topK: number; batchSize?: number },
+): Promise<FileResult[]> {
   const labels = labelsFor(model.manifest.classes);
   const batchSize = options.batchSize ?? 8;
   const results: FileResult[] = new Array(files.length);
   for (let start = 0; start < files.length; start += batchSize) {
     const chunk = files.slice(start, start + batchSize);
-    const decoded = await Promise.all(chunk.map(async (file): Promise<DecodedImage | Error> => {
-      try {
-        return await decodeImage(await readFile(file), model.resolution);
-      } catch (err) {
-        return err instanceof Error ? err : new Error(String(err));
-      }
-    }));
+    const decoded = await Promise.all(
+      chunk.map(async (file): Promise<DecodedImage | Error> => {
+        try {
+          return await decodeImage(await readFile(file), model.resolution);
+        } catch (err) {
+          return err instanceof Error ? err : new Error(String(err));
+        }
+      }),
+    );
     const good = decoded.flatMap((d, i) => (d instanceof Error ? [] : [{ i, d }]));
     const probabilities = await model.classify(good.map((g) => g.d));
     good.forEach((g, j) => {

@@ -40,7 +40,10 @@ export function topK(probabilities: Float32Array, k: number, labels: readonly st
     if (best.length < n || p > probabilities[best[best.length - 1]]) {
       let j = best.length < n ? best.length : best.length - 1;
       if (best.length < n) best.push(i);
-      while (j > 0 && probabilities[best[j - 1]] < p) { best[j] = best[j - 1]; j--; }
+      while (j > 0 && probabilities[best[j - 1]] < p) {
+        best[j] = best[j - 1];
+        j--;
+      }
       best[j] = i;
     }
   }

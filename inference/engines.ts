@@ -42,7 +42,10 @@ export function engineChooser(options: { override?: Engine; log?: Logger; tfjsBa
     let engine = made.get(name);
     if (!engine) {
       const log = options.log;
-      engine = createEngine(name, { tfjsBackend: options.tfjsBackend, ort: { ...WORKER_ORT_OPTIONS, ...(log ? { log: (m: string) => log.log('info', m) } : {}) } });
+      engine = createEngine(name, {
+        tfjsBackend: options.tfjsBackend,
+        ort: { ...WORKER_ORT_OPTIONS, ...(log ? { log: (m: string) => log.log('info', m) } : {}) },
+      });
       made.set(name, engine);
     }
     return engine;

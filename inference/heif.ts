@@ -54,11 +54,16 @@ export async function decodeHeif(bytes: Uint8Array, maxPixels: number): Promise<
   const first = images[0];
   if (!first) throw new Error('no image in the HEIF file');
   if (first.width * first.height > maxPixels) {
-    throw Object.assign(new Error(`${first.width}×${first.height} = ${first.width * first.height} pixels, over the ${maxPixels}-pixel limit`), { tooManyPixels: true });
+    throw Object.assign(
+      new Error(`${first.width}×${first.height} = ${first.width * first.height} pixels, over the ${maxPixels}-pixel limit`),
+      { tooManyPixels: true },
+    );
   }
   const { width, height, data } = await first.decode();
   return {
-    rgba: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width, height,
+    rgba: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    width,
+    height,
     orientation: hasContainerTransform(bytes) ? 1 : await exifOrientation(bytes),
   };
 }

@@ -11,7 +11,11 @@ export function sniffFormat(head: Uint8Array): 'jpeg' | 'png' | 'gif' | 'webp' |
   if (b.length >= 8 && b[0] === 0x89 && ascii(1, 4) === 'PNG') return 'png';
   if (b.length >= 6 && (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a')) return 'gif';
   if (b.length >= 12 && ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'webp';
-  if (b.length >= 4 && ((b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a && b[3] === 0) || (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && b[3] === 0x2a))) return 'tiff';
+  if (
+    b.length >= 4 &&
+    ((b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a && b[3] === 0) || (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && b[3] === 0x2a))
+  )
+    return 'tiff';
   if (b.length >= 12 && ascii(4, 8) === 'ftyp') {
     const brand = ascii(8, 12);
     if (brand === 'avif' || brand === 'avis') return 'avif';

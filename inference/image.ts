@@ -36,7 +36,10 @@ export type ImageErrorReason = 'empty' | 'too-large' | 'too-many-pixels' | 'unsu
 
 /** A permanent problem with an input image: retrying will not help. */
 export class ImageError extends Error {
-  constructor(readonly reason: ImageErrorReason, message: string) {
+  constructor(
+    readonly reason: ImageErrorReason,
+    message: string,
+  ) {
     super(message);
     this.name = 'ImageError';
   }
@@ -48,7 +51,8 @@ export async function decodeImage(input: Uint8Array, size: number, limits: Decod
   if (input.length === 0) throw new ImageError('empty', 'empty file (0 bytes)');
   if (input.length > maxBytes) throw new ImageError('too-large', `file is ${input.length} bytes, over the ${maxBytes}-byte limit`);
   const format = sniffFormat(input);
-  if (!format) throw new ImageError('unsupported-format', 'not a supported image (JPEG, PNG, WebP, GIF, TIFF, AVIF, HEIC) by its leading bytes');
+  if (!format)
+    throw new ImageError('unsupported-format', 'not a supported image (JPEG, PNG, WebP, GIF, TIFF, AVIF, HEIC) by its leading bytes');
 
   let image: Sharp;
   let meta: Metadata;
@@ -60,10 +64,12 @@ export async function decodeImage(input: Uint8Array, size: number, limits: Decod
     throw classifySharpError(err);
   }
   if (format === 'heif' && meta.compression === 'hevc') ({ image, meta } = await decodeHevc(input, maxPixels));
-  const w = meta.width ?? 0, h = meta.height ?? 0;
+  const w = meta.width ?? 0,
+    h = meta.height ?? 0;
   if (w * h > maxPixels) throw new ImageError('too-many-pixels', `${w}×${h} = ${w * h} pixels, over the ${maxPixels}-pixel limit`);
   const swap = (meta.orientation ?? 1) >= 5;
-  const sourceWidth = swap ? h : w, sourceHeight = swap ? w : h;
+  const sourceWidth = swap ? h : w,
+    sourceHeight = swap ? w : h;
 
   const alreadySized = sourceWidth === size && sourceHeight === size && (meta.orientation ?? 1) === 1;
   let pipeline = image.rotate(); // EXIF orientation
@@ -76,7 +82,11 @@ export async function decodeImage(input: Uint8Array, size: number, limits: Decod
       throw new ImageError('undecodable', `decoder produced ${info.width}×${info.height}×${info.channels}, expected ${size}×${size}×3`);
     }
     return {
-      pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), size, sourceWidth, sourceHeight, format,
+      pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      size,
+      sourceWidth,
+      sourceHeight,
+      format,
       resampled: !alreadySized,
     };
   } catch (err) {
@@ -99,7 +109,15 @@ async function decodeHevc(input: Uint8Array, maxPixels: number): Promise<{ image
   const raw = { width: px.width, height: px.height, channels: 4 as const };
   let oriented = sharp(px.rgba, { raw });
   // EXIF orientations 2–8 as rotations (clockwise) and mirrors, applied after the rotation.
-  const ops: Record<number, [number, 'flop' | 'flip' | undefined]> = { 2: [0, 'flop'], 3: [180, undefined], 4: [0, 'flip'], 5: [90, 'flop'], 6: [90, undefined], 7: [270, 'flop'], 8: [270, undefined] };
+  const ops: Record<number, [number, 'flop' | 'flip' | undefined]> = {
+    2: [0, 'flop'],
+    3: [180, undefined],
+    4: [0, 'flip'],
+    5: [90, 'flop'],
+    6: [90, undefined],
+    7: [270, 'flop'],
+    8: [270, undefined],
+  };
   const [angle, mirror] = ops[px.orientation] ?? [0, undefined];
   if (angle || mirror) {
     if (angle) oriented = oriented.rotate(angle);

@@ -53,10 +53,13 @@ export function ortEngine(options: OrtOptions = {}): Engine {
       if (!manifest.includeTop) throw new Error(`${weightsDir}: weights without a classifier top cannot tag images`);
       const threads = options.threads ?? availableParallelism();
       const env = process.env.EFFITAG_ORT_SPINNING;
-      const spinning = env === '1' ? true : env === '0' ? false : options.spinning ?? true;
+      const spinning = env === '1' ? true : env === '0' ? false : (options.spinning ?? true);
       const wantCuda = options.provider === 'cuda' || ((options.provider ?? 'auto') === 'auto' && cudaInstalled());
       const base: ort.InferenceSession.SessionOptions = {
-        graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential',
+        graphOptimizationLevel: 'all',
+        intraOpNumThreads: threads,
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
         // Whether idle intra-op threads spin-wait (onnxruntime's default) or sleep. See OrtOptions.spinning.
         extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } },
       };
@@ -74,7 +77,9 @@ export function ortEngine(options: OrtOptions = {}): Engine {
       } else {
         session = await startSessionThread(exported.path, { ...base, executionProviders: ['cpu'] });
       }
-      log(`onnxruntime: ${provider} provider, ${threads} intra-op threads, ${exported.cached ? 'cached' : 'fresh'} export ${exported.path}`);
+      log(
+        `onnxruntime: ${provider} provider, ${threads} intra-op threads, ${exported.cached ? 'cached' : 'fresh'} export ${exported.path}`,
+      );
       const { resolution, classes } = manifest;
       return {
         description: `ort (${provider})`,

@@ -26,9 +26,15 @@ export function startSessionThread(path: string, options: ort.InferenceSession.S
       pending.clear();
     };
     worker.on('error', fail);
-    worker.on('exit', (code) => { if (pending.size) fail(new Error(`onnxruntime thread exited (${code})`)); });
+    worker.on('exit', (code) => {
+      if (pending.size) fail(new Error(`onnxruntime thread exited (${code})`));
+    });
     worker.on('message', (msg: { type: string; id?: number; buffer?: ArrayBuffer; dims?: number[]; error?: string }) => {
-      if (msg.type === 'failed') { void worker.terminate(); fail(new Error(msg.error)); return; }
+      if (msg.type === 'failed') {
+        void worker.terminate();
+        fail(new Error(msg.error));
+        return;
+      }
       if (msg.type === 'ready') {
         resolveStart({
           run(data, dims) {

@@ -18,13 +18,18 @@ const target = join(out, 'nodejs');
 mkdirSync(target, { recursive: true });
 cpSync(join(here, 'package.json'), join(target, 'package.json'));
 execFileSync('npm', ['install', '--omit=dev', '--no-audit', '--no-fund', '--os=linux', `--cpu=${cpu}`, '--libc=glibc'], {
-  cwd: target, stdio: 'inherit', env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' },
+  cwd: target,
+  stdio: 'inherit',
+  env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' },
 });
 // onnxruntime-node ships every platform's binaries: keep linux/<cpu> only.
 const napi = join(target, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v6');
 if (existsSync(napi)) {
   for (const os of readdirSync(napi)) {
-    if (os !== 'linux') { rmSync(join(napi, os), { recursive: true, force: true }); continue; }
+    if (os !== 'linux') {
+      rmSync(join(napi, os), { recursive: true, force: true });
+      continue;
+    }
     for (const a of readdirSync(join(napi, os))) if (a !== cpu) rmSync(join(napi, os, a), { recursive: true, force: true });
   }
 }

@@ -37,9 +37,19 @@ export interface UploadJournal {
 }
 
 export function uploadJournal(path: string): UploadJournal {
-  const read = (): JournalEntry[] => (existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean).flatMap((l) => {
-    try { return [JSON.parse(l) as JournalEntry]; } catch { return []; } // a line cut short by a crash
-  }) : []);
+  const read = (): JournalEntry[] =>
+    existsSync(path)
+      ? readFileSync(path, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .flatMap((l) => {
+            try {
+              return [JSON.parse(l) as JournalEntry];
+            } catch {
+              return [];
+            } // a line cut short by a crash
+          })
+      : [];
   return {
     append(object) {
       appendFileSync(path, `${JSON.stringify({ t: Date.now(), object })}\n`);
@@ -95,7 +105,14 @@ export interface IdleWatcher {
  * Every `intervalMs`, while `paused()` is false: note the time, check `isIdle()`, and if so record
  * that everything modified before that time (less a margin) is settled.
  */
-export function watchIdle(opts: { state: SettledState; journal?: UploadJournal; isIdle: () => Promise<boolean>; paused: () => boolean; intervalMs: number; log: Logger }): IdleWatcher {
+export function watchIdle(opts: {
+  state: SettledState;
+  journal?: UploadJournal;
+  isIdle: () => Promise<boolean>;
+  paused: () => boolean;
+  intervalMs: number;
+  log: Logger;
+}): IdleWatcher {
   let stopped = false;
   let waiters: ((at: Date) => void)[] = [];
   let timer: NodeJS.Timeout | undefined;
@@ -115,7 +132,11 @@ export function watchIdle(opts: { state: SettledState; journal?: UploadJournal; 
     }
   };
   const loop = () => {
-    timer = setTimeout(() => { running = tick().finally(() => { if (!stopped) loop(); }); }, opts.intervalMs);
+    timer = setTimeout(() => {
+      running = tick().finally(() => {
+        if (!stopped) loop();
+      });
+    }, opts.intervalMs);
   };
   loop();
   return {

@@ -34,16 +34,26 @@ export interface RunningS3 {
   close(): Promise<void>;
 }
 
-interface Store { getMetadata(bucket: string, key: string): Promise<{ etag: string; 'content-length': number }> }
+interface Store {
+  getMetadata(bucket: string, key: string): Promise<{ etag: string; 'content-length': number }>;
+}
 interface KoaCtx {
-  method: string; path: string; status: number; body: unknown; type: string;
+  method: string;
+  path: string;
+  status: number;
+  body: unknown;
+  type: string;
   request: { headers: Record<string, string | string[] | undefined> };
   get(name: string): string;
 }
 type Middleware = (ctx: KoaCtx, next: () => Promise<void>) => Promise<void>;
 
 const etagOf = (quoted: string) => quoted.replace(/^"|"$/g, '');
-const matches = (etag: string, header: string) => header.split(',').map((h) => etagOf(h.trim())).some((h) => h === '*' || h === etag);
+const matches = (etag: string, header: string) =>
+  header
+    .split(',')
+    .map((h) => etagOf(h.trim()))
+    .some((h) => h === '*' || h === etag);
 
 function preconditionFailed(ctx: KoaCtx, condition: string): void {
   ctx.status = 412;
@@ -66,7 +76,8 @@ export function clientEndpoint(host: string, port: number): string {
 }
 
 const SSE_C_HEADER = 'x-amz-server-side-encryption-customer-algorithm';
-const SSE_C_REFUSAL = 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.';
+const SSE_C_REFUSAL =
+  'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.';
 
 function invalidRequest(ctx: KoaCtx, message: string): void {
   ctx.status = 400;
@@ -104,14 +115,18 @@ function s3SemanticsMiddleware(store: Store, sseC: Set<string>): Middleware {
     }
     await next();
     if (ctx.method === 'PUT' && objectId && !source && ctx.status === 200) {
-      if (ctx.get(SSE_C_HEADER)) sseC.add(objectId); else sseC.delete(objectId);
+      if (ctx.get(SSE_C_HEADER)) sseC.add(objectId);
+      else sseC.delete(objectId);
     }
   };
 }
 
 export async function startS3Server(options: S3ServerOptions): Promise<RunningS3> {
   const server = new S3rver({
-    address: options.host ?? '127.0.0.1', port: options.port ?? 0, silent: true, directory: options.directory,
+    address: options.host ?? '127.0.0.1',
+    port: options.port ?? 0,
+    silent: true,
+    directory: options.directory,
   }) as S3rver & { middleware: Middleware[]; store: Store };
   // Before s3rver's router (Koa composes `middleware` when the server starts listening).
   server.middleware.splice(1, 0, s3SemanticsMiddleware(server.store, new Set()));
@@ -123,7 +138,10 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
     const first = event.Records[0];
     if (String(first.eventName).startsWith('ObjectCreated:')) {
       options.onAccepted?.({
-        bucket: first.s3.bucket.name, key: first.s3.object.key, eTag: first.s3.object.eTag || undefined, size: first.s3.object.size,
+        bucket: first.s3.bucket.name,
+        key: first.s3.object.key,
+        eTag: first.s3.object.eTag || undefined,
+        size: first.s3.object.size,
         kind: (String(first.eventName).split(':')[1] as ObjectCreated['kind']) ?? 'Other',
       });
     }
@@ -139,7 +157,11 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
       }
       record.s3.object.key = encodeS3Key(key);
       await options.onObjectCreated?.(JSON.stringify({ Records: [record] }));
-    })().catch((err) => options.onError?.(err)).finally(() => { pending--; });
+    })()
+      .catch((err) => options.onError?.(err))
+      .finally(() => {
+        pending--;
+      });
   });
 
   const address = await server.run();

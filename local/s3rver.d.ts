@@ -1,7 +1,13 @@
 // The part of s3rver's API the embedded stack uses (the package ships no types).
 declare module 's3rver' {
   import type { EventEmitter } from 'node:events';
-  interface S3rverOptions { address?: string; port?: number; silent?: boolean; directory: string; resetOnClose?: boolean }
+  interface S3rverOptions {
+    address?: string;
+    port?: number;
+    silent?: boolean;
+    directory: string;
+    resetOnClose?: boolean;
+  }
   class S3rver extends EventEmitter {
     constructor(options: S3rverOptions);
     run(): Promise<{ address: string; port: number }>;

@@ -17,7 +17,11 @@ export interface RunningSqs {
   close(): Promise<void>;
 }
 
-export async function startSqsServer(options: { host?: string; port?: number; credentials: { accessKeyId: string; secretAccessKey: string } }): Promise<RunningSqs> {
+export async function startSqsServer(options: {
+  host?: string;
+  port?: number;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+}): Promise<RunningSqs> {
   const host = options.host ?? '127.0.0.1';
   const app = buildApp({ logger: false });
   await app.listen({ port: options.port ?? 0, host });
@@ -25,7 +29,8 @@ export async function startSqsServer(options: { host?: string; port?: number; cr
   const endpoint = clientEndpoint(host, port);
   const sqs = sqsClient({ sqsEndpoint: endpoint, credentials: options.credentials });
   return {
-    endpoint, port,
+    endpoint,
+    port,
     async createQueue(name, attributes) {
       const url = (await sqs.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }))).QueueUrl!;
       const arn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;

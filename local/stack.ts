@@ -102,15 +102,28 @@ export interface LocalStack {
  * share the worker's cores, and every request they serve is CPU time the engine does not get.
  */
 function coalescingSender(queue: SqsQueue, windowMs = 5) {
-  interface Batch { bodies: { body: string }[]; sent: Promise<void>; send(): void }
+  interface Batch {
+    bodies: { body: string }[];
+    sent: Promise<void>;
+    send(): void;
+  }
   let open: Batch | undefined;
   const inFlight = new Set<Promise<void>>();
   function start(): Batch {
     const bodies: { body: string }[] = [];
     let release!: () => void;
-    const sent = new Promise<void>((r) => { release = r; }).then(() => queue.send(bodies));
+    const sent = new Promise<void>((r) => {
+      release = r;
+    }).then(() => queue.send(bodies));
     const timer = setTimeout(close, windowMs);
-    return { bodies, sent, send() { clearTimeout(timer); release(); } };
+    return {
+      bodies,
+      sent,
+      send() {
+        clearTimeout(timer);
+        release();
+      },
+    };
   }
   function close(): void {
     if (!open) return;
@@ -118,7 +131,10 @@ function coalescingSender(queue: SqsQueue, windowMs = 5) {
     open = undefined;
     b.send();
     inFlight.add(b.sent);
-    b.sent.then(() => inFlight.delete(b.sent), () => inFlight.delete(b.sent));
+    b.sent.then(
+      () => inFlight.delete(b.sent),
+      () => inFlight.delete(b.sent),
+    );
   }
   return {
     /** Settles when this body's batch is sent; the caller logs a failure. */
@@ -162,14 +178,21 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const visibility = String(options.visibilitySeconds ?? 60);
   const redrive = (arn: string) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount });
 
-  const sqs = sqsClient({ sqsEndpoint: options.interpose?.sqs ? await options.interpose.sqs(sqsEndpoint) : sqsEndpoint, credentials: LOCAL_CREDENTIALS });
+  const sqs = sqsClient({
+    sqsEndpoint: options.interpose?.sqs ? await options.interpose.sqs(sqsEndpoint) : sqsEndpoint,
+    credentials: LOCAL_CREDENTIALS,
+  });
   const intakeDlq = await sqsServer.createQueue(QUEUE_NAMES.intakeDeadLetters);
   const intakeQ = await sqsServer.createQueue(QUEUE_NAMES.intake, { VisibilityTimeout: visibility, RedrivePolicy: redrive(intakeDlq.arn) });
   const intake = new SqsQueue(sqs, intakeQ.url, QUEUE_NAMES.intake);
   const tierQueues: LocalStack['tierQueues'] = {};
   for (const tier of Object.keys(options.tiers.tiers)) {
     const dlq = await sqsServer.createQueue(QUEUE_NAMES.tierDeadLetters(tier), { FifoQueue: 'true' });
-    const q = await sqsServer.createQueue(QUEUE_NAMES.tier(tier), { FifoQueue: 'true', VisibilityTimeout: visibility, RedrivePolicy: redrive(dlq.arn) });
+    const q = await sqsServer.createQueue(QUEUE_NAMES.tier(tier), {
+      FifoQueue: 'true',
+      VisibilityTimeout: visibility,
+      RedrivePolicy: redrive(dlq.arn),
+    });
     tierQueues[tier] = { queue: new SqsQueue(sqs, q.url), dlq: new SqsQueue(sqs, dlq.url) };
   }
 
@@ -179,12 +202,17 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const notifier = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
   const notifications = coalescingSender(new SqsQueue(notifier, intakeQ.url, QUEUE_NAMES.intake));
   const s3server = await startS3Server({
-    host, port: options.s3Port, directory: options.dataDir,
+    host,
+    port: options.s3Port,
+    directory: options.dataDir,
     onObjectCreated: (body) => notifications.add(body),
     onAccepted: (object) => journal.append(object),
     onError: (err) => log.log('error', 'event forwarding failed', { error: String(err) }),
   });
-  stops.unshift(async () => { await s3server.close(); await notifications.flush(); });
+  stops.unshift(async () => {
+    await s3server.close();
+    await notifications.flush();
+  });
   const endpoints: Endpoints = { s3Endpoint: s3server.endpoint, sqsEndpoint, credentials: LOCAL_CREDENTIALS };
   const s3 = s3Client(endpoints);
   await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {
@@ -208,27 +236,46 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       // As the Lambda event source does: route the batch, delete what is done in one call, and
       // retry the rest with backoff (the intake DLQ takes them after maxReceiveCount receives).
       const retry = new Set(await routeBatch(router, messages, routerLog));
-      await intake.delete(messages.filter((m) => !retry.has(m.id))).catch((err) => log.log('warn', 'intake delete failed', { error: String(err) }));
-      for (const m of messages.filter((x) => retry.has(x.id))) await intake.setVisibility(m, Math.min(60, 2 ** m.receiveCount)).catch(() => {});
+      await intake
+        .delete(messages.filter((m) => !retry.has(m.id)))
+        .catch((err) => log.log('warn', 'intake delete failed', { error: String(err) }));
+      for (const m of messages.filter((x) => retry.has(x.id)))
+        await intake.setVisibility(m, Math.min(60, 2 ** m.receiveCount)).catch(() => {});
     }
   })();
-  stops.unshift(async () => { stopping = true; routerAbort.abort(); await routerLoop; });
+  stops.unshift(async () => {
+    stopping = true;
+    routerAbort.abort();
+    await routerLoop;
+  });
 
   const workers: Record<string, Worker> = {};
   for (const [tier, { queue }] of Object.entries(tierQueues)) {
     if (options.runWorkers && !options.runWorkers(tier)) continue;
     const t = options.tiers.tiers[tier];
     workers[tier] = makeWorker({
-      store, queue, tiers: options.tiers, models: catalogFor(t.engine), counters, log: log.child({ component: 'worker', tier }),
+      store,
+      queue,
+      tiers: options.tiers,
+      models: catalogFor(t.engine),
+      counters,
+      log: log.child({ component: 'worker', tier }),
       options: {
-        batchSize: t.batchSize, waitSeconds: 1, visibilitySeconds: Number(visibility),
-        deadLetter: { queue: tierQueues[tier].dlq, maxReceives: Number(maxReceiveCount) }, ...options.worker,
+        batchSize: t.batchSize,
+        waitSeconds: 1,
+        visibilitySeconds: Number(visibility),
+        deadLetter: { queue: tierQueues[tier].dlq, maxReceives: Number(maxReceiveCount) },
+        ...options.worker,
       },
     });
     void workers[tier].run();
   }
-  stops.unshift(async () => { await Promise.all(Object.values(workers).map((w) => w.stop())); });
-  stops.push(async () => { for (const c of catalogs.values()) await c.dispose(); });
+  stops.unshift(async () => {
+    await Promise.all(Object.values(workers).map((w) => w.stop()));
+  });
+  stops.push(async () => {
+    for (const c of catalogs.values()) await c.dispose();
+  });
 
   // Nothing lost across a crash: catch up on what the last run left unsettled, and keep recording
   // when everything is settled (local/catch-up.ts).
@@ -242,7 +289,15 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const since = await state.read();
     const started = performance.now();
     const batcher = new TaskBatcher(queues);
-    const catchUpRouter = makeRouter({ store, queues, tiers: options.tiers, models, log: routerLog, counters, sink: (t) => batcher.add(t) });
+    const catchUpRouter = makeRouter({
+      store,
+      queues,
+      tiers: options.tiers,
+      models,
+      log: routerLog,
+      counters,
+      sink: (t) => batcher.add(t),
+    });
     const filter = { mode: 'stale' as const };
     let report: BackfillReport;
     if (since) {
@@ -251,7 +306,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       await mapLimit(journal.entries(), 16, async ({ object }) => {
         if (catchUpAbort.signal.aborted) return;
         report.listed++;
-        await backfillObject(catchUpRouter, { key: object.key, eTag: object.eTag ?? '', size: object.size ?? 0 }, report, { bucket: object.bucket, filter });
+        await backfillObject(catchUpRouter, { key: object.key, eTag: object.eTag ?? '', size: object.size ?? 0 }, report, {
+          bucket: object.bucket,
+          filter,
+        });
       });
       await batcher.flush();
       report.complete = !catchUpAbort.signal.aborted;
@@ -261,7 +319,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     }
     if (catchUpAbort.signal.aborted) return undefined;
     const result = { since, report, seconds: (performance.now() - started) / 1000 };
-    log.log('info', 'caught up', { since: since?.toISOString() ?? 'the beginning', listed: report.listed, enqueued: report.enqueued, skipped: report.skipped, seconds: result.seconds });
+    log.log('info', 'caught up', {
+      since: since?.toISOString() ?? 'the beginning',
+      listed: report.listed,
+      enqueued: report.enqueued,
+      skipped: report.skipped,
+      seconds: result.seconds,
+    });
     holdWatermark = false;
     return result;
   })().catch((err) => {
@@ -271,7 +335,11 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   });
   const allQueues = [intake, ...Object.values(tierQueues).map((q) => q.queue)];
   const idle = watchIdle({
-    state, journal, log, intervalMs: options.idleCheckMs ?? 2000, paused: () => holdWatermark,
+    state,
+    journal,
+    log,
+    intervalMs: options.idleCheckMs ?? 2000,
+    paused: () => holdWatermark,
     // In pipeline order, so a task moving forward between two reads is still seen in the later one.
     isIdle: async () => {
       if (s3server.pendingEvents() > 0 || notifications.pending() > 0) return false;
@@ -279,10 +347,26 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       return true;
     },
   });
-  stops.unshift(async () => { catchUpAbort.abort(); await catchUp; await idle.stop(); });
+  stops.unshift(async () => {
+    catchUpAbort.abort();
+    await catchUp;
+    await idle.stop();
+  });
 
   return {
-    endpoints, bucket, s3, sqs, store, intake, tierQueues, models, router, workers, counters, catchUp, settled: () => idle.settled(),
+    endpoints,
+    bucket,
+    s3,
+    sqs,
+    store,
+    intake,
+    tierQueues,
+    models,
+    router,
+    workers,
+    counters,
+    catchUp,
+    settled: () => idle.settled(),
     async stop() {
       for (const s of stops) await s().catch((err) => log.log('warn', 'stop step failed', { error: String(err) }));
       s3.destroy();

@@ -28,12 +28,23 @@ export function variantInfo(variant: VariantArgs): VariantInfo {
   const spec = decodeVariant(variant);
   const top = planModel(spec);
   const noTop = planModel(spec, { includeTop: false });
-  const p = countParams(top), q = countParams(noTop);
+  const p = countParams(top),
+    q = countParams(noTop);
   return {
-    variant: spec.variant, family: spec.family, origin: spec.origin, ...(spec.phi !== undefined ? { phi: spec.phi } : {}),
-    width: spec.width, depth: spec.depth, resolution: spec.resolution, dropout: spec.dropout,
-    blocksPerStage: [...top.blocksPerStage], blocks: top.blocksPerStage.reduce((a, b) => a + b, 0),
-    params: p.total, paramsTrainable: p.trainable, paramsNoTop: q.total, paramsNoTopTrainable: q.trainable,
+    variant: spec.variant,
+    family: spec.family,
+    origin: spec.origin,
+    ...(spec.phi !== undefined ? { phi: spec.phi } : {}),
+    width: spec.width,
+    depth: spec.depth,
+    resolution: spec.resolution,
+    dropout: spec.dropout,
+    blocksPerStage: [...top.blocksPerStage],
+    blocks: top.blocksPerStage.reduce((a, b) => a + b, 0),
+    params: p.total,
+    paramsTrainable: p.trainable,
+    paramsNoTop: q.total,
+    paramsNoTopTrainable: q.trainable,
     macs: countMacs(top),
   };
 }

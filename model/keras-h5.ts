@@ -50,7 +50,8 @@ export function readStringList(obj: H5Object, name: string): string[] | undefine
 
 function toFloat32(value: unknown, where: string): Float32Array {
   if (value instanceof Float32Array) return value;
-  if (value instanceof Float64Array || value instanceof Int32Array || value instanceof Uint8Array || value instanceof Int16Array) return Float32Array.from(value);
+  if (value instanceof Float64Array || value instanceof Int32Array || value instanceof Uint8Array || value instanceof Int16Array)
+    return Float32Array.from(value);
   if (value instanceof BigInt64Array || value instanceof BigUint64Array) return Float32Array.from(value, (v) => Number(v));
   if (typeof value === 'number') return Float32Array.of(value);
   if (typeof value === 'bigint') return Float32Array.of(Number(value));
@@ -109,7 +110,8 @@ export async function readKerasWeights(path: string): Promise<KerasWeightFile> {
     }
     const attrs = (root as unknown as H5Object).attrs;
     return {
-      layerNames, weights,
+      layerNames,
+      weights,
       kerasVersion: 'keras_version' in attrs ? asStrings(attrs.keras_version.value)[0] : undefined,
       backend: 'backend' in attrs ? asStrings(attrs.backend.value)[0] : undefined,
     };

@@ -7,9 +7,7 @@
  * writes the ONNX graph (CPU engine). Parameter counts and multiply-adds are read off it without
  * allocating a single weight.
  */
-import {
-  IMAGENET_MEAN, IMAGENET_STD, roundFilters, roundRepeats, type ArchitectureSpec, decodeVariant,
-} from './spec.ts';
+import { IMAGENET_MEAN, IMAGENET_STD, roundFilters, roundRepeats, type ArchitectureSpec, decodeVariant } from './spec.ts';
 
 export type Shape3 = readonly [number, number, number];
 export type Activation = 'linear' | 'swish' | 'sigmoid' | 'softmax';
@@ -29,24 +27,25 @@ interface NodeBase {
   weights: readonly WeightSpec[];
 }
 
-export type LayerNode = NodeBase & (
-  | { op: 'input' }
-  | { op: 'rescale'; scale: number; offset: number }
-  /** (x − mean) / sqrt(variance); `constant` holds them when they are not stored weights. */
-  | { op: 'normalize'; constant?: { mean: readonly number[]; variance: readonly number[] } }
-  | { op: 'zeropad'; pad: readonly [readonly [number, number], readonly [number, number]] }
-  | { op: 'conv'; filters: number; kernel: number; stride: number; padding: 'same' | 'valid'; useBias: boolean; activation: Activation }
-  | { op: 'dwconv'; kernel: number; stride: number; padding: 'same' | 'valid' }
-  | { op: 'bn'; epsilon: number; momentum: number }
-  | { op: 'activation'; activation: Activation }
-  | { op: 'gap' }
-  | { op: 'gmp' }
-  | { op: 'reshape'; target: readonly number[] }
-  | { op: 'multiply' }
-  | { op: 'add' }
-  | { op: 'dropout'; rate: number }
-  | { op: 'dense'; units: number; activation: Activation }
-);
+export type LayerNode = NodeBase &
+  (
+    | { op: 'input' }
+    | { op: 'rescale'; scale: number; offset: number }
+    /** (x − mean) / sqrt(variance); `constant` holds them when they are not stored weights. */
+    | { op: 'normalize'; constant?: { mean: readonly number[]; variance: readonly number[] } }
+    | { op: 'zeropad'; pad: readonly [readonly [number, number], readonly [number, number]] }
+    | { op: 'conv'; filters: number; kernel: number; stride: number; padding: 'same' | 'valid'; useBias: boolean; activation: Activation }
+    | { op: 'dwconv'; kernel: number; stride: number; padding: 'same' | 'valid' }
+    | { op: 'bn'; epsilon: number; momentum: number }
+    | { op: 'activation'; activation: Activation }
+    | { op: 'gap' }
+    | { op: 'gmp' }
+    | { op: 'reshape'; target: readonly number[] }
+    | { op: 'multiply' }
+    | { op: 'add' }
+    | { op: 'dropout'; rate: number }
+    | { op: 'dense'; units: number; activation: Activation }
+  );
 
 export type Pooling = 'avg' | 'max' | 'none';
 
@@ -80,7 +79,10 @@ const BN_EPSILON = 1e-3;
 /** TF 'same' padding for a stride-2 conv on a static size: Keras `correct_pad` (extra at bottom/right). */
 export function correctPad(h: number, w: number, kernel: number): [[number, number], [number, number]] {
   const half = Math.floor(kernel / 2);
-  return [[half - (1 - (h % 2)), half], [half - (1 - (w % 2)), half]];
+  return [
+    [half - (1 - (h % 2)), half],
+    [half - (1 - (w % 2)), half],
+  ];
 }
 
 /** Output size of a conv along one axis. */
@@ -116,7 +118,9 @@ class PlanBuilder {
   }
   normalize(name: string, x: string, constant?: { mean: readonly number[]; variance: readonly number[] }): string {
     const c = this.shape(x).at(-1)!;
-    const weights = constant ? [] : [this.w(name, 'mean', [c], false), this.w(name, 'variance', [c], false), this.w(name, 'count', [], false)];
+    const weights = constant
+      ? []
+      : [this.w(name, 'mean', [c], false), this.w(name, 'variance', [c], false), this.w(name, 'count', [], false)];
     return this.push({ op: 'normalize', name, inputs: [x], outShape: this.shape(x), weights, constant });
   }
   zeropad(name: string, x: string, kernel: number): string {
@@ -125,24 +129,55 @@ class PlanBuilder {
     const outShape = [h + pad[0][0] + pad[0][1], w + pad[1][0] + pad[1][1], c];
     return this.push({ op: 'zeropad', name, inputs: [x], outShape, weights: [], pad });
   }
-  conv(name: string, x: string, filters: number, kernel: number, o: { stride?: number; padding?: 'same' | 'valid'; useBias?: boolean; activation?: Activation } = {}): string {
+  conv(
+    name: string,
+    x: string,
+    filters: number,
+    kernel: number,
+    o: { stride?: number; padding?: 'same' | 'valid'; useBias?: boolean; activation?: Activation } = {},
+  ): string {
     const [h, w, cin] = this.shape(x);
-    const stride = o.stride ?? 1, padding = o.padding ?? 'same', useBias = o.useBias ?? false;
+    const stride = o.stride ?? 1,
+      padding = o.padding ?? 'same',
+      useBias = o.useBias ?? false;
     const weights = [this.w(name, 'kernel', [kernel, kernel, cin, filters])];
     if (useBias) weights.push(this.w(name, 'bias', [filters]));
     const outShape = [convOut(h, kernel, stride, padding), convOut(w, kernel, stride, padding), filters];
-    return this.push({ op: 'conv', name, inputs: [x], outShape, weights, filters, kernel, stride, padding, useBias, activation: o.activation ?? 'linear' });
+    return this.push({
+      op: 'conv',
+      name,
+      inputs: [x],
+      outShape,
+      weights,
+      filters,
+      kernel,
+      stride,
+      padding,
+      useBias,
+      activation: o.activation ?? 'linear',
+    });
   }
   dwconv(name: string, x: string, kernel: number, stride: number, padding: 'same' | 'valid'): string {
     const [h, w, c] = this.shape(x);
     const outShape = [convOut(h, kernel, stride, padding), convOut(w, kernel, stride, padding), c];
-    return this.push({ op: 'dwconv', name, inputs: [x], outShape, weights: [this.w(name, 'depthwise_kernel', [kernel, kernel, c, 1])], kernel, stride, padding });
+    return this.push({
+      op: 'dwconv',
+      name,
+      inputs: [x],
+      outShape,
+      weights: [this.w(name, 'depthwise_kernel', [kernel, kernel, c, 1])],
+      kernel,
+      stride,
+      padding,
+    });
   }
   bn(name: string, x: string): string {
     const c = this.shape(x).at(-1)!;
     const weights = [
-      this.w(name, 'gamma', [c]), this.w(name, 'beta', [c]),
-      this.w(name, 'moving_mean', [c], false), this.w(name, 'moving_variance', [c], false),
+      this.w(name, 'gamma', [c]),
+      this.w(name, 'beta', [c]),
+      this.w(name, 'moving_mean', [c], false),
+      this.w(name, 'moving_variance', [c], false),
     ];
     return this.push({ op: 'bn', name, inputs: [x], outShape: this.shape(x), weights, epsilon: BN_EPSILON, momentum: this.bnMomentum });
   }
@@ -262,9 +297,10 @@ export function planModel(variant: string | ArchitectureSpec, options: PlanOptio
     x = b.rescale('rescaling', x, 1 / 128, -1);
   } else {
     x = b.rescale('rescaling', x, 1 / 255);
-    x = spec.preprocessing === 'imagenet-stored'
-      ? b.normalize('normalization', x)
-      : b.normalize('normalization', x, { mean: IMAGENET_MEAN, variance: IMAGENET_STD.map((s) => s * s) });
+    x =
+      spec.preprocessing === 'imagenet-stored'
+        ? b.normalize('normalization', x)
+        : b.normalize('normalization', x, { mean: IMAGENET_MEAN, variance: IMAGENET_STD.map((s) => s * s) });
   }
 
   // Stem.
@@ -280,9 +316,7 @@ export function planModel(variant: string | ArchitectureSpec, options: PlanOptio
 
   // Blocks. Keras V1 divides the drop-connect schedule by the rounded block count, V2 by the unrounded one.
   const blocksPerStage = spec.stages.map((s) => roundRepeats(s.repeats, spec.depth));
-  const total = spec.family === 'v1'
-    ? blocksPerStage.reduce((s, n) => s + n, 0)
-    : spec.stages.reduce((s, st) => s + st.repeats, 0);
+  const total = spec.family === 'v1' ? blocksPerStage.reduce((s, n) => s + n, 0) : spec.stages.reduce((s, st) => s + st.repeats, 0);
   let blockIndex = 0;
   spec.stages.forEach((stage, i) => {
     let filtersIn = filters(stage.filtersIn);
@@ -290,8 +324,13 @@ export function planModel(variant: string | ArchitectureSpec, options: PlanOptio
     for (let j = 0; j < blocksPerStage[i]; j++) {
       const args: BlockArgs = {
         prefix: `block${i + 1}${String.fromCharCode(97 + j)}_`,
-        filtersIn, filtersOut, kernel: stage.kernel, stride: j === 0 ? stage.stride : 1,
-        expandRatio: stage.expandRatio, seRatio: stage.seRatio, fused: stage.fused,
+        filtersIn,
+        filtersOut,
+        kernel: stage.kernel,
+        stride: j === 0 ? stage.stride : 1,
+        expandRatio: stage.expandRatio,
+        seRatio: stage.seRatio,
+        fused: stage.fused,
         dropRate: (DROP_CONNECT * blockIndex) / total,
       };
       x = stage.fused ? fusedMbconv(b, x, args) : mbconv(b, spec, x, args);
@@ -313,7 +352,16 @@ export function planModel(variant: string | ArchitectureSpec, options: PlanOptio
   } else if (pooling === 'max') {
     x = b.pool('max_pool', x, 'gmp');
   }
-  return { spec, includeTop, pooling: includeTop ? 'avg' : pooling, classes: includeTop ? classes : 0, resolution, nodes: b.nodes, output: x, blocksPerStage };
+  return {
+    spec,
+    includeTop,
+    pooling: includeTop ? 'avg' : pooling,
+    classes: includeTop ? classes : 0,
+    resolution,
+    nodes: b.nodes,
+    output: x,
+    blocksPerStage,
+  };
 }
 
 /** Every weight of the plan, in graph order. */

@@ -21,7 +21,9 @@ export function seededRandom(seed: number): () => number {
 export function randomWeight(name: string, shape: readonly number[], rand: () => number, stdAsVariance = false): Float32Array {
   const size = shape.reduce((a, b) => a * b, 1);
   const out = new Float32Array(size);
-  const uniform = (scale: number, centre = 0) => { for (let i = 0; i < size; i++) out[i] = centre + (rand() * 2 - 1) * scale; };
+  const uniform = (scale: number, centre = 0) => {
+    for (let i = 0; i < size; i++) out[i] = centre + (rand() * 2 - 1) * scale;
+  };
   if (name === 'normalization/mean:0') out.set(IMAGENET_MEAN);
   else if (name === 'normalization/variance:0') out.set(stdAsVariance ? IMAGENET_STD : IMAGENET_STD.map((s) => s * s));
   else if (name === 'normalization/count:0') out[0] = 0;

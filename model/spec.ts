@@ -23,7 +23,6 @@ export interface StageArgs {
   fused: boolean;
 }
 
-
 /** V1 baseline (B0) block table: Tan & Le 2019, table 1; Keras DEFAULT_BLOCKS_ARGS. */
 export const V1_STAGES: readonly StageArgs[] = [
   { kernel: 3, repeats: 1, filtersIn: 32, filtersOut: 16, expandRatio: 1, stride: 1, seRatio: 0.25, fused: false },
@@ -177,8 +176,17 @@ export function compoundCoefficients(phi: number): Coefficients {
 
 function v1Spec(variant: string, c: Coefficients, origin: ArchitectureSpec['origin'], phi?: number): ArchitectureSpec {
   return {
-    variant, family: 'v1', ...c, stages: V1_STAGES, preprocessing: 'imagenet-stored',
-    roundFiltersBump: true, explicitStridePadding: true, depthwiseName: 'dwconv', bnMomentum: 0.99, origin, phi,
+    variant,
+    family: 'v1',
+    ...c,
+    stages: V1_STAGES,
+    preprocessing: 'imagenet-stored',
+    roundFiltersBump: true,
+    explicitStridePadding: true,
+    depthwiseName: 'dwconv',
+    bnMomentum: 0.99,
+    origin,
+    phi,
   };
 }
 
@@ -202,16 +210,26 @@ export function decodeVariant(variant: VariantArgs): ArchitectureSpec {
     return 'phi' in variant ? phiSpec(variant.phi) : customVariant(variant.width, variant.depth, variant.resolution);
   }
   const name = variant;
-  const key = name.trim().toLowerCase().replace(/^efficientnet[-_]?/, '').replace(/^v2([bsml])/, 'v2-$1');
+  const key = name
+    .trim()
+    .toLowerCase()
+    .replace(/^efficientnet[-_]?/, '')
+    .replace(/^v2([bsml])/, 'v2-$1');
   const v1 = V1_OFFICIAL[key];
   if (v1) return v1Spec(key, v1, 'official');
   const v2 = V2_OFFICIAL[key];
   if (v2) {
     const { table, ...c } = v2;
     return {
-      variant: key, family: 'v2', ...c, stages: V2_STAGES[table],
+      variant: key,
+      family: 'v2',
+      ...c,
+      stages: V2_STAGES[table],
       preprocessing: table === 'b' ? 'imagenet-constant' : 'tf',
-      roundFiltersBump: false, explicitStridePadding: false, depthwiseName: 'dwconv2', bnMomentum: 0.9,
+      roundFiltersBump: false,
+      explicitStridePadding: false,
+      depthwiseName: 'dwconv2',
+      bnMomentum: 0.9,
       origin: 'official',
     };
   }
@@ -219,9 +237,7 @@ export function decodeVariant(variant: VariantArgs): ArchitectureSpec {
   if (phi) return phiSpec(Number(phi[1]));
   const custom = /^custom-w(\d+(?:\.\d+)?)-d(\d+(?:\.\d+)?)-r(\d+)$/.exec(key);
   if (custom) return customVariant(Number(custom[1]), Number(custom[2]), Number(custom[3]));
-  throw new Error(
-    `unknown variant "${name}"; known: ${OFFICIAL_VARIANTS.join(', ')}, phi-X (compound coefficient), custom-wW-dD-rR`,
-  );
+  throw new Error(`unknown variant "${name}"; known: ${OFFICIAL_VARIANTS.join(', ')}, phi-X (compound coefficient), custom-wW-dD-rR`);
 }
 
 /** The V1 baseline scaled by compound coefficient φ. */

@@ -10,7 +10,8 @@ export interface ParamCounts {
 }
 
 export function countParams(plan: ModelPlan): ParamCounts {
-  let total = 0, trainable = 0;
+  let total = 0,
+    trainable = 0;
   for (const w of planWeights(plan)) {
     const n = size(w.shape);
     total += n;

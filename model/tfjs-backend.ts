@@ -12,9 +12,18 @@ export const BACKEND_ORDER: readonly TfjsBackend[] = ['tensorflow-gpu', 'tensorf
 
 const loaders: Record<TfjsBackend, () => Promise<string>> = {
   // Importing tfjs-node(-gpu) registers the native 'tensorflow' backend with the shared tfjs-core.
-  'tensorflow-gpu': async () => { await import(/* @vite-ignore */ '@tensorflow/tfjs-node-gpu' as string); return 'tensorflow'; },
-  tensorflow: async () => { await import(/* @vite-ignore */ '@tensorflow/tfjs-node' as string); return 'tensorflow'; },
-  wasm: async () => { await import('@tensorflow/tfjs-backend-wasm'); return 'wasm'; },
+  'tensorflow-gpu': async () => {
+    await import(/* @vite-ignore */ '@tensorflow/tfjs-node-gpu' as string);
+    return 'tensorflow';
+  },
+  tensorflow: async () => {
+    await import(/* @vite-ignore */ '@tensorflow/tfjs-node' as string);
+    return 'tensorflow';
+  },
+  wasm: async () => {
+    await import('@tensorflow/tfjs-backend-wasm');
+    return 'wasm';
+  },
   cpu: async () => 'cpu',
 };
 
@@ -31,7 +40,12 @@ let resolved: Promise<ResolvedBackend> | undefined;
 
 function parseBackend(value: string): TfjsBackend {
   const v = value.trim().toLowerCase();
-  const alias: Record<string, TfjsBackend> = { gpu: 'tensorflow-gpu', 'tfjs-node-gpu': 'tensorflow-gpu', node: 'tensorflow', 'tfjs-node': 'tensorflow' };
+  const alias: Record<string, TfjsBackend> = {
+    gpu: 'tensorflow-gpu',
+    'tfjs-node-gpu': 'tensorflow-gpu',
+    node: 'tensorflow',
+    'tfjs-node': 'tensorflow',
+  };
   const name = alias[v] ?? v;
   if (!BACKEND_ORDER.includes(name as TfjsBackend)) {
     throw new Error(`unknown tfjs backend "${value}"; choose one of ${BACKEND_ORDER.join(', ')}`);
@@ -61,7 +75,10 @@ async function resolve(forced: TfjsBackend | undefined, log: (msg: string) => vo
 /**
  * Resolve (once per process) and activate a tfjs backend. `prefer` or `EFFITAG_TFJS_BACKEND` forces one.
  */
-export async function useTfjsBackend(prefer?: string, log: (msg: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<ResolvedBackend> {
+export async function useTfjsBackend(
+  prefer?: string,
+  log: (msg: string) => void = (m) => process.stderr.write(`${m}\n`),
+): Promise<ResolvedBackend> {
   const forcedName = prefer ?? process.env.EFFITAG_TFJS_BACKEND;
   const forced = forcedName ? parseBackend(forcedName) : undefined;
   if (!resolved || forced) {
@@ -83,10 +100,11 @@ export { tf };
 export function assertGpuDevice(backend: unknown): void {
   const b = backend as { isGPUPackage?: boolean; isUsingGpuDevice?: boolean } | undefined;
   if (b?.isUsingGpuDevice === true) return;
-  const why = b?.isGPUPackage === undefined
-    ? 'the active tfjs backend is not TensorFlow (tfjs-node-gpu did not load)'
-    : b.isGPUPackage === false
-    ? 'the loaded TensorFlow binding is the CPU build (tfjs-node, not tfjs-node-gpu)'
-    : 'TensorFlow found no GPU device: check that the task has a GPU (gpuCount), that the host driver is mounted (ECS GPU AMI), and that libcudart.so.11.0 and libcudnn.so.8 load (see the log line "Skipping registering GPU devices")';
+  const why =
+    b?.isGPUPackage === undefined
+      ? 'the active tfjs backend is not TensorFlow (tfjs-node-gpu did not load)'
+      : b.isGPUPackage === false
+        ? 'the loaded TensorFlow binding is the CPU build (tfjs-node, not tfjs-node-gpu)'
+        : 'TensorFlow found no GPU device: check that the task has a GPU (gpuCount), that the host driver is mounted (ECS GPU AMI), and that libcudart.so.11.0 and libcudnn.so.8 load (see the log line "Skipping registering GPU devices")';
   throw new Error(`GPU required but not in use: ${why}. Refusing to run on the CPU.`);
 }

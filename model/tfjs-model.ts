@@ -67,24 +67,41 @@ function lowerNode(node: LayerNode, inputs: SymbolicTensor[]): SymbolicTensor {
     case 'rescale':
       return apply(tf.layers.rescaling({ name, scale: node.scale, offset: node.offset }));
     case 'normalize':
-      return apply(new Normalization({
-        name,
-        constantMean: node.constant ? [...node.constant.mean] : undefined,
-        constantVariance: node.constant ? [...node.constant.variance] : undefined,
-      }));
+      return apply(
+        new Normalization({
+          name,
+          constantMean: node.constant ? [...node.constant.mean] : undefined,
+          constantVariance: node.constant ? [...node.constant.variance] : undefined,
+        }),
+      );
     case 'zeropad':
-      return apply(tf.layers.zeroPadding2d({ name, padding: [[...node.pad[0]], [...node.pad[1]]] as [[number, number], [number, number]] }));
+      return apply(
+        tf.layers.zeroPadding2d({ name, padding: [[...node.pad[0]], [...node.pad[1]]] as [[number, number], [number, number]] }),
+      );
     case 'conv':
-      return apply(tf.layers.conv2d({
-        name, filters: node.filters, kernelSize: node.kernel, strides: node.stride, padding: node.padding,
-        useBias: node.useBias, activation: node.activation === 'swish' ? 'swish' : node.activation,
-        kernelInitializer: 'zeros',
-      }));
+      return apply(
+        tf.layers.conv2d({
+          name,
+          filters: node.filters,
+          kernelSize: node.kernel,
+          strides: node.stride,
+          padding: node.padding,
+          useBias: node.useBias,
+          activation: node.activation === 'swish' ? 'swish' : node.activation,
+          kernelInitializer: 'zeros',
+        }),
+      );
     case 'dwconv':
-      return apply(tf.layers.depthwiseConv2d({
-        name, kernelSize: node.kernel, strides: node.stride, padding: node.padding, useBias: false,
-        depthwiseInitializer: 'zeros',
-      }));
+      return apply(
+        tf.layers.depthwiseConv2d({
+          name,
+          kernelSize: node.kernel,
+          strides: node.stride,
+          padding: node.padding,
+          useBias: false,
+          depthwiseInitializer: 'zeros',
+        }),
+      );
     case 'bn':
       return apply(tf.layers.batchNormalization({ name, epsilon: node.epsilon, momentum: node.momentum, axis: -1 }));
     case 'activation':
@@ -145,12 +162,16 @@ export function assignWeights(built: TfjsModel, weights: ReadonlyMap<string, Flo
       const data = weights.get(w.name);
       if (!data) throw new Error(`missing weight ${w.name} (expected shape [${w.shape.join(', ')}])`);
       const size = w.shape.reduce((a, b) => a * b, 1);
-      if (data.length !== size) throw new Error(`weight ${w.name} has ${data.length} values, expected shape [${w.shape.join(', ')}] = ${size}`);
+      if (data.length !== size)
+        throw new Error(`weight ${w.name} has ${data.length} values, expected shape [${w.shape.join(', ')}] = ${size}`);
       return tf.tensor(data, [...w.shape], 'float32');
     });
     layer.setWeights(values);
     tf.dispose(values);
   }
   const unexpected = [...weights.keys()].filter((k) => !expected.has(k));
-  if (unexpected.length) throw new Error(`unexpected weight${unexpected.length > 1 ? 's' : ''}: ${unexpected.slice(0, 5).join(', ')}${unexpected.length > 5 ? ', …' : ''}`);
+  if (unexpected.length)
+    throw new Error(
+      `unexpected weight${unexpected.length > 1 ? 's' : ''}: ${unexpected.slice(0, 5).join(', ')}${unexpected.length > 5 ? ', …' : ''}`,
+    );
 }

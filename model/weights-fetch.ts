@@ -94,7 +94,11 @@ async function md5File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-const exists = (p: string) => stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 export async function fetchWeights(options: FetchOptions): Promise<FetchResult> {
   const variant = decodeVariant(options.variant).variant;
@@ -136,10 +140,11 @@ async function download(url: string, md5: string, dest: string, options: FetchOp
     const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err instanceof Error ? err.message : String(err));
     throw new WeightsFetchError(
       `cannot download ${url} (${cause}); this machine looks offline or cannot reach the host.\n` +
-      `Download the file elsewhere (MD5 ${md5}) and run: effitag weights import --keras FILE --variant ${options.variant} --out DIR`,
+        `Download the file elsewhere (MD5 ${md5}) and run: effitag weights import --keras FILE --variant ${options.variant} --out DIR`,
     );
   }
-  if (!response.ok || !response.body) throw new WeightsFetchError(`download of ${url} failed: HTTP ${response.status} ${response.statusText}`);
+  if (!response.ok || !response.body)
+    throw new WeightsFetchError(`download of ${url} failed: HTTP ${response.status} ${response.statusText}`);
   const total = Number(response.headers.get('content-length')) || undefined;
   const hash = createHash('md5');
   let received = 0;
@@ -154,7 +159,9 @@ async function download(url: string, md5: string, dest: string, options: FetchOp
     await pipeline(body, createWriteStream(tmp));
   } catch (err) {
     await rm(tmp, { force: true });
-    throw new WeightsFetchError(`download of ${url} broke off after ${received} bytes: ${err instanceof Error ? err.message : String(err)}`);
+    throw new WeightsFetchError(
+      `download of ${url} broke off after ${received} bytes: ${err instanceof Error ? err.message : String(err)}`,
+    );
   } finally {
     options.progress?.stop();
   }

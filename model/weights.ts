@@ -46,7 +46,10 @@ const sha256 = (buf: Uint8Array) => createHash('sha256').update(buf).digest('hex
 /** The plan a manifest describes. */
 export function planFor(manifest: Pick<WeightsManifest, 'variant' | 'includeTop' | 'classes' | 'pooling' | 'resolution'>): ModelPlan {
   return planModel(manifest.variant, {
-    includeTop: manifest.includeTop, classes: manifest.classes || 1000, pooling: manifest.pooling, resolution: manifest.resolution,
+    includeTop: manifest.includeTop,
+    classes: manifest.classes || 1000,
+    pooling: manifest.pooling,
+    resolution: manifest.resolution,
   });
 }
 
@@ -65,12 +68,19 @@ export function validateAgainstPlan(plan: ModelPlan, weights: ReadonlyMap<string
   for (const name of weights.keys()) if (!names.has(name)) problems.push(`unexpected weight ${name}`);
   if (problems.length) {
     const shown = problems.slice(0, 10).join('\n  ');
-    throw new Error(`${where} do not fit ${plan.spec.variant}${plan.includeTop ? '' : ' (no top)'}:\n  ${shown}${problems.length > 10 ? `\n  … and ${problems.length - 10} more` : ''}`);
+    throw new Error(
+      `${where} do not fit ${plan.spec.variant}${plan.includeTop ? '' : ' (no top)'}:\n  ${shown}${problems.length > 10 ? `\n  … and ${problems.length - 10} more` : ''}`,
+    );
   }
 }
 
 /** Write an artifact from named weights that fit `plan`. Returns its manifest. */
-export async function writeArtifact(dir: string, plan: ModelPlan, weights: ReadonlyMap<string, Float32Array>, source: WeightsManifest['source']): Promise<WeightsManifest> {
+export async function writeArtifact(
+  dir: string,
+  plan: ModelPlan,
+  weights: ReadonlyMap<string, Float32Array>,
+  source: WeightsManifest['source'],
+): Promise<WeightsManifest> {
   const specs = planWeights(plan);
   const known = new Set(specs.map((w) => w.name));
   const unexpected = [...weights.keys()].filter((n) => !known.has(n));
@@ -83,16 +93,25 @@ export async function writeArtifact(dir: string, plan: ModelPlan, weights: Reado
     const data = weights.get(w.name);
     if (!data) throw new Error(`missing weight ${w.name} (expected shape [${w.shape.join(', ')}])`);
     const size = w.shape.reduce((a, b) => a * b, 1);
-    if (data.length !== size) throw new Error(`weight ${w.name} has ${data.length} values, expected ${size} for shape [${w.shape.join(', ')}]`);
+    if (data.length !== size)
+      throw new Error(`weight ${w.name} has ${data.length} values, expected ${size} for shape [${w.shape.join(', ')}]`);
     all.set(data, offset);
     tensors.push({ name: w.name, shape: [...w.shape], offset });
     offset += size;
   }
   const bytes = new Uint8Array(all.buffer);
   const manifest: WeightsManifest = {
-    format: ARTIFACT_FORMAT, variant: plan.spec.variant, includeTop: plan.includeTop, classes: plan.classes,
-    pooling: plan.pooling, resolution: plan.resolution, sha256: sha256(bytes), bytes: bytes.length,
-    createdAt: new Date().toISOString(), source, tensors,
+    format: ARTIFACT_FORMAT,
+    variant: plan.spec.variant,
+    includeTop: plan.includeTop,
+    classes: plan.classes,
+    pooling: plan.pooling,
+    resolution: plan.resolution,
+    sha256: sha256(bytes),
+    bytes: bytes.length,
+    createdAt: new Date().toISOString(),
+    source,
+    tensors,
   };
   await mkdir(dir, { recursive: true });
   // Write both files under temporary names, then rename: a crash never leaves a half artifact.
@@ -108,7 +127,9 @@ export async function readManifest(dir: string): Promise<WeightsManifest> {
   try {
     text = await readFile(join(dir, 'manifest.json'), 'utf8');
   } catch {
-    throw new Error(`${dir}: no weights artifact here (manifest.json missing); create one with 'effitag weights import' or 'effitag weights fetch'`);
+    throw new Error(
+      `${dir}: no weights artifact here (manifest.json missing); create one with 'effitag weights import' or 'effitag weights fetch'`,
+    );
   }
   const manifest = JSON.parse(text) as WeightsManifest;
   if (manifest.format !== ARTIFACT_FORMAT) throw new Error(`${dir}: unknown artifact format ${String(manifest.format)}`);
@@ -168,11 +189,17 @@ export async function importKerasWeights(file: string, options: ImportOptions): 
     const mode = options.normalization ?? 'auto';
     const looksLikeStd = IMAGENET_STD.every((s, i) => Math.abs(variance[i] - s) < 1e-5);
     if (mode === 'std-as-variance' || (mode === 'auto' && looksLikeStd)) {
-      weights.set('normalization/variance:0', variance.map((s) => s * s));
+      weights.set(
+        'normalization/variance:0',
+        variance.map((s) => s * s),
+      );
       note = 'normalization/variance:0 stored the ImageNet std (published V1 quirk); squared on import';
     }
   }
   return writeArtifact(options.out, plan, weights, {
-    kind: 'keras-h5', file, ...options.source, ...(note ? { note } : {}),
+    kind: 'keras-h5',
+    file,
+    ...options.source,
+    ...(note ? { note } : {}),
   });
 }

@@ -91,11 +91,27 @@ export function fileCheckpoint(path: string): CheckpointStore {
 }
 
 export const runKeyOf = (o: Pick<BackfillOptions, 'bucket' | 'prefix' | 'filter' | 'since' | 'until'>) =>
-  JSON.stringify([o.bucket, o.prefix ?? '', o.filter.mode, !!o.filter.retryFailed, o.since?.toISOString() ?? '', o.until?.toISOString() ?? '']);
-
+  JSON.stringify([
+    o.bucket,
+    o.prefix ?? '',
+    o.filter.mode,
+    !!o.filter.retryFailed,
+    o.since?.toISOString() ?? '',
+    o.until?.toISOString() ?? '',
+  ]);
 
 export function emptyReport(): BackfillReport {
-  return { listed: 0, enqueued: 0, enqueuedByTier: {}, byTierVariant: {}, bytesByTierVariant: {}, skipped: {}, errors: 0, errorSamples: [], complete: false };
+  return {
+    listed: 0,
+    enqueued: 0,
+    enqueuedByTier: {},
+    byTierVariant: {},
+    bytesByTierVariant: {},
+    skipped: {},
+    errors: 0,
+    errorSamples: [],
+    complete: false,
+  };
 }
 
 /** Listing-level reasons to leave an object alone (no request needed). */
@@ -107,7 +123,9 @@ export function listingSkip(o: ListedObject, opts: Pick<BackfillOptions, 'since'
   return undefined;
 }
 
-const inc = (m: Record<string, number>, k: string) => { m[k] = (m[k] ?? 0) + 1; };
+const inc = (m: Record<string, number>, k: string) => {
+  m[k] = (m[k] ?? 0) + 1;
+};
 
 /**
  * One listed object through the listing filters and the router, counted into `report`. The one
@@ -115,11 +133,17 @@ const inc = (m: Record<string, number>, k: string) => { m[k] = (m[k] ?? 0) + 1; 
  * errors propagate; `throttle` runs before each router call.
  */
 export async function backfillObject(
-  router: Router, o: ListedObject, report: BackfillReport,
-  opts: Pick<BackfillOptions, 'bucket' | 'filter' | 'since' | 'until' | 'dryRun'>, throttle?: () => Promise<void>,
+  router: Router,
+  o: ListedObject,
+  report: BackfillReport,
+  opts: Pick<BackfillOptions, 'bucket' | 'filter' | 'since' | 'until' | 'dryRun'>,
+  throttle?: () => Promise<void>,
 ): Promise<void> {
   const skip = listingSkip(o, opts);
-  if (skip) { inc(report.skipped, skip); return; }
+  if (skip) {
+    inc(report.skipped, skip);
+    return;
+  }
   await throttle?.();
   const event = { bucket: opts.bucket, key: o.key, eTag: o.eTag, size: o.size, kind: 'Put' as const };
   const outcome = opts.dryRun
@@ -221,9 +245,18 @@ export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Pr
   const maxOpenChunks = Math.max(8, 2 * Math.ceil(concurrency / chunkSize));
   const limiter = new RateLimiter(opts.rate);
   const throttle = () => limiter.take();
-  const save = () => (opts.dryRun ? undefined : deps.checkpoint?.save({
-    version: 1, bucket: opts.bucket, prefix: opts.prefix ?? '', runKey, lastKey: committed.lastKey, report: committed, updatedAt: new Date().toISOString(),
-  }));
+  const save = () =>
+    opts.dryRun
+      ? undefined
+      : deps.checkpoint?.save({
+          version: 1,
+          bucket: opts.bucket,
+          prefix: opts.prefix ?? '',
+          runKey,
+          lastKey: committed.lastKey,
+          report: committed,
+          updatedAt: new Date().toISOString(),
+        });
 
   const open: Chunk[] = [];
   let committing: Promise<void> = Promise.resolve();
@@ -275,7 +308,10 @@ export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Pr
       const c = chunk;
       c.started++;
       c.lastKey = o.key;
-      if (c.started === chunkSize) { c.closed = true; chunk = undefined; }
+      if (c.started === chunkSize) {
+        c.closed = true;
+        chunk = undefined;
+      }
       const decision = decideOne(o, c).finally(() => inFlight.delete(decision));
       inFlight.add(decision);
     }
@@ -296,9 +332,13 @@ export async function runBackfill(deps: BackfillDeps, opts: BackfillOptions): Pr
 }
 
 /** Resume: the start key and the counts so far, if the checkpoint belongs to this run and is unfinished. */
-export async function resumePoint(store: CheckpointStore, opts: Pick<BackfillOptions, 'bucket' | 'prefix' | 'filter' | 'since' | 'until'>): Promise<Checkpoint | undefined> {
+export async function resumePoint(
+  store: CheckpointStore,
+  opts: Pick<BackfillOptions, 'bucket' | 'prefix' | 'filter' | 'since' | 'until'>,
+): Promise<Checkpoint | undefined> {
   const c = await store.load();
   if (!c) return undefined;
-  if (c.runKey !== runKeyOf(opts)) throw new Error(`the checkpoint belongs to another backfill (${c.runKey}); use the same bucket, prefix and flags, or remove it`);
+  if (c.runKey !== runKeyOf(opts))
+    throw new Error(`the checkpoint belongs to another backfill (${c.runKey}); use the same bucket, prefix and flags, or remove it`);
   return c.report.complete ? undefined : c;
 }

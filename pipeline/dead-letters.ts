@@ -51,15 +51,21 @@ function sampleOf(m: QueueMessage): string {
  */
 async function readAll(queue: SqsQueue, limit: number, holdSeconds: number): Promise<QueueMessage[]> {
   const seen: QueueMessage[] = [];
-  for (let empty = 0; seen.length < limit && empty < 2;) {
+  for (let empty = 0; seen.length < limit && empty < 2; ) {
     const got = await queue.receive({ max: Math.min(10, limit - seen.length), waitSeconds: empty ? 1 : 0, visibilitySeconds: holdSeconds });
-    if (got.length === 0) { empty++; continue; }
+    if (got.length === 0) {
+      empty++;
+      continue;
+    }
     seen.push(...got);
   }
   return seen;
 }
 
-export async function listDeadLetters(sources: readonly { name: string; queue: SqsQueue }[], options: { limit?: number } = {}): Promise<DeadLetterReport[]> {
+export async function listDeadLetters(
+  sources: readonly { name: string; queue: SqsQueue }[],
+  options: { limit?: number } = {},
+): Promise<DeadLetterReport[]> {
   const reports: DeadLetterReport[] = [];
   for (const { name, queue } of sources) {
     const dl = await queue.deadLetterQueue();
@@ -74,7 +80,12 @@ export async function listDeadLetters(sources: readonly { name: string; queue: S
       if (g.samples.length < 3) g.samples.push(sampleOf(m));
       groups.set(reason, g);
     }
-    reports.push({ source: name, deadLetterQueue: dl.queue.name, messages: messages.length, groups: [...groups.values()].sort((a, b) => b.count - a.count) });
+    reports.push({
+      source: name,
+      deadLetterQueue: dl.queue.name,
+      messages: messages.length,
+      groups: [...groups.values()].sort((a, b) => b.count - a.count),
+    });
   }
   return reports;
 }
@@ -90,9 +101,13 @@ export async function redriveDeadLetters(source: { name: string; queue: SqsQueue
   const stamp = Date.now().toString(36);
   for (let i = 0; i < messages.length; i += 10) {
     const chunk = messages.slice(i, i + 10);
-    await source.queue.send(chunk.map((m) => ({
-      body: m.body, groupId: m.groupId, deduplicationId: `${(m.deduplicationId ?? m.id).slice(0, 100)}-redrive-${stamp}`,
-    })));
+    await source.queue.send(
+      chunk.map((m) => ({
+        body: m.body,
+        groupId: m.groupId,
+        deduplicationId: `${(m.deduplicationId ?? m.id).slice(0, 100)}-redrive-${stamp}`,
+      })),
+    );
     await dl.queue.delete(chunk);
   }
   return messages.length;

@@ -31,7 +31,10 @@ export function decodeS3Key(encoded: string): string {
 
 /** Encode a key the way S3 notifications do (used by the embedded stack's forwarder). */
 export function encodeS3Key(key: string): string {
-  return encodeURIComponent(key).replace(/%20/g, '+').replace(/%2F/g, '/').replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return encodeURIComponent(key)
+    .replace(/%20/g, '+')
+    .replace(/%2F/g, '/')
+    .replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
 const unquote = (etag?: string) => etag?.replace(/^"|"$/g, '');
@@ -42,7 +45,10 @@ function kindOf(name: string): ObjectCreated['kind'] {
 }
 
 const REASONS: Record<string, ObjectCreated['kind']> = {
-  PutObject: 'Put', 'POST Object': 'Post', CopyObject: 'Copy', CompleteMultipartUpload: 'CompleteMultipartUpload',
+  PutObject: 'Put',
+  'POST Object': 'Post',
+  CopyObject: 'Copy',
+  CompleteMultipartUpload: 'CompleteMultipartUpload',
 };
 
 export function parseEventBody(body: string): ParsedBody {
@@ -59,14 +65,24 @@ export function parseEventBody(body: string): ParsedBody {
     const objects: ObjectCreated[] = [];
     let ignored = 0;
     for (const r of json.Records) {
-      if (r?.eventSource !== 'aws:s3' || typeof r.eventName !== 'string' || !r.eventName.startsWith('ObjectCreated:') || !r.s3?.object?.key) {
+      if (
+        r?.eventSource !== 'aws:s3' ||
+        typeof r.eventName !== 'string' ||
+        !r.eventName.startsWith('ObjectCreated:') ||
+        !r.s3?.object?.key
+      ) {
         ignored++;
         continue;
       }
       objects.push({
-        bucket: r.s3.bucket.name, key: decodeS3Key(r.s3.object.key), eTag: unquote(r.s3.object.eTag),
-        versionId: r.s3.object.versionId || undefined, size: r.s3.object.size, sequencer: r.s3.object.sequencer,
-        kind: kindOf(r.eventName), eventTime: r.eventTime,
+        bucket: r.s3.bucket.name,
+        key: decodeS3Key(r.s3.object.key),
+        eTag: unquote(r.s3.object.eTag),
+        versionId: r.s3.object.versionId || undefined,
+        size: r.s3.object.size,
+        sequencer: r.s3.object.sequencer,
+        kind: kindOf(r.eventName),
+        eventTime: r.eventTime,
       });
     }
     return { type: 'objects', objects, ignored };
@@ -74,11 +90,20 @@ export function parseEventBody(body: string): ParsedBody {
   if (json?.source === 'aws.s3' && json['detail-type'] === 'Object Created' && json.detail?.object?.key) {
     const d = json.detail;
     return {
-      type: 'objects', ignored: 0,
-      objects: [{
-        bucket: d.bucket.name, key: d.object.key, eTag: unquote(d.object.etag), versionId: d.object['version-id'] || undefined,
-        size: d.object.size, sequencer: d.object.sequencer, kind: REASONS[d.reason] ?? 'Other', eventTime: json.time,
-      }],
+      type: 'objects',
+      ignored: 0,
+      objects: [
+        {
+          bucket: d.bucket.name,
+          key: d.object.key,
+          eTag: unquote(d.object.etag),
+          versionId: d.object['version-id'] || undefined,
+          size: d.object.size,
+          sequencer: d.object.sequencer,
+          kind: REASONS[d.reason] ?? 'Other',
+          eventTime: json.time,
+        },
+      ],
     };
   }
   if (json?.source === 'aws.s3') return { type: 'objects', objects: [], ignored: 1 };

@@ -31,7 +31,12 @@ export function jsonLogger(options: { level?: Level; write?: (line: string) => v
   };
 }
 
-export const silentLogger: Logger = { log() {}, child() { return silentLogger; } };
+export const silentLogger: Logger = {
+  log() {},
+  child() {
+    return silentLogger;
+  },
+};
 
 /** Outcome counters: tagged, skipped by reason, failed by reason, retried. */
 export class Counters {
@@ -59,7 +64,9 @@ export class Counters {
     return JSON.stringify({
       _aws: {
         Timestamp: Date.now(),
-        CloudWatchMetrics: [{ Namespace: 'EffiTag', Dimensions: [Object.keys(dimensions)], Metrics: metrics.map((Name) => ({ Name, Unit: 'Count' })) }],
+        CloudWatchMetrics: [
+          { Namespace: 'EffiTag', Dimensions: [Object.keys(dimensions)], Metrics: metrics.map((Name) => ({ Name, Unit: 'Count' })) },
+        ],
       },
       ...dimensions,
       ...delta,

@@ -49,8 +49,18 @@ export interface Encoded {
  * `label=probability` pairs (most probable first) as fit the 2 KB budget. Returns undefined when not
  * even the fixed EffiTag keys fit beside the user's.
  */
-export function encodeTagged(existing: Record<string, string>, predictions: readonly Prediction[], fixed: { model: string; at: string; etag: string }): Encoded | undefined {
-  const base = { ...userMetadata(existing), [KEYS.status]: 'tagged', [KEYS.model]: fixed.model, [KEYS.at]: fixed.at, [KEYS.etag]: fixed.etag };
+export function encodeTagged(
+  existing: Record<string, string>,
+  predictions: readonly Prediction[],
+  fixed: { model: string; at: string; etag: string },
+): Encoded | undefined {
+  const base = {
+    ...userMetadata(existing),
+    [KEYS.status]: 'tagged',
+    [KEYS.model]: fixed.model,
+    [KEYS.at]: fixed.at,
+    [KEYS.etag]: fixed.etag,
+  };
   const room = METADATA_BUDGET - metadataBytes(base) - Buffer.byteLength(KEYS.tags);
   if (room < 0) return undefined;
   const parts: string[] = [];
@@ -65,10 +75,17 @@ export function encodeTagged(existing: Record<string, string>, predictions: read
   return { metadata: { ...base, [KEYS.tags]: parts.join(';') }, tagsWritten: parts.length, tagsDropped: predictions.length - parts.length };
 }
 
-export function encodeFailed(existing: Record<string, string>, fixed: { model: string; at: string; etag: string; reason: string }): Record<string, string> | undefined {
+export function encodeFailed(
+  existing: Record<string, string>,
+  fixed: { model: string; at: string; etag: string; reason: string },
+): Record<string, string> | undefined {
   const metadata = {
-    ...userMetadata(existing), [KEYS.status]: 'failed', [KEYS.reason]: fixed.reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 200),
-    [KEYS.model]: fixed.model, [KEYS.at]: fixed.at, [KEYS.etag]: fixed.etag,
+    ...userMetadata(existing),
+    [KEYS.status]: 'failed',
+    [KEYS.reason]: fixed.reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 200),
+    [KEYS.model]: fixed.model,
+    [KEYS.at]: fixed.at,
+    [KEYS.etag]: fixed.etag,
   };
   return metadataBytes(metadata) <= METADATA_BUDGET ? metadata : undefined;
 }
@@ -76,8 +93,11 @@ export function encodeFailed(existing: Record<string, string>, fixed: { model: s
 /** Parse `effitag-tags` back into labels and probabilities. */
 export function decodeTags(value: string | undefined): { label: string; probability: number }[] {
   if (!value) return [];
-  return value.split(';').filter(Boolean).map((part) => {
-    const i = part.lastIndexOf('=');
-    return { label: decodeURIComponent(part.slice(0, i).replace(/_/g, ' ')), probability: Number(part.slice(i + 1)) };
-  });
+  return value
+    .split(';')
+    .filter(Boolean)
+    .map((part) => {
+      const i = part.lastIndexOf('=');
+      return { label: decodeURIComponent(part.slice(0, i).replace(/_/g, ' ')), probability: Number(part.slice(i + 1)) };
+    });
 }

@@ -56,7 +56,12 @@ export interface ObjectStore {
    * Replace the user metadata by copying the object onto itself. Re-sends every header in `head`
    * that a REPLACE copy would otherwise reset; `ifMatch` guards against clobbering a newer upload.
    */
-  replaceMetadata(ref: ObjectRef, head: ObjectHead, metadata: Record<string, string>, ifMatch: string): Promise<{ eTag?: string; versionId?: string }>;
+  replaceMetadata(
+    ref: ObjectRef,
+    head: ObjectHead,
+    metadata: Record<string, string>,
+    ifMatch: string,
+  ): Promise<{ eTag?: string; versionId?: string }>;
   getTags(ref: ObjectRef): Promise<Record<string, string>>;
   putTags(ref: ObjectRef, tags: Record<string, string>): Promise<void>;
   /** One page of a listing. */
@@ -116,7 +121,11 @@ export type StoreErrorKind = 'not-found' | 'precondition' | 'too-large' | 'archi
 
 /** A classified storage failure. `transient` ones are worth retrying; the others are final. */
 export class StoreError extends Error {
-  constructor(readonly kind: StoreErrorKind, message: string, override readonly cause?: unknown) {
+  constructor(
+    readonly kind: StoreErrorKind,
+    message: string,
+    override readonly cause?: unknown,
+  ) {
     super(message);
     this.name = 'StoreError';
   }

@@ -24,7 +24,15 @@ import { taskMessage, type Task } from './task.ts';
 
 export type { BackfillFilter };
 
-export type DropReason = 'own-write-back' | 'gone' | 'changed' | 'unreadable-sse-c' | 'test-event' | 'not-an-image' | 'other-tier' | BackfillDrop;
+export type DropReason =
+  | 'own-write-back'
+  | 'gone'
+  | 'changed'
+  | 'unreadable-sse-c'
+  | 'test-event'
+  | 'not-an-image'
+  | 'other-tier'
+  | BackfillDrop;
 
 const IMAGE_EXTENSIONS = /\.(jpe?g|jfif|png|webp|gif|tiff?|avif|heic|heif)$/i;
 
@@ -120,7 +128,11 @@ function unreadableDrop(ctx: RouterContext, object: ObjectCreated, err: unknown)
     // SSE-C: no retry can read it and no copy can record it on the object, so it is recorded
     // here (log and metric), once, instead of cycling into the DLQ.
     ctx.counters.inc('router.dropped.unreadable-sse-c');
-    ctx.log.log('warn', 'cannot tag: object unreadable without its customer-provided key', { bucket: object.bucket, key: object.key, error: err.message });
+    ctx.log.log('warn', 'cannot tag: object unreadable without its customer-provided key', {
+      bucket: object.bucket,
+      key: object.key,
+      error: err.message,
+    });
     return { object, action: 'dropped', reason: 'unreadable-sse-c' };
   }
   throw err;
@@ -130,7 +142,12 @@ function unreadableDrop(ctx: RouterContext, object: ObjectCreated, err: unknown)
  * Decide one object: drop our own write-back, route by the tier rules, choose the variant by size,
  * apply a backfill's filter, and return the task (not sent).
  */
-export async function decideObject(ctx: RouterContext, object: ObjectCreated, source: Task['source'] = 'upload', filter?: BackfillFilter): Promise<RouteOutcome> {
+export async function decideObject(
+  ctx: RouterContext,
+  object: ObjectCreated,
+  source: Task['source'] = 'upload',
+  filter?: BackfillFilter,
+): Promise<RouteOutcome> {
   let header: { head: ObjectHead; bytes?: Uint8Array };
   try {
     header = await readHeader(ctx, object);
@@ -167,8 +184,17 @@ export async function decideObject(ctx: RouterContext, object: ObjectCreated, so
     if (reason) return drop(reason);
   }
   const task: Task = {
-    v: 1, bucket: object.bucket, key: object.key, eTag: head.eTag, versionId: object.versionId ?? head.versionId,
-    size: head.contentLength, tier: route.tier, variant: choice.variant, ...(dims ?? {}), source, enqueuedAt: ctx.now().toISOString(),
+    v: 1,
+    bucket: object.bucket,
+    key: object.key,
+    eTag: head.eTag,
+    versionId: object.versionId ?? head.versionId,
+    size: head.contentLength,
+    tier: route.tier,
+    variant: choice.variant,
+    ...(dims ?? {}),
+    source,
+    enqueuedAt: ctx.now().toISOString(),
   };
   return { object, action: 'enqueued', task };
 }
@@ -184,12 +210,23 @@ export async function sendTask(ctx: RouterContext, task: Task): Promise<void> {
   }
   ctx.counters.inc(`router.enqueued.${task.tier}`);
   ctx.log.log(task.source === 'backfill' ? 'debug' : 'info', 'enqueued', {
-    bucket: task.bucket, key: task.key, tier: task.tier, variant: task.variant, width: task.width, height: task.height, source: task.source,
+    bucket: task.bucket,
+    key: task.key,
+    tier: task.tier,
+    variant: task.variant,
+    width: task.width,
+    height: task.height,
+    source: task.source,
   });
 }
 
 export function makeRouter(deps: RouterDeps): Router {
-  const ctx: RouterContext = { ...deps, log: deps.log ?? silentLogger, counters: deps.counters ?? new Counters(), now: deps.now ?? (() => new Date()) };
+  const ctx: RouterContext = {
+    ...deps,
+    log: deps.log ?? silentLogger,
+    counters: deps.counters ?? new Counters(),
+    now: deps.now ?? (() => new Date()),
+  };
   const handleObject: Router['handleObject'] = async (object, source = 'upload', filter) => {
     const outcome = await decideObject(ctx, object, source, filter);
     if (outcome.action === 'enqueued') await sendTask(ctx, outcome.task);
@@ -221,7 +258,11 @@ export function makeRouter(deps: RouterDeps): Router {
  * (transient failures). A body that is not an S3 event is logged and counts as done: retrying it
  * cannot help.
  */
-export async function routeBatch(router: Router, messages: readonly { id: string; body: string }[], log: Logger = silentLogger): Promise<string[]> {
+export async function routeBatch(
+  router: Router,
+  messages: readonly { id: string; body: string }[],
+  log: Logger = silentLogger,
+): Promise<string[]> {
   const retry: string[] = [];
   await mapLimit(messages, 10, async (m) => {
     try {

@@ -38,16 +38,31 @@ export type EnvName = (typeof ENV)[keyof typeof ENV];
 export const MAX_TIERS_ENV_BYTES = 3000;
 
 /** What every deployed runtime of a stack shares. `queueUrls` is JSON text (in CDK, a token). */
-export function encodeStackEnv(values: { tiers: TiersFile; queueUrlsJson: string; weightsLocation: string; logLevel?: string }): Record<string, string> {
+export function encodeStackEnv(values: {
+  tiers: TiersFile;
+  queueUrlsJson: string;
+  weightsLocation: string;
+  logLevel?: string;
+}): Record<string, string> {
   const tiersJson = JSON.stringify(values.tiers.input);
   if (tiersJson.length > MAX_TIERS_ENV_BYTES) {
     throw new Error(`the tiers configuration is ${tiersJson.length} bytes; at most ${MAX_TIERS_ENV_BYTES} fit a Lambda environment`);
   }
-  return { [ENV.tiers]: tiersJson, [ENV.queueUrls]: values.queueUrlsJson, [ENV.weights]: values.weightsLocation, [ENV.logLevel]: values.logLevel ?? 'info' };
+  return {
+    [ENV.tiers]: tiersJson,
+    [ENV.queueUrls]: values.queueUrlsJson,
+    [ENV.weights]: values.weightsLocation,
+    [ENV.logLevel]: values.logLevel ?? 'info',
+  };
 }
 
 /** What one tier's workers add. */
-export function encodeTierEnv(values: { tier: string; weightsDir?: string; cacheDir?: string; tfjsBackend?: string }): Record<string, string> {
+export function encodeTierEnv(values: {
+  tier: string;
+  weightsDir?: string;
+  cacheDir?: string;
+  tfjsBackend?: string;
+}): Record<string, string> {
   return {
     [ENV.tier]: values.tier,
     ...(values.weightsDir ? { [ENV.weightsDir]: values.weightsDir } : {}),
@@ -106,7 +121,8 @@ export function workerConfig(env: NodeJS.ProcessEnv = process.env): WorkerConfig
   const engine = env[ENV.engine] ?? served.engine;
   if (engine !== 'ort' && engine !== 'tfjs') throw new Error(`${ENV.engine}=${engine}: choose ort or tfjs`);
   const leaseSeconds = Number(env[ENV.leaseSeconds] ?? 60);
-  if (!(leaseSeconds > 0 && leaseSeconds <= 43_200)) throw new Error(`${ENV.leaseSeconds}=${env[ENV.leaseSeconds]}: a number of seconds in (0, 43200]`);
+  if (!(leaseSeconds > 0 && leaseSeconds <= 43_200))
+    throw new Error(`${ENV.leaseSeconds}=${env[ENV.leaseSeconds]}: a number of seconds in (0, 43200]`);
   return { ...config, tier, served, engine, tfjsBackend: env[ENV.tfjsBackend], leaseSeconds };
 }
 

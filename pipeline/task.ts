@@ -22,7 +22,9 @@ export type Task = z.infer<typeof taskSchema>;
 
 /** Same bucket, key, ETag and version → same id: the FIFO queue drops duplicates for 5 minutes. */
 export function taskIdentity(t: Pick<Task, 'bucket' | 'key' | 'eTag' | 'versionId'>): string {
-  return createHash('sha256').update([t.bucket, t.key, t.eTag, t.versionId ?? ''].join('\0')).digest('hex');
+  return createHash('sha256')
+    .update([t.bucket, t.key, t.eTag, t.versionId ?? ''].join('\0'))
+    .digest('hex');
 }
 
 export function taskMessage(task: Task): OutgoingMessage {

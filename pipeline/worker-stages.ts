@@ -21,7 +21,15 @@ import { mapLimit } from './concurrency.ts';
 import { messageOf, type Counters, type Logger } from './log.ts';
 import { KEYS } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
-import { isArchived, MAX_COPY_BYTES, StoreError, type MessageQueue, type ObjectHead, type ObjectStore, type QueueMessage } from './ports.ts';
+import {
+  isArchived,
+  MAX_COPY_BYTES,
+  StoreError,
+  type MessageQueue,
+  type ObjectHead,
+  type ObjectStore,
+  type QueueMessage,
+} from './ports.ts';
 import { parseTask, taskIdentity, taskMessage, type Task } from './task.ts';
 import { writeFailure, writeTagged } from './writeback.ts';
 
@@ -57,10 +65,16 @@ export interface MessageResult {
 }
 
 /** Outcomes after which the message is done (deleted). */
-export const isDone = (o: Outcome): boolean => o.status === 'tagged' || o.status === 'recorded-failure' || o.status === 'skipped' || o.status === 'dead-lettered';
+export const isDone = (o: Outcome): boolean =>
+  o.status === 'tagged' || o.status === 'recorded-failure' || o.status === 'skipped' || o.status === 'dead-lettered';
 
 /** Message attributes of a dead-lettered message. */
-export const DEAD_LETTER_ATTRIBUTES = { reason: 'effitag-reason', receives: 'effitag-receives', source: 'effitag-source-queue', at: 'effitag-dead-lettered-at' } as const;
+export const DEAD_LETTER_ATTRIBUTES = {
+  reason: 'effitag-reason',
+  receives: 'effitag-receives',
+  source: 'effitag-source-queue',
+  at: 'effitag-dead-lettered-at',
+} as const;
 
 /** A message ready for the engine. */
 export interface Prepared {
@@ -99,7 +113,10 @@ export function storeOutcome(err: unknown, during: string): Outcome {
 }
 
 /** Parse each body; a body that is not a task is poison, a second message for the same object version a duplicate. */
-export function parseMessages(messages: readonly QueueMessage[]): { results: MessageResult[]; tasks: { message: QueueMessage; task: Task }[] } {
+export function parseMessages(messages: readonly QueueMessage[]): {
+  results: MessageResult[];
+  tasks: { message: QueueMessage; task: Task }[];
+} {
   const results: MessageResult[] = [];
   const tasks: { message: QueueMessage; task: Task }[] = [];
   const seen = new Set<string>();
@@ -123,7 +140,14 @@ export function parseMessages(messages: readonly QueueMessage[]): { results: Mes
 }
 
 /** Record a permanent failure on the object (unless it changed since); the message is done either way. */
-export async function recordFailure(ctx: WorkerContext, task: Task, tier: Tier, head: ObjectHead | undefined, reason: string, detail: string): Promise<Outcome> {
+export async function recordFailure(
+  ctx: WorkerContext,
+  task: Task,
+  tier: Tier,
+  head: ObjectHead | undefined,
+  reason: string,
+  detail: string,
+): Promise<Outcome> {
   try {
     const h = head ?? (await ctx.store.head(refOf(task)));
     if (h.eTag !== task.eTag) return { status: 'skipped', reason: 'changed' };
@@ -142,12 +166,14 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
   if (!tier) return ended({ status: 'poison', reason: `unknown tier ${task.tier}` });
   if (task.size > MAX_COPY_BYTES && tier.writeBack !== 'tags') return ended({ status: 'skipped', reason: 'over-5GiB' });
   const { maxBytes, maxPixels } = tier.limits;
-  if (task.size > maxBytes) return ended(await recordFailure(ctx, task, tier, undefined, 'too-large', `${task.size} bytes, limit ${maxBytes}`));
+  if (task.size > maxBytes)
+    return ended(await recordFailure(ctx, task, tier, undefined, 'too-large', `${task.size} bytes, limit ${maxBytes}`));
   let head: ObjectHead, bytes: Uint8Array;
   try {
     ({ head, bytes } = await ctx.store.get(refOf(task), { ifMatch: task.eTag, maxBytes }));
   } catch (err) {
-    if (err instanceof StoreError && err.kind === 'too-large') return ended(await recordFailure(ctx, task, tier, undefined, 'too-large', err.message));
+    if (err instanceof StoreError && err.kind === 'too-large')
+      return ended(await recordFailure(ctx, task, tier, undefined, 'too-large', err.message));
     return ended(storeOutcome(err, 'downloading'));
   }
   if (isArchived(head)) return ended({ status: 'skipped', reason: 'archived' });
@@ -157,7 +183,8 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
   } catch (err) {
     return ended({ status: 'retry', reason: messageOf(err) });
   }
-  if (head.metadata[KEYS.model] === marker && head.metadata[KEYS.etag] === task.eTag) return ended({ status: 'skipped', reason: 'already-tagged' });
+  if (head.metadata[KEYS.model] === marker && head.metadata[KEYS.etag] === task.eTag)
+    return ended({ status: 'skipped', reason: 'already-tagged' });
   try {
     const model = await ctx.models.load(task.variant);
     const image = await decodeImage(bytes, model.resolution, { maxBytes, maxPixels });
@@ -193,11 +220,14 @@ export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): P
       ctx.counters.inc(`inferred.${variant}`, group.length);
       const marker = ctx.models.marker(variant);
       group.forEach((p, i) => {
-        const predictions = topK(probabilities[i], p.tier.topK, labels).filter((x, rank) => rank === 0 || x.probability >= p.tier.minConfidence);
+        const predictions = topK(probabilities[i], p.tier.topK, labels).filter(
+          (x, rank) => rank === 0 || x.probability >= p.tier.minConfidence,
+        );
         items.push({ p, marker, predictions });
       });
     } catch (err) {
-      for (const p of group) results.push({ message: p.message, task: p.task, outcome: { status: 'retry', reason: `inference: ${messageOf(err)}` } });
+      for (const p of group)
+        results.push({ message: p.message, task: p.task, outcome: { status: 'retry', reason: `inference: ${messageOf(err)}` } });
     }
   }
   return { results, items };
@@ -208,8 +238,16 @@ export async function writeResults(ctx: WorkerContext, inferred: Inferred): Prom
   const results = [...inferred.results];
   await mapLimit(inferred.items, ctx.concurrency, async ({ p, predictions, marker }) => {
     try {
-      const w = await writeTagged(ctx.store, refOf(p.task), p.head, p.tier.writeBack, predictions, { model: marker, at: ctx.now().toISOString(), etag: p.task.eTag });
-      results.push({ message: p.message, task: p.task, outcome: w.written ? { status: 'tagged', tags: predictions.length - w.tagsDropped } : { status: 'skipped', reason: w.reason } });
+      const w = await writeTagged(ctx.store, refOf(p.task), p.head, p.tier.writeBack, predictions, {
+        model: marker,
+        at: ctx.now().toISOString(),
+        etag: p.task.eTag,
+      });
+      results.push({
+        message: p.message,
+        task: p.task,
+        outcome: w.written ? { status: 'tagged', tags: predictions.length - w.tagsDropped } : { status: 'skipped', reason: w.reason },
+      });
     } catch (err) {
       results.push({ message: p.message, task: p.task, outcome: storeOutcome(err, 'writing back') });
     }
@@ -226,15 +264,19 @@ export async function deadLetter(ctx: WorkerContext, results: MessageResult[]): 
     const failed = r.outcome as Extract<Outcome, { status: 'retry' | 'poison' }>;
     const reason = `${failed.status}: ${failed.reason}`;
     try {
-      await dl.queue.send([{
-        body: r.message.body,
-        groupId: r.message.groupId ?? (r.task ? taskMessage(r.task).groupId : 'poison'),
-        deduplicationId: `${r.message.deduplicationId ?? r.message.id}-dlq`.slice(0, 128),
-        attributes: {
-          [DEAD_LETTER_ATTRIBUTES.reason]: reason.slice(0, 1000), [DEAD_LETTER_ATTRIBUTES.receives]: String(r.message.receiveCount),
-          [DEAD_LETTER_ATTRIBUTES.source]: ctx.queue.name, [DEAD_LETTER_ATTRIBUTES.at]: ctx.now().toISOString(),
+      await dl.queue.send([
+        {
+          body: r.message.body,
+          groupId: r.message.groupId ?? (r.task ? taskMessage(r.task).groupId : 'poison'),
+          deduplicationId: `${r.message.deduplicationId ?? r.message.id}-dlq`.slice(0, 128),
+          attributes: {
+            [DEAD_LETTER_ATTRIBUTES.reason]: reason.slice(0, 1000),
+            [DEAD_LETTER_ATTRIBUTES.receives]: String(r.message.receiveCount),
+            [DEAD_LETTER_ATTRIBUTES.source]: ctx.queue.name,
+            [DEAD_LETTER_ATTRIBUTES.at]: ctx.now().toISOString(),
+          },
         },
-      }]);
+      ]);
       r.outcome = { status: 'dead-lettered', reason };
     } catch (err) {
       ctx.log.log('warn', 'could not dead-letter; the redrive policy will', { error: String(err) });
@@ -245,8 +287,20 @@ export async function deadLetter(ctx: WorkerContext, results: MessageResult[]): 
 function logResult(ctx: WorkerContext, r: MessageResult): void {
   const o = r.outcome;
   ctx.counters.inc(o.status === 'tagged' ? 'tagged' : `${o.status}.${o.reason}`);
-  const fields = { bucket: r.task?.bucket, key: r.task?.key, tier: r.task?.tier, variant: r.task?.variant, receives: r.message.receiveCount, ...o };
-  const level = o.status === 'dead-lettered' ? 'error' : o.status === 'poison' || o.status === 'retry' || o.status === 'recorded-failure' ? 'warn' : 'info';
+  const fields = {
+    bucket: r.task?.bucket,
+    key: r.task?.key,
+    tier: r.task?.tier,
+    variant: r.task?.variant,
+    receives: r.message.receiveCount,
+    ...o,
+  };
+  const level =
+    o.status === 'dead-lettered'
+      ? 'error'
+      : o.status === 'poison' || o.status === 'retry' || o.status === 'recorded-failure'
+        ? 'warn'
+        : 'info';
   ctx.log.log(level, o.status, fields);
 }
 

@@ -22,7 +22,13 @@ import type { ModelCatalog } from './models.ts';
 import type { MessageQueue, ObjectStore, QueueMessage } from './ports.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 import {
-  inferPrepared, prepareBatch, settle, writeResults, type MessageResult, type PreparedBatch, type WorkerContext,
+  inferPrepared,
+  prepareBatch,
+  settle,
+  writeResults,
+  type MessageResult,
+  type PreparedBatch,
+  type WorkerContext,
 } from './worker-stages.ts';
 
 export { DEAD_LETTER_ATTRIBUTES, type MessageResult, type Outcome } from './worker-stages.ts';
@@ -78,9 +84,13 @@ function leaseKeeper(queue: MessageQueue, log: Logger, leaseSeconds: number | un
     },
     start() {
       if (!leaseSeconds) return;
-      timer = setInterval(() => {
-        for (const m of held.values()) queue.setVisibility(m, leaseSeconds).catch((err) => log.log('warn', 'could not renew a lease', { error: String(err) }));
-      }, (leaseSeconds * 1000) / 3);
+      timer = setInterval(
+        () => {
+          for (const m of held.values())
+            queue.setVisibility(m, leaseSeconds).catch((err) => log.log('warn', 'could not renew a lease', { error: String(err) }));
+        },
+        (leaseSeconds * 1000) / 3,
+      );
       timer.unref();
     },
     stop() {
@@ -92,9 +102,16 @@ function leaseKeeper(queue: MessageQueue, log: Logger, leaseSeconds: number | un
 export function makeWorker(deps: WorkerDeps): Worker {
   const opts = { batchSize: 8, waitSeconds: 20, retryBaseSeconds: 5, downloadConcurrency: 16, ...deps.options };
   const ctx: WorkerContext = {
-    store: deps.store, queue: deps.queue, tiers: deps.tiers, models: deps.models,
-    log: deps.log ?? silentLogger, counters: deps.counters ?? new Counters(), now: deps.now ?? (() => new Date()),
-    concurrency: opts.downloadConcurrency, retryBaseSeconds: opts.retryBaseSeconds, deadLetter: opts.deadLetter,
+    store: deps.store,
+    queue: deps.queue,
+    tiers: deps.tiers,
+    models: deps.models,
+    log: deps.log ?? silentLogger,
+    counters: deps.counters ?? new Counters(),
+    now: deps.now ?? (() => new Date()),
+    concurrency: opts.downloadConcurrency,
+    retryBaseSeconds: opts.retryBaseSeconds,
+    deadLetter: opts.deadLetter,
   };
   const { queue, log, counters } = ctx;
   const leases = leaseKeeper(queue, log, opts.visibilitySeconds);
@@ -117,7 +134,12 @@ export function makeWorker(deps: WorkerDeps): Worker {
     const messages: QueueMessage[] = [];
     while (messages.length < opts.batchSize && !stopping) {
       const got = await queue
-        .receive({ max: opts.batchSize - messages.length, waitSeconds: messages.length ? 0 : opts.waitSeconds, visibilitySeconds: opts.visibilitySeconds, signal: abort.signal })
+        .receive({
+          max: opts.batchSize - messages.length,
+          waitSeconds: messages.length ? 0 : opts.waitSeconds,
+          visibilitySeconds: opts.visibilitySeconds,
+          signal: abort.signal,
+        })
         .catch((err) => {
           if (stopping) return [];
           throw err;
@@ -164,9 +186,12 @@ export function makeWorker(deps: WorkerDeps): Worker {
       if (current.messages.length) {
         const inferred = await inferPrepared(ctx, current.prepared);
         await writing;
-        writing = writeResults(ctx, inferred).then(settleHeld).then(emitMetrics).catch((err) => {
-          log.log('error', 'write-back failed', { error: messageOf(err) });
-        });
+        writing = writeResults(ctx, inferred)
+          .then(settleHeld)
+          .then(emitMetrics)
+          .catch((err) => {
+            log.log('error', 'write-back failed', { error: messageOf(err) });
+          });
       }
     }
   }

@@ -20,9 +20,17 @@ export type WriteResult =
   | { written: false; reason: 'metadata-budget' | 'tag-limit' };
 
 /** Tag values allow letters, digits, spaces and + - = . _ : / @ only. */
-const tagSafe = (s: string) => s.replace(/[^\p{L}\p{N} +\-=._:/@]/gu, ' ').replace(/\s+/g, ' ').trim();
+const tagSafe = (s: string) =>
+  s
+    .replace(/[^\p{L}\p{N} +\-=._:/@]/gu, ' ')
+    .replace(/\s+/g, ' ')
+    .trim();
 
-export function mergeTags(existing: Record<string, string>, predictions: readonly Prediction[], model: string): { tags: Record<string, string>; added: number } | undefined {
+export function mergeTags(
+  existing: Record<string, string>,
+  predictions: readonly Prediction[],
+  model: string,
+): { tags: Record<string, string>; added: number } | undefined {
   const user = Object.fromEntries(Object.entries(existing).filter(([k]) => !k.startsWith('effitag-')));
   const room = MAX_OBJECT_TAGS - Object.keys(user).length;
   if (room <= 0) return undefined;
@@ -37,7 +45,14 @@ export function mergeTags(existing: Record<string, string>, predictions: readonl
   return { tags: { ...user, ...ours }, added: Object.keys(ours).length };
 }
 
-export async function writeTagged(store: ObjectStore, ref: ObjectRef, head: ObjectHead, mode: WriteBackMode, predictions: readonly Prediction[], fixed: { model: string; at: string; etag: string }): Promise<WriteResult> {
+export async function writeTagged(
+  store: ObjectStore,
+  ref: ObjectRef,
+  head: ObjectHead,
+  mode: WriteBackMode,
+  predictions: readonly Prediction[],
+  fixed: { model: string; at: string; etag: string },
+): Promise<WriteResult> {
   let tagsDropped = 0;
   if (mode === 'metadata' || mode === 'both') {
     const encoded = encodeTagged(head.metadata, predictions, fixed);
@@ -47,13 +62,22 @@ export async function writeTagged(store: ObjectStore, ref: ObjectRef, head: Obje
   }
   if (mode === 'tags' || mode === 'both') {
     const merged = mergeTags(await store.getTags(ref), predictions, fixed.model);
-    if (!merged) return mode === 'both' ? { written: true, tagsDropped, note: 'no room for object tags (10 user tags)' } : { written: false, reason: 'tag-limit' };
+    if (!merged)
+      return mode === 'both'
+        ? { written: true, tagsDropped, note: 'no room for object tags (10 user tags)' }
+        : { written: false, reason: 'tag-limit' };
     await store.putTags(ref, merged.tags);
   }
   return { written: true, tagsDropped };
 }
 
-export async function writeFailure(store: ObjectStore, ref: ObjectRef, head: ObjectHead, mode: WriteBackMode, fixed: { model: string; at: string; etag: string; reason: string }): Promise<boolean> {
+export async function writeFailure(
+  store: ObjectStore,
+  ref: ObjectRef,
+  head: ObjectHead,
+  mode: WriteBackMode,
+  fixed: { model: string; at: string; etag: string; reason: string },
+): Promise<boolean> {
   if (mode === 'tags') {
     const user = Object.fromEntries(Object.entries(await store.getTags(ref)).filter(([k]) => !k.startsWith('effitag-')));
     if (Object.keys(user).length >= MAX_OBJECT_TAGS) return false;

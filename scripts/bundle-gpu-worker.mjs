@@ -10,10 +10,23 @@ const out = process.argv[2] ?? 'dist';
 mkdirSync(out, { recursive: true });
 await build({
   entryPoints: ['containers/gpu-worker/main.ts'],
-  bundle: true, platform: 'node', target: 'node22', format: 'esm', sourcemap: true,
-  outfile: join(out, 'worker.mjs'), logLevel: 'warning',
+  bundle: true,
+  platform: 'node',
+  target: 'node22',
+  format: 'esm',
+  sourcemap: true,
+  outfile: join(out, 'worker.mjs'),
+  logLevel: 'warning',
   // Installed in the image (native, or too large to bundle usefully).
-  external: ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs', '@tensorflow/tfjs-backend-wasm', 'onnxruntime-node', 'sharp', 'h5wasm'],
+  external: [
+    '@tensorflow/tfjs-node-gpu',
+    '@tensorflow/tfjs-node',
+    '@tensorflow/tfjs',
+    '@tensorflow/tfjs-backend-wasm',
+    'onnxruntime-node',
+    'sharp',
+    'h5wasm',
+  ],
   // CommonJS dependencies call require() (the AWS SDK) or read __dirname (libheif's WebAssembly
   // loader): give the ES module bundle both.
   banner: {

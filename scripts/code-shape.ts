@@ -53,7 +53,8 @@ for (const file of files) {
 
 const show = (title: string, items: Measured[]) => {
   process.stdout.write(`${title}\n`);
-  for (const m of items.sort((a, b) => b.lines - a.lines).slice(0, top)) process.stdout.write(`  ${String(m.lines).padStart(5)}  ${m.where}\n`);
+  for (const m of items.sort((a, b) => b.lines - a.lines).slice(0, top))
+    process.stdout.write(`  ${String(m.lines).padStart(5)}  ${m.where}\n`);
 };
 show(`largest files (lines) of ${files.length}`, fileSizes);
 show('longest functions (lines, closures included)', functions);

@@ -18,7 +18,10 @@ const work = mkdtempSync(join(tmpdir(), 'heic-'));
 // clockwise to view): upright it is 32×64, red on top.
 const raw = Buffer.alloc(64 * 32 * 3);
 for (let y = 0; y < 32; y++) for (let x = 0; x < 64; x++) raw[(y * 64 + x) * 3 + (x < 32 ? 0 : 2)] = 255;
-await sharp(raw, { raw: { width: 64, height: 32, channels: 3 } }).jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toFile(join(work, 'orientation-6.jpg'));
+await sharp(raw, { raw: { width: 64, height: 32, channels: 3 } })
+  .jpeg({ quality: 95 })
+  .withMetadata({ orientation: 6 })
+  .toFile(join(work, 'orientation-6.jpg'));
 execFileSync('heif-enc', ['-q', '90', '-o', join(out, 'orientation-6.heic'), join(work, 'orientation-6.jpg')]);
 
 // A 320×240 photo-like gradient, to be tagged end to end.

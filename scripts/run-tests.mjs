@@ -15,11 +15,16 @@ function find(dir) {
 }
 
 const filters = process.argv.slice(2);
-const files = find('test').sort().filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
+const files = find('test')
+  .sort()
+  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
 if (files.length === 0) {
   console.error(`no test files match ${filters.join(' ')}`);
   process.exit(1);
 }
 const args = ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=2', ...files];
-const result = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, EFFITAG_LOG_LEVEL: process.env.EFFITAG_LOG_LEVEL ?? 'warn' } });
+const result = spawnSync(process.execPath, args, {
+  stdio: 'inherit',
+  env: { ...process.env, EFFITAG_LOG_LEVEL: process.env.EFFITAG_LOG_LEVEL ?? 'warn' },
+});
 process.exit(result.status ?? 1);

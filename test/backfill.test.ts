@@ -28,9 +28,13 @@ describe('backfill on the embedded stack', () => {
   async function drain(): Promise<Task[]> {
     const { queue } = stack.tierQueues.main;
     const tasks: Task[] = [];
-    for (let empty = 0; empty < 2;) {
+    for (let empty = 0; empty < 2; ) {
       const got = await queue.receive({ max: 10, waitSeconds: 0, visibilitySeconds: 60 });
-      if (!got.length) { empty++; await new Promise((r) => setTimeout(r, 200)); continue; }
+      if (!got.length) {
+        empty++;
+        await new Promise((r) => setTimeout(r, 200));
+        continue;
+      }
       empty = 0;
       tasks.push(...got.map((m) => JSON.parse(m.body) as Task));
       await queue.delete(got);
@@ -38,11 +42,18 @@ describe('backfill on the embedded stack', () => {
     return tasks;
   }
 
-
   /** Run a backfill collecting the tasks in memory (the router core is the same as with queues). */
   async function collect(filter: BackfillFilter, extra: Partial<BackfillOptions> = {}) {
     const tasks: Task[] = [];
-    const router = makeRouter({ store: stack.store, queues: {}, tiers: config, models: stack.models, sink: async (t) => { tasks.push(t); } });
+    const router = makeRouter({
+      store: stack.store,
+      queues: {},
+      tiers: config,
+      models: stack.models,
+      sink: async (t) => {
+        tasks.push(t);
+      },
+    });
     const report = await runBackfill({ store: stack.store, router }, { bucket: stack.bucket, prefix: 'mixed/', filter, ...extra });
     return { keys: tasks.map((t) => t.key).sort(), report };
   }
@@ -54,17 +65,27 @@ describe('backfill on the embedded stack', () => {
     current = stack.models.marker('b0');
     const jpeg = await gradientImage(300, 260, 'jpeg', 2);
     const uploads: [string, Buffer | string, Record<string, string>?][] = [
-      ['mixed/new-1.jpg', jpeg], ['mixed/new-2.jpg', jpeg], ['mixed/sub/new 3.jpg', jpeg],
-      ['mixed/readme.txt', 'plain text, not an image'], ['mixed/data.json', '{"a":1}'], ['mixed/empty-folder/', ''],
+      ['mixed/new-1.jpg', jpeg],
+      ['mixed/new-2.jpg', jpeg],
+      ['mixed/sub/new 3.jpg', jpeg],
+      ['mixed/readme.txt', 'plain text, not an image'],
+      ['mixed/data.json', '{"a":1}'],
+      ['mixed/empty-folder/', ''],
       ['mixed/current.jpg', jpeg, { 'effitag-model': current, 'effitag-status': 'tagged' }],
       ['mixed/older.jpg', jpeg, { 'effitag-model': OLD, 'effitag-status': 'tagged' }],
-      ['mixed/failed-current.jpg', 'not really a jpeg', { 'effitag-model': current, 'effitag-status': 'failed', 'effitag-reason': 'undecodable' }],
+      [
+        'mixed/failed-current.jpg',
+        'not really a jpeg',
+        { 'effitag-model': current, 'effitag-status': 'failed', 'effitag-reason': 'undecodable' },
+      ],
       ['mixed/failed-current-img.jpg', jpeg, { 'effitag-model': current, 'effitag-status': 'failed', 'effitag-reason': 'transient' }],
       ['mixed/failed-older.jpg', jpeg, { 'effitag-model': OLD, 'effitag-status': 'failed' }],
     ];
     for (const [key, body, metadata] of uploads) await put(stack, key, body, { Metadata: metadata });
   });
-  after(async () => { await stack?.stop(); });
+  after(async () => {
+    await stack?.stop();
+  });
 
   it('default (stale): untagged images and older-model markers; leaves current, failed, non-images, folders', async () => {
     const { keys, report } = await collect({ mode: 'stale' });
@@ -101,15 +122,38 @@ describe('backfill on the embedded stack', () => {
   it('--tier keeps exactly the objects that route to that tier', async () => {
     // The same objects under a configuration with a second tier for one folder. Outside it are 7 objects
     // named like images (the filter on tiers comes before the marker rules); inside it, one.
-    const twoTiers = parseTiers({ ...TIERS, tiers: { ...TIERS.tiers, sub: TIERS.tiers.main }, routing: { default: { tier: 'main' }, rules: [{ prefix: 'mixed/sub/', tier: 'sub' }] } });
+    const twoTiers = parseTiers({
+      ...TIERS,
+      tiers: { ...TIERS.tiers, sub: TIERS.tiers.main },
+      routing: { default: { tier: 'main' }, rules: [{ prefix: 'mixed/sub/', tier: 'sub' }] },
+    });
     const run = async (onlyTier: string) => {
       const tasks: Task[] = [];
-      const router = makeRouter({ store: stack.store, queues: {}, tiers: twoTiers, models: stack.models, sink: async (t) => { tasks.push(t); } });
-      const report = await runBackfill({ store: stack.store, router }, { bucket: stack.bucket, prefix: 'mixed/', filter: { mode: 'stale', onlyTier } });
-      return { tiers: [...new Set(tasks.map((t) => t.tier))], keys: tasks.map((t) => t.key).sort(), otherTier: report.skipped['other-tier'] };
+      const router = makeRouter({
+        store: stack.store,
+        queues: {},
+        tiers: twoTiers,
+        models: stack.models,
+        sink: async (t) => {
+          tasks.push(t);
+        },
+      });
+      const report = await runBackfill(
+        { store: stack.store, router },
+        { bucket: stack.bucket, prefix: 'mixed/', filter: { mode: 'stale', onlyTier } },
+      );
+      return {
+        tiers: [...new Set(tasks.map((t) => t.tier))],
+        keys: tasks.map((t) => t.key).sort(),
+        otherTier: report.skipped['other-tier'],
+      };
     };
     assert.deepEqual(await run('sub'), { tiers: ['sub'], keys: ['mixed/sub/new 3.jpg'], otherTier: 7 });
-    assert.deepEqual(await run('main'), { tiers: ['main'], keys: ['mixed/failed-older.jpg', 'mixed/new-1.jpg', 'mixed/new-2.jpg', 'mixed/older.jpg'], otherTier: 1 });
+    assert.deepEqual(await run('main'), {
+      tiers: ['main'],
+      keys: ['mixed/failed-older.jpg', 'mixed/new-1.jpg', 'mixed/new-2.jpg', 'mixed/older.jpg'],
+      otherTier: 1,
+    });
   });
 
   it('end to end through the queue: enqueued once, tagged by the worker, a re-run enqueues nothing new', async () => {
@@ -145,16 +189,30 @@ describe('backfill on the embedded stack', () => {
     let sent = 0;
     const batcher = new TaskBatcher({ main: stack.tierQueues.main.queue });
     const router = makeRouter({
-      store: stack.store, queues: {}, tiers: config, models: stack.models,
-      sink: async (t) => { if (++sent === 60) abort.abort(); await batcher.add(t); },
+      store: stack.store,
+      queues: {},
+      tiers: config,
+      models: stack.models,
+      sink: async (t) => {
+        if (++sent === 60) abort.abort();
+        await batcher.add(t);
+      },
     });
     const killed = await runBackfill({ store: stack.store, router, batcher, checkpoint }, { ...opts, signal: abort.signal });
     assert.equal(killed.complete, false);
     const saved = await resumePoint(checkpoint, opts);
     assert.ok(saved?.lastKey && saved.lastKey < keys[60], `checkpoint before the interrupted chunk (${saved?.lastKey})`);
-    const resumed = await runBackfill({ store: stack.store, router: makeRouter({ store: stack.store, queues: {}, tiers: config, models: stack.models, sink: (t) => batcher.add(t) }), batcher, checkpoint }, { ...opts, resume: saved });
+    const resumed = await runBackfill(
+      {
+        store: stack.store,
+        router: makeRouter({ store: stack.store, queues: {}, tiers: config, models: stack.models, sink: (t) => batcher.add(t) }),
+        batcher,
+        checkpoint,
+      },
+      { ...opts, resume: saved },
+    );
     assert.equal(resumed.complete, true);
-    assert.equal(resumed.listed, 120, 'the report continues the interrupted run\'s counts');
+    assert.equal(resumed.listed, 120, "the report continues the interrupted run's counts");
     const queued = (await drain()).map((t) => t.key).sort();
     assert.deepEqual(queued, keys, 'every object once: the redone chunk was deduplicated by the queue');
     assert.equal(await resumePoint(checkpoint, opts), undefined, 'a finished run leaves nothing to resume');
@@ -164,7 +222,10 @@ describe('backfill on the embedded stack', () => {
     assert.deepEqual(await drain(), []);
     // The 120 'many/' objects were enqueued above but never tagged: all would be enqueued again.
     const router = makeRouter({ store: stack.store, queues: { main: stack.tierQueues.main.queue }, tiers: config, models: stack.models });
-    const report = await runBackfill({ store: stack.store, router }, { bucket: stack.bucket, prefix: 'many/', filter: { mode: 'stale' }, dryRun: true });
+    const report = await runBackfill(
+      { store: stack.store, router },
+      { bucket: stack.bucket, prefix: 'many/', filter: { mode: 'stale' }, dryRun: true },
+    );
     assert.equal(report.listed, 120);
     assert.equal(report.enqueued, 120);
     assert.deepEqual(report.byTierVariant, { main: { b0: 120 } });
@@ -181,12 +242,17 @@ describe('backfill scheduling (in memory)', () => {
     const keys = Array.from({ length: n }, (_, i) => `k${String(i).padStart(3, '0')}`);
     const decided: string[] = [];
     let release!: () => void;
-    const held = new Promise<void>((r) => { release = r; });
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
     const store = {
       async list(_bucket: string, o: { continuationToken?: string; startAfter?: string }) {
         const from = o.continuationToken ? Number(o.continuationToken) : o.startAfter ? keys.indexOf(o.startAfter) + 1 : 0;
         const to = Math.min(keys.length, from + pageSize);
-        return { objects: keys.slice(from, to).map((key) => ({ key, eTag: 'e', size: 10 })), nextContinuationToken: to < keys.length ? String(to) : undefined };
+        return {
+          objects: keys.slice(from, to).map((key) => ({ key, eTag: 'e', size: 10 })),
+          nextContinuationToken: to < keys.length ? String(to) : undefined,
+        };
       },
     } as unknown as ObjectStore;
     const router = {
@@ -196,25 +262,39 @@ describe('backfill scheduling (in memory)', () => {
         decided.push(object.key);
         return { object, action: 'enqueued', task: { tier: 'main', variant: 'b0' } };
       },
-      decide: () => { throw new Error('unused'); },
-      handleBody: () => { throw new Error('unused'); },
+      decide: () => {
+        throw new Error('unused');
+      },
+      handleBody: () => {
+        throw new Error('unused');
+      },
     } as unknown as Router;
     const saves: Checkpoint[] = [];
-    const checkpoint = { load: async () => saves.at(-1), save: async (c: Checkpoint) => { saves.push(structuredClone(c)); } };
+    const checkpoint = {
+      load: async () => saves.at(-1),
+      save: async (c: Checkpoint) => {
+        saves.push(structuredClone(c));
+      },
+    };
     return { keys, decided, release, store, router, saves, checkpoint };
   }
 
   it('one slow key holds back the checkpoint, not the other keys; counts stay exact', async () => {
     const f = fixture(95, 30, 'k003');
-    const run = runBackfill({ store: f.store, router: f.router, checkpoint: f.checkpoint },
-      { bucket: 'b', filter: { mode: 'stale' }, chunkSize: 10, concurrency: 4 });
+    const run = runBackfill(
+      { store: f.store, router: f.router, checkpoint: f.checkpoint },
+      { bucket: 'b', filter: { mode: 'stale' }, chunkSize: 10, concurrency: 4 },
+    );
     await waitUntil(() => f.decided.length >= 60);
     assert.ok(f.decided.includes('k050'), 'keys in later chunks and pages went on while k003 was held');
     assert.equal(f.saves.length, 0, 'no checkpoint while the first chunk is undecided');
     // Only max(8, 2·⌈concurrency/chunkSize⌉) = 8 chunks run ahead of the held one, so memory stays
     // bounded: the held chunk's 9 other keys, 7 full chunks, and the first key of the 8th = 80, exactly.
     let seen = -1;
-    while (seen !== f.decided.length) { seen = f.decided.length; await new Promise((r) => setTimeout(r, 100)); }
+    while (seen !== f.decided.length) {
+      seen = f.decided.length;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     assert.equal(seen, 9 + 7 * 10 + 1, 'the run stops a fixed distance ahead of the held key');
     assert.ok(f.decided.includes('k080') && !f.decided.includes('k081'));
     f.release();
@@ -223,7 +303,11 @@ describe('backfill scheduling (in memory)', () => {
     assert.equal(report.listed, 95);
     assert.equal(report.enqueued, 95);
     const lastKeys = f.saves.map((c) => c.lastKey);
-    assert.deepEqual(lastKeys.slice(0, 10), ['k009', 'k019', 'k029', 'k039', 'k049', 'k059', 'k069', 'k079', 'k089', 'k094'], 'chunks checkpointed in listing order');
+    assert.deepEqual(
+      lastKeys.slice(0, 10),
+      ['k009', 'k019', 'k029', 'k039', 'k049', 'k059', 'k069', 'k079', 'k089', 'k094'],
+      'chunks checkpointed in listing order',
+    );
     for (const c of f.saves.slice(0, 10)) {
       assert.equal(c.report.listed, f.keys.indexOf(c.lastKey!) + 1, `the report at ${c.lastKey} counts exactly the keys up to it`);
     }
@@ -234,10 +318,13 @@ describe('backfill scheduling (in memory)', () => {
     const abort = new AbortController();
     const stopAt = 23;
     const router = f.router;
-    const stopping = { ...router, async handleObject(o: { key: string }, ...rest: unknown[]) {
-      if (o.key === f.keys[stopAt]) abort.abort();
-      return (router.handleObject as (...a: unknown[]) => Promise<unknown>)(o, ...rest);
-    } } as unknown as Router;
+    const stopping = {
+      ...router,
+      async handleObject(o: { key: string }, ...rest: unknown[]) {
+        if (o.key === f.keys[stopAt]) abort.abort();
+        return (router.handleObject as (...a: unknown[]) => Promise<unknown>)(o, ...rest);
+      },
+    } as unknown as Router;
     const opts: BackfillOptions = { bucket: 'b', filter: { mode: 'stale' }, chunkSize: 10, concurrency: 4 };
     const stopped = await runBackfill({ store: f.store, router: stopping, checkpoint: f.checkpoint }, { ...opts, signal: abort.signal });
     assert.equal(stopped.complete, false);

@@ -14,7 +14,10 @@ import { tempDir } from './support/fixtures.ts';
 /** Synthesize with a context; bundling is skipped here (the CI runs a real `cdk synth`). */
 function synth(context: Record<string, unknown> = {}) {
   const app = new App({ context: { 'aws:cdk:bundling-stacks': [], ...context } });
-  const stack = new EffiTagStack(app, 'EffiTag', { config: configFromContext(app.node), env: { account: '111111111111', region: 'us-east-1' } });
+  const stack = new EffiTagStack(app, 'EffiTag', {
+    config: configFromContext(app.node),
+    env: { account: '111111111111', region: 'us-east-1' },
+  });
   applyNagAcknowledgements(stack);
   return { app, stack, template: Template.fromStack(stack) };
 }
@@ -22,19 +25,30 @@ function synth(context: Record<string, unknown> = {}) {
 type Statement = { Action: string | string[]; Resource: unknown; Effect: string; Sid?: string };
 const statements = (template: Template): { policy: string; s: Statement }[] =>
   Object.entries(template.findResources('AWS::IAM::Policy')).flatMap(([policy, r]) =>
-    (r.Properties.PolicyDocument.Statement as Statement[]).map((s) => ({ policy, s })));
+    (r.Properties.PolicyDocument.Statement as Statement[]).map((s) => ({ policy, s })),
+  );
 
 describe('CDK stack (default tiers: economy on Lambda, standard and premium on GPU)', () => {
   let template: Template;
   let app: App;
-  before(() => { ({ template, app } = synth()); });
+  before(() => {
+    ({ template, app } = synth());
+  });
 
   it('S3 ObjectCreated notifications feed an encrypted, SSL-only intake queue with a DLQ; the router consumes it', () => {
     template.hasResourceProperties('Custom::S3BucketNotifications', {
       NotificationConfiguration: { QueueConfigurations: [Match.objectLike({ Events: ['s3:ObjectCreated:*'] })] },
     });
-    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { BatchSize: 10, FunctionResponseTypes: ['ReportBatchItemFailures'], EventSourceArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^IngestIntake'), 'Arn'] } });
-    template.hasResourceProperties('AWS::SQS::Queue', { SqsManagedSseEnabled: true, RedrivePolicy: { deadLetterTargetArn: Match.anyValue(), maxReceiveCount: 5 }, VisibilityTimeout: 360 });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      BatchSize: 10,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+      EventSourceArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^IngestIntake'), 'Arn'] },
+    });
+    template.hasResourceProperties('AWS::SQS::Queue', {
+      SqsManagedSseEnabled: true,
+      RedrivePolicy: { deadLetterTargetArn: Match.anyValue(), maxReceiveCount: 5 },
+      VisibilityTimeout: 360,
+    });
   });
 
   it('one FIFO task queue and FIFO DLQ per tier, SSE, SSL-only, visibility derived from batch time', () => {
@@ -42,12 +56,21 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     assert.equal(Object.keys(fifo).length, 6, '3 tiers × (queue + DLQ)');
     for (const q of Object.values(fifo)) assert.equal(q.Properties.SqsManagedSseEnabled, true);
     // Lambda tier: 6 × (45 + 2·8) s; GPU tiers: 6 × max(120, 60 + 2·batch).
-    template.hasResourceProperties('AWS::SQS::Queue', { FifoQueue: true, VisibilityTimeout: 6 * 61, DeduplicationScope: 'messageGroup', FifoThroughputLimit: 'perMessageGroupId' });
+    template.hasResourceProperties('AWS::SQS::Queue', {
+      FifoQueue: true,
+      VisibilityTimeout: 6 * 61,
+      DeduplicationScope: 'messageGroup',
+      FifoThroughputLimit: 'perMessageGroupId',
+    });
     template.hasResourceProperties('AWS::SQS::Queue', { FifoQueue: true, VisibilityTimeout: 6 * 124 });
     const policies = template.findResources('AWS::SQS::QueuePolicy');
     assert.ok(Object.keys(policies).length >= 8);
     for (const p of Object.values(policies)) {
-      assert.ok((p.Properties.PolicyDocument.Statement as Statement[]).some((s) => s.Effect === 'Deny' && JSON.stringify(s).includes('aws:SecureTransport')));
+      assert.ok(
+        (p.Properties.PolicyDocument.Statement as Statement[]).some(
+          (s) => s.Effect === 'Deny' && JSON.stringify(s).includes('aws:SecureTransport'),
+        ),
+      );
     }
   });
 
@@ -58,10 +81,25 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
       assert.equal(g.Properties.MinSize, '0');
       assert.equal(g.Properties.DesiredCapacity, undefined, 'desiredCapacity would reset the group on every deploy');
     }
-    template.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', { MaxSize: '4', MixedInstancesPolicy: { InstancesDistribution: { OnDemandPercentageAboveBaseCapacity: 0, SpotAllocationStrategy: 'price-capacity-optimized' } } });
+    template.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', {
+      MaxSize: '4',
+      MixedInstancesPolicy: {
+        InstancesDistribution: { OnDemandPercentageAboveBaseCapacity: 0, SpotAllocationStrategy: 'price-capacity-optimized' },
+      },
+    });
     template.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', { MaxSize: '2', LaunchTemplate: Match.anyValue() });
-    template.resourcePropertiesCountIs('AWS::ECS::CapacityProvider', { AutoScalingGroupProvider: { ManagedScaling: { Status: 'ENABLED', TargetCapacity: 100 } } }, 2);
-    template.hasResourceProperties('AWS::EC2::LaunchTemplate', { LaunchTemplateData: { InstanceType: 'g4dn.xlarge', ImageId: { Ref: Match.stringLikeRegexp('amazonlinux2023gpu') }, MetadataOptions: { HttpTokens: 'required' } } });
+    template.resourcePropertiesCountIs(
+      'AWS::ECS::CapacityProvider',
+      { AutoScalingGroupProvider: { ManagedScaling: { Status: 'ENABLED', TargetCapacity: 100 } } },
+      2,
+    );
+    template.hasResourceProperties('AWS::EC2::LaunchTemplate', {
+      LaunchTemplateData: {
+        InstanceType: 'g4dn.xlarge',
+        ImageId: { Ref: Match.stringLikeRegexp('amazonlinux2023gpu') },
+        MetadataOptions: { HttpTokens: 'required' },
+      },
+    });
     const params = JSON.stringify(template.toJSON().Parameters);
     assert.match(params, /\/aws\/service\/ecs\/optimized-ami\/amazon-linux-2023\/gpu\/recommended\/image_id/);
   });
@@ -99,8 +137,10 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
       assert.deepEqual(lt.Properties.LaunchTemplateData.MetadataOptions, { HttpPutResponseHopLimit: 1, HttpTokens: 'required' });
     }
     for (const t of Object.values(template.findResources('AWS::ECS::TaskDefinition'))) {
-      const env = Object.fromEntries(t.Properties.ContainerDefinitions[0].Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value]));
-      assert.equal(env.AWS_REGION, 'us-east-1', 'the stack\'s region (the test stack is in us-east-1)');
+      const env = Object.fromEntries(
+        t.Properties.ContainerDefinitions[0].Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value]),
+      );
+      assert.equal(env.AWS_REGION, 'us-east-1', "the stack's region (the test stack is in us-east-1)");
     }
   });
 
@@ -112,14 +152,16 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     assert.equal(spot.length, 1);
     assert.match(userData(spot[0]), /echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> \/etc\/ecs\/ecs.config/);
     assert.doesNotMatch(userData(onDemand[0]), /SPOT_INSTANCE_DRAINING/, 'only spot instances are drained for interruptions');
-    const group = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup')).find((g) => g.Properties.MixedInstancesPolicy)!;
+    const group = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup')).find(
+      (g) => g.Properties.MixedInstancesPolicy,
+    )!;
     const types = group.Properties.MixedInstancesPolicy.LaunchTemplate.Overrides.map((o: { InstanceType: string }) => o.InstanceType);
     assert.equal(types[0], 'g4dn.xlarge');
     assert.ok(types.length >= 3, `spot across several pools: ${types}`);
     for (const t of types.slice(1)) assert.ok(!t.startsWith('p3'), 'no alternative costs over twice as much');
   });
 
-  it('GPU tasks keep the CUDA JIT cache on a host volume their user can write, at CUDA\'s largest size', () => {
+  it("GPU tasks keep the CUDA JIT cache on a host volume their user can write, at CUDA's largest size", () => {
     const def = Object.values(template.findResources('AWS::ECS::TaskDefinition'))[0].Properties;
     const container = def.ContainerDefinitions[0];
     const env = Object.fromEntries(container.Environment.map((e: { Name: string; Value: unknown }) => [e.Name, e.Value]));
@@ -132,11 +174,13 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     }
   });
 
-  it('the alarm topic\'s KMS key lets CloudWatch publish (else alarm e-mails are never delivered)', () => {
+  it("the alarm topic's KMS key lets CloudWatch publish (else alarm e-mails are never delivered)", () => {
     const [topic] = Object.values(template.findResources('AWS::SNS::Topic'));
     const keyId = topic.Properties.KmsMasterKeyId['Fn::GetAtt'][0];
     const key = template.toJSON().Resources[keyId];
-    const statement = key.Properties.KeyPolicy.Statement.find((st: Statement & { Principal?: { Service?: string } }) => st.Principal?.Service === 'cloudwatch.amazonaws.com');
+    const statement = key.Properties.KeyPolicy.Statement.find(
+      (st: Statement & { Principal?: { Service?: string } }) => st.Principal?.Service === 'cloudwatch.amazonaws.com',
+    );
     assert.ok(statement, 'a key policy statement for cloudwatch.amazonaws.com');
     assert.deepEqual([...statement.Action].sort(), ['kms:Decrypt', 'kms:GenerateDataKey*']);
     assert.equal(statement.Effect, 'Allow');
@@ -145,24 +189,43 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
   it('scaling on queue backlog: one message starts a task from zero, an empty backlog returns to zero, no CPU scaling', () => {
     const policies = template.findResources('AWS::ApplicationAutoScaling::ScalingPolicy');
     const types = Object.values(policies).map((p) => p.Properties.PolicyType);
-    assert.ok(types.every((t) => t === 'StepScaling'), `no target tracking on CPU: ${types}`);
+    assert.ok(
+      types.every((t) => t === 'StepScaling'),
+      `no target tracking on CPU: ${types}`,
+    );
     const steps = Object.values(policies).map((p) => p.Properties.StepScalingPolicyConfiguration);
     assert.ok(steps.every((c) => c.AdjustmentType === 'ExactCapacity'));
     // The upper policy starts at 1 message → 1 task; the lower policy sets 0 tasks below 1 message.
     const flat = JSON.stringify(steps);
     assert.match(flat, /"MetricIntervalLowerBound":0,("MetricIntervalUpperBound":\d+,)?"ScalingAdjustment":1/);
     assert.match(flat, /"MetricIntervalUpperBound":0,"ScalingAdjustment":0/);
-    template.hasResourceProperties('AWS::CloudWatch::Alarm', { Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold', Metrics: Match.arrayWith([Match.objectLike({ Expression: 'visible + inflight' })]) });
-    assert.deepEqual(backlogSteps(1), [{ upper: 1, change: 0 }, { lower: 1, upper: undefined, change: 1 }]);
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      Metrics: Match.arrayWith([Match.objectLike({ Expression: 'visible + inflight' })]),
+    });
+    assert.deepEqual(backlogSteps(1), [
+      { upper: 1, change: 0 },
+      { lower: 1, upper: undefined, change: 1 },
+    ]);
   });
 
   it('CPU tier: Lambda with the runtime layer, SQS source with partial batch failures, concurrency capped on the event source', () => {
-    template.hasResourceProperties('AWS::Lambda::LayerVersion', { CompatibleArchitectures: ['x86_64'], CompatibleRuntimes: ['nodejs24.x'] });
+    template.hasResourceProperties('AWS::Lambda::LayerVersion', {
+      CompatibleArchitectures: ['x86_64'],
+      CompatibleRuntimes: ['nodejs24.x'],
+    });
     template.hasResourceProperties('AWS::Lambda::Function', {
-      MemorySize: 3538, Layers: [{ Ref: Match.stringLikeRegexp('CpuRuntimex8664Layer') }], Runtime: 'nodejs24.x',
+      MemorySize: 3538,
+      Layers: [{ Ref: Match.stringLikeRegexp('CpuRuntimex8664Layer') }],
+      Runtime: 'nodejs24.x',
       Environment: { Variables: Match.objectLike({ EFFITAG_TIER: 'economy', EFFITAG_WEIGHTS: Match.anyValue() }) },
     });
-    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { BatchSize: 8, FunctionResponseTypes: ['ReportBatchItemFailures'], ScalingConfig: { MaximumConcurrency: 10 } });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      BatchSize: 8,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+      ScalingConfig: { MaximumConcurrency: 10 },
+    });
     // Reserved concurrency with an SQS trigger throttles received messages into the DLQ, and a new
     // account's quota of 10 cannot reserve it at all.
     for (const [id, fn] of Object.entries(template.findResources('AWS::Lambda::Function'))) {
@@ -181,45 +244,93 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     }
     const rewrite = all.filter(({ s }) => s.Sid === 'RewriteWatchedObjects');
     assert.equal(rewrite.length, 3, 'each worker role (2 GPU task roles, 1 Lambda)');
-    for (const { s } of rewrite) assert.deepEqual(([] as string[]).concat(s.Action).sort(), ['s3:GetObject', 's3:GetObjectTagging', 's3:GetObjectVersion', 's3:GetObjectVersionTagging', 's3:PutObject', 's3:PutObjectTagging']);
+    for (const { s } of rewrite)
+      assert.deepEqual(([] as string[]).concat(s.Action).sort(), [
+        's3:GetObject',
+        's3:GetObjectTagging',
+        's3:GetObjectVersion',
+        's3:GetObjectVersionTagging',
+        's3:PutObject',
+        's3:PutObjectTagging',
+      ]);
     assert.ok(!all.some(({ s }) => ([] as string[]).concat(s.Action).some((a) => a.startsWith('kms:'))), 'no KMS without a bucket key');
     // s3:ListBucket makes S3 answer 404 for a deleted object instead of 403 (else it is retried into a DLQ).
     const listers = all.filter(({ s }) => s.Sid === 'SeeMissingObjects');
     assert.deepEqual(listers.map(({ policy }) => policy.replace(/[0-9A-F]{8}$/, '')).sort(), [
-      'BackfillBatchServiceRoleDefaultPolicy', 'CpueconomyWorkerServiceRoleDefaultPolicy', 'GpupremiumTaskTaskRoleDefaultPolicy',
-      'GpustandardTaskTaskRoleDefaultPolicy', 'IngestRouterServiceRoleDefaultPolicy',
+      'BackfillBatchServiceRoleDefaultPolicy',
+      'CpueconomyWorkerServiceRoleDefaultPolicy',
+      'GpupremiumTaskTaskRoleDefaultPolicy',
+      'GpustandardTaskTaskRoleDefaultPolicy',
+      'IngestRouterServiceRoleDefaultPolicy',
     ]);
     for (const { s } of listers) {
       assert.equal(s.Action, 's3:ListBucket');
       assert.match(JSON.stringify(s.Resource), /^\{"Fn::GetAtt":\["Bucket[0-9A-F]+","Arn"\]\}$/);
     }
-    const enqueue = all.filter(({ s }) => s.Sid?.startsWith('Enqueue')).map(({ s }) => s.Sid).sort();
-    assert.deepEqual(enqueue, ['EnqueueTasks', 'Enqueueeconomy', 'Enqueuepremium', 'Enqueuestandard'], 'the router sends to each tier queue; the backfill batch function to all');
+    const enqueue = all
+      .filter(({ s }) => s.Sid?.startsWith('Enqueue'))
+      .map(({ s }) => s.Sid)
+      .sort();
+    assert.deepEqual(
+      enqueue,
+      ['EnqueueTasks', 'Enqueueeconomy', 'Enqueuepremium', 'Enqueuestandard'],
+      'the router sends to each tier queue; the backfill batch function to all',
+    );
   });
 
   it('the created bucket blocks public access, is SSL-only, encrypted and logs access', () => {
     template.hasResourceProperties('AWS::S3::Bucket', {
-      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
-      BucketEncryption: Match.anyValue(), LoggingConfiguration: { DestinationBucketName: Match.anyValue(), LogFilePrefix: 'images/' },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      BucketEncryption: Match.anyValue(),
+      LoggingConfiguration: { DestinationBucketName: Match.anyValue(), LogFilePrefix: 'images/' },
     });
   });
 
   it('dashboard and alarms on DLQ depth and oldest message age', () => {
     template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')).map((a) => a.Properties);
-    const metricOf = (a: any): string | undefined => a.MetricName ?? (a.Metrics?.length === 1 ? a.Metrics[0].MetricStat?.Metric?.MetricName : undefined);
-    assert.equal(alarms.filter((a) => metricOf(a) === 'ApproximateNumberOfMessagesVisible' && a.Threshold === 1).length, 4, 'intake DLQ + one per tier DLQ');
+    const metricOf = (a: any): string | undefined =>
+      a.MetricName ?? (a.Metrics?.length === 1 ? a.Metrics[0].MetricStat?.Metric?.MetricName : undefined);
+    assert.equal(
+      alarms.filter((a) => metricOf(a) === 'ApproximateNumberOfMessagesVisible' && a.Threshold === 1).length,
+      4,
+      'intake DLQ + one per tier DLQ',
+    );
     assert.equal(alarms.filter((a) => metricOf(a) === 'ApproximateAgeOfOldestMessage' && a.Threshold === 1800).length, 3);
-    assert.ok(alarms.filter((a) => a.Threshold === 1 || a.Threshold === 1800).every((a) => a.AlarmActions?.length === 1), 'alarms notify the SNS topic');
+    assert.ok(
+      alarms.filter((a) => a.Threshold === 1 || a.Threshold === 1800).every((a) => a.AlarmActions?.length === 1),
+      'alarms notify the SNS topic',
+    );
     const body = JSON.stringify(template.findResources('AWS::CloudWatch::Dashboard'));
-    for (const title of ['Images tagged per tier', 'Failures recorded, by reason', 'GPU tasks running', 'Dead-letter queues', 'oldest task waiting']) assert.ok(body.includes(title), title);
+    for (const title of [
+      'Images tagged per tier',
+      'Failures recorded, by reason',
+      'GPU tasks running',
+      'Dead-letter queues',
+      'oldest task waiting',
+    ])
+      assert.ok(body.includes(title), title);
   });
 
   it('cdk-nag AwsSolutions: zero unacknowledged findings, and every acknowledgement says why', () => {
     const report = new AwsSolutionsChecks().validateScope(app);
-    assert.deepEqual(report.violations.map((v) => `${v.ruleName} ${JSON.stringify(v.violatingResources.map((r) => (r as { constructPath?: string }).constructPath))}`), []);
-    const acks = app.node.findAll().flatMap((c) => c.node.metadata.filter((m) => m.type === 'aws:cdk:acknowledged-rules')
-      .flatMap((m) => Object.entries(m.data as Record<string, string>)).filter(([id]) => id.includes('AwsSolutions')));
+    assert.deepEqual(
+      report.violations.map(
+        (v) => `${v.ruleName} ${JSON.stringify(v.violatingResources.map((r) => (r as { constructPath?: string }).constructPath))}`,
+      ),
+      [],
+    );
+    const acks = app.node.findAll().flatMap((c) =>
+      c.node.metadata
+        .filter((m) => m.type === 'aws:cdk:acknowledged-rules')
+        .flatMap((m) => Object.entries(m.data as Record<string, string>))
+        .filter(([id]) => id.includes('AwsSolutions')),
+    );
     assert.ok(acks.length >= 10);
     for (const [id, reason] of acks) assert.ok(reason.length > 30, `acknowledgement of ${id} without a real reason: ${reason}`);
   });
@@ -229,39 +340,81 @@ describe('CDK: backfill state machine', () => {
   it('defaults, Distributed Map over ListObjectsV2, batches of 500, concurrency 10, retries, results to S3, scoped IAM', () => {
     const { template } = synth();
     const sm = Object.values(template.findResources('AWS::StepFunctions::StateMachine'))[0];
-    const definition = JSON.parse((sm.Properties.DefinitionString['Fn::Join'][1] as unknown[]).map((p) => (typeof p === 'string' ? p : 'X')).join(''));
+    const definition = JSON.parse(
+      (sm.Properties.DefinitionString['Fn::Join'][1] as unknown[]).map((p) => (typeof p === 'string' ? p : 'X')).join(''),
+    );
     assert.equal(definition.StartAt, 'Defaults');
     // The bucket defaults to the stack's own (the X is its token), so a console start needs no input.
-    assert.match(definition.States.Defaults.Parameters['input.$'], /^States\.JsonMerge\(States\.StringToJson\('\{"bucket":"X","prefix":"","filter":\{"mode":"stale"\},"since":null,"until":null\}'\), \$, false\)$/);
-    assert.ok((sm.Properties.DefinitionString['Fn::Join'][1] as unknown[]).some((p) => JSON.stringify(p) === JSON.stringify({ Ref: Object.keys(template.findResources('AWS::S3::Bucket', { Properties: { LoggingConfiguration: { LogFilePrefix: 'images/' } } }))[0] })), 'the default bucket is the tagged bucket');
+    assert.match(
+      definition.States.Defaults.Parameters['input.$'],
+      /^States\.JsonMerge\(States\.StringToJson\('\{"bucket":"X","prefix":"","filter":\{"mode":"stale"\},"since":null,"until":null\}'\), \$, false\)$/,
+    );
+    assert.ok(
+      (sm.Properties.DefinitionString['Fn::Join'][1] as unknown[]).some(
+        (p) =>
+          JSON.stringify(p) ===
+          JSON.stringify({
+            Ref: Object.keys(
+              template.findResources('AWS::S3::Bucket', { Properties: { LoggingConfiguration: { LogFilePrefix: 'images/' } } }),
+            )[0],
+          }),
+      ),
+      'the default bucket is the tagged bucket',
+    );
     const map = definition.States.ListAndEnqueue;
     assert.equal(map.ItemProcessor.ProcessorConfig.Mode, 'DISTRIBUTED');
     assert.equal(map.ItemReader.Resource, 'arn:X:states:::s3:listObjectsV2');
     assert.equal(map.ItemReader.Parameters['Prefix.$'], '$.prefix');
-    assert.deepEqual(map.ItemBatcher, { MaxItemsPerBatch: 500, BatchInput: { 'bucket.$': '$.bucket', 'filter.$': '$.filter', 'since.$': '$.since', 'until.$': '$.until' } });
+    assert.deepEqual(map.ItemBatcher, {
+      MaxItemsPerBatch: 500,
+      BatchInput: { 'bucket.$': '$.bucket', 'filter.$': '$.filter', 'since.$': '$.since', 'until.$': '$.until' },
+    });
     assert.equal(map.MaxConcurrency, 10);
     assert.equal(map.ToleratedFailurePercentage, 1);
     assert.ok(map.ResultWriter, 'results go to S3, not into the execution history');
     const retry = map.ItemProcessor.States.RouteBatch.Retry[0];
     assert.deepEqual([retry.ErrorEquals, retry.MaxAttempts, retry.BackoffRate], [['States.ALL'], 4, 2]);
-    const smPolicy = statements(template).filter(({ policy }) => /BackfillStateMachineRoleDefaultPolicy/.test(policy)).map(({ s }) => s);
+    const smPolicy = statements(template)
+      .filter(({ policy }) => /BackfillStateMachineRoleDefaultPolicy/.test(policy))
+      .map(({ s }) => s);
     const list = smPolicy.find((s) => s.Action === 's3:ListBucket')!;
     assert.match(JSON.stringify(list.Resource), /^\{"Fn::GetAtt":\["Bucket[0-9A-F]+","Arn"\]\}$/, 'lists the tagged bucket only');
-    assert.ok(smPolicy.every((s) => !([] as string[]).concat(s.Action).some((a) => a.startsWith('s3:') && a !== 's3:ListBucket' && a !== 's3:PutObject' && a !== 's3:GetObject' && a !== 's3:ListMultipartUploadParts' && a !== 's3:AbortMultipartUpload')));
+    assert.ok(
+      smPolicy.every(
+        (s) =>
+          !([] as string[])
+            .concat(s.Action)
+            .some(
+              (a) =>
+                a.startsWith('s3:') &&
+                a !== 's3:ListBucket' &&
+                a !== 's3:PutObject' &&
+                a !== 's3:GetObject' &&
+                a !== 's3:ListMultipartUploadParts' &&
+                a !== 's3:AbortMultipartUpload',
+            ),
+      ),
+    );
   });
 });
 
 describe('CDK: one stack per configuration', () => {
   it('two GPU tiers and one CPU tier → matching queues and compute; bucket imported with a KMS key', () => {
     const { template, app } = synth({
-      'effitag:tiersFile': 'examples/tiers/two-gpu-one-cpu.json', 'effitag:bucketName': 'my-photos',
-      'effitag:bucketKmsKeyArn': 'arn:aws:kms:us-east-1:111111111111:key/abcd', 'effitag:prefixes': 'photos/,scans/',
+      'effitag:tiersFile': 'examples/tiers/two-gpu-one-cpu.json',
+      'effitag:bucketName': 'my-photos',
+      'effitag:bucketKmsKeyArn': 'arn:aws:kms:us-east-1:111111111111:key/abcd',
+      'effitag:prefixes': 'photos/,scans/',
     });
     assert.equal(Object.keys(template.findResources('AWS::SQS::Queue', { Properties: { FifoQueue: true } })).length, 6);
     template.resourceCountIs('AWS::ECS::Service', 2);
     template.resourceCountIs('AWS::AutoScaling::AutoScalingGroup', 2);
     template.hasResourceProperties('AWS::Lambda::LayerVersion', { CompatibleArchitectures: ['arm64'] });
-    template.hasResourceProperties('AWS::Lambda::Function', { Architectures: ['arm64'], MemorySize: 2048, Environment: { Variables: Match.objectLike({ EFFITAG_TIER: 'thumbs' }) } });
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Architectures: ['arm64'],
+      MemorySize: 2048,
+      Environment: { Variables: Match.objectLike({ EFFITAG_TIER: 'thumbs' }) },
+    });
     template.resourceCountIs('AWS::S3::Bucket', 3); // weights, access logs, backfill results (the tagged bucket is imported)
     const all = statements(template);
     const rewrite = all.find(({ s }) => s.Sid === 'RewriteWatchedObjects')!.s;
@@ -270,32 +423,72 @@ describe('CDK: one stack per configuration', () => {
     assert.deepEqual(list.Condition, { StringLike: { 's3:prefix': ['photos/*', 'scans/*'] } }, 'listing scoped to the watched prefixes');
     assert.ok(all.some(({ s }) => s.Sid === 'BucketKmsKey' && JSON.stringify(s.Action).includes('kms:GenerateDataKey')));
     template.hasResourceProperties('Custom::S3BucketNotifications', {
-      NotificationConfiguration: { QueueConfigurations: Match.arrayWith([Match.objectLike({ Filter: { Key: { FilterRules: [{ Name: 'prefix', Value: 'scans/' }] } } })]) },
+      NotificationConfiguration: {
+        QueueConfigurations: Match.arrayWith([
+          Match.objectLike({ Filter: { Key: { FilterRules: [{ Name: 'prefix', Value: 'scans/' }] } } }),
+        ]),
+      },
     });
     const report = new AwsSolutionsChecks().validateScope(app);
-    assert.deepEqual(report.violations.map((v) => v.ruleName), []);
+    assert.deepEqual(
+      report.violations.map((v) => v.ruleName),
+      [],
+    );
   });
 
   it('an invalid tiers file fails synthesis with the validation message', async () => {
     const dir = await tempDir();
     const bad = join(dir, 'bad.json');
-    writeFileSync(bad, JSON.stringify({ version: 1, tiers: { a: { variants: ['b9'], compute: { target: 'lambda-cpu', memoryMb: 2048 }, engine: 'ort', batchSize: 4 } }, routing: { default: { tier: 'a' } } }));
-    assert.throws(() => synth({ 'effitag:tiersFile': bad }), /invalid tiers configuration:\n\s+tiers\.a\.variants\[0\]: unknown variant "b9"/);
+    writeFileSync(
+      bad,
+      JSON.stringify({
+        version: 1,
+        tiers: { a: { variants: ['b9'], compute: { target: 'lambda-cpu', memoryMb: 2048 }, engine: 'ort', batchSize: 4 } },
+        routing: { default: { tier: 'a' } },
+      }),
+    );
+    assert.throws(
+      () => synth({ 'effitag:tiersFile': bad }),
+      /invalid tiers configuration:\n\s+tiers\.a\.variants\[0\]: unknown variant "b9"/,
+    );
   });
 
-  it('a spot tier\'s task fits the smallest instance type it may launch', async () => {
+  it("a spot tier's task fits the smallest instance type it may launch", async () => {
     const dir = await tempDir();
     const file = join(dir, 'spot.json');
-    writeFileSync(file, JSON.stringify({
-      version: 1,
-      tiers: { gpu: { variants: ['b0'], compute: { target: 'ecs-gpu', instanceType: 'g4dn.2xlarge', capacity: 'spot', maxTasks: 1, alternativeInstanceTypes: ['g4dn.xlarge'] }, engine: 'tfjs', batchSize: 8 } },
-      routing: { default: { tier: 'gpu' } },
-    }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        version: 1,
+        tiers: {
+          gpu: {
+            variants: ['b0'],
+            compute: {
+              target: 'ecs-gpu',
+              instanceType: 'g4dn.2xlarge',
+              capacity: 'spot',
+              maxTasks: 1,
+              alternativeInstanceTypes: ['g4dn.xlarge'],
+            },
+            engine: 'tfjs',
+            batchSize: 8,
+          },
+        },
+        routing: { default: { tier: 'gpu' } },
+      }),
+    );
     const { template } = synth({ 'effitag:tiersFile': file });
     const group = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup'))[0];
-    assert.deepEqual(group.Properties.MixedInstancesPolicy.LaunchTemplate.Overrides, [{ InstanceType: 'g4dn.2xlarge' }, { InstanceType: 'g4dn.xlarge' }]);
+    assert.deepEqual(group.Properties.MixedInstancesPolicy.LaunchTemplate.Overrides, [
+      { InstanceType: 'g4dn.2xlarge' },
+      { InstanceType: 'g4dn.xlarge' },
+    ]);
     const container = Object.values(template.findResources('AWS::ECS::TaskDefinition'))[0].Properties.ContainerDefinitions[0];
-    assert.equal(container.MemoryReservation, Math.floor(16 * 1024 * 0.75), 'sized for the 16 GiB g4dn.xlarge, not the 32 GiB g4dn.2xlarge');
+    assert.equal(
+      container.MemoryReservation,
+      Math.floor(16 * 1024 * 0.75),
+      'sized for the 16 GiB g4dn.xlarge, not the 32 GiB g4dn.2xlarge',
+    );
   });
 
   it('overlapping watched prefixes are refused (S3 rejects overlapping notification rules)', () => {

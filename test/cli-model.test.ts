@@ -37,7 +37,11 @@ describe('effitag model / backend', () => {
     const logs: string[] = [];
     const r = await useTfjsBackend(undefined, (m) => logs.push(m));
     assert.ok(['wasm', 'tensorflow', 'tensorflow-gpu'].includes(r.name));
-    if (r.name === 'wasm') assert.deepEqual(r.skipped.map((s) => s.name), ['tensorflow-gpu', 'tensorflow']);
+    if (r.name === 'wasm')
+      assert.deepEqual(
+        r.skipped.map((s) => s.name),
+        ['tensorflow-gpu', 'tensorflow'],
+      );
     await assert.rejects(useTfjsBackend('nope'), /unknown tfjs backend "nope"/);
     await assert.rejects(useTfjsBackend('tensorflow-gpu'), /requested but cannot load/);
   });

@@ -21,13 +21,18 @@ const TIERS = {
   routing: { default: { tier: 'main' } },
 };
 
-const cli = (args: string[]) => promisify(execFile)(process.execPath, ['bin/effitag.js', ...args], { maxBuffer: 1 << 22 }).then(
-  (r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => e);
+const cli = (args: string[]) =>
+  promisify(execFile)(process.execPath, ['bin/effitag.js', ...args], { maxBuffer: 1 << 22 }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
 
 describe('dead-letter queues: reasons, list and redrive', () => {
   let stack: LocalStack;
   let config: TiersFile;
-  after(async () => { await stack?.stop(); });
+  after(async () => {
+    await stack?.stop();
+  });
 
   it('failures on their last receive carry their reason; list groups them; redrive sends them back and they are processed', async () => {
     ({ stack, config } = await startTestStack(TIERS, { runWorkers: () => false }));
@@ -36,29 +41,78 @@ describe('dead-letter queues: reasons, list and redrive', () => {
     await waitFor('the task enqueued', async () => (stack.counters.get('router.enqueued.main') >= 1 ? true : undefined));
     await queue.send([{ body: 'not a task', deduplicationId: 'poison-1', groupId: 'poison' }]);
     // What SQS's redrive would move (a message that ran out of receives in a crashing worker): no reason on it.
-    await dlq.send([{ ...taskMessage({ v: 1, bucket: stack.bucket, key: 'dlq/other.jpg', eTag: 'e', size: 1, tier: 'main', variant: 'b0', source: 'upload', enqueuedAt: new Date().toISOString() }), deduplicationId: 'by-redrive' }]);
+    await dlq.send([
+      {
+        ...taskMessage({
+          v: 1,
+          bucket: stack.bucket,
+          key: 'dlq/other.jpg',
+          eTag: 'e',
+          size: 1,
+          tier: 'main',
+          variant: 'b0',
+          source: 'upload',
+          enqueuedAt: new Date().toISOString(),
+        }),
+        deduplicationId: 'by-redrive',
+      },
+    ]);
 
     // A worker whose downloads are refused (a missing permission, say), until fixed.
-    const denying: (s: ObjectStore) => ObjectStore = (s) => ({ ...s, head: (r) => s.head(r), getRange: (...a) => s.getRange(...a), get: async () => { throw new StoreError('denied', 'GET: AccessDenied (HTTP 403)'); }, replaceMetadata: (...a) => s.replaceMetadata(...a), getTags: (r) => s.getTags(r), putTags: (...a) => s.putTags(...a), list: (...a) => s.list(...a) });
+    const denying: (s: ObjectStore) => ObjectStore = (s) => ({
+      ...s,
+      head: (r) => s.head(r),
+      getRange: (...a) => s.getRange(...a),
+      get: async () => {
+        throw new StoreError('denied', 'GET: AccessDenied (HTTP 403)');
+      },
+      replaceMetadata: (...a) => s.replaceMetadata(...a),
+      getTags: (r) => s.getTags(r),
+      putTags: (...a) => s.putTags(...a),
+      list: (...a) => s.list(...a),
+    });
     const failing = makeWorker({
-      store: denying(stack.store), queue, tiers: config, models: stack.models,
+      store: denying(stack.store),
+      queue,
+      tiers: config,
+      models: stack.models,
       options: { waitSeconds: 1, retryBaseSeconds: 0.2, deadLetter: { queue: dlq, maxReceives: 3 } },
     });
     void failing.run();
-    await waitFor('both failures dead-lettered', async () => (failing.counters.get('dead-lettered.retry: access denied downloading') + failing.counters.get('dead-lettered.poison: task body is not JSON') === 2 ? true : undefined), 30_000);
+    await waitFor(
+      'both failures dead-lettered',
+      async () =>
+        failing.counters.get('dead-lettered.retry: access denied downloading') +
+          failing.counters.get('dead-lettered.poison: task body is not JSON') ===
+        2
+          ? true
+          : undefined,
+      30_000,
+    );
     await failing.stop();
 
     const sqsEndpoint = stack.endpoints.sqsEndpoint!;
     const listed = await cli(['dlq', 'list', '--json', '--sqs-endpoint', sqsEndpoint]);
     assert.equal(listed.code, 0, listed.stderr);
-    const reports = JSON.parse(listed.stdout) as { source: string; messages: number; groups: { reason: string; count: number; samples: string[] }[] }[];
+    const reports = JSON.parse(listed.stdout) as {
+      source: string;
+      messages: number;
+      groups: { reason: string; count: number; samples: string[] }[];
+    }[];
     const main = reports.find((r) => r.source === 'main')!;
     assert.equal(main.messages, 3);
-    assert.deepEqual(main.groups.map((g) => [g.reason.replace(/after \d+ receives/, 'after N receives'), g.count, g.samples[0]]).sort(), [
-      ['moved by the queue\'s redrive policy after N receives (no reason recorded: see the worker\'s logs)', 1, `s3://${stack.bucket}/dlq/other.jpg`],
-      ['poison: task body is not JSON', 1, 'not a task'],
-      ['retry: access denied downloading', 1, `s3://${stack.bucket}/dlq/photo.jpg`],
-    ].sort());
+    assert.deepEqual(
+      main.groups.map((g) => [g.reason.replace(/after \d+ receives/, 'after N receives'), g.count, g.samples[0]]).sort(),
+      [
+        [
+          "moved by the queue's redrive policy after N receives (no reason recorded: see the worker's logs)",
+          1,
+          `s3://${stack.bucket}/dlq/other.jpg`,
+        ],
+        ['poison: task body is not JSON', 1, 'not a task'],
+        ['retry: access denied downloading', 1, `s3://${stack.bucket}/dlq/photo.jpg`],
+      ].sort(),
+    );
     assert.equal(reports.find((r) => r.source === 'intake')!.messages, 0);
     const text = await cli(['dlq', 'list', '--tier', 'main', '--sqs-endpoint', sqsEndpoint]);
     assert.match(text.stdout, /^main → effitag-main-dlq\.fifo: 3 message\(s\)$/m);
@@ -69,10 +123,23 @@ describe('dead-letter queues: reasons, list and redrive', () => {
     assert.match(redriven.stdout, /^main: 3 message\(s\) sent back$/m);
     assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0, 'the DLQ is empty');
     // The permission fixed: the photo is tagged; the poison comes back to the DLQ, still saying why.
-    const fixed = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models, options: { waitSeconds: 1, retryBaseSeconds: 0.2, deadLetter: { queue: dlq, maxReceives: 3 } } });
+    const fixed = makeWorker({
+      store: stack.store,
+      queue,
+      tiers: config,
+      models: stack.models,
+      options: { waitSeconds: 1, retryBaseSeconds: 0.2, deadLetter: { queue: dlq, maxReceives: 3 } },
+    });
     void fixed.run();
     try {
-      const h = await waitFor('the redriven photo tagged', async () => { const x = await head(stack, 'dlq/photo.jpg'); return x.Metadata?.['effitag-status'] ? x : undefined; }, 30_000);
+      const h = await waitFor(
+        'the redriven photo tagged',
+        async () => {
+          const x = await head(stack, 'dlq/photo.jpg');
+          return x.Metadata?.['effitag-status'] ? x : undefined;
+        },
+        30_000,
+      );
       assert.equal(h.Metadata!['effitag-etag'], eTag);
       assert.equal(h.Metadata!['effitag-status'], 'tagged');
     } finally {

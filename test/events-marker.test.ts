@@ -8,7 +8,10 @@ import { claimsToBeImage } from '../pipeline/router.ts';
 import { readFileSync } from 'node:fs';
 
 const record = (eventName: string, key: string, extra: object = {}) => ({
-  eventVersion: '2.1', eventSource: 'aws:s3', eventName, eventTime: '2026-11-26T10:00:00.000Z',
+  eventVersion: '2.1',
+  eventSource: 'aws:s3',
+  eventName,
+  eventTime: '2026-11-26T10:00:00.000Z',
   s3: { bucket: { name: 'photos' }, object: { key, size: 10, eTag: 'abc', sequencer: '0055AED6DCD90281E5', ...extra } },
 });
 
@@ -21,20 +24,44 @@ describe('S3 events', () => {
   });
 
   it('parses S3 → SQS notifications and skips non-created records', () => {
-    const body = JSON.stringify({ Records: [record('ObjectCreated:Put', 'dir/a+b%2Bc.jpg', { versionId: 'v1' }), record('ObjectRemoved:Delete', 'x'), record('ObjectCreated:Copy', 'y.jpg')] });
+    const body = JSON.stringify({
+      Records: [
+        record('ObjectCreated:Put', 'dir/a+b%2Bc.jpg', { versionId: 'v1' }),
+        record('ObjectRemoved:Delete', 'x'),
+        record('ObjectCreated:Copy', 'y.jpg'),
+      ],
+    });
     const parsed = parseEventBody(body);
     assert.equal(parsed.type, 'objects');
     if (parsed.type !== 'objects') return;
     assert.equal(parsed.ignored, 1);
-    assert.deepEqual(parsed.objects.map((o) => [o.key, o.kind, o.versionId]), [['dir/a b+c.jpg', 'Put', 'v1'], ['y.jpg', 'Copy', undefined]]);
+    assert.deepEqual(
+      parsed.objects.map((o) => [o.key, o.kind, o.versionId]),
+      [
+        ['dir/a b+c.jpg', 'Put', 'v1'],
+        ['y.jpg', 'Copy', undefined],
+      ],
+    );
   });
 
   it('ignores s3:TestEvent and parses EventBridge Object Created (keys not encoded) and SNS-wrapped bodies', () => {
     assert.deepEqual(parseEventBody(JSON.stringify({ Service: 'Amazon S3', Event: 's3:TestEvent', Bucket: 'photos' })), { type: 'test' });
-    const eb = { version: '0', 'detail-type': 'Object Created', source: 'aws.s3', time: 't', detail: { bucket: { name: 'photos' }, object: { key: 'a b+c.jpg', size: 5, etag: 'e1', 'version-id': 'v9', sequencer: '1' }, reason: 'CopyObject' } };
+    const eb = {
+      version: '0',
+      'detail-type': 'Object Created',
+      source: 'aws.s3',
+      time: 't',
+      detail: {
+        bucket: { name: 'photos' },
+        object: { key: 'a b+c.jpg', size: 5, etag: 'e1', 'version-id': 'v9', sequencer: '1' },
+        reason: 'CopyObject',
+      },
+    };
     const p = parseEventBody(JSON.stringify(eb));
     assert.ok(p.type === 'objects' && p.objects[0].key === 'a b+c.jpg' && p.objects[0].kind === 'Copy' && p.objects[0].versionId === 'v9');
-    const sns = parseEventBody(JSON.stringify({ Type: 'Notification', Message: JSON.stringify({ Records: [record('ObjectCreated:Post', 'k.jpg')] }) }));
+    const sns = parseEventBody(
+      JSON.stringify({ Type: 'Notification', Message: JSON.stringify({ Records: [record('ObjectCreated:Post', 'k.jpg')] }) }),
+    );
     assert.ok(sns.type === 'objects' && sns.objects[0].kind === 'Post');
     assert.equal(parseEventBody('not json').type, 'unrecognised');
     assert.equal(parseEventBody('{"hello":1}').type, 'unrecognised');
@@ -51,7 +78,10 @@ describe('metadata marker', () => {
     assert.equal(enc.metadata.owner, 'alice');
     assert.equal(enc.metadata.note, user.note);
     // S3's rule, counted here rather than with the code's own metadataBytes: the UTF-8 bytes of every key and value, at most 2 KB.
-    const bytes = Object.entries(enc.metadata).reduce((n, [k, v]) => n + new TextEncoder().encode(k).length + new TextEncoder().encode(v).length, 0);
+    const bytes = Object.entries(enc.metadata).reduce(
+      (n, [k, v]) => n + new TextEncoder().encode(k).length + new TextEncoder().encode(v).length,
+      0,
+    );
     assert.ok(bytes <= 2048, `${bytes} bytes`);
     assert.ok(bytes > 2048 - 30, `${bytes} bytes: the budget is used, not left half empty`);
     assert.equal(METADATA_BUDGET, 2048);
@@ -77,7 +107,10 @@ describe('metadata marker', () => {
   it('object tags: merged under the 10-tag limit, never dropping user tags', () => {
     const p = [{ index: 1, label: "carpenter's kit, tool kit", probability: 0.7 }];
     const eight = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`k${i}`, 'v']));
-    assert.deepEqual(Object.keys(mergeTags({ ...eight, 'effitag-tags': 'old' }, p, 'b0@x')!.tags).sort(), [...Object.keys(eight), 'effitag-model', 'effitag-tags'].sort());
+    assert.deepEqual(
+      Object.keys(mergeTags({ ...eight, 'effitag-tags': 'old' }, p, 'b0@x')!.tags).sort(),
+      [...Object.keys(eight), 'effitag-model', 'effitag-tags'].sort(),
+    );
     const ten = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`k${i}`, 'v']));
     assert.equal(mergeTags(ten, p, 'b0@x'), undefined);
     assert.match(mergeTags({}, p, 'b0@x')!.tags['effitag-tags'], /^carpenter s kit:0\.70$/);
@@ -102,7 +135,10 @@ describe('deployed runtime configuration', () => {
     const c = runtimeConfig({ EFFITAG_TIERS: tiers, EFFITAG_QUEUE_URLS: queueUrls, EFFITAG_WEIGHTS: 's3://w/p', EFFITAG_TIER: 'standard' });
     assert.equal(c.tier, 'standard');
     assert.deepEqual(variantsOf(c.tiers, 'standard'), ['b0', 'b1', 'b2', 'b3']);
-    assert.throws(() => runtimeConfig({ EFFITAG_TIERS: tiers, EFFITAG_QUEUE_URLS: '{}', EFFITAG_WEIGHTS: 's3://w' }), /no queue for tier economy/);
+    assert.throws(
+      () => runtimeConfig({ EFFITAG_TIERS: tiers, EFFITAG_QUEUE_URLS: '{}', EFFITAG_WEIGHTS: 's3://w' }),
+      /no queue for tier economy/,
+    );
     assert.throws(() => runtimeConfig({}), /EFFITAG_TIERS is not set/);
   });
 });

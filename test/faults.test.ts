@@ -14,7 +14,9 @@ import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
 
 const TIERS = {
   version: 1,
-  tiers: { main: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 3538 }, engine: 'ort', batchSize: 8, topK: 3, minConfidence: 0 } },
+  tiers: {
+    main: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 3538 }, engine: 'ort', batchSize: 8, topK: 3, minConfidence: 0 },
+  },
   routing: { default: { tier: 'main' } },
 };
 
@@ -23,12 +25,14 @@ const md5 = (b: Uint8Array) => createHash('md5').update(b).digest('hex');
 /** Upload `n` images with user metadata; returns what each object must still hold at the end. */
 async function upload(stack: LocalStack, prefix: string, n: number, seed: number) {
   const objects: { key: string; md5: string; owner: string }[] = [];
-  await Promise.all(Array.from({ length: n }, async (_, i) => {
-    const key = `${prefix}/photo ${i}.jpg`;
-    const body = await gradientImage(240, 180, 'jpeg', seed + i);
-    await put(stack, key, body, { ContentType: 'image/jpeg', Metadata: { owner: `owner-${i}` } });
-    objects.push({ key, md5: md5(body), owner: `owner-${i}` });
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const key = `${prefix}/photo ${i}.jpg`;
+      const body = await gradientImage(240, 180, 'jpeg', seed + i);
+      await put(stack, key, body, { ContentType: 'image/jpeg', Metadata: { owner: `owner-${i}` } });
+      objects.push({ key, md5: md5(body), owner: `owner-${i}` });
+    }),
+  );
   return objects;
 }
 
@@ -42,21 +46,35 @@ async function assertEndState(stack: LocalStack, proxy: FaultProxy, objects: Awa
     assert.equal(md5(body), o.md5, `${o.key}: bytes unchanged`);
     assert.equal(proxy.copies.get(o.key), 1, `${o.key}: written back exactly once`);
   }
-  for (const { dlq } of Object.values(stack.tierQueues)) assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0, 'nothing in a DLQ');
+  for (const { dlq } of Object.values(stack.tierQueues))
+    assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0, 'nothing in a DLQ');
   assert.equal((await stack.intake.receive({ max: 10, waitSeconds: 0 })).length, 0, 'the intake is drained');
 }
 
-const allTagged = (stack: LocalStack, objects: { key: string }[], timeoutMs: number) => waitFor('every object tagged', async () =>
-  ((await Promise.all(objects.map((o) => head(stack, o.key)))).every((h) => h.Metadata?.['effitag-status']) ? true : undefined), timeoutMs);
+const allTagged = (stack: LocalStack, objects: { key: string }[], timeoutMs: number) =>
+  waitFor(
+    'every object tagged',
+    async () =>
+      (await Promise.all(objects.map((o) => head(stack, o.key)))).every((h) => h.Metadata?.['effitag-status']) ? true : undefined,
+    timeoutMs,
+  );
 
 describe('fault injection: S3 answering 503 SlowDown and 500 InternalError', () => {
   let stack: LocalStack;
   let proxy: FaultProxy;
-  after(async () => { await stack?.stop(); await proxy?.close(); });
+  after(async () => {
+    await stack?.stop();
+    await proxy?.close();
+  });
 
-  it('a quarter of the pipeline\'s S3 requests fail: retried with backoff, nothing lost, nothing written twice', async () => {
+  it("a quarter of the pipeline's S3 requests fail: retried with backoff, nothing lost, nothing written twice", async () => {
     ({ stack } = await startTestStack(TIERS, {
-      interpose: { s3: async (endpoint) => { proxy = await startFaultProxy(endpoint, { seed: 7 }); return proxy.endpoint; } },
+      interpose: {
+        s3: async (endpoint) => {
+          proxy = await startFaultProxy(endpoint, { seed: 7 });
+          return proxy.endpoint;
+        },
+      },
     }));
     proxy.failFraction = 0.25;
     const objects = await upload(stack, 'slowdown', 16, 40);
@@ -70,21 +88,32 @@ describe('fault injection: S3 answering 503 SlowDown and 500 InternalError', () 
 describe('fault injection: SQS unreachable for a few seconds', () => {
   let stack: LocalStack;
   let s3Proxy: FaultProxy, sqsProxy: FaultProxy;
-  after(async () => { await stack?.stop(); await s3Proxy?.close(); await sqsProxy?.close(); });
+  after(async () => {
+    await stack?.stop();
+    await s3Proxy?.close();
+    await sqsProxy?.close();
+  });
 
   it('the router and the worker resume by themselves; every upload made during the outage is tagged once', async () => {
     ({ stack } = await startTestStack(TIERS, {
       visibilitySeconds: 5,
       interpose: {
-        s3: async (endpoint) => { s3Proxy = await startFaultProxy(endpoint); return s3Proxy.endpoint; },
-        sqs: async (endpoint) => { sqsProxy = await startFaultProxy(endpoint); return sqsProxy.endpoint; },
+        s3: async (endpoint) => {
+          s3Proxy = await startFaultProxy(endpoint);
+          return s3Proxy.endpoint;
+        },
+        sqs: async (endpoint) => {
+          sqsProxy = await startFaultProxy(endpoint);
+          return sqsProxy.endpoint;
+        },
       },
     }));
     const before = await upload(stack, 'before-outage', 6, 60);
     sqsProxy.down = true;
     const during = await upload(stack, 'during-outage', 6, 70);
     await new Promise((r) => setTimeout(r, 4000));
-    for (const o of during) assert.equal((await head(stack, o.key)).Metadata?.['effitag-status'], undefined, 'nothing moves while SQS is down');
+    for (const o of during)
+      assert.equal((await head(stack, o.key)).Metadata?.['effitag-status'], undefined, 'nothing moves while SQS is down');
     sqsProxy.down = false;
     await allTagged(stack, [...before, ...during], 60_000);
     // Messages whose delete was refused during the outage come back once and are skipped by their marker.

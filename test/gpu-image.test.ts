@@ -24,10 +24,11 @@ describe('GPU worker image (Dockerfile)', () => {
     const args = Object.fromEntries([...dockerfile.matchAll(/^ARG (\w+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
     assert.match(args.CUDA_IMAGE, /^nvidia\/cuda:11\.\d+\.\d+-cudnn8-runtime-ubuntu22\.04@sha256:[0-9a-f]{64}$/);
     assert.match(args.NODE_IMAGE, /^node:22\.\d+\.\d+-bookworm-slim@sha256:[0-9a-f]{64}$/);
-    for (const from of dockerfile.match(/^FROM .*/gm)!) assert.match(from, /^FROM \$\{(CUDA|NODE)_IMAGE\}/, `${from}: every stage from a pinned base`);
+    for (const from of dockerfile.match(/^FROM .*/gm)!)
+      assert.match(from, /^FROM \$\{(CUDA|NODE)_IMAGE\}/, `${from}: every stage from a pinned base`);
   });
 
-  it('native modules are installed from the lockfile on the runtime\'s OS, with the tools a node-gyp fallback needs', () => {
+  it("native modules are installed from the lockfile on the runtime's OS, with the tools a node-gyp fallback needs", () => {
     const modules = stages.find((s) => / AS modules/.test(s.split('\n')[0]))!;
     assert.match(modules.split('\n')[0], /^FROM \$\{CUDA_IMAGE\}/, 'same OS and glibc as the runtime stage');
     for (const tool of ['build-essential', 'python3']) assert.ok(modules.includes(tool), tool);
@@ -49,13 +50,27 @@ describe('GPU worker image (Dockerfile)', () => {
   it('the build context holds what the image uses and nothing else (tests and docs do not change the image)', async () => {
     const ignore = IgnoreStrategy.fromCopyOptions({ exclude: gpuWorkerContextRules(), ignoreMode: IgnoreMode.DOCKER }, REPO_ROOT);
     const ignored = (path: string) => ignore.ignores(join(REPO_ROOT, path));
-    for (const path of ['README.md', 'test/rehearsal.test.ts', 'cdk/effitag-stack.ts', 'bench/pipeline.ts', 'functions/router.ts', 'node_modules/sharp/package.json', 'model/b0.onnx']) {
+    for (const path of [
+      'README.md',
+      'test/rehearsal.test.ts',
+      'cdk/effitag-stack.ts',
+      'bench/pipeline.ts',
+      'functions/router.ts',
+      'node_modules/sharp/package.json',
+      'model/b0.onnx',
+    ]) {
       assert.ok(ignored(path), `${path} is outside the image's context`);
     }
     const copied = [...dockerfile.matchAll(/^COPY (?!--from)(.*) \S+$/gm)].flatMap((m) => m[1].split(' ')).filter((p) => p !== '.');
     const meta = await build({
-      entryPoints: [join(REPO_ROOT, 'containers/gpu-worker/main.ts')], bundle: true, platform: 'node', format: 'esm', write: false, metafile: true,
-      packages: 'external', logLevel: 'silent',
+      entryPoints: [join(REPO_ROOT, 'containers/gpu-worker/main.ts')],
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      write: false,
+      metafile: true,
+      packages: 'external',
+      logLevel: 'silent',
     });
     const sources = Object.keys(meta.metafile!.inputs);
     assert.ok(sources.length > 20);
@@ -69,7 +84,10 @@ describe('GPU worker image (Dockerfile)', () => {
     const root = JSON.parse(readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')).packages as Record<string, { version: string }>;
     const shared = imageModules().filter((m) => root[`node_modules/${m.name}`]);
     assert.ok(shared.some((m) => m.name === 'onnxruntime-node') && shared.some((m) => m.name === 'sharp'));
-    assert.deepEqual(shared.filter((m) => root[`node_modules/${m.name}`].version !== m.version).map((m) => `${m.name} ${m.version}`), []);
+    assert.deepEqual(
+      shared.filter((m) => root[`node_modules/${m.name}`].version !== m.version).map((m) => `${m.name} ${m.version}`),
+      [],
+    );
     const image = JSON.parse(readFileSync(join(REPO_ROOT, 'containers/gpu-worker/package.json'), 'utf8'));
     assert.equal(image.dependencies['@tensorflow/tfjs-node-gpu'], '4.22.0');
   });
@@ -78,14 +96,27 @@ describe('GPU worker image (Dockerfile)', () => {
 describe('GPU worker start-up check', () => {
   it('passes only when TensorFlow uses a GPU device', () => {
     assert.doesNotThrow(() => assertGpuDevice({ isGPUPackage: true, isUsingGpuDevice: true }));
-    assert.throws(() => assertGpuDevice({ isGPUPackage: true, isUsingGpuDevice: false }), /GPU required but not in use: TensorFlow found no GPU device.*libcudnn\.so\.8.*Refusing to run on the CPU/);
+    assert.throws(
+      () => assertGpuDevice({ isGPUPackage: true, isUsingGpuDevice: false }),
+      /GPU required but not in use: TensorFlow found no GPU device.*libcudnn\.so\.8.*Refusing to run on the CPU/,
+    );
     assert.throws(() => assertGpuDevice({ isGPUPackage: false, isUsingGpuDevice: false }), /CPU build \(tfjs-node, not tfjs-node-gpu\)/);
-    assert.throws(() => assertGpuDevice({}), /GPU required but not in use: the active tfjs backend is not TensorFlow/, 'wasm or cpu is no GPU either');
+    assert.throws(
+      () => assertGpuDevice({}),
+      /GPU required but not in use: the active tfjs backend is not TensorFlow/,
+      'wasm or cpu is no GPU either',
+    );
   });
 
   it('`worker.mjs --check-gpu` times a batch and exits 1 unless TensorFlow ran on a GPU; without tfjs-node-gpu it says so', async () => {
-    const run = (env: Record<string, string>) => promisify(execFile)(process.execPath, ['--import', 'tsx', 'containers/gpu-worker/main.ts', '--check-gpu', '--batch=1'], { cwd: REPO_ROOT, env: { ...process.env, ...env } })
-      .then((r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => e);
+    const run = (env: Record<string, string>) =>
+      promisify(execFile)(process.execPath, ['--import', 'tsx', 'containers/gpu-worker/main.ts', '--check-gpu', '--batch=1'], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, ...env },
+      }).then(
+        (r) => ({ code: 0, ...r }),
+        (e: { code: number; stdout: string; stderr: string }) => e,
+      );
     const dryRun = await run({ EFFITAG_TFJS_BACKEND: 'wasm' });
     assert.equal(dryRun.code, 1);
     const result = JSON.parse(dryRun.stdout);

@@ -30,7 +30,10 @@ describe('image decoding', () => {
   });
 
   it('applies EXIF orientation (a 6-rotated 80×40 JPEG is 40×80)', async () => {
-    const jpeg = await sharp(await gradientImage(80, 40, 'png')).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const jpeg = await sharp(await gradientImage(80, 40, 'png'))
+      .jpeg()
+      .withMetadata({ orientation: 6 })
+      .toBuffer();
     const img = await decodeImage(jpeg, 32);
     assert.deepEqual([img.sourceWidth, img.sourceHeight], [40, 80]);
   });
@@ -39,7 +42,9 @@ describe('image decoding', () => {
     const base = await gradientImage(50, 50, 'png');
     const gray = await sharp(base).grayscale().png().toBuffer();
     const cmyk = await sharp(base).toColourspace('cmyk').jpeg().toBuffer();
-    const alpha = await sharp({ create: { width: 50, height: 50, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toBuffer();
+    const alpha = await sharp({ create: { width: 50, height: 50, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } })
+      .png()
+      .toBuffer();
     const sixteen = await sharp(base).toColourspace('rgb16').png().toBuffer();
     assert.equal((await sharp(sixteen).metadata()).depth, 'ushort');
     for (const input of [gray, cmyk, alpha, sixteen]) {
@@ -62,7 +67,7 @@ describe('image decoding', () => {
     await assert.rejects(decodeImage(png, 32, { maxPixels: 1000 }), reason('too-many-pixels'));
   });
 
-  it('HEIC (HEVC, made by heif-enc): decoded by libheif, as sharp\'s prebuilt binaries cannot', async () => {
+  it("HEIC (HEVC, made by heif-enc): decoded by libheif, as sharp's prebuilt binaries cannot", async () => {
     const heic = readFileSync(join(HEIC_FIXTURES, 'photo.heic'));
     assert.equal(sniffFormat(heic), 'heif');
     await assert.rejects(sharp(heic).raw().toBuffer(), 'sharp alone cannot decode HEVC');

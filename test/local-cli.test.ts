@@ -16,8 +16,11 @@ import { LOCAL_CREDENTIALS } from '../local/stack.ts';
 import { readAudit } from './rehearsal/iam.ts';
 
 const run = promisify(execFile);
-const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => run(process.execPath, ['bin/effitag.js', ...args], { env: { ...process.env, ...env }, maxBuffer: 1 << 22 }).then(
-  (r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => e);
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  run(process.execPath, ['bin/effitag.js', ...args], { env: { ...process.env, ...env }, maxBuffer: 1 << 22 }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -29,14 +32,21 @@ async function freePort(): Promise<number> {
 
 describe('effitag local / tag / backfill (npm start), as processes', () => {
   const children: ChildProcess[] = [];
-  after(() => { for (const c of children) c.kill('SIGKILL'); });
+  after(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
 
   it('first run offline: stops with a clear message saying how to provide weights', async () => {
     const cache = await tempDir();
     const closed = await freePort();
-    const r = await cli(['local', '--data', join(cache, 'data'), '--s3-port', String(await freePort()), '--sqs-port', String(await freePort())], {
-      EFFITAG_CACHE_DIR: cache, EFFITAG_WEIGHTS_URL: `http://127.0.0.1:${closed}/efficientnetb0.h5`, EFFITAG_WEIGHTS_MD5: '0'.repeat(32),
-    });
+    const r = await cli(
+      ['local', '--data', join(cache, 'data'), '--s3-port', String(await freePort()), '--sqs-port', String(await freePort())],
+      {
+        EFFITAG_CACHE_DIR: cache,
+        EFFITAG_WEIGHTS_URL: `http://127.0.0.1:${closed}/efficientnetb0.h5`,
+        EFFITAG_WEIGHTS_MD5: '0'.repeat(32),
+      },
+    );
     assert.equal(r.code, 1);
     assert.match(r.stderr, /weights missing for the configured tiers/);
     assert.match(r.stderr, /Could not fetch them: cannot download/);
@@ -47,29 +57,66 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
   it('runs the stack; `tag` prints tags when they land; `backfill --dry-run` sees them; SIGTERM stops it cleanly', async () => {
     const dir = await tempDir();
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
-    const s3Port = await freePort(), sqsPort = await freePort();
-    const child = spawn(process.execPath, ['bin/effitag.js', 'local', '--weights', join(dir, 'weights'), '--data', join(dir, 'data'),
-      '--s3-port', String(s3Port), '--sqs-port', String(sqsPort), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const s3Port = await freePort(),
+      sqsPort = await freePort();
+    const child = spawn(
+      process.execPath,
+      [
+        'bin/effitag.js',
+        'local',
+        '--weights',
+        join(dir, 'weights'),
+        '--data',
+        join(dir, 'data'),
+        '--s3-port',
+        String(s3Port),
+        '--sqs-port',
+        String(sqsPort),
+        '--log-level',
+        'warn',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     children.push(child);
     let out = '';
-    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no start banner: ${out}`)), 30_000);
-      child.stdout!.on('data', () => { if (out.includes('is running')) { clearTimeout(timer); resolve(); } });
+      child.stdout!.on('data', () => {
+        if (out.includes('is running')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
       child.once('exit', (code) => reject(new Error(`exited ${code}`)));
     });
     assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`));
     // The stand-ins have no authentication: by default nothing listens beyond loopback.
     const sockets = listeningSockets(child.pid!);
     assert.deepEqual(sockets.map((l) => l.port).sort(), [s3Port, sqsPort].sort(), JSON.stringify(sockets));
-    assert.deepEqual(sockets.filter((l) => !isLoopbackAddress(l.address)), []);
+    assert.deepEqual(
+      sockets.filter((l) => !isLoopbackAddress(l.address)),
+      [],
+    );
     assert.match(out, /aws --endpoint-url http:\/\/127\.0\.0\.1:\d+ s3 cp photo\.jpg s3:\/\/effitag-local\//);
 
     await writeFile(join(dir, 'cat photo.jpg'), await gradientImage(300, 300, 'jpeg', 3));
     // An iPhone-style HEIC photo (HEVC, made by heif-enc) goes through the same stack.
     const heicDir = await tempDir();
     await writeFile(join(heicDir, 'IMG_0001.heic'), readFileSync(join(HEIC_FIXTURES, 'photo.heic')));
-    const heic = await cli(['tag', join(heicDir, 'IMG_0001.heic'), '--endpoint', `http://127.0.0.1:${s3Port}`, '--prefix', 'phone/', '--json', '--timeout', '30']);
+    const heic = await cli([
+      'tag',
+      join(heicDir, 'IMG_0001.heic'),
+      '--endpoint',
+      `http://127.0.0.1:${s3Port}`,
+      '--prefix',
+      'phone/',
+      '--json',
+      '--timeout',
+      '30',
+    ]);
     assert.equal(heic.code, 0, heic.stderr);
     assert.equal(JSON.parse(heic.stdout.trim()).status, 'tagged');
     const endpoint = `http://127.0.0.1:${s3Port}`;
@@ -85,8 +132,18 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     const shown = await cli(['show', 's3://effitag-local/uploads/cat photo.jpg', '--endpoint', endpoint]);
     assert.match(shown.stdout, /tagged by b0@[0-9a-f]{12}/);
 
-    const backfill = await cli(['backfill', 's3://effitag-local/uploads/', '--endpoint', endpoint, '--sqs-endpoint', `http://127.0.0.1:${sqsPort}`,
-      '--weights', join(dir, 'weights'), '--dry-run', '--json']);
+    const backfill = await cli([
+      'backfill',
+      's3://effitag-local/uploads/',
+      '--endpoint',
+      endpoint,
+      '--sqs-endpoint',
+      `http://127.0.0.1:${sqsPort}`,
+      '--weights',
+      join(dir, 'weights'),
+      '--dry-run',
+      '--json',
+    ]);
     assert.equal(backfill.code, 0, backfill.stderr);
     const report = JSON.parse(backfill.stdout);
     assert.deepEqual([report.listed, report.enqueued, report.skipped.current, report.dryRun], [1, 0, 1, true]);
@@ -99,19 +156,53 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
   it('--listen 0.0.0.0 is explicit and warns: then, and only then, the servers listen on every address', async () => {
     const dir = await tempDir();
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
-    const s3Port = await freePort(), sqsPort = await freePort();
-    const child = spawn(process.execPath, ['bin/effitag.js', 'local', '--listen', '0.0.0.0', '--weights', join(dir, 'weights'), '--data', join(dir, 'data'),
-      '--s3-port', String(s3Port), '--sqs-port', String(sqsPort), '--log-level', 'warn', '--no-workers'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const s3Port = await freePort(),
+      sqsPort = await freePort();
+    const child = spawn(
+      process.execPath,
+      [
+        'bin/effitag.js',
+        'local',
+        '--listen',
+        '0.0.0.0',
+        '--weights',
+        join(dir, 'weights'),
+        '--data',
+        join(dir, 'data'),
+        '--s3-port',
+        String(s3Port),
+        '--sqs-port',
+        String(sqsPort),
+        '--log-level',
+        'warn',
+        '--no-workers',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     children.push(child);
-    let out = '', err = '';
-    child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+    let out = '',
+      err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no start banner: ${out}${err}`)), 30_000);
-      child.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('is running')) { clearTimeout(timer); resolve(); } });
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('is running')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
       child.once('exit', (code) => reject(new Error(`exited ${code}: ${err}`)));
     });
     assert.match(err, /WARNING: --listen 0\.0\.0\.0: the embedded S3 and SQS have no authentication/);
-    assert.deepEqual(listeningSockets(child.pid!).map((l) => `${l.address}:${l.port}`).sort(), [`0.0.0.0:${s3Port}`, `0.0.0.0:${sqsPort}`].sort());
+    assert.deepEqual(
+      listeningSockets(child.pid!)
+        .map((l) => `${l.address}:${l.port}`)
+        .sort(),
+      [`0.0.0.0:${s3Port}`, `0.0.0.0:${sqsPort}`].sort(),
+    );
     assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`), 'clients on this machine still use loopback');
     child.kill('SIGTERM');
   });
@@ -119,18 +210,49 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
 
 describe('nothing lost: the embedded stack killed and restarted', () => {
   const children: ChildProcess[] = [];
-  after(() => { for (const c of children) c.kill('SIGKILL'); });
+  after(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
 
-  async function startLocal(dir: string, ports: { s3: number; sqs: number }, env: NodeJS.ProcessEnv = {}): Promise<ChildProcess & { output(): string }> {
-    const child = spawn(process.execPath, ['bin/effitag.js', 'local', '--weights', join(dir, 'weights'), '--data', join(dir, 'data'),
-      '--s3-port', String(ports.s3), '--sqs-port', String(ports.sqs), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  async function startLocal(
+    dir: string,
+    ports: { s3: number; sqs: number },
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<ChildProcess & { output(): string }> {
+    const child = spawn(
+      process.execPath,
+      [
+        'bin/effitag.js',
+        'local',
+        '--weights',
+        join(dir, 'weights'),
+        '--data',
+        join(dir, 'data'),
+        '--s3-port',
+        String(ports.s3),
+        '--sqs-port',
+        String(ports.sqs),
+        '--log-level',
+        'warn',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
+    );
     children.push(child);
     let out = '';
-    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no start banner: ${out}`)), 30_000);
-      child.stdout!.on('data', () => { if (out.includes('is running')) { clearTimeout(timer); resolve(); } });
+      child.stdout!.on('data', () => {
+        if (out.includes('is running')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
       child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
     });
     return Object.assign(child, { output: () => out });
@@ -146,23 +268,42 @@ describe('nothing lost: the embedded stack killed and restarted', () => {
     try {
       const keys = Array.from({ length: 60 }, (_, i) => `crash/photo ${i}.jpg`);
       const images = await Promise.all(keys.map((_, i) => gradientImage(320, 240, 'jpeg', 100 + i)));
-      await Promise.all(keys.map((Key, i) => s3.send(new PutObjectCommand({ Bucket: 'effitag-local', Key, Body: images[i], ContentType: 'image/jpeg', Metadata: { owner: `user-${i}` } }))));
+      await Promise.all(
+        keys.map((Key, i) =>
+          s3.send(
+            new PutObjectCommand({
+              Bucket: 'effitag-local',
+              Key,
+              Body: images[i],
+              ContentType: 'image/jpeg',
+              Metadata: { owner: `user-${i}` },
+            }),
+          ),
+        ),
+      );
       // Killed once the first batch has landed: the rest are queued or in flight.
-      await waitFor('the first write-back', async () => ((await Promise.all(keys.map(headOf))).some((h) => h.Metadata?.['effitag-status']) ? true : undefined));
+      await waitFor('the first write-back', async () =>
+        (await Promise.all(keys.map(headOf))).some((h) => h.Metadata?.['effitag-status']) ? true : undefined,
+      );
       first.kill('SIGKILL');
       await new Promise((r) => first.once('exit', r));
       // The S3 stand-in died with the process: count what it had stored as tagged from its files.
-      const storedMeta = (key: string) => JSON.parse(readFileSync(join(dir, 'data', 'effitag-local', `${key}._S3rver_metadata.json`), 'utf8'));
+      const storedMeta = (key: string) =>
+        JSON.parse(readFileSync(join(dir, 'data', 'effitag-local', `${key}._S3rver_metadata.json`), 'utf8'));
       const taggedBefore = keys.filter((k) => storedMeta(k)['x-amz-meta-effitag-status']).length;
       assert.ok(taggedBefore < keys.length, `the kill must leave work behind (${taggedBefore} of ${keys.length} were tagged)`);
 
       const audit = join(dir, 'audit-after-restart.jsonl');
       const restartAt = Date.now();
       const second = await startLocal(dir, ports, { EFFITAG_AUDIT_LOG: audit });
-      await waitFor('every image tagged after the restart', async () => {
-        const heads = await Promise.all(keys.map(headOf));
-        return heads.every((h) => h.Metadata?.['effitag-status'] === 'tagged') ? heads : undefined;
-      }, 90_000);
+      await waitFor(
+        'every image tagged after the restart',
+        async () => {
+          const heads = await Promise.all(keys.map(headOf));
+          return heads.every((h) => h.Metadata?.['effitag-status'] === 'tagged') ? heads : undefined;
+        },
+        90_000,
+      );
       const caughtUpMs = Date.now() - restartAt;
       const copies = readAudit(audit).filter((c) => c.command === 'CopyObject' && c.status === 200);
       for (const [i, key] of keys.entries()) {
@@ -170,12 +311,16 @@ describe('nothing lost: the embedded stack killed and restarted', () => {
         const writesAfterRestart = copies.filter((c) => c.input.Key === key).length;
         // Written before the kill (then the catch-up skips it by its marker) or after it: once either way.
         const writtenAt = Date.parse(h.Metadata!['effitag-at']);
-        assert.ok(writesAfterRestart === 0 ? writtenAt < restartAt : writesAfterRestart === 1 && writtenAt >= restartAt,
-          `${key}: ${writesAfterRestart} write-back(s) after the restart, tagged at ${h.Metadata!['effitag-at']}`);
-        assert.equal(h.Metadata!.owner, `user-${i}`, 'the user\'s metadata is kept');
+        assert.ok(
+          writesAfterRestart === 0 ? writtenAt < restartAt : writesAfterRestart === 1 && writtenAt >= restartAt,
+          `${key}: ${writesAfterRestart} write-back(s) after the restart, tagged at ${h.Metadata!['effitag-at']}`,
+        );
+        assert.equal(h.Metadata!.owner, `user-${i}`, "the user's metadata is kept");
         assert.equal(h.ContentLength, images[i].length);
       }
-      process.stderr.write(`# SIGKILL: ${taggedBefore}/${keys.length} tagged before the kill, 0 lost; all tagged ${caughtUpMs} ms after the restart; ${copies.length} written back after it\n`);
+      process.stderr.write(
+        `# SIGKILL: ${taggedBefore}/${keys.length} tagged before the kill, 0 lost; all tagged ${caughtUpMs} ms after the restart; ${copies.length} written back after it\n`,
+      );
       await waitFor('the catch-up report', async () => (/caught up: /.test(second.output()) ? true : undefined));
       assert.match(second.output(), /caught up: \d+ (upload\(s\) accepted since|object\(s\) in the bucket)/);
 
@@ -183,15 +328,25 @@ describe('nothing lost: the embedded stack killed and restarted', () => {
       await waitFor('the idle time recorded', async () => (existsSync(`${join(dir, 'data')}.state.json`) ? true : undefined), 30_000);
       // A graceful stop is no safer than a kill for queued uploads: the next start catches up on them too.
       const more = Array.from({ length: 30 }, (_, i) => `stop/photo ${i}.jpg`);
-      await Promise.all(more.map((Key, i) => s3.send(new PutObjectCommand({ Bucket: 'effitag-local', Key, Body: images[i], ContentType: 'image/jpeg' }))));
+      await Promise.all(
+        more.map((Key, i) => s3.send(new PutObjectCommand({ Bucket: 'effitag-local', Key, Body: images[i], ContentType: 'image/jpeg' }))),
+      );
       second.kill('SIGTERM');
       await new Promise((r) => second.once('exit', r));
       const third = await startLocal(dir, ports);
-      await waitFor('every image uploaded before the SIGTERM tagged', async () => {
-        const heads = await Promise.all(more.map(headOf));
-        return heads.every((h) => h.Metadata?.['effitag-status'] === 'tagged') ? true : undefined;
-      }, 60_000);
-      assert.match(third.output(), /caught up: 30 upload\(s\) accepted since the stack was last idle \(20\d\d-/, 'the uploads since the last idle moment, not the bucket');
+      await waitFor(
+        'every image uploaded before the SIGTERM tagged',
+        async () => {
+          const heads = await Promise.all(more.map(headOf));
+          return heads.every((h) => h.Metadata?.['effitag-status'] === 'tagged') ? true : undefined;
+        },
+        60_000,
+      );
+      assert.match(
+        third.output(),
+        /caught up: 30 upload\(s\) accepted since the stack was last idle \(20\d\d-/,
+        'the uploads since the last idle moment, not the bucket',
+      );
       third.kill('SIGTERM');
     } finally {
       s3.destroy();

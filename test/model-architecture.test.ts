@@ -8,10 +8,20 @@ import { useTfjsBackend, tf } from '../model/tfjs-backend.ts';
 
 // Keras `model.count_params()` of keras.applications, from ../shared/reference/efficientnet.md.
 const KERAS_PARAMS: Record<string, [withTop: number, noTop: number]> = {
-  b0: [5_330_571, 4_049_571], b1: [7_856_239, 6_575_239], b2: [9_177_569, 7_768_569], b3: [12_320_535, 10_783_535],
-  b4: [19_466_823, 17_673_823], b5: [30_562_527, 28_513_527], b6: [43_265_143, 40_960_143], b7: [66_658_687, 64_097_687],
-  'v2-b0': [7_200_312, 5_919_312], 'v2-b1': [8_212_124, 6_931_124], 'v2-b2': [10_178_374, 8_769_374],
-  'v2-b3': [14_467_622, 12_930_622], 'v2-s': [21_612_360, 20_331_360], 'v2-m': [54_431_388, 53_150_388],
+  b0: [5_330_571, 4_049_571],
+  b1: [7_856_239, 6_575_239],
+  b2: [9_177_569, 7_768_569],
+  b3: [12_320_535, 10_783_535],
+  b4: [19_466_823, 17_673_823],
+  b5: [30_562_527, 28_513_527],
+  b6: [43_265_143, 40_960_143],
+  b7: [66_658_687, 64_097_687],
+  'v2-b0': [7_200_312, 5_919_312],
+  'v2-b1': [8_212_124, 6_931_124],
+  'v2-b2': [10_178_374, 8_769_374],
+  'v2-b3': [14_467_622, 12_930_622],
+  'v2-s': [21_612_360, 20_331_360],
+  'v2-m': [54_431_388, 53_150_388],
   'v2-l': [119_027_848, 117_746_848],
 };
 
@@ -87,13 +97,28 @@ describe('architecture from data', () => {
   });
 
   it('correct_pad is TF "same" for stride 2: extra padding at bottom/right on even sizes', () => {
-    assert.deepEqual(correctPad(224, 224, 3), [[0, 1], [0, 1]]);
-    assert.deepEqual(correctPad(15, 15, 5), [[2, 2], [2, 2]]);
-    assert.deepEqual(correctPad(14, 15, 5), [[1, 2], [2, 2]]);
+    assert.deepEqual(correctPad(224, 224, 3), [
+      [0, 1],
+      [0, 1],
+    ]);
+    assert.deepEqual(correctPad(15, 15, 5), [
+      [2, 2],
+      [2, 2],
+    ]);
+    assert.deepEqual(correctPad(14, 15, 5), [
+      [1, 2],
+      [2, 2],
+    ]);
     // B1 block6a sees an odd 15×15 map at its native 240 resolution.
     const b1 = planModel('b1');
     const pad = b1.nodes.find((n) => n.name === 'block6a_dwconv_pad')!;
-    assert.equal(pad.op === 'zeropad' && JSON.stringify(pad.pad), JSON.stringify([[2, 2], [2, 2]]));
+    assert.equal(
+      pad.op === 'zeropad' && JSON.stringify(pad.pad),
+      JSON.stringify([
+        [2, 2],
+        [2, 2],
+      ]),
+    );
     const dw = b1.nodes.find((n) => n.name === 'block6a_dwconv')!;
     assert.deepEqual(dw.outShape, [8, 8, 672]);
   });
@@ -137,7 +162,11 @@ describe('tfjs LayersModel', () => {
     const { model, plan } = buildTfjsModel('b0');
     for (const node of plan.nodes) {
       const layer = model.getLayer(node.name);
-      assert.deepEqual(layer.weights.map((w) => w.shape), node.weights.map((w) => [...w.shape]), node.name);
+      assert.deepEqual(
+        layer.weights.map((w) => w.shape),
+        node.weights.map((w) => [...w.shape]),
+        node.name,
+      );
     }
     assert.equal(planWeights(plan).length, model.weights.length);
     model.dispose();

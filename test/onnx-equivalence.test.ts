@@ -34,7 +34,9 @@ async function artifact(variant: string, seed: number, includeTop = true): Promi
 }
 
 async function images(n: number): Promise<DecodedImage[]> {
-  return Promise.all(Array.from({ length: n }, async (_, i) => decodeImage(await gradientImage(130 + 17 * i, 100 + 9 * i, 'png', i), SIZE)));
+  return Promise.all(
+    Array.from({ length: n }, async (_, i) => decodeImage(await gradientImage(130 + 17 * i, 100 + 9 * i, 'png', i), SIZE)),
+  );
 }
 
 describe('ONNX export ≡ tfjs model', () => {
@@ -42,15 +44,21 @@ describe('ONNX export ≡ tfjs model', () => {
     for (const variant of ['b0', 'v2-b0']) {
       const plan = planModel(variant, { resolution: SIZE });
       const shapes = new Map(plan.nodes.map((n) => [n.name, n.outShape]));
-      const sides = plan.nodes.filter((n) => (n.op === 'conv' || n.op === 'dwconv') && n.stride === 2).map((n) => {
-        const input = plan.nodes.find((m) => m.name === n.inputs[0])!;
-        return (input.op === 'zeropad' ? shapes.get(input.inputs[0]) : shapes.get(n.inputs[0]))![0];
-      });
+      const sides = plan.nodes
+        .filter((n) => (n.op === 'conv' || n.op === 'dwconv') && n.stride === 2)
+        .map((n) => {
+          const input = plan.nodes.find((m) => m.name === n.inputs[0])!;
+          return (input.op === 'zeropad' ? shapes.get(input.inputs[0]) : shapes.get(n.inputs[0]))![0];
+        });
       assert.ok(sides.some((h) => h % 2 === 1) && sides.some((h) => h % 2 === 0), `${variant}: stride-2 input sides ${sides.join(', ')}`);
     }
   });
 
-  for (const [variant, seed] of [['b0', 3], ['b3', 4], ['v2-b0', 5]] as const) {
+  for (const [variant, seed] of [
+    ['b0', 3],
+    ['b3', 4],
+    ['v2-b0', 5],
+  ] as const) {
     it(`${variant}: ort and tfjs give the same top-5 and probabilities within 1e-4`, async () => {
       const dir = await artifact(variant, seed);
       const ort = await ortEngine({ log: quiet }).load(dir);
@@ -59,8 +67,13 @@ describe('ONNX export ≡ tfjs model', () => {
       const [a, b] = [await ort.classify(batch), await tfjs.classify(batch)];
       for (let i = 0; i < batch.length; i++) {
         const labels = Array.from({ length: 1000 }, (_, k) => String(k));
-        const topOrt = topK(a[i], 5, labels), topTfjs = topK(b[i], 5, labels);
-        assert.deepEqual(topOrt.map((p) => p.index), topTfjs.map((p) => p.index), `image ${i} top-5`);
+        const topOrt = topK(a[i], 5, labels),
+          topTfjs = topK(b[i], 5, labels);
+        assert.deepEqual(
+          topOrt.map((p) => p.index),
+          topTfjs.map((p) => p.index),
+          `image ${i} top-5`,
+        );
         assert.ok(topOrt[0].probability > 0.01, `peaked distribution, over 10× uniform (top-1 ${topOrt[0].probability})`);
         let max = 0;
         for (let k = 0; k < 1000; k++) max = Math.max(max, Math.abs(a[i][k] - b[i][k]));
@@ -92,8 +105,12 @@ describe('ONNX export ≡ tfjs model', () => {
     assignWeights(built, art.weights);
     const expected = (built.model.predict(tf.tensor4d(pixels, [2, SIZE, SIZE, 3])) as import('@tensorflow/tfjs').Tensor).dataSync();
     const got = out.features.data as Float32Array;
-    let max = 0, scale = 0;
-    for (let i = 0; i < got.length; i++) { max = Math.max(max, Math.abs(got[i] - expected[i])); scale = Math.max(scale, Math.abs(expected[i])); }
+    let max = 0,
+      scale = 0;
+    for (let i = 0; i < got.length; i++) {
+      max = Math.max(max, Math.abs(got[i] - expected[i]));
+      scale = Math.max(scale, Math.abs(expected[i]));
+    }
     assert.ok(max < 1e-4 * Math.max(1, scale), `max |Δ| = ${max} (scale ${scale})`);
     await session.release();
   });
@@ -118,7 +135,15 @@ describe('ONNX export ≡ tfjs model', () => {
     const second = await ensureOnnx(dir);
     assert.equal(second.cached, true);
     assert.equal((await stat(second.path)).mtimeMs, mtime);
-    const { stdout } = await promisify(execFile)(process.execPath, ['bin/effitag.js', 'weights', 'export-onnx', '--weights', dir, '--variant', 'b0']);
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      'bin/effitag.js',
+      'weights',
+      'export-onnx',
+      '--weights',
+      dir,
+      '--variant',
+      'b0',
+    ]);
     assert.match(stdout, /^cached .*\.onnx/);
     const out = join(dir, 'explicit.onnx');
     const third = await promisify(execFile)(process.execPath, ['bin/effitag.js', 'weights', 'export-onnx', '--weights', dir, '--out', out]);

@@ -17,11 +17,22 @@ const BUCKET = 'photos';
 // ImageNet-1k class 207 is "golden retriever" (WordNet n02099601).
 const GOLDEN_RETRIEVER = 207;
 
-const tiers = (writeBack: 'metadata' | 'tags' = 'metadata') => parseTiers({
-  version: 1,
-  tiers: { cpu: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 2048 }, engine: 'ort', batchSize: 8, topK: 3, minConfidence: 0, writeBack } },
-  routing: { default: { tier: 'cpu' } },
-});
+const tiers = (writeBack: 'metadata' | 'tags' = 'metadata') =>
+  parseTiers({
+    version: 1,
+    tiers: {
+      cpu: {
+        variants: ['b0'],
+        compute: { target: 'lambda-cpu', memoryMb: 2048 },
+        engine: 'ort',
+        batchSize: 8,
+        topK: 3,
+        minConfidence: 0,
+        writeBack,
+      },
+    },
+    routing: { default: { tier: 'cpu' } },
+  });
 
 function routerWorld() {
   const store = new MemoryStore();
@@ -31,7 +42,13 @@ function routerWorld() {
   return { store, queue, models, router };
 }
 
-const created = (key: string, eTag: string | undefined, kind: 'Put' | 'Copy' = 'Put', size = 100) => ({ bucket: BUCKET, key, eTag, size, kind });
+const created = (key: string, eTag: string | undefined, kind: 'Put' | 'Copy' = 'Put', size = 100) => ({
+  bucket: BUCKET,
+  key,
+  eTag,
+  size,
+  kind,
+});
 
 function workerWorld(options: { writeBack?: 'metadata' | 'tags'; deadLetter?: boolean } = {}) {
   const store = new MemoryStore();
@@ -39,11 +56,23 @@ function workerWorld(options: { writeBack?: 'metadata' | 'tags'; deadLetter?: bo
   const dlq = new MemoryQueue('cpu-dlq.fifo');
   const models = fixedCatalog({ topClass: GOLDEN_RETRIEVER });
   const worker = makeWorker({
-    store, queue, tiers: tiers(options.writeBack), models, now: () => new Date('2026-12-02T10:00:00Z'),
+    store,
+    queue,
+    tiers: tiers(options.writeBack),
+    models,
+    now: () => new Date('2026-12-02T10:00:00Z'),
     options: { retryBaseSeconds: 5, ...(options.deadLetter ? { deadLetter: { queue: dlq, maxReceives: 3 } } : {}) },
   });
   const task = (key: string, eTag: string, size: number): Task => ({
-    v: 1, bucket: BUCKET, key, eTag, size, tier: 'cpu', variant: 'b0', source: 'upload', enqueuedAt: '2026-12-02T09:59:00Z',
+    v: 1,
+    bucket: BUCKET,
+    key,
+    eTag,
+    size,
+    tier: 'cpu',
+    variant: 'b0',
+    source: 'upload',
+    enqueuedAt: '2026-12-02T09:59:00Z',
   });
   const enqueue = async (t: Task) => queue.send([taskMessage(t)]);
   const runOnce = async () => worker.handle(await queue.receive({ max: 10 }));
@@ -51,7 +80,8 @@ function workerWorld(options: { writeBack?: 'metadata' | 'tags'; deadLetter?: bo
 }
 
 /** The UTF-8 bytes of every user-metadata key and value: S3's 2 KB rule, counted here independently of the code. */
-const s3MetadataBytes = (m: Record<string, string>) => Object.entries(m).reduce((n, [k, v]) => n + new TextEncoder().encode(k + v).length, 0);
+const s3MetadataBytes = (m: Record<string, string>) =>
+  Object.entries(m).reduce((n, [k, v]) => n + new TextEncoder().encode(k + v).length, 0);
 
 describe('router rules (in-memory ports)', () => {
   it('loop guard: a Copy event of an object carrying the current marker is our own write-back, recognised from a HEAD alone', async () => {
@@ -105,10 +135,30 @@ describe('router rules (in-memory ports)', () => {
       }
       return out;
     };
-    assert.deepEqual(await decide({ mode: 'stale' }), { untagged: 'enqueued', current: 'current', older: 'enqueued', failed: 'failed-before' });
-    assert.deepEqual(await decide({ mode: 'missing' }), { untagged: 'enqueued', current: 'current', older: 'has-marker', failed: 'failed-before' });
-    assert.deepEqual(await decide({ mode: 'older' }), { untagged: 'no-marker', current: 'current', older: 'enqueued', failed: 'failed-before' });
-    assert.deepEqual(await decide({ mode: 'stale', retryFailed: true }), { untagged: 'enqueued', current: 'current', older: 'enqueued', failed: 'enqueued' });
+    assert.deepEqual(await decide({ mode: 'stale' }), {
+      untagged: 'enqueued',
+      current: 'current',
+      older: 'enqueued',
+      failed: 'failed-before',
+    });
+    assert.deepEqual(await decide({ mode: 'missing' }), {
+      untagged: 'enqueued',
+      current: 'current',
+      older: 'has-marker',
+      failed: 'failed-before',
+    });
+    assert.deepEqual(await decide({ mode: 'older' }), {
+      untagged: 'no-marker',
+      current: 'current',
+      older: 'enqueued',
+      failed: 'failed-before',
+    });
+    assert.deepEqual(await decide({ mode: 'stale', retryFailed: true }), {
+      untagged: 'enqueued',
+      current: 'current',
+      older: 'enqueued',
+      failed: 'enqueued',
+    });
   });
 
   it('non-images: other files are left alone; a text file named .jpg is routed on upload (the worker records why) but not by a backfill', async () => {
@@ -167,7 +217,9 @@ describe('worker rules (in-memory ports)', () => {
     assert.equal(w.models.classified, 0, 'the newer bytes are never classified under the old task');
 
     const eTag = w.store.put(BUCKET, 'b.png', png);
-    w.store.beforeCopy = (ref) => { if (ref.key === 'b.png') w.store.put(BUCKET, 'b.png', newer, { metadata: { fresh: 'yes' } }); };
+    w.store.beforeCopy = (ref) => {
+      if (ref.key === 'b.png') w.store.put(BUCKET, 'b.png', newer, { metadata: { fresh: 'yes' } });
+    };
     await w.enqueue(w.task('b.png', eTag, png.length));
     const [raced] = await w.runOnce();
     assert.deepEqual(raced.outcome, { status: 'skipped', reason: 'changed' });
@@ -175,7 +227,7 @@ describe('worker rules (in-memory ports)', () => {
     assert.equal(w.queue.pending().length, 0);
   });
 
-  it('the 2 KB metadata budget: tags are cut to fit beside the user\'s keys, and an object with no room is left as it is', async () => {
+  it("the 2 KB metadata budget: tags are cut to fit beside the user's keys, and an object with no room is left as it is", async () => {
     const w = workerWorld();
     const png = await gradientImage(64, 48, 'png');
     const full = { notes: 'x'.repeat(1880) };
@@ -248,7 +300,7 @@ describe('worker rules (in-memory ports)', () => {
     assert.equal(moved.attributes![DEAD_LETTER_ATTRIBUTES.receives], '3');
   });
 
-  it('object tags mode: never rewrites the object, and never pushes out a user\'s tag', async () => {
+  it("object tags mode: never rewrites the object, and never pushes out a user's tag", async () => {
     const w = workerWorld({ writeBack: 'tags' });
     const png = await gradientImage(64, 48, 'png');
     const eTag = w.store.put(BUCKET, 'dog.png', png);

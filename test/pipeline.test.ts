@@ -19,7 +19,13 @@ import { head, put, startTestStack, waitFor, waitForStatus, type EngineProbe } f
 import type { TiersFile } from '../tiers/schema.ts';
 
 const tier = (extra: object = {}) => ({
-  variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 3538 }, engine: 'ort', batchSize: 8, topK: 5, minConfidence: 0, ...extra,
+  variants: ['b0'],
+  compute: { target: 'lambda-cpu', memoryMb: 3538 },
+  engine: 'ort',
+  batchSize: 8,
+  topK: 5,
+  minConfidence: 0,
+  ...extra,
 });
 const TIERS = {
   version: 1,
@@ -30,7 +36,10 @@ const TIERS = {
   },
   routing: {
     default: { tier: 'main' },
-    rules: [{ prefix: 'tags/', tier: 'tagmode' }, { prefix: 'manual/', tier: 'manual' }],
+    rules: [
+      { prefix: 'tags/', tier: 'tagmode' },
+      { prefix: 'manual/', tier: 'manual' },
+    ],
   },
 };
 
@@ -55,7 +64,10 @@ function faultyStore(inner: ObjectStore): ObjectStore {
     async replaceMetadata(ref, h, metadata, ifMatch) {
       faults.copies.set(ref.key, (faults.copies.get(ref.key) ?? 0) + 1);
       const hook = faults.beforeCopy.get(ref.key);
-      if (hook) { faults.beforeCopy.delete(ref.key); await hook(); }
+      if (hook) {
+        faults.beforeCopy.delete(ref.key);
+        await hook();
+      }
       return inner.replaceMetadata(ref, h, metadata, ifMatch);
     },
     getTags: (r) => inner.getTags(r),
@@ -71,10 +83,15 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
   let jpeg: Buffer;
 
   before(async () => {
-    ({ stack, probe, config } = await startTestStack(TIERS, { wrapStore: faultyStore, runWorkers: (t) => t !== 'manual' && t !== 'tagmode' }));
+    ({ stack, probe, config } = await startTestStack(TIERS, {
+      wrapStore: faultyStore,
+      runWorkers: (t) => t !== 'manual' && t !== 'tagmode',
+    }));
     jpeg = await gradientImage(320, 240, 'jpeg', 4);
   });
-  after(async () => { await stack?.stop(); });
+  after(async () => {
+    await stack?.stop();
+  });
 
   it('upload → tags in user metadata; keys with spaces, +, and unicode', async () => {
     const keys = ['plain.jpg', 'with space/a b.jpg', 'plus+sign/c+d.jpg', 'ünïcødé/写真 1.jpg', "odd/(1)!'*~.jpg"];
@@ -92,8 +109,12 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
 
   it('keeps user metadata, Content-Type, Cache-Control, Content-Disposition and storage class', async () => {
     const eTag = await put(stack, 'keep/meta.jpg', jpeg, {
-      ContentType: 'image/jpeg', CacheControl: 'public, max-age=600', ContentDisposition: 'attachment; filename="meta.jpg"',
-      ContentLanguage: 'en', StorageClass: 'STANDARD_IA', Metadata: { owner: 'alice', 'camera-model': 'X100V' },
+      ContentType: 'image/jpeg',
+      CacheControl: 'public, max-age=600',
+      ContentDisposition: 'attachment; filename="meta.jpg"',
+      ContentLanguage: 'en',
+      StorageClass: 'STANDARD_IA',
+      Metadata: { owner: 'alice', 'camera-model': 'X100V' },
     });
     const h = await waitForStatus(stack, 'keep/meta.jpg', eTag);
     assert.equal(h.Metadata!.owner, 'alice');
@@ -109,7 +130,9 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const before = { images: probe.images, dropped: stack.counters.get('router.dropped.own-write-back') };
     const eTag = await put(stack, 'loop/once.jpg', jpeg);
     await waitForStatus(stack, 'loop/once.jpg', eTag);
-    await waitFor('the Copy event to be routed', async () => (stack.counters.get('router.dropped.own-write-back') > before.dropped ? true : undefined));
+    await waitFor('the Copy event to be routed', async () =>
+      stack.counters.get('router.dropped.own-write-back') > before.dropped ? true : undefined,
+    );
     await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined));
     assert.equal(probe.images - before.images, 1, 'exactly one inference');
     assert.equal(faults.copies.get('loop/once.jpg'), 1, 'exactly one write');
@@ -121,12 +144,23 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     await waitForStatus(stack, key, eTag);
     const imagesBefore = probe.images;
     // Replay the Put notification twice, as S3's at-least-once delivery may.
-    const notification = JSON.stringify({ Records: [{ eventVersion: '2.1', eventSource: 'aws:s3', eventName: 'ObjectCreated:Put', s3: { bucket: { name: stack.bucket }, object: { key: encodeS3Key(key), eTag, size: jpeg.length, sequencer: '0A' } } }] });
+    const notification = JSON.stringify({
+      Records: [
+        {
+          eventVersion: '2.1',
+          eventSource: 'aws:s3',
+          eventName: 'ObjectCreated:Put',
+          s3: { bucket: { name: stack.bucket }, object: { key: encodeS3Key(key), eTag, size: jpeg.length, sequencer: '0A' } },
+        },
+      ],
+    });
     const routedBefore = stack.counters.get('router.enqueued.main');
     await stack.intake.send([{ body: notification }, { body: notification }]);
     // Both replays routed (each sent as a task), then the task queue drained: whatever reached the
     // worker has been handled by now, so the counts below are final, not a snapshot.
-    await waitFor('both replays to be routed', async () => (stack.counters.get('router.enqueued.main') - routedBefore >= 2 ? true : undefined));
+    await waitFor('both replays to be routed', async () =>
+      stack.counters.get('router.enqueued.main') - routedBefore >= 2 ? true : undefined,
+    );
     await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined));
     assert.equal(stack.counters.get('router.enqueued.main') - routedBefore, 2, 'the router saw both replays');
     assert.equal(probe.images, imagesBefore, 'no second inference');
@@ -138,7 +172,17 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const eTag = await put(stack, key, jpeg);
     const { queue } = stack.tierQueues.manual;
     await waitFor('the router to enqueue', async () => (stack.counters.get('router.enqueued.manual') >= 1 ? true : undefined));
-    const task: Task = { v: 1, bucket: stack.bucket, key, eTag, size: jpeg.length, tier: 'manual', variant: 'b0', source: 'upload', enqueuedAt: new Date().toISOString() };
+    const task: Task = {
+      v: 1,
+      bucket: stack.bucket,
+      key,
+      eTag,
+      size: jpeg.length,
+      tier: 'manual',
+      variant: 'b0',
+      source: 'upload',
+      enqueuedAt: new Date().toISOString(),
+    };
     const worker = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models });
     const routed = await queue.receive({ max: 10, waitSeconds: 1 });
     const twin = { ...routed[0], id: 'twin', receipt: routed[0].receipt };
@@ -148,23 +192,36 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     // Later, another copy of the same task: the marker says it is done.
     await queue.send([{ ...taskMessage(task), deduplicationId: 'later-duplicate' }]);
     const again = await worker.handle(await queue.receive({ max: 10, waitSeconds: 1 }));
-    assert.deepEqual(again.map((r) => r.outcome), [{ status: 'skipped', reason: 'already-tagged' }]);
+    assert.deepEqual(
+      again.map((r) => r.outcome),
+      [{ status: 'skipped', reason: 'already-tagged' }],
+    );
   });
 
   it('deleted while queued: dropped quietly (message deleted, nothing in the DLQ); overwritten while queued: only the newer upload is tagged', async () => {
     const { queue, dlq } = stack.tierQueues.manual;
     const worker = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models });
     const routedBefore = stack.counters.get('router.enqueued.manual');
-    const older = await gradientImage(200, 200, 'jpeg', 21), newer = await gradientImage(200, 200, 'jpeg', 22);
+    const older = await gradientImage(200, 200, 'jpeg', 21),
+      newer = await gradientImage(200, 200, 'jpeg', 22);
     await put(stack, 'manual/queued-then-deleted.jpg', jpeg);
     const olderETag = await put(stack, 'manual/queued-then-overwritten.jpg', older, { Metadata: { version: 'one' } });
     await waitFor('both tasks enqueued', async () => (stack.counters.get('router.enqueued.manual') >= routedBefore + 2 ? true : undefined));
     await stack.s3.send(new DeleteObjectCommand({ Bucket: stack.bucket, Key: 'manual/queued-then-deleted.jpg' }));
     const newerETag = await put(stack, 'manual/queued-then-overwritten.jpg', newer, { Metadata: { version: 'two' } });
-    await waitFor('the newer upload enqueued', async () => (stack.counters.get('router.enqueued.manual') >= routedBefore + 3 ? true : undefined));
+    await waitFor('the newer upload enqueued', async () =>
+      stack.counters.get('router.enqueued.manual') >= routedBefore + 3 ? true : undefined,
+    );
     const outcomes: Record<string, string[]> = {};
-    for (let messages = await queue.receive({ max: 10, waitSeconds: 1 }); messages.length; messages = await queue.receive({ max: 10, waitSeconds: 1 })) {
-      for (const r of await worker.handle(messages)) (outcomes[`${r.task!.key} ${r.task!.eTag === newerETag ? 'newer' : r.task!.eTag === olderETag ? 'older' : ''}`.trim()] ??= []).push(`${r.outcome.status} ${'reason' in r.outcome ? r.outcome.reason : ''}`.trim());
+    for (
+      let messages = await queue.receive({ max: 10, waitSeconds: 1 });
+      messages.length;
+      messages = await queue.receive({ max: 10, waitSeconds: 1 })
+    ) {
+      for (const r of await worker.handle(messages))
+        (outcomes[`${r.task!.key} ${r.task!.eTag === newerETag ? 'newer' : r.task!.eTag === olderETag ? 'older' : ''}`.trim()] ??= []).push(
+          `${r.outcome.status} ${'reason' in r.outcome ? r.outcome.reason : ''}`.trim(),
+        );
     }
     assert.deepEqual(outcomes, {
       'manual/queued-then-deleted.jpg': ['skipped gone'],
@@ -172,8 +229,14 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
       'manual/queued-then-overwritten.jpg newer': ['tagged'],
     });
     const h = await head(stack, 'manual/queued-then-overwritten.jpg');
-    assert.deepEqual([h.Metadata!['effitag-etag'], h.Metadata!.version], [newerETag, 'two'], 'the older task\'s result never landed on the newer upload');
-    const body = await (await stack.s3.send(new GetObjectCommand({ Bucket: stack.bucket, Key: 'manual/queued-then-overwritten.jpg' }))).Body!.transformToByteArray();
+    assert.deepEqual(
+      [h.Metadata!['effitag-etag'], h.Metadata!.version],
+      [newerETag, 'two'],
+      "the older task's result never landed on the newer upload",
+    );
+    const body = await (
+      await stack.s3.send(new GetObjectCommand({ Bucket: stack.bucket, Key: 'manual/queued-then-overwritten.jpg' }))
+    ).Body!.transformToByteArray();
     assert.deepEqual(Buffer.from(body), newer);
     assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0);
   });
@@ -187,17 +250,38 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     // A lease of 2 s, and an engine that takes 7 s: without renewals the message would be visible
     // again three times over while the first worker still holds it.
     let inEngine!: () => void;
-    const engineStarted = new Promise<void>((r) => { inEngine = r; });
-    probe.beforeClassify = async () => { inEngine(); await new Promise((r) => setTimeout(r, 7000)); };
-    const first = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models, options: { visibilitySeconds: 2, waitSeconds: 1, batchSize: 4 } });
-    const second = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models, options: { visibilitySeconds: 2, waitSeconds: 1, batchSize: 4 } });
+    const engineStarted = new Promise<void>((r) => {
+      inEngine = r;
+    });
+    probe.beforeClassify = async () => {
+      inEngine();
+      await new Promise((r) => setTimeout(r, 7000));
+    };
+    const first = makeWorker({
+      store: stack.store,
+      queue,
+      tiers: config,
+      models: stack.models,
+      options: { visibilitySeconds: 2, waitSeconds: 1, batchSize: 4 },
+    });
+    const second = makeWorker({
+      store: stack.store,
+      queue,
+      tiers: config,
+      models: stack.models,
+      options: { visibilitySeconds: 2, waitSeconds: 1, batchSize: 4 },
+    });
     const copiesBefore = faults.copies.get(key) ?? 0;
     try {
       void first.run();
       await engineStarted;
       probe.beforeClassify = undefined;
       void second.run();
-      await waitFor('the slow batch tagged', async () => ((await head(stack, key)).Metadata?.['effitag-status'] === 'tagged' ? true : undefined), 30_000);
+      await waitFor(
+        'the slow batch tagged',
+        async () => ((await head(stack, key)).Metadata?.['effitag-status'] === 'tagged' ? true : undefined),
+        30_000,
+      );
       await new Promise((r) => setTimeout(r, 2500));
     } finally {
       probe.beforeClassify = undefined;
@@ -213,7 +297,9 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const newer = await gradientImage(300, 300, 'jpeg', 9);
     let newerETag = '';
     // Just before the first write-back, someone uploads new bytes: the If-Match copy must fail.
-    faults.beforeCopy.set(key, async () => { newerETag = await put(stack, key, newer, { Metadata: { version: 'two' } }); });
+    faults.beforeCopy.set(key, async () => {
+      newerETag = await put(stack, key, newer, { Metadata: { version: 'two' } });
+    });
     await put(stack, key, jpeg, { Metadata: { version: 'one' } });
     const h = await waitFor('the newer upload to be tagged', async () => {
       const x = await head(stack, key);
@@ -250,7 +336,9 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const before = stack.counters.get('router.dropped.not-an-image');
     await put(stack, 'docs/report.pdf', '%PDF-1.7 not an image', { ContentType: 'application/pdf' });
     await put(stack, 'docs/data.json', '{"a":1}', { ContentType: 'application/json' });
-    await waitFor('both dropped by the router', async () => (stack.counters.get('router.dropped.not-an-image') - before >= 2 ? true : undefined));
+    await waitFor('both dropped by the router', async () =>
+      stack.counters.get('router.dropped.not-an-image') - before >= 2 ? true : undefined,
+    );
     for (const key of ['docs/report.pdf', 'docs/data.json']) {
       assert.equal((await head(stack, key)).Metadata?.['effitag-status'], undefined, key);
       assert.equal(faults.copies.get(key), undefined, `${key} was not rewritten`);
@@ -271,24 +359,44 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const key = 'secret/ssec photo.jpg';
     const sseC = { SSECustomerAlgorithm: 'AES256', SSECustomerKey: Buffer.alloc(32, 1).toString('base64') };
     const eTag = await put(stack, key, jpeg, { ContentType: 'image/jpeg', ...sseC });
-    await waitFor('the router to record the SSE-C object', async () => (stack.counters.get('router.dropped.unreadable-sse-c') >= 1 ? true : undefined));
+    await waitFor('the router to record the SSE-C object', async () =>
+      stack.counters.get('router.dropped.unreadable-sse-c') >= 1 ? true : undefined,
+    );
     // A task for it reaching a worker anyway (say, encrypted after routing): skipped, the message deleted.
-    const task: Task = { v: 1, bucket: stack.bucket, key, eTag, size: jpeg.length, tier: 'main', variant: 'b0', source: 'upload', enqueuedAt: new Date().toISOString() };
+    const task: Task = {
+      v: 1,
+      bucket: stack.bucket,
+      key,
+      eTag,
+      size: jpeg.length,
+      tier: 'main',
+      variant: 'b0',
+      source: 'upload',
+      enqueuedAt: new Date().toISOString(),
+    };
     await stack.tierQueues.main.queue.send([taskMessage(task)]);
     await waitFor('the worker to skip it', async () => (stack.counters.get('skipped.unreadable-sse-c') >= 1 ? true : undefined));
     assert.equal(stack.counters.get('router.dropped.unreadable-sse-c'), 1, 'recorded once, not retried');
     assert.equal((await stack.intake.receive({ max: 10, waitSeconds: 0 })).length, 0);
     assert.equal((await stack.tierQueues.main.dlq.receive({ max: 10, waitSeconds: 0 })).length, 0);
-    assert.equal((await stack.tierQueues.main.queue.receive({ max: 10, waitSeconds: 0, visibilitySeconds: 0 })).filter((m) => m.body.includes('ssec')).length, 0);
+    assert.equal(
+      (await stack.tierQueues.main.queue.receive({ max: 10, waitSeconds: 0, visibilitySeconds: 0 })).filter((m) => m.body.includes('ssec'))
+        .length,
+      0,
+    );
   });
 
   it('a poison message lands in the DLQ after N receives', async () => {
     const { queue, dlq } = stack.tierQueues.main;
     await queue.send([{ body: '{"v":1,"bucket":"x"', deduplicationId: 'poison-1', groupId: 'poison' }]);
-    const dead = await waitFor('the poison message in the DLQ', async () => {
-      const got = await dlq.receive({ max: 1, waitSeconds: 1 });
-      return got.length ? got : undefined;
-    }, 20_000);
+    const dead = await waitFor(
+      'the poison message in the DLQ',
+      async () => {
+        const got = await dlq.receive({ max: 1, waitSeconds: 1 });
+        return got.length ? got : undefined;
+      },
+      20_000,
+    );
     assert.equal(dead[0].body, '{"v":1,"bucket":"x"');
     assert.equal(stack.counters.get('poison.task body is not JSON'), 2, 'failed on its first two receives');
     // On its last receive (maxReceiveCount 3) the worker moved it, saying why.
@@ -297,7 +405,7 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     assert.equal(dead[0].attributes?.[DEAD_LETTER_ATTRIBUTES.source], stack.tierQueues.main.queue.name);
   });
 
-  it('tags mode merges with the user\'s tags without dropping any', async () => {
+  it("tags mode merges with the user's tags without dropping any", async () => {
     const key = 'tags/tagged.jpg';
     const before = stack.counters.get('router.enqueued.tagmode');
     const eTag = await put(stack, key, jpeg);
@@ -308,10 +416,17 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const { queue } = stack.tierQueues.tagmode;
     const worker = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models });
     const results = await worker.handle(await queue.receive({ max: 10, waitSeconds: 1 }));
-    assert.deepEqual(results.map((r) => r.outcome.status), ['tagged']);
+    assert.deepEqual(
+      results.map((r) => r.outcome.status),
+      ['tagged'],
+    );
     const t = await stack.s3.send(new GetObjectTaggingCommand({ Bucket: stack.bucket, Key: key }));
     const keys = t.TagSet!.map((x) => x.Key).sort();
-    assert.deepEqual(keys, ['a', 'b', 'c', 'd', 'e', 'effitag-tags', 'f', 'g', 'h', 'i'], 'one slot left: only effitag-tags fits, no user tag dropped');
+    assert.deepEqual(
+      keys,
+      ['a', 'b', 'c', 'd', 'e', 'effitag-tags', 'f', 'g', 'h', 'i'],
+      'one slot left: only effitag-tags fits, no user tag dropped',
+    );
     assert.ok(t.TagSet!.find((x) => x.Key === 'effitag-tags')!.Value!.length > 0);
     const h = await head(stack, key);
     assert.equal(h.ETag!.replace(/"/g, ''), eTag);
@@ -323,12 +438,26 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const before = stack.counters.get('router.enqueued.manual');
     const eTag = await put(stack, key, jpeg);
     // s3rver ignores x-amz-tagging on PUT, so the tags are set on their own, before the task runs.
-    await stack.s3.send(new PutObjectTaggingCommand({ Bucket: stack.bucket, Key: key, Tagging: { TagSet: [{ Key: 'team', Value: 'photo-desk' }, { Key: 'pii', Value: 'no' }] } }));
+    await stack.s3.send(
+      new PutObjectTaggingCommand({
+        Bucket: stack.bucket,
+        Key: key,
+        Tagging: {
+          TagSet: [
+            { Key: 'team', Value: 'photo-desk' },
+            { Key: 'pii', Value: 'no' },
+          ],
+        },
+      }),
+    );
     await waitFor('the router to enqueue', async () => (stack.counters.get('router.enqueued.manual') > before ? true : undefined));
     const { queue } = stack.tierQueues.manual;
     const worker = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models });
     const results = await worker.handle(await queue.receive({ max: 10, waitSeconds: 1 }));
-    assert.deepEqual(results.map((r) => [r.task?.key, r.outcome.status]), [[key, 'tagged']]);
+    assert.deepEqual(
+      results.map((r) => [r.task?.key, r.outcome.status]),
+      [[key, 'tagged']],
+    );
     const h = await head(stack, key);
     assert.equal(h.Metadata!['effitag-etag'], eTag, 'written back');
     const tags = (await stack.s3.send(new GetObjectTaggingCommand({ Bucket: stack.bucket, Key: key }))).TagSet ?? [];
@@ -342,10 +471,19 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const etags = await Promise.all(keys.map((k) => put(stack, k, jpeg)));
     await waitFor('8 tasks enqueued', async () => (stack.counters.get('router.enqueued.manual') - before >= 8 ? true : undefined));
     let signalled = false;
-    const worker = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models, options: { batchSize: 4, waitSeconds: 1 } });
+    const worker = makeWorker({
+      store: stack.store,
+      queue,
+      tiers: config,
+      models: stack.models,
+      options: { batchSize: 4, waitSeconds: 1 },
+    });
     const unhook = stopOnSignals([worker]);
     probe.beforeClassify = async () => {
-      if (!signalled) { signalled = true; process.emit('SIGTERM'); }
+      if (!signalled) {
+        signalled = true;
+        process.emit('SIGTERM');
+      }
       await new Promise((r) => setTimeout(r, 300));
     };
     try {
@@ -371,7 +509,8 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
 
 describe('routing a batch of intake messages (the router Lambda and the embedded intake loop)', () => {
   it('routes the messages concurrently; only transient failures are retried, unreadable bodies are dropped', async () => {
-    let inFlight = 0, most = 0;
+    let inFlight = 0,
+      most = 0;
     const routed: string[] = [];
     const router = {
       async handleBody(body: string) {
@@ -384,8 +523,12 @@ describe('routing a batch of intake messages (the router Lambda and the embedded
         routed.push(body);
         return [];
       },
-      handleObject: () => { throw new Error('unused'); },
-      decide: () => { throw new Error('unused'); },
+      handleObject: () => {
+        throw new Error('unused');
+      },
+      decide: () => {
+        throw new Error('unused');
+      },
     };
     const messages = ['a', 'slow-down', 'garbage', 'b', 'c'].map((body, i) => ({ id: `m${i}`, body }));
     const retry = await routeBatch(router, messages);
@@ -396,9 +539,11 @@ describe('routing a batch of intake messages (the router Lambda and the embedded
 });
 
 describe('S3 error classes', () => {
-  const sdkError = (name: string, status: number, message = '') => Object.assign(new Error(message), { name, $metadata: { httpStatusCode: status } });
+  const sdkError = (name: string, status: number, message = '') =>
+    Object.assign(new Error(message), { name, $metadata: { httpStatusCode: status } });
   it('an object encrypted with a customer-provided key is unreadable (final), not a transient error or a bad request', () => {
-    const ssec = 'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.';
+    const ssec =
+      'The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.';
     assert.equal(classifyS3Error(sdkError('InvalidRequest', 400, ssec), 'GET s3://b/k').kind, 'unreadable');
     assert.equal(classifyS3Error(sdkError('BadRequest', 400), 'HEAD s3://b/k').kind, 'unreadable', 'S3 answers HEAD with a bare 400');
     assert.equal(classifyS3Error(sdkError('InvalidRange', 416), 'GET (range) s3://b/k').kind, 'invalid');
@@ -412,13 +557,23 @@ describe('S3 adapter against a server that never answers', () => {
   it('abandons a silent request after the socket timeout, retries, then reports it as transient', async () => {
     let connections = 0;
     const sockets: Socket[] = [];
-    const silent = createServer((socket) => { connections++; sockets.push(socket); });
+    const silent = createServer((socket) => {
+      connections++;
+      sockets.push(socket);
+    });
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     const { port } = silent.address() as AddressInfo;
-    const s3 = s3Client({ s3Endpoint: `http://127.0.0.1:${port}`, credentials: { accessKeyId: 'k', secretAccessKey: 's' }, socketTimeoutMs: 200 });
+    const s3 = s3Client({
+      s3Endpoint: `http://127.0.0.1:${port}`,
+      credentials: { accessKeyId: 'k', secretAccessKey: 's' },
+      socketTimeoutMs: 200,
+    });
     try {
       const started = performance.now();
-      await assert.rejects(new S3Store(s3).head({ bucket: 'b', key: 'k.jpg' }), (err: unknown) => err instanceof StoreError && err.kind === 'transient');
+      await assert.rejects(
+        new S3Store(s3).head({ bucket: 'b', key: 'k.jpg' }),
+        (err: unknown) => err instanceof StoreError && err.kind === 'transient',
+      );
       assert.ok(performance.now() - started < 15_000, 'gave up instead of waiting forever');
       assert.equal(connections, 4, 'the first try and three retries');
     } finally {

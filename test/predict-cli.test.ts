@@ -9,12 +9,18 @@ import { decodeImage } from '../inference/image.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 
 const run = promisify(execFile);
-const cli = (args: string[]) => run(process.execPath, ['bin/effitag.js', ...args], { maxBuffer: 1 << 24 }).then(
-  (r) => ({ code: 0, ...r }),
-  (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-);
+const cli = (args: string[]) =>
+  run(process.execPath, ['bin/effitag.js', ...args], { maxBuffer: 1 << 24 }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
 
-interface Entry { image: string; variant: string; top?: { index: number; label: string; probability: number }[]; error?: string }
+interface Entry {
+  image: string;
+  variant: string;
+  top?: { index: number; label: string; probability: number }[];
+  error?: string;
+}
 
 describe('predict', () => {
   let dir: string;
@@ -31,11 +37,26 @@ describe('predict', () => {
 
   it('--json: one object per image, top-k sorted with ImageNet indices and labels; a corrupt file errors alone', async () => {
     const files = ['a.jpg', 'corrupt.jpg', 'b.png', 'c.webp'].map((f) => join(dir, f));
-    const { code, stdout, stderr } = await cli(['predict', '--engine', 'tfjs', '--weights', weights, '--variant', 'b0', '--top-k', '4', '--json', ...files]);
+    const { code, stdout, stderr } = await cli([
+      'predict',
+      '--engine',
+      'tfjs',
+      '--weights',
+      weights,
+      '--variant',
+      'b0',
+      '--top-k',
+      '4',
+      '--json',
+      ...files,
+    ]);
     assert.equal(code, 1, 'exit status 1 because one image failed');
     assert.match(stderr, /tfjs backend: /);
     const out = JSON.parse(stdout) as Entry[];
-    assert.deepEqual(out.map((e) => e.image), files);
+    assert.deepEqual(
+      out.map((e) => e.image),
+      files,
+    );
     assert.match(out[1].error ?? '', /cannot decode/);
     assert.equal(out[1].top, undefined);
     for (const e of [out[0], out[2], out[3]]) {

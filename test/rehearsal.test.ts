@@ -22,10 +22,16 @@ import { startWorld } from './rehearsal/world.ts';
 
 describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', () => {
   let report: RehearsalReport;
-  before(async () => { report = await runRehearsal(); });
+  before(async () => {
+    report = await runRehearsal();
+  });
 
   it('every Node Lambda cold-starts from its asset and its own layers alone, and the GPU task stops cleanly on SIGTERM', () => {
-    assert.deepEqual(report.functions.map((f) => f.logicalId.replace(/[0-9A-F]{8}$/, '')).sort(), ['BackfillBatch', 'CpueconomyWorker', 'IngestRouter']);
+    assert.deepEqual(report.functions.map((f) => f.logicalId.replace(/[0-9A-F]{8}$/, '')).sort(), [
+      'BackfillBatch',
+      'CpueconomyWorker',
+      'IngestRouter',
+    ]);
     assert.equal(report.container.exitCode, 0, report.container.output.slice(-2000));
     assert.match(report.container.output, /"msg":"engine".*"engine":"ort"/, 'the container ran on the CPU engine');
   });
@@ -38,27 +44,47 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
     assert.match(photo['effitag-model'], /^b0@[0-9a-f]{12}/);
     assert.ok(photo['effitag-tags'].split(';').length >= 1);
     assert.equal(catalog['effitag-status'], 'tagged', 'catalog/ routes to the GPU tier, whose container tagged it');
-    assert.equal((report.objects[SCENARIO.heic] as Record<string, string>)['effitag-status'], 'tagged', 'the container bundle decodes HEIC');
+    assert.equal(
+      (report.objects[SCENARIO.heic] as Record<string, string>)['effitag-status'],
+      'tagged',
+      'the container bundle decodes HEIC',
+    );
     const gpu = report.principals.find((p) => p.runs.startsWith('ECS task'))!;
-    assert.ok(gpu.calls.some((c) => c.command === 'CopyObject' && c.input.Key === SCENARIO.catalog), 'the container wrote the catalog image');
+    assert.ok(
+      gpu.calls.some((c) => c.command === 'CopyObject' && c.input.Key === SCENARIO.catalog),
+      'the container wrote the catalog image',
+    );
     const worker = report.principals.find((p) => /CpueconomyWorker/.test(p.runs))!;
-    assert.ok(worker.calls.some((c) => c.command === 'CopyObject' && c.input.Key === SCENARIO.photo), 'the worker Lambda wrote the photo');
+    assert.ok(
+      worker.calls.some((c) => c.command === 'CopyObject' && c.input.Key === SCENARIO.photo),
+      'the worker Lambda wrote the photo',
+    );
     // The worker Lambda got FIFO batches as Lambda delivers them.
     assert.ok(report.workerInvocations.length > 0);
     for (const attribute of ['ApproximateReceiveCount', 'MessageDeduplicationId', 'MessageGroupId', 'SentTimestamp']) {
-      assert.ok(report.workerInvocations.every((i) => i.attributes.includes(attribute)), `${attribute} in ${JSON.stringify(report.workerInvocations[0])}`);
+      assert.ok(
+        report.workerInvocations.every((i) => i.attributes.includes(attribute)),
+        `${attribute} in ${JSON.stringify(report.workerInvocations[0])}`,
+      );
     }
   });
 
   it('the failure paths end where they should: nothing in any DLQ', () => {
     assert.equal((report.objects[SCENARIO.broken] as Record<string, string>)['effitag-status'], 'failed');
-    assert.equal(report.objects[SCENARIO.textFile] && (report.objects[SCENARIO.textFile] as Record<string, string>)['effitag-status'], undefined, 'a text file is left alone');
+    assert.equal(
+      report.objects[SCENARIO.textFile] && (report.objects[SCENARIO.textFile] as Record<string, string>)['effitag-status'],
+      undefined,
+      'a text file is left alone',
+    );
     assert.equal(report.objects[SCENARIO.deleted], 'missing');
     assert.equal(report.objects[SCENARIO.sseC], 'unreadable (SSE-C)');
     assert.deepEqual(Object.values(report.deadLetters), [0, 0, 0], JSON.stringify(report.deadLetters));
     // S3's s3:TestEvent and every upload event were handled without a failed batch item.
     assert.ok(report.routerInvocations.length > 0);
-    assert.ok(report.routerInvocations.every((i) => i.failures === 0 && !i.error), JSON.stringify(report.routerInvocations));
+    assert.ok(
+      report.routerInvocations.every((i) => i.failures === 0 && !i.error),
+      JSON.stringify(report.routerInvocations),
+    );
   });
 
   it('a deleted object answers 404, because the router may list the bucket (else 403 and retries into the DLQ)', () => {
@@ -70,7 +96,7 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
     assert.deepEqual(list.context, { 's3:prefix': SCENARIO.deleted });
   });
 
-  it('the backfill state machine: a start with no input uses the stack\'s bucket, lists it, and the legacy image is tagged', () => {
+  it("the backfill state machine: a start with no input uses the stack's bucket, lists it, and the legacy image is tagged", () => {
     assert.match(String(report.backfill.input.bucket), /^rh-bucket/);
     assert.ok(report.backfill.batches >= 1);
     const legacy = report.objects[SCENARIO.legacy] as Record<string, string>;
@@ -80,10 +106,16 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
   });
 
   it('IAM: every call every principal made is allowed by its policies in the template', () => {
-    assert.deepEqual(report.denied.map((v) => `${v.role} ${v.action} ${v.resource} ${v.result}`), []);
+    assert.deepEqual(
+      report.denied.map((v) => `${v.role} ${v.action} ${v.resource} ${v.result}`),
+      [],
+    );
     for (const p of report.principals) assert.ok(p.verdicts.length > 0, `${p.runs} made no calls`);
     const sm = report.principals.find((p) => p.runs.startsWith('state machine'))!;
-    assert.deepEqual(sm.verdicts.map((v) => v.action), ['s3:ListBucket']);
+    assert.deepEqual(
+      sm.verdicts.map((v) => v.action),
+      ['s3:ListBucket'],
+    );
   });
 
   it('IAM fails, naming action, resource and role, when a role lacks a permission a code path uses', async () => {
@@ -92,9 +124,17 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
     const template = structuredClone(report.assembly.template);
     for (const r of Object.values(template.Resources)) {
       if (r.Type !== 'AWS::IAM::Policy') continue;
-      r.Properties!.PolicyDocument.Statement = r.Properties!.PolicyDocument.Statement.filter((s: { Sid?: string }) => s.Sid !== 'SeeMissingObjects');
+      r.Properties!.PolicyDocument.Statement = r.Properties!.PolicyDocument.Statement.filter(
+        (s: { Sid?: string }) => s.Sid !== 'SeeMissingObjects',
+      );
     }
-    const verdicts = await evaluateCalls({ ...report.assembly, template }, report.resolver, router.role, router.calls, report.queueArnOfUrl);
+    const verdicts = await evaluateCalls(
+      { ...report.assembly, template },
+      report.resolver,
+      router.role,
+      router.calls,
+      report.queueArnOfUrl,
+    );
     const denied = verdicts.filter((v) => v.result !== 'Allowed');
     assert.equal(denied.length, 1, JSON.stringify(denied));
     assert.equal(denied[0].action, 's3:ListBucket');
@@ -108,8 +148,10 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
     const world = await startWorld(assembly);
     try {
       const workerId = report.functions.map((f) => f.logicalId).find((id) => id.startsWith('CpueconomyWorker'))!;
-      await assert.rejects(startLambda(assembly, world, workerId, { layerDirs: [] }), (err: Error) =>
-        err instanceof ColdStartError && /Cannot find module '(sharp|onnxruntime-node)'/.test(err.message));
+      await assert.rejects(
+        startLambda(assembly, world, workerId, { layerDirs: [] }),
+        (err: Error) => err instanceof ColdStartError && /Cannot find module '(sharp|onnxruntime-node)'/.test(err.message),
+      );
       // With its layer it starts, and without its configuration it says which variable is missing.
       const fn = await startLambda(assembly, world, workerId, { env: { EFFITAG_TIERS: '' } });
       try {
@@ -132,7 +174,12 @@ describe('deploy rehearsal: a GPU task killed mid-batch (SIGKILL)', () => {
       const [[bucketId]] = assembly.ofType('Custom::S3BucketNotifications').map(([, r]) => [r.Properties!.BucketName.Ref as string]);
       const bucket = world.bucketName(bucketId);
       const [[taskDefinition, def]] = assembly.ofType('AWS::ECS::TaskDefinition');
-      const env = Object.fromEntries((def.Properties!.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[]).map((e) => [e.Name, world.resolver.resolve(e.Value)]));
+      const env = Object.fromEntries(
+        (def.Properties!.ContainerDefinitions[0].Environment as { Name: string; Value: unknown }[]).map((e) => [
+          e.Name,
+          world.resolver.resolve(e.Value),
+        ]),
+      );
       const weights = await tempDir('effitag-rehearsal-weights-');
       await randomArtifact(weights, 'b0');
       await publishWeights(world.s3, weights, env.EFFITAG_WEIGHTS);
@@ -143,10 +190,21 @@ describe('deploy rehearsal: a GPU task killed mid-batch (SIGKILL)', () => {
       for (const [i, key] of keys.entries()) {
         const body = await gradientImage(224, 224, 'jpeg', 300 + i);
         const out = await world.s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: 'image/jpeg' }));
-        const task: Task = { v: 1, bucket, key, eTag: out.ETag!.replace(/"/g, ''), size: body.length, tier: env.EFFITAG_TIER, variant: 'b0', source: 'upload', enqueuedAt: new Date().toISOString() };
+        const task: Task = {
+          v: 1,
+          bucket,
+          key,
+          eTag: out.ETag!.replace(/"/g, ''),
+          size: body.length,
+          tier: env.EFFITAG_TIER,
+          variant: 'b0',
+          source: 'upload',
+          enqueuedAt: new Date().toISOString(),
+        };
         await queue.send([taskMessage(task)]);
       }
-      const statusOf = async (key: string) => (await world.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).Metadata?.['effitag-status'];
+      const statusOf = async (key: string) =>
+        (await world.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).Metadata?.['effitag-status'];
       const lease = { EFFITAG_LEASE_SECONDS: '3' };
       const first = await startGpuContainer(assembly, world, taskDefinition, lease);
       containers.push(first);
@@ -158,19 +216,30 @@ describe('deploy rehearsal: a GPU task killed mid-batch (SIGKILL)', () => {
 
       const second = await startGpuContainer(assembly, world, taskDefinition, lease);
       containers.push(second);
-      await waitFor('every object tagged by the new task', async () => (await Promise.all(keys.map(statusOf))).every((s) => s === 'tagged') || undefined, 90_000);
+      await waitFor(
+        'every object tagged by the new task',
+        async () => (await Promise.all(keys.map(statusOf))).every((s) => s === 'tagged') || undefined,
+        90_000,
+      );
       assert.equal(await second.stop(), 0);
       const writesBySecond = readAudit(second.auditLog).filter((c) => c.command === 'CopyObject' && c.status === 200);
       for (const key of keys) {
         const n = writesBySecond.filter((c) => c.input.Key === key).length;
         const at = Date.parse((await world.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).Metadata!['effitag-at']);
         // Written by the killed task (then skipped by its marker) or by the new one: once either way.
-        assert.ok(n === 0 ? at < killedAt : n === 1 && at >= killedAt, `${key}: ${n} write(s) by the new task, tagged at ${new Date(at).toISOString()}`);
+        assert.ok(
+          n === 0 ? at < killedAt : n === 1 && at >= killedAt,
+          `${key}: ${n} write(s) by the new task, tagged at ${new Date(at).toISOString()}`,
+        );
       }
       assert.ok(writesBySecond.length >= keys.length - taggedByFirst);
-      const dlq = [...world.queues.values()].find((q) => q.logicalId === Object.keys(assembly.template.Resources).find((id) => id.startsWith(`Tier${env.EFFITAG_TIER}Dlq`)))!;
+      const dlq = [...world.queues.values()].find(
+        (q) => q.logicalId === Object.keys(assembly.template.Resources).find((id) => id.startsWith(`Tier${env.EFFITAG_TIER}Dlq`)),
+      )!;
       assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0);
-      process.stderr.write(`# GPU task SIGKILL: ${taggedByFirst}/${keys.length} tagged before the kill; the rest by the new task, ${writesBySecond.length} write-backs, none twice\n`);
+      process.stderr.write(
+        `# GPU task SIGKILL: ${taggedByFirst}/${keys.length} tagged before the kill; the rest by the new task, ${writesBySecond.length} write-backs, none twice\n`,
+      );
     } finally {
       for (const c of containers) await c.kill().catch(() => {});
       await world.stop();

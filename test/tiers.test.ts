@@ -12,9 +12,11 @@ import { parseTiers, TiersConfigError, validateTiers, type TiersFile } from '../
 import { spotAlternatives } from '../tiers/prices.ts';
 import { tempDir } from './support/fixtures.ts';
 
-const cli = (...args: string[]) => promisify(execFile)(process.execPath, ['bin/effitag.js', ...args]).then(
-  (r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-);
+const cli = (...args: string[]) =>
+  promisify(execFile)(process.execPath, ['bin/effitag.js', ...args]).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
 
 /** A minimal valid configuration to mutate per case. */
 function base(): Record<string, any> {
@@ -22,15 +24,28 @@ function base(): Record<string, any> {
     version: 1,
     tiers: {
       cheap: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 3538 }, engine: 'ort', batchSize: 8 },
-      gpu: { variants: ['b0', 'b3'], compute: { target: 'ecs-gpu', instanceType: 'g4dn.xlarge', capacity: 'spot', maxTasks: 2 }, engine: 'tfjs', batchSize: 32, acceptsOverrides: true },
-      locked: { variants: ['b7'], compute: { target: 'ecs-gpu', instanceType: 'g5.xlarge', capacity: 'on-demand', maxTasks: 1 }, engine: 'tfjs', batchSize: 4 },
+      gpu: {
+        variants: ['b0', 'b3'],
+        compute: { target: 'ecs-gpu', instanceType: 'g4dn.xlarge', capacity: 'spot', maxTasks: 2 },
+        engine: 'tfjs',
+        batchSize: 32,
+        acceptsOverrides: true,
+      },
+      locked: {
+        variants: ['b7'],
+        compute: { target: 'ecs-gpu', instanceType: 'g5.xlarge', capacity: 'on-demand', maxTasks: 1 },
+        engine: 'tfjs',
+        batchSize: 4,
+      },
     },
     routing: { default: { tier: 'cheap', allowOverrides: ['gpu'] }, rules: [{ prefix: 'big/', tier: 'locked' }] },
   };
 }
 
 function errorsOf(raw: unknown): string[] {
-  return validateTiers(raw).issues.filter((i) => i.severity === 'error').map((i) => `${i.path}: ${i.message}`);
+  return validateTiers(raw)
+    .issues.filter((i) => i.severity === 'error')
+    .map((i) => `${i.path}: ${i.message}`);
 }
 
 describe('tiers configuration', () => {
@@ -39,34 +54,122 @@ describe('tiers configuration', () => {
     assert.ok(shipped.length >= 2);
     for (const file of shipped) {
       const result = validateTiers(readTiersJson(file));
-      assert.deepEqual(result.issues.filter((i) => i.severity === 'error'), [], file);
+      assert.deepEqual(
+        result.issues.filter((i) => i.severity === 'error'),
+        [],
+        file,
+      );
       assert.ok(result.config, file);
     }
   });
 
   const invalid: [string, (c: Record<string, any>) => void, RegExp][] = [
-    ['unknown variant', (c) => { c.tiers.gpu.variants.push('b9'); }, /^tiers\.gpu\.variants\[2\]: unknown variant "b9"; known: b0, b1, b2, b3, b4, b5, b6, b7, v2-b0/],
-    ['bad instance type', (c) => { c.tiers.gpu.compute.instanceType = 'm5.large'; }, /^tiers\.gpu\.compute\.instanceType: unknown instance type "m5\.large"/],
-    ['overlapping prefixes', (c) => { c.routing.rules.push({ prefix: 'big/', tier: 'gpu' }); }, /^routing\.rules\[1\]\.prefix: overlaps routing\.rules\[0\]: both match prefix "big\/"/],
-    ['negative batch size', (c) => { c.tiers.cheap.batchSize = -4; }, /^tiers\.cheap\.batchSize: /],
-    ['missing default tier', (c) => { c.routing.default.tier = 'nope'; }, /^routing\.default\.tier: missing default tier: "nope" is not defined/],
-    ['override to a tier that forbids it', (c) => { c.routing.rules[0].allowOverrides = ['cheap']; }, /^routing\.rules\[0\]\.allowOverrides\[0\]: tier "cheap" does not accept overrides/],
-    ['rule to an unknown tier', (c) => { c.routing.rules[0].tier = 'ghost'; }, /^routing\.rules\[0\]\.tier: unknown tier "ghost"/],
-    ['custom φ without weights', (c) => { c.tiers.gpu.variants.push('phi-1.5'); }, /^tiers\.gpu\.variants\[2\]: custom variant "phi-1\.5" needs its weights/],
-    ['unknown field', (c) => { c.tiers.cheap.gpuCount = 1; }, /^tiers\.cheap: .*gpuCount/],
-    ['Lambda memory out of range', (c) => { c.tiers.cheap.compute.memoryMb = 20000; }, /^tiers\.cheap\.compute\.memoryMb: /],
-    ['bad write-back mode', (c) => { c.tiers.cheap.writeBack = 'email'; }, /^tiers\.cheap\.writeBack: /],
+    [
+      'unknown variant',
+      (c) => {
+        c.tiers.gpu.variants.push('b9');
+      },
+      /^tiers\.gpu\.variants\[2\]: unknown variant "b9"; known: b0, b1, b2, b3, b4, b5, b6, b7, v2-b0/,
+    ],
+    [
+      'bad instance type',
+      (c) => {
+        c.tiers.gpu.compute.instanceType = 'm5.large';
+      },
+      /^tiers\.gpu\.compute\.instanceType: unknown instance type "m5\.large"/,
+    ],
+    [
+      'overlapping prefixes',
+      (c) => {
+        c.routing.rules.push({ prefix: 'big/', tier: 'gpu' });
+      },
+      /^routing\.rules\[1\]\.prefix: overlaps routing\.rules\[0\]: both match prefix "big\/"/,
+    ],
+    [
+      'negative batch size',
+      (c) => {
+        c.tiers.cheap.batchSize = -4;
+      },
+      /^tiers\.cheap\.batchSize: /,
+    ],
+    [
+      'missing default tier',
+      (c) => {
+        c.routing.default.tier = 'nope';
+      },
+      /^routing\.default\.tier: missing default tier: "nope" is not defined/,
+    ],
+    [
+      'override to a tier that forbids it',
+      (c) => {
+        c.routing.rules[0].allowOverrides = ['cheap'];
+      },
+      /^routing\.rules\[0\]\.allowOverrides\[0\]: tier "cheap" does not accept overrides/,
+    ],
+    [
+      'rule to an unknown tier',
+      (c) => {
+        c.routing.rules[0].tier = 'ghost';
+      },
+      /^routing\.rules\[0\]\.tier: unknown tier "ghost"/,
+    ],
+    [
+      'custom φ without weights',
+      (c) => {
+        c.tiers.gpu.variants.push('phi-1.5');
+      },
+      /^tiers\.gpu\.variants\[2\]: custom variant "phi-1\.5" needs its weights/,
+    ],
+    [
+      'unknown field',
+      (c) => {
+        c.tiers.cheap.gpuCount = 1;
+      },
+      /^tiers\.cheap: .*gpuCount/,
+    ],
+    [
+      'Lambda memory out of range',
+      (c) => {
+        c.tiers.cheap.compute.memoryMb = 20000;
+      },
+      /^tiers\.cheap\.compute\.memoryMb: /,
+    ],
+    [
+      'bad write-back mode',
+      (c) => {
+        c.tiers.cheap.writeBack = 'email';
+      },
+      /^tiers\.cheap\.writeBack: /,
+    ],
     // The cap is the SQS event source's maximum concurrency, which AWS accepts from 2 to 1000.
-    ['Lambda concurrency cap below 2', (c) => { c.tiers.cheap.compute.maxConcurrency = 1; }, /^tiers\.cheap\.compute\.maxConcurrency: the SQS event source allows 2 to 1000 concurrent invocations/],
-    ['unknown spot alternative', (c) => { c.tiers.gpu.compute.alternativeInstanceTypes = ['g5.xlarge', 'x1.big']; }, /^tiers\.gpu\.compute\.alternativeInstanceTypes\[1\]: unknown instance type "x1\.big"/],
+    [
+      'Lambda concurrency cap below 2',
+      (c) => {
+        c.tiers.cheap.compute.maxConcurrency = 1;
+      },
+      /^tiers\.cheap\.compute\.maxConcurrency: the SQS event source allows 2 to 1000 concurrent invocations/,
+    ],
+    [
+      'unknown spot alternative',
+      (c) => {
+        c.tiers.gpu.compute.alternativeInstanceTypes = ['g5.xlarge', 'x1.big'];
+      },
+      /^tiers\.gpu\.compute\.alternativeInstanceTypes\[1\]: unknown instance type "x1\.big"/,
+    ],
   ];
   for (const [name, mutate, expected] of invalid) {
     it(`invalid: ${name} fails naming the path`, () => {
       const raw = base();
       mutate(raw);
       const errors = errorsOf(raw);
-      assert.ok(errors.some((e) => expected.test(e)), `expected ${expected}, got:\n${errors.join('\n')}`);
-      assert.throws(() => parseTiers(raw, 'x.json'), (e: Error) => e instanceof TiersConfigError && e.message.startsWith('x.json: invalid tiers configuration'));
+      assert.ok(
+        errors.some((e) => expected.test(e)),
+        `expected ${expected}, got:\n${errors.join('\n')}`,
+      );
+      assert.throws(
+        () => parseTiers(raw, 'x.json'),
+        (e: Error) => e instanceof TiersConfigError && e.message.startsWith('x.json: invalid tiers configuration'),
+      );
     });
   }
 
@@ -182,7 +285,20 @@ describe('routing', () => {
   });
 
   it('`tiers explain` prints the tier, the rule, the variant and why', async () => {
-    const { stdout, code } = await cli('tiers', 'explain', '--tiers', SHIPPED_DEFAULTS, '--key', 'catalog/shoes 1.jpg', '--width', '1200', '--height', '270', '--metadata', 'effitag-tier=premium');
+    const { stdout, code } = await cli(
+      'tiers',
+      'explain',
+      '--tiers',
+      SHIPPED_DEFAULTS,
+      '--key',
+      'catalog/shoes 1.jpg',
+      '--width',
+      '1200',
+      '--height',
+      '270',
+      '--metadata',
+      'effitag-tier=premium',
+    );
     assert.equal(code, 0);
     assert.match(stdout, /tier:\s+premium \(matched routing\.rules\[0\] \(prefix "catalog\/"\)\)/);
     assert.match(stdout, /override: "premium" honoured/);
@@ -222,7 +338,8 @@ describe('tiers cost', () => {
     raw.tiers.cheap.compute = { target: 'lambda-cpu', memoryMb: 3538, architecture: 'x86_64' };
     const MB = 1048576;
     const bench: BenchFile = {
-      machine: { cpus: 2 }, rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
+      machine: { cpus: 2 },
+      rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
       decode: [
         { source: '1024×768 JPEG', bytes: MB, inFlight: 1, msPerImage: 9, cpuMsPerImage: 10 },
         { source: '1024×768 JPEG', bytes: MB, inFlight: 16, msPerImage: 5, cpuMsPerImage: 10 },
@@ -245,8 +362,12 @@ describe('tiers cost', () => {
     const raw = base();
     raw.tiers.cheap.compute = { target: 'lambda-cpu', memoryMb: 3538, architecture: 'x86_64' };
     const bench: BenchFile = {
-      machine: { cpus: 2 }, rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
-      decode: [{ source: '1024×768 JPEG', inFlight: 1, msPerImage: 8 }, { source: '1024×768 JPEG', inFlight: 16, msPerImage: 5 }],
+      machine: { cpus: 2 },
+      rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
+      decode: [
+        { source: '1024×768 JPEG', inFlight: 1, msPerImage: 8 },
+        { source: '1024×768 JPEG', inFlight: 16, msPerImage: 5 },
+      ],
     };
     const row = estimateCosts(parseTiers(raw), bench).rows.find((r) => r.tier === 'cheap' && r.variant === 'b0')!;
     assert.ok(Math.abs(row.imagesPerSecond! - 2 / 0.03) < 1e-9, '5 ms × 2 cores = 10 CPU-ms per image');
@@ -258,8 +379,12 @@ describe('tiers cost', () => {
     raw.tiers.gpu.throughput = { b0: 2000, b3: 100 };
     const MB = 1048576;
     const bench: BenchFile = {
-      machine: { cpus: 2 }, rows: [],
-      decode: [{ source: '1024×768 JPEG', bytes: MB, inFlight: 16, msPerImage: 5, cpuMsPerImage: 10 }, { source: '4032×3024 JPEG', bytes: 3 * MB, inFlight: 4, msPerImage: 15, cpuMsPerImage: 30 }],
+      machine: { cpus: 2 },
+      rows: [],
+      decode: [
+        { source: '1024×768 JPEG', bytes: MB, inFlight: 16, msPerImage: 5, cpuMsPerImage: 10 },
+        { source: '4032×3024 JPEG', bytes: 3 * MB, inFlight: 4, msPerImage: 15, cpuMsPerImage: 30 },
+      ],
     };
     const rows = (imageBytes?: number) => estimateCosts(parseTiers(raw), bench, { imageBytes: () => imageBytes }).rows;
     const row = (variant: string, imageBytes?: number) => rows(imageBytes).find((r) => r.tier === 'gpu' && r.variant === variant)!;

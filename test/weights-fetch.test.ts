@@ -34,9 +34,14 @@ describe('weights fetch', () => {
 
   it('knows the official URLs and published MD5s', () => {
     assert.deepEqual(officialWeights('b0'), {
-      url: 'https://storage.googleapis.com/keras-applications/efficientnetb0.h5', md5: '902e53a9f72be733fc0bcb005b3ebbac', fileName: 'efficientnetb0.h5',
+      url: 'https://storage.googleapis.com/keras-applications/efficientnetb0.h5',
+      md5: '902e53a9f72be733fc0bcb005b3ebbac',
+      fileName: 'efficientnetb0.h5',
     });
-    assert.equal(officialWeights('v2-s', true).url, 'https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-s_notop.h5');
+    assert.equal(
+      officialWeights('v2-s', true).url,
+      'https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/efficientnetv2-s_notop.h5',
+    );
     assert.equal(officialWeights('v2-s', true).md5, 'af0682fb74e8c54910f2d4393339c070');
     assert.throws(() => officialWeights('phi-1'), /no official weights/);
   });
@@ -81,7 +86,8 @@ describe('weights fetch', () => {
     await new Promise<void>((resolve) => closed.close(() => resolve()));
     await assert.rejects(
       fetchWeights({ variant: 'b0', url: `http://127.0.0.1:${port}/x.h5`, md5, cache }),
-      (err: Error) => err instanceof WeightsFetchError && /offline/.test(err.message) && /effitag weights import --keras FILE/.test(err.message),
+      (err: Error) =>
+        err instanceof WeightsFetchError && /offline/.test(err.message) && /effitag weights import --keras FILE/.test(err.message),
     );
   });
 

@@ -50,7 +50,10 @@ describe('Keras .h5 import', () => {
   it('a missing weight fails naming it, and nothing is written', async () => {
     const dir = await tempDir();
     await writeKerasH5(join(dir, 'm.h5'), planModel('b0'), { omit: 'block3b_se_expand/bias:0' });
-    await assert.rejects(importKerasWeights(join(dir, 'm.h5'), { variant: 'b0', out: join(dir, 'art') }), /missing weight block3b_se_expand\/bias:0/);
+    await assert.rejects(
+      importKerasWeights(join(dir, 'm.h5'), { variant: 'b0', out: join(dir, 'art') }),
+      /missing weight block3b_se_expand\/bias:0/,
+    );
     await assert.rejects(loadArtifact(join(dir, 'art')), /no weights artifact/);
   });
 
@@ -66,7 +69,10 @@ describe('Keras .h5 import', () => {
   it('an unexpected weight fails naming it; the wrong variant fails too', async () => {
     const dir = await tempDir();
     await writeKerasH5(join(dir, 'x.h5'), planModel('b0'), { extra: 'block9z_mystery/kernel:0' });
-    await assert.rejects(importKerasWeights(join(dir, 'x.h5'), { variant: 'b0', out: join(dir, 'a') }), /unexpected weight block9z_mystery\/kernel:0/);
+    await assert.rejects(
+      importKerasWeights(join(dir, 'x.h5'), { variant: 'b0', out: join(dir, 'a') }),
+      /unexpected weight block9z_mystery\/kernel:0/,
+    );
     await writeKerasH5(join(dir, 'b0.h5'), planModel('b0'));
     await assert.rejects(importKerasWeights(join(dir, 'b0.h5'), { variant: 'b1', out: join(dir, 'b') }), /do not fit b1/);
   });

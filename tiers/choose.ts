@@ -19,7 +19,11 @@ export interface VariantChoice {
   reason: string;
 }
 
-interface Candidate { variant: string; resolution: number; macs: number }
+interface Candidate {
+  variant: string;
+  resolution: number;
+  macs: number;
+}
 
 const candidateCache = new Map<string, Candidate>();
 function candidate(variant: VariantArgs): Candidate {
@@ -46,14 +50,19 @@ export function chooseVariant(tier: { variants: readonly VariantArgs[] }, width:
     const best = fitting[fitting.length - 1];
     const skipped = candidates.filter((c) => larger(c, best) > 0);
     return {
-      variant: best.variant, resolution: best.resolution,
-      reason: `shorter side ${shorter}px (+${Math.round(tolerance * 100)}% tolerance = ${Math.floor(limit)}px) fits ${best.variant}'s ${best.resolution}px` +
-        (skipped.length ? `; ${skipped.map((c) => `${c.variant} (${c.resolution}px)`).join(', ')} would upsample` : '; it is the largest allowed'),
+      variant: best.variant,
+      resolution: best.resolution,
+      reason:
+        `shorter side ${shorter}px (+${Math.round(tolerance * 100)}% tolerance = ${Math.floor(limit)}px) fits ${best.variant}'s ${best.resolution}px` +
+        (skipped.length
+          ? `; ${skipped.map((c) => `${c.variant} (${c.resolution}px)`).join(', ')} would upsample`
+          : '; it is the largest allowed'),
     };
   }
   const smallest = candidates[0];
   return {
-    variant: smallest.variant, resolution: smallest.resolution,
+    variant: smallest.variant,
+    resolution: smallest.resolution,
     reason: `shorter side ${shorter}px is below every allowed variant's resolution; using the smallest, ${smallest.variant} (${smallest.resolution}px)`,
   };
 }

@@ -11,10 +11,23 @@
  * and priced at the size the caller knows (a backfill dry run measures its objects) or a reference.
  */
 import { readFileSync } from 'node:fs';
-import { DEFAULT_SPOT_FRACTION, GPU_INSTANCES, LAMBDA_MB_PER_VCPU, LAMBDA_PRICES, PIPELINE_REQUESTS_PER_MILLION, PRICE_LIST_DATE, REKOGNITION_PER_MILLION } from './prices.ts';
+import {
+  DEFAULT_SPOT_FRACTION,
+  GPU_INSTANCES,
+  LAMBDA_MB_PER_VCPU,
+  LAMBDA_PRICES,
+  PIPELINE_REQUESTS_PER_MILLION,
+  PRICE_LIST_DATE,
+  REKOGNITION_PER_MILLION,
+} from './prices.ts';
 import type { TiersFile } from './schema.ts';
 
-export interface BenchRow { engine: string; variant: string; batch: number; imagesPerSecond: number }
+export interface BenchRow {
+  engine: string;
+  variant: string;
+  batch: number;
+  imagesPerSecond: number;
+}
 export interface DecodeRow {
   source: string;
   inFlight: number;
@@ -25,7 +38,11 @@ export interface DecodeRow {
   /** CPU time per image, all threads. */
   cpuMsPerImage?: number;
 }
-export interface BenchFile { machine?: { cpus?: number }; rows: BenchRow[]; decode?: DecodeRow[] }
+export interface BenchFile {
+  machine?: { cpus?: number };
+  rows: BenchRow[];
+  decode?: DecodeRow[];
+}
 
 export interface CostRow {
   tier: string;
@@ -42,7 +59,11 @@ export interface CostRow {
   note?: string;
 }
 
-export interface CostReport { rows: CostRow[]; rekognitionPerMillion: number; assumptions: string[] }
+export interface CostReport {
+  rows: CostRow[];
+  rekognitionPerMillion: number;
+  assumptions: string[];
+}
 
 export function readBenchFile(path: string): BenchFile {
   const parsed = JSON.parse(readFileSync(path, 'utf8')) as BenchFile;
@@ -56,7 +77,7 @@ export function readBenchFile(path: string): BenchFile {
  */
 function benchThroughput(bench: BenchFile | undefined, engine: string, variant: string, batch: number): BenchRow | undefined {
   const worker = bench?.rows.filter((r) => r.engine === `${engine}-worker` && r.variant === variant) ?? [];
-  const rows = worker.length ? worker : bench?.rows.filter((r) => r.engine === engine && r.variant === variant) ?? [];
+  const rows = worker.length ? worker : (bench?.rows.filter((r) => r.engine === engine && r.variant === variant) ?? []);
   return rows.sort((a, b) => Math.abs(a.batch - batch) - Math.abs(b.batch - batch))[0];
 }
 
@@ -86,10 +107,17 @@ export function decodeCost(bench: BenchFile | undefined, cpus: number): DecodeCo
   const reference = points.find((p) => p.source.startsWith('1024×768')) ?? points[0];
   const sized = points.filter((p): p is typeof p & { bytes: number } => p.bytes !== undefined);
   if (sized.length < 2) {
-    return { msFor: () => reference.ms, referenceBytes: reference.bytes ?? 0, referenceSource: reference.source, describe: `${reference.ms.toFixed(1)} CPU-ms per image (${reference.source}, any size)` };
+    return {
+      msFor: () => reference.ms,
+      referenceBytes: reference.bytes ?? 0,
+      referenceSource: reference.source,
+      describe: `${reference.ms.toFixed(1)} CPU-ms per image (${reference.source}, any size)`,
+    };
   }
-  const mb = sized.map((p) => p.bytes / 1048576), ms = sized.map((p) => p.ms);
-  const meanX = mb.reduce((a, b) => a + b, 0) / mb.length, meanY = ms.reduce((a, b) => a + b, 0) / ms.length;
+  const mb = sized.map((p) => p.bytes / 1048576),
+    ms = sized.map((p) => p.ms);
+  const meanX = mb.reduce((a, b) => a + b, 0) / mb.length,
+    meanY = ms.reduce((a, b) => a + b, 0) / ms.length;
   const slope = mb.reduce((acc, x, i) => acc + (x - meanX) * (ms[i] - meanY), 0) / mb.reduce((acc, x) => acc + (x - meanX) ** 2, 0);
   const intercept = meanY - slope * meanX;
   const smallest = Math.min(...ms);
@@ -116,14 +144,22 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
       const row: CostRow = { tier: tierName, compute: '', variant };
       const imageBytes = options.imageBytes?.(tierName, variant) ?? decode?.referenceBytes;
       const decodeMs = decode && imageBytes !== undefined ? decode.msFor(imageBytes) : undefined;
-      const decoding = decodeMs === undefined ? undefined : imageBytes ? `decoding ${Math.round(imageBytes / 1024)} KB images` : `decoding a ${decode?.referenceSource}`;
+      const decoding =
+        decodeMs === undefined
+          ? undefined
+          : imageBytes
+            ? `decoding ${Math.round(imageBytes / 1024)} KB images`
+            : `decoding a ${decode?.referenceSource}`;
       const configured = tier.throughput?.[variant];
       if (tier.compute.target === 'ecs-gpu') {
         const { instanceType, capacity } = tier.compute;
         const onDemand = config.prices.instances[instanceType] ?? GPU_INSTANCES[instanceType]?.onDemand;
         row.compute = `${instanceType} ${capacity}`;
         row.dollarsPerHour = onDemand === undefined ? undefined : onDemand * (capacity === 'spot' ? spotFraction : 1);
-        if (configured) { row.imagesPerSecond = configured; row.throughputSource = 'configuration'; }
+        if (configured) {
+          row.imagesPerSecond = configured;
+          row.throughputSource = 'configuration';
+        }
         // The GPU infers, but the task's vCPUs decode every image: past that rate the GPU waits.
         const vcpus = GPU_INSTANCES[instanceType]?.vcpus;
         const decodeBound = decodeMs && vcpus ? (vcpus * 1000) / decodeMs : undefined;
@@ -139,7 +175,8 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
         const vcpus = Math.min(6, memoryMb / LAMBDA_MB_PER_VCPU);
         row.compute = `Lambda ${memoryMb} MB ${architecture} (${vcpus.toFixed(2)} vCPU)`;
         if (configured) {
-          row.imagesPerSecond = configured; row.throughputSource = 'configuration';
+          row.imagesPerSecond = configured;
+          row.throughputSource = 'configuration';
         } else {
           const b = benchThroughput(bench, tier.engine, variant, tier.batchSize);
           if (b) {
@@ -151,15 +188,15 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
         }
         if (row.imagesPerSecond) {
           const price = LAMBDA_PRICES[architecture];
-          const perImage = (1 / row.imagesPerSecond) * (memoryMb / 1024) * price.perGbSecond + price.perMillionRequests / 1e6 / tier.batchSize;
+          const perImage =
+            (1 / row.imagesPerSecond) * (memoryMb / 1024) * price.perGbSecond + price.perMillionRequests / 1e6 / tier.batchSize;
           row.dollarsPerMillion = perImage * 1e6;
         }
       }
       if (row.dollarsPerMillion !== undefined) {
         row.allInPerMillion = row.dollarsPerMillion + PIPELINE_REQUESTS_PER_MILLION;
         row.vsRekognition = REKOGNITION_PER_MILLION / row.allInPerMillion;
-      }
-      else if (!row.imagesPerSecond) row.note = `no throughput: set tiers.${tierName}.throughput.${variant} or run npm run bench (ort)`;
+      } else if (!row.imagesPerSecond) row.note = `no throughput: set tiers.${tierName}.throughput.${variant} or run npm run bench (ort)`;
       else row.note = 'no price for the instance type';
       rows.push(row);
     }

@@ -67,8 +67,15 @@ export function spotAlternatives(instanceType: string, maxPriceRatio = 2): strin
   const base = GPU_INSTANCES[instanceType];
   if (!base) return [];
   return Object.entries(GPU_INSTANCES)
-    .filter(([name, i]) => name !== instanceType && i.gpus === base.gpus && (GPU_CLASS[i.gpu] ?? 0) >= (GPU_CLASS[base.gpu] ?? 0)
-      && i.vcpus >= base.vcpus && i.memoryGiB >= base.memoryGiB && i.onDemand <= base.onDemand * maxPriceRatio)
+    .filter(
+      ([name, i]) =>
+        name !== instanceType &&
+        i.gpus === base.gpus &&
+        (GPU_CLASS[i.gpu] ?? 0) >= (GPU_CLASS[base.gpu] ?? 0) &&
+        i.vcpus >= base.vcpus &&
+        i.memoryGiB >= base.memoryGiB &&
+        i.onDemand <= base.onDemand * maxPriceRatio,
+    )
     .sort(([, a], [, b]) => a.onDemand - b.onDemand)
     .slice(0, 4)
     .map(([name]) => name);

@@ -16,14 +16,18 @@ export interface RouteDecision {
   override?: { requested: string; honoured: boolean; reason: string };
 }
 
-export function routeObject(config: TiersFile, object: { bucket?: string; key: string; metadata?: Record<string, string | undefined> }): RouteDecision {
+export function routeObject(
+  config: TiersFile,
+  object: { bucket?: string; key: string; metadata?: Record<string, string | undefined> },
+): RouteDecision {
   let best: { rule: Rule; index: number } | undefined;
   config.routing.rules.forEach((rule, index) => {
     if (rule.bucket !== undefined && rule.bucket !== object.bucket) return;
     if (!object.key.startsWith(rule.prefix)) return;
-    const better = !best
-      || rule.prefix.length > best.rule.prefix.length
-      || (rule.prefix.length === best.rule.prefix.length && rule.bucket !== undefined && best.rule.bucket === undefined);
+    const better =
+      !best ||
+      rule.prefix.length > best.rule.prefix.length ||
+      (rule.prefix.length === best.rule.prefix.length && rule.bucket !== undefined && best.rule.bucket === undefined);
     if (better) best = { rule, index };
   });
   const target = best?.rule ?? config.routing.default;

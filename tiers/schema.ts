@@ -7,57 +7,79 @@ import { z } from 'zod';
 import { decodeVariant, OFFICIAL_VARIANTS } from '../model/spec.ts';
 import { GPU_INSTANCES } from './prices.ts';
 
-const tierName = z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'tier names are lowercase letters, digits and dashes, starting with a letter (at most 31)');
+const tierName = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,30}$/, 'tier names are lowercase letters, digits and dashes, starting with a letter (at most 31)');
 
 /** A variant: an official name, `phi-X`, `custom-wW-dD-rR`, or an object with φ or (w, d, r) and its weights. */
 export const variantSchema = z.union([
   z.string(),
   z.object({ phi: z.number().min(0).max(10), weights: z.string().min(1) }).strict(),
-  z.object({ width: z.number().positive(), depth: z.number().positive(), resolution: z.number().int().min(32).max(1024), weights: z.string().min(1) }).strict(),
+  z
+    .object({
+      width: z.number().positive(),
+      depth: z.number().positive(),
+      resolution: z.number().int().min(32).max(1024),
+      weights: z.string().min(1),
+    })
+    .strict(),
 ]);
 
-const lambdaCompute = z.object({
-  target: z.literal('lambda-cpu'),
-  memoryMb: z.number().int().min(512).max(10240),
-  architecture: z.enum(['x86_64', 'arm64']).default('x86_64'),
-  /**
-   * Most concurrent invocations the tier's queue may drive: the tier's spend ceiling. Set on the SQS
-   * event source (its maximum concurrency, 2–1000), not as reserved concurrency, which would throttle
-   * received messages into the DLQ and take from the account's pool.
-   */
-  maxConcurrency: z.number().int().min(2, 'the SQS event source allows 2 to 1000 concurrent invocations').max(1000).default(10),
-}).strict();
+const lambdaCompute = z
+  .object({
+    target: z.literal('lambda-cpu'),
+    memoryMb: z.number().int().min(512).max(10240),
+    architecture: z.enum(['x86_64', 'arm64']).default('x86_64'),
+    /**
+     * Most concurrent invocations the tier's queue may drive: the tier's spend ceiling. Set on the SQS
+     * event source (its maximum concurrency, 2–1000), not as reserved concurrency, which would throttle
+     * received messages into the DLQ and take from the account's pool.
+     */
+    maxConcurrency: z.number().int().min(2, 'the SQS event source allows 2 to 1000 concurrent invocations').max(1000).default(10),
+  })
+  .strict();
 
-const gpuCompute = z.object({
-  target: z.literal('ecs-gpu'),
-  instanceType: z.string(),
-  capacity: z.enum(['spot', 'on-demand']).default('spot'),
-  maxTasks: z.number().int().min(1).max(100),
-  /**
-   * Spot only: other instance types the group may launch when `instanceType` has no spot capacity.
-   * Default: the known single-GPU types with at least its vCPUs and memory, at most twice its price.
-   */
-  alternativeInstanceTypes: z.array(z.string()).optional(),
-}).strict();
+const gpuCompute = z
+  .object({
+    target: z.literal('ecs-gpu'),
+    instanceType: z.string(),
+    capacity: z.enum(['spot', 'on-demand']).default('spot'),
+    maxTasks: z.number().int().min(1).max(100),
+    /**
+     * Spot only: other instance types the group may launch when `instanceType` has no spot capacity.
+     * Default: the known single-GPU types with at least its vCPUs and memory, at most twice its price.
+     */
+    alternativeInstanceTypes: z.array(z.string()).optional(),
+  })
+  .strict();
 
-export const tierSchema = z.object({
-  description: z.string().optional(),
-  variants: z.array(variantSchema).min(1, 'a tier needs at least one variant'),
-  compute: z.discriminatedUnion('target', [lambdaCompute, gpuCompute]),
-  engine: z.enum(['ort', 'tfjs']),
-  batchSize: z.number().int().min(1).max(256),
-  topK: z.number().int().min(1).max(20).default(5),
-  minConfidence: z.number().min(0).max(1).default(0.1),
-  limits: z.object({
-    maxBytes: z.number().int().positive().default(50 * 1024 * 1024),
-    maxPixels: z.number().int().positive().default(100_000_000),
-  }).strict().default({ maxBytes: 50 * 1024 * 1024, maxPixels: 100_000_000 }),
-  writeBack: z.enum(['metadata', 'tags', 'both']).default('metadata'),
-  /** May objects be sent here by the `x-amz-meta-effitag-tier` override? */
-  acceptsOverrides: z.boolean().default(false),
-  /** Images per second per variant on this tier's hardware, for `tiers cost` (else the benchmark JSON). */
-  throughput: z.record(z.string(), z.number().positive()).optional(),
-}).strict();
+export const tierSchema = z
+  .object({
+    description: z.string().optional(),
+    variants: z.array(variantSchema).min(1, 'a tier needs at least one variant'),
+    compute: z.discriminatedUnion('target', [lambdaCompute, gpuCompute]),
+    engine: z.enum(['ort', 'tfjs']),
+    batchSize: z.number().int().min(1).max(256),
+    topK: z.number().int().min(1).max(20).default(5),
+    minConfidence: z.number().min(0).max(1).default(0.1),
+    limits: z
+      .object({
+        maxBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(50 * 1024 * 1024),
+        maxPixels: z.number().int().positive().default(100_000_000),
+      })
+      .strict()
+      .default({ maxBytes: 50 * 1024 * 1024, maxPixels: 100_000_000 }),
+    writeBack: z.enum(['metadata', 'tags', 'both']).default('metadata'),
+    /** May objects be sent here by the `x-amz-meta-effitag-tier` override? */
+    acceptsOverrides: z.boolean().default(false),
+    /** Images per second per variant on this tier's hardware, for `tiers cost` (else the benchmark JSON). */
+    throughput: z.record(z.string(), z.number().positive()).optional(),
+  })
+  .strict();
 
 const routeTarget = {
   tier: tierName,
@@ -65,28 +87,37 @@ const routeTarget = {
   allowOverrides: z.array(tierName).default([]),
 };
 
-export const ruleSchema = z.object({
-  bucket: z.string().min(3).max(63).optional(),
-  prefix: z.string().min(1, 'use routing.default for the empty prefix'),
-  ...routeTarget,
-}).strict();
+export const ruleSchema = z
+  .object({
+    bucket: z.string().min(3).max(63).optional(),
+    prefix: z.string().min(1, 'use routing.default for the empty prefix'),
+    ...routeTarget,
+  })
+  .strict();
 
-export const tiersFileSchema = z.object({
-  $schema: z.string().optional(),
-  version: z.literal(1),
-  tiers: z.record(tierName, tierSchema),
-  routing: z.object({
-    default: z.object(routeTarget).strict(),
-    rules: z.array(ruleSchema).default([]),
-  }).strict(),
-  prices: z.object({
-    /** $ per hour on demand, by instance type (adds or overrides the defaults). */
-    instances: z.record(z.string(), z.number().positive()).default({}),
-    spotFraction: z.number().gt(0).max(1).optional(),
-  }).strict().default({ instances: {} }),
-  /** How far below a variant's resolution an image's shorter side may be and still get it (0.1 = 10 %). */
-  resolutionTolerance: z.number().min(0).max(0.5).default(0.1),
-}).strict();
+export const tiersFileSchema = z
+  .object({
+    $schema: z.string().optional(),
+    version: z.literal(1),
+    tiers: z.record(tierName, tierSchema),
+    routing: z
+      .object({
+        default: z.object(routeTarget).strict(),
+        rules: z.array(ruleSchema).default([]),
+      })
+      .strict(),
+    prices: z
+      .object({
+        /** $ per hour on demand, by instance type (adds or overrides the defaults). */
+        instances: z.record(z.string(), z.number().positive()).default({}),
+        spotFraction: z.number().gt(0).max(1).optional(),
+      })
+      .strict()
+      .default({ instances: {} }),
+    /** How far below a variant's resolution an image's shorter side may be and still get it (0.1 = 10 %). */
+    resolutionTolerance: z.number().min(0).max(0.5).default(0.1),
+  })
+  .strict();
 
 /** What a tiers file says, validated, defaults filled: what the stack serialises for its runtimes. */
 export type TiersInput = z.infer<typeof tiersFileSchema>;
@@ -153,10 +184,17 @@ function resolveTiers(input: TiersInput): TiersFile {
     const weightsSources = Object.fromEntries(t.variants.flatMap((e) => (typeof e === 'string' ? [] : [[variantName(e), e.weights]])));
     const throughput = t.throughput && Object.fromEntries(Object.entries(t.throughput).map(([k, v]) => [decodeVariant(k).variant, v]));
     const common = { ...t, name, variants, weightsSources, ...(throughput ? { throughput } : {}) };
-    tiers[name] = t.compute.target === 'lambda-cpu' ? { ...common, kind: 'lambda-cpu', compute: t.compute } : { ...common, kind: 'ecs-gpu', compute: t.compute };
+    tiers[name] =
+      t.compute.target === 'lambda-cpu'
+        ? { ...common, kind: 'lambda-cpu', compute: t.compute }
+        : { ...common, kind: 'ecs-gpu', compute: t.compute };
   }
   return {
-    input, tiers, routing: input.routing, prices: input.prices, resolutionTolerance: input.resolutionTolerance,
+    input,
+    tiers,
+    routing: input.routing,
+    prices: input.prices,
+    resolutionTolerance: input.resolutionTolerance,
     variants: [...new Set(Object.values(tiers).flatMap((t) => t.variants))],
   };
 }
@@ -168,7 +206,10 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
   const warn = (path: string, message: string) => issues.push({ path, message, severity: 'warning' });
   const tierNames = Object.keys(config.tiers);
   const known = new Set(tierNames);
-  const instancePrices = { ...Object.fromEntries(Object.entries(GPU_INSTANCES).map(([k, v]) => [k, v.onDemand])), ...config.prices.instances };
+  const instancePrices = {
+    ...Object.fromEntries(Object.entries(GPU_INSTANCES).map(([k, v]) => [k, v.onDemand])),
+    ...config.prices.instances,
+  };
 
   for (const [name, tier] of Object.entries(config.tiers)) {
     const seen = new Set<string>();
@@ -179,7 +220,10 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
         if (seen.has(v)) warn(path, `variant ${v} is listed twice`);
         seen.add(v);
         if (typeof entry === 'string' && !OFFICIAL_VARIANTS.includes(v)) {
-          error(path, `custom variant "${entry}" needs its weights: write { "phi": X, "weights": "s3://…" } or { "width", "depth", "resolution", "weights" }`);
+          error(
+            path,
+            `custom variant "${entry}" needs its weights: write { "phi": X, "weights": "s3://…" } or { "width", "depth", "resolution", "weights" }`,
+          );
         }
       } catch {
         error(path, `unknown variant ${JSON.stringify(typeof entry === 'string' ? entry : entry)}; known: ${KNOWN_VARIANTS}`);
@@ -188,15 +232,26 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
     if (tier.compute.target === 'ecs-gpu') {
       const it = tier.compute.instanceType;
       if (!(it in instancePrices)) {
-        error(`tiers.${name}.compute.instanceType`, `unknown instance type "${it}"; known GPU types: ${Object.keys(GPU_INSTANCES).join(', ')} (add others under prices.instances)`);
+        error(
+          `tiers.${name}.compute.instanceType`,
+          `unknown instance type "${it}"; known GPU types: ${Object.keys(GPU_INSTANCES).join(', ')} (add others under prices.instances)`,
+        );
       }
       for (const [i, alt] of (tier.compute.alternativeInstanceTypes ?? []).entries()) {
-        if (!(alt in GPU_INSTANCES)) error(`tiers.${name}.compute.alternativeInstanceTypes[${i}]`, `unknown instance type "${alt}"; known GPU types: ${Object.keys(GPU_INSTANCES).join(', ')}`);
+        if (!(alt in GPU_INSTANCES))
+          error(
+            `tiers.${name}.compute.alternativeInstanceTypes[${i}]`,
+            `unknown instance type "${alt}"; known GPU types: ${Object.keys(GPU_INSTANCES).join(', ')}`,
+          );
       }
       if (tier.compute.alternativeInstanceTypes?.length && tier.compute.capacity !== 'spot') {
         warn(`tiers.${name}.compute.alternativeInstanceTypes`, 'used for spot capacity only; an on-demand tier launches its instanceType');
       }
-      if (tier.engine === 'ort') warn(`tiers.${name}.engine`, `'ort' on a GPU tier runs on CPU unless the image installs onnxruntime's CUDA provider; 'tfjs' uses tfjs-node-gpu`);
+      if (tier.engine === 'ort')
+        warn(
+          `tiers.${name}.engine`,
+          `'ort' on a GPU tier runs on CPU unless the image installs onnxruntime's CUDA provider; 'tfjs' uses tfjs-node-gpu`,
+        );
     } else if (tier.engine === 'tfjs') {
       warn(`tiers.${name}.engine`, `'tfjs' on a CPU tier is ~15× slower than 'ort'`);
     }
@@ -204,7 +259,16 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
       for (const key of Object.keys(tier.throughput)) {
         try {
           const v = decodeVariant(key).variant;
-          if (!tier.variants.some((e) => { try { return variantName(e) === v; } catch { return false; } })) warn(`tiers.${name}.throughput.${key}`, `${v} is not one of this tier's variants`);
+          if (
+            !tier.variants.some((e) => {
+              try {
+                return variantName(e) === v;
+              } catch {
+                return false;
+              }
+            })
+          )
+            warn(`tiers.${name}.throughput.${key}`, `${v} is not one of this tier's variants`);
         } catch {
           error(`tiers.${name}.throughput.${key}`, `unknown variant "${key}"`);
         }
@@ -216,11 +280,15 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
     if (!known.has(target.tier)) error(`${path}.tier`, `unknown tier "${target.tier}"; defined: ${tierNames.join(', ') || '(none)'}`);
     target.allowOverrides.forEach((t, i) => {
       if (!known.has(t)) error(`${path}.allowOverrides[${i}]`, `unknown tier "${t}"; defined: ${tierNames.join(', ')}`);
-      else if (!config.tiers[t].acceptsOverrides) error(`${path}.allowOverrides[${i}]`, `tier "${t}" does not accept overrides (set tiers.${t}.acceptsOverrides: true)`);
+      else if (!config.tiers[t].acceptsOverrides)
+        error(`${path}.allowOverrides[${i}]`, `tier "${t}" does not accept overrides (set tiers.${t}.acceptsOverrides: true)`);
     });
   };
   if (!known.has(config.routing.default.tier)) {
-    error('routing.default.tier', `missing default tier: "${config.routing.default.tier}" is not defined; defined: ${tierNames.join(', ') || '(none)'}`);
+    error(
+      'routing.default.tier',
+      `missing default tier: "${config.routing.default.tier}" is not defined; defined: ${tierNames.join(', ') || '(none)'}`,
+    );
   } else {
     checkTarget('routing.default', config.routing.default);
   }
@@ -232,24 +300,47 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
     config.routing.rules.slice(0, i).forEach((other, j) => {
       const sameScope = (rule.bucket ?? '*') === (other.bucket ?? '*');
       if (sameScope && other.prefix === rule.prefix) {
-        error(`${path}.prefix`, `overlaps routing.rules[${j}]: both match prefix "${rule.prefix}"${rule.bucket ? ` in bucket ${rule.bucket}` : ''}; the later rule is unreachable`);
+        error(
+          `${path}.prefix`,
+          `overlaps routing.rules[${j}]: both match prefix "${rule.prefix}"${rule.bucket ? ` in bucket ${rule.bucket}` : ''}; the later rule is unreachable`,
+        );
       }
     });
     // A nested rule that sends objects where its parent already does changes nothing.
     const parent = config.routing.rules
-      .filter((o) => o !== rule && (o.bucket === undefined || o.bucket === rule.bucket) && rule.prefix.startsWith(o.prefix) && o.prefix !== rule.prefix)
+      .filter(
+        (o) =>
+          o !== rule &&
+          (o.bucket === undefined || o.bucket === rule.bucket) &&
+          rule.prefix.startsWith(o.prefix) &&
+          o.prefix !== rule.prefix,
+      )
       .sort((a, b) => b.prefix.length - a.prefix.length)[0];
     const inherited = parent?.tier ?? config.routing.default.tier;
-    if (inherited === rule.tier && JSON.stringify(parent?.allowOverrides ?? config.routing.default.allowOverrides) === JSON.stringify(rule.allowOverrides)) {
-      warn(`${path}`, `redundant: objects under "${rule.prefix}" already go to tier "${rule.tier}"${parent ? ` by the rule for "${parent.prefix}"` : ' by default'}`);
+    if (
+      inherited === rule.tier &&
+      JSON.stringify(parent?.allowOverrides ?? config.routing.default.allowOverrides) === JSON.stringify(rule.allowOverrides)
+    ) {
+      warn(
+        `${path}`,
+        `redundant: objects under "${rule.prefix}" already go to tier "${rule.tier}"${parent ? ` by the rule for "${parent.prefix}"` : ' by default'}`,
+      );
     }
   });
   return issues;
 }
 
 export class TiersConfigError extends Error {
-  constructor(readonly issues: ConfigIssue[], readonly source: string) {
-    super(`${source}: invalid tiers configuration:\n${issues.filter((i) => i.severity === 'error').map((i) => `  ${i.path}: ${i.message}`).join('\n')}`);
+  constructor(
+    readonly issues: ConfigIssue[],
+    readonly source: string,
+  ) {
+    super(
+      `${source}: invalid tiers configuration:\n${issues
+        .filter((i) => i.severity === 'error')
+        .map((i) => `  ${i.path}: ${i.message}`)
+        .join('\n')}`,
+    );
     this.name = 'TiersConfigError';
   }
 }

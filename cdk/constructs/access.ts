@@ -30,7 +30,9 @@ export function kmsGrant(key: kms.IKey | undefined): BucketAccess['grantKms'] {
 export function notFoundVisible(access: BucketAccess, prefixes: readonly string[]): iam.PolicyStatement {
   const everything = prefixes.some((p) => p === '');
   return new iam.PolicyStatement({
-    sid: 'SeeMissingObjects', actions: ['s3:ListBucket'], resources: [access.bucket.bucketArn],
+    sid: 'SeeMissingObjects',
+    actions: ['s3:ListBucket'],
+    resources: [access.bucket.bucketArn],
     ...(everything ? {} : { conditions: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } } }),
   });
 }

@@ -44,24 +44,60 @@ export class Backfill extends Construct {
   constructor(scope: Construct, id: string, props: BackfillProps) {
     super(scope, id);
     this.fn = effitagFunction(this, 'Batch', {
-      handlerFile: 'backfill-batch.ts', architecture: lambda.Architecture.ARM_64, memorySize: 1024,
-      timeout: Duration.minutes(5), environment: props.environment,
+      handlerFile: 'backfill-batch.ts',
+      architecture: lambda.Architecture.ARM_64,
+      memorySize: 1024,
+      timeout: Duration.minutes(5),
+      environment: props.environment,
       description: 'EffiTag backfill: one batch of listed keys → router (backfill mode) → tier queues',
     });
-    this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadWatchedObjects', actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: objectArns(props.bucket, props.prefixes) }));
+    this.fn.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadWatchedObjects',
+        actions: ['s3:GetObject', 's3:GetObjectVersion'],
+        resources: objectArns(props.bucket, props.prefixes),
+      }),
+    );
     this.fn.addToRolePolicy(notFoundVisible(props.bucket, props.prefixes));
-    this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadWeightManifests', actions: ['s3:GetObject'], resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)] }));
-    this.fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'EnqueueTasks', actions: ['sqs:SendMessage'], resources: Object.values(props.tierQueues).map((q) => q.queueArn) }));
+    this.fn.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadWeightManifests',
+        actions: ['s3:GetObject'],
+        resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)],
+      }),
+    );
+    this.fn.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'EnqueueTasks',
+        actions: ['sqs:SendMessage'],
+        resources: Object.values(props.tierQueues).map((q) => q.queueArn),
+      }),
+    );
     props.bucket.grantKms?.(this.fn, ['kms:Decrypt']);
 
     const results = new s3.Bucket(this, 'Results', {
-      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL, enforceSSL: true, encryption: s3.BucketEncryption.S3_MANAGED,
-      lifecycleRules: [{ expiration: Duration.days(30) }], removalPolicy: RemovalPolicy.DESTROY, autoDeleteObjects: false,
-      serverAccessLogsBucket: props.accessLogs, serverAccessLogsPrefix: props.accessLogs ? 'backfill-results/' : undefined,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      enforceSSL: true,
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      lifecycleRules: [{ expiration: Duration.days(30) }],
+      removalPolicy: RemovalPolicy.DESTROY,
+      autoDeleteObjects: false,
+      serverAccessLogsBucket: props.accessLogs,
+      serverAccessLogsPrefix: props.accessLogs ? 'backfill-results/' : undefined,
     });
 
-    const route = new tasks.LambdaInvoke(this, 'RouteBatch', { lambdaFunction: this.fn, payloadResponseOnly: true, retryOnServiceExceptions: false });
-    route.addRetry({ errors: ['States.ALL'], interval: Duration.seconds(5), backoffRate: 2, maxAttempts: 4, jitterStrategy: sfn.JitterType.FULL });
+    const route = new tasks.LambdaInvoke(this, 'RouteBatch', {
+      lambdaFunction: this.fn,
+      payloadResponseOnly: true,
+      retryOnServiceExceptions: false,
+    });
+    route.addRetry({
+      errors: ['States.ALL'],
+      interval: Duration.seconds(5),
+      backoffRate: 2,
+      maxAttempts: 4,
+      jitterStrategy: sfn.JitterType.FULL,
+    });
     this.map = new sfn.DistributedMap(this, 'ListAndEnqueue', {
       itemReader: new sfn.S3ObjectsItemReader({ bucket: props.bucket.bucket, prefix: sfn.JsonPath.stringAt('$.prefix') }),
       itemBatcher: new sfn.ItemBatcher({
@@ -77,7 +113,9 @@ export class Backfill extends Construct {
     // Optional input fields get their defaults, so a console start with just { "bucket": … } works.
     const defaults = new sfn.Pass(this, 'Defaults', {
       // The bucket name is a token: S3 names hold no quote or backslash, so it is safe inside the JSON.
-      parameters: { 'input.$': `States.JsonMerge(States.StringToJson('${JSON.stringify({ bucket: props.bucket.bucket.bucketName, ...BACKFILL_DEFAULTS })}'), $, false)` },
+      parameters: {
+        'input.$': `States.JsonMerge(States.StringToJson('${JSON.stringify({ bucket: props.bucket.bucket.bucketName, ...BACKFILL_DEFAULTS })}'), $, false)`,
+      },
       outputPath: '$.input',
     });
     const logGroup = new logs.LogGroup(this, 'Logs', { retention: logs.RetentionDays.ONE_MONTH });

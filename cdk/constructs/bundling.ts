@@ -17,7 +17,10 @@ export const GPU_WORKER_DOCKERFILE = 'containers/gpu-worker/Dockerfile';
 
 /** The GPU image's build-context rules (.dockerignore syntax), from the file beside its Dockerfile. */
 export function gpuWorkerContextRules(): string[] {
-  return readFileSync(join(REPO_ROOT, `${GPU_WORKER_DOCKERFILE}.dockerignore`), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  return readFileSync(join(REPO_ROOT, `${GPU_WORKER_DOCKERFILE}.dockerignore`), 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
 }
 
 /** Provided by the CPU runtime layer, built for the function's architecture. */
@@ -46,11 +49,16 @@ export function functionBundling(extra: { copyOrtThread?: boolean } = {}): Bundl
 }
 
 /** An EffiTag Lambda: a file under functions/, bundled as above, Node 24, a month of logs. */
-export function effitagFunction(scope: Construct, id: string, props: Omit<NodejsFunctionProps, 'entry' | 'bundling'> & { handlerFile: string; copyOrtThread?: boolean }): NodejsFunction {
+export function effitagFunction(
+  scope: Construct,
+  id: string,
+  props: Omit<NodejsFunctionProps, 'entry' | 'bundling'> & { handlerFile: string; copyOrtThread?: boolean },
+): NodejsFunction {
   const { handlerFile, copyOrtThread, ...rest } = props;
   return new NodejsFunction(scope, id, {
     entry: join(REPO_ROOT, 'functions', handlerFile),
-    projectRoot: REPO_ROOT, depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
+    projectRoot: REPO_ROOT,
+    depsLockFilePath: join(REPO_ROOT, 'package-lock.json'),
     runtime: lambda.Runtime.NODEJS_24_X,
     bundling: functionBundling({ copyOrtThread }),
     logGroup: new logs.LogGroup(scope, `${id}Logs`, { retention: logs.RetentionDays.ONE_MONTH }),

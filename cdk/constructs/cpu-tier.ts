@@ -31,14 +31,18 @@ export class CpuRuntimeLayer extends Construct {
     const arch = props.architecture.name; // x86_64 | arm64
     const source = join(REPO_ROOT, 'layers', 'cpu-runtime');
     const hash = createHash('sha256')
-      .update(readFileSync(join(source, 'package.json'))).update(readFileSync(join(REPO_ROOT, 'layers', 'build.mjs'))).update(arch)
+      .update(readFileSync(join(source, 'package.json')))
+      .update(readFileSync(join(REPO_ROOT, 'layers', 'build.mjs')))
+      .update(arch)
       .digest('hex');
     this.layer = new lambda.LayerVersion(this, 'Layer', {
       description: `EffiTag CPU runtime: onnxruntime-node + sharp for linux/${arch}`,
       compatibleRuntimes: [lambda.Runtime.NODEJS_24_X],
       compatibleArchitectures: [props.architecture],
       code: lambda.Code.fromAsset(source, {
-        assetHash: hash, assetHashType: AssetHashType.CUSTOM, exclude: ['build'],
+        assetHash: hash,
+        assetHashType: AssetHashType.CUSTOM,
+        exclude: ['build'],
         bundling: {
           // Only used where local bundling is impossible; the local path needs just Node and npm.
           image: DockerImage.fromRegistry('public.ecr.aws/sam/build-nodejs22.x'),
@@ -75,11 +79,17 @@ export class CpuTier extends Construct {
     const { tier } = props;
     const architecture = tier.compute.architecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64;
     this.fn = effitagFunction(this, 'Worker', {
-      handlerFile: 'worker.ts', copyOrtThread: true, architecture,
-      memorySize: tier.compute.memoryMb, timeout: lambdaBatchTimeout(tier),
+      handlerFile: 'worker.ts',
+      copyOrtThread: true,
+      architecture,
+      memorySize: tier.compute.memoryMb,
+      timeout: lambdaBatchTimeout(tier),
       // Weights and the exported ONNX graph live in /tmp (B7: ~270 MB each).
       ephemeralStorageSize: Size.mebibytes(2048),
-      environment: { ...props.environment, ...encodeTierEnv({ tier: props.tierName, weightsDir: '/tmp/effitag-weights', cacheDir: '/tmp/effitag-cache' }) },
+      environment: {
+        ...props.environment,
+        ...encodeTierEnv({ tier: props.tierName, weightsDir: '/tmp/effitag-weights', cacheDir: '/tmp/effitag-cache' }),
+      },
       layers: [props.layer],
       description: `EffiTag ${props.tierName} tier worker (CPU, onnxruntime)`,
     });
@@ -87,9 +97,13 @@ export class CpuTier extends Construct {
     // reserved concurrency the poller keeps receiving while invocations are throttled, each throttle
     // burns a receive, and messages reach the DLQ without ever running (and reserving takes from the
     // account's pool, which a new account's quota of 10 cannot give).
-    this.fn.addEventSource(new SqsEventSource(props.queue, {
-      batchSize: Math.min(10, tier.batchSize), reportBatchItemFailures: true, maxConcurrency: tier.compute.maxConcurrency,
-    }));
+    this.fn.addEventSource(
+      new SqsEventSource(props.queue, {
+        batchSize: Math.min(10, tier.batchSize),
+        reportBatchItemFailures: true,
+        maxConcurrency: tier.compute.maxConcurrency,
+      }),
+    );
     grantWorker(this.fn, { bucket: props.bucket, prefixes: props.prefixes, weights: props.weights, queue: props.queue, dlq: props.dlq });
   }
 }

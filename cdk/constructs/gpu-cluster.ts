@@ -19,17 +19,22 @@ export function createGpuCluster(stack: Stack, props: { vpcId?: string }): GpuCl
   const vpc = props.vpcId
     ? ec2.Vpc.fromLookup(stack, 'Vpc', { vpcId: props.vpcId })
     : new ec2.Vpc(stack, 'Vpc', {
-      // Minimal: public subnets only, no NAT gateway (~$33/month each); instances accept no inbound traffic.
-      maxAzs: 2, natGateways: 0, subnetConfiguration: [{ name: 'public', subnetType: ec2.SubnetType.PUBLIC }],
-      gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
-      // Rejected traffic only: what a security review needs, at a fraction of full flow-log cost.
-      flowLogs: { rejected: { destination: ec2.FlowLogDestination.toCloudWatchLogs(), trafficType: ec2.FlowLogTrafficType.REJECT } },
-    });
+        // Minimal: public subnets only, no NAT gateway (~$33/month each); instances accept no inbound traffic.
+        maxAzs: 2,
+        natGateways: 0,
+        subnetConfiguration: [{ name: 'public', subnetType: ec2.SubnetType.PUBLIC }],
+        gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
+        // Rejected traffic only: what a security review needs, at a fraction of full flow-log cost.
+        flowLogs: { rejected: { destination: ec2.FlowLogDestination.toCloudWatchLogs(), trafficType: ec2.FlowLogTrafficType.REJECT } },
+      });
   const cluster = new ecs.Cluster(stack, 'Cluster', { vpc, containerInsightsV2: ecs.ContainerInsights.ENABLED });
   const image = new DockerImageAsset(stack, 'WorkerImage', {
-    directory: REPO_ROOT, file: GPU_WORKER_DOCKERFILE, platform: Platform.LINUX_AMD64,
+    directory: REPO_ROOT,
+    file: GPU_WORKER_DOCKERFILE,
+    platform: Platform.LINUX_AMD64,
     // The Dockerfile's own ignore list: the asset (and so the tasks) changes only with the worker.
-    ignoreMode: IgnoreMode.DOCKER, exclude: gpuWorkerContextRules(),
+    ignoreMode: IgnoreMode.DOCKER,
+    exclude: gpuWorkerContextRules(),
   });
   return { vpc, cluster, image };
 }
@@ -41,9 +46,12 @@ export function createGpuCluster(stack: Stack, props: { vpcId?: string }): GpuCl
  * This aspect runs after that one and adds the dependency.
  */
 export function servicesAfterCapacityProviders(cluster: ecs.Cluster, services: ecs.Ec2Service[]): void {
-  Aspects.of(cluster).add({
-    visit(node: IConstruct) {
-      if (node instanceof ecs.CfnClusterCapacityProviderAssociations) for (const s of services) s.node.addDependency(node);
+  Aspects.of(cluster).add(
+    {
+      visit(node: IConstruct) {
+        if (node instanceof ecs.CfnClusterCapacityProviderAssociations) for (const s of services) s.node.addDependency(node);
+      },
     },
-  }, { priority: AspectPriority.READONLY });
+    { priority: AspectPriority.READONLY },
+  );
 }

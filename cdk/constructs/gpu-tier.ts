@@ -39,7 +39,10 @@ export function gpuBatchTimeout(tier: Tier): Duration {
 
 /** Backlog → exact task count: 1 task from the first message, one more per 200 messages, up to maxTasks. */
 export function backlogSteps(maxTasks: number): appscaling.ScalingInterval[] {
-  const steps: appscaling.ScalingInterval[] = [{ upper: 1, change: 0 }, { lower: 1, upper: maxTasks > 1 ? 200 : undefined, change: 1 }];
+  const steps: appscaling.ScalingInterval[] = [
+    { upper: 1, change: 0 },
+    { lower: 1, upper: maxTasks > 1 ? 200 : undefined, change: 1 },
+  ];
   for (let n = 2; n <= maxTasks; n++) steps.push({ lower: 200 * (n - 1), upper: n < maxTasks ? 200 * n : undefined, change: n });
   return steps;
 }
@@ -68,8 +71,13 @@ export class GpuTier extends Construct {
     super(scope, id);
     const { tier } = props;
     const { instanceType, capacity, maxTasks } = tier.compute;
-    const instanceTypes = capacity === 'spot' ? [instanceType, ...(tier.compute.alternativeInstanceTypes ?? spotAlternatives(instanceType))] : [instanceType];
-    const securityGroup = new ec2.SecurityGroup(this, 'Instances', { vpc: props.vpc, allowAllOutbound: true, description: `EffiTag ${props.tierName} GPU instances: no inbound` });
+    const instanceTypes =
+      capacity === 'spot' ? [instanceType, ...(tier.compute.alternativeInstanceTypes ?? spotAlternatives(instanceType))] : [instanceType];
+    const securityGroup = new ec2.SecurityGroup(this, 'Instances', {
+      vpc: props.vpc,
+      allowAllOutbound: true,
+      description: `EffiTag ${props.tierName} GPU instances: no inbound`,
+    });
     const userData = ec2.UserData.forLinux();
     userData.addCommands(`mkdir -p ${CUDA_CACHE_HOST_PATH}`, `chown 1000:1000 ${CUDA_CACHE_HOST_PATH}`);
     // On a spot interruption notice the agent drains the instance: its task gets SIGTERM and finishes
@@ -82,13 +90,18 @@ export class GpuTier extends Construct {
       userData,
       securityGroup,
       // The ECS agent's permissions are added to this role by the capacity provider.
-      role: new iam.Role(this, 'InstanceRole', { assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'), description: `EffiTag ${props.tierName} GPU instances (ECS agent)` }),
+      role: new iam.Role(this, 'InstanceRole', {
+        assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+        description: `EffiTag ${props.tierName} GPU instances (ECS agent)`,
+      }),
       requireImdsv2: true,
       // One hop: the instance (its ECS agent) reaches IMDS, containers behind the Docker bridge do
       // not, so a task cannot take the instance role's credentials (it has its own task role).
       httpPutResponseHopLimit: 1,
       associatePublicIpAddress: true,
-      blockDevices: [{ deviceName: '/dev/xvda', volume: ec2.BlockDeviceVolume.ebs(60, { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3 }) }],
+      blockDevices: [
+        { deviceName: '/dev/xvda', volume: ec2.BlockDeviceVolume.ebs(60, { encrypted: true, volumeType: ec2.EbsDeviceVolumeType.GP3 }) },
+      ],
     });
     this.autoScalingGroup = new autoscaling.AutoScalingGroup(this, 'Group', {
       vpc: props.vpc,
@@ -100,12 +113,16 @@ export class GpuTier extends Construct {
       // dry often; price-capacity-optimized picks among the pools that have capacity).
       ...(capacity === 'spot'
         ? {
-          mixedInstancesPolicy: {
-            launchTemplate,
-            launchTemplateOverrides: instanceTypes.map((t) => ({ instanceType: new ec2.InstanceType(t) })),
-            instancesDistribution: { onDemandBaseCapacity: 0, onDemandPercentageAboveBaseCapacity: 0, spotAllocationStrategy: autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED },
-          },
-        }
+            mixedInstancesPolicy: {
+              launchTemplate,
+              launchTemplateOverrides: instanceTypes.map((t) => ({ instanceType: new ec2.InstanceType(t) })),
+              instancesDistribution: {
+                onDemandBaseCapacity: 0,
+                onDemandPercentageAboveBaseCapacity: 0,
+                spotAllocationStrategy: autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED,
+              },
+            },
+          }
         : { launchTemplate }),
       capacityRebalance: capacity === 'spot',
     });
@@ -128,17 +145,30 @@ export class GpuTier extends Construct {
       gpuCount: 1,
       memoryReservationMiB: Math.floor(memoryGiB * 1024 * 0.75),
       environment: {
-        ...props.environment, ...encodeTierEnv({ tier: props.tierName, tfjsBackend: 'tensorflow-gpu' }), TF_FORCE_GPU_ALLOW_GROWTH: 'true',
-        CUDA_CACHE_PATH, CUDA_CACHE_MAXSIZE,
+        ...props.environment,
+        ...encodeTierEnv({ tier: props.tierName, tfjsBackend: 'tensorflow-gpu' }),
+        TF_FORCE_GPU_ALLOW_GROWTH: 'true',
+        CUDA_CACHE_PATH,
+        CUDA_CACHE_MAXSIZE,
         // With IMDS out of the container's reach (hop limit 1), the SDK cannot ask it for the region.
-        AWS_REGION: Stack.of(this).region, AWS_DEFAULT_REGION: Stack.of(this).region,
+        AWS_REGION: Stack.of(this).region,
+        AWS_DEFAULT_REGION: Stack.of(this).region,
       },
-      logging: ecs.LogDrivers.awsLogs({ streamPrefix: props.tierName, logGroup: new logs.LogGroup(this, 'Logs', { retention: logs.RetentionDays.ONE_MONTH }) }),
+      logging: ecs.LogDrivers.awsLogs({
+        streamPrefix: props.tierName,
+        logGroup: new logs.LogGroup(this, 'Logs', { retention: logs.RetentionDays.ONE_MONTH }),
+      }),
       // SIGTERM → finish the batch in hand (see pipeline/shutdown.ts) before ECS sends SIGKILL.
       stopTimeout: Duration.seconds(120),
     });
     container.addMountPoints({ sourceVolume: 'cuda-cache', containerPath: CUDA_CACHE_PATH, readOnly: false });
-    grantWorker(task.taskRole, { bucket: props.bucket, prefixes: props.prefixes, weights: props.weights, queue: props.queue, dlq: props.dlq });
+    grantWorker(task.taskRole, {
+      bucket: props.bucket,
+      prefixes: props.prefixes,
+      weights: props.weights,
+      queue: props.queue,
+      dlq: props.dlq,
+    });
 
     this.service = new ecs.Ec2Service(this, 'Service', {
       cluster: props.cluster,

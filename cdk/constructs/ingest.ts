@@ -36,28 +36,54 @@ export class Ingest extends Construct {
     this.intakeDlq = new sqs.Queue(this, 'IntakeDlq', { ...common, retentionPeriod: Duration.days(14) });
     const routerTimeout = Duration.seconds(60);
     this.intake = new sqs.Queue(this, 'Intake', {
-      ...common, visibilityTimeout: Duration.seconds(routerTimeout.toSeconds() * 6), retentionPeriod: Duration.days(4),
+      ...common,
+      visibilityTimeout: Duration.seconds(routerTimeout.toSeconds() * 6),
+      retentionPeriod: Duration.days(4),
       deadLetterQueue: { queue: this.intakeDlq, maxReceiveCount: 5 },
     });
     for (const prefix of props.prefixes) {
-      props.bucket.bucket.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.SqsDestination(this.intake), ...(prefix ? [{ prefix }] : []));
+      props.bucket.bucket.addEventNotification(
+        s3.EventType.OBJECT_CREATED,
+        new s3n.SqsDestination(this.intake),
+        ...(prefix ? [{ prefix }] : []),
+      );
     }
 
     this.router = effitagFunction(this, 'Router', {
-      handlerFile: 'router.ts', architecture: lambda.Architecture.ARM_64, memorySize: 512, timeout: routerTimeout,
-      environment: props.runtimeEnvironment, description: 'EffiTag router: S3 events → tier task queues',
+      handlerFile: 'router.ts',
+      architecture: lambda.Architecture.ARM_64,
+      memorySize: 512,
+      timeout: routerTimeout,
+      environment: props.runtimeEnvironment,
+      description: 'EffiTag router: S3 events → tier task queues',
     });
-    this.router.addEventSource(new SqsEventSource(this.intake, { batchSize: 10, maxBatchingWindow: Duration.seconds(1), reportBatchItemFailures: true }));
+    this.router.addEventSource(
+      new SqsEventSource(this.intake, { batchSize: 10, maxBatchingWindow: Duration.seconds(1), reportBatchItemFailures: true }),
+    );
     // Reads headers (ranged GET) and metadata of watched objects only.
-    this.router.addToRolePolicy(new iam.PolicyStatement({
-      sid: 'ReadWatchedObjects', actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: objectArns(props.bucket, props.prefixes),
-    }));
+    this.router.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadWatchedObjects',
+        actions: ['s3:GetObject', 's3:GetObjectVersion'],
+        resources: objectArns(props.bucket, props.prefixes),
+      }),
+    );
     this.router.addToRolePolicy(notFoundVisible(props.bucket, props.prefixes));
-    this.router.addToRolePolicy(new iam.PolicyStatement({
-      sid: 'ReadWeightManifests', actions: ['s3:GetObject'], resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)],
-    }));
+    this.router.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadWeightManifests',
+        actions: ['s3:GetObject'],
+        resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)],
+      }),
+    );
     for (const [tier, queue] of Object.entries(props.tierQueues)) {
-      this.router.addToRolePolicy(new iam.PolicyStatement({ sid: `Enqueue${tier.replace(/[^A-Za-z0-9]/g, '')}`, actions: ['sqs:SendMessage'], resources: [queue.queueArn] }));
+      this.router.addToRolePolicy(
+        new iam.PolicyStatement({
+          sid: `Enqueue${tier.replace(/[^A-Za-z0-9]/g, '')}`,
+          actions: ['sqs:SendMessage'],
+          resources: [queue.queueArn],
+        }),
+      );
     }
     props.bucket.grantKms?.(this.router, ['kms:Decrypt']);
   }

@@ -38,41 +38,73 @@ export class Observability extends Construct {
     const key = new kms.Key(this, 'AlarmsKey', { enableKeyRotation: true, description: 'EffiTag alarm topic' });
     // CloudWatch publishes alarms to the encrypted topic only if the key lets it: without this
     // statement every alarm notification is dropped, silently.
-    key.addToResourcePolicy(new iam.PolicyStatement({
-      sid: 'CloudWatchAlarmsPublish',
-      principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
-      actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
-      resources: ['*'],
-      conditions: { StringEquals: { 'aws:SourceAccount': Stack.of(this).account } },
-    }));
+    key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'CloudWatchAlarmsPublish',
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        resources: ['*'],
+        conditions: { StringEquals: { 'aws:SourceAccount': Stack.of(this).account } },
+      }),
+    );
     this.topic = new sns.Topic(this, 'Alarms', { displayName: 'EffiTag alarms', masterKey: key, enforceSSL: true });
     if (props.alarmEmail) this.topic.addSubscription(new subs.EmailSubscription(props.alarmEmail));
     const alarm = (name: string, metric: cw.IMetric, threshold: number, description: string) => {
-      const a = new cw.Alarm(this, name, { metric, threshold, evaluationPeriods: 1, comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD, treatMissingData: cw.TreatMissingData.NOT_BREACHING, alarmDescription: description });
+      const a = new cw.Alarm(this, name, {
+        metric,
+        threshold,
+        evaluationPeriods: 1,
+        comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cw.TreatMissingData.NOT_BREACHING,
+        alarmDescription: description,
+      });
       a.addAlarmAction(new cwActions.SnsAction(this.topic));
       this.alarms.push(a);
     };
     const maxAge = props.maxQueueAge ?? Duration.minutes(30);
-    alarm('IntakeDlqDepth', props.intakeDlq.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: 'Maximum' }), 1, 'S3 events the router could not handle are in the intake DLQ');
+    alarm(
+      'IntakeDlqDepth',
+      props.intakeDlq.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: 'Maximum' }),
+      1,
+      'S3 events the router could not handle are in the intake DLQ',
+    );
 
     const tagged: cw.IMetric[] = [];
     const age: cw.IMetric[] = [];
-    const dlqDepth: cw.IMetric[] = [props.intakeDlq.metricApproximateNumberOfMessagesVisible({ period, statistic: 'Maximum', label: 'intake DLQ' })];
+    const dlqDepth: cw.IMetric[] = [
+      props.intakeDlq.metricApproximateNumberOfMessagesVisible({ period, statistic: 'Maximum', label: 'intake DLQ' }),
+    ];
     const tasks: cw.IMetric[] = [];
     for (const [tier, t] of Object.entries(props.tiers)) {
       const id = tier.replace(/[^A-Za-z0-9]/g, '');
-      tagged.push(new cw.Metric({ namespace: 'EffiTag', metricName: 'tagged', dimensionsMap: { Tier: tier }, statistic: 'Sum', period, label: tier }));
+      tagged.push(
+        new cw.Metric({ namespace: 'EffiTag', metricName: 'tagged', dimensionsMap: { Tier: tier }, statistic: 'Sum', period, label: tier }),
+      );
       const oldest = t.queue.metricApproximateAgeOfOldestMessage({ period: Duration.minutes(1), statistic: 'Maximum', label: tier });
       age.push(oldest);
-      const depth = t.dlq.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(1), statistic: 'Maximum', label: `${tier} DLQ` });
+      const depth = t.dlq.metricApproximateNumberOfMessagesVisible({
+        period: Duration.minutes(1),
+        statistic: 'Maximum',
+        label: `${tier} DLQ`,
+      });
       dlqDepth.push(depth);
       alarm(`${id}DlqDepth`, depth, 1, `Tasks of tier ${tier} failed ${'repeatedly'} and are in its DLQ`);
       alarm(`${id}QueueAge`, oldest, maxAge.toSeconds(), `Tier ${tier}: the oldest task waits over ${maxAge.toMinutes()} minutes`);
       if (t.service && props.clusterName) {
-        tasks.push(new cw.Metric({ namespace: 'ECS/ContainerInsights', metricName: 'RunningTaskCount', dimensionsMap: { ClusterName: props.clusterName, ServiceName: t.service.serviceName }, statistic: 'Maximum', period: Duration.minutes(1), label: tier }));
+        tasks.push(
+          new cw.Metric({
+            namespace: 'ECS/ContainerInsights',
+            metricName: 'RunningTaskCount',
+            dimensionsMap: { ClusterName: props.clusterName, ServiceName: t.service.serviceName },
+            statistic: 'Maximum',
+            period: Duration.minutes(1),
+            label: tier,
+          }),
+        );
       }
     }
-    const search = (what: string, label: string) => new cw.MathExpression({ expression: `SEARCH('{EffiTag,Tier} ${what}', 'Sum', 300)`, label, period });
+    const search = (what: string, label: string) =>
+      new cw.MathExpression({ expression: `SEARCH('{EffiTag,Tier} ${what}', 'Sum', 300)`, label, period });
 
     this.dashboard = new cw.Dashboard(this, 'Dashboard', { defaultInterval: Duration.hours(6) });
     this.dashboard.addWidgets(
@@ -82,18 +114,47 @@ export class Observability extends Construct {
     this.dashboard.addWidgets(
       new cw.GraphWidget({ title: 'Latency: oldest task waiting (s)', left: age, width: 8 }),
       new cw.GraphWidget({ title: 'Dead-letter queues', left: dlqDepth, width: 8 }),
-      new cw.GraphWidget({ title: 'GPU tasks running', left: tasks.length ? tasks : [new cw.Metric({ namespace: 'ECS/ContainerInsights', metricName: 'RunningTaskCount', period })], width: 8 }),
+      new cw.GraphWidget({
+        title: 'GPU tasks running',
+        left: tasks.length ? tasks : [new cw.Metric({ namespace: 'ECS/ContainerInsights', metricName: 'RunningTaskCount', period })],
+        width: 8,
+      }),
     );
     this.dashboard.addWidgets(
       new cw.GraphWidget({ title: 'Skipped, by reason', left: [search('skipped', 'skipped')], width: 8 }),
       new cw.GraphWidget({ title: 'Retries, by reason', left: [search('retry', 'retries')], width: 8 }),
-      new cw.GraphWidget({ title: 'Router', left: [props.router.metricInvocations({ period }), props.router.metricErrors({ period })], right: [props.intake.metricApproximateAgeOfOldestMessage({ period })], width: 8 }),
+      new cw.GraphWidget({
+        title: 'Router',
+        left: [props.router.metricInvocations({ period }), props.router.metricErrors({ period })],
+        right: [props.intake.metricApproximateAgeOfOldestMessage({ period })],
+        width: 8,
+      }),
     );
     if (props.backfill) {
-      const backfillMetric = (name: string) => new cw.Metric({ namespace: 'EffiTag', metricName: name, dimensionsMap: { Function: 'backfill' }, statistic: 'Sum', period, label: name.replace('backfill.', '') });
+      const backfillMetric = (name: string) =>
+        new cw.Metric({
+          namespace: 'EffiTag',
+          metricName: name,
+          dimensionsMap: { Function: 'backfill' },
+          statistic: 'Sum',
+          period,
+          label: name.replace('backfill.', ''),
+        });
       this.dashboard.addWidgets(
-        new cw.GraphWidget({ title: 'Backfill: keys listed and enqueued', left: [backfillMetric('backfill.listed'), backfillMetric('backfill.enqueued')], width: 12 }),
-        new cw.GraphWidget({ title: 'Backfill runs', left: [props.backfill.metricStarted({ period }), props.backfill.metricSucceeded({ period }), props.backfill.metricFailed({ period })], width: 12 }),
+        new cw.GraphWidget({
+          title: 'Backfill: keys listed and enqueued',
+          left: [backfillMetric('backfill.listed'), backfillMetric('backfill.enqueued')],
+          width: 12,
+        }),
+        new cw.GraphWidget({
+          title: 'Backfill runs',
+          left: [
+            props.backfill.metricStarted({ period }),
+            props.backfill.metricSucceeded({ period }),
+            props.backfill.metricFailed({ period }),
+          ],
+          width: 12,
+        }),
       );
     }
   }

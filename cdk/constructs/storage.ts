@@ -28,19 +28,31 @@ export interface Storage {
   accessLogs?: s3.Bucket;
 }
 
-const SAFE = { blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL, enforceSSL: true, encryption: s3.BucketEncryption.S3_MANAGED, removalPolicy: RemovalPolicy.RETAIN } as const;
+const SAFE = {
+  blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+  enforceSSL: true,
+  encryption: s3.BucketEncryption.S3_MANAGED,
+  removalPolicy: RemovalPolicy.RETAIN,
+} as const;
 
 export function createStorage(stack: Stack, props: StorageProps): Storage {
-  const accessLogs = !props.bucketName || !props.weightsBucket
-    ? new s3.Bucket(stack, 'AccessLogs', { ...SAFE, objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_PREFERRED, lifecycleRules: [{ expiration: Duration.days(90) }] })
-    : undefined;
+  const accessLogs =
+    !props.bucketName || !props.weightsBucket
+      ? new s3.Bucket(stack, 'AccessLogs', {
+          ...SAFE,
+          objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+          lifecycleRules: [{ expiration: Duration.days(90) }],
+        })
+      : undefined;
   const bucket = props.bucketName
     ? s3.Bucket.fromBucketName(stack, 'Bucket', props.bucketName)
     : new s3.Bucket(stack, 'Bucket', {
-      ...SAFE, serverAccessLogsBucket: accessLogs, serverAccessLogsPrefix: 'images/',
-      // Not versioned on purpose: every metadata write-back is a copy, which would store each image twice.
-      versioned: false,
-    });
+        ...SAFE,
+        serverAccessLogsBucket: accessLogs,
+        serverAccessLogsPrefix: 'images/',
+        // Not versioned on purpose: every metadata write-back is a copy, which would store each image twice.
+        versioned: false,
+      });
   const bucketKey = props.bucketKmsKeyArn ? kms.Key.fromKeyArn(stack, 'BucketKey', props.bucketKmsKeyArn) : undefined;
   const weightsBucket = props.weightsBucket
     ? s3.Bucket.fromBucketName(stack, 'WeightsBucket', props.weightsBucket)

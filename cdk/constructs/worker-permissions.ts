@@ -3,22 +3,48 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
 
-export function grantWorker(grantee: iam.IGrantable, opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess; queue: sqs.IQueue; dlq: sqs.IQueue }): void {
+export function grantWorker(
+  grantee: iam.IGrantable,
+  opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess; queue: sqs.IQueue; dlq: sqs.IQueue },
+): void {
   const add = (s: iam.PolicyStatement) => grantee.grantPrincipal.addToPrincipalPolicy(s);
-  add(new iam.PolicyStatement({
-    sid: 'RewriteWatchedObjects',
-    // GetObject/PutObject: download and the self-copy; *Tagging: CopyObject keeps tags, and the tags write-back mode.
-    actions: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObject', 's3:GetObjectTagging', 's3:GetObjectVersionTagging', 's3:PutObjectTagging'],
-    resources: objectArns(opts.bucket, opts.prefixes),
-  }));
+  add(
+    new iam.PolicyStatement({
+      sid: 'RewriteWatchedObjects',
+      // GetObject/PutObject: download and the self-copy; *Tagging: CopyObject keeps tags, and the tags write-back mode.
+      actions: [
+        's3:GetObject',
+        's3:GetObjectVersion',
+        's3:PutObject',
+        's3:GetObjectTagging',
+        's3:GetObjectVersionTagging',
+        's3:PutObjectTagging',
+      ],
+      resources: objectArns(opts.bucket, opts.prefixes),
+    }),
+  );
   add(notFoundVisible(opts.bucket, opts.prefixes));
-  add(new iam.PolicyStatement({ sid: 'ReadWeights', actions: ['s3:GetObject'], resources: [opts.weights.bucket.arnForObjects(`${opts.weights.prefix}*`)] }));
-  add(new iam.PolicyStatement({
-    sid: 'ConsumeTierQueue',
-    actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl'],
-    resources: [opts.queue.queueArn],
-  }));
+  add(
+    new iam.PolicyStatement({
+      sid: 'ReadWeights',
+      actions: ['s3:GetObject'],
+      resources: [opts.weights.bucket.arnForObjects(`${opts.weights.prefix}*`)],
+    }),
+  );
+  add(
+    new iam.PolicyStatement({
+      sid: 'ConsumeTierQueue',
+      actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl'],
+      resources: [opts.queue.queueArn],
+    }),
+  );
   // A message failing on its last receive is moved to the DLQ by the worker, with its reason.
-  add(new iam.PolicyStatement({ sid: 'DeadLetterWithReason', actions: ['sqs:GetQueueUrl', 'sqs:SendMessage'], resources: [opts.dlq.queueArn] }));
+  add(
+    new iam.PolicyStatement({
+      sid: 'DeadLetterWithReason',
+      actions: ['sqs:GetQueueUrl', 'sqs:SendMessage'],
+      resources: [opts.dlq.queueArn],
+    }),
+  );
   opts.bucket.grantKms?.(grantee, ['kms:Decrypt', 'kms:GenerateDataKey']);
 }

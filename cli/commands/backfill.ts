@@ -3,8 +3,23 @@ import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import { cacheDir } from '../../model/cache-dir.ts';
-import { fileCheckpoint, resumePoint, runBackfill, TaskBatcher, type BackfillFilter, type BackfillReport } from '../../pipeline/backfill.ts';
-import { connect, currentMarkers, defaultWeightsDir, embeddedEndpoints, LOCAL_TIERS_FILE, placeFromFlags, tierQueues } from '../../pipeline/aws/wiring.ts';
+import {
+  fileCheckpoint,
+  resumePoint,
+  runBackfill,
+  TaskBatcher,
+  type BackfillFilter,
+  type BackfillReport,
+} from '../../pipeline/backfill.ts';
+import {
+  connect,
+  currentMarkers,
+  defaultWeightsDir,
+  embeddedEndpoints,
+  LOCAL_TIERS_FILE,
+  placeFromFlags,
+  tierQueues,
+} from '../../pipeline/aws/wiring.ts';
 import { Counters, jsonLogger } from '../../pipeline/log.ts';
 import { makeRouter } from '../../pipeline/router.ts';
 import { estimateCosts, readBenchFile } from '../../tiers/cost.ts';
@@ -13,10 +28,26 @@ import { parseNumber, table } from '../format.ts';
 import { existsSync } from 'node:fs';
 
 interface BackfillCli {
-  tier?: string; onlyMissing?: boolean; modelOlderThan?: boolean; retryFailed?: boolean; since?: Date; until?: Date;
-  dryRun?: boolean; rate?: number; resume?: boolean; checkpoint?: string; concurrency: number;
-  aws?: boolean; endpoint: string; sqsEndpoint: string; tiers?: string; weights?: string; queueUrls?: string;
-  remote?: boolean; stateMachine?: string; json?: boolean;
+  tier?: string;
+  onlyMissing?: boolean;
+  modelOlderThan?: boolean;
+  retryFailed?: boolean;
+  since?: Date;
+  until?: Date;
+  dryRun?: boolean;
+  rate?: number;
+  resume?: boolean;
+  checkpoint?: string;
+  concurrency: number;
+  aws?: boolean;
+  endpoint: string;
+  sqsEndpoint: string;
+  tiers?: string;
+  weights?: string;
+  queueUrls?: string;
+  remote?: boolean;
+  stateMachine?: string;
+  json?: boolean;
 }
 
 const date = (name: string) => (v: string) => {
@@ -50,28 +81,37 @@ export function registerBackfillCommand(program: Command): void {
     .option('--aws', 'real AWS (credentials from the environment) instead of the local stack')
     .option('--endpoint <url>', 'local stack S3 endpoint', embeddedEndpoints().s3Endpoint)
     .option('--sqs-endpoint <url>', 'local stack SQS endpoint', embeddedEndpoints().sqsEndpoint)
-    .option('--tiers <file>', 'tiers file (must be the stack\'s; default: tiers/local.json locally, $EFFITAG_TIERS_FILE)')
+    .option('--tiers <file>', "tiers file (must be the stack's; default: tiers/local.json locally, $EFFITAG_TIERS_FILE)")
     .option('--weights <location>', 'weights: a catalog directory (local) or s3://bucket/prefix (AWS; env EFFITAG_WEIGHTS)')
     .option('--queue-urls <json>', 'tier → queue URL (AWS; env EFFITAG_QUEUE_URLS, the stack output QueueUrls)')
-    .option('--remote', 'start the stack\'s Step Functions backfill instead of listing from here (AWS, large buckets)')
+    .option('--remote', "start the stack's Step Functions backfill instead of listing from here (AWS, large buckets)")
     .option('--state-machine <arn>', 'the stack output BackfillStateMachine (env EFFITAG_BACKFILL_STATE_MACHINE)')
     .option('--json', 'print the report as JSON')
     .action(async (target: string, opts: BackfillCli) => {
       const { bucket, prefix } = parseTarget(target);
       if (opts.onlyMissing && opts.modelOlderThan) throw new Error('--only-missing and --model-older-than exclude each other');
-      const filter: BackfillFilter = { mode: opts.onlyMissing ? 'missing' : opts.modelOlderThan ? 'older' : 'stale', retryFailed: opts.retryFailed, onlyTier: opts.tier };
+      const filter: BackfillFilter = {
+        mode: opts.onlyMissing ? 'missing' : opts.modelOlderThan ? 'older' : 'stale',
+        retryFailed: opts.retryFailed,
+        onlyTier: opts.tier,
+      };
 
       if (opts.remote) {
         const arn = opts.stateMachine ?? process.env.EFFITAG_BACKFILL_STATE_MACHINE;
         if (!arn) throw new Error('--remote needs --state-machine ARN (the stack output BackfillStateMachine)');
         const input = { bucket, prefix, filter, since: opts.since?.toISOString() ?? null, until: opts.until?.toISOString() ?? null };
-        const out = await new SFNClient({}).send(new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify(input), name: `backfill-${Date.now()}` }));
-        process.stdout.write(`started ${out.executionArn}\nwatch it in the Step Functions console or the EffiTag dashboard (Backfill widgets)\n`);
+        const out = await new SFNClient({}).send(
+          new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify(input), name: `backfill-${Date.now()}` }),
+        );
+        process.stdout.write(
+          `started ${out.executionArn}\nwatch it in the Step Functions console or the EffiTag dashboard (Backfill widgets)\n`,
+        );
         return;
       }
 
       const { config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? (opts.aws ? undefined : LOCAL_TIERS_FILE));
-      if (opts.tier && !tiers.tiers[opts.tier]) throw new Error(`--tier ${opts.tier}: no such tier; defined: ${Object.keys(tiers.tiers).join(', ')}`);
+      if (opts.tier && !tiers.tiers[opts.tier])
+        throw new Error(`--tier ${opts.tier}: no such tier; defined: ${Object.keys(tiers.tiers).join(', ')}`);
       const conn = connect(placeFromFlags(opts));
       const { store } = conn;
       const weights = opts.weights ?? process.env.EFFITAG_WEIGHTS ?? (opts.aws ? undefined : defaultWeightsDir());
@@ -81,17 +121,37 @@ export function registerBackfillCommand(program: Command): void {
       const queues = await tierQueues(conn, tiers, urls ? (JSON.parse(urls) as Record<string, string>) : undefined);
       const batcher = new TaskBatcher(queues);
       const counters = new Counters();
-      const router = makeRouter({ store, queues, tiers, models, counters, sink: (t) => batcher.add(t), log: jsonLogger({ level: 'warn' }) });
+      const router = makeRouter({
+        store,
+        queues,
+        tiers,
+        models,
+        counters,
+        sink: (t) => batcher.add(t),
+        log: jsonLogger({ level: 'warn' }),
+      });
 
-      const checkpoint = fileCheckpoint(opts.checkpoint ?? join(cacheDir(), 'backfill', `${bucket}${prefix ? `-${prefix.replace(/[^A-Za-z0-9._-]/g, '_')}` : ''}.json`));
-      const resume = opts.resume ? await resumePoint(checkpoint, { bucket, prefix, filter, since: opts.since, until: opts.until }) : undefined;
+      const checkpoint = fileCheckpoint(
+        opts.checkpoint ?? join(cacheDir(), 'backfill', `${bucket}${prefix ? `-${prefix.replace(/[^A-Za-z0-9._-]/g, '_')}` : ''}.json`),
+      );
+      const resume = opts.resume
+        ? await resumePoint(checkpoint, { bucket, prefix, filter, since: opts.since, until: opts.until })
+        : undefined;
       if (opts.resume && !resume) process.stderr.write('no unfinished checkpoint for this backfill: starting from the beginning\n');
 
       // Progress: the total comes from a second listing pass (1,000 keys per request) that runs beside
       // the backfill, so a bucket of millions starts at once; `+` marks a total still being counted.
-      const bar = process.stderr.isTTY && !opts.json ? new cliProgress.SingleBar({
-        format: 'backfill [{bar}] {value}/{total}{counting} keys | {enqueued} enqueued | {rate} keys/s | eta {eta_formatted}', stream: process.stderr, etaBuffer: 200,
-      }, cliProgress.Presets.shades_classic) : undefined;
+      const bar =
+        process.stderr.isTTY && !opts.json
+          ? new cliProgress.SingleBar(
+              {
+                format: 'backfill [{bar}] {value}/{total}{counting} keys | {enqueued} enqueued | {rate} keys/s | eta {eta_formatted}',
+                stream: process.stderr,
+                etaBuffer: 200,
+              },
+              cliProgress.Presets.shades_classic,
+            )
+          : undefined;
       const counting = new AbortController();
       if (bar) {
         const before = resume?.report.listed ?? 0;
@@ -112,16 +172,42 @@ export function registerBackfillCommand(program: Command): void {
       const abort = new AbortController();
       const onSignal = () => abort.abort();
       process.once('SIGINT', onSignal);
-      const report = await runBackfill({ store, router, batcher, checkpoint, counters, onProgress: (r) => {
-        if (bar && r.listed > bar.getTotal()) bar.setTotal(r.listed); // the count has not caught up yet
-        bar?.update(r.listed, { enqueued: r.enqueued, rate: ((r.listed - (resume?.report.listed ?? 0)) / ((performance.now() - started) / 1000)).toFixed(0) });
-      } }, { bucket, prefix, filter, since: opts.since, until: opts.until, rate: opts.rate, dryRun: opts.dryRun, concurrency: opts.concurrency, resume, signal: abort.signal });
+      const report = await runBackfill(
+        {
+          store,
+          router,
+          batcher,
+          checkpoint,
+          counters,
+          onProgress: (r) => {
+            if (bar && r.listed > bar.getTotal()) bar.setTotal(r.listed); // the count has not caught up yet
+            bar?.update(r.listed, {
+              enqueued: r.enqueued,
+              rate: ((r.listed - (resume?.report.listed ?? 0)) / ((performance.now() - started) / 1000)).toFixed(0),
+            });
+          },
+        },
+        {
+          bucket,
+          prefix,
+          filter,
+          since: opts.since,
+          until: opts.until,
+          rate: opts.rate,
+          dryRun: opts.dryRun,
+          concurrency: opts.concurrency,
+          resume,
+          signal: abort.signal,
+        },
+      );
       process.off('SIGINT', onSignal);
       counting.abort();
       bar?.stop();
       printReport(report, opts, tiers, (performance.now() - started) / 1000);
-      if (!report.complete) { process.stderr.write('interrupted: run again with --resume to continue\n'); process.exitCode = 130; }
-      else if (report.errors) process.exitCode = 1;
+      if (!report.complete) {
+        process.stderr.write('interrupted: run again with --resume to continue\n');
+        process.exitCode = 130;
+      } else if (report.errors) process.exitCode = 1;
     });
 }
 
@@ -130,25 +216,49 @@ function printReport(report: BackfillReport, opts: BackfillCli, tiers: Parameter
   // Decoding is priced at the average size of the objects this run would tag.
   const costs = estimateCosts(tiers, bench, {
     imageBytes: (tier, variant) => {
-      const n = report.byTierVariant[tier]?.[variant], bytes = report.bytesByTierVariant?.[tier]?.[variant];
+      const n = report.byTierVariant[tier]?.[variant],
+        bytes = report.bytesByTierVariant?.[tier]?.[variant];
       return n && bytes !== undefined ? bytes / n : undefined;
     },
   });
-  const preview = Object.entries(report.byTierVariant).flatMap(([tier, m]) => Object.entries(m).map(([variant, n]) => {
-    const row = costs.rows.find((r) => r.tier === tier && r.variant === variant);
-    return { tier, variant, images: n, dollars: row?.allInPerMillion === undefined ? undefined : (row.allInPerMillion * n) / 1e6 };
-  }));
+  const preview = Object.entries(report.byTierVariant).flatMap(([tier, m]) =>
+    Object.entries(m).map(([variant, n]) => {
+      const row = costs.rows.find((r) => r.tier === tier && r.variant === variant);
+      return { tier, variant, images: n, dollars: row?.allInPerMillion === undefined ? undefined : (row.allInPerMillion * n) / 1e6 };
+    }),
+  );
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify({ ...report, dryRun: !!opts.dryRun, seconds, costPreview: opts.dryRun ? preview : undefined }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ...report, dryRun: !!opts.dryRun, seconds, costPreview: opts.dryRun ? preview : undefined }, null, 2)}\n`,
+    );
     return;
   }
-  process.stdout.write(`${opts.dryRun ? 'dry run: ' : ''}listed ${report.listed}, ${opts.dryRun ? 'would enqueue' : 'enqueued'} ${report.enqueued}, errors ${report.errors} in ${seconds.toFixed(1)} s${report.complete ? '' : ' (interrupted)'}\n`);
-  if (Object.keys(report.skipped).length) process.stdout.write(`skipped: ${Object.entries(report.skipped).map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+  process.stdout.write(
+    `${opts.dryRun ? 'dry run: ' : ''}listed ${report.listed}, ${opts.dryRun ? 'would enqueue' : 'enqueued'} ${report.enqueued}, errors ${report.errors} in ${seconds.toFixed(1)} s${report.complete ? '' : ' (interrupted)'}\n`,
+  );
+  if (Object.keys(report.skipped).length)
+    process.stdout.write(
+      `skipped: ${Object.entries(report.skipped)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}\n`,
+    );
   for (const e of report.errorSamples) process.stdout.write(`error: ${e}\n`);
   if (opts.dryRun && preview.length) {
     process.stdout.write('\ncost preview (all-in $ per tier and variant, from the tier cost model):\n');
-    process.stdout.write(table(preview.map((p) => [p.tier, p.variant, p.images, p.dollars === undefined ? 'n/a (no throughput figure)' : `$${p.dollars.toFixed(4)}`]), ['tier', 'variant', 'images', 'estimate']));
+    process.stdout.write(
+      table(
+        preview.map((p) => [
+          p.tier,
+          p.variant,
+          p.images,
+          p.dollars === undefined ? 'n/a (no throughput figure)' : `$${p.dollars.toFixed(4)}`,
+        ]),
+        ['tier', 'variant', 'images', 'estimate'],
+      ),
+    );
     const total = preview.reduce((s, p) => s + (p.dollars ?? 0), 0);
-    process.stdout.write(`total ≈ $${total.toFixed(4)} (Amazon Rekognition: $${((report.enqueued * costs.rekognitionPerMillion) / 1e6).toFixed(2)}); see effitag tiers cost for the assumptions\n`);
+    process.stdout.write(
+      `total ≈ $${total.toFixed(4)} (Amazon Rekognition: $${((report.enqueued * costs.rekognitionPerMillion) / 1e6).toFixed(2)}); see effitag tiers cost for the assumptions\n`,
+    );
   }
 }

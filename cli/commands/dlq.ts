@@ -10,7 +10,15 @@ import { connect, embeddedEndpoints, QUEUE_NAMES } from '../../pipeline/aws/wiri
 import { listDeadLetters, redriveDeadLetters } from '../../pipeline/dead-letters.ts';
 import { parseNumber } from '../format.ts';
 
-interface DlqOptions { tier?: string; aws?: boolean; sqsEndpoint: string; queueUrls?: string; intakeUrl?: string; json?: boolean; limit?: number }
+interface DlqOptions {
+  tier?: string;
+  aws?: boolean;
+  sqsEndpoint: string;
+  queueUrls?: string;
+  intakeUrl?: string;
+  json?: boolean;
+  limit?: number;
+}
 
 /** The source queues: `intake` and one per tier. */
 async function sources(opts: DlqOptions): Promise<{ name: string; queue: SqsQueue }[]> {
@@ -19,7 +27,8 @@ async function sources(opts: DlqOptions): Promise<{ name: string; queue: SqsQueu
   if (opts.aws) {
     const urls = opts.queueUrls ?? process.env.EFFITAG_QUEUE_URLS;
     if (!urls) throw new Error('--aws needs --queue-urls (the stack output QueueUrls, or EFFITAG_QUEUE_URLS)');
-    for (const [tier, url] of Object.entries(JSON.parse(urls) as Record<string, string>)) found.push({ name: tier, queue: new SqsQueue(sqs, url) });
+    for (const [tier, url] of Object.entries(JSON.parse(urls) as Record<string, string>))
+      found.push({ name: tier, queue: new SqsQueue(sqs, url) });
     const intake = opts.intakeUrl ?? process.env.EFFITAG_INTAKE_URL;
     if (intake) found.push({ name: 'intake', queue: new SqsQueue(sqs, intake) });
   } else {
@@ -28,7 +37,10 @@ async function sources(opts: DlqOptions): Promise<{ name: string; queue: SqsQueu
     for (const url of QueueUrls) {
       const name = url.split('/').pop()!;
       if (/-dlq(\.fifo)?$/.test(name)) continue;
-      found.push({ name: name === QUEUE_NAMES.intake ? 'intake' : name.replace(/^effitag-/, '').replace(/\.fifo$/, ''), queue: new SqsQueue(sqs, url, name) });
+      found.push({
+        name: name === QUEUE_NAMES.intake ? 'intake' : name.replace(/^effitag-/, '').replace(/\.fifo$/, ''),
+        queue: new SqsQueue(sqs, url, name),
+      });
     }
     if (!found.length) await sqs.send(new GetQueueUrlCommand({ QueueName: QUEUE_NAMES.intake })); // says "does not exist" plainly
   }
@@ -39,30 +51,36 @@ async function sources(opts: DlqOptions): Promise<{ name: string; queue: SqsQueu
 
 export function registerDlqCommands(program: Command): void {
   const dlq = program.command('dlq').description('dead-letter queues: what failed and why, and sending it back');
-  const common = (c: Command) => c
-    .option('--tier <tier>', 'one tier (or "intake") only')
-    .option('--aws', 'real AWS (credentials from the environment) instead of the embedded stack')
-    .option('--sqs-endpoint <url>', 'embedded stack SQS endpoint', embeddedEndpoints().sqsEndpoint)
-    .option('--queue-urls <json>', 'tier → queue URL (AWS; the stack output QueueUrls, env EFFITAG_QUEUE_URLS)')
-    .option('--intake-url <url>', 'the intake queue (AWS; the stack output IntakeQueueUrl, env EFFITAG_INTAKE_URL)')
-    .option('--limit <n>', 'messages read per DLQ at most', parseNumber('--limit', 1, 1_000_000, true), 10_000);
+  const common = (c: Command) =>
+    c
+      .option('--tier <tier>', 'one tier (or "intake") only')
+      .option('--aws', 'real AWS (credentials from the environment) instead of the embedded stack')
+      .option('--sqs-endpoint <url>', 'embedded stack SQS endpoint', embeddedEndpoints().sqsEndpoint)
+      .option('--queue-urls <json>', 'tier → queue URL (AWS; the stack output QueueUrls, env EFFITAG_QUEUE_URLS)')
+      .option('--intake-url <url>', 'the intake queue (AWS; the stack output IntakeQueueUrl, env EFFITAG_INTAKE_URL)')
+      .option('--limit <n>', 'messages read per DLQ at most', parseNumber('--limit', 1, 1_000_000, true), 10_000);
 
   common(dlq.command('list').description('messages in each dead-letter queue, grouped by reason'))
     .option('--json', 'print JSON')
     .action(async (opts: DlqOptions) => {
       const reports = await listDeadLetters(await sources(opts), { limit: opts.limit });
-      if (opts.json) { process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`); return; }
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);
+        return;
+      }
       for (const r of reports) {
         process.stdout.write(`${r.source} → ${r.deadLetterQueue}: ${r.messages} message(s)\n`);
-        for (const g of r.groups) process.stdout.write(`  ${String(g.count).padStart(6)}  ${g.reason}\n          e.g. ${g.samples.join(', ')}\n`);
+        for (const g of r.groups)
+          process.stdout.write(`  ${String(g.count).padStart(6)}  ${g.reason}\n          e.g. ${g.samples.join(', ')}\n`);
       }
     });
 
-  common(dlq.command('redrive').description('send dead-lettered messages back to the queue they came from'))
-    .action(async (opts: DlqOptions) => {
+  common(dlq.command('redrive').description('send dead-lettered messages back to the queue they came from')).action(
+    async (opts: DlqOptions) => {
       for (const source of await sources(opts)) {
         const moved = await redriveDeadLetters(source, { limit: opts.limit });
         if (moved) process.stdout.write(`${source.name}: ${moved} message(s) sent back\n`);
       }
-    });
+    },
+  );
 }

@@ -4,7 +4,16 @@ import type { Command } from 'commander';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createEngine, ENGINE_NAMES } from '../../inference/engines.ts';
 import { WORKER_ORT_OPTIONS } from '../../inference/ort-engine.ts';
-import { connect, defaultWeightsDir, EMBEDDED_PORTS, embeddedEndpoints, LOCAL_CREDENTIALS, LOCAL_TIERS_FILE, placeFromFlags, QUEUE_NAMES } from '../../pipeline/aws/wiring.ts';
+import {
+  connect,
+  defaultWeightsDir,
+  EMBEDDED_PORTS,
+  embeddedEndpoints,
+  LOCAL_CREDENTIALS,
+  LOCAL_TIERS_FILE,
+  placeFromFlags,
+  QUEUE_NAMES,
+} from '../../pipeline/aws/wiring.ts';
 import { jsonLogger, type Level } from '../../pipeline/log.ts';
 import { decodeTags, KEYS } from '../../pipeline/marker.ts';
 import { MissingWeightsError } from '../../pipeline/models.ts';
@@ -16,15 +25,41 @@ import { parseNumber } from '../format.ts';
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
 const isLoopback = (address: string) => /^127\./.test(address) || address === '::1' || address === 'localhost';
 
-interface LocalOptions { listen: string; s3Port: number; sqsPort: number; data: string; tiers?: string; weights?: string; bucket: string; engine?: string; logLevel: string; router: boolean; workers: boolean }
+interface LocalOptions {
+  listen: string;
+  s3Port: number;
+  sqsPort: number;
+  data: string;
+  tiers?: string;
+  weights?: string;
+  bucket: string;
+  engine?: string;
+  logLevel: string;
+  router: boolean;
+  workers: boolean;
+}
 
 export function registerLocalCommands(program: Command): void {
   program
     .command('local')
     .description('run the embedded stack: local S3 + queues + router + CPU worker, on loopback (npm start)')
-    .option('--listen <address>', 'address the S3 and SQS servers listen on (env EFFITAG_LISTEN); they have no authentication, so anything but loopback exposes every object and message to the network', env('EFFITAG_LISTEN', '127.0.0.1'))
-    .option('--s3-port <port>', 'S3 port (env EFFITAG_S3_PORT)', parseNumber('--s3-port', 0, 65535, true), Number(env('EFFITAG_S3_PORT', String(EMBEDDED_PORTS.s3))))
-    .option('--sqs-port <port>', 'SQS port (env EFFITAG_SQS_PORT)', parseNumber('--sqs-port', 0, 65535, true), Number(env('EFFITAG_SQS_PORT', String(EMBEDDED_PORTS.sqs))))
+    .option(
+      '--listen <address>',
+      'address the S3 and SQS servers listen on (env EFFITAG_LISTEN); they have no authentication, so anything but loopback exposes every object and message to the network',
+      env('EFFITAG_LISTEN', '127.0.0.1'),
+    )
+    .option(
+      '--s3-port <port>',
+      'S3 port (env EFFITAG_S3_PORT)',
+      parseNumber('--s3-port', 0, 65535, true),
+      Number(env('EFFITAG_S3_PORT', String(EMBEDDED_PORTS.s3))),
+    )
+    .option(
+      '--sqs-port <port>',
+      'SQS port (env EFFITAG_SQS_PORT)',
+      parseNumber('--sqs-port', 0, 65535, true),
+      Number(env('EFFITAG_SQS_PORT', String(EMBEDDED_PORTS.sqs))),
+    )
     .option('--data <dir>', 'where objects are stored (env EFFITAG_DATA_DIR)', env('EFFITAG_DATA_DIR', '.effitag/data'))
     .option('--tiers <file>', 'tiers file (env EFFITAG_TIERS_FILE; default tiers/local.json: B0 on CPU)')
     .option('--weights <dir>', 'weights catalog, DIR/<variant>/ (env EFFITAG_WEIGHTS_DIR; default: the weights cache)')
@@ -35,16 +70,30 @@ export function registerLocalCommands(program: Command): void {
     .option('--no-workers', 'do not run workers (tasks stay in the queues, e.g. to inspect a backfill)')
     .action(async (opts: LocalOptions) => {
       if (!isLoopback(opts.listen)) {
-        process.stderr.write(`WARNING: --listen ${opts.listen}: the embedded S3 and SQS have no authentication; anyone who can reach this machine can read, change and delete its objects and queue messages.\n`);
+        process.stderr.write(
+          `WARNING: --listen ${opts.listen}: the embedded S3 and SQS have no authentication; anyone who can reach this machine can read, change and delete its objects and queue messages.\n`,
+        );
       }
       const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS_FILE);
       const weightsDir = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? defaultWeightsDir());
       const log = jsonLogger({ level: opts.logLevel as Level });
-      const engine = opts.engine ? createEngine(opts.engine, { ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } }) : undefined;
-      const start = () => startLocalStack({
-        dataDir: resolve(opts.data), tiers, weightsDir, engine, host: opts.listen, s3Port: opts.s3Port, sqsPort: opts.sqsPort, bucket: opts.bucket, log,
-        runRouter: opts.router, runWorkers: () => opts.workers,
-      });
+      const engine = opts.engine
+        ? createEngine(opts.engine, { ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } })
+        : undefined;
+      const start = () =>
+        startLocalStack({
+          dataDir: resolve(opts.data),
+          tiers,
+          weightsDir,
+          engine,
+          host: opts.listen,
+          s3Port: opts.s3Port,
+          sqsPort: opts.sqsPort,
+          bucket: opts.bucket,
+          log,
+          runRouter: opts.router,
+          runWorkers: () => opts.workers,
+        });
       let stack: Awaited<ReturnType<typeof start>>;
       try {
         stack = await start();
@@ -56,30 +105,39 @@ export function registerLocalCommands(program: Command): void {
           await fetchWeights({ variant: 'b0', out: join(weightsDir, 'b0') });
         } catch (fetchErr) {
           if (fetchErr instanceof WeightsFetchError) {
-            throw new Error(`${(err as Error).message}\n\nCould not fetch them: ${fetchErr.message}\n` +
-              `Provide weights with: effitag weights import --keras efficientnetb0.h5 --variant b0 --out ${join(weightsDir, 'b0')}\n` +
-              `(or point --weights / EFFITAG_WEIGHTS_DIR at a directory holding b0/)`);
+            throw new Error(
+              `${(err as Error).message}\n\nCould not fetch them: ${fetchErr.message}\n` +
+                `Provide weights with: effitag weights import --keras efficientnetb0.h5 --variant b0 --out ${join(weightsDir, 'b0')}\n` +
+                `(or point --weights / EFFITAG_WEIGHTS_DIR at a directory holding b0/)`,
+            );
           }
           throw fetchErr;
         }
         stack = await start();
       }
       const { s3Endpoint, sqsEndpoint } = stack.endpoints;
-      process.stdout.write([
-        'EffiTag embedded stack is running.',
-        `  S3 endpoint:  ${s3Endpoint}  (bucket ${stack.bucket}, data in ${resolve(opts.data)})`,
-        `  SQS endpoint: ${sqsEndpoint}  (queues: ${[QUEUE_NAMES.intake, ...Object.keys(stack.tierQueues).map(QUEUE_NAMES.tier)].join(', ')})`,
-        `  tiers: ${tiersPath}; weights: ${weightsDir}; engine: ${opts.engine ?? Object.entries(tiers.tiers).map(([n, t]) => `${t.engine} (${n})`).join(', ')}`,
-        '',
-        'Upload an image and watch it get tagged:',
-        `  AWS_ACCESS_KEY_ID=${LOCAL_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${LOCAL_CREDENTIALS.secretAccessKey} aws --endpoint-url ${s3Endpoint} s3 cp photo.jpg s3://${stack.bucket}/photos/photo.jpg`,
-        `  npx effitag tag photo.jpg        # uploads and prints the tags when they land`,
-        `  npx effitag show s3://${stack.bucket}/photos/photo.jpg`,
-        '',
-        'Ctrl-C stops it (in-flight batches finish first). Uploads still queued then, or when the process',
-        'dies, are caught up at the next start.',
-        '',
-      ].join('\n'));
+      process.stdout.write(
+        [
+          'EffiTag embedded stack is running.',
+          `  S3 endpoint:  ${s3Endpoint}  (bucket ${stack.bucket}, data in ${resolve(opts.data)})`,
+          `  SQS endpoint: ${sqsEndpoint}  (queues: ${[QUEUE_NAMES.intake, ...Object.keys(stack.tierQueues).map(QUEUE_NAMES.tier)].join(', ')})`,
+          `  tiers: ${tiersPath}; weights: ${weightsDir}; engine: ${
+            opts.engine ??
+            Object.entries(tiers.tiers)
+              .map(([n, t]) => `${t.engine} (${n})`)
+              .join(', ')
+          }`,
+          '',
+          'Upload an image and watch it get tagged:',
+          `  AWS_ACCESS_KEY_ID=${LOCAL_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${LOCAL_CREDENTIALS.secretAccessKey} aws --endpoint-url ${s3Endpoint} s3 cp photo.jpg s3://${stack.bucket}/photos/photo.jpg`,
+          `  npx effitag tag photo.jpg        # uploads and prints the tags when they land`,
+          `  npx effitag show s3://${stack.bucket}/photos/photo.jpg`,
+          '',
+          'Ctrl-C stops it (in-flight batches finish first). Uploads still queued then, or when the process',
+          'dies, are caught up at the next start.',
+          '',
+        ].join('\n'),
+      );
       void stack.catchUp.then((r) => {
         if (!r || r.report.listed === 0) return;
         const what = r.since
@@ -88,7 +146,10 @@ export function registerLocalCommands(program: Command): void {
         process.stderr.write(`caught up: ${what} checked in ${r.seconds.toFixed(1)} s, ${r.report.enqueued} enqueued again\n`);
       });
       await new Promise<void>((resolveStop) => {
-        const stop = () => { process.stderr.write('\nstopping…\n'); resolveStop(); };
+        const stop = () => {
+          process.stderr.write('\nstopping…\n');
+          resolveStop();
+        };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
@@ -97,46 +158,58 @@ export function registerLocalCommands(program: Command): void {
 
   program
     .command('tag')
-    .description('upload images (files or directories) and print each object\'s tags when they land')
+    .description("upload images (files or directories) and print each object's tags when they land")
     .argument('<paths...>', 'image files or directories')
-    .option('--bucket <name>', 'bucket (default: the local stack\'s; with --aws, a real bucket)', 'effitag-local')
+    .option('--bucket <name>', "bucket (default: the local stack's; with --aws, a real bucket)", 'effitag-local')
     .option('--prefix <prefix>', 'key prefix', 'uploads/')
     .option('--aws', 'use AWS credentials and endpoints instead of the local stack')
     .option('--endpoint <url>', 'S3 endpoint of the local stack', embeddedEndpoints().s3Endpoint)
     .option('--timeout <s>', 'seconds to wait for tags', parseNumber('--timeout', 1, 3600), 120)
     .option('--json', 'print one JSON object per image')
-    .action(async (paths: string[], opts: { bucket: string; prefix: string; aws?: boolean; endpoint: string; timeout: number; json?: boolean }) => {
-      const { s3 } = connect(placeFromFlags(opts));
-      const files = (await Promise.all(paths.map(expand))).flat();
-      if (files.length === 0) throw new Error('no files to upload');
-      const uploads = await Promise.all(files.map(async ({ file, base }) => {
-        const key = `${opts.prefix}${relative(base, file).split('\\').join('/')}`;
-        const out = await s3.send(new PutObjectCommand({ Bucket: opts.bucket, Key: key, Body: await readFile(file), ContentType: contentType(file) }));
-        return { file, key, eTag: (out.ETag ?? '').replace(/"/g, '') };
-      }));
-      const deadline = Date.now() + opts.timeout * 1000;
-      let pending = uploads;
-      let failures = 0;
-      while (pending.length && Date.now() < deadline) {
-        const still: typeof pending = [];
-        for (const u of pending) {
-          const h = await s3.send(new HeadObjectCommand({ Bucket: opts.bucket, Key: u.key }));
-          const m = h.Metadata ?? {};
-          if (m[KEYS.etag] === u.eTag && m[KEYS.status]) {
-            if (m[KEYS.status] !== 'tagged') failures++;
-            print(opts.json, u.file, `s3://${opts.bucket}/${u.key}`, m);
-          } else still.push(u);
+    .action(
+      async (
+        paths: string[],
+        opts: { bucket: string; prefix: string; aws?: boolean; endpoint: string; timeout: number; json?: boolean },
+      ) => {
+        const { s3 } = connect(placeFromFlags(opts));
+        const files = (await Promise.all(paths.map(expand))).flat();
+        if (files.length === 0) throw new Error('no files to upload');
+        const uploads = await Promise.all(
+          files.map(async ({ file, base }) => {
+            const key = `${opts.prefix}${relative(base, file).split('\\').join('/')}`;
+            const out = await s3.send(
+              new PutObjectCommand({ Bucket: opts.bucket, Key: key, Body: await readFile(file), ContentType: contentType(file) }),
+            );
+            return { file, key, eTag: (out.ETag ?? '').replace(/"/g, '') };
+          }),
+        );
+        const deadline = Date.now() + opts.timeout * 1000;
+        let pending = uploads;
+        let failures = 0;
+        while (pending.length && Date.now() < deadline) {
+          const still: typeof pending = [];
+          for (const u of pending) {
+            const h = await s3.send(new HeadObjectCommand({ Bucket: opts.bucket, Key: u.key }));
+            const m = h.Metadata ?? {};
+            if (m[KEYS.etag] === u.eTag && m[KEYS.status]) {
+              if (m[KEYS.status] !== 'tagged') failures++;
+              print(opts.json, u.file, `s3://${opts.bucket}/${u.key}`, m);
+            } else still.push(u);
+          }
+          pending = still;
+          if (pending.length) await new Promise((r) => setTimeout(r, 500));
         }
-        pending = still;
-        if (pending.length) await new Promise((r) => setTimeout(r, 500));
-      }
-      for (const u of pending) process.stderr.write(`${u.file}: no tags after ${opts.timeout}s (is the stack running? see effitag show s3://${opts.bucket}/${u.key})\n`);
-      if (pending.length || failures) process.exitCode = 1;
-    });
+        for (const u of pending)
+          process.stderr.write(
+            `${u.file}: no tags after ${opts.timeout}s (is the stack running? see effitag show s3://${opts.bucket}/${u.key})\n`,
+          );
+        if (pending.length || failures) process.exitCode = 1;
+      },
+    );
 
   program
     .command('show')
-    .description('print an object\'s EffiTag tags and status')
+    .description("print an object's EffiTag tags and status")
     .argument('<url>', 's3://bucket/key')
     .option('--aws', 'real AWS instead of the local stack')
     .option('--endpoint <url>', 'S3 endpoint of the local stack', embeddedEndpoints().s3Endpoint)
@@ -154,7 +227,9 @@ export function registerLocalCommands(program: Command): void {
 function print(json: boolean | undefined, file: string | undefined, url: string, m: Record<string, string>): void {
   const tags = decodeTags(m[KEYS.tags]);
   if (json) {
-    process.stdout.write(`${JSON.stringify({ ...(file ? { file } : {}), object: url, status: m[KEYS.status] ?? 'untagged', model: m[KEYS.model], at: m[KEYS.at], reason: m[KEYS.reason], tags })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ...(file ? { file } : {}), object: url, status: m[KEYS.status] ?? 'untagged', model: m[KEYS.model], at: m[KEYS.at], reason: m[KEYS.reason], tags })}\n`,
+    );
     return;
   }
   const head = `${file ? `${file} → ` : ''}${url}: ${m[KEYS.status] ?? 'untagged'}${m[KEYS.model] ? ` by ${m[KEYS.model]}` : ''}${m[KEYS.at] ? ` at ${m[KEYS.at]}` : ''}`;
@@ -170,12 +245,24 @@ async function expand(path: string): Promise<{ file: string; base: string }[]> {
   const walk = async (dir: string) => {
     for (const entry of await readdir(dir, { withFileTypes: true })) {
       const p = join(dir, entry.name);
-      if (entry.isDirectory()) await walk(p); else if (entry.isFile()) out.push({ file: p, base: path });
+      if (entry.isDirectory()) await walk(p);
+      else if (entry.isFile()) out.push({ file: p, base: path });
     }
   };
   await walk(path);
   return out;
 }
 
-const TYPES: Record<string, string> = { jpg: 'image/jpeg', jpeg: 'image/jpeg', png: 'image/png', webp: 'image/webp', gif: 'image/gif', tif: 'image/tiff', tiff: 'image/tiff', avif: 'image/avif', heic: 'image/heic', heif: 'image/heif' };
+const TYPES: Record<string, string> = {
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  png: 'image/png',
+  webp: 'image/webp',
+  gif: 'image/gif',
+  tif: 'image/tiff',
+  tiff: 'image/tiff',
+  avif: 'image/avif',
+  heic: 'image/heic',
+  heif: 'image/heif',
+};
 const contentType = (file: string) => TYPES[file.split('.').pop()?.toLowerCase() ?? ''] ?? 'application/octet-stream';

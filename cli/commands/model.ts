@@ -13,10 +13,12 @@ export function registerModelCommands(program: Command): void {
     .action((opts: { json?: boolean }) => {
       const infos = OFFICIAL_VARIANTS.map((v) => variantInfo(v));
       if (opts.json) return void process.stdout.write(`${JSON.stringify(infos, null, 2)}\n`);
-      process.stdout.write(table(
-        infos.map((i) => [i.variant, i.resolution, i.width, i.depth, thousands(i.params), `${(i.macs / 1e9).toFixed(2)}G`]),
-        ['variant', 'res', 'width', 'depth', 'params', 'MACs'],
-      ));
+      process.stdout.write(
+        table(
+          infos.map((i) => [i.variant, i.resolution, i.width, i.depth, thousands(i.params), `${(i.macs / 1e9).toFixed(2)}G`]),
+          ['variant', 'res', 'width', 'depth', 'params', 'MACs'],
+        ),
+      );
       process.stdout.write('\nCustom variants: phi-X (compound coefficient φ on the B0 baseline) or custom-wW-dD-rR.\n');
     });
 

@@ -34,7 +34,10 @@ export function registerPredictCommand(program: Command): void {
           process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
         } else {
           for (const r of results) {
-            if ('error' in r) { process.stdout.write(`${r.image}: error: ${r.error}\n`); continue; }
+            if ('error' in r) {
+              process.stdout.write(`${r.image}: error: ${r.error}\n`);
+              continue;
+            }
             process.stdout.write(`${r.image} (${r.variant}):\n`);
             for (const p of r.top) process.stdout.write(`  ${(p.probability * 100).toFixed(2).padStart(6)}%  ${p.index}  ${p.label}\n`);
           }

@@ -38,16 +38,34 @@ export function registerTiersCommands(program: Command): void {
       const { path, config } = loadTiers(tiersFile(cmd));
       if (opts.json) return void process.stdout.write(`${JSON.stringify(config.input, null, 2)}\n`);
       process.stdout.write(`tiers file: ${path}\n\n`);
-      process.stdout.write(table(Object.entries(config.tiers).map(([name, t]) => [
-        name, t.variants.join(' '),
-        t.compute.target === 'ecs-gpu' ? `${t.compute.instanceType} ${t.compute.capacity} ≤${t.compute.maxTasks}` : `Lambda ${t.compute.memoryMb} MB ≤${t.compute.maxConcurrency}`,
-        t.engine, t.batchSize, t.topK, t.minConfidence, t.writeBack, t.acceptsOverrides ? 'yes' : 'no',
-      ]), ['tier', 'variants', 'compute', 'engine', 'batch', 'top-k', 'min p', 'write-back', 'overrides']));
+      process.stdout.write(
+        table(
+          Object.entries(config.tiers).map(([name, t]) => [
+            name,
+            t.variants.join(' '),
+            t.compute.target === 'ecs-gpu'
+              ? `${t.compute.instanceType} ${t.compute.capacity} ≤${t.compute.maxTasks}`
+              : `Lambda ${t.compute.memoryMb} MB ≤${t.compute.maxConcurrency}`,
+            t.engine,
+            t.batchSize,
+            t.topK,
+            t.minConfidence,
+            t.writeBack,
+            t.acceptsOverrides ? 'yes' : 'no',
+          ]),
+          ['tier', 'variants', 'compute', 'engine', 'batch', 'top-k', 'min p', 'write-back', 'overrides'],
+        ),
+      );
       process.stdout.write('\nrouting (longest prefix wins):\n');
-      process.stdout.write(table([
-        ...config.routing.rules.map((r) => [`${r.bucket ?? '*'}/${r.prefix}`, r.tier, r.allowOverrides.join(' ') || '-']),
-        ['(default)', config.routing.default.tier, config.routing.default.allowOverrides.join(' ') || '-'],
-      ], ['bucket/prefix', 'tier', 'may override to']));
+      process.stdout.write(
+        table(
+          [
+            ...config.routing.rules.map((r) => [`${r.bucket ?? '*'}/${r.prefix}`, r.tier, r.allowOverrides.join(' ') || '-']),
+            ['(default)', config.routing.default.tier, config.routing.default.allowOverrides.join(' ') || '-'],
+          ],
+          ['bucket/prefix', 'tier', 'may override to'],
+        ),
+      );
     });
 
   tiers
@@ -70,10 +88,16 @@ export function registerTiersCommands(program: Command): void {
       const route = routeObject(config, { bucket: opts.bucket, key: opts.key, metadata });
       const tier = config.tiers[route.tier];
       const choice = chooseVariant(tier, opts.width, opts.height, config.resolutionTolerance);
-      if (opts.json) return void process.stdout.write(`${JSON.stringify({ key: opts.key, tier: route.tier, matched: route.matched, override: route.override, ...choice }, null, 2)}\n`);
+      if (opts.json)
+        return void process.stdout.write(
+          `${JSON.stringify({ key: opts.key, tier: route.tier, matched: route.matched, override: route.override, ...choice }, null, 2)}\n`,
+        );
       process.stdout.write(`key:      ${JSON.stringify(opts.key)}\n`);
       process.stdout.write(`tier:     ${route.tier} (matched ${route.matched})\n`);
-      if (route.override) process.stdout.write(`override: "${route.override.requested}" ${route.override.honoured ? 'honoured' : 'refused'}: ${route.override.reason}\n`);
+      if (route.override)
+        process.stdout.write(
+          `override: "${route.override.requested}" ${route.override.honoured ? 'honoured' : 'refused'}: ${route.override.reason}\n`,
+        );
       process.stdout.write(`variant:  ${choice.variant} at ${choice.resolution}×${choice.resolution}\n`);
       process.stdout.write(`why:      ${choice.reason}\n`);
     });
@@ -82,19 +106,36 @@ export function registerTiersCommands(program: Command): void {
     .command('cost')
     .description('estimated $ per 1M images per tier and variant, next to Amazon Rekognition')
     .option('--bench <file>', `engine benchmark JSON (default ${DEFAULT_BENCH} if present)`)
-    .option('--image-kb <kb>', 'price decoding for images of this size (default: the benchmark\'s 1024×768 JPEG); a 12-megapixel photo is 3000–5000 KB', parseNumber('--image-kb', 1, 1_000_000))
+    .option(
+      '--image-kb <kb>',
+      "price decoding for images of this size (default: the benchmark's 1024×768 JPEG); a 12-megapixel photo is 3000–5000 KB",
+      parseNumber('--image-kb', 1, 1_000_000),
+    )
     .option('--json', 'machine-readable output')
     .action((opts: { bench?: string; imageKb?: number; json?: boolean }, cmd: Command) => {
       const { config } = loadTiers(tiersFile(cmd));
       const benchPath = opts.bench ?? (existsSync(DEFAULT_BENCH) ? DEFAULT_BENCH : undefined);
       const imageBytes = opts.imageKb === undefined ? undefined : opts.imageKb * 1024;
-      const report = estimateCosts(config, benchPath ? readBenchFile(benchPath) : undefined, { imageBytes: imageBytes === undefined ? undefined : () => imageBytes });
+      const report = estimateCosts(config, benchPath ? readBenchFile(benchPath) : undefined, {
+        imageBytes: imageBytes === undefined ? undefined : () => imageBytes,
+      });
       if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath ?? null, ...report }, null, 2)}\n`);
       const money = (n?: number) => (n === undefined ? 'n/a' : `$${n < 10 ? n.toFixed(2) : n.toFixed(0)}`);
-      process.stdout.write(table(report.rows.map((r) => [
-        r.tier, r.variant, r.compute, r.imagesPerSecond === undefined ? 'n/a' : r.imagesPerSecond.toFixed(1),
-        money(r.dollarsPerMillion), money(r.allInPerMillion), r.vsRekognition === undefined ? (r.note ?? '') : `${r.vsRekognition.toFixed(1)}× cheaper`, r.throughputSource ?? '',
-      ]), ['tier', 'variant', 'compute', 'images/s', 'compute $/1M', 'all-in $/1M', 'vs Rekognition', 'throughput from']));
+      process.stdout.write(
+        table(
+          report.rows.map((r) => [
+            r.tier,
+            r.variant,
+            r.compute,
+            r.imagesPerSecond === undefined ? 'n/a' : r.imagesPerSecond.toFixed(1),
+            money(r.dollarsPerMillion),
+            money(r.allInPerMillion),
+            r.vsRekognition === undefined ? (r.note ?? '') : `${r.vsRekognition.toFixed(1)}× cheaper`,
+            r.throughputSource ?? '',
+          ]),
+          ['tier', 'variant', 'compute', 'images/s', 'compute $/1M', 'all-in $/1M', 'vs Rekognition', 'throughput from'],
+        ),
+      );
       process.stdout.write(`\nAmazon Rekognition label detection: $${report.rekognitionPerMillion} per 1M images.\nAssumptions:\n`);
       for (const a of report.assumptions) process.stdout.write(`  - ${a}\n`);
       if (!benchPath) process.stdout.write('  - no benchmark JSON found: run `npm run bench` for CPU-tier throughput\n');

@@ -18,9 +18,12 @@ export function registerWeightsCommands(program: Command): void {
     .requiredOption('--out <dir>', 'artifact directory to write')
     .option('--normalization <mode>', 'V1 normalization variance: auto | std-as-variance | variance', 'auto')
     .action(async (opts: { keras: string; variant: string; out: string; normalization: NormalizationMode }) => {
-      if (!['auto', 'std-as-variance', 'variance'].includes(opts.normalization)) throw new Error(`--normalization must be auto, std-as-variance or variance`);
+      if (!['auto', 'std-as-variance', 'variance'].includes(opts.normalization))
+        throw new Error(`--normalization must be auto, std-as-variance or variance`);
       const m = await importKerasWeights(opts.keras, { variant: opts.variant, out: opts.out, normalization: opts.normalization });
-      process.stdout.write(`${opts.out}: ${m.variant}${m.includeTop ? ` with ${m.classes}-class top` : ' without top'}, ${m.tensors.length} tensors, ${thousands(m.bytes)} bytes, sha256 ${m.sha256}\n`);
+      process.stdout.write(
+        `${opts.out}: ${m.variant}${m.includeTop ? ` with ${m.classes}-class top` : ' without top'}, ${m.tensors.length} tensors, ${thousands(m.bytes)} bytes, sha256 ${m.sha256}\n`,
+      );
       if (m.source.note) process.stdout.write(`note: ${m.source.note}\n`);
     });
 
@@ -55,17 +58,29 @@ export function registerWeightsCommands(program: Command): void {
     .description('upload a weights artifact to S3 for the deployed stack (s3://bucket/prefix/<variant>/)')
     .requiredOption('--weights <dir>', 'weights artifact directory')
     .option('--variant <variant>', 'expected variant of the weights (checked)')
-    .argument('<s3url>', 'the stack\'s weights location, s3://bucket/prefix')
+    .argument('<s3url>', "the stack's weights location, s3://bucket/prefix")
     .action(async (url: string, opts: { weights: string; variant?: string }) => {
       const m = await readManifest(opts.weights);
       if (opts.variant && m.variant !== opts.variant) throw new Error(`${opts.weights} holds ${m.variant}, not ${opts.variant}`);
       // EFFITAG_S3_ENDPOINT: publish to an S3-compatible endpoint (the embedded stack, a test) instead of AWS.
       const endpoint = process.env.EFFITAG_S3_ENDPOINT;
-      const { s3 } = connect(endpoint ? {
-        kind: 'endpoint',
-        endpoints: { s3Endpoint: endpoint, credentials: { accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? LOCAL_CREDENTIALS.accessKeyId, secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? LOCAL_CREDENTIALS.secretAccessKey } },
-      } : { kind: 'aws' });
+      const { s3 } = connect(
+        endpoint
+          ? {
+              kind: 'endpoint',
+              endpoints: {
+                s3Endpoint: endpoint,
+                credentials: {
+                  accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? LOCAL_CREDENTIALS.accessKeyId,
+                  secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? LOCAL_CREDENTIALS.secretAccessKey,
+                },
+              },
+            }
+          : { kind: 'aws' },
+      );
       const r = await publishWeights(s3, opts.weights, url);
-      process.stdout.write(`published ${r.manifest.variant} (sha256 ${r.manifest.sha256}) to ${r.keys.map((k) => `s3://${url.replace(/^s3:\/\//, '').split('/')[0]}/${k}`).join(', ')}\n`);
+      process.stdout.write(
+        `published ${r.manifest.variant} (sha256 ${r.manifest.sha256}) to ${r.keys.map((k) => `s3://${url.replace(/^s3:\/\//, '').split('/')[0]}/${k}`).join(', ')}\n`,
+      );
     });
 }

@@ -57,7 +57,14 @@ export async function checkGpu(options: { variant?: string; batch?: number; runs
   input.dispose();
   built.model.dispose();
   return {
-    backend: resolved.name, gpuDevice: !error, variant, batch, buildMs: Math.round(buildMs), firstBatchMs: Math.round(firstBatchMs),
-    steadyBatchMs: Math.round(steadyBatchMs * 10) / 10, imagesPerSecond: Math.round((batch / steadyBatchMs) * 1000 * 10) / 10, ...(error ? { error } : {}),
+    backend: resolved.name,
+    gpuDevice: !error,
+    variant,
+    batch,
+    buildMs: Math.round(buildMs),
+    firstBatchMs: Math.round(firstBatchMs),
+    steadyBatchMs: Math.round(steadyBatchMs * 10) / 10,
+    imagesPerSecond: Math.round((batch / steadyBatchMs) * 1000 * 10) / 10,
+    ...(error ? { error } : {}),
   };
 }

@@ -33,13 +33,18 @@ async function main(): Promise<void> {
 if (process.argv.includes('--check-gpu')) {
   // Acceptance check on a GPU instance (see the README's deploy guide): no AWS resources needed.
   const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
-  checkGpu({ variant: arg('variant'), batch: arg('batch') ? Number(arg('batch')) : undefined }).then((result) => {
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    process.exit(result.gpuDevice ? 0 : 1);
-  }, (err) => {
-    process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'GPU check failed', error: String(err instanceof Error ? err.message : err) })}\n`);
-    process.exit(1);
-  });
+  checkGpu({ variant: arg('variant'), batch: arg('batch') ? Number(arg('batch')) : undefined }).then(
+    (result) => {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+      process.exit(result.gpuDevice ? 0 : 1);
+    },
+    (err) => {
+      process.stderr.write(
+        `${JSON.stringify({ level: 'error', msg: 'GPU check failed', error: String(err instanceof Error ? err.message : err) })}\n`,
+      );
+      process.exit(1);
+    },
+  );
 } else {
   main().catch((err) => {
     process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'worker failed', error: String(err) })}\n`);

@@ -14,9 +14,17 @@ export function onnxFileName(manifest: WeightsManifest): string {
   return `${manifest.sha256.slice(0, 16)}-x${EXPORTER_VERSION}-r${manifest.resolution}.onnx`;
 }
 
-const exists = (p: string) => stat(p).then((s) => s.size > 0, () => false);
+const exists = (p: string) =>
+  stat(p).then(
+    (s) => s.size > 0,
+    () => false,
+  );
 
-export interface ExportResult { path: string; cached: boolean; manifest: WeightsManifest }
+export interface ExportResult {
+  path: string;
+  cached: boolean;
+  manifest: WeightsManifest;
+}
 
 /** The ONNX graph for an artifact: reuse a cached export or write one. `out` forces a location. */
 export async function ensureOnnx(weightsDir: string, options: { variant?: string; out?: string } = {}): Promise<ExportResult> {

@@ -17,8 +17,18 @@ import { AttributeType, ModelProto, TensorType } from './schema.ts';
 export const EXPORTER_VERSION = 3;
 const OPSET = 17;
 
-interface OnnxNode { input: string[]; output: string[]; name: string; op_type: string; attribute: object[] }
-interface Initializer { name: string; dims: number[]; data: Float32Array }
+interface OnnxNode {
+  input: string[];
+  output: string[];
+  name: string;
+  op_type: string;
+  attribute: object[];
+}
+interface Initializer {
+  name: string;
+  dims: number[];
+  data: Float32Array;
+}
 
 const attrInts = (name: string, ints: number[]) => ({ name, type: AttributeType.INTS, ints: ints.map((i) => i) });
 const attrInt = (name: string, i: number) => ({ name, type: AttributeType.INT, i: i });
@@ -55,9 +65,12 @@ function weight(weights: ReadonlyMap<string, Float32Array>, name: string): Float
 /** HWIO → OIHW (regular conv) or HW C 1 → C 1 H W (depthwise). */
 function toOihw(kernel: Float32Array, kh: number, kw: number, ci: number, co: number): Float32Array {
   const out = new Float32Array(kernel.length);
-  for (let h = 0; h < kh; h++) for (let w = 0; w < kw; w++) for (let i = 0; i < ci; i++) for (let o = 0; o < co; o++) {
-    out[((o * ci + i) * kh + h) * kw + w] = kernel[((h * kw + w) * ci + i) * co + o];
-  }
+  for (let h = 0; h < kh; h++)
+    for (let w = 0; w < kw; w++)
+      for (let i = 0; i < ci; i++)
+        for (let o = 0; o < co; o++) {
+          out[((o * ci + i) * kh + h) * kw + w] = kernel[((h * kw + w) * ci + i) * co + o];
+        }
   return out;
 }
 
@@ -71,19 +84,27 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
   const byName = new Map(plan.nodes.map((n) => [n.name, n]));
   const consumers = new Map<string, LayerNode[]>();
   for (const n of plan.nodes) for (const i of n.inputs) consumers.set(i, [...(consumers.get(i) ?? []), n]);
-  const single = (name: string) => { const c = consumers.get(name) ?? []; return c.length === 1 ? c[0] : undefined; };
+  const single = (name: string) => {
+    const c = consumers.get(name) ?? [];
+    return c.length === 1 ? c[0] : undefined;
+  };
 
   // Input preprocessing: fold rescale(s) and normalisation into y = x·a + b per channel (NHWC, last axis).
-  const a = [1, 1, 1], b = [0, 0, 0];
+  const a = [1, 1, 1],
+    b = [0, 0, 0];
   let cursor = plan.nodes[0].name;
   const skipped = new Set<string>();
   for (let next = single(cursor); next && (next.op === 'rescale' || next.op === 'normalize'); next = single(cursor)) {
     for (let c = 0; c < 3; c++) {
-      if (next.op === 'rescale') { a[c] *= next.scale; b[c] = b[c] * next.scale + next.offset; } else {
+      if (next.op === 'rescale') {
+        a[c] *= next.scale;
+        b[c] = b[c] * next.scale + next.offset;
+      } else {
         const mean = next.constant ? next.constant.mean[c] : weight(weights, `${next.name}/mean:0`)[c];
         const variance = next.constant ? next.constant.variance[c] : weight(weights, `${next.name}/variance:0`)[c];
         const inv = 1 / Math.max(Math.sqrt(variance), 1e-7);
-        a[c] *= inv; b[c] = (b[c] - mean) * inv;
+        a[c] *= inv;
+        b[c] = (b[c] - mean) * inv;
       }
     }
     skipped.add(next.name);
@@ -120,7 +141,8 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
         let pads: [number, number, number, number];
         const [h, w] = shapeOf(src);
         if (node.padding === 'same') {
-          const [t, bm] = samePad(h, node.kernel, node.stride), [l, r] = samePad(w, node.kernel, node.stride);
+          const [t, bm] = samePad(h, node.kernel, node.stride),
+            [l, r] = samePad(w, node.kernel, node.stride);
           pads = [t, l, bm, r];
         } else {
           const pad = byName.get(src);
@@ -130,16 +152,20 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
         const cin = shapeOf(src).at(-1)!;
         const cout = node.op === 'conv' ? node.filters : cin;
         const k = node.kernel;
-        const kernel = node.op === 'conv'
-          ? toOihw(weight(weights, `${node.name}/kernel:0`), k, k, cin, cout)
-          : toOihw(weight(weights, `${node.name}/depthwise_kernel:0`), k, k, cin, 1); // written as [C,1,k,k]
-        const bias = node.op === 'conv' && node.useBias ? Float32Array.from(weight(weights, `${node.name}/bias:0`)) : new Float32Array(cout);
+        const kernel =
+          node.op === 'conv'
+            ? toOihw(weight(weights, `${node.name}/kernel:0`), k, k, cin, cout)
+            : toOihw(weight(weights, `${node.name}/depthwise_kernel:0`), k, k, cin, 1); // written as [C,1,k,k]
+        const bias =
+          node.op === 'conv' && node.useBias ? Float32Array.from(weight(weights, `${node.name}/bias:0`)) : new Float32Array(cout);
         // Fold a BatchNorm that is this conv's only consumer.
         let outName = node.name;
         const bn = single(node.name);
         if (bn?.op === 'bn') {
-          const gamma = weight(weights, `${bn.name}/gamma:0`), beta = weight(weights, `${bn.name}/beta:0`);
-          const mean = weight(weights, `${bn.name}/moving_mean:0`), variance = weight(weights, `${bn.name}/moving_variance:0`);
+          const gamma = weight(weights, `${bn.name}/gamma:0`),
+            beta = weight(weights, `${bn.name}/beta:0`);
+          const mean = weight(weights, `${bn.name}/moving_mean:0`),
+            variance = weight(weights, `${bn.name}/moving_variance:0`);
           const perOut = kernel.length / cout;
           for (let o = 0; o < cout; o++) {
             const s = gamma[o] / Math.sqrt(variance[o] + bn.epsilon);
@@ -151,11 +177,19 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
         }
         const dims = node.op === 'conv' ? [cout, cin, k, k] : [cin, 1, k, k];
         const attrs = [
-          attrInts('kernel_shape', [k, k]), attrInts('strides', [node.stride, node.stride]), attrInts('pads', pads),
+          attrInts('kernel_shape', [k, k]),
+          attrInts('strides', [node.stride, node.stride]),
+          attrInts('pads', pads),
           ...(node.op === 'dwconv' ? [attrInt('group', cin)] : []),
         ];
         const srcTensor = g.tensorOf.get(src)!;
-        let y = g.node('Conv', node.name, [srcTensor, g.init(`${node.name}/W`, dims, kernel), g.init(`${node.name}/B`, [cout], bias)], attrs, `${node.name}:conv`);
+        let y = g.node(
+          'Conv',
+          node.name,
+          [srcTensor, g.init(`${node.name}/W`, dims, kernel), g.init(`${node.name}/B`, [cout], bias)],
+          attrs,
+          `${node.name}:conv`,
+        );
         if (node.op === 'conv' && node.activation !== 'linear') y = activation(g, `${node.name}:act`, y, node.activation);
         g.tensorOf.set(node.name, y);
         g.tensorOf.set(outName, y);
@@ -164,10 +198,16 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
       case 'bn': {
         // A BatchNorm not folded into a conv (none in EfficientNet, but keep the lowering honest).
         const c = node.outShape.at(-1)!;
-        const gamma = weight(weights, `${node.name}/gamma:0`), beta = weight(weights, `${node.name}/beta:0`);
-        const mean = weight(weights, `${node.name}/moving_mean:0`), variance = weight(weights, `${node.name}/moving_variance:0`);
-        const scale = new Float32Array(c), shift = new Float32Array(c);
-        for (let i = 0; i < c; i++) { scale[i] = gamma[i] / Math.sqrt(variance[i] + node.epsilon); shift[i] = beta[i] - mean[i] * scale[i]; }
+        const gamma = weight(weights, `${node.name}/gamma:0`),
+          beta = weight(weights, `${node.name}/beta:0`);
+        const mean = weight(weights, `${node.name}/moving_mean:0`),
+          variance = weight(weights, `${node.name}/moving_variance:0`);
+        const scale = new Float32Array(c),
+          shift = new Float32Array(c);
+        for (let i = 0; i < c; i++) {
+          scale[i] = gamma[i] / Math.sqrt(variance[i] + node.epsilon);
+          shift[i] = beta[i] - mean[i] * scale[i];
+        }
         let y = g.node('Mul', `${node.name}:scale`, [input(), g.init(`${node.name}/scale`, [c, 1, 1], scale)]);
         y = g.node('Add', `${node.name}:shift`, [y, g.init(`${node.name}/shift`, [c, 1, 1], shift)]);
         g.tensorOf.set(node.name, y);
@@ -181,12 +221,16 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
         const pooled = g.node(node.op === 'gap' ? 'GlobalAveragePool' : 'GlobalMaxPool', node.name, [input()], [], `${node.name}:pool`);
         // SE keeps [N,C,1,1] (its reshape follows); the head flattens to [N,C].
         const next = single(node.name);
-        g.tensorOf.set(node.name, next?.op === 'reshape' ? pooled : g.node('Flatten', `${node.name}:flatten`, [pooled], [attrInt('axis', 1)]));
+        g.tensorOf.set(
+          node.name,
+          next?.op === 'reshape' ? pooled : g.node('Flatten', `${node.name}:flatten`, [pooled], [attrInt('axis', 1)]),
+        );
         break;
       }
       case 'reshape':
         // Only the SE reshape to [1,1,C] occurs; the pooled tensor already is [N,C,1,1].
-        if (node.target.length !== 3 || node.target[0] !== 1 || node.target[1] !== 1) throw new Error(`ONNX export: unsupported reshape ${node.name}`);
+        if (node.target.length !== 3 || node.target[0] !== 1 || node.target[1] !== 1)
+          throw new Error(`ONNX export: unsupported reshape ${node.name}`);
         g.tensorOf.set(node.name, input());
         break;
       case 'multiply':
@@ -200,10 +244,17 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
         break;
       case 'dense': {
         const cin = shapeOf(node.inputs[0]).at(-1)!;
-        const y = g.node('Gemm', node.name, [
-          input(), g.init(`${node.name}/W`, [cin, node.units], Float32Array.from(weight(weights, `${node.name}/kernel:0`))),
-          g.init(`${node.name}/B`, [node.units], Float32Array.from(weight(weights, `${node.name}/bias:0`))),
-        ], [], `${node.name}:logits`);
+        const y = g.node(
+          'Gemm',
+          node.name,
+          [
+            input(),
+            g.init(`${node.name}/W`, [cin, node.units], Float32Array.from(weight(weights, `${node.name}/kernel:0`))),
+            g.init(`${node.name}/B`, [node.units], Float32Array.from(weight(weights, `${node.name}/bias:0`))),
+          ],
+          [],
+          `${node.name}:logits`,
+        );
         g.tensorOf.set(node.name, node.activation === 'linear' ? y : activation(g, `${node.name}:act`, y, node.activation));
         break;
       }
@@ -221,7 +272,8 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
 
   const dim = (v: number | string) => (typeof v === 'string' ? { dim_param: v } : { dim_value: v });
   const valueInfo = (name: string, dims: (number | string)[]) => ({
-    name, type: { tensor_type: { elem_type: TensorType.FLOAT, shape: { dim: dims.map(dim) } } },
+    name,
+    type: { tensor_type: { elem_type: TensorType.FLOAT, shape: { dim: dims.map(dim) } } },
   });
   const model = {
     ir_version: 8,
@@ -230,12 +282,16 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
     model_version: 1,
     doc_string: `EfficientNet ${plan.spec.variant}: raw NHWC [0,255] pixels in, ${outputName} out`,
     opset_import: [{ domain: '', version: OPSET }],
-    metadata_props: Object.entries({ variant: plan.spec.variant, resolution: String(plan.resolution), ...options.metadata }).map(([key, value]) => ({ key, value })),
+    metadata_props: Object.entries({ variant: plan.spec.variant, resolution: String(plan.resolution), ...options.metadata }).map(
+      ([key, value]) => ({ key, value }),
+    ),
     graph: {
       name: `efficientnet_${plan.spec.variant.replace(/[^a-z0-9]/g, '_')}`,
       node: g.nodes,
       initializer: g.initializers.map((t) => ({
-        name: t.name, data_type: TensorType.FLOAT, dims: t.dims.map((d) => d),
+        name: t.name,
+        data_type: TensorType.FLOAT,
+        dims: t.dims.map((d) => d),
         raw_data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
       })),
       input: [valueInfo(inputName, ['N', plan.resolution, plan.resolution, 3])],
@@ -249,10 +305,15 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
 
 function activation(g: GraphWriter, name: string, x: string, fn: string): string {
   switch (fn) {
-    case 'swish': return g.node('Mul', name, [x, g.node('Sigmoid', `${name}:sigmoid`, [x])]);
-    case 'sigmoid': return g.node('Sigmoid', name, [x]);
-    case 'softmax': return g.node('Softmax', name, [x], [attrInt('axis', 1)]);
-    case 'linear': return x;
-    default: throw new Error(`ONNX export: unsupported activation ${fn}`);
+    case 'swish':
+      return g.node('Mul', name, [x, g.node('Sigmoid', `${name}:sigmoid`, [x])]);
+    case 'sigmoid':
+      return g.node('Sigmoid', name, [x]);
+    case 'softmax':
+      return g.node('Softmax', name, [x], [attrInt('axis', 1)]);
+    case 'linear':
+      return x;
+    default:
+      throw new Error(`ONNX export: unsupported activation ${fn}`);
   }
 }

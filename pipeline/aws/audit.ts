@@ -22,13 +22,22 @@ interface MiddlewareClient {
   middlewareStack: { add(mw: unknown, options: { step: 'initialize'; name: string }): void };
 }
 
-export function auditCalls<C extends MiddlewareClient>(client: C, service: AuditedCall['service'], file = process.env.EFFITAG_AUDIT_LOG): C {
+export function auditCalls<C extends MiddlewareClient>(
+  client: C,
+  service: AuditedCall['service'],
+  file = process.env.EFFITAG_AUDIT_LOG,
+): C {
   if (!file) return client;
   const write = (call: AuditedCall) => appendFileSync(file, `${JSON.stringify(call)}\n`);
   client.middlewareStack.add(
-    (next: (args: { input: Record<string, unknown> }) => Promise<{ response: { statusCode?: number } }>, context: { commandName?: string }) =>
+    (
+      next: (args: { input: Record<string, unknown> }) => Promise<{ response: { statusCode?: number } }>,
+      context: { commandName?: string },
+    ) =>
       async (args: { input: Record<string, unknown> }) => {
-        const input = Object.fromEntries(RESOURCE_PARAMS.filter((k) => typeof args.input[k] === 'string').map((k) => [k, args.input[k] as string]));
+        const input = Object.fromEntries(
+          RESOURCE_PARAMS.filter((k) => typeof args.input[k] === 'string').map((k) => [k, args.input[k] as string]),
+        );
         const command = (context.commandName ?? 'Unknown').replace(/Command$/, '');
         try {
           const out = await next(args);

@@ -23,21 +23,34 @@ export interface Endpoints {
 const requestHandler = (silenceMs: number) => ({ connectionTimeout: 5_000, socketTimeout: silenceMs });
 
 export function s3Client(e: Endpoints = {}): S3Client {
-  return auditCalls(new S3Client({
-    region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
-    maxAttempts: 4, // the SDK's own backoff for throttling and 5xx
-    requestHandler: requestHandler(e.socketTimeoutMs ?? 120_000),
-    ...(e.s3Endpoint ? {
-      endpoint: e.s3Endpoint, forcePathStyle: true, credentials: e.credentials,
-      // Streamed uploads with the SDK's default checksums are stored corrupted by s3rver.
-      requestChecksumCalculation: 'WHEN_REQUIRED' as const, responseChecksumValidation: 'WHEN_REQUIRED' as const,
-    } : {}),
-  }), 's3');
+  return auditCalls(
+    new S3Client({
+      region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      maxAttempts: 4, // the SDK's own backoff for throttling and 5xx
+      requestHandler: requestHandler(e.socketTimeoutMs ?? 120_000),
+      ...(e.s3Endpoint
+        ? {
+            endpoint: e.s3Endpoint,
+            forcePathStyle: true,
+            credentials: e.credentials,
+            // Streamed uploads with the SDK's default checksums are stored corrupted by s3rver.
+            requestChecksumCalculation: 'WHEN_REQUIRED' as const,
+            responseChecksumValidation: 'WHEN_REQUIRED' as const,
+          }
+        : {}),
+    }),
+    's3',
+  );
 }
 
 export function sqsClient(e: Endpoints = {}): SQSClient {
-  return auditCalls(new SQSClient({
-    region: e.region ?? process.env.AWS_REGION ?? 'us-east-1', maxAttempts: 4, requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
-    ...(e.sqsEndpoint ? { endpoint: e.sqsEndpoint, credentials: e.credentials } : {}),
-  }), 'sqs');
+  return auditCalls(
+    new SQSClient({
+      region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      maxAttempts: 4,
+      requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
+      ...(e.sqsEndpoint ? { endpoint: e.sqsEndpoint, credentials: e.credentials } : {}),
+    }),
+    'sqs',
+  );
 }

@@ -4,7 +4,11 @@ import type { WeightsManifest } from '../../model/weights.ts';
 import { modelMarker } from '../marker.ts';
 import { parseS3Url } from './s3-weights.ts';
 
-export async function markersFromS3(s3: S3Client, location: string, variants: readonly string[]): Promise<{ marker(variant: string): string }> {
+export async function markersFromS3(
+  s3: S3Client,
+  location: string,
+  variants: readonly string[],
+): Promise<{ marker(variant: string): string }> {
   const { bucket, prefix } = parseS3Url(location);
   const markers = new Map<string, string>();
   for (const variant of variants) {

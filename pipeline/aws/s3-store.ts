@@ -1,8 +1,18 @@
 /** ObjectStore on @aws-sdk/client-s3: real S3, or any S3-compatible endpoint (the embedded stack). */
 import {
-  CopyObjectCommand, GetObjectCommand, GetObjectTaggingCommand, HeadObjectCommand, ListObjectsCommand, ListObjectsV2Command,
-  PutObjectTaggingCommand, type S3Client, type S3ServiceException, type GetObjectCommandOutput, type HeadObjectCommandOutput,
-  type StorageClass, type ServerSideEncryption,
+  CopyObjectCommand,
+  GetObjectCommand,
+  GetObjectTaggingCommand,
+  HeadObjectCommand,
+  ListObjectsCommand,
+  ListObjectsV2Command,
+  PutObjectTaggingCommand,
+  type S3Client,
+  type S3ServiceException,
+  type GetObjectCommandOutput,
+  type HeadObjectCommandOutput,
+  type StorageClass,
+  type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
 import { MAX_COPY_BYTES, StoreError, type ListPage, type ObjectHead, type ObjectRef, type ObjectStore } from '../ports.ts';
 
@@ -20,13 +30,22 @@ const unquote = (e?: string) => (e ?? '').replace(/^"|"$/g, '');
 
 function headOf(o: HeadObjectCommandOutput | GetObjectCommandOutput, contentLength?: number): ObjectHead {
   return {
-    eTag: unquote(o.ETag), versionId: o.VersionId ?? undefined,
-    contentLength: contentLength ?? o.ContentLength ?? 0, lastModified: o.LastModified,
-    contentType: o.ContentType, cacheControl: o.CacheControl, contentDisposition: o.ContentDisposition,
-    contentEncoding: o.ContentEncoding, contentLanguage: o.ContentLanguage, expires: o.Expires,
-    websiteRedirectLocation: o.WebsiteRedirectLocation, storageClass: o.StorageClass,
+    eTag: unquote(o.ETag),
+    versionId: o.VersionId ?? undefined,
+    contentLength: contentLength ?? o.ContentLength ?? 0,
+    lastModified: o.LastModified,
+    contentType: o.ContentType,
+    cacheControl: o.CacheControl,
+    contentDisposition: o.ContentDisposition,
+    contentEncoding: o.ContentEncoding,
+    contentLanguage: o.ContentLanguage,
+    expires: o.Expires,
+    websiteRedirectLocation: o.WebsiteRedirectLocation,
+    storageClass: o.StorageClass,
     restore: 'Restore' in o ? o.Restore : undefined,
-    serverSideEncryption: o.ServerSideEncryption, sseKmsKeyId: o.SSEKMSKeyId, bucketKeyEnabled: o.BucketKeyEnabled,
+    serverSideEncryption: o.ServerSideEncryption,
+    sseKmsKeyId: o.SSEKMSKeyId,
+    bucketKeyEnabled: o.BucketKeyEnabled,
     metadata: Object.fromEntries(Object.entries(o.Metadata ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
   };
 }
@@ -38,21 +57,30 @@ export function classifyS3Error(err: unknown, what: string): StoreError {
   const status = e?.$metadata?.httpStatusCode;
   const name = e?.name ?? e?.code ?? '';
   const message = `${what}: ${name || 'error'}${status ? ` (HTTP ${status})` : ''}${e?.message && e.message !== name ? `: ${e.message}` : ''}`;
-  if (status === 404 || name === 'NoSuchKey' || name === 'NotFound' || name === 'NoSuchBucket') return new StoreError('not-found', message, err);
+  if (status === 404 || name === 'NoSuchKey' || name === 'NotFound' || name === 'NoSuchBucket')
+    return new StoreError('not-found', message, err);
   if (status === 412 || name === 'PreconditionFailed') return new StoreError('precondition', message, err);
   if (name === 'InvalidObjectState') return new StoreError('archived', message, err);
   if (status === 403 || name === 'AccessDenied') return new StoreError('denied', message, err);
   // SSE-C: GET and copy answer 400 with this message; HEAD answers a bare 400.
   if (status === 400 && (/Server Side Encryption|customer.provided/i.test(e?.message ?? '') || what.startsWith('HEAD'))) {
-    return new StoreError('unreadable', `${message} (encrypted with a customer-provided key, SSE-C: EffiTag cannot read or rewrite it)`, err);
+    return new StoreError(
+      'unreadable',
+      `${message} (encrypted with a customer-provided key, SSE-C: EffiTag cannot read or rewrite it)`,
+      err,
+    );
   }
-  if (status === 400 || status === 416 || name === 'InvalidRequest' || name === 'InvalidRange') return new StoreError('invalid', message, err);
+  if (status === 400 || status === 416 || name === 'InvalidRequest' || name === 'InvalidRange')
+    return new StoreError('invalid', message, err);
   // 5xx, throttling (SlowDown, 503), timeouts and connection resets: worth retrying.
   return new StoreError('transient', message, err);
 }
 
 export class S3Store implements ObjectStore {
-  constructor(private readonly s3: S3Client, private readonly options: S3StoreOptions = {}) {}
+  constructor(
+    private readonly s3: S3Client,
+    private readonly options: S3StoreOptions = {},
+  ) {}
 
   async head(ref: ObjectRef): Promise<ObjectHead> {
     try {
@@ -64,9 +92,15 @@ export class S3Store implements ObjectStore {
 
   async getRange(ref: ObjectRef, start: number, end: number, ifMatch?: string) {
     try {
-      const out = await this.s3.send(new GetObjectCommand({
-        Bucket: ref.bucket, Key: ref.key, VersionId: ref.versionId, Range: `bytes=${start}-${end}`, IfMatch: ifMatch ? `"${ifMatch}"` : undefined,
-      }));
+      const out = await this.s3.send(
+        new GetObjectCommand({
+          Bucket: ref.bucket,
+          Key: ref.key,
+          VersionId: ref.versionId,
+          Range: `bytes=${start}-${end}`,
+          IfMatch: ifMatch ? `"${ifMatch}"` : undefined,
+        }),
+      );
       const bytes = await out.Body!.transformToByteArray();
       const total = Number(/\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? out.ContentLength ?? bytes.length);
       return { head: headOf(out, total), bytes };
@@ -78,16 +112,24 @@ export class S3Store implements ObjectStore {
   async get(ref: ObjectRef, options: { ifMatch?: string; maxBytes: number }) {
     let out: GetObjectCommandOutput;
     try {
-      out = await this.s3.send(new GetObjectCommand({
-        Bucket: ref.bucket, Key: ref.key, VersionId: ref.versionId, IfMatch: options.ifMatch ? `"${options.ifMatch}"` : undefined,
-      }));
+      out = await this.s3.send(
+        new GetObjectCommand({
+          Bucket: ref.bucket,
+          Key: ref.key,
+          VersionId: ref.versionId,
+          IfMatch: options.ifMatch ? `"${options.ifMatch}"` : undefined,
+        }),
+      );
     } catch (err) {
       throw classifyS3Error(err, `GET s3://${ref.bucket}/${ref.key}`);
     }
     const head = headOf(out);
     if (head.contentLength > options.maxBytes) {
       (out.Body as { destroy?: () => void } | undefined)?.destroy?.();
-      throw new StoreError('too-large', `s3://${ref.bucket}/${ref.key} is ${head.contentLength} bytes, over the ${options.maxBytes}-byte limit`);
+      throw new StoreError(
+        'too-large',
+        `s3://${ref.bucket}/${ref.key} is ${head.contentLength} bytes, over the ${options.maxBytes}-byte limit`,
+      );
     }
     try {
       return { head, bytes: await out.Body!.transformToByteArray() };
@@ -103,23 +145,36 @@ export class S3Store implements ObjectStore {
 
   async replaceMetadata(ref: ObjectRef, head: ObjectHead, metadata: Record<string, string>, ifMatch: string) {
     if (head.contentLength > MAX_COPY_BYTES) {
-      throw new StoreError('too-large', `s3://${ref.bucket}/${ref.key} is over 5 GiB: a metadata rewrite needs a multipart copy, which EffiTag does not do`);
+      throw new StoreError(
+        'too-large',
+        `s3://${ref.bucket}/${ref.key} is over 5 GiB: a metadata rewrite needs a multipart copy, which EffiTag does not do`,
+      );
     }
     const kms = head.serverSideEncryption === 'aws:kms' || head.serverSideEncryption === 'aws:kms:dsse';
     try {
-      const out = await this.s3.send(new CopyObjectCommand({
-        Bucket: ref.bucket, Key: ref.key, CopySource: this.copySource(ref), CopySourceIfMatch: `"${ifMatch}"`,
-        MetadataDirective: 'REPLACE', Metadata: metadata,
-        // A REPLACE copy resets these unless they are sent again.
-        ContentType: head.contentType, CacheControl: head.cacheControl, ContentDisposition: head.contentDisposition,
-        ContentEncoding: head.contentEncoding, ContentLanguage: head.contentLanguage, Expires: head.expires,
-        WebsiteRedirectLocation: head.websiteRedirectLocation,
-        StorageClass: head.storageClass && head.storageClass !== 'STANDARD' ? (head.storageClass as StorageClass) : undefined,
-        ServerSideEncryption: kms ? (head.serverSideEncryption as ServerSideEncryption) : undefined,
-        SSEKMSKeyId: kms ? head.sseKmsKeyId : undefined,
-        BucketKeyEnabled: kms ? head.bucketKeyEnabled : undefined,
-        // Object tags are kept: TaggingDirective defaults to COPY.
-      }));
+      const out = await this.s3.send(
+        new CopyObjectCommand({
+          Bucket: ref.bucket,
+          Key: ref.key,
+          CopySource: this.copySource(ref),
+          CopySourceIfMatch: `"${ifMatch}"`,
+          MetadataDirective: 'REPLACE',
+          Metadata: metadata,
+          // A REPLACE copy resets these unless they are sent again.
+          ContentType: head.contentType,
+          CacheControl: head.cacheControl,
+          ContentDisposition: head.contentDisposition,
+          ContentEncoding: head.contentEncoding,
+          ContentLanguage: head.contentLanguage,
+          Expires: head.expires,
+          WebsiteRedirectLocation: head.websiteRedirectLocation,
+          StorageClass: head.storageClass && head.storageClass !== 'STANDARD' ? (head.storageClass as StorageClass) : undefined,
+          ServerSideEncryption: kms ? (head.serverSideEncryption as ServerSideEncryption) : undefined,
+          SSEKMSKeyId: kms ? head.sseKmsKeyId : undefined,
+          BucketKeyEnabled: kms ? head.bucketKeyEnabled : undefined,
+          // Object tags are kept: TaggingDirective defaults to COPY.
+        }),
+      );
       return { eTag: unquote(out.CopyObjectResult?.ETag), versionId: out.VersionId };
     } catch (err) {
       throw classifyS3Error(err, `COPY s3://${ref.bucket}/${ref.key}`);
@@ -137,24 +192,42 @@ export class S3Store implements ObjectStore {
 
   async putTags(ref: ObjectRef, tags: Record<string, string>) {
     try {
-      await this.s3.send(new PutObjectTaggingCommand({
-        Bucket: ref.bucket, Key: ref.key, VersionId: ref.versionId,
-        Tagging: { TagSet: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })) },
-      }));
+      await this.s3.send(
+        new PutObjectTaggingCommand({
+          Bucket: ref.bucket,
+          Key: ref.key,
+          VersionId: ref.versionId,
+          Tagging: { TagSet: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })) },
+        }),
+      );
     } catch (err) {
       throw classifyS3Error(err, `PUT tagging s3://${ref.bucket}/${ref.key}`);
     }
   }
 
-  async list(bucket: string, options: { prefix?: string; continuationToken?: string; startAfter?: string; maxKeys?: number }): Promise<ListPage> {
+  async list(
+    bucket: string,
+    options: { prefix?: string; continuationToken?: string; startAfter?: string; maxKeys?: number },
+  ): Promise<ListPage> {
     if (this.options.quirks === 's3rver') return this.listV1(bucket, options);
     try {
-      const out = await this.s3.send(new ListObjectsV2Command({
-        Bucket: bucket, Prefix: options.prefix, ContinuationToken: options.continuationToken,
-        StartAfter: options.continuationToken ? undefined : options.startAfter, MaxKeys: options.maxKeys,
-      }));
+      const out = await this.s3.send(
+        new ListObjectsV2Command({
+          Bucket: bucket,
+          Prefix: options.prefix,
+          ContinuationToken: options.continuationToken,
+          StartAfter: options.continuationToken ? undefined : options.startAfter,
+          MaxKeys: options.maxKeys,
+        }),
+      );
       return {
-        objects: (out.Contents ?? []).map((o) => ({ key: o.Key!, eTag: unquote(o.ETag), size: o.Size ?? 0, lastModified: o.LastModified, storageClass: o.StorageClass })),
+        objects: (out.Contents ?? []).map((o) => ({
+          key: o.Key!,
+          eTag: unquote(o.ETag),
+          size: o.Size ?? 0,
+          lastModified: o.LastModified,
+          storageClass: o.StorageClass,
+        })),
         nextContinuationToken: out.IsTruncated ? out.NextContinuationToken : undefined,
       };
     } catch (err) {
@@ -163,12 +236,26 @@ export class S3Store implements ObjectStore {
   }
 
   /** V1 listing; the "continuation token" is the last key of the previous page (the Marker). */
-  private async listV1(bucket: string, options: { prefix?: string; continuationToken?: string; startAfter?: string; maxKeys?: number }): Promise<ListPage> {
+  private async listV1(
+    bucket: string,
+    options: { prefix?: string; continuationToken?: string; startAfter?: string; maxKeys?: number },
+  ): Promise<ListPage> {
     try {
-      const out = await this.s3.send(new ListObjectsCommand({
-        Bucket: bucket, Prefix: options.prefix, Marker: options.continuationToken ?? options.startAfter, MaxKeys: options.maxKeys,
+      const out = await this.s3.send(
+        new ListObjectsCommand({
+          Bucket: bucket,
+          Prefix: options.prefix,
+          Marker: options.continuationToken ?? options.startAfter,
+          MaxKeys: options.maxKeys,
+        }),
+      );
+      const objects = (out.Contents ?? []).map((o) => ({
+        key: o.Key!,
+        eTag: unquote(o.ETag),
+        size: o.Size ?? 0,
+        lastModified: o.LastModified,
+        storageClass: o.StorageClass,
       }));
-      const objects = (out.Contents ?? []).map((o) => ({ key: o.Key!, eTag: unquote(o.ETag), size: o.Size ?? 0, lastModified: o.LastModified, storageClass: o.StorageClass }));
       return { objects, nextContinuationToken: out.IsTruncated && objects.length ? objects[objects.length - 1].key : undefined };
     } catch (err) {
       throw classifyS3Error(err, `LIST s3://${bucket}/${options.prefix ?? ''}`);

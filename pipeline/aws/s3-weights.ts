@@ -25,15 +25,25 @@ async function download(s3: S3Client, bucket: string, key: string, dest: string)
 }
 
 /** Download the variants' artifacts (skipping ones already present with the same hash). */
-export async function syncWeights(s3: S3Client, location: string, variants: readonly string[], localDir: string): Promise<WeightsManifest[]> {
+export async function syncWeights(
+  s3: S3Client,
+  location: string,
+  variants: readonly string[],
+  localDir: string,
+): Promise<WeightsManifest[]> {
   const { bucket, prefix } = parseS3Url(location);
   const manifests: WeightsManifest[] = [];
   for (const variant of variants) {
     const dir = join(localDir, variant);
     await mkdir(dir, { recursive: true });
-    const remote = JSON.parse(await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${variant}/manifest.json` }))).Body!.transformToString()) as WeightsManifest;
+    const remote = JSON.parse(
+      await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${variant}/manifest.json` }))).Body!.transformToString(),
+    ) as WeightsManifest;
     const local = await readManifest(dir).catch(() => undefined);
-    const binOk = await stat(join(dir, 'weights.bin')).then((s) => s.size === remote.bytes, () => false);
+    const binOk = await stat(join(dir, 'weights.bin')).then(
+      (s) => s.size === remote.bytes,
+      () => false,
+    );
     if (!local || local.sha256 !== remote.sha256 || !binOk) {
       await download(s3, bucket, `${prefix}${variant}/weights.bin`, join(dir, 'weights.bin'));
       await download(s3, bucket, `${prefix}${variant}/manifest.json`, join(dir, 'manifest.json'));
@@ -51,7 +61,22 @@ export async function publishWeights(s3: S3Client, dir: string, location: string
   const base = `${prefix}${artifact.manifest.variant}/`;
   const keys = [`${base}weights.bin`, `${base}manifest.json`];
   // weights.bin first: a reader that sees the new manifest finds the matching bytes.
-  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys[0], Body: await readFile(join(dir, 'weights.bin')), ContentType: 'application/octet-stream', Metadata: { sha256: artifact.manifest.sha256 } }));
-  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys[1], Body: await readFile(join(dir, 'manifest.json')), ContentType: 'application/json' }));
+  await s3.send(
+    new PutObjectCommand({
+      Bucket: bucket,
+      Key: keys[0],
+      Body: await readFile(join(dir, 'weights.bin')),
+      ContentType: 'application/octet-stream',
+      Metadata: { sha256: artifact.manifest.sha256 },
+    }),
+  );
+  await s3.send(
+    new PutObjectCommand({
+      Bucket: bucket,
+      Key: keys[1],
+      Body: await readFile(join(dir, 'manifest.json')),
+      ContentType: 'application/json',
+    }),
+  );
   return { manifest: artifact.manifest, keys };
 }

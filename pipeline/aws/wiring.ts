@@ -63,7 +63,11 @@ export function endpointsOf(place: Place): Endpoints {
   if (place.kind === 'aws') return {};
   if (place.kind === 'endpoint') return place.endpoints;
   const defaults = embeddedEndpoints();
-  return { s3Endpoint: place.s3Endpoint ?? defaults.s3Endpoint, sqsEndpoint: place.sqsEndpoint ?? defaults.sqsEndpoint, credentials: LOCAL_CREDENTIALS };
+  return {
+    s3Endpoint: place.s3Endpoint ?? defaults.s3Endpoint,
+    sqsEndpoint: place.sqsEndpoint ?? defaults.sqsEndpoint,
+    credentials: LOCAL_CREDENTIALS,
+  };
 }
 
 export interface Connection {
@@ -82,18 +86,33 @@ export function connect(place: Place): Connection {
   const sqs = sqsClient(endpoints);
   // Anything but AWS is taken to be the s3rver stand-in (its quirks are harmless elsewhere).
   const store = new S3Store(s3, place.kind === 'aws' ? {} : { quirks: 's3rver' });
-  return { place, endpoints, s3, sqs, store, close: () => { s3.destroy(); sqs.destroy(); } };
+  return {
+    place,
+    endpoints,
+    s3,
+    sqs,
+    store,
+    close: () => {
+      s3.destroy();
+      sqs.destroy();
+    },
+  };
 }
 
 /**
  * The task queue of every tier: from the stack's queue URLs (AWS: required, the stack output
  * QueueUrls), else by the embedded stack's names.
  */
-export async function tierQueues(conn: Connection, tiers: TiersFile, queueUrls?: Record<string, string>): Promise<Record<string, SqsQueue>> {
+export async function tierQueues(
+  conn: Connection,
+  tiers: TiersFile,
+  queueUrls?: Record<string, string>,
+): Promise<Record<string, SqsQueue>> {
   const queues: Record<string, SqsQueue> = {};
   for (const tier of Object.keys(tiers.tiers)) {
     let url = queueUrls?.[tier];
-    if (!url && conn.place.kind !== 'aws') url = (await conn.sqs.send(new GetQueueUrlCommand({ QueueName: QUEUE_NAMES.tier(tier) }))).QueueUrl;
+    if (!url && conn.place.kind !== 'aws')
+      url = (await conn.sqs.send(new GetQueueUrlCommand({ QueueName: QUEUE_NAMES.tier(tier) }))).QueueUrl;
     if (!url) throw new Error(`no queue URL for tier ${tier}: pass --queue-urls (the stack output QueueUrls)`);
     queues[tier] = new SqsQueue(conn.sqs, url);
   }
@@ -135,7 +154,10 @@ export interface Deployed extends Connection {
   queues: Record<string, SqsQueue>;
 }
 
-export function deployed<C extends RuntimeConfig>(env: NodeJS.ProcessEnv = process.env, config: C = runtimeConfig(env) as C): Deployed & { config: C } {
+export function deployed<C extends RuntimeConfig>(
+  env: NodeJS.ProcessEnv = process.env,
+  config: C = runtimeConfig(env) as C,
+): Deployed & { config: C } {
   const conn = connect({ kind: 'aws' });
   const queues = Object.fromEntries(Object.entries(config.queueUrls).map(([tier, url]) => [tier, new SqsQueue(conn.sqs, url)]));
   return { ...conn, config, queues };

@@ -33,12 +33,19 @@ export async function deployedWorker(options: {
   const log = jsonLogger({ base: { component: options.component, tier: config.tier } });
   const manifests = await syncWeights(s3, config.weightsLocation, config.served.variants, config.weightsDir);
   log.log('info', 'weights ready', { variants: manifests.map((m) => `${m.variant}@${m.sha256.slice(0, 12)}`) });
-  const engine = createEngine(config.engine, { tfjsBackend: config.tfjsBackend, ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } });
+  const engine = createEngine(config.engine, {
+    tfjsBackend: config.tfjsBackend,
+    ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) },
+  });
   log.log('info', 'engine', { engine: config.engine, ...(config.engine === 'tfjs' ? { tfjsBackend: config.tfjsBackend } : {}) });
   const models = directoryCatalog(config.weightsDir, engine);
   const queue = queues[config.tier];
   const worker = makeWorker({
-    store, queue, tiers: config.tiers, models, log,
+    store,
+    queue,
+    tiers: config.tiers,
+    models,
+    log,
     options: {
       batchSize: config.served.batchSize,
       emitMetrics: (line) => process.stdout.write(`${line}\n`),

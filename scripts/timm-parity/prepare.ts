@@ -36,7 +36,8 @@ function testImages(size: number, count: number): tf.Tensor4D {
     for (let y = 0; y < size; y++) {
       for (let x = 0; x < size; x++) {
         for (let c = 0; c < 3; c++) {
-          const v = 40 + 50 * ((i + c) % 4) + 80 * ((i % 2 ? x : y) / size) * (c - 1) + 30 * Math.sin(((x + 2 * y) * (i + 2) * Math.PI) / size);
+          const v =
+            40 + 50 * ((i + c) % 4) + 80 * ((i % 2 ? x : y) / size) * (c - 1) + 30 * Math.sin(((x + 2 * y) * (i + 2) * Math.PI) / size);
           data[((i * size + y) * size + x) * 3 + c] = Math.min(255, Math.max(0, v));
         }
       }
@@ -44,7 +45,6 @@ function testImages(size: number, count: number): tf.Tensor4D {
   }
   return tf.tensor4d(data, [count, size, size, 3]);
 }
-
 
 for (const requestedVariant of variants) {
   const [variant, classes] = requestedVariant.split(':');

@@ -19,8 +19,15 @@ import { CREDENTIALS, type World } from './world.ts';
 const NOT_INSTALLABLE_HERE = ['@tensorflow/tfjs-node-gpu'];
 
 /** The image's node_modules closure from its lockfile, without the packages only the excluded ones need. */
-export function imageModules(lockFile = join(REPO_ROOT, 'containers', 'gpu-worker', 'package-lock.json')): { name: string; version: string; optional: boolean }[] {
-  const lock = JSON.parse(readFileSync(lockFile, 'utf8')) as { packages: Record<string, { version?: string; dependencies?: Record<string, string>; optionalDependencies?: Record<string, string>; optional?: boolean }> };
+export function imageModules(
+  lockFile = join(REPO_ROOT, 'containers', 'gpu-worker', 'package-lock.json'),
+): { name: string; version: string; optional: boolean }[] {
+  const lock = JSON.parse(readFileSync(lockFile, 'utf8')) as {
+    packages: Record<
+      string,
+      { version?: string; dependencies?: Record<string, string>; optionalDependencies?: Record<string, string>; optional?: boolean }
+    >;
+  };
   const entries = lock.packages;
   const seen = new Set<string>();
   const visit = (name: string) => {
@@ -31,7 +38,13 @@ export function imageModules(lockFile = join(REPO_ROOT, 'containers', 'gpu-worke
     for (const dep of Object.keys({ ...entry.dependencies, ...entry.optionalDependencies })) visit(dep);
   };
   for (const dep of Object.keys(entries['']?.dependencies ?? {})) visit(dep);
-  return [...seen].sort().map((name) => ({ name, version: entries[`node_modules/${name}`].version!, optional: entries[`node_modules/${name}`].optional === true }));
+  return [...seen]
+    .sort()
+    .map((name) => ({
+      name,
+      version: entries[`node_modules/${name}`].version!,
+      optional: entries[`node_modules/${name}`].optional === true,
+    }));
 }
 
 /** The ENV lines of the Dockerfile's final stage. */
@@ -57,7 +70,12 @@ export interface Container {
   exited: Promise<number | null>;
 }
 
-export async function startGpuContainer(assembly: Assembly, world: World, taskDefinitionId: string, extraEnv: Record<string, string> = {}): Promise<Container> {
+export async function startGpuContainer(
+  assembly: Assembly,
+  world: World,
+  taskDefinitionId: string,
+  extraEnv: Record<string, string> = {},
+): Promise<Container> {
   const def = assembly.template.Resources[taskDefinitionId].Properties!;
   const container = def.ContainerDefinitions[0];
   const roleId = def.TaskRoleArn['Fn::GetAtt'][0] as string;
@@ -77,12 +95,18 @@ export async function startGpuContainer(assembly: Assembly, world: World, taskDe
   const varDir = join(root, 'var');
   mkdirSync(varDir, { recursive: true });
   const auditLog = join(root, 'audit.jsonl');
-  const taskEnv = Object.fromEntries((container.Environment as { Name: string; Value: unknown }[]).map((e) => [e.Name, String(world.resolver.resolve(e.Value))]));
+  const taskEnv = Object.fromEntries(
+    (container.Environment as { Name: string; Value: unknown }[]).map((e) => [e.Name, String(world.resolver.resolve(e.Value))]),
+  );
   const env: Record<string, string> = {
-    PATH: '/usr/local/bin:/usr/bin:/bin', HOME: root,
-    ...dockerfileEnv(), ...taskEnv,
-    AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
-    AWS_ENDPOINT_URL_S3: world.s3Endpoint, AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
+    PATH: '/usr/local/bin:/usr/bin:/bin',
+    HOME: root,
+    ...dockerfileEnv(),
+    ...taskEnv,
+    AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
+    AWS_ENDPOINT_URL_S3: world.s3Endpoint,
+    AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
     EFFITAG_AUDIT_LOG: auditLog,
     // No GPU here: the tier's engine is replaced by the CPU one.
     EFFITAG_ENGINE: 'ort',
@@ -93,13 +117,24 @@ export async function startGpuContainer(assembly: Assembly, world: World, taskDe
     if (v.startsWith('/var/')) env[k] = join(varDir, v.slice(5));
     if (v.startsWith('/app/')) env[k] = join(app, v.slice(5));
   }
-  const child: ChildProcess = spawn(process.execPath, ['--require', join(import.meta.dirname, 'resolve-localhost.cjs'), '--enable-source-maps', 'worker.mjs'], { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ['--require', join(import.meta.dirname, 'resolve-localhost.cjs'), '--enable-source-maps', 'worker.mjs'],
+    { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let output = '';
-  child.stdout!.on('data', (d) => { output += d; });
-  child.stderr!.on('data', (d) => { output += d; });
+  child.stdout!.on('data', (d) => {
+    output += d;
+  });
+  child.stderr!.on('data', (d) => {
+    output += d;
+  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return {
-    taskDefinitionId, roleId, auditLog, exited,
+    taskDefinitionId,
+    roleId,
+    auditLog,
+    exited,
     output: () => output,
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');

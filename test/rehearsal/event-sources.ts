@@ -26,9 +26,15 @@ export interface SqsRecord {
 export function sqsEvent(messages: readonly Message[], queueArn: string): { Records: SqsRecord[] } {
   return {
     Records: messages.map((m) => ({
-      messageId: m.MessageId!, receiptHandle: m.ReceiptHandle!, body: m.Body ?? '',
-      attributes: m.Attributes ?? {}, messageAttributes: {}, md5OfBody: m.MD5OfBody ?? '',
-      eventSource: 'aws:sqs', eventSourceARN: queueArn, awsRegion: REGION,
+      messageId: m.MessageId!,
+      receiptHandle: m.ReceiptHandle!,
+      body: m.Body ?? '',
+      attributes: m.Attributes ?? {},
+      messageAttributes: {},
+      md5OfBody: m.MD5OfBody ?? '',
+      eventSource: 'aws:sqs',
+      eventSourceARN: queueArn,
+      awsRegion: REGION,
     })),
   };
 }
@@ -44,7 +50,8 @@ export interface EventSource {
 }
 
 export function eventSourcesFor(assembly: Assembly, world: World, fn: LambdaFunction): EventSource[] {
-  return assembly.ofType('AWS::Lambda::EventSourceMapping')
+  return assembly
+    .ofType('AWS::Lambda::EventSourceMapping')
     .filter(([, r]) => r.Properties!.FunctionName.Ref === fn.logicalId)
     .map(([, r]) => {
       const p = r.Properties!;
@@ -53,12 +60,18 @@ export function eventSourcesFor(assembly: Assembly, world: World, fn: LambdaFunc
       const sqs = auditCalls(sqsClient({ sqsEndpoint: world.sqsEndpoint, credentials: CREDENTIALS }), 'sqs', fn.auditLog);
       const partial = (p.FunctionResponseTypes ?? []).includes('ReportBatchItemFailures');
       const source: EventSource = {
-        functionId: fn.logicalId, queueId, invocations: [],
+        functionId: fn.logicalId,
+        queueId,
+        invocations: [],
         async pollOnce() {
-          const out = await sqs.send(new ReceiveMessageCommand({
-            QueueUrl: queue.url, MaxNumberOfMessages: Math.min(10, p.BatchSize ?? 10), WaitTimeSeconds: 1,
-            MessageSystemAttributeNames: ['All'],
-          }));
+          const out = await sqs.send(
+            new ReceiveMessageCommand({
+              QueueUrl: queue.url,
+              MaxNumberOfMessages: Math.min(10, p.BatchSize ?? 10),
+              WaitTimeSeconds: 1,
+              MessageSystemAttributeNames: ['All'],
+            }),
+          );
           const messages = out.Messages ?? [];
           if (!messages.length) return 0;
           let failed = new Set<string>();
@@ -73,13 +86,25 @@ export function eventSourcesFor(assembly: Assembly, world: World, fn: LambdaFunc
           }
           const done = messages.filter((m) => !failed.has(m.MessageId!));
           if (done.length) {
-            await sqs.send(new DeleteMessageBatchCommand({ QueueUrl: queue.url, Entries: done.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle! })) }));
+            await sqs.send(
+              new DeleteMessageBatchCommand({
+                QueueUrl: queue.url,
+                Entries: done.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle! })),
+              }),
+            );
           }
           // On AWS a failed message waits out the visibility timeout; here it comes back after 1 s.
           for (const m of messages.filter((x) => failed.has(x.MessageId!))) {
-            await sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: queue.url, ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: 1 }));
+            await sqs.send(
+              new ChangeMessageVisibilityCommand({ QueueUrl: queue.url, ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: 1 }),
+            );
           }
-          source.invocations.push({ records: messages.length, failures: failed.size, error, attributes: Object.keys(messages[0].Attributes ?? {}).sort() });
+          source.invocations.push({
+            records: messages.length,
+            failures: failed.size,
+            error,
+            attributes: Object.keys(messages[0].Attributes ?? {}).sort(),
+          });
           return messages.length;
         },
         stop: () => sqs.destroy(),

@@ -32,44 +32,72 @@ const s3Arn = (bucket: string, key?: string) => `arn:aws:s3:::${bucket}${key ===
 export function iamRequestsOf(c: AuditedCall, queueArnOfUrl: (url: string) => string | undefined): IamRequest[] | undefined {
   const i = c.input;
   const call = `${c.service}:${c.command}`;
-  const obj = (action: string, bucket = i.Bucket, key = i.Key, version = i.VersionId) =>
-    ({ action: version ? `${action}Version` : action, resource: s3Arn(bucket, key), context: {}, call });
-  const list = (prefix: string, bucket = i.Bucket) => ({ action: 's3:ListBucket', resource: s3Arn(bucket), context: { 's3:prefix': prefix }, call });
+  const obj = (action: string, bucket = i.Bucket, key = i.Key, version = i.VersionId) => ({
+    action: version ? `${action}Version` : action,
+    resource: s3Arn(bucket, key),
+    context: {},
+    call,
+  });
+  const list = (prefix: string, bucket = i.Bucket) => ({
+    action: 's3:ListBucket',
+    resource: s3Arn(bucket),
+    context: { 's3:prefix': prefix },
+    call,
+  });
   if (c.service === 's3') {
     switch (c.command) {
       case 'GetObject':
       case 'HeadObject':
         // S3 answers 404 for a missing key only to a caller that may list the bucket; else 403.
         return [obj('s3:GetObject'), ...(c.status === 404 ? [list(i.Key)] : [])];
-      case 'PutObject': return [obj('s3:PutObject', i.Bucket, i.Key, undefined)];
+      case 'PutObject':
+        return [obj('s3:PutObject', i.Bucket, i.Key, undefined)];
       case 'CopyObject': {
         const src = parseCopySource(i.CopySource);
         const tags = (i.TaggingDirective ?? 'COPY') === 'COPY';
         return [
-          obj('s3:GetObject', src.bucket, src.key, src.versionId), obj('s3:PutObject', i.Bucket, i.Key, undefined),
-          ...(tags ? [obj('s3:GetObjectTagging', src.bucket, src.key, src.versionId), obj('s3:PutObjectTagging', i.Bucket, i.Key, undefined)] : []),
+          obj('s3:GetObject', src.bucket, src.key, src.versionId),
+          obj('s3:PutObject', i.Bucket, i.Key, undefined),
+          ...(tags
+            ? [obj('s3:GetObjectTagging', src.bucket, src.key, src.versionId), obj('s3:PutObjectTagging', i.Bucket, i.Key, undefined)]
+            : []),
         ];
       }
-      case 'GetObjectTagging': return [obj('s3:GetObjectTagging')];
-      case 'PutObjectTagging': return [obj('s3:PutObjectTagging')];
+      case 'GetObjectTagging':
+        return [obj('s3:GetObjectTagging')];
+      case 'PutObjectTagging':
+        return [obj('s3:PutObjectTagging')];
       case 'ListObjects':
-      case 'ListObjectsV2': return [list(i.Prefix ?? '')];
-      default: return undefined;
+      case 'ListObjectsV2':
+        return [list(i.Prefix ?? '')];
+      default:
+        return undefined;
     }
   }
   const queue = queueArnOfUrl(i.QueueUrl ?? i.QueueName ?? '');
   if (!queue) return undefined;
-  const action = ({
-    SendMessage: 'sqs:SendMessage', SendMessageBatch: 'sqs:SendMessage', ReceiveMessage: 'sqs:ReceiveMessage',
-    DeleteMessage: 'sqs:DeleteMessage', DeleteMessageBatch: 'sqs:DeleteMessage', ChangeMessageVisibility: 'sqs:ChangeMessageVisibility',
-    ChangeMessageVisibilityBatch: 'sqs:ChangeMessageVisibility', GetQueueAttributes: 'sqs:GetQueueAttributes', GetQueueUrl: 'sqs:GetQueueUrl',
-  } as Record<string, string>)[c.command];
+  const action = (
+    {
+      SendMessage: 'sqs:SendMessage',
+      SendMessageBatch: 'sqs:SendMessage',
+      ReceiveMessage: 'sqs:ReceiveMessage',
+      DeleteMessage: 'sqs:DeleteMessage',
+      DeleteMessageBatch: 'sqs:DeleteMessage',
+      ChangeMessageVisibility: 'sqs:ChangeMessageVisibility',
+      ChangeMessageVisibilityBatch: 'sqs:ChangeMessageVisibility',
+      GetQueueAttributes: 'sqs:GetQueueAttributes',
+      GetQueueUrl: 'sqs:GetQueueUrl',
+    } as Record<string, string>
+  )[c.command];
   return action ? [{ action, resource: queue, context: {}, call }] : undefined;
 }
 
 export function readAudit(file: string): AuditedCall[] {
   if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditedCall);
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as AuditedCall);
 }
 
 type PolicyDocument = { Version?: string; Statement: Record<string, any>[] };
@@ -78,9 +106,12 @@ type PolicyDocument = { Version?: string; Statement: Record<string, any>[] };
 export function identityPolicies(assembly: Assembly, resolver: Resolver, roleId: string): { name: string; policy: PolicyDocument }[] {
   const role = assembly.template.Resources[roleId];
   if (role?.Type !== 'AWS::IAM::Role') throw new Error(`${roleId} is not a role in the template`);
-  const inline = ((role.Properties?.Policies ?? []) as { PolicyName: string; PolicyDocument: unknown }[])
-    .map((p) => ({ name: p.PolicyName, policy: resolver.resolve(p.PolicyDocument) as PolicyDocument }));
-  const attached = assembly.ofType('AWS::IAM::Policy')
+  const inline = ((role.Properties?.Policies ?? []) as { PolicyName: string; PolicyDocument: unknown }[]).map((p) => ({
+    name: p.PolicyName,
+    policy: resolver.resolve(p.PolicyDocument) as PolicyDocument,
+  }));
+  const attached = assembly
+    .ofType('AWS::IAM::Policy')
     .filter(([, p]) => ((p.Properties?.Roles ?? []) as { Ref?: string }[]).some((r) => r.Ref === roleId))
     .map(([id, p]) => ({ name: id, policy: resolver.resolve(p.Properties!.PolicyDocument) as PolicyDocument }));
   return [...inline, ...attached];
@@ -98,21 +129,37 @@ function resourcePolicy(assembly: Assembly, resolver: Resolver, resource: string
       (p.Properties!.Queues as unknown[]).some((q) => {
         const url = String(resolver.resolve(q));
         return url.split('/').pop() === resource.split(':').pop();
-      }));
+      }),
+    );
     return found ? resolver.resolve(found[1].Properties!.PolicyDocument) : undefined;
   }
   return undefined;
 }
 
 /** Evaluate one role's calls; identical requests are evaluated once and counted. */
-export async function evaluateCalls(assembly: Assembly, resolver: Resolver, roleId: string, calls: readonly AuditedCall[], queueArnOfUrl: (url: string) => string | undefined): Promise<Verdict[]> {
+export async function evaluateCalls(
+  assembly: Assembly,
+  resolver: Resolver,
+  roleId: string,
+  calls: readonly AuditedCall[],
+  queueArnOfUrl: (url: string) => string | undefined,
+): Promise<Verdict[]> {
   const identity = identityPolicies(assembly, resolver, roleId);
   const verdicts = new Map<string, Verdict>();
   for (const c of calls) {
     const requests = iamRequestsOf(c, queueArnOfUrl);
     if (!requests) {
       const key = `unmapped ${c.service}:${c.command}`;
-      const v = verdicts.get(key) ?? { role: roleId, action: `${c.service}:${c.command}`, resource: JSON.stringify(c.input), context: {}, call: `${c.service}:${c.command}`, result: 'Unmapped' as const, detail: 'no IAM mapping for this call: add it to test/rehearsal/iam.ts', count: 0 };
+      const v = verdicts.get(key) ?? {
+        role: roleId,
+        action: `${c.service}:${c.command}`,
+        resource: JSON.stringify(c.input),
+        context: {},
+        call: `${c.service}:${c.command}`,
+        result: 'Unmapped' as const,
+        detail: 'no IAM mapping for this call: add it to test/rehearsal/iam.ts',
+        count: 0,
+      };
       v.count++;
       verdicts.set(key, v);
       continue;
@@ -120,21 +167,33 @@ export async function evaluateCalls(assembly: Assembly, resolver: Resolver, role
     for (const r of requests) {
       const key = `${r.action} ${r.resource} ${JSON.stringify(r.context)}`;
       const known = verdicts.get(key);
-      if (known) { known.count++; continue; }
+      if (known) {
+        known.count++;
+        continue;
+      }
       const rp = resourcePolicy(assembly, resolver, r.resource);
-      const response = await runSimulation({
-        identityPolicies: identity, serviceControlPolicies: [], resourceControlPolicies: [],
-        ...(rp ? { resourcePolicy: rp } : {}),
-        request: {
-          principal: `arn:aws:iam::${ACCOUNT}:role/${roleId}`, action: r.action,
-          resource: { resource: r.resource, accountId: ACCOUNT },
-          // The SDK talks HTTPS to AWS; the stand-ins' plain HTTP is the rehearsal's only difference.
-          contextVariables: { 'aws:SecureTransport': 'true', ...r.context },
-        },
-      } as Parameters<typeof runSimulation>[0], {});
+      const response = await runSimulation(
+        {
+          identityPolicies: identity,
+          serviceControlPolicies: [],
+          resourceControlPolicies: [],
+          ...(rp ? { resourcePolicy: rp } : {}),
+          request: {
+            principal: `arn:aws:iam::${ACCOUNT}:role/${roleId}`,
+            action: r.action,
+            resource: { resource: r.resource, accountId: ACCOUNT },
+            // The SDK talks HTTPS to AWS; the stand-ins' plain HTTP is the rehearsal's only difference.
+            contextVariables: { 'aws:SecureTransport': 'true', ...r.context },
+          },
+        } as Parameters<typeof runSimulation>[0],
+        {},
+      );
       const result = response.resultType === 'error' ? 'Error' : response.overallResult;
       verdicts.set(key, {
-        ...r, role: roleId, result: result as Verdict['result'], count: 1,
+        ...r,
+        role: roleId,
+        result: result as Verdict['result'],
+        count: 1,
         detail: response.resultType === 'error' ? JSON.stringify(response.errors) : undefined,
       });
     }
@@ -143,7 +202,12 @@ export async function evaluateCalls(assembly: Assembly, resolver: Resolver, role
 }
 
 /** Actions a role is granted (Allow statements) that none of its calls used, with their resources. */
-export function unusedGrants(assembly: Assembly, resolver: Resolver, roleId: string, verdicts: readonly Verdict[]): { action: string; resources: string[] }[] {
+export function unusedGrants(
+  assembly: Assembly,
+  resolver: Resolver,
+  roleId: string,
+  verdicts: readonly Verdict[],
+): { action: string; resources: string[] }[] {
   const used = new Set(verdicts.filter((v) => v.result === 'Allowed').map((v) => v.action));
   const unused = new Map<string, Set<string>>();
   for (const { policy } of identityPolicies(assembly, resolver, roleId)) {

@@ -20,8 +20,10 @@ try {
 let invocation = 0;
 process.on('message', async (msg) => {
   const context = {
-    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME, awsRequestId: `rehearsal-${++invocation}`,
-    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE, getRemainingTimeInMillis: () => msg.deadline - Date.now(),
+    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+    awsRequestId: `rehearsal-${++invocation}`,
+    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    getRemainingTimeInMillis: () => msg.deadline - Date.now(),
   };
   try {
     const result = await handler(msg.event, context);

@@ -41,7 +41,12 @@ export interface StartLambdaOptions {
   env?: Record<string, string>;
 }
 
-export async function startLambda(assembly: Assembly, world: World, logicalId: string, options: StartLambdaOptions = {}): Promise<LambdaFunction> {
+export async function startLambda(
+  assembly: Assembly,
+  world: World,
+  logicalId: string,
+  options: StartLambdaOptions = {},
+): Promise<LambdaFunction> {
   const fn = assembly.template.Resources[logicalId];
   const props = fn.Properties!;
   const root = mkdtempSync(join(tmpdir(), `effitag-rehearsal-${logicalId}-`));
@@ -59,26 +64,45 @@ export async function startLambda(assembly: Assembly, world: World, logicalId: s
   // Lambda's /tmp is the sandbox's own: the template's /tmp paths point into this function's.
   for (const [k, v] of Object.entries(templateEnv)) if (v.startsWith('/tmp/')) templateEnv[k] = join(sandboxTmp, v.slice(5));
   const env: Record<string, string> = {
-    PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'en_US.UTF-8', TZ: ':UTC', HOME: sandboxTmp,
-    LAMBDA_TASK_ROOT: taskRoot, _HANDLER: props.Handler, AWS_EXECUTION_ENV: `AWS_Lambda_${props.Runtime}`,
-    AWS_LAMBDA_FUNCTION_NAME: logicalId, AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(props.MemorySize ?? 128),
-    AWS_REGION: 'us-east-1', AWS_DEFAULT_REGION: 'us-east-1',
+    PATH: '/usr/local/bin:/usr/bin:/bin',
+    LANG: 'en_US.UTF-8',
+    TZ: ':UTC',
+    HOME: sandboxTmp,
+    LAMBDA_TASK_ROOT: taskRoot,
+    _HANDLER: props.Handler,
+    AWS_EXECUTION_ENV: `AWS_Lambda_${props.Runtime}`,
+    AWS_LAMBDA_FUNCTION_NAME: logicalId,
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(props.MemorySize ?? 128),
+    AWS_REGION: 'us-east-1',
+    AWS_DEFAULT_REGION: 'us-east-1',
     NODE_PATH: [join(opt, 'nodejs', 'node24', 'node_modules'), join(opt, 'nodejs', 'node_modules'), taskRoot].join(':'),
-    AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
+    AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
     // The only difference from AWS: where the SDK sends requests.
-    AWS_ENDPOINT_URL_S3: world.s3Endpoint, AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
+    AWS_ENDPOINT_URL_S3: world.s3Endpoint,
+    AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
     EFFITAG_AUDIT_LOG: auditLog,
-    ...templateEnv, ...options.env,
+    ...templateEnv,
+    ...options.env,
   };
   const child: ChildProcess = fork(join(import.meta.dirname, 'lambda-bootstrap.cjs'), [], {
-    cwd: taskRoot, env, execArgv: ['--enable-source-maps', '--require', join(import.meta.dirname, 'resolve-localhost.cjs')], stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    cwd: taskRoot,
+    env,
+    execArgv: ['--enable-source-maps', '--require', join(import.meta.dirname, 'resolve-localhost.cjs')],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   let output = '';
-  child.stdout!.on('data', (d) => { output += d; });
-  child.stderr!.on('data', (d) => { output += d; });
+  child.stdout!.on('data', (d) => {
+    output += d;
+  });
+  child.stderr!.on('data', (d) => {
+    output += d;
+  });
   const pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   const ready = new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new ColdStartError(`${logicalId} exited during cold start (code ${code}): ${output.slice(-2000)}`)));
+    child.once('exit', (code) =>
+      reject(new ColdStartError(`${logicalId} exited during cold start (code ${code}): ${output.slice(-2000)}`)),
+    );
     child.on('message', (m: any) => {
       if (m.type === 'ready') {
         if (m.error) reject(new ColdStartError(`${logicalId} failed at cold start: ${m.error.name}: ${m.error.message}`));
@@ -91,7 +115,10 @@ export async function startLambda(assembly: Assembly, world: World, logicalId: s
       }
     });
   });
-  child.on('exit', () => { for (const p of pending.values()) p.reject(new Error(`${logicalId} exited: ${output.slice(-2000)}`)); pending.clear(); });
+  child.on('exit', () => {
+    for (const p of pending.values()) p.reject(new Error(`${logicalId} exited: ${output.slice(-2000)}`));
+    pending.clear();
+  });
   try {
     await ready;
   } catch (err) {
@@ -101,7 +128,9 @@ export async function startLambda(assembly: Assembly, world: World, logicalId: s
   let nextId = 0;
   const timeoutMs = Number(props.Timeout ?? 3) * 1000;
   return {
-    logicalId, roleId, auditLog,
+    logicalId,
+    roleId,
+    auditLog,
     output: () => output,
     invoke(event) {
       const id = ++nextId;
@@ -121,7 +150,8 @@ export async function startLambda(assembly: Assembly, world: World, logicalId: s
 
 /** The Node functions of the template (the CDK's own inline Python helpers are not EffiTag's). */
 export function nodeFunctions(assembly: Assembly): string[] {
-  return assembly.ofType('AWS::Lambda::Function')
+  return assembly
+    .ofType('AWS::Lambda::Function')
     .filter(([, r]) => String(r.Properties?.Runtime ?? '').startsWith('nodejs') && r.Metadata?.['aws:asset:path'])
     .map(([id]) => id);
 }

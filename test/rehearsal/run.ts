@@ -70,7 +70,7 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
   const log = options.log ?? (() => {});
   const started = Date.now();
   log('synthesizing (cdk synth) …');
-  const assembly = options.assembly ?? await synthesize();
+  const assembly = options.assembly ?? (await synthesize());
   const world: World = await startWorld(assembly);
   const lambdas: LambdaFunction[] = [];
   const sources: EventSource[] = [];
@@ -89,42 +89,63 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
 
     const put = async (key: string, body: Uint8Array | string, extra: Record<string, unknown> = {}) =>
       world.s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ...extra }));
-    const intakeId = assembly.ofType('Custom::S3BucketNotifications')[0][1].Properties!.NotificationConfiguration.QueueConfigurations[0].QueueArn['Fn::GetAtt'][0] as string;
+    const intakeId = assembly.ofType('Custom::S3BucketNotifications')[0][1].Properties!.NotificationConfiguration.QueueConfigurations[0]
+      .QueueArn['Fn::GetAtt'][0] as string;
     const intake = world.queues.get(intakeId)!;
     // 1. An image stored before the stack existed: its event never reaches the pipeline.
     await put(SCENARIO.legacy, await gradientImage(320, 240, 'jpeg', 9), { ContentType: 'image/jpeg' });
-    await waitFor('the legacy upload event', async () => {
-      const m = await intake.receive({ max: 10, waitSeconds: 1 });
-      if (m.length) await intake.delete(m);
-      return m.length > 0 || undefined;
-    }, 10_000);
+    await waitFor(
+      'the legacy upload event',
+      async () => {
+        const m = await intake.receive({ max: 10, waitSeconds: 1 });
+        if (m.length) await intake.delete(m);
+        return m.length > 0 || undefined;
+      },
+      10_000,
+    );
 
     log('starting the Lambda functions from their assets …');
     for (const id of nodeFunctions(assembly)) lambdas.push(await startLambda(assembly, world, id));
     for (const fn of lambdas) sources.push(...eventSourcesFor(assembly, world, fn));
     for (const source of sources) {
-      pumps.push((async () => {
-        while (pumping) await source.pollOnce().catch((err) => log(`event source ${source.functionId}: ${String(err)}`));
-      })());
+      pumps.push(
+        (async () => {
+          while (pumping) await source.pollOnce().catch((err) => log(`event source ${source.functionId}: ${String(err)}`));
+        })(),
+      );
     }
     log('starting the GPU worker container on the CPU engine …');
     for (const [id] of assembly.ofType('AWS::ECS::TaskDefinition')) containers.push(await startGpuContainer(assembly, world, id));
 
     // 2–3. S3's test event, then the uploads.
-    await intake.send([{ body: JSON.stringify({ Service: 'Amazon S3', Event: 's3:TestEvent', Time: new Date().toISOString(), Bucket: bucket, RequestId: 'R', HostId: 'H' }) }]);
+    await intake.send([
+      {
+        body: JSON.stringify({
+          Service: 'Amazon S3',
+          Event: 's3:TestEvent',
+          Time: new Date().toISOString(),
+          Bucket: bucket,
+          RequestId: 'R',
+          HostId: 'H',
+        }),
+      },
+    ]);
     await put(SCENARIO.photo, await gradientImage(640, 480, 'jpeg', 1), { ContentType: 'image/jpeg' });
     await put(SCENARIO.catalog, await gradientImage(300, 300, 'png', 2), { ContentType: 'image/png' });
     await put(SCENARIO.heic, readFileSync(join(HEIC_FIXTURES, 'photo.heic')), { ContentType: 'image/heic' });
     await put(SCENARIO.textFile, 'not an image', { ContentType: 'text/plain' });
     await put(SCENARIO.broken, 'this is text, not a JPEG', { ContentType: 'image/jpeg' });
     await put(SCENARIO.sseC, await gradientImage(64, 64, 'jpeg', 3), {
-      ContentType: 'image/jpeg', SSECustomerAlgorithm: 'AES256', SSECustomerKey: Buffer.alloc(32, 7).toString('base64'),
+      ContentType: 'image/jpeg',
+      SSECustomerAlgorithm: 'AES256',
+      SSECustomerKey: Buffer.alloc(32, 7).toString('base64'),
     });
     // Deleted while its event waits in the intake queue.
     await put(SCENARIO.deleted, await gradientImage(64, 64, 'jpeg', 4), { ContentType: 'image/jpeg' });
     await world.s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: SCENARIO.deleted }));
 
-    const metadataOf = async (key: string) => (await world.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).catch(() => undefined))?.Metadata;
+    const metadataOf = async (key: string) =>
+      (await world.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).catch(() => undefined))?.Metadata;
     /** What an operator sees: the object's metadata, or why there is none to see. */
     const stateOf = async (key: string): Promise<Record<string, string> | 'missing' | 'unreadable (SSE-C)'> => {
       try {
@@ -136,7 +157,8 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
         throw err;
       }
     };
-    const settled = (keys: string[]) => async () => (await Promise.all(keys.map(metadataOf))).every((m) => m?.['effitag-status']) || undefined;
+    const settled = (keys: string[]) => async () =>
+      (await Promise.all(keys.map(metadataOf))).every((m) => m?.['effitag-status']) || undefined;
     log('waiting for the uploads to be tagged …');
     await waitFor('uploads tagged', settled([SCENARIO.photo, SCENARIO.catalog, SCENARIO.heic, SCENARIO.broken]), 120_000);
 
@@ -149,7 +171,11 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
     await waitFor('the legacy image tagged', settled([SCENARIO.legacy]), 60_000);
 
     // Let the router see the write-backs' own Copy events, then stop.
-    await waitFor('the intake queue drained', async () => (await intake.receive({ max: 1, waitSeconds: 0, visibilitySeconds: 0 })).length === 0 || undefined, 30_000);
+    await waitFor(
+      'the intake queue drained',
+      async () => (await intake.receive({ max: 1, waitSeconds: 0, visibilitySeconds: 0 })).length === 0 || undefined,
+      30_000,
+    );
     pumping = false;
     await Promise.all(pumps);
     log('stopping the container (SIGTERM) …');
@@ -163,7 +189,7 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
       deadLetters[id] = (await q.receive({ max: 10, waitSeconds: 0, visibilitySeconds: 0 })).length;
     }
 
-    log('evaluating every recorded call against the template\'s IAM policies …');
+    log("evaluating every recorded call against the template's IAM policies …");
     const runsOf: { role: string; runs: string; audit: string }[] = [
       ...lambdas.map((f) => ({ role: f.roleId, runs: `Lambda ${f.logicalId}`, audit: f.auditLog })),
       ...containers.map((c) => ({ role: c.roleId, runs: `ECS task ${c.taskDefinitionId}`, audit: c.auditLog })),
@@ -176,10 +202,13 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
       principals.push({ role: r.role, runs: r.runs, calls, verdicts, unused: unusedGrants(assembly, world.resolver, r.role, verdicts) });
     }
     return {
-      assembly, resolver: world.resolver, queueArnOfUrl: world.queueArnOfUrl,
+      assembly,
+      resolver: world.resolver,
+      queueArnOfUrl: world.queueArnOfUrl,
       functions: lambdas.map((f) => ({ logicalId: f.logicalId, coldStart: 'ok' as const })),
       container: { taskDefinition: containers[0].taskDefinitionId, exitCode, output: containers[0].output() },
-      objects, deadLetters,
+      objects,
+      deadLetters,
       routerInvocations: sources.filter((s) => s.queueId === intakeId).flatMap((s) => s.invocations),
       workerInvocations: sources.filter((s) => s.queueId !== intakeId).flatMap((s) => s.invocations),
       backfill: { input: backfill.input, batches: backfill.batches, results: backfill.results },
@@ -189,8 +218,12 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
     };
   } catch (err) {
     // What each artifact printed is the only way to see why a run went wrong.
-    const tails = [...lambdas.map((f) => [`Lambda ${f.logicalId}`, f.output()]), ...containers.map((c) => [`ECS task ${c.taskDefinitionId}`, c.output()])]
-      .map(([who, out]) => `--- ${who} (last lines):\n${out.split('\n').slice(-15).join('\n')}`).join('\n');
+    const tails = [
+      ...lambdas.map((f) => [`Lambda ${f.logicalId}`, f.output()]),
+      ...containers.map((c) => [`ECS task ${c.taskDefinitionId}`, c.output()]),
+    ]
+      .map(([who, out]) => `--- ${who} (last lines):\n${out.split('\n').slice(-15).join('\n')}`)
+      .join('\n');
     (err as Error).message += `\n${tails}`;
     throw err;
   } finally {
@@ -207,7 +240,9 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
 export function stateMachineProcessor(assembly: Assembly): string {
   const [[, sm]] = assembly.ofType('AWS::StepFunctions::StateMachine');
   const refs = JSON.stringify(sm.Properties!.DefinitionString).match(/"Fn::GetAtt":\["([A-Za-z0-9]+)","Arn"\]/g) ?? [];
-  const ids = refs.map((r) => /\["([A-Za-z0-9]+)"/.exec(r)![1]).filter((id) => assembly.template.Resources[id]?.Type === 'AWS::Lambda::Function');
+  const ids = refs
+    .map((r) => /\["([A-Za-z0-9]+)"/.exec(r)![1])
+    .filter((id) => assembly.template.Resources[id]?.Type === 'AWS::Lambda::Function');
   if (ids.length !== 1) throw new Error(`expected one Lambda in the state machine, found ${ids.join(', ')}`);
   return ids[0];
 }
@@ -222,18 +257,30 @@ export function formatReport(report: RehearsalReport): string {
   lines.push('');
   lines.push('Objects after the run:');
   for (const [key, m] of Object.entries(report.objects)) {
-    lines.push(`  ${key}: ${typeof m === 'string' ? m : m['effitag-status'] ? `${m['effitag-status']}${m['effitag-reason'] ? ` (${m['effitag-reason'].slice(0, 60)})` : ` ${m['effitag-model']}`}` : 'untouched'}`);
+    lines.push(
+      `  ${key}: ${typeof m === 'string' ? m : m['effitag-status'] ? `${m['effitag-status']}${m['effitag-reason'] ? ` (${m['effitag-reason'].slice(0, 60)})` : ` ${m['effitag-model']}`}` : 'untouched'}`,
+    );
   }
-  lines.push(`Dead-letter queues: ${Object.entries(report.deadLetters).map(([q, n]) => `${q} ${n}`).join(', ')}`);
+  lines.push(
+    `Dead-letter queues: ${Object.entries(report.deadLetters)
+      .map(([q, n]) => `${q} ${n}`)
+      .join(', ')}`,
+  );
   lines.push('');
   for (const p of report.principals) {
     lines.push(`${p.runs}  (role ${p.role})`);
     for (const v of p.verdicts) {
-      lines.push(`  ${v.result === 'Allowed' ? 'allow' : 'DENY '} ${v.action.padEnd(28)} ${v.resource}${Object.keys(v.context).length ? ` ${JSON.stringify(v.context)}` : ''}  ×${v.count}${v.detail ? `  ${v.detail}` : ''}`);
+      lines.push(
+        `  ${v.result === 'Allowed' ? 'allow' : 'DENY '} ${v.action.padEnd(28)} ${v.resource}${Object.keys(v.context).length ? ` ${JSON.stringify(v.context)}` : ''}  ×${v.count}${v.detail ? `  ${v.detail}` : ''}`,
+      );
     }
     if (p.unused.length) lines.push(`  granted, never used: ${p.unused.map((u) => u.action).join(', ')}`);
   }
   lines.push('');
-  lines.push(report.denied.length ? `VERDICT: ${report.denied.length} request(s) the template would deny` : 'VERDICT: every call each principal made is allowed by the template');
+  lines.push(
+    report.denied.length
+      ? `VERDICT: ${report.denied.length} request(s) the template would deny`
+      : 'VERDICT: every call each principal made is allowed by the template',
+  );
   return lines.join('\n');
 }

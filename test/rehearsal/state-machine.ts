@@ -19,7 +19,12 @@ export interface StateMachineRun {
 }
 
 /** `$.a.b` against a JSON object. */
-const path = (doc: Record<string, any>, p: string) => p.replace(/^\$\.?/, '').split('.').filter(Boolean).reduce<any>((o, k) => o?.[k], doc);
+const path = (doc: Record<string, any>, p: string) =>
+  p
+    .replace(/^\$\.?/, '')
+    .split('.')
+    .filter(Boolean)
+    .reduce<any>((o, k) => o?.[k], doc);
 
 export function stateMachineOf(assembly: Assembly, world: World): { id: string; roleId: string; definition: Record<string, any> } {
   const [[id, sm]] = assembly.ofType('AWS::StepFunctions::StateMachine');
@@ -27,7 +32,13 @@ export function stateMachineOf(assembly: Assembly, world: World): { id: string; 
   return { id, roleId: sm.Properties!.RoleArn['Fn::GetAtt'][0] as string, definition };
 }
 
-export async function runBackfillStateMachine(assembly: Assembly, world: World, processor: LambdaFunction, input: Record<string, unknown>, auditLog: string): Promise<StateMachineRun> {
+export async function runBackfillStateMachine(
+  assembly: Assembly,
+  world: World,
+  processor: LambdaFunction,
+  input: Record<string, unknown>,
+  auditLog: string,
+): Promise<StateMachineRun> {
   const { definition } = stateMachineOf(assembly, world);
   // Defaults: States.JsonMerge(States.StringToJson('<defaults>'), $, false) — a shallow merge.
   const defaults = definition.States[definition.StartAt];
@@ -45,12 +56,22 @@ export async function runBackfillStateMachine(assembly: Assembly, world: World, 
   do {
     const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix || undefined, ContinuationToken: token }));
     for (const o of page.Contents ?? []) {
-      items.push({ Etag: o.ETag, Key: o.Key, LastModified: Math.floor(o.LastModified!.getTime() / 1000), Size: o.Size, StorageClass: o.StorageClass ?? 'STANDARD' });
+      items.push({
+        Etag: o.ETag,
+        Key: o.Key,
+        LastModified: Math.floor(o.LastModified!.getTime() / 1000),
+        Size: o.Size,
+        StorageClass: o.StorageClass ?? 'STANDARD',
+      });
     }
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
   s3.destroy();
-  const batchInput = Object.fromEntries(Object.entries(map.ItemBatcher.BatchInput as Record<string, string>).map(([k, v]) => (k.endsWith('.$') ? [k.slice(0, -2), path(merged, v)] : [k, v])));
+  const batchInput = Object.fromEntries(
+    Object.entries(map.ItemBatcher.BatchInput as Record<string, string>).map(([k, v]) =>
+      k.endsWith('.$') ? [k.slice(0, -2), path(merged, v)] : [k, v],
+    ),
+  );
   const size = map.ItemBatcher.MaxItemsPerBatch as number;
   const results: unknown[] = [];
   for (let i = 0; i < items.length; i += size) {

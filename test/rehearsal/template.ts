@@ -41,17 +41,36 @@ export async function synthesize(options: { outdir?: string; tiersFile?: string 
   for (let d = dirname(outdir); d !== dirname(d); d = dirname(d)) {
     if (existsSync(join(d, 'node_modules'))) throw new Error(`${d}/node_modules exists: the rehearsal must run far from any node_modules`);
   }
-  await promisify(execFile)(join(REPO_ROOT, 'node_modules', '.bin', 'cdk'), [
-    'synth', '--quiet', '--output', outdir, '--context', `effitag:tiersFile=${options.tiersFile ?? REHEARSAL_TIERS}`,
-    // Environment-agnostic, as `cdk synth` without credentials: the account and region are the
-  // template's pseudo parameters, which the resolver fills in.
-  ], { cwd: REPO_ROOT, maxBuffer: 64 * 1024 * 1024, env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CDK_DEFAULT_'))) });
+  await promisify(execFile)(
+    join(REPO_ROOT, 'node_modules', '.bin', 'cdk'),
+    [
+      'synth',
+      '--quiet',
+      '--output',
+      outdir,
+      '--context',
+      `effitag:tiersFile=${options.tiersFile ?? REHEARSAL_TIERS}`,
+      // Environment-agnostic, as `cdk synth` without credentials: the account and region are the
+      // template's pseudo parameters, which the resolver fills in.
+    ],
+    {
+      cwd: REPO_ROOT,
+      maxBuffer: 64 * 1024 * 1024,
+      env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CDK_DEFAULT_'))),
+    },
+  );
   const assembly = readAssembly(outdir);
   // The output folder is kept between runs (for the layer); assets of earlier builds are not.
-  const manifest = JSON.parse(readFileSync(join(outdir, 'EffiTag.assets.json'), 'utf8')) as { files?: Record<string, { source: { path?: string } }>; dockerImages?: Record<string, { source: { directory?: string } }> };
-  const live = new Set([
-    ...Object.values(manifest.files ?? {}).map((a) => a.source.path), ...Object.values(manifest.dockerImages ?? {}).map((a) => a.source.directory),
-  ].filter(Boolean));
+  const manifest = JSON.parse(readFileSync(join(outdir, 'EffiTag.assets.json'), 'utf8')) as {
+    files?: Record<string, { source: { path?: string } }>;
+    dockerImages?: Record<string, { source: { directory?: string } }>;
+  };
+  const live = new Set(
+    [
+      ...Object.values(manifest.files ?? {}).map((a) => a.source.path),
+      ...Object.values(manifest.dockerImages ?? {}).map((a) => a.source.directory),
+    ].filter(Boolean),
+  );
   for (const entry of readdirSync(outdir)) {
     if (entry.startsWith('asset.') && !live.has(entry)) rmSync(join(outdir, entry), { recursive: true, force: true });
   }
@@ -92,9 +111,10 @@ export class Resolver {
     if (entries.length === 1) {
       const [fn, arg] = entries[0];
       switch (fn) {
-        case 'Ref': return this.ref(arg as string);
+        case 'Ref':
+          return this.ref(arg as string);
         case 'Fn::GetAtt': {
-          const [id, attr] = Array.isArray(arg) ? arg as string[] : String(arg).split('.');
+          const [id, attr] = Array.isArray(arg) ? (arg as string[]) : String(arg).split('.');
           const p = this.physical(id);
           const v = p?.attributes[attr];
           if (v === undefined) throw new Error(`cannot resolve Fn::GetAtt ${id}.${attr}`);
@@ -113,10 +133,13 @@ export class Resolver {
           return String(this.resolve(s)).split(sep);
         }
         case 'Fn::Sub': {
-          const [text, vars] = typeof arg === 'string' ? [arg, {}] : arg as [string, Record<string, unknown>];
+          const [text, vars] = typeof arg === 'string' ? [arg, {}] : (arg as [string, Record<string, unknown>]);
           return text.replace(/\$\{([^}]+)\}/g, (_, name: string) => {
             if (name in vars) return String(this.resolve(vars[name]));
-            if (name.includes('.')) { const [id, attr] = name.split('.'); return this.resolve({ 'Fn::GetAtt': [id, attr] }); }
+            if (name.includes('.')) {
+              const [id, attr] = name.split('.');
+              return this.resolve({ 'Fn::GetAtt': [id, attr] });
+            }
             return this.ref(name);
           });
         }
@@ -129,11 +152,16 @@ export class Resolver {
 
   private ref(id: string): string {
     switch (id) {
-      case 'AWS::Region': return REGION;
-      case 'AWS::AccountId': return ACCOUNT;
-      case 'AWS::Partition': return 'aws';
-      case 'AWS::URLSuffix': return 'amazonaws.com';
-      case 'AWS::StackName': return 'EffiTag';
+      case 'AWS::Region':
+        return REGION;
+      case 'AWS::AccountId':
+        return ACCOUNT;
+      case 'AWS::Partition':
+        return 'aws';
+      case 'AWS::URLSuffix':
+        return 'amazonaws.com';
+      case 'AWS::StackName':
+        return 'EffiTag';
       default: {
         const p = this.physical(id);
         if (!p) throw new Error(`cannot resolve Ref ${id}`);

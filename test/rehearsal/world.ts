@@ -62,7 +62,9 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
   const localArn = new Map<string, string>();
   const urlToArn = new Map<string, string>();
   // Dead-letter queues first, so a queue's redrive can name its DLQ's local ARN.
-  const queueDefs = assembly.ofType('AWS::SQS::Queue').sort(([, a], [, b]) => Number(Boolean(a.Properties?.RedrivePolicy)) - Number(Boolean(b.Properties?.RedrivePolicy)));
+  const queueDefs = assembly
+    .ofType('AWS::SQS::Queue')
+    .sort(([, a], [, b]) => Number(Boolean(a.Properties?.RedrivePolicy)) - Number(Boolean(b.Properties?.RedrivePolicy)));
   for (const [id, r] of queueDefs) {
     const p = r.Properties ?? {};
     const fifo = p.FifoQueue === true;
@@ -72,7 +74,10 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
     if (p.VisibilityTimeout !== undefined) attributes.VisibilityTimeout = String(p.VisibilityTimeout);
     if (p.RedrivePolicy) {
       const dlqId = p.RedrivePolicy.deadLetterTargetArn['Fn::GetAtt'][0] as string;
-      attributes.RedrivePolicy = JSON.stringify({ deadLetterTargetArn: localArn.get(dlqId), maxReceiveCount: p.RedrivePolicy.maxReceiveCount });
+      attributes.RedrivePolicy = JSON.stringify({
+        deadLetterTargetArn: localArn.get(dlqId),
+        maxReceiveCount: p.RedrivePolicy.maxReceiveCount,
+      });
     }
     // fauxqs names its queues `http://sqs.<region>.localhost:<port>/…`; the deployed code sends to
     // a queue URL's host, as with real SQS URLs (the processes resolve `.localhost` to loopback).
@@ -112,7 +117,8 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
       const queueId = c.QueueArn['Fn::GetAtt'][0] as string;
       const rules: { Name: string; Value: string }[] = c.Filter?.Key?.FilterRules ?? [];
       notifications.push({
-        bucket, queue: queues.get(queueId)!,
+        bucket,
+        queue: queues.get(queueId)!,
         prefix: rules.find((f) => f.Name.toLowerCase() === 'prefix')?.Value ?? '',
         suffix: rules.find((f) => f.Name.toLowerCase() === 'suffix')?.Value ?? '',
       });
@@ -120,7 +126,12 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
   }
 
   return {
-    s3Endpoint: s3server.endpoint, sqsEndpoint: sqsServer.endpoint, s3, resolver, physical, queues,
+    s3Endpoint: s3server.endpoint,
+    sqsEndpoint: sqsServer.endpoint,
+    s3,
+    resolver,
+    physical,
+    queues,
     bucketName: (id) => physical.get(id)!.ref,
     queueArnOfUrl: (url) => urlToArn.get(url),
     async stop() {

@@ -21,7 +21,7 @@ export function heicBomb(width = 30000, height = 30000): Buffer {
 /** A JPEG whose start-of-frame claims width×height (at most 65535 each). */
 export function jpegBomb(jpeg: Buffer, width = 60000, height = 60000): Buffer {
   const b = Buffer.from(jpeg);
-  for (let i = 2; i < b.length - 9;) {
+  for (let i = 2; i < b.length - 9; ) {
     if (b[i] !== 0xff) throw new Error('not a JPEG marker');
     const marker = b[i + 1];
     const length = b.readUInt16BE(i + 2);

@@ -23,7 +23,7 @@ export interface FaultProxy {
 /** Deterministic, so a failing run can be repeated. */
 function seeded(seed: number): () => number {
   let x = seed >>> 0;
-  return () => ((x = (Math.imul(x ^ (x >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0) / 2 ** 32);
+  return () => (x = (Math.imul(x ^ (x >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0) / 2 ** 32;
 }
 
 const S3_ERRORS = [
@@ -36,11 +36,22 @@ export async function startFaultProxy(target: string, options: { seed?: number }
   const random = seeded(options.seed ?? 1);
   const sockets = new Set<Socket>();
   const proxy: FaultProxy = {
-    endpoint: '', failFraction: 0, down: false, injected: 0, copies: new Map(),
-    close: () => new Promise((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
+    endpoint: '',
+    failFraction: 0,
+    down: false,
+    injected: 0,
+    copies: new Map(),
+    close: () =>
+      new Promise((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
   const server: Server = createServer((req: IncomingMessage, res) => {
-    if (proxy.down) { req.socket.destroy(); return; }
+    if (proxy.down) {
+      req.socket.destroy();
+      return;
+    }
     if (random() < proxy.failFraction) {
       proxy.injected++;
       const e = S3_ERRORS[proxy.injected % S3_ERRORS.length];
@@ -60,7 +71,11 @@ export async function startFaultProxy(target: string, options: { seed?: number }
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);
   });
-  server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); if (proxy.down) s.destroy(); });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    if (proxy.down) s.destroy();
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   proxy.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return proxy;

@@ -20,13 +20,22 @@ export async function tempDir(prefix = 'effitag-test-'): Promise<string> {
   return dir;
 }
 
-export async function randomArtifact(dir: string, variant: string, options: PlanOptions & { seed?: number } = {}): Promise<WeightsManifest> {
+export async function randomArtifact(
+  dir: string,
+  variant: string,
+  options: PlanOptions & { seed?: number } = {},
+): Promise<WeightsManifest> {
   const plan = planModel(variant, options);
   return writeArtifact(dir, plan, randomWeights(plan, options.seed ?? 7), { kind: 'random', note: 'test fixture' });
 }
 
 /** A smooth RGB gradient image with some structure, encoded in the given format. */
-export async function gradientImage(width: number, height: number, format: 'jpeg' | 'png' | 'webp' | 'gif' | 'tiff' | 'avif' = 'jpeg', seed = 0): Promise<Buffer> {
+export async function gradientImage(
+  width: number,
+  height: number,
+  format: 'jpeg' | 'png' | 'webp' | 'gif' | 'tiff' | 'avif' = 'jpeg',
+  seed = 0,
+): Promise<Buffer> {
   const raw = Buffer.alloc(width * height * 3);
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
@@ -36,5 +45,7 @@ export async function gradientImage(width: number, height: number, format: 'jpeg
       raw[i + 2] = ((x + y + seed * 37) * 7) % 256;
     }
   }
-  return sharp(raw, { raw: { width, height, channels: 3 } }).toFormat(format).toBuffer();
+  return sharp(raw, { raw: { width, height, channels: 3 } })
+    .toFormat(format)
+    .toBuffer();
 }

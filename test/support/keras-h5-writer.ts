@@ -74,11 +74,17 @@ export async function writeKerasH5(path: string, plan: ModelPlan, options: Write
       const group = file.create_group(layer);
       const weights = byLayer.get(layer) ?? [];
       // Keras writes an (empty) weight_names attribute on every layer group.
-      group.create_attribute('weight_names', weights.map((w) => w.name), [weights.length], weights.length ? undefined : 'S1');
+      group.create_attribute(
+        'weight_names',
+        weights.map((w) => w.name),
+        [weights.length],
+        weights.length ? undefined : 'S1',
+      );
       for (const w of weights) {
         const [, leaf] = w.name.split('/');
         const sub = (group.get(layer) as typeof group | null) ?? group.create_group(layer);
-        const data = normalizationWeight(w.name, options.stdAsVariance ?? true) ?? randomWeight(w.name, w.shape, rand, options.stdAsVariance ?? true);
+        const data =
+          normalizationWeight(w.name, options.stdAsVariance ?? true) ?? randomWeight(w.name, w.shape, rand, options.stdAsVariance ?? true);
         sub.create_dataset({ name: leaf, data, shape: w.shape, dtype: '<f' });
         values.set(w.name, data);
       }

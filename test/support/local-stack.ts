@@ -22,7 +22,10 @@ export function countingEngine(base: Engine, probe: EngineProbe): Engine {
     async load(dir, options) {
       const model = await base.load(dir, options);
       const counted: LoadedModel = {
-        description: model.description, variant: model.variant, resolution: model.resolution, manifest: model.manifest,
+        description: model.description,
+        variant: model.variant,
+        resolution: model.resolution,
+        manifest: model.manifest,
         async classify(images) {
           await probe.beforeClassify?.();
           probe.calls++;
@@ -36,15 +39,24 @@ export function countingEngine(base: Engine, probe: EngineProbe): Engine {
   };
 }
 
-export async function startTestStack(tiers: unknown, options: Partial<LocalStackOptions> = {}): Promise<{ stack: LocalStack; probe: EngineProbe; config: TiersFile }> {
+export async function startTestStack(
+  tiers: unknown,
+  options: Partial<LocalStackOptions> = {},
+): Promise<{ stack: LocalStack; probe: EngineProbe; config: TiersFile }> {
   const weights = await tempDir('effitag-weights-');
   await randomArtifact(join(weights, 'b0'), 'b0');
   const probe: EngineProbe = { images: 0, calls: 0 };
   const config = parseTiers(tiers);
   const stack = await startLocalStack({
-    dataDir: join(await tempDir('effitag-data-'), 's3'), tiers: config, weightsDir: weights,
-    engine: countingEngine(ortEngine({ log: () => {} }), probe), log: silentLogger,
-    maxReceiveCount: 3, visibilitySeconds: 30, worker: { retryBaseSeconds: 0.4, waitSeconds: 1 }, ...options,
+    dataDir: join(await tempDir('effitag-data-'), 's3'),
+    tiers: config,
+    weightsDir: weights,
+    engine: countingEngine(ortEngine({ log: () => {} }), probe),
+    log: silentLogger,
+    maxReceiveCount: 3,
+    visibilitySeconds: 30,
+    worker: { retryBaseSeconds: 0.4, waitSeconds: 1 },
+    ...options,
   });
   return { stack, probe, config };
 }
@@ -59,7 +71,12 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
   }
 }
 
-export async function put(stack: LocalStack, key: string, body: Uint8Array | string, extra: Partial<PutObjectCommandInput> = {}): Promise<string> {
+export async function put(
+  stack: LocalStack,
+  key: string,
+  body: Uint8Array | string,
+  extra: Partial<PutObjectCommandInput> = {},
+): Promise<string> {
   const out = await stack.s3.send(new PutObjectCommand({ Bucket: stack.bucket, Key: key, Body: body, ...extra }));
   return (out.ETag ?? '').replace(/"/g, '');
 }
@@ -70,8 +87,12 @@ export async function head(stack: LocalStack, key: string) {
 
 /** Wait until the object carries an EffiTag status for the given ETag; returns its head. */
 export function waitForStatus(stack: LocalStack, key: string, eTag: string, timeoutMs?: number) {
-  return waitFor(`status on ${key}`, async () => {
-    const h = await head(stack, key);
-    return h.Metadata?.['effitag-etag'] === eTag && h.Metadata?.['effitag-status'] ? h : undefined;
-  }, timeoutMs);
+  return waitFor(
+    `status on ${key}`,
+    async () => {
+      const h = await head(stack, key);
+      return h.Metadata?.['effitag-etag'] === eTag && h.Metadata?.['effitag-status'] ? h : undefined;
+    },
+    timeoutMs,
+  );
 }

@@ -10,7 +10,14 @@ import type { LoadedModel } from '../../inference/engine.ts';
 import type { WeightsManifest } from '../../model/weights.ts';
 import type { ModelCatalog } from '../../pipeline/models.ts';
 import {
-  StoreError, type ListPage, type MessageQueue, type ObjectHead, type ObjectRef, type ObjectStore, type OutgoingMessage, type QueueMessage,
+  StoreError,
+  type ListPage,
+  type MessageQueue,
+  type ObjectHead,
+  type ObjectRef,
+  type ObjectStore,
+  type OutgoingMessage,
+  type QueueMessage,
 } from '../../pipeline/ports.ts';
 
 interface StoredObject {
@@ -29,12 +36,25 @@ export class MemoryStore implements ObjectStore {
   /** Runs just before a metadata copy is applied (a test overwrites the object here to race it). */
   beforeCopy?: (ref: ObjectRef) => void;
 
-  put(bucket: string, key: string, bytes: Uint8Array | string, options: { contentType?: string; metadata?: Record<string, string>; storageClass?: string } = {}): string {
+  put(
+    bucket: string,
+    key: string,
+    bytes: Uint8Array | string,
+    options: { contentType?: string; metadata?: Record<string, string>; storageClass?: string } = {},
+  ): string {
     const data = typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes;
     const eTag = createHash('md5').update(data).digest('hex');
     this.objects.set(`${bucket}/${key}`, {
-      bytes: data, tags: {},
-      head: { eTag, contentLength: data.length, contentType: options.contentType, storageClass: options.storageClass, metadata: { ...options.metadata }, lastModified: new Date() },
+      bytes: data,
+      tags: {},
+      head: {
+        eTag,
+        contentLength: data.length,
+        contentType: options.contentType,
+        storageClass: options.storageClass,
+        metadata: { ...options.metadata },
+        lastModified: new Date(),
+      },
     });
     return eTag;
   }
@@ -108,7 +128,10 @@ export class MemoryStore implements ObjectStore {
 
   async list(bucket: string, options: { prefix?: string; startAfter?: string; maxKeys?: number }): Promise<ListPage> {
     this.enter('list');
-    const keys = [...this.objects.keys()].filter((k) => k.startsWith(`${bucket}/${options.prefix ?? ''}`)).map((k) => k.slice(bucket.length + 1)).sort();
+    const keys = [...this.objects.keys()]
+      .filter((k) => k.startsWith(`${bucket}/${options.prefix ?? ''}`))
+      .map((k) => k.slice(bucket.length + 1))
+      .sort();
     const from = options.startAfter ? keys.filter((k) => k > options.startAfter!) : keys;
     return {
       objects: from.slice(0, options.maxKeys ?? 1000).map((key) => {
@@ -130,7 +153,10 @@ export class MemoryQueue implements MessageQueue {
   readonly visibility: { id: string; seconds: number }[] = [];
   private next = 0;
 
-  constructor(readonly name = 'memory.fifo', private readonly visibilitySeconds = 30) {}
+  constructor(
+    readonly name = 'memory.fifo',
+    private readonly visibilitySeconds = 30,
+  ) {}
 
   async send(messages: readonly OutgoingMessage[]): Promise<void> {
     for (const m of messages) {
@@ -138,8 +164,15 @@ export class MemoryQueue implements MessageQueue {
       if (m.deduplicationId && this.messages.some((q) => q.deduplicationId === m.deduplicationId)) continue;
       const id = `m${++this.next}`;
       this.messages.push({
-        id, receipt: `${id}-r0`, body: m.body, receiveCount: 0, attributes: m.attributes ? { ...m.attributes } : undefined,
-        groupId: m.groupId, deduplicationId: m.deduplicationId, visibleAt: 0, deleted: false,
+        id,
+        receipt: `${id}-r0`,
+        body: m.body,
+        receiveCount: 0,
+        attributes: m.attributes ? { ...m.attributes } : undefined,
+        groupId: m.groupId,
+        deduplicationId: m.deduplicationId,
+        visibleAt: 0,
+        deleted: false,
       });
     }
   }
@@ -178,7 +211,12 @@ export class MemoryQueue implements MessageQueue {
  * A catalog whose every variant "classifies" each image as `topClass` with probability 0.9 (the
  * rest spread evenly), at a small resolution so decoding is fast. Markers are `<variant>@<hash>`.
  */
-export function fixedCatalog(options: { topClass: number; hash?: string; resolution?: number; classes?: number }): ModelCatalog & { classified: number } {
+export function fixedCatalog(options: {
+  topClass: number;
+  hash?: string;
+  resolution?: number;
+  classes?: number;
+}): ModelCatalog & { classified: number } {
   const classes = options.classes ?? 1000;
   const resolution = options.resolution ?? 32;
   const catalog = {
@@ -188,7 +226,10 @@ export function fixedCatalog(options: { topClass: number; hash?: string; resolut
     async load(variant: string): Promise<LoadedModel> {
       const manifest = { variant, classes, resolution, includeTop: true } as WeightsManifest;
       return {
-        description: 'fixed', variant, resolution, manifest,
+        description: 'fixed',
+        variant,
+        resolution,
+        manifest,
         async classify(images) {
           catalog.classified += images.length;
           return images.map(() => {

@@ -4,13 +4,25 @@
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
-export interface Listening { address: string; port: number }
+export interface Listening {
+  address: string;
+  port: number;
+}
 
 function decodeAddress(hex: string): string {
   if (hex.length === 8) return [0, 1, 2, 3].map((i) => parseInt(hex.slice(6 - 2 * i, 8 - 2 * i), 16)).join('.');
   // IPv6: four little-endian 32-bit words.
-  const words = [0, 1, 2, 3].map((w) => hex.slice(w * 8, w * 8 + 8).match(/../g)!.reverse().join(''));
-  const groups = words.join('').match(/.{4}/g)!.map((g) => parseInt(g, 16).toString(16));
+  const words = [0, 1, 2, 3].map((w) =>
+    hex
+      .slice(w * 8, w * 8 + 8)
+      .match(/../g)!
+      .reverse()
+      .join(''),
+  );
+  const groups = words
+    .join('')
+    .match(/.{4}/g)!
+    .map((g) => parseInt(g, 16).toString(16));
   return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
 }
 
@@ -20,7 +32,9 @@ export function listeningSockets(pid: number | 'self' = 'self'): Listening[] {
     try {
       const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
       if (m) inodes.add(m[1]);
-    } catch { /* closed meanwhile */ }
+    } catch {
+      /* closed meanwhile */
+    }
   }
   const found: Listening[] = [];
   for (const table of ['tcp', 'tcp6']) {
