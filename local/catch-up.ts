@@ -17,8 +17,14 @@
 import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { backfillObject, emptyReport, runBackfill, TaskBatcher, type BackfillReport } from '../pipeline/backfill.ts';
+import { mapLimit } from '../pipeline/concurrency.ts';
 import type { ObjectCreated } from '../pipeline/events.ts';
-import type { Logger } from '../pipeline/log.ts';
+import type { Counters, Logger } from '../pipeline/log.ts';
+import type { ModelCatalog } from '../pipeline/models.ts';
+import type { MessageQueue, ObjectStore } from '../pipeline/ports.ts';
+import { makeRouter } from '../pipeline/router.ts';
+import type { TiersFile } from '../tiers/schema.ts';
 
 /** One accepted upload, as the journal keeps it. */
 export interface JournalEntry {
@@ -147,4 +153,65 @@ export function watchIdle(opts: {
       await running;
     },
   };
+}
+
+/** The start-up catch-up: what it decided, from when, and how long it took. */
+export interface CatchUpResult {
+  since?: Date;
+  report: BackfillReport;
+  seconds: number;
+}
+
+/**
+ * One catch-up pass: the journalled uploads since the stack was last idle (one ranged GET each),
+ * or, with no record of an idle moment, the whole bucket once; each through the router's backfill
+ * decisions, tasks sent in batches. Undefined when aborted (the next start does it again).
+ */
+export async function catchUpOnce(
+  deps: {
+    state: SettledState;
+    journal: UploadJournal;
+    store: ObjectStore;
+    queues: Record<string, MessageQueue>;
+    tiers: TiersFile;
+    models: Pick<ModelCatalog, 'marker'>;
+    log: Logger;
+    counters: Counters;
+    bucket: string;
+  },
+  signal: AbortSignal,
+): Promise<CatchUpResult | undefined> {
+  const since = await deps.state.read();
+  const started = performance.now();
+  const batcher = new TaskBatcher(deps.queues);
+  const { store, queues, tiers, models, log, counters } = deps;
+  const router = makeRouter({ store, queues, tiers, models, log, counters, sink: (t) => batcher.add(t) });
+  const filter = { mode: 'stale' as const };
+  let report: BackfillReport;
+  if (since) {
+    report = emptyReport();
+    await mapLimit(deps.journal.entries(), 16, async ({ object }) => {
+      if (signal.aborted) return;
+      report.listed++;
+      await backfillObject(router, { key: object.key, eTag: object.eTag ?? '', size: object.size ?? 0 }, report, {
+        bucket: object.bucket,
+        filter,
+      });
+    });
+    await batcher.flush();
+    report.complete = !signal.aborted;
+  } else {
+    // No record (a folder from before this mechanism, or made by hand): the whole bucket, once.
+    report = await runBackfill({ store, router, batcher, counters }, { bucket: deps.bucket, filter, signal });
+  }
+  if (signal.aborted) return undefined;
+  const result = { since, report, seconds: (performance.now() - started) / 1000 };
+  log.log('info', 'caught up', {
+    since: since?.toISOString() ?? 'the beginning',
+    listed: report.listed,
+    enqueued: report.enqueued,
+    skipped: report.skipped,
+    seconds: result.seconds,
+  });
+  return result;
 }

@@ -20,9 +20,9 @@ import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
 import { makeRouter, routeBatch, type Router } from '../pipeline/router.ts';
 import { makeWorker, type Worker, type WorkerOptions } from '../pipeline/worker.ts';
-import { backfillObject, emptyReport, runBackfill, TaskBatcher, type BackfillReport } from '../pipeline/backfill.ts';
-import { mapLimit } from '../pipeline/concurrency.ts';
-import { settledState, uploadJournal, watchIdle } from './catch-up.ts';
+import { catchUpOnce, settledState, uploadJournal, watchIdle, type CatchUpResult } from './catch-up.ts';
+
+export type { CatchUpResult };
 import type { TiersFile } from '../tiers/schema.ts';
 import { startS3Server } from './s3-server.ts';
 import { startSqsServer } from './sqs-server.ts';
@@ -68,13 +68,6 @@ export interface LocalStackOptions {
   catchUp?: boolean;
   /** How often the stack checks whether it is idle (default 2000 ms). */
   idleCheckMs?: number;
-}
-
-/** The start-up catch-up: what it decided, from when, and how long it took. */
-export interface CatchUpResult {
-  since?: Date;
-  report: BackfillReport;
-  seconds: number;
 }
 
 export interface LocalStack {
@@ -156,6 +149,56 @@ function coalescingSender(queue: SqsQueue, windowMs = 5) {
   };
 }
 
+/** The embedded stack's queues, as the CDK stack makes them: intake with its DLQ, a FIFO task queue and DLQ per tier. */
+async function createQueues(
+  server: Awaited<ReturnType<typeof startSqsServer>>,
+  sqs: SQSClient,
+  tiers: readonly string[],
+  o: { visibility: number; maxReceiveCount: number },
+): Promise<{ intake: SqsQueue; intakeUrl: string; tierQueues: LocalStack['tierQueues'] }> {
+  const redrive = (arn: string) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount: String(o.maxReceiveCount) });
+  const VisibilityTimeout = String(o.visibility);
+  const intakeDlq = await server.createQueue(QUEUE_NAMES.intakeDeadLetters);
+  const intakeQ = await server.createQueue(QUEUE_NAMES.intake, { VisibilityTimeout, RedrivePolicy: redrive(intakeDlq.arn) });
+  const tierQueues: LocalStack['tierQueues'] = {};
+  for (const tier of tiers) {
+    const dlq = await server.createQueue(QUEUE_NAMES.tierDeadLetters(tier), { FifoQueue: 'true' });
+    const q = await server.createQueue(QUEUE_NAMES.tier(tier), { FifoQueue: 'true', VisibilityTimeout, RedrivePolicy: redrive(dlq.arn) });
+    tierQueues[tier] = { queue: new SqsQueue(sqs, q.url), dlq: new SqsQueue(sqs, dlq.url) };
+  }
+  return { intake: new SqsQueue(sqs, intakeQ.url, QUEUE_NAMES.intake), intakeUrl: intakeQ.url, tierQueues };
+}
+
+/**
+ * The router's event source, as the Lambda SQS event source runs it: poll the intake queue, route
+ * the batch, delete what is done in one call, and retry the rest with backoff (the intake DLQ takes
+ * them after maxReceiveCount receives).
+ */
+function pollIntake(intake: SqsQueue, router: Router, log: Logger): { stop(): Promise<void> } {
+  let stopping = false;
+  const abort = new AbortController();
+  const loop = (async () => {
+    while (!stopping) {
+      const messages = await intake.receive({ max: 10, waitSeconds: 1, signal: abort.signal }).catch(() => []);
+      if (!messages.length) continue;
+      const retry = new Set(await routeBatch(router, messages, log));
+      await intake
+        .delete(messages.filter((m) => !retry.has(m.id)))
+        .catch((err) => log.log('warn', 'intake delete failed', { error: String(err) }));
+      for (const m of messages.filter((x) => retry.has(x.id))) {
+        await intake.setVisibility(m, Math.min(60, 2 ** m.receiveCount)).catch(() => {});
+      }
+    }
+  })();
+  return {
+    async stop() {
+      stopping = true;
+      abort.abort();
+      await loop;
+    },
+  };
+}
+
 export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
   const host = options.host ?? '127.0.0.1';
   const log = options.log ?? jsonLogger();
@@ -174,33 +217,23 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const sqsServer = await startSqsServer({ host, port: options.sqsPort, credentials: LOCAL_CREDENTIALS });
   const sqsEndpoint = sqsServer.endpoint;
   const stops: (() => Promise<unknown>)[] = [() => sqsServer.close()];
-  const maxReceiveCount = String(options.maxReceiveCount ?? 5);
-  const visibility = String(options.visibilitySeconds ?? 60);
-  const redrive = (arn: string) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount });
+  const maxReceiveCount = options.maxReceiveCount ?? 5;
+  const visibility = options.visibilitySeconds ?? 60;
 
   const sqs = sqsClient({
     sqsEndpoint: options.interpose?.sqs ? await options.interpose.sqs(sqsEndpoint) : sqsEndpoint,
     credentials: LOCAL_CREDENTIALS,
   });
-  const intakeDlq = await sqsServer.createQueue(QUEUE_NAMES.intakeDeadLetters);
-  const intakeQ = await sqsServer.createQueue(QUEUE_NAMES.intake, { VisibilityTimeout: visibility, RedrivePolicy: redrive(intakeDlq.arn) });
-  const intake = new SqsQueue(sqs, intakeQ.url, QUEUE_NAMES.intake);
-  const tierQueues: LocalStack['tierQueues'] = {};
-  for (const tier of Object.keys(options.tiers.tiers)) {
-    const dlq = await sqsServer.createQueue(QUEUE_NAMES.tierDeadLetters(tier), { FifoQueue: 'true' });
-    const q = await sqsServer.createQueue(QUEUE_NAMES.tier(tier), {
-      FifoQueue: 'true',
-      VisibilityTimeout: visibility,
-      RedrivePolicy: redrive(dlq.arn),
-    });
-    tierQueues[tier] = { queue: new SqsQueue(sqs, q.url), dlq: new SqsQueue(sqs, dlq.url) };
-  }
+  const { intake, intakeUrl, tierQueues } = await createQueues(sqsServer, sqs, Object.keys(options.tiers.tiers), {
+    visibility,
+    maxReceiveCount,
+  });
 
   await mkdir(options.dataDir, { recursive: true });
   const statePath = options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`;
   const journal = uploadJournal(statePath.replace(/\.state\.json$|$/, '.journal.jsonl'));
   const notifier = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
-  const notifications = coalescingSender(new SqsQueue(notifier, intakeQ.url, QUEUE_NAMES.intake));
+  const notifications = coalescingSender(new SqsQueue(notifier, intakeUrl, QUEUE_NAMES.intake));
   const s3server = await startS3Server({
     host,
     port: options.s3Port,
@@ -226,28 +259,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const routerLog = log.child({ component: 'router' });
   const router = makeRouter({ store, queues, tiers: options.tiers, models, log: routerLog, counters });
 
-  // The router's event source: poll the intake queue and hand each body to the router core.
-  let stopping = false;
-  const routerAbort = new AbortController();
-  const routerLoop = (async () => {
-    while (!stopping && options.runRouter !== false) {
-      const messages = await intake.receive({ max: 10, waitSeconds: 1, signal: routerAbort.signal }).catch(() => []);
-      if (!messages.length) continue;
-      // As the Lambda event source does: route the batch, delete what is done in one call, and
-      // retry the rest with backoff (the intake DLQ takes them after maxReceiveCount receives).
-      const retry = new Set(await routeBatch(router, messages, routerLog));
-      await intake
-        .delete(messages.filter((m) => !retry.has(m.id)))
-        .catch((err) => log.log('warn', 'intake delete failed', { error: String(err) }));
-      for (const m of messages.filter((x) => retry.has(x.id)))
-        await intake.setVisibility(m, Math.min(60, 2 ** m.receiveCount)).catch(() => {});
-    }
-  })();
-  stops.unshift(async () => {
-    stopping = true;
-    routerAbort.abort();
-    await routerLoop;
-  });
+  if (options.runRouter !== false) {
+    const intakeLoop = pollIntake(intake, router, routerLog);
+    stops.unshift(() => intakeLoop.stop());
+  }
 
   const workers: Record<string, Worker> = {};
   for (const [tier, { queue }] of Object.entries(tierQueues)) {
@@ -263,8 +278,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       options: {
         batchSize: t.batchSize,
         waitSeconds: 1,
-        visibilitySeconds: Number(visibility),
-        deadLetter: { queue: tierQueues[tier].dlq, maxReceives: Number(maxReceiveCount) },
+        visibilitySeconds: visibility,
+        deadLetter: { queue: tierQueues[tier].dlq, maxReceives: maxReceiveCount },
         ...options.worker,
       },
     });
@@ -284,55 +299,21 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   // Without a router nothing gets settled; with a catch-up, nothing is until it is done.
   let holdWatermark = options.runRouter === false || catchUpOn;
   const catchUpAbort = new AbortController();
-  const catchUp = (async (): Promise<CatchUpResult | undefined> => {
-    if (!catchUpOn) return undefined;
-    const since = await state.read();
-    const started = performance.now();
-    const batcher = new TaskBatcher(queues);
-    const catchUpRouter = makeRouter({
-      store,
-      queues,
-      tiers: options.tiers,
-      models,
-      log: routerLog,
-      counters,
-      sink: (t) => batcher.add(t),
-    });
-    const filter = { mode: 'stale' as const };
-    let report: BackfillReport;
-    if (since) {
-      // The uploads accepted since the stack was last idle: one ranged GET each.
-      report = emptyReport();
-      await mapLimit(journal.entries(), 16, async ({ object }) => {
-        if (catchUpAbort.signal.aborted) return;
-        report.listed++;
-        await backfillObject(catchUpRouter, { key: object.key, eTag: object.eTag ?? '', size: object.size ?? 0 }, report, {
-          bucket: object.bucket,
-          filter,
-        });
-      });
-      await batcher.flush();
-      report.complete = !catchUpAbort.signal.aborted;
-    } else {
-      // No record (a folder from before this mechanism, or made by hand): the whole bucket, once.
-      report = await runBackfill({ store, router: catchUpRouter, batcher, counters }, { bucket, filter, signal: catchUpAbort.signal });
-    }
-    if (catchUpAbort.signal.aborted) return undefined;
-    const result = { since, report, seconds: (performance.now() - started) / 1000 };
-    log.log('info', 'caught up', {
-      since: since?.toISOString() ?? 'the beginning',
-      listed: report.listed,
-      enqueued: report.enqueued,
-      skipped: report.skipped,
-      seconds: result.seconds,
-    });
-    holdWatermark = false;
-    return result;
-  })().catch((err) => {
-    // The watermark stays where it was, so the next start catches up on the same window.
-    log.log('error', 'catch-up failed; it runs again at the next start', { error: String(err) });
-    return undefined;
-  });
+  const catchUp = (
+    catchUpOn
+      ? catchUpOnce({ state, journal, store, queues, tiers: options.tiers, models, log: routerLog, counters, bucket }, catchUpAbort.signal)
+      : Promise.resolve(undefined)
+  ).then(
+    (result: CatchUpResult | undefined) => {
+      if (result) holdWatermark = false;
+      return result;
+    },
+    (err: unknown) => {
+      // The watermark stays where it was, so the next start catches up on the same window.
+      log.log('error', 'catch-up failed; it runs again at the next start', { error: String(err) });
+      return undefined;
+    },
+  );
   const allQueues = [intake, ...Object.values(tierQueues).map((q) => q.queue)];
   const idle = watchIdle({
     state,

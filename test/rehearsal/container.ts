@@ -38,13 +38,11 @@ export function imageModules(
     for (const dep of Object.keys({ ...entry.dependencies, ...entry.optionalDependencies })) visit(dep);
   };
   for (const dep of Object.keys(entries['']?.dependencies ?? {})) visit(dep);
-  return [...seen]
-    .sort()
-    .map((name) => ({
-      name,
-      version: entries[`node_modules/${name}`].version!,
-      optional: entries[`node_modules/${name}`].optional === true,
-    }));
+  return [...seen].sort().map((name) => ({
+    name,
+    version: entries[`node_modules/${name}`].version!,
+    optional: entries[`node_modules/${name}`].optional === true,
+  }));
 }
 
 /** The ENV lines of the Dockerfile's final stage. */
