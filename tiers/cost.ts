@@ -10,6 +10,7 @@
  * 12-megapixel photo takes about nine times a 640×480 one), so it is fitted on the benchmark's sizes
  * and priced at the size the caller knows (a backfill dry run measures its objects) or a reference.
  */
+import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import {
   DEFAULT_SPOT_FRACTION,
@@ -38,6 +39,13 @@ export interface DecodeRow {
   /** CPU time per image, all threads. */
   cpuMsPerImage?: number;
 }
+/**
+ * The engine figures `tiers cost` and `backfill --dry-run` price with unless told otherwise: a
+ * committed copy of one `npm run bench -- engines` run, with the machine it ran on, so every quoted
+ * cost is reproducible from the repository (bench/results/ holds fresh, untracked runs).
+ */
+export const REFERENCE_BENCH = fileURLToPath(new URL('../bench/reference/engines.json', import.meta.url));
+
 export interface BenchFile {
   machine?: { cpus?: number };
   rows: BenchRow[];

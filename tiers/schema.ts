@@ -136,8 +136,6 @@ export type Tier = Omit<TierInput, 'variants' | 'throughput' | 'compute'> & {
   readonly name: string;
   /** Canonical variant names, in the file's order. */
   readonly variants: readonly string[];
-  /** Where a custom variant's weights artifact is published (the entry's `weights`), by variant. */
-  readonly weightsSources: Readonly<Record<string, string>>;
   readonly throughput?: Readonly<Record<string, number>>;
 } & ({ readonly kind: 'lambda-cpu'; readonly compute: LambdaCompute } | { readonly kind: 'ecs-gpu'; readonly compute: GpuCompute });
 
@@ -181,9 +179,8 @@ function resolveTiers(input: TiersInput): TiersFile {
   const tiers: Record<string, Tier> = {};
   for (const [name, t] of Object.entries(input.tiers)) {
     const variants = [...new Set(t.variants.map(variantName))];
-    const weightsSources = Object.fromEntries(t.variants.flatMap((e) => (typeof e === 'string' ? [] : [[variantName(e), e.weights]])));
     const throughput = t.throughput && Object.fromEntries(Object.entries(t.throughput).map(([k, v]) => [decodeVariant(k).variant, v]));
-    const common = { ...t, name, variants, weightsSources, ...(throughput ? { throughput } : {}) };
+    const common = { ...t, name, variants, ...(throughput ? { throughput } : {}) };
     tiers[name] =
       t.compute.target === 'lambda-cpu'
         ? { ...common, kind: 'lambda-cpu', compute: t.compute }

@@ -22,10 +22,9 @@ import {
 } from '../../pipeline/aws/wiring.ts';
 import { Counters, jsonLogger } from '../../pipeline/log.ts';
 import { makeRouter } from '../../pipeline/router.ts';
-import { estimateCosts, readBenchFile } from '../../tiers/cost.ts';
+import { estimateCosts, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
 import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber, table } from '../format.ts';
-import { existsSync } from 'node:fs';
 
 interface BackfillCli {
   tier?: string;
@@ -212,7 +211,7 @@ export function registerBackfillCommand(program: Command): void {
 }
 
 function printReport(report: BackfillReport, opts: BackfillCli, tiers: Parameters<typeof estimateCosts>[0], seconds: number): void {
-  const bench = existsSync('bench/results/engines.json') ? readBenchFile('bench/results/engines.json') : undefined;
+  const bench = readBenchFile(REFERENCE_BENCH);
   // Decoding is priced at the average size of the objects this run would tag.
   const costs = estimateCosts(tiers, bench, {
     imageBytes: (tier, variant) => {

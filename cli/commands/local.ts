@@ -40,6 +40,13 @@ interface LocalOptions {
 }
 
 export function registerLocalCommands(program: Command): void {
+  registerLocal(program);
+  registerTag(program);
+  registerShow(program);
+}
+
+/** `effitag local`: the embedded stack (npm start). */
+function registerLocal(program: Command): void {
   program
     .command('local')
     .description('run the embedded stack: local S3 + queues + router + CPU worker, on loopback (npm start)')
@@ -155,7 +162,10 @@ export function registerLocalCommands(program: Command): void {
       });
       await stack.stop();
     });
+}
 
+/** `effitag tag`: upload files and print their tags when they land. */
+function registerTag(program: Command): void {
   program
     .command('tag')
     .description("upload images (files or directories) and print each object's tags when they land")
@@ -206,7 +216,10 @@ export function registerLocalCommands(program: Command): void {
         if (pending.length || failures) process.exitCode = 1;
       },
     );
+}
 
+/** `effitag show`: an object's tags and status. */
+function registerShow(program: Command): void {
   program
     .command('show')
     .description("print an object's EffiTag tags and status")

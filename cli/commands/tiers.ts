@@ -1,13 +1,10 @@
-import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { chooseVariant } from '../../tiers/choose.ts';
-import { estimateCosts, readBenchFile } from '../../tiers/cost.ts';
+import { estimateCosts, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
 import { loadTiers, readTiersJson, resolveTiersPath } from '../../tiers/load.ts';
 import { routeObject } from '../../tiers/route.ts';
 import { validateTiers } from '../../tiers/schema.ts';
 import { parseNumber, table } from '../format.ts';
-
-const DEFAULT_BENCH = 'bench/results/engines.json';
 
 export function registerTiersCommands(program: Command): void {
   const tiers = program
@@ -105,7 +102,7 @@ export function registerTiersCommands(program: Command): void {
   tiers
     .command('cost')
     .description('estimated $ per 1M images per tier and variant, next to Amazon Rekognition')
-    .option('--bench <file>', `engine benchmark JSON (default ${DEFAULT_BENCH} if present)`)
+    .option('--bench <file>', 'engine benchmark JSON (default: bench/reference/engines.json; a fresh run: bench/results/engines.json)')
     .option(
       '--image-kb <kb>',
       "price decoding for images of this size (default: the benchmark's 1024×768 JPEG); a 12-megapixel photo is 3000–5000 KB",
@@ -114,12 +111,12 @@ export function registerTiersCommands(program: Command): void {
     .option('--json', 'machine-readable output')
     .action((opts: { bench?: string; imageKb?: number; json?: boolean }, cmd: Command) => {
       const { config } = loadTiers(tiersFile(cmd));
-      const benchPath = opts.bench ?? (existsSync(DEFAULT_BENCH) ? DEFAULT_BENCH : undefined);
+      const benchPath = opts.bench ?? REFERENCE_BENCH;
       const imageBytes = opts.imageKb === undefined ? undefined : opts.imageKb * 1024;
-      const report = estimateCosts(config, benchPath ? readBenchFile(benchPath) : undefined, {
+      const report = estimateCosts(config, readBenchFile(benchPath), {
         imageBytes: imageBytes === undefined ? undefined : () => imageBytes,
       });
-      if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath ?? null, ...report }, null, 2)}\n`);
+      if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath, ...report }, null, 2)}\n`);
       const money = (n?: number) => (n === undefined ? 'n/a' : `$${n < 10 ? n.toFixed(2) : n.toFixed(0)}`);
       process.stdout.write(
         table(
@@ -138,6 +135,5 @@ export function registerTiersCommands(program: Command): void {
       );
       process.stdout.write(`\nAmazon Rekognition label detection: $${report.rekognitionPerMillion} per 1M images.\nAssumptions:\n`);
       for (const a of report.assumptions) process.stdout.write(`  - ${a}\n`);
-      if (!benchPath) process.stdout.write('  - no benchmark JSON found: run `npm run bench` for CPU-tier throughput\n');
     });
 }
