@@ -43,19 +43,19 @@ describe('backfill on the embedded stack', () => {
   }
 
   /** Run a backfill collecting the tasks in memory (the router core is the same as with queues). */
-  async function collect(filter: BackfillFilter, extra: Partial<BackfillOptions> = {}) {
+  async function collect(filter: BackfillFilter, extra: Partial<BackfillOptions> = {}, tiers: TiersFile = config) {
     const tasks: Task[] = [];
     const router = makeRouter({
       store: stack.store,
       queues: {},
-      tiers: config,
+      tiers,
       models: stack.models,
       sink: async (t) => {
         tasks.push(t);
       },
     });
     const report = await runBackfill({ store: stack.store, router }, { bucket: stack.bucket, prefix: 'mixed/', filter, ...extra });
-    return { keys: tasks.map((t) => t.key).sort(), report };
+    return { keys: tasks.map((t) => t.key).sort(), tiers: [...new Set(tasks.map((t) => t.tier))], report };
   }
 
   before(async () => {
@@ -128,25 +128,8 @@ describe('backfill on the embedded stack', () => {
       routing: { default: { tier: 'main' }, rules: [{ prefix: 'mixed/sub/', tier: 'sub' }] },
     });
     const run = async (onlyTier: string) => {
-      const tasks: Task[] = [];
-      const router = makeRouter({
-        store: stack.store,
-        queues: {},
-        tiers: twoTiers,
-        models: stack.models,
-        sink: async (t) => {
-          tasks.push(t);
-        },
-      });
-      const report = await runBackfill(
-        { store: stack.store, router },
-        { bucket: stack.bucket, prefix: 'mixed/', filter: { mode: 'stale', onlyTier } },
-      );
-      return {
-        tiers: [...new Set(tasks.map((t) => t.tier))],
-        keys: tasks.map((t) => t.key).sort(),
-        otherTier: report.skipped['other-tier'],
-      };
+      const { tiers, keys, report } = await collect({ mode: 'stale', onlyTier }, {}, twoTiers);
+      return { tiers, keys, otherTier: report.skipped['other-tier'] };
     };
     assert.deepEqual(await run('sub'), { tiers: ['sub'], keys: ['mixed/sub/new 3.jpg'], otherTier: 7 });
     assert.deepEqual(await run('main'), {

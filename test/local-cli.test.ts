@@ -30,6 +30,52 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** `effitag local` as a user runs it, on the given ports; resolves at its start banner. `output()` is stdout and stderr so far. */
+async function startLocal(
+  dir: string,
+  ports: { s3: number; sqs: number },
+  env: NodeJS.ProcessEnv = {},
+  children: ChildProcess[] = [],
+): Promise<ChildProcess & { output(): string }> {
+  const child = spawn(
+    process.execPath,
+    [
+      'bin/effitag.js',
+      'local',
+      '--weights',
+      join(dir, 'weights'),
+      '--data',
+      join(dir, 'data'),
+      '--s3-port',
+      String(ports.s3),
+      '--sqs-port',
+      String(ports.sqs),
+      '--log-level',
+      'warn',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
+  );
+  children.push(child);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no start banner: ${out}`)), 30_000);
+    child.stdout!.on('data', () => {
+      if (out.includes('is running')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+  });
+  return Object.assign(child, { output: () => out });
+}
+
 describe('effitag local / tag / backfill (npm start), as processes', () => {
   const children: ChildProcess[] = [];
   after(() => {
@@ -59,39 +105,8 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
     const s3Port = await freePort(),
       sqsPort = await freePort();
-    const child = spawn(
-      process.execPath,
-      [
-        'bin/effitag.js',
-        'local',
-        '--weights',
-        join(dir, 'weights'),
-        '--data',
-        join(dir, 'data'),
-        '--s3-port',
-        String(s3Port),
-        '--sqs-port',
-        String(sqsPort),
-        '--log-level',
-        'warn',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    children.push(child);
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no start banner: ${out}`)), 30_000);
-      child.stdout!.on('data', () => {
-        if (out.includes('is running')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`exited ${code}`)));
-    });
+    const child = await startLocal(dir, { s3: s3Port, sqs: sqsPort }, {}, children);
+    const out = child.output();
     assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`));
     // The stand-ins have no authentication: by default nothing listens beyond loopback.
     const sockets = listeningSockets(child.pid!);
@@ -214,55 +229,11 @@ describe('nothing lost: the embedded stack killed and restarted', () => {
     for (const c of children) c.kill('SIGKILL');
   });
 
-  async function startLocal(
-    dir: string,
-    ports: { s3: number; sqs: number },
-    env: NodeJS.ProcessEnv = {},
-  ): Promise<ChildProcess & { output(): string }> {
-    const child = spawn(
-      process.execPath,
-      [
-        'bin/effitag.js',
-        'local',
-        '--weights',
-        join(dir, 'weights'),
-        '--data',
-        join(dir, 'data'),
-        '--s3-port',
-        String(ports.s3),
-        '--sqs-port',
-        String(ports.sqs),
-        '--log-level',
-        'warn',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
-    );
-    children.push(child);
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr!.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no start banner: ${out}`)), 30_000);
-      child.stdout!.on('data', () => {
-        if (out.includes('is running')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
-    });
-    return Object.assign(child, { output: () => out });
-  }
-
   it('SIGKILL with uploads queued and in flight, then a plain restart: every image ends tagged, each written back exactly once', async () => {
     const dir = await tempDir();
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
     const ports = { s3: await freePort(), sqs: await freePort() };
-    const first = await startLocal(dir, ports);
+    const first = await startLocal(dir, ports, {}, children);
     const s3 = s3Client({ s3Endpoint: `http://127.0.0.1:${ports.s3}`, credentials: LOCAL_CREDENTIALS });
     const headOf = (key: string) => s3.send(new HeadObjectCommand({ Bucket: 'effitag-local', Key: key }));
     try {
@@ -295,7 +266,7 @@ describe('nothing lost: the embedded stack killed and restarted', () => {
 
       const audit = join(dir, 'audit-after-restart.jsonl');
       const restartAt = Date.now();
-      const second = await startLocal(dir, ports, { EFFITAG_AUDIT_LOG: audit });
+      const second = await startLocal(dir, ports, { EFFITAG_AUDIT_LOG: audit }, children);
       await waitFor(
         'every image tagged after the restart',
         async () => {
@@ -333,7 +304,7 @@ describe('nothing lost: the embedded stack killed and restarted', () => {
       );
       second.kill('SIGTERM');
       await new Promise((r) => second.once('exit', r));
-      const third = await startLocal(dir, ports);
+      const third = await startLocal(dir, ports, {}, children);
       await waitFor(
         'every image uploaded before the SIGTERM tagged',
         async () => {

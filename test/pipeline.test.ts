@@ -76,6 +76,11 @@ function faultyStore(inner: ObjectStore): ObjectStore {
   };
 }
 
+/** The task the router would send for an upload (tests hand it to the queue themselves). */
+function uploadTask(o: Pick<Task, 'bucket' | 'key' | 'eTag' | 'size' | 'tier'>): Task {
+  return { v: 1, ...o, variant: 'b0', source: 'upload', enqueuedAt: new Date().toISOString() };
+}
+
 describe('tagging pipeline on the embedded stack (real HTTP)', () => {
   let stack: LocalStack;
   let probe: EngineProbe;
@@ -172,17 +177,7 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     const eTag = await put(stack, key, jpeg);
     const { queue } = stack.tierQueues.manual;
     await waitFor('the router to enqueue', async () => (stack.counters.get('router.enqueued.manual') >= 1 ? true : undefined));
-    const task: Task = {
-      v: 1,
-      bucket: stack.bucket,
-      key,
-      eTag,
-      size: jpeg.length,
-      tier: 'manual',
-      variant: 'b0',
-      source: 'upload',
-      enqueuedAt: new Date().toISOString(),
-    };
+    const task = uploadTask({ bucket: stack.bucket, key, eTag, size: jpeg.length, tier: 'manual' });
     const worker = makeWorker({ store: stack.store, queue, tiers: config, models: stack.models });
     const routed = await queue.receive({ max: 10, waitSeconds: 1 });
     const twin = { ...routed[0], id: 'twin', receipt: routed[0].receipt };
@@ -363,17 +358,7 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
       stack.counters.get('router.dropped.unreadable-sse-c') >= 1 ? true : undefined,
     );
     // A task for it reaching a worker anyway (say, encrypted after routing): skipped, the message deleted.
-    const task: Task = {
-      v: 1,
-      bucket: stack.bucket,
-      key,
-      eTag,
-      size: jpeg.length,
-      tier: 'main',
-      variant: 'b0',
-      source: 'upload',
-      enqueuedAt: new Date().toISOString(),
-    };
+    const task = uploadTask({ bucket: stack.bucket, key, eTag, size: jpeg.length, tier: 'main' });
     await stack.tierQueues.main.queue.send([taskMessage(task)]);
     await waitFor('the worker to skip it', async () => (stack.counters.get('skipped.unreadable-sse-c') >= 1 ? true : undefined));
     assert.equal(stack.counters.get('router.dropped.unreadable-sse-c'), 1, 'recorded once, not retried');

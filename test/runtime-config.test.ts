@@ -12,13 +12,20 @@ import { parseTiers } from '../tiers/schema.ts';
 const { config: shipped } = loadTiers('tiers/defaults.json');
 const stackEnv = encodeStackEnv({
   tiers: shipped,
-  queueUrlsJson: JSON.stringify({ economy: 'https://q/economy.fifo', standard: 'https://q/standard.fifo', premium: 'https://q/premium.fifo' }),
+  queueUrlsJson: JSON.stringify({
+    economy: 'https://q/economy.fifo',
+    standard: 'https://q/standard.fifo',
+    premium: 'https://q/premium.fifo',
+  }),
   weightsLocation: 's3://weights-bucket/weights/',
 });
 
 describe('deployment contract (EFFITAG_* environment)', () => {
   it('a worker reads back what the stack and its tier construct wrote: tiers, queue, weights, its tier and engine', () => {
-    const env = { ...stackEnv, ...encodeTierEnv({ tier: 'standard', weightsDir: '/tmp/w', cacheDir: '/tmp/c', tfjsBackend: 'tensorflow-gpu' }) };
+    const env = {
+      ...stackEnv,
+      ...encodeTierEnv({ tier: 'standard', weightsDir: '/tmp/w', cacheDir: '/tmp/c', tfjsBackend: 'tensorflow-gpu' }),
+    };
     const c = workerConfig(env);
     assert.deepEqual(c.tiers.input, shipped.input);
     assert.equal(c.tier, 'standard');
@@ -36,8 +43,14 @@ describe('deployment contract (EFFITAG_* environment)', () => {
   });
 
   it('refuses a tiers file too large for a Lambda environment', () => {
-    const big = parseTiers({ ...shipped.input, tiers: { ...shipped.input.tiers, economy: { ...shipped.input.tiers.economy, description: 'x'.repeat(3000) } } });
-    assert.throws(() => encodeStackEnv({ tiers: big, queueUrlsJson: '{}', weightsLocation: 's3://w/' }), /at most 3000 fit a Lambda environment/);
+    const big = parseTiers({
+      ...shipped.input,
+      tiers: { ...shipped.input.tiers, economy: { ...shipped.input.tiers.economy, description: 'x'.repeat(3000) } },
+    });
+    assert.throws(
+      () => encodeStackEnv({ tiers: big, queueUrlsJson: '{}', weightsLocation: 's3://w/' }),
+      /at most 3000 fit a Lambda environment/,
+    );
   });
 
   it("the GPU image's Dockerfile sets only variables of the contract", () => {
@@ -45,6 +58,9 @@ describe('deployment contract (EFFITAG_* environment)', () => {
     const names = [...dockerfile.matchAll(/\b(EFFITAG_[A-Z_]+)=/g)].map((m) => m[1]);
     assert.ok(names.length >= 3, `found ${names.join(', ')}`);
     const known = new Set<string>(Object.values(ENV));
-    assert.deepEqual(names.filter((n) => !known.has(n)), []);
+    assert.deepEqual(
+      names.filter((n) => !known.has(n)),
+      [],
+    );
   });
 });

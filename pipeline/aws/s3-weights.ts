@@ -61,22 +61,13 @@ export async function publishWeights(s3: S3Client, dir: string, location: string
   const base = `${prefix}${artifact.manifest.variant}/`;
   const keys = [`${base}weights.bin`, `${base}manifest.json`];
   // weights.bin first: a reader that sees the new manifest finds the matching bytes.
-  await s3.send(
-    new PutObjectCommand({
-      Bucket: bucket,
-      Key: keys[0],
-      Body: await readFile(join(dir, 'weights.bin')),
-      ContentType: 'application/octet-stream',
-      Metadata: { sha256: artifact.manifest.sha256 },
-    }),
-  );
-  await s3.send(
-    new PutObjectCommand({
-      Bucket: bucket,
-      Key: keys[1],
-      Body: await readFile(join(dir, 'manifest.json')),
-      ContentType: 'application/json',
-    }),
-  );
+  const files = [
+    { file: 'weights.bin', type: 'application/octet-stream', metadata: { sha256: artifact.manifest.sha256 } },
+    { file: 'manifest.json', type: 'application/json', metadata: undefined },
+  ];
+  for (const [i, f] of files.entries()) {
+    const body = await readFile(join(dir, f.file));
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys[i], Body: body, ContentType: f.type, Metadata: f.metadata }));
+  }
   return { manifest: artifact.manifest, keys };
 }
