@@ -1,7 +1,6 @@
 /** Engine registry: every caller picks engines by name from here. */
 import type { Engine, EngineName } from './engine.ts';
 import { ortEngine, WORKER_ORT_OPTIONS, type OrtOptions } from './ort-engine.ts';
-import type { Logger } from '../pipeline/log.ts';
 
 export const ENGINE_NAMES: readonly EngineName[] = ['ort', 'tfjs'];
 export const DEFAULT_ENGINE: EngineName = 'ort';
@@ -35,16 +34,18 @@ function lazyTfjsEngine(backend?: string): Engine {
  * One engine per engine name, made on first use: each tier runs on its own `engine`, unless an
  * override says otherwise (the CLI's --engine, EFFITAG_ENGINE, a test's counting engine).
  */
-export function engineChooser(options: { override?: Engine; log?: Logger; tfjsBackend?: string } = {}): (name: EngineName) => Engine {
+/** `log` receives the engines' one-line notes (which onnxruntime threading, which tfjs backend). */
+export function engineChooser(
+  options: { override?: Engine; log?: (message: string) => void; tfjsBackend?: string } = {},
+): (name: EngineName) => Engine {
   const made = new Map<EngineName, Engine>();
   return (name) => {
     if (options.override) return options.override;
     let engine = made.get(name);
     if (!engine) {
-      const log = options.log;
       engine = createEngine(name, {
         tfjsBackend: options.tfjsBackend,
-        ort: { ...WORKER_ORT_OPTIONS, ...(log ? { log: (m: string) => log.log('info', m) } : {}) },
+        ort: { ...WORKER_ORT_OPTIONS, ...(options.log ? { log: options.log } : {}) },
       });
       made.set(name, engine);
     }

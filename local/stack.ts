@@ -205,7 +205,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const counters = new Counters();
   const bucket = options.bucket ?? 'effitag-local';
   // One catalog per engine the tiers use; markers are the same in each.
-  const engines = engineChooser({ override: options.engine, log });
+  const engines = engineChooser({ override: options.engine, log: (m) => log.log('info', m) });
   const catalogs = new Map<EngineName, ModelCatalog>();
   const catalogFor = (name: EngineName) => {
     if (!catalogs.has(name)) catalogs.set(name, directoryCatalog(options.weightsDir, engines(name)));
