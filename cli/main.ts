@@ -1,4 +1,5 @@
 /** `effitag` command-line entry point. */
+import { messageOf } from '../pipeline/log.ts';
 import { buildProgram } from './program.ts';
 
 // `effitag … | head` closes stdout early: that is not an error.
@@ -11,8 +12,7 @@ buildProgram()
   .parseAsync(process.argv)
   .catch((err: unknown) => {
     // One clear line (plus the cause chain), never a stack trace, for expected failures.
-    const message = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`effitag: ${message}\n`);
+    process.stderr.write(`effitag: ${messageOf(err)}\n`);
     if (process.env.EFFITAG_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
     process.exit(process.exitCode && process.exitCode !== 0 ? process.exitCode : 1);
   });
