@@ -27,7 +27,7 @@ import type { TiersFile } from '../tiers/schema.ts';
 import { startS3Server } from './s3-server.ts';
 import { startSqsServer } from './sqs-server.ts';
 
-export { checkWeights, LOCAL_CREDENTIALS };
+export { LOCAL_CREDENTIALS };
 
 export interface LocalStackOptions {
   dataDir: string;

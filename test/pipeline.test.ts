@@ -252,20 +252,16 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
       inEngine();
       await new Promise((r) => setTimeout(r, 7000));
     };
-    const first = makeWorker({
-      store: stack.store,
-      queue,
-      tiers: config,
-      models: stack.models,
-      options: { visibilitySeconds: 2, waitSeconds: 1, batchSize: 4 },
-    });
-    const second = makeWorker({
-      store: stack.store,
-      queue,
-      tiers: config,
-      models: stack.models,
-      options: { visibilitySeconds: 2, waitSeconds: 1, batchSize: 4 },
-    });
+    const leasedWorker = () =>
+      makeWorker({
+        store: stack.store,
+        queue,
+        tiers: config,
+        models: stack.models,
+        options: { visibilitySeconds: 2, waitSeconds: 1, batchSize: 4 },
+      });
+    const first = leasedWorker();
+    const second = leasedWorker();
     const copiesBefore = faults.copies.get(key) ?? 0;
     try {
       void first.run();

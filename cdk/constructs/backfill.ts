@@ -17,7 +17,8 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
+import type { BucketAccess } from './access.ts';
+import { grantRouting } from './worker-permissions.ts';
 import { effitagFunction } from './bundling.ts';
 
 /** Defaults merged under the execution input (the bucket defaults to the stack's tagged bucket). */
@@ -51,21 +52,7 @@ export class Backfill extends Construct {
       environment: props.environment,
       description: 'EffiTag backfill: one batch of listed keys → router (backfill mode) → tier queues',
     });
-    this.fn.addToRolePolicy(
-      new iam.PolicyStatement({
-        sid: 'ReadWatchedObjects',
-        actions: ['s3:GetObject', 's3:GetObjectVersion'],
-        resources: objectArns(props.bucket, props.prefixes),
-      }),
-    );
-    this.fn.addToRolePolicy(notFoundVisible(props.bucket, props.prefixes));
-    this.fn.addToRolePolicy(
-      new iam.PolicyStatement({
-        sid: 'ReadWeightManifests',
-        actions: ['s3:GetObject'],
-        resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)],
-      }),
-    );
+    grantRouting(this.fn, props);
     this.fn.addToRolePolicy(
       new iam.PolicyStatement({
         sid: 'EnqueueTasks',
@@ -73,7 +60,6 @@ export class Backfill extends Construct {
         resources: Object.values(props.tierQueues).map((q) => q.queueArn),
       }),
     );
-    props.bucket.grantKms?.(this.fn, ['kms:Decrypt']);
 
     const results = new s3.Bucket(this, 'Results', {
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,

@@ -15,7 +15,8 @@ import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { effitagFunction } from './bundling.ts';
-import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
+import type { BucketAccess } from './access.ts';
+import { grantRouting } from './worker-permissions.ts';
 
 export interface IngestProps {
   bucket: BucketAccess;
@@ -61,21 +62,7 @@ export class Ingest extends Construct {
       new SqsEventSource(this.intake, { batchSize: 10, maxBatchingWindow: Duration.seconds(1), reportBatchItemFailures: true }),
     );
     // Reads headers (ranged GET) and metadata of watched objects only.
-    this.router.addToRolePolicy(
-      new iam.PolicyStatement({
-        sid: 'ReadWatchedObjects',
-        actions: ['s3:GetObject', 's3:GetObjectVersion'],
-        resources: objectArns(props.bucket, props.prefixes),
-      }),
-    );
-    this.router.addToRolePolicy(notFoundVisible(props.bucket, props.prefixes));
-    this.router.addToRolePolicy(
-      new iam.PolicyStatement({
-        sid: 'ReadWeightManifests',
-        actions: ['s3:GetObject'],
-        resources: [props.weights.bucket.arnForObjects(`${props.weights.prefix}*/manifest.json`)],
-      }),
-    );
+    grantRouting(this.router, props);
     for (const [tier, queue] of Object.entries(props.tierQueues)) {
       this.router.addToRolePolicy(
         new iam.PolicyStatement({
@@ -85,6 +72,5 @@ export class Ingest extends Construct {
         }),
       );
     }
-    props.bucket.grantKms?.(this.router, ['kms:Decrypt']);
   }
 }

@@ -1,4 +1,7 @@
-/** What every worker role needs, and nothing more: read and rewrite watched objects, read weights. */
+/**
+ * What each role that touches objects needs, and nothing more: the workers read and rewrite watched
+ * objects and read weights; the routers (live and backfill) read headers and weight manifests.
+ */
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
@@ -47,4 +50,25 @@ export function grantWorker(
     }),
   );
   opts.bucket.grantKms?.(grantee, ['kms:Decrypt', 'kms:GenerateDataKey']);
+}
+
+/** The live router and the backfill batches decide the same way: ranged reads of watched objects, the published manifests. */
+export function grantRouting(grantee: iam.IGrantable, opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess }): void {
+  const add = (s: iam.PolicyStatement) => grantee.grantPrincipal.addToPrincipalPolicy(s);
+  add(
+    new iam.PolicyStatement({
+      sid: 'ReadWatchedObjects',
+      actions: ['s3:GetObject', 's3:GetObjectVersion'],
+      resources: objectArns(opts.bucket, opts.prefixes),
+    }),
+  );
+  add(notFoundVisible(opts.bucket, opts.prefixes));
+  add(
+    new iam.PolicyStatement({
+      sid: 'ReadWeightManifests',
+      actions: ['s3:GetObject'],
+      resources: [opts.weights.bucket.arnForObjects(`${opts.weights.prefix}*/manifest.json`)],
+    }),
+  );
+  opts.bucket.grantKms?.(grantee, ['kms:Decrypt']);
 }
