@@ -209,7 +209,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     const text = `${JSON.stringify(hierarchy)}\n`;
     if (opts.check) {
       // Compared as data: the committed file is Biome-formatted.
-      if (!isDeepStrictEqual(JSON.parse(readFileSync(OUT, 'utf8')), hierarchy)) throw new Error(`${OUT} is not what the generator makes now; rerun without --check`);
+      if (!isDeepStrictEqual(JSON.parse(readFileSync(OUT, 'utf8')), hierarchy))
+        throw new Error(`${OUT} is not what the generator makes now; rerun without --check`);
       console.log('tag hierarchy: up to date');
     } else {
       writeFileSync(OUT, text);
