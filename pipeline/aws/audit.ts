@@ -7,7 +7,7 @@
 import { appendFileSync } from 'node:fs';
 
 export interface AuditedCall {
-  service: 's3' | 'sqs';
+  service: 's3' | 'sqs' | 'dynamodb';
   command: string;
   input: Record<string, string>;
   /** HTTP status of the final attempt (after the SDK's retries); absent when no response came. */
@@ -16,7 +16,17 @@ export interface AuditedCall {
 }
 
 /** The request parameters that decide which resource an IAM check is made on. */
-const RESOURCE_PARAMS = ['Bucket', 'Key', 'VersionId', 'CopySource', 'Prefix', 'QueueUrl', 'QueueName', 'TaggingDirective'] as const;
+const RESOURCE_PARAMS = [
+  'Bucket',
+  'Key',
+  'VersionId',
+  'CopySource',
+  'Prefix',
+  'QueueUrl',
+  'QueueName',
+  'TaggingDirective',
+  'TableName',
+] as const;
 
 interface MiddlewareClient {
   middlewareStack: { add(mw: unknown, options: { step: 'initialize'; name: string }): void };
@@ -38,6 +48,9 @@ export function auditCalls<C extends MiddlewareClient>(
         const input = Object.fromEntries(
           RESOURCE_PARAMS.filter((k) => typeof args.input[k] === 'string').map((k) => [k, args.input[k] as string]),
         );
+        // BatchWriteItem names its table as the key of RequestItems.
+        const batch = args.input.RequestItems;
+        if (batch && typeof batch === 'object') input.TableName = Object.keys(batch)[0];
         const command = (context.commandName ?? 'Unknown').replace(/Command$/, '');
         try {
           const out = await next(args);

@@ -1,4 +1,5 @@
-/** AWS SDK clients for real AWS or an S3/SQS-compatible endpoint (the embedded stack). */
+/** AWS SDK clients for real AWS or S3/SQS/DynamoDB-compatible endpoints (the embedded stack). */
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { auditCalls } from './audit.ts';
@@ -8,6 +9,8 @@ export interface Endpoints {
   /** S3-compatible endpoint (path-style); absent for AWS. */
   s3Endpoint?: string;
   sqsEndpoint?: string;
+  /** DynamoDB-compatible endpoint (the tag index); absent for AWS. */
+  dynamoEndpoint?: string;
   credentials?: { accessKeyId: string; secretAccessKey: string };
   /** Milliseconds of silence after which a request is abandoned and retried (default: S3 120 s, SQS 30 s). */
   socketTimeoutMs?: number;
@@ -52,5 +55,17 @@ export function sqsClient(e: Endpoints = {}): SQSClient {
       ...(e.sqsEndpoint ? { endpoint: e.sqsEndpoint, credentials: e.credentials } : {}),
     }),
     'sqs',
+  );
+}
+
+export function dynamoClient(e: Endpoints = {}): DynamoDBClient {
+  return auditCalls(
+    new DynamoDBClient({
+      region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      maxAttempts: 6, // on-demand tables throttle briefly when a new tag's partitions warm up
+      requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
+      ...(e.dynamoEndpoint ? { endpoint: e.dynamoEndpoint, credentials: e.credentials } : {}),
+    }),
+    'dynamodb',
   );
 }

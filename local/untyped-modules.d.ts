@@ -15,3 +15,15 @@ declare module 's3rver' {
   }
   export default S3rver;
 }
+
+// The part of dynalite's API the embedded stack uses (the package ships no types).
+declare module 'dynalite' {
+  import type { Server } from 'node:http';
+  interface DynaliteOptions {
+    path?: string;
+    createTableMs?: number;
+    deleteTableMs?: number;
+    updateTableMs?: number;
+  }
+  export default function dynalite(options?: DynaliteOptions): Server;
+}

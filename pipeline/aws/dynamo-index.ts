@@ -1,0 +1,297 @@
+/**
+ * The tag index (pipeline/tag-index.ts) on DynamoDB: a deployed stack's table, or dynalite in the
+ * embedded stack. Writes are idempotent, so a retried message repeats them harmlessly; an overwrite
+ * race is settled by the record's conditional put on the upload time.
+ */
+import { ConditionalCheckFailedException, CreateTableCommand, type DynamoDBClient, DescribeTableCommand } from '@aws-sdk/client-dynamodb';
+import {
+  BatchWriteCommand,
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import {
+  ALL_TAG,
+  decodeCursor,
+  drivingTag,
+  encodeCursor,
+  entryKeys,
+  entryPk,
+  type IndexedObject,
+  type IndexRecord,
+  matches,
+  mergeShards,
+  type PutResult,
+  RECORD_SK,
+  recordPk,
+  type SearchHit,
+  type SearchPage,
+  type SearchQuery,
+  SHARDS,
+  type TagIndex,
+} from '../tag-index.ts';
+
+/** The record as stored: `prev` lists earlier versions whose entries may still need deleting. */
+interface StoredRecord {
+  pk: string;
+  sk: string;
+  e: string;
+  ms: number;
+  marker: string;
+  at: string;
+  v: string;
+  s: number;
+  t: Record<string, number>;
+  prev?: { ms: number; tags: string[] }[];
+}
+
+interface StoredEntry {
+  pk: string;
+  sk: string;
+  k: string;
+  e: string;
+  m: string;
+  s: number;
+  v: string;
+  a: string;
+  t: Record<string, number>;
+}
+
+/** DynamoDB's item size (attribute names and values; a number as about half its digits), for costing writes. */
+export function itemBytes(item: Record<string, unknown>): number {
+  const size = (v: unknown): number => {
+    if (typeof v === 'string') return Buffer.byteLength(v, 'utf8');
+    if (typeof v === 'number') return Math.ceil(String(v).replace(/[-.]/g, '').length / 2) + 1;
+    if (typeof v === 'boolean' || v === null) return 1;
+    if (Array.isArray(v)) return 3 + v.reduce((s, x) => s + 1 + size(x), 0);
+    if (typeof v === 'object') return 3 + Object.entries(v as object).reduce((s, [k, x]) => s + Buffer.byteLength(k) + 1 + size(x), 0);
+    return 0;
+  };
+  return Object.entries(item).reduce((s, [k, v]) => s + Buffer.byteLength(k) + size(v), 0);
+}
+
+/** Write request units of a put: one per started KB. */
+export const writeUnits = (item: Record<string, unknown>) => Math.max(1, Math.ceil(itemBytes(item) / 1024));
+
+export interface IndexUsage {
+  writeUnits: number;
+  readUnits: number;
+}
+
+export class DynamoTagIndex implements TagIndex {
+  private readonly doc: DynamoDBDocumentClient;
+  /** Request units used since construction (what the benchmark prices). */
+  readonly usage: IndexUsage = { writeUnits: 0, readUnits: 0 };
+
+  constructor(
+    client: DynamoDBClient,
+    readonly table: string,
+  ) {
+    this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+  }
+
+  async get(bucket: string, key: string): Promise<IndexRecord | undefined> {
+    const r = await this.getStored(bucket, key);
+    return r && { eTag: r.e, lastModified: new Date(r.ms), marker: r.marker, at: r.at, variant: r.v, size: r.s, tags: r.t };
+  }
+
+  private async getStored(bucket: string, key: string): Promise<StoredRecord | undefined> {
+    const out = await this.doc.send(
+      new GetCommand({ TableName: this.table, Key: { pk: recordPk(bucket, key), sk: RECORD_SK }, ConsistentRead: true }),
+    );
+    this.usage.readUnits += 1;
+    return out.Item as StoredRecord | undefined;
+  }
+
+  async put(o: IndexedObject): Promise<PutResult> {
+    const ms = o.lastModified.getTime();
+    const tags = Object.fromEntries(o.tags.map((t) => [t.tag, t.probability]));
+    const old = await this.getStored(o.bucket, o.key);
+    if (old && old.ms > ms) return { status: 'stale' };
+    const sameTags = old && old.ms === ms && JSON.stringify(old.t) === JSON.stringify(tags);
+    if (sameTags && old.e === o.eTag && old.marker === o.marker && !old.prev?.length) return { status: 'unchanged' };
+    // Earlier versions whose entries may survive: the one being replaced, and any a crash left behind.
+    const prev = [...(old?.prev ?? []), ...(old && !sameTags ? [{ ms: old.ms, tags: Object.keys(old.t) }] : [])];
+    const record: StoredRecord = {
+      pk: recordPk(o.bucket, o.key),
+      sk: RECORD_SK,
+      e: o.eTag,
+      ms,
+      marker: o.marker,
+      at: o.at,
+      v: o.variant,
+      s: o.size,
+      t: tags,
+      ...(prev.length ? { prev } : {}),
+    };
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: record,
+          ConditionExpression: 'attribute_not_exists(pk) OR ms <= :ms',
+          ExpressionAttributeValues: { ':ms': ms },
+        }),
+      );
+      this.usage.writeUnits += writeUnits(record as unknown as Record<string, unknown>);
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return { status: 'stale' };
+      throw err;
+    }
+    const keys = entryKeys(o.bucket, o.key, o.lastModified, Object.keys(tags));
+    const entries: StoredEntry[] = keys.map(({ pk, sk }) => ({
+      pk,
+      sk,
+      k: o.key,
+      e: o.eTag,
+      m: o.lastModified.toISOString(),
+      s: o.size,
+      v: o.variant,
+      a: o.at,
+      t: tags,
+    }));
+    await this.batchWrite(entries.map((Item) => ({ PutRequest: { Item } })));
+    for (const e of entries) this.usage.writeUnits += writeUnits(e as unknown as Record<string, unknown>);
+    const keep = new Set(keys.map((k) => `${k.pk}\n${k.sk}`));
+    const stale = prev.flatMap((p) => entryKeys(o.bucket, o.key, new Date(p.ms), p.tags)).filter((k) => !keep.has(`${k.pk}\n${k.sk}`));
+    const deleted = await this.deleteEntries(stale);
+    if (prev.length) {
+      // Done with them; if this fails, the next write or removal deletes them again (idempotent).
+      await this.doc
+        .send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: { pk: record.pk, sk: RECORD_SK },
+            UpdateExpression: 'REMOVE prev',
+            ConditionExpression: 'ms = :ms AND e = :e',
+            ExpressionAttributeValues: { ':ms': ms, ':e': o.eTag },
+          }),
+        )
+        .catch((err) => {
+          if (!(err instanceof ConditionalCheckFailedException)) throw err;
+        });
+      this.usage.writeUnits += 1;
+    }
+    return { status: 'indexed', written: entries.length + 1, deleted };
+  }
+
+  async remove(bucket: string, key: string, removedAt: Date): Promise<number> {
+    const old = await this.getStored(bucket, key);
+    if (!old || old.ms > removedAt.getTime()) return 0;
+    const keys = [old, ...(old.prev ?? [])].flatMap((p) => entryKeys(bucket, key, new Date(p.ms), 't' in p ? Object.keys(p.t) : p.tags));
+    const deleted = await this.deleteEntries(keys);
+    await this.doc
+      .send(
+        new DeleteCommand({
+          TableName: this.table,
+          Key: { pk: old.pk, sk: RECORD_SK },
+          ConditionExpression: 'ms = :ms',
+          ExpressionAttributeValues: { ':ms': old.ms },
+        }),
+      )
+      .catch((err) => {
+        // A newer version was indexed meanwhile: its record stays.
+        if (!(err instanceof ConditionalCheckFailedException)) throw err;
+      });
+    this.usage.writeUnits += 1;
+    return deleted;
+  }
+
+  async search(q: SearchQuery): Promise<SearchPage> {
+    const query = { ...q, tags: q.tags.filter((t) => t !== ALL_TAG) };
+    if (!(query.limit >= 1 && query.limit <= 1000)) throw new Error('limit must be 1 to 1000');
+    const driving = drivingTag(query.tags);
+    const after = query.cursor ? decodeCursor(query.cursor) : undefined;
+    let scanned = 0;
+    type Hit = SearchHit & { sk: string };
+    const streams = Array.from({ length: SHARDS }, (_, shard) => {
+      const buffer: Hit[] = [];
+      let lastKey: Record<string, unknown> | undefined;
+      let done = false;
+      // Small first reads; larger ones when a filter drops most of what is read.
+      let pageSize = Math.min(1000, query.limit + 1);
+      return async (): Promise<Hit | undefined> => {
+        while (!buffer.length && !done) {
+          const out = await this.doc.send(
+            new QueryCommand({
+              TableName: this.table,
+              KeyConditionExpression: after ? 'pk = :pk AND sk > :after' : 'pk = :pk',
+              ExpressionAttributeValues: { ':pk': entryPk(query.bucket, driving, shard), ...(after ? { ':after': after } : {}) },
+              ExclusiveStartKey: lastKey,
+              Limit: pageSize,
+            }),
+          );
+          const items = (out.Items ?? []) as StoredEntry[];
+          scanned += items.length;
+          this.usage.readUnits += Math.max(0.5, (items.reduce((s, i) => s + itemBytes(i as never), 0) / 4096) * 0.5);
+          const hits = items.map((i) => ({
+            sk: i.sk,
+            bucket: query.bucket,
+            key: i.k,
+            eTag: i.e,
+            lastModified: i.m,
+            size: i.s,
+            variant: i.v,
+            at: i.a,
+            tags: i.t,
+          }));
+          const kept = hits.filter((h) => matches(h, query));
+          buffer.push(...kept);
+          if (kept.length < hits.length / 2) pageSize = Math.min(1000, pageSize * 4);
+          lastKey = out.LastEvaluatedKey;
+          done = !lastKey;
+        }
+        return buffer.shift();
+      };
+    });
+    const { items, more } = await mergeShards(SHARDS, (s) => streams[s](), query.limit);
+    const hits = items.map(({ sk: _sk, ...hit }) => hit);
+    return { hits, scanned, ...(more && items.length ? { cursor: encodeCursor(items.at(-1)!.sk) } : {}) };
+  }
+
+  private async deleteEntries(keys: { pk: string; sk: string }[]): Promise<number> {
+    await this.batchWrite(keys.map((Key) => ({ DeleteRequest: { Key } })));
+    this.usage.writeUnits += keys.length;
+    return keys.length;
+  }
+
+  /** BatchWriteItem in chunks of 25, retrying unprocessed items with backoff. */
+  private async batchWrite(requests: Record<string, unknown>[]): Promise<void> {
+    for (let i = 0; i < requests.length; i += 25) {
+      let pending = requests.slice(i, i + 25);
+      for (let attempt = 0; pending.length; attempt++) {
+        if (attempt > 8) throw new Error(`index: ${pending.length} writes still unprocessed after ${attempt} attempts`);
+        if (attempt) await new Promise((r) => setTimeout(r, Math.min(2000, 25 * 2 ** attempt)));
+        const out = await this.doc.send(new BatchWriteCommand({ RequestItems: { [this.table]: pending as never } }));
+        pending = (out.UnprocessedItems?.[this.table] ?? []) as Record<string, unknown>[];
+      }
+    }
+  }
+}
+
+/** The embedded stack's table (a deployed stack's comes from CDK): on-demand, pk/sk strings. */
+export async function ensureIndexTable(client: DynamoDBClient, table: string): Promise<void> {
+  try {
+    await client.send(new DescribeTableCommand({ TableName: table }));
+    return;
+  } catch (err) {
+    if ((err as { name?: string }).name !== 'ResourceNotFoundException') throw err;
+  }
+  await client.send(
+    new CreateTableCommand({
+      TableName: table,
+      BillingMode: 'PAY_PER_REQUEST',
+      AttributeDefinitions: [
+        { AttributeName: 'pk', AttributeType: 'S' },
+        { AttributeName: 'sk', AttributeType: 'S' },
+      ],
+      KeySchema: [
+        { AttributeName: 'pk', KeyType: 'HASH' },
+        { AttributeName: 'sk', KeyType: 'RANGE' },
+      ],
+    }),
+  );
+}

@@ -1,0 +1,174 @@
+/**
+ * The tag index: tag → objects, so "every photo of a dog" is a query, not a HEAD of every object.
+ * This module holds the key design and the port; pipeline/aws/dynamo-index.ts implements it on
+ * DynamoDB (AWS, or dynalite in the embedded stack).
+ *
+ * One table, string keys `pk` / `sk`:
+ * - an **entry** per (object, tag): pk `T#<bucket>#<tag>#<shard>`, sk `<inverted upload time>#<key>`.
+ *   The shard (a hash of the key, SHARDS of them) spreads a tag held by millions of objects over
+ *   SHARDS partitions, so no partition is hot; the inverted time sorts each partition newest first.
+ *   Every tagged object also has an entry under ALL_TAG (browse everything, newest first).
+ *   The entry carries all the object's tags and probabilities (`tags`), so several tags (AND) and a
+ *   minimum probability are answered from the entries of one tag;
+ * - a **record** per object: pk `O#<bucket>#<key>`, sk `O`: its tags, upload time, ETag and marker.
+ *   It says which entries to delete when the object is overwritten or removed, and lets the worker
+ *   skip an object already indexed by the current model (index-only write-back has no marker on
+ *   the object).
+ *
+ * A search queries every shard of its most specific tag from the cursor on and merges them in sk
+ * order; the cursor is the last sk returned, so pages are exact however the shards interleave.
+ */
+import { type ScoredTag, tagBreadth } from '../model/tag-hierarchy.ts';
+
+export const SHARDS = 16;
+/** The pseudo-tag every indexed object has: browsing without a tag. */
+export const ALL_TAG = '*';
+const TIME_DIGITS = 13;
+const MAX_TIME = 10 ** TIME_DIGITS - 1;
+
+export interface IndexedObject {
+  bucket: string;
+  key: string;
+  eTag: string;
+  /** Upload time of the object version: orders results and settles overwrite races. */
+  lastModified: Date;
+  size: number;
+  variant: string;
+  /** The model marker (`b0@…`) that produced the tags. */
+  marker: string;
+  /** When it was tagged. */
+  at: string;
+  tags: readonly ScoredTag[];
+}
+
+export interface IndexRecord {
+  eTag: string;
+  lastModified: Date;
+  marker: string;
+  at: string;
+  variant: string;
+  size: number;
+  tags: Record<string, number>;
+}
+
+export interface SearchQuery {
+  bucket: string;
+  /** Every tag must be present (AND). None: every indexed object. Normalised with normalizeTag. */
+  tags: readonly string[];
+  prefix?: string;
+  /** Minimum probability, for every requested tag. */
+  minProbability?: number;
+  limit: number;
+  /** From a previous page's `cursor`. */
+  cursor?: string;
+}
+
+export interface SearchHit {
+  bucket: string;
+  key: string;
+  eTag: string;
+  lastModified: string;
+  size: number;
+  variant: string;
+  at: string;
+  /** All the object's tags with their probabilities. */
+  tags: Record<string, number>;
+}
+
+export interface SearchPage {
+  hits: SearchHit[];
+  /** Present when there may be more. */
+  cursor?: string;
+  /** Items the store read to produce this page (what a search costs). */
+  scanned: number;
+}
+
+export type PutResult = { status: 'indexed'; written: number; deleted: number } | { status: 'stale' } | { status: 'unchanged' };
+
+export interface TagIndex {
+  /** Replace the object's entries with these tags; a version older than the one indexed is ignored (`stale`). */
+  put(object: IndexedObject): Promise<PutResult>;
+  /** Remove the object's entries, unless a version uploaded after `removedAt` is indexed. Returns entries deleted. */
+  remove(bucket: string, key: string, removedAt: Date): Promise<number>;
+  get(bucket: string, key: string): Promise<IndexRecord | undefined>;
+  search(query: SearchQuery): Promise<SearchPage>;
+}
+
+/** FNV-1a of the key, mod SHARDS: stable across runtimes and releases. */
+export function shardOf(key: string): number {
+  let h = 0x811c9dc5;
+  for (const byte of Buffer.from(key, 'utf8')) {
+    h ^= byte;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % SHARDS;
+}
+
+export const entryPk = (bucket: string, tag: string, shard: number) => `T#${bucket}#${tag}#${shard}`;
+export const recordPk = (bucket: string, key: string) => `O#${bucket}#${key}`;
+export const RECORD_SK = 'O';
+
+/** Newest first in ascending order: MAX_TIME − ms, zero-padded, then the key. */
+export function entrySk(lastModified: Date, key: string): string {
+  return `${String(MAX_TIME - lastModified.getTime()).padStart(TIME_DIGITS, '0')}#${key}`;
+}
+
+/** The (pk, sk) of every entry an object version has. */
+export function entryKeys(bucket: string, key: string, lastModified: Date, tags: Iterable<string>): { pk: string; sk: string }[] {
+  const shard = shardOf(key);
+  const sk = entrySk(lastModified, key);
+  return [...new Set([ALL_TAG, ...tags])].map((tag) => ({ pk: entryPk(bucket, tag, shard), sk }));
+}
+
+/** The tag whose entries a search reads: the most specific one (fewest classes under it). */
+export function drivingTag(tags: readonly string[]): string {
+  if (!tags.length) return ALL_TAG;
+  return [...tags].sort((a, b) => tagBreadth(a) - tagBreadth(b) || a.localeCompare(b))[0];
+}
+
+export function encodeCursor(sk: string): string {
+  return Buffer.from(JSON.stringify({ sk }), 'utf8').toString('base64url');
+}
+
+export function decodeCursor(cursor: string): string {
+  try {
+    const { sk } = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (typeof sk !== 'string' || !/^\d{13}#/.test(sk)) throw new Error();
+    return sk;
+  } catch {
+    throw new Error('invalid cursor: pass the cursor a previous page returned');
+  }
+}
+
+/** Does an entry's object satisfy the query (the driving tag aside, which the read already chose)? */
+export function matches(hit: Pick<SearchHit, 'key' | 'tags'>, query: SearchQuery): boolean {
+  if (query.prefix && !hit.key.startsWith(query.prefix)) return false;
+  for (const tag of query.tags) {
+    const p = hit.tags[tag];
+    if (p === undefined || p < (query.minProbability ?? 0)) return false;
+  }
+  return true;
+}
+
+/**
+ * Merge per-shard streams (each ascending by sk) into one page of `limit` hits in sk order.
+ * `next(shard)` returns the shard's next matching item or undefined when it is exhausted.
+ */
+export async function mergeShards<T extends { sk: string }>(
+  shards: number,
+  next: (shard: number) => Promise<T | undefined>,
+  limit: number,
+): Promise<{ items: T[]; more: boolean }> {
+  const heads: (T | undefined)[] = await Promise.all(Array.from({ length: shards }, (_, s) => next(s)));
+  const items: T[] = [];
+  while (items.length < limit) {
+    let best = -1;
+    heads.forEach((h, s) => {
+      if (h && (best < 0 || h.sk < heads[best]!.sk)) best = s;
+    });
+    if (best < 0) return { items, more: false };
+    items.push(heads[best]!);
+    heads[best] = await next(best);
+  }
+  return { items, more: heads.some(Boolean) };
+}
