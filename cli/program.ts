@@ -6,6 +6,7 @@ import { registerTiersCommands } from './commands/tiers.ts';
 import { registerLocalCommands } from './commands/local.ts';
 import { registerBackfillCommand } from './commands/backfill.ts';
 import { registerDlqCommands } from './commands/dlq.ts';
+import { registerSearchCommand } from './commands/search.ts';
 
 export function buildProgram(): Command {
   const program = new Command('effitag')
@@ -20,5 +21,6 @@ export function buildProgram(): Command {
   registerLocalCommands(program);
   registerBackfillCommand(program);
   registerDlqCommands(program);
+  registerSearchCommand(program);
   return program;
 }

@@ -16,7 +16,7 @@ let router: Promise<Router> | undefined;
 async function init(): Promise<Router> {
   const d = deployed();
   const models = await currentMarkers(d, d.config.tiers, d.config.weightsLocation);
-  return makeRouter({ store: d.store, queues: d.queues, tiers: d.config.tiers, log, counters, models });
+  return makeRouter({ store: d.store, queues: d.queues, tiers: d.config.tiers, index: d.index, log, counters, models });
 }
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {

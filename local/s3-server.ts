@@ -21,6 +21,8 @@ export interface S3ServerOptions {
   directory: string;
   /** Called with an S3 notification body for every object created. */
   onObjectCreated?: (notification: string) => void | Promise<void>;
+  /** Called with an S3 notification body for every object deleted (the tag index drops it). */
+  onObjectRemoved?: (notification: string) => void | Promise<void>;
   /** Called synchronously for each object created, before the request is answered (the journal). */
   onAccepted?: (object: ObjectCreated) => void;
   onError?: (err: unknown) => void;
@@ -148,8 +150,13 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
     pending++;
     void (async () => {
       const record = event.Records[0];
-      if (!String(record.eventName).startsWith('ObjectCreated:')) return;
       const key: string = record.s3.object.key;
+      if (String(record.eventName).startsWith('ObjectRemoved:')) {
+        record.s3.object.key = encodeS3Key(key);
+        await options.onObjectRemoved?.(JSON.stringify({ Records: [record] }));
+        return;
+      }
+      if (!String(record.eventName).startsWith('ObjectCreated:')) return;
       if (!record.s3.object.eTag || record.s3.object.size === undefined) {
         const meta = await server.store.getMetadata(record.s3.bucket.name, key);
         record.s3.object.eTag = etagOf(meta.etag);

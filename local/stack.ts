@@ -1,6 +1,7 @@
 /**
  * The embedded default: everything EffiTag runs on AWS, on one machine over loopback.
  * - S3: s3rver with If-Match and AWS-style notifications (local/s3-server.ts), data on disk;
+ * - DynamoDB: dynalite, the tag index (pipeline/tag-index.ts), on disk beside the data directory;
  * - SQS: fauxqs — an intake queue (as S3 notifications feed in AWS) and, per tier, a FIFO task
  *   queue with its dead-letter queue (redrive after `maxReceiveCount` receives);
  * - the router, polling the intake queue as its Lambda event source would;
@@ -11,8 +12,9 @@ import type { SQSClient } from '@aws-sdk/client-sqs';
 import { mkdir } from 'node:fs/promises';
 import type { Engine, EngineName } from '../inference/engine.ts';
 import { engineChooser } from '../inference/engines.ts';
-import { s3Client, sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
-import { checkWeights, LOCAL_CREDENTIALS, QUEUE_NAMES } from '../pipeline/aws/wiring.ts';
+import { dynamoClient, s3Client, sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
+import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
+import { checkWeights, INDEX_TABLE, LOCAL_CREDENTIALS, QUEUE_NAMES } from '../pipeline/aws/wiring.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { Counters, jsonLogger, type Logger } from '../pipeline/log.ts';
@@ -25,6 +27,7 @@ import { catchUpOnce, settledState, uploadJournal, watchIdle, type CatchUpResult
 export type { CatchUpResult };
 import type { TiersFile } from '../tiers/schema.ts';
 import { startS3Server } from './s3-server.ts';
+import { startDynamoServer } from './dynamo-server.ts';
 import { startSqsServer } from './sqs-server.ts';
 
 export { LOCAL_CREDENTIALS };
@@ -40,6 +43,9 @@ export interface LocalStackOptions {
   host?: string;
   s3Port?: number;
   sqsPort?: number;
+  dynamoPort?: number;
+  /** Where the index keeps its tables; default `<dataDir>.index` (s3rver would take a folder inside dataDir for a bucket). */
+  indexDir?: string;
   bucket?: string;
   /** Receives before a task goes to its DLQ. */
   maxReceiveCount?: number;
@@ -76,6 +82,7 @@ export interface LocalStack {
   s3: S3Client;
   sqs: SQSClient;
   store: ObjectStore;
+  index: DynamoTagIndex;
   intake: SqsQueue;
   tierQueues: Record<string, { queue: SqsQueue; dlq: SqsQueue }>;
   models: ModelCatalog;
@@ -230,6 +237,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   });
 
   await mkdir(options.dataDir, { recursive: true });
+  const indexDir = options.indexDir ?? `${options.dataDir.replace(/\/+$/, '')}.index`;
+  await mkdir(indexDir, { recursive: true });
+  const dynamoServer = await startDynamoServer({ host, port: options.dynamoPort, directory: indexDir });
+  stops.push(() => dynamoServer.close());
+  const dynamo = dynamoClient({ dynamoEndpoint: dynamoServer.endpoint, credentials: LOCAL_CREDENTIALS });
+  await ensureIndexTable(dynamo, INDEX_TABLE);
+  const index = new DynamoTagIndex(dynamo, INDEX_TABLE);
   const statePath = options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`;
   const journal = uploadJournal(statePath.replace(/\.state\.json$|$/, '.journal.jsonl'));
   const notifier = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
@@ -239,6 +253,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     port: options.s3Port,
     directory: options.dataDir,
     onObjectCreated: (body) => notifications.add(body),
+    onObjectRemoved: (body) => notifications.add(body),
     onAccepted: (object) => journal.append(object),
     onError: (err) => log.log('error', 'event forwarding failed', { error: String(err) }),
   });
@@ -246,7 +261,12 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     await s3server.close();
     await notifications.flush();
   });
-  const endpoints: Endpoints = { s3Endpoint: s3server.endpoint, sqsEndpoint, credentials: LOCAL_CREDENTIALS };
+  const endpoints: Endpoints = {
+    s3Endpoint: s3server.endpoint,
+    sqsEndpoint,
+    dynamoEndpoint: dynamoServer.endpoint,
+    credentials: LOCAL_CREDENTIALS,
+  };
   const s3 = s3Client(endpoints);
   await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {
     if (!/BucketAlreadyOwnedByYou|BucketAlreadyExists/.test(String(err?.name))) throw err;
@@ -257,7 +277,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
   const queues = Object.fromEntries(Object.entries(tierQueues).map(([k, v]) => [k, v.queue]));
   const routerLog = log.child({ component: 'router' });
-  const router = makeRouter({ store, queues, tiers: options.tiers, models, log: routerLog, counters });
+  const router = makeRouter({ store, queues, tiers: options.tiers, models, index, log: routerLog, counters });
 
   if (options.runRouter !== false) {
     const intakeLoop = pollIntake(intake, router, routerLog);
@@ -273,6 +293,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       queue,
       tiers: options.tiers,
       models: catalogFor(t.engine),
+      index,
       counters,
       log: log.child({ component: 'worker', tier }),
       options: {
@@ -340,6 +361,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     s3,
     sqs,
     store,
+    index,
     intake,
     tierQueues,
     models,
@@ -354,6 +376,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       if (pipelineS3 !== s3) pipelineS3.destroy();
       sqs.destroy();
       notifier.destroy();
+      dynamo.destroy();
     },
   };
 }

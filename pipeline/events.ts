@@ -19,8 +19,16 @@ export interface ObjectCreated {
   eventTime?: string;
 }
 
+/** An object deleted (or hidden by a delete marker): its index entries go. */
+export interface ObjectRemoved {
+  bucket: string;
+  key: string;
+  versionId?: string;
+  eventTime?: string;
+}
+
 export type ParsedBody =
-  | { type: 'objects'; objects: ObjectCreated[]; ignored: number }
+  | { type: 'objects'; objects: ObjectCreated[]; removed?: ObjectRemoved[]; ignored: number }
   | { type: 'test' }
   | { type: 'unrecognised'; reason: string };
 
@@ -63,8 +71,18 @@ export function parseEventBody(body: string): ParsedBody {
   if (json?.Event === 's3:TestEvent') return { type: 'test' };
   if (Array.isArray(json?.Records)) {
     const objects: ObjectCreated[] = [];
+    const removed: ObjectRemoved[] = [];
     let ignored = 0;
     for (const r of json.Records) {
+      if (r?.eventSource === 'aws:s3' && String(r.eventName).startsWith('ObjectRemoved:') && r.s3?.object?.key) {
+        removed.push({
+          bucket: r.s3.bucket.name,
+          key: decodeS3Key(r.s3.object.key),
+          versionId: r.s3.object.versionId || undefined,
+          eventTime: r.eventTime,
+        });
+        continue;
+      }
       if (
         r?.eventSource !== 'aws:s3' ||
         typeof r.eventName !== 'string' ||
@@ -85,7 +103,7 @@ export function parseEventBody(body: string): ParsedBody {
         eventTime: r.eventTime,
       });
     }
-    return { type: 'objects', objects, ignored };
+    return { type: 'objects', objects, ignored, ...(removed.length ? { removed } : {}) };
   }
   if (json?.source === 'aws.s3' && json['detail-type'] === 'Object Created' && json.detail?.object?.key) {
     const d = json.detail;
@@ -104,6 +122,15 @@ export function parseEventBody(body: string): ParsedBody {
           eventTime: json.time,
         },
       ],
+    };
+  }
+  if (json?.source === 'aws.s3' && json['detail-type'] === 'Object Deleted' && json.detail?.object?.key) {
+    const d = json.detail;
+    return {
+      type: 'objects',
+      objects: [],
+      ignored: 0,
+      removed: [{ bucket: d.bucket.name, key: d.object.key, versionId: d.object['version-id'] || undefined, eventTime: json.time }],
     };
   }
   if (json?.source === 'aws.s3') return { type: 'objects', objects: [], ignored: 1 };

@@ -15,11 +15,12 @@ import { routeObject } from '../tiers/route.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 import { backfillDrop, type BackfillDrop, type BackfillFilter } from './backfill-filter.ts';
 import { mapLimit } from './concurrency.ts';
-import { parseEventBody, type ObjectCreated } from './events.ts';
+import { parseEventBody, type ObjectCreated, type ObjectRemoved } from './events.ts';
 import { Counters, silentLogger, type Logger } from './log.ts';
 import { KEYS } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
 import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore } from './ports.ts';
+import type { TagIndex } from './tag-index.ts';
 import { taskMessage, type Task } from './task.ts';
 
 export type { BackfillFilter };
@@ -58,13 +59,15 @@ export interface RouterDeps {
   models: Pick<ModelCatalog, 'marker'>;
   /** Where tasks go; default: the tier's queue, one message each. Backfills batch their sends here. */
   sink?: (task: Task) => Promise<void>;
+  /** The tag index: ObjectRemoved events delete an object's entries. */
+  index?: TagIndex;
   log?: Logger;
   counters?: Counters;
   now?: () => Date;
 }
 
 /** What the router's stages share. */
-export type RouterContext = Required<Omit<RouterDeps, 'sink'>> & Pick<RouterDeps, 'sink'>;
+export type RouterContext = Required<Omit<RouterDeps, 'sink' | 'index'>> & Pick<RouterDeps, 'sink' | 'index'>;
 
 export type RouteOutcome =
   | { object: ObjectCreated; action: 'enqueued'; task: Task }
@@ -220,6 +223,22 @@ export async function sendTask(ctx: RouterContext, task: Task): Promise<void> {
   });
 }
 
+/**
+ * A removed object's index entries go, unless a later upload is indexed (the index compares upload
+ * times). A delete marker in a versioned bucket hides the object from listings, so it leaves searches
+ * too. A failure throws, so the event is retried.
+ */
+export async function unindex(ctx: RouterContext, removed: ObjectRemoved): Promise<void> {
+  if (!ctx.index) {
+    ctx.counters.inc('router.removed.no-index');
+    return;
+  }
+  const removedAt = removed.eventTime ? new Date(removed.eventTime) : ctx.now();
+  const entries = await ctx.index.remove(removed.bucket, removed.key, removedAt);
+  ctx.counters.inc('router.removed');
+  ctx.log.log('info', 'removed from the index', { bucket: removed.bucket, key: removed.key, entries });
+}
+
 export function makeRouter(deps: RouterDeps): Router {
   const ctx: RouterContext = {
     ...deps,
@@ -247,6 +266,7 @@ export function makeRouter(deps: RouterDeps): Router {
       }
       const outcomes: RouteOutcome[] = [];
       for (const object of parsed.objects) outcomes.push(await handleObject(object, source));
+      for (const removed of parsed.removed ?? []) await unindex(ctx, removed);
       return outcomes;
     },
   };

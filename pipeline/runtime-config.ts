@@ -15,6 +15,8 @@ export const ENV = {
   queueUrls: 'EFFITAG_QUEUE_URLS',
   /** s3://bucket/prefix of the published weights. */
   weights: 'EFFITAG_WEIGHTS',
+  /** The tag index's DynamoDB table (pipeline/tag-index.ts); absent: no index. */
+  indexTable: 'EFFITAG_INDEX_TABLE',
   logLevel: 'EFFITAG_LOG_LEVEL',
   /** The tier a worker serves (workers only). */
   tier: 'EFFITAG_TIER',
@@ -42,6 +44,7 @@ export function encodeStackEnv(values: {
   tiers: TiersFile;
   queueUrlsJson: string;
   weightsLocation: string;
+  indexTable?: string;
   logLevel?: string;
 }): Record<string, string> {
   const tiersJson = JSON.stringify(values.tiers.input);
@@ -52,6 +55,7 @@ export function encodeStackEnv(values: {
     [ENV.tiers]: tiersJson,
     [ENV.queueUrls]: values.queueUrlsJson,
     [ENV.weights]: values.weightsLocation,
+    ...(values.indexTable ? { [ENV.indexTable]: values.indexTable } : {}),
     [ENV.logLevel]: values.logLevel ?? 'info',
   };
 }
@@ -76,6 +80,8 @@ export interface RuntimeConfig {
   queueUrls: Record<string, string>;
   weightsLocation: string;
   weightsDir: string;
+  /** The tag index's table, when the stack has one. */
+  indexTable?: string;
   /** The tier this runtime serves (workers only). */
   tier?: string;
 }
@@ -111,7 +117,14 @@ export function runtimeConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConf
   for (const t of Object.keys(tiers.tiers)) if (!queueUrls[t]) throw new Error(`${ENV.queueUrls} has no queue for tier ${t}`);
   const tier = env[ENV.tier];
   if (tier && !tiers.tiers[tier]) throw new Error(`${ENV.tier}=${tier} is not a configured tier`);
-  return { tiers, queueUrls, weightsLocation: required(env, ENV.weights), weightsDir: env[ENV.weightsDir] ?? '/tmp/effitag-weights', tier };
+  return {
+    tiers,
+    queueUrls,
+    weightsLocation: required(env, ENV.weights),
+    weightsDir: env[ENV.weightsDir] ?? '/tmp/effitag-weights',
+    indexTable: env[ENV.indexTable] || undefined,
+    tier,
+  };
 }
 
 export function workerConfig(env: NodeJS.ProcessEnv = process.env): WorkerConfig {

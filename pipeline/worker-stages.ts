@@ -15,7 +15,7 @@
  */
 import { topK, type Prediction } from '../inference/engine.ts';
 import { decodeImage, ImageError, type DecodedImage } from '../inference/image.ts';
-import { labelsFor } from '../model/labels.ts';
+import { IMAGENET_LABELS, labelsFor } from '../model/labels.ts';
 import type { Tier, TiersFile } from '../tiers/schema.ts';
 import { mapLimit } from './concurrency.ts';
 import { messageOf, type Counters, type Logger } from './log.ts';
@@ -30,6 +30,8 @@ import {
   type ObjectStore,
   type QueueMessage,
 } from './ports.ts';
+import { indexedObject, indexFromMetadata } from './index-writes.ts';
+import type { TagIndex } from './tag-index.ts';
 import { parseTask, taskIdentity, taskMessage, type Task } from './task.ts';
 import { writeFailure, writeTagged } from './writeback.ts';
 
@@ -47,6 +49,8 @@ export interface WorkerContext {
   retryBaseSeconds: number;
   /** Where a message goes, with its reason, when it fails on its last receive. */
   deadLetter?: { queue: MessageQueue; maxReceives: number };
+  /** The tag index, written with every result where the stack has one (required by `writeBack: index` tiers). */
+  index?: TagIndex;
 }
 
 export type Outcome =
@@ -92,7 +96,7 @@ export interface PreparedBatch {
 
 export interface Inferred {
   results: MessageResult[];
-  items: { p: Prepared; predictions: Prediction[]; marker: string }[];
+  items: { p: Prepared; predictions: Prediction[]; marker: string; imagenet: boolean }[];
 }
 
 const refOf = (t: Task) => ({ bucket: t.bucket, key: t.key, versionId: t.versionId });
@@ -164,10 +168,22 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
   const ended = (outcome: Outcome): MessageResult => ({ message, task, outcome });
   const tier = ctx.tiers.tiers[task.tier];
   if (!tier) return ended({ status: 'poison', reason: `unknown tier ${task.tier}` });
-  if (task.size > MAX_COPY_BYTES && tier.writeBack !== 'tags') return ended({ status: 'skipped', reason: 'over-5GiB' });
+  if (task.size > MAX_COPY_BYTES && (tier.writeBack === 'metadata' || tier.writeBack === 'both'))
+    return ended({ status: 'skipped', reason: 'over-5GiB' });
   const { maxBytes, maxPixels } = tier.limits;
   if (task.size > maxBytes)
     return ended(await recordFailure(ctx, task, tier, undefined, 'too-large', `${task.size} bytes, limit ${maxBytes}`));
+  if (tier.writeBack === 'index') {
+    // Nothing on the object says it is tagged: the index does.
+    if (!ctx.index) return ended({ status: 'retry', reason: `tier ${task.tier} writes back to the index, and this worker has none` });
+    try {
+      const held = await ctx.index.get(task.bucket, task.key);
+      if (held && held.eTag === task.eTag && held.marker === ctx.models.marker(task.variant))
+        return ended({ status: 'skipped', reason: 'already-tagged' });
+    } catch (err) {
+      return ended({ status: 'retry', reason: `reading the index: ${messageOf(err)}` });
+    }
+  }
   let head: ObjectHead, bytes: Uint8Array;
   try {
     ({ head, bytes } = await ctx.store.get(refOf(task), { ifMatch: task.eTag, maxBytes }));
@@ -183,8 +199,16 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
   } catch (err) {
     return ended({ status: 'retry', reason: messageOf(err) });
   }
-  if (head.metadata[KEYS.model] === marker && head.metadata[KEYS.etag] === task.eTag)
+  if (head.metadata[KEYS.model] === marker && head.metadata[KEYS.etag] === task.eTag) {
+    // Tagged already; a retry after the index write failed still owes the index its entries.
+    if (ctx.index)
+      try {
+        await indexFromMetadata(ctx.index, refOf(task), head, ctx.now);
+      } catch (err) {
+        return ended({ status: 'retry', reason: `indexing: ${messageOf(err)}` });
+      }
     return ended({ status: 'skipped', reason: 'already-tagged' });
+  }
   try {
     const model = await ctx.models.load(task.variant);
     const image = await decodeImage(bytes, model.resolution, { maxBytes, maxPixels });
@@ -223,7 +247,7 @@ export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): P
         const predictions = topK(probabilities[i], p.tier.topK, labels).filter(
           (x, rank) => rank === 0 || x.probability >= p.tier.minConfidence,
         );
-        items.push({ p, marker, predictions });
+        items.push({ p, marker, predictions, imagenet: labels === IMAGENET_LABELS });
       });
     } catch (err) {
       for (const p of group)
@@ -233,24 +257,32 @@ export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): P
   return { results, items };
 }
 
-/** Write each result back onto its object (If-Match on the ETag that was read). */
+/** Write each result back onto its object (If-Match on the ETag that was read), then into the index. */
 export async function writeResults(ctx: WorkerContext, inferred: Inferred): Promise<MessageResult[]> {
   const results = [...inferred.results];
-  await mapLimit(inferred.items, ctx.concurrency, async ({ p, predictions, marker }) => {
+  await mapLimit(inferred.items, ctx.concurrency, async ({ p, predictions, marker, imagenet }) => {
+    const at = ctx.now().toISOString();
+    let outcome: Outcome;
     try {
       const w = await writeTagged(ctx.store, refOf(p.task), p.head, p.tier.writeBack, predictions, {
         model: marker,
-        at: ctx.now().toISOString(),
+        at,
         etag: p.task.eTag,
       });
-      results.push({
-        message: p.message,
-        task: p.task,
-        outcome: w.written ? { status: 'tagged', tags: predictions.length - w.tagsDropped } : { status: 'skipped', reason: w.reason },
-      });
+      outcome = w.written ? { status: 'tagged', tags: predictions.length - w.tagsDropped } : { status: 'skipped', reason: w.reason };
     } catch (err) {
-      results.push({ message: p.message, task: p.task, outcome: storeOutcome(err, 'writing back') });
+      outcome = storeOutcome(err, 'writing back');
     }
+    if (outcome.status === 'tagged' && ctx.index) {
+      try {
+        const put = await ctx.index.put(indexedObject(refOf(p.task), p.head, { marker, at, predictions, imagenet }, ctx.now));
+        ctx.counters.inc(`index.${put.status}`);
+      } catch (err) {
+        // Retried: the object already carries the tags, so the retry indexes them from its metadata.
+        outcome = { status: 'retry', reason: `indexing: ${messageOf(err)}` };
+      }
+    }
+    results.push({ message: p.message, task: p.task, outcome });
   });
   return results;
 }

@@ -20,6 +20,7 @@
 import { Counters, messageOf, silentLogger, type Logger } from './log.ts';
 import type { ModelCatalog } from './models.ts';
 import type { MessageQueue, ObjectStore, QueueMessage } from './ports.ts';
+import type { TagIndex } from './tag-index.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 import {
   inferPrepared,
@@ -59,6 +60,8 @@ export interface WorkerDeps {
   counters?: Counters;
   now?: () => Date;
   options?: WorkerOptions;
+  /** The tag index (pipeline/tag-index.ts): written with every result; required by `writeBack: index` tiers. */
+  index?: TagIndex;
 }
 
 export interface Worker {
@@ -101,6 +104,11 @@ function leaseKeeper(queue: MessageQueue, log: Logger, leaseSeconds: number | un
 
 export function makeWorker(deps: WorkerDeps): Worker {
   const opts = { batchSize: 8, waitSeconds: 20, retryBaseSeconds: 5, downloadConcurrency: 16, ...deps.options };
+  const indexOnly = Object.entries(deps.tiers.tiers).filter(([, t]) => t.writeBack === 'index');
+  if (indexOnly.length && !deps.index)
+    throw new Error(
+      `tier ${indexOnly.map(([n]) => n).join(', ')} writes back to the tag index, and none is configured (EFFITAG_INDEX_TABLE)`,
+    );
   const ctx: WorkerContext = {
     store: deps.store,
     queue: deps.queue,
@@ -112,6 +120,7 @@ export function makeWorker(deps: WorkerDeps): Worker {
     concurrency: opts.downloadConcurrency,
     retryBaseSeconds: opts.retryBaseSeconds,
     deadLetter: opts.deadLetter,
+    index: deps.index,
   };
   const { queue, log, counters } = ctx;
   const leases = leaseKeeper(queue, log, opts.visibilitySeconds);

@@ -6,12 +6,14 @@
  *   (`effitag-tags`, `effitag-model`) replace earlier EffiTag tags and never push out a user's tag.
  *   PutObjectTagging rewrites no data, makes no new version and fires no ObjectCreated event.
  * - `both`: metadata, then tags.
+ * - `index`: nothing on the object (no CopyObject, no new version, no event); the tag index
+ *   (pipeline/tag-index.ts) holds the result, as it does in every mode where the stack has one.
  */
 import type { Prediction } from '../inference/engine.ts';
 import { asciiLabel, encodeFailed, encodeTagged, KEYS } from './marker.ts';
 import type { ObjectHead, ObjectRef, ObjectStore } from './ports.ts';
 
-export type WriteBackMode = 'metadata' | 'tags' | 'both';
+export type WriteBackMode = 'metadata' | 'tags' | 'both' | 'index';
 export const MAX_OBJECT_TAGS = 10;
 const TAG_VALUE_MAX = 256;
 
@@ -78,6 +80,7 @@ export async function writeFailure(
   mode: WriteBackMode,
   fixed: { model: string; at: string; etag: string; reason: string },
 ): Promise<boolean> {
+  if (mode === 'index') return false; // the object is never rewritten: the failure is logged and counted
   if (mode === 'tags') {
     const user = Object.fromEntries(Object.entries(await store.getTags(ref)).filter(([k]) => !k.startsWith('effitag-')));
     if (Object.keys(user).length >= MAX_OBJECT_TAGS) return false;

@@ -73,7 +73,11 @@ export const tierSchema = z
       })
       .strict()
       .default({ maxBytes: 50 * 1024 * 1024, maxPixels: 100_000_000 }),
-    writeBack: z.enum(['metadata', 'tags', 'both']).default('metadata'),
+    /**
+     * Where results go: user metadata (a self-copy), object tags, both, or only the tag index
+     * (`index`: the object is never rewritten). The index, where the stack has one, is written in every mode.
+     */
+    writeBack: z.enum(['metadata', 'tags', 'both', 'index']).default('metadata'),
     /** May objects be sent here by the `x-amz-meta-effitag-tier` override? */
     acceptsOverrides: z.boolean().default(false),
     /** Images per second per variant on this tier's hardware, for `tiers cost` (else the benchmark JSON). */

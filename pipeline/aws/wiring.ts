@@ -13,7 +13,9 @@ import { cacheDir } from '../../model/cache-dir.ts';
 import type { TiersFile } from '../../tiers/schema.ts';
 import { directoryCatalog, MissingWeightsError, type ModelCatalog } from '../models.ts';
 import { runtimeConfig, type RuntimeConfig } from '../runtime-config.ts';
-import { s3Client, sqsClient, type Endpoints } from './clients.ts';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { dynamoClient, s3Client, sqsClient, type Endpoints } from './clients.ts';
+import { DynamoTagIndex } from './dynamo-index.ts';
 import { markersFromS3 } from './markers.ts';
 import { S3Store } from './s3-store.ts';
 import { SqsQueue } from './sqs-queue.ts';
@@ -21,8 +23,11 @@ import { SqsQueue } from './sqs-queue.ts';
 /** The embedded stand-ins accept any signature; the SDK still needs credentials to sign with. */
 export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
 
-/** The embedded stack's ports (overridden by EFFITAG_S3_PORT / EFFITAG_SQS_PORT). */
-export const EMBEDDED_PORTS = { s3: 4568, sqs: 4566 } as const;
+/** The embedded stack's ports (overridden by EFFITAG_S3_PORT / EFFITAG_SQS_PORT / EFFITAG_DYNAMODB_PORT / EFFITAG_GALLERY_PORT). */
+export const EMBEDDED_PORTS = { s3: 4568, sqs: 4566, dynamodb: 4569, gallery: 4570 } as const;
+
+/** The embedded stack's tag index table (a deployed stack's name comes from CloudFormation: EFFITAG_INDEX_TABLE). */
+export const INDEX_TABLE = 'effitag-index';
 
 /** The embedded stack's tiers: B0 on the CPU engine. */
 export const LOCAL_TIERS_FILE = fileURLToPath(new URL('../../tiers/local.json', import.meta.url));
@@ -40,23 +45,30 @@ export const defaultWeightsDir = (): string => join(cacheDir(), 'weights');
 
 export type Place =
   /** The embedded stack (`npm start`), at its default ports unless endpoints are given. */
-  | { kind: 'embedded'; s3Endpoint?: string; sqsEndpoint?: string }
+  | { kind: 'embedded'; s3Endpoint?: string; sqsEndpoint?: string; dynamoEndpoint?: string }
   /** Real AWS: credentials and region from the environment. */
   | { kind: 'aws' }
   /** Any S3/SQS-compatible endpoint (tests, a proxy in front of the stand-ins). */
   | { kind: 'endpoint'; endpoints: Endpoints };
 
 /** The embedded stack's endpoints from the environment's ports. */
-export function embeddedEndpoints(env: NodeJS.ProcessEnv = process.env): { s3Endpoint: string; sqsEndpoint: string } {
+export function embeddedEndpoints(env: NodeJS.ProcessEnv = process.env): {
+  s3Endpoint: string;
+  sqsEndpoint: string;
+  dynamoEndpoint: string;
+} {
   return {
     s3Endpoint: `http://127.0.0.1:${env.EFFITAG_S3_PORT ?? EMBEDDED_PORTS.s3}`,
     sqsEndpoint: `http://127.0.0.1:${env.EFFITAG_SQS_PORT ?? EMBEDDED_PORTS.sqs}`,
+    dynamoEndpoint: `http://127.0.0.1:${env.EFFITAG_DYNAMODB_PORT ?? EMBEDDED_PORTS.dynamodb}`,
   };
 }
 
 /** What the CLI's `--aws`, `--endpoint` and `--sqs-endpoint` flags say. */
-export function placeFromFlags(opts: { aws?: boolean; endpoint?: string; sqsEndpoint?: string }): Place {
-  return opts.aws ? { kind: 'aws' } : { kind: 'embedded', s3Endpoint: opts.endpoint, sqsEndpoint: opts.sqsEndpoint };
+export function placeFromFlags(opts: { aws?: boolean; endpoint?: string; sqsEndpoint?: string; dynamoEndpoint?: string }): Place {
+  return opts.aws
+    ? { kind: 'aws' }
+    : { kind: 'embedded', s3Endpoint: opts.endpoint, sqsEndpoint: opts.sqsEndpoint, dynamoEndpoint: opts.dynamoEndpoint };
 }
 
 export function endpointsOf(place: Place): Endpoints {
@@ -66,6 +78,7 @@ export function endpointsOf(place: Place): Endpoints {
   return {
     s3Endpoint: place.s3Endpoint ?? defaults.s3Endpoint,
     sqsEndpoint: place.sqsEndpoint ?? defaults.sqsEndpoint,
+    dynamoEndpoint: place.dynamoEndpoint ?? defaults.dynamoEndpoint,
     credentials: LOCAL_CREDENTIALS,
   };
 }
@@ -75,6 +88,7 @@ export interface Connection {
   endpoints: Endpoints;
   s3: S3Client;
   sqs: SQSClient;
+  dynamo: DynamoDBClient;
   store: S3Store;
   close(): void;
 }
@@ -84,6 +98,7 @@ export function connect(place: Place): Connection {
   const endpoints = endpointsOf(place);
   const s3 = s3Client(endpoints);
   const sqs = sqsClient(endpoints);
+  const dynamo = dynamoClient(endpoints);
   // Anything but AWS is taken to be the s3rver stand-in (its quirks are harmless elsewhere).
   const store = new S3Store(s3, place.kind === 'aws' ? {} : { quirks: 's3rver' });
   return {
@@ -91,10 +106,12 @@ export function connect(place: Place): Connection {
     endpoints,
     s3,
     sqs,
+    dynamo,
     store,
     close: () => {
       s3.destroy();
       sqs.destroy();
+      dynamo.destroy();
     },
   };
 }
@@ -117,6 +134,16 @@ export async function tierQueues(
     queues[tier] = new SqsQueue(conn.sqs, url);
   }
   return queues;
+}
+
+/**
+ * The tag index of a place: the embedded stack's table, or on AWS the stack's (`table`: the stack
+ * output IndexTable, or EFFITAG_INDEX_TABLE).
+ */
+export function tagIndex(conn: Connection, table = process.env.EFFITAG_INDEX_TABLE): DynamoTagIndex {
+  const name = table ?? (conn.place.kind === 'aws' ? undefined : INDEX_TABLE);
+  if (!name) throw new Error('which index? pass --table (the stack output IndexTable) or set EFFITAG_INDEX_TABLE');
+  return new DynamoTagIndex(conn.dynamo, name);
 }
 
 /** Which model is current for each variant: all the router and backfills need of the weights. */
@@ -152,6 +179,8 @@ export interface Deployed extends Connection {
   config: RuntimeConfig;
   /** Task queue of each tier. */
   queues: Record<string, SqsQueue>;
+  /** The stack's tag index, when it has one. */
+  index?: DynamoTagIndex;
 }
 
 export function deployed<C extends RuntimeConfig>(
@@ -160,5 +189,6 @@ export function deployed<C extends RuntimeConfig>(
 ): Deployed & { config: C } {
   const conn = connect({ kind: 'aws' });
   const queues = Object.fromEntries(Object.entries(config.queueUrls).map(([tier, url]) => [tier, new SqsQueue(conn.sqs, url)]));
-  return { ...conn, config, queues };
+  const index = config.indexTable ? new DynamoTagIndex(conn.dynamo, config.indexTable) : undefined;
+  return { ...conn, config, queues, index };
 }

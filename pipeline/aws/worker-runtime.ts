@@ -29,7 +29,7 @@ export async function deployedWorker(options: {
   leased?: boolean;
 }): Promise<DeployedWorker> {
   const config = options.config ?? workerConfig();
-  const { s3, store, queues } = deployed(process.env, config);
+  const { s3, store, queues, index } = deployed(process.env, config);
   const log = jsonLogger({ base: { component: options.component, tier: config.tier } });
   const manifests = await syncWeights(s3, config.weightsLocation, config.served.variants, config.weightsDir);
   log.log('info', 'weights ready', { variants: manifests.map((m) => `${m.variant}@${m.sha256.slice(0, 12)}`) });
@@ -45,6 +45,7 @@ export async function deployedWorker(options: {
     queue,
     tiers: config.tiers,
     models,
+    index,
     log,
     options: {
       batchSize: config.served.batchSize,

@@ -49,3 +49,21 @@ export async function gradientImage(
     .toFormat(format)
     .toBuffer();
 }
+
+/**
+ * An artifact whose classifier answers the same for every image: a zero kernel and these logits as
+ * its bias (`{207: 6, 852: 5}`: golden retriever 0.73, tennis ball 0.27). The rest of the network is
+ * random and runs for real, so the engine, decoding and pipeline are exercised while the top
+ * classes are known.
+ */
+export async function arrangedArtifact(dir: string, variant: string, logits: Record<number, number>): Promise<WeightsManifest> {
+  const plan = planModel(variant);
+  const weights = randomWeights(plan, 7);
+  const kernel = weights.get('predictions/kernel:0');
+  const bias = weights.get('predictions/bias:0');
+  if (!kernel || !bias) throw new Error(`${variant} has no classifier`);
+  kernel.fill(0);
+  bias.fill(0);
+  for (const [cls, logit] of Object.entries(logits)) bias[Number(cls)] = logit;
+  return writeArtifact(dir, plan, weights, { kind: 'random', note: `test fixture: arranged logits ${JSON.stringify(logits)}` });
+}

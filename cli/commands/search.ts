@@ -1,0 +1,88 @@
+/** `effitag search`: objects by tag, from the tag index of the embedded stack or a deployed stack. */
+import type { Command } from 'commander';
+import { normalizeTag, suggestTags, tagBreadth } from '../../model/tag-hierarchy.ts';
+import { connect, embeddedEndpoints, placeFromFlags, tagIndex } from '../../pipeline/aws/wiring.ts';
+import type { SearchHit } from '../../pipeline/tag-index.ts';
+import { parseNumber, table } from '../format.ts';
+import { parseTarget } from './backfill.ts';
+
+interface SearchCli {
+  tag: string[];
+  minP?: number;
+  limit: number;
+  cursor?: string;
+  json?: boolean;
+  aws?: boolean;
+  table?: string;
+  dynamodbEndpoint?: string;
+}
+
+/** The tag and the few others an image is best known by. */
+function describeTags(hit: SearchHit, asked: readonly string[]): string {
+  const leaves = Object.entries(hit.tags)
+    .filter(([t]) => tagBreadth(t) === 1 && !asked.includes(t))
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3);
+  return [...asked.map((t) => [t, hit.tags[t]] as const), ...leaves].map(([t, p]) => `${t} ${p.toFixed(2)}`).join(', ');
+}
+
+export function registerSearchCommand(program: Command): void {
+  program
+    .command('search')
+    .description('find tagged objects by tag (leaf or rolled-up: "golden retriever", "dog", "vehicle"), newest first')
+    .argument('<target>', 's3://bucket[/prefix]')
+    .option('--tag <tag>', 'a tag the objects must have (repeat: all of them)', (v: string, all: string[]) => [...all, v], [])
+    .option('--min-p <p>', 'minimum probability of every --tag', parseNumber('--min-p', 0, 1))
+    .option('--limit <n>', 'results at most', parseNumber('--limit', 1, 100_000, true), 20)
+    .option('--cursor <cursor>', 'continue after a previous search (its printed cursor)')
+    .option('--json', 'print {hits, cursor} as JSON')
+    .option('--aws', "a deployed stack's index (credentials from the environment) instead of the embedded stack's")
+    .option('--table <name>', 'the stack output IndexTable (AWS; env EFFITAG_INDEX_TABLE)')
+    .option('--dynamodb-endpoint <url>', 'the embedded stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
+    .action(async (target: string, opts: SearchCli) => {
+      const { bucket, prefix } = parseTarget(target);
+      const tags = opts.tag.map(normalizeTag).filter(Boolean);
+      for (const t of tags)
+        if (!suggestTags(t, 50).some((s) => s.tag === t)) {
+          const near = suggestTags(t, 5).map((s) => s.tag);
+          process.stderr.write(
+            `note: "${t}" is no ImageNet class or category${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; searching anyway (custom labels)\n`,
+          );
+        }
+      const conn = connect(placeFromFlags({ aws: opts.aws, dynamoEndpoint: opts.dynamodbEndpoint }));
+      try {
+        const index = tagIndex(conn, opts.table);
+        const hits: SearchHit[] = [];
+        let cursor = opts.cursor;
+        do {
+          const page = await index.search({
+            bucket,
+            tags,
+            prefix: prefix || undefined,
+            minProbability: opts.minP,
+            limit: Math.min(1000, opts.limit - hits.length),
+            cursor,
+          });
+          hits.push(...page.hits);
+          cursor = page.cursor;
+        } while (cursor && hits.length < opts.limit);
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify({ hits, ...(cursor ? { cursor } : {}) })}\n`);
+          return;
+        }
+        if (!hits.length) {
+          process.stdout.write('no objects found\n');
+          return;
+        }
+        process.stdout.write(
+          table(
+            hits.map((h) => [`s3://${h.bucket}/${h.key}`, describeTags(h, tags), h.lastModified.slice(0, 19).replace('T', ' ')]),
+            ['object', 'tags', 'uploaded'],
+          ),
+        );
+        if (cursor) process.stdout.write(`more: --cursor ${cursor}\n`);
+      } finally {
+        conn.close();
+      }
+    });
+}

@@ -1,0 +1,58 @@
+/**
+ * What the pipeline writes to the tag index (pipeline/tag-index.ts): an object's leaf and rolled-up
+ * tags, from fresh predictions (the worker) or from tags already written into its metadata (a
+ * retried message, `backfill --index`), without running inference again.
+ */
+import { scoreTags } from '../model/tag-hierarchy.ts';
+import { decodeTags, KEYS } from './marker.ts';
+import type { ObjectHead, ObjectRef } from './ports.ts';
+import type { IndexedObject, PutResult, TagIndex } from './tag-index.ts';
+
+export interface Tagging {
+  marker: string;
+  at: string;
+  predictions: readonly { label: string; probability: number; index?: number }[];
+  /** ImageNet-1k labels roll up through the WordNet hierarchy; a custom model's do not. */
+  imagenet: boolean;
+}
+
+const variantOf = (marker: string) => marker.slice(0, marker.lastIndexOf('@')) || marker;
+
+export function indexedObject(ref: ObjectRef, head: ObjectHead, tagging: Tagging, now: () => Date): IndexedObject {
+  return {
+    bucket: ref.bucket,
+    key: ref.key,
+    eTag: head.eTag,
+    // Upload time orders results; a store that does not say (none of ours) falls back to now.
+    lastModified: head.lastModified ?? now(),
+    size: head.contentLength,
+    variant: variantOf(tagging.marker),
+    marker: tagging.marker,
+    at: tagging.at,
+    tags: scoreTags(tagging.predictions, { imagenet: tagging.imagenet }),
+  };
+}
+
+/** The tagging an object's metadata records (`effitag-status: tagged`), or undefined. */
+export function taggingFromMetadata(head: ObjectHead): Tagging | undefined {
+  const m = head.metadata;
+  if (m[KEYS.status] !== 'tagged' || !m[KEYS.model] || m[KEYS.etag] !== head.eTag) return undefined;
+  return { marker: m[KEYS.model], at: m[KEYS.at] ?? '', predictions: decodeTags(m[KEYS.tags]), imagenet: true };
+}
+
+/**
+ * Index an object from its metadata, unless the index already holds this version by this model.
+ * `missing`: the metadata holds no current tagging (untagged, failed, or tagged before an overwrite).
+ */
+export async function indexFromMetadata(
+  index: TagIndex,
+  ref: ObjectRef,
+  head: ObjectHead,
+  now: () => Date,
+): Promise<PutResult | { status: 'missing' }> {
+  const tagging = taggingFromMetadata(head);
+  if (!tagging) return { status: 'missing' };
+  const held = await index.get(ref.bucket, ref.key);
+  if (held && held.eTag === head.eTag && held.marker === tagging.marker) return { status: 'unchanged' };
+  return index.put(indexedObject(ref, head, tagging, now));
+}
