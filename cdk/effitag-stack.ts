@@ -16,6 +16,7 @@ import { GpuTier, gpuBatchTimeout } from './constructs/gpu-tier.ts';
 import { Ingest } from './constructs/ingest.ts';
 import { Observability } from './constructs/observability.ts';
 import { createStorage } from './constructs/storage.ts';
+import { TagIndexTable } from './constructs/tag-index.ts';
 import { TierQueue } from './constructs/tier-queues.ts';
 import { Backfill } from './constructs/backfill.ts';
 
@@ -30,6 +31,7 @@ export class EffiTagStack extends Stack {
   readonly prefixes: string[];
   readonly accessLogs?: s3.Bucket;
   readonly backfill: Backfill;
+  readonly index: TagIndexTable;
 
   constructor(scope: Construct, id: string, props: EffiTagStackProps) {
     super(scope, id, props);
@@ -50,10 +52,11 @@ export class EffiTagStack extends Stack {
       const batchTimeout = tier.kind === 'lambda-cpu' ? lambdaBatchTimeout(tier) : gpuBatchTimeout(tier);
       this.tierQueues[tier.name] = new TierQueue(this, `Tier-${tier.name}`, { tierName: tier.name, tier, batchTimeout });
     }
+    this.index = new TagIndexTable(this, 'TagIndex');
     const queueUrlsJson = this.toJsonString(Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue.queueUrl])));
     let environment: Record<string, string>;
     try {
-      environment = encodeStackEnv({ tiers: config.tiers, queueUrlsJson, weightsLocation });
+      environment = encodeStackEnv({ tiers: config.tiers, queueUrlsJson, weightsLocation, indexTable: this.index.table.tableName });
     } catch (err) {
       throw new Error(`${config.tiersFile}: ${(err as Error).message}`);
     }
@@ -65,12 +68,13 @@ export class EffiTagStack extends Stack {
       weights,
       runtimeEnvironment: environment,
       tierQueues: taskQueues,
+      index: this.index,
     });
 
     const observed: Record<string, { queue: TierQueue['queue']; dlq: TierQueue['dlq']; service?: ecs.Ec2Service; fn?: lambda.IFunction }> =
       {};
     for (const [n, q] of Object.entries(this.tierQueues)) observed[n] = { queue: q.queue, dlq: q.dlq };
-    const shared = { bucket: images, prefixes: config.prefixes, weights, environment };
+    const shared = { bucket: images, prefixes: config.prefixes, weights, environment, index: this.index };
 
     let cluster: ecs.Cluster | undefined;
     const gpuTiers = tiers.flatMap((t) => (t.kind === 'ecs-gpu' ? [t] : []));
@@ -128,6 +132,10 @@ export class EffiTagStack extends Stack {
     new CfnOutput(this, 'BackfillStateMachine', {
       value: backfill.stateMachine.stateMachineArn,
       description: 'effitag backfill --remote --state-machine <this>',
+    });
+    new CfnOutput(this, 'IndexTable', {
+      value: this.index.table.tableName,
+      description: 'effitag search|gallery --aws --table <this> (EFFITAG_INDEX_TABLE)',
     });
     new CfnOutput(this, 'AlarmTopic', { value: observability.topic.topicArn });
   }

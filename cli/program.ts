@@ -7,6 +7,7 @@ import { registerLocalCommands } from './commands/local.ts';
 import { registerBackfillCommand } from './commands/backfill.ts';
 import { registerDlqCommands } from './commands/dlq.ts';
 import { registerSearchCommand } from './commands/search.ts';
+import { registerGalleryCommand } from './commands/gallery.ts';
 
 export function buildProgram(): Command {
   const program = new Command('effitag')
@@ -22,5 +23,6 @@ export function buildProgram(): Command {
   registerBackfillCommand(program);
   registerDlqCommands(program);
   registerSearchCommand(program);
+  registerGalleryCommand(program);
   return program;
 }

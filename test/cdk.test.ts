@@ -278,6 +278,40 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     );
   });
 
+  it('tag index: an on-demand, encrypted table with point-in-time recovery; workers write it, the router deletes from it on ObjectRemoved', () => {
+    const tables = template.findResources('AWS::DynamoDB::Table');
+    assert.equal(Object.keys(tables).length, 1);
+    const [id, table] = Object.entries(tables)[0];
+    assert.equal(table.DeletionPolicy, 'Retain');
+    template.hasResourceProperties('AWS::DynamoDB::Table', {
+      BillingMode: 'PAY_PER_REQUEST',
+      SSESpecification: { SSEEnabled: true },
+      PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+      KeySchema: [
+        { AttributeName: 'pk', KeyType: 'HASH' },
+        { AttributeName: 'sk', KeyType: 'RANGE' },
+      ],
+    });
+    template.hasResourceProperties('Custom::S3BucketNotifications', {
+      NotificationConfiguration: {
+        QueueConfigurations: Match.arrayWith([Match.objectLike({ Events: ['s3:ObjectRemoved:*'] })]),
+      },
+    });
+    const onTable = statements(template).filter(({ s }) => JSON.stringify(s.Resource).includes(id));
+    const byRole = Object.fromEntries(onTable.map(({ policy, s }) => [policy.replace(/[0-9A-F]{8}$/, ''), ([] as string[]).concat(s.Action).sort()]));
+    const worker = ['dynamodb:BatchWriteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'];
+    assert.deepEqual(byRole, {
+      CpueconomyWorkerServiceRoleDefaultPolicy: worker,
+      GpupremiumTaskTaskRoleDefaultPolicy: worker,
+      GpustandardTaskTaskRoleDefaultPolicy: worker,
+      IngestRouterServiceRoleDefaultPolicy: ['dynamodb:BatchWriteItem', 'dynamodb:DeleteItem', 'dynamodb:GetItem'],
+    });
+    // Every runtime is told the table; users are told it as an output.
+    for (const fn of Object.values(template.findResources('AWS::Lambda::Function', { Properties: { Environment: Match.anyValue() } })))
+      if (fn.Properties.Environment.Variables.EFFITAG_TIERS) assert.deepEqual(fn.Properties.Environment.Variables.EFFITAG_INDEX_TABLE, { Ref: id });
+    template.hasOutput('IndexTable', { Value: { Ref: id } });
+  });
+
   it('the created bucket blocks public access, is SSL-only, encrypted and logs access', () => {
     template.hasResourceProperties('AWS::S3::Bucket', {
       PublicAccessBlockConfiguration: {

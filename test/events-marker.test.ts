@@ -23,11 +23,12 @@ describe('S3 events', () => {
     assert.equal(encodeS3Key('a b+c.jpg'), 'a+b%2Bc.jpg');
   });
 
-  it('parses S3 → SQS notifications and skips non-created records', () => {
+  it('parses S3 → SQS notifications: created objects to route, removed ones to unindex, others skipped', () => {
     const body = JSON.stringify({
       Records: [
         record('ObjectCreated:Put', 'dir/a+b%2Bc.jpg', { versionId: 'v1' }),
-        record('ObjectRemoved:Delete', 'x'),
+        record('ObjectRemoved:Delete', 'x+y.jpg'),
+        record('ObjectRestore:Completed', 'z.jpg'),
         record('ObjectCreated:Copy', 'y.jpg'),
       ],
     });
@@ -35,6 +36,10 @@ describe('S3 events', () => {
     assert.equal(parsed.type, 'objects');
     if (parsed.type !== 'objects') return;
     assert.equal(parsed.ignored, 1);
+    assert.deepEqual(
+      parsed.removed?.map((r) => r.key),
+      ['x y.jpg'],
+    );
     assert.deepEqual(
       parsed.objects.map((o) => [o.key, o.kind, o.versionId]),
       [

@@ -33,7 +33,7 @@ async function freePort(): Promise<number> {
 /** `effitag local` as a user runs it, on the given ports; resolves at its start banner. `output()` is stdout and stderr so far. */
 async function startLocal(
   dir: string,
-  ports: { s3: number; sqs: number },
+  ports: { s3: number; sqs: number; dynamodb?: number; gallery?: number },
   env: NodeJS.ProcessEnv = {},
   children: ChildProcess[] = [],
 ): Promise<ChildProcess & { output(): string }> {
@@ -50,6 +50,9 @@ async function startLocal(
       String(ports.s3),
       '--sqs-port',
       String(ports.sqs),
+      '--dynamodb-port',
+      String(ports.dynamodb ?? 0),
+      ...(ports.gallery === undefined ? ['--no-gallery'] : ['--gallery-port', String(ports.gallery)]),
       '--log-level',
       'warn',
     ],
@@ -104,13 +107,20 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     const dir = await tempDir();
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
     const s3Port = await freePort(),
-      sqsPort = await freePort();
-    const child = await startLocal(dir, { s3: s3Port, sqs: sqsPort }, {}, children);
+      sqsPort = await freePort(),
+      dynamoPort = await freePort(),
+      galleryPort = await freePort();
+    const child = await startLocal(dir, { s3: s3Port, sqs: sqsPort, dynamodb: dynamoPort, gallery: galleryPort }, {}, children);
     const out = child.output();
     assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`));
+    assert.match(out, new RegExp(`Gallery:\\s+http://127\\.0\\.0\\.1:${galleryPort}/`));
     // The stand-ins have no authentication: by default nothing listens beyond loopback.
     const sockets = listeningSockets(child.pid!);
-    assert.deepEqual(sockets.map((l) => l.port).sort(), [s3Port, sqsPort].sort(), JSON.stringify(sockets));
+    assert.deepEqual(
+      sockets.map((l) => l.port).sort(),
+      [s3Port, sqsPort, dynamoPort, galleryPort].sort(),
+      JSON.stringify(sockets),
+    );
     assert.deepEqual(
       sockets.filter((l) => !isLoopbackAddress(l.address)),
       [],
@@ -172,7 +182,9 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     const dir = await tempDir();
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
     const s3Port = await freePort(),
-      sqsPort = await freePort();
+      sqsPort = await freePort(),
+      dynamoPort = await freePort(),
+      galleryPort = await freePort();
     const child = spawn(
       process.execPath,
       [
@@ -188,6 +200,10 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
         String(s3Port),
         '--sqs-port',
         String(sqsPort),
+        '--dynamodb-port',
+        String(dynamoPort),
+        '--gallery-port',
+        String(galleryPort),
         '--log-level',
         'warn',
         '--no-workers',
@@ -211,12 +227,13 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
       });
       child.once('exit', (code) => reject(new Error(`exited ${code}: ${err}`)));
     });
-    assert.match(err, /WARNING: --listen 0\.0\.0\.0: the embedded S3 and SQS have no authentication/);
+    assert.match(err, /WARNING: --listen 0\.0\.0\.0: the embedded S3, SQS and DynamoDB have no authentication/);
     assert.deepEqual(
       listeningSockets(child.pid!)
         .map((l) => `${l.address}:${l.port}`)
         .sort(),
-      [`0.0.0.0:${s3Port}`, `0.0.0.0:${sqsPort}`].sort(),
+      // The gallery signs links with the stack's credentials: it stays on loopback whatever --listen says.
+      [`0.0.0.0:${s3Port}`, `0.0.0.0:${sqsPort}`, `0.0.0.0:${dynamoPort}`, `127.0.0.1:${galleryPort}`].sort(),
     );
     assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`), 'clients on this machine still use loopback');
     child.kill('SIGTERM');

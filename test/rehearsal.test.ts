@@ -105,6 +105,10 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
     assert.equal(listed, Object.values(SCENARIO).length - 1 /* the deleted one */);
   });
 
+  it("the workers fill the stack's tag index: every tagged object, nothing failed or deleted", () => {
+    assert.deepEqual(report.indexed, [SCENARIO.catalog, SCENARIO.heic, SCENARIO.legacy, SCENARIO.photo].sort());
+  });
+
   it('IAM: every call every principal made is allowed by its policies in the template', () => {
     assert.deepEqual(
       report.denied.map((v) => `${v.role} ${v.action} ${v.resource} ${v.result}`),

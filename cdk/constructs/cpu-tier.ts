@@ -17,6 +17,7 @@ import { encodeTierEnv } from '../../pipeline/runtime-config.ts';
 import type { Tier, TierOf } from '../../tiers/schema.ts';
 import type { BucketAccess } from './access.ts';
 import { effitagFunction, REPO_ROOT } from './bundling.ts';
+import type { TagIndexTable } from './tag-index.ts';
 import { grantWorker } from './worker-permissions.ts';
 
 /** Lambda timeout for one batch: cold start with weight download, then ~2 s per image, 60–900 s. */
@@ -68,6 +69,8 @@ export interface CpuTierProps {
   bucket: BucketAccess;
   prefixes: string[];
   weights: BucketAccess;
+  /** The tag index the worker writes with each result. */
+  index?: TagIndexTable;
   environment: Record<string, string>;
   layer: lambda.ILayerVersion;
 }
@@ -104,6 +107,6 @@ export class CpuTier extends Construct {
         maxConcurrency: tier.compute.maxConcurrency,
       }),
     );
-    grantWorker(this.fn, { bucket: props.bucket, prefixes: props.prefixes, weights: props.weights, queue: props.queue, dlq: props.dlq });
+    grantWorker(this.fn, { ...props, index: props.index });
   }
 }

@@ -20,6 +20,7 @@ import { GPU_INSTANCES, spotAlternatives } from '../../tiers/prices.ts';
 import { encodeTierEnv } from '../../pipeline/runtime-config.ts';
 import type { Tier, TierOf } from '../../tiers/schema.ts';
 import type { BucketAccess } from './access.ts';
+import type { TagIndexTable } from './tag-index.ts';
 import { grantWorker } from './worker-permissions.ts';
 
 /**
@@ -59,6 +60,8 @@ export interface GpuTierProps {
   bucket: BucketAccess;
   prefixes: string[];
   weights: BucketAccess;
+  /** The tag index the worker writes with each result. */
+  index?: TagIndexTable;
   environment: Record<string, string>;
 }
 
@@ -168,6 +171,7 @@ export class GpuTier extends Construct {
       weights: props.weights,
       queue: props.queue,
       dlq: props.dlq,
+      index: props.index,
     });
 
     this.service = new ecs.Ec2Service(this, 'Service', {

@@ -1,5 +1,5 @@
 /**
- * Triggers: the bucket's ObjectCreated notifications go to an intake queue (one rule per watched
+ * Triggers: the bucket's ObjectCreated (and, with a tag index, ObjectRemoved) notifications go to an intake queue (one rule per watched
  * prefix), and the router Lambda consumes it. S3 → SQS was chosen over EventBridge: no per-event
  * charge, native prefix filters, and batching into the router; the router also accepts EventBridge
  * events, so switching is a wiring change. The intake is a standard queue (S3 cannot notify FIFO
@@ -16,6 +16,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { effitagFunction } from './bundling.ts';
 import type { BucketAccess } from './access.ts';
+import type { TagIndexTable } from './tag-index.ts';
 import { grantRouting } from './worker-permissions.ts';
 
 export interface IngestProps {
@@ -24,6 +25,8 @@ export interface IngestProps {
   tierQueues: Record<string, sqs.IQueue>;
   runtimeEnvironment: Record<string, string>;
   weights: BucketAccess;
+  /** The tag index: ObjectRemoved notifications reach the router, which deletes the entries. */
+  index?: TagIndexTable;
 }
 
 export class Ingest extends Construct {
@@ -42,13 +45,10 @@ export class Ingest extends Construct {
       retentionPeriod: Duration.days(4),
       deadLetterQueue: { queue: this.intakeDlq, maxReceiveCount: 5 },
     });
-    for (const prefix of props.prefixes) {
-      props.bucket.bucket.addEventNotification(
-        s3.EventType.OBJECT_CREATED,
-        new s3n.SqsDestination(this.intake),
-        ...(prefix ? [{ prefix }] : []),
-      );
-    }
+    const events = [s3.EventType.OBJECT_CREATED, ...(props.index ? [s3.EventType.OBJECT_REMOVED] : [])];
+    for (const event of events)
+      for (const prefix of props.prefixes)
+        props.bucket.bucket.addEventNotification(event, new s3n.SqsDestination(this.intake), ...(prefix ? [{ prefix }] : []));
 
     this.router = effitagFunction(this, 'Router', {
       handlerFile: 'router.ts',
@@ -63,6 +63,7 @@ export class Ingest extends Construct {
     );
     // Reads headers (ranged GET) and metadata of watched objects only.
     grantRouting(this.router, props);
+    props.index?.grant(this.router, 'router');
     for (const [tier, queue] of Object.entries(props.tierQueues)) {
       this.router.addToRolePolicy(
         new iam.PolicyStatement({

@@ -5,10 +5,11 @@
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
+import type { TagIndexTable } from './tag-index.ts';
 
 export function grantWorker(
   grantee: iam.IGrantable,
-  opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess; queue: sqs.IQueue; dlq: sqs.IQueue },
+  opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess; queue: sqs.IQueue; dlq: sqs.IQueue; index?: TagIndexTable },
 ): void {
   const add = (s: iam.PolicyStatement) => grantee.grantPrincipal.addToPrincipalPolicy(s);
   add(
@@ -50,6 +51,7 @@ export function grantWorker(
     }),
   );
   opts.bucket.grantKms?.(grantee, ['kms:Decrypt', 'kms:GenerateDataKey']);
+  opts.index?.grant(grantee, 'worker');
 }
 
 /** The live router and the backfill batches decide the same way: ranged reads of watched objects, the published manifests. */

@@ -4,9 +4,8 @@
  * QueueUrls and IntakeQueueUrl); each queue's DLQ comes from its redrive policy.
  */
 import type { Command } from 'commander';
-import { GetQueueUrlCommand, ListQueuesCommand } from '@aws-sdk/client-sqs';
-import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
-import { connect, embeddedEndpoints, QUEUE_NAMES } from '../../pipeline/aws/wiring.ts';
+import type { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
+import { connect, embeddedEndpoints, pipelineQueues } from '../../pipeline/aws/wiring.ts';
 import { listDeadLetters, redriveDeadLetters } from '../../pipeline/dead-letters.ts';
 import { parseNumber } from '../format.ts';
 
@@ -20,33 +19,13 @@ interface DlqOptions {
   limit?: number;
 }
 
-/** The source queues: `intake` and one per tier. */
+/** The source queues: `intake` and one per tier (or only --tier's). */
 async function sources(opts: DlqOptions): Promise<{ name: string; queue: SqsQueue }[]> {
-  const { sqs } = connect(opts.aws ? { kind: 'aws' } : { kind: 'embedded', sqsEndpoint: opts.sqsEndpoint });
-  const found: { name: string; queue: SqsQueue }[] = [];
-  if (opts.aws) {
-    const urls = opts.queueUrls ?? process.env.EFFITAG_QUEUE_URLS;
-    if (!urls) throw new Error('--aws needs --queue-urls (the stack output QueueUrls, or EFFITAG_QUEUE_URLS)');
-    for (const [tier, url] of Object.entries(JSON.parse(urls) as Record<string, string>))
-      found.push({ name: tier, queue: new SqsQueue(sqs, url) });
-    const intake = opts.intakeUrl ?? process.env.EFFITAG_INTAKE_URL;
-    if (intake) found.push({ name: 'intake', queue: new SqsQueue(sqs, intake) });
-  } else {
-    // The embedded stack's names (QUEUE_NAMES): the intake queue and one per tier.
-    const { QueueUrls = [] } = await sqs.send(new ListQueuesCommand({ QueueNamePrefix: 'effitag-' }));
-    for (const url of QueueUrls) {
-      const name = url.split('/').pop()!;
-      if (/-dlq(\.fifo)?$/.test(name)) continue;
-      found.push({
-        name: name === QUEUE_NAMES.intake ? 'intake' : name.replace(/^effitag-/, '').replace(/\.fifo$/, ''),
-        queue: new SqsQueue(sqs, url, name),
-      });
-    }
-    if (!found.length) await sqs.send(new GetQueueUrlCommand({ QueueName: QUEUE_NAMES.intake })); // says "does not exist" plainly
-  }
+  const conn = connect(opts.aws ? { kind: 'aws' } : { kind: 'embedded', sqsEndpoint: opts.sqsEndpoint });
+  const found = await pipelineQueues(conn, { queueUrls: opts.queueUrls, intakeUrl: opts.intakeUrl });
   const picked = opts.tier ? found.filter((s) => s.name === opts.tier) : found;
   if (opts.tier && !picked.length) throw new Error(`--tier ${opts.tier}: no such queue; there are ${found.map((s) => s.name).join(', ')}`);
-  return picked.sort((a, b) => a.name.localeCompare(b.name));
+  return picked;
 }
 
 export function registerDlqCommands(program: Command): void {

@@ -18,6 +18,7 @@ import { jsonLogger, type Level } from '../../pipeline/log.ts';
 import { decodeTags, KEYS } from '../../pipeline/marker.ts';
 import { MissingWeightsError } from '../../pipeline/models.ts';
 import { fetchWeights, WeightsFetchError } from '../../model/weights-fetch.ts';
+import { startGallery } from '../../gallery/server.ts';
 import { startLocalStack } from '../../local/stack.ts';
 import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber } from '../format.ts';
@@ -29,6 +30,9 @@ interface LocalOptions {
   listen: string;
   s3Port: number;
   sqsPort: number;
+  dynamodbPort: number;
+  galleryPort: number;
+  gallery: boolean;
   data: string;
   tiers?: string;
   weights?: string;
@@ -67,6 +71,19 @@ function registerLocal(program: Command): void {
       parseNumber('--sqs-port', 0, 65535, true),
       Number(env('EFFITAG_SQS_PORT', String(EMBEDDED_PORTS.sqs))),
     )
+    .option(
+      '--dynamodb-port <port>',
+      'DynamoDB port, the tag index (env EFFITAG_DYNAMODB_PORT)',
+      parseNumber('--dynamodb-port', 0, 65535, true),
+      Number(env('EFFITAG_DYNAMODB_PORT', String(EMBEDDED_PORTS.dynamodb))),
+    )
+    .option(
+      '--gallery-port <port>',
+      'gallery port (env EFFITAG_GALLERY_PORT)',
+      parseNumber('--gallery-port', 0, 65535, true),
+      Number(env('EFFITAG_GALLERY_PORT', String(EMBEDDED_PORTS.gallery))),
+    )
+    .option('--no-gallery', 'do not serve the gallery')
     .option('--data <dir>', 'where objects are stored (env EFFITAG_DATA_DIR)', env('EFFITAG_DATA_DIR', '.effitag/data'))
     .option('--tiers <file>', 'tiers file (env EFFITAG_TIERS_FILE; default tiers/local.json: B0 on CPU)')
     .option('--weights <dir>', 'weights catalog, DIR/<variant>/ (env EFFITAG_WEIGHTS_DIR; default: the weights cache)')
@@ -78,7 +95,7 @@ function registerLocal(program: Command): void {
     .action(async (opts: LocalOptions) => {
       if (!isLoopback(opts.listen)) {
         process.stderr.write(
-          `WARNING: --listen ${opts.listen}: the embedded S3 and SQS have no authentication; anyone who can reach this machine can read, change and delete its objects and queue messages.\n`,
+          `WARNING: --listen ${opts.listen}: the embedded S3, SQS and DynamoDB have no authentication; anyone who can reach this machine can read, change and delete its objects and queue messages.\n`,
         );
       }
       const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS_FILE);
@@ -96,6 +113,7 @@ function registerLocal(program: Command): void {
           host: opts.listen,
           s3Port: opts.s3Port,
           sqsPort: opts.sqsPort,
+          dynamoPort: opts.dynamodbPort,
           bucket: opts.bucket,
           log,
           runRouter: opts.router,
@@ -122,12 +140,30 @@ function registerLocal(program: Command): void {
         }
         stack = await start();
       }
-      const { s3Endpoint, sqsEndpoint } = stack.endpoints;
+      const { s3Endpoint, sqsEndpoint, dynamoEndpoint } = stack.endpoints;
+      // The gallery always on loopback: it signs links with the stack's credentials.
+      const gallery = opts.gallery
+        ? await startGallery(
+            {
+              bucket: stack.bucket,
+              index: stack.index,
+              store: stack.store,
+              s3: stack.s3,
+              queues: async () => [
+                { name: 'intake', queue: stack.intake },
+                ...Object.entries(stack.tierQueues).map(([name, q]) => ({ name, queue: q.queue })),
+              ],
+            },
+            { port: opts.galleryPort },
+          )
+        : undefined;
       process.stdout.write(
         [
           'EffiTag embedded stack is running.',
           `  S3 endpoint:  ${s3Endpoint}  (bucket ${stack.bucket}, data in ${resolve(opts.data)})`,
           `  SQS endpoint: ${sqsEndpoint}  (queues: ${[QUEUE_NAMES.intake, ...Object.keys(stack.tierQueues).map(QUEUE_NAMES.tier)].join(', ')})`,
+          `  DynamoDB:     ${dynamoEndpoint}  (the tag index, in ${resolve(opts.data)}.index)`,
+          ...(gallery ? [`  Gallery:      ${gallery.url}  (search and browse what is tagged)`] : []),
           `  tiers: ${tiersPath}; weights: ${weightsDir}; engine: ${
             opts.engine ??
             Object.entries(tiers.tiers)
@@ -139,6 +175,7 @@ function registerLocal(program: Command): void {
           `  AWS_ACCESS_KEY_ID=${LOCAL_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${LOCAL_CREDENTIALS.secretAccessKey} aws --endpoint-url ${s3Endpoint} s3 cp photo.jpg s3://${stack.bucket}/photos/photo.jpg`,
           `  npx effitag tag photo.jpg        # uploads and prints the tags when they land`,
           `  npx effitag show s3://${stack.bucket}/photos/photo.jpg`,
+          `  npx effitag search s3://${stack.bucket} --tag dog      # leaf or rolled-up tags (retriever, dog, animal)`,
           '',
           'Ctrl-C stops it (in-flight batches finish first). Uploads still queued then, or when the process',
           'dies, are caught up at the next start.',
@@ -160,6 +197,7 @@ function registerLocal(program: Command): void {
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
+      await gallery?.close();
       await stack.stop();
     });
 }

@@ -5,7 +5,7 @@
  * the embedded stack, the benchmarks, the Lambda handlers and the GPU container all wire here, so
  * a port, a credential, a queue name or a weights location is decided once.
  */
-import { GetQueueUrlCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { GetQueueUrlCommand, ListQueuesCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -144,6 +144,39 @@ export function tagIndex(conn: Connection, table = process.env.EFFITAG_INDEX_TAB
   const name = table ?? (conn.place.kind === 'aws' ? undefined : INDEX_TABLE);
   if (!name) throw new Error('which index? pass --table (the stack output IndexTable) or set EFFITAG_INDEX_TABLE');
   return new DynamoTagIndex(conn.dynamo, name);
+}
+
+/**
+ * The pipeline's queues by name — `intake` and one per tier — each with its DLQ through its redrive
+ * policy: the embedded stack's by their names, a deployed stack's from its outputs (QueueUrls,
+ * IntakeQueueUrl; or EFFITAG_QUEUE_URLS, EFFITAG_INTAKE_URL).
+ */
+export async function pipelineQueues(
+  conn: Connection,
+  aws: { queueUrls?: string; intakeUrl?: string } = {},
+): Promise<{ name: string; queue: SqsQueue }[]> {
+  const found: { name: string; queue: SqsQueue }[] = [];
+  if (conn.place.kind === 'aws') {
+    const urls = aws.queueUrls ?? process.env.EFFITAG_QUEUE_URLS;
+    if (!urls) throw new Error('--aws needs --queue-urls (the stack output QueueUrls, or EFFITAG_QUEUE_URLS)');
+    for (const [tier, url] of Object.entries(JSON.parse(urls) as Record<string, string>))
+      found.push({ name: tier, queue: new SqsQueue(conn.sqs, url) });
+    const intake = aws.intakeUrl ?? process.env.EFFITAG_INTAKE_URL;
+    if (intake) found.push({ name: 'intake', queue: new SqsQueue(conn.sqs, intake) });
+  } else {
+    const { QueueUrls = [] } = await conn.sqs.send(new ListQueuesCommand({ QueueNamePrefix: 'effitag-' }));
+    for (const url of QueueUrls) {
+      const name = url.split('/').pop()!;
+      if (/-dlq(\.fifo)?$/.test(name)) continue;
+      found.push({
+        name: name === QUEUE_NAMES.intake ? 'intake' : name.replace(/^effitag-/, '').replace(/\.fifo$/, ''),
+        queue: new SqsQueue(conn.sqs, url, name),
+      });
+    }
+    // Says "does not exist" plainly when no embedded stack runs there.
+    if (!found.length) await conn.sqs.send(new GetQueueUrlCommand({ QueueName: QUEUE_NAMES.intake }));
+  }
+  return found.sort((a, b) => a.name.localeCompare(b.name));
 }
 
 /** Which model is current for each variant: all the router and backfills need of the weights. */

@@ -105,6 +105,7 @@ export async function startGpuContainer(
     AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
     AWS_ENDPOINT_URL_S3: world.s3Endpoint,
     AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
+    AWS_ENDPOINT_URL_DYNAMODB: world.dynamoEndpoint,
     EFFITAG_AUDIT_LOG: auditLog,
     // No GPU here: the tier's engine is replaced by the CPU one.
     EFFITAG_ENGINE: 'ort',

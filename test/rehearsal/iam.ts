@@ -28,10 +28,19 @@ export interface Verdict extends IamRequest {
 
 const s3Arn = (bucket: string, key?: string) => `arn:aws:s3:::${bucket}${key === undefined ? '' : `/${key}`}`;
 
-/** The IAM requests S3 and SQS make of one API call. */
-export function iamRequestsOf(c: AuditedCall, queueArnOfUrl: (url: string) => string | undefined): IamRequest[] | undefined {
+/** The IAM requests S3, SQS and DynamoDB make of one API call. */
+export function iamRequestsOf(
+  c: AuditedCall,
+  queueArnOfUrl: (url: string) => string | undefined,
+  tableArnOf: (name: string) => string | undefined = () => undefined,
+): IamRequest[] | undefined {
   const i = c.input;
   const call = `${c.service}:${c.command}`;
+  if (c.service === 'dynamodb') {
+    // DynamoDB's actions are named after its operations (BatchWriteItem is authorized as itself).
+    const table = tableArnOf(i.TableName ?? '');
+    return table ? [{ action: `dynamodb:${c.command}`, resource: table, context: {}, call }] : undefined;
+  }
   const obj = (action: string, bucket = i.Bucket, key = i.Key, version = i.VersionId) => ({
     action: version ? `${action}Version` : action,
     resource: s3Arn(bucket, key),
@@ -143,11 +152,12 @@ export async function evaluateCalls(
   roleId: string,
   calls: readonly AuditedCall[],
   queueArnOfUrl: (url: string) => string | undefined,
+  tableArnOf?: (name: string) => string | undefined,
 ): Promise<Verdict[]> {
   const identity = identityPolicies(assembly, resolver, roleId);
   const verdicts = new Map<string, Verdict>();
   for (const c of calls) {
-    const requests = iamRequestsOf(c, queueArnOfUrl);
+    const requests = iamRequestsOf(c, queueArnOfUrl, tableArnOf);
     if (!requests) {
       const key = `unmapped ${c.service}:${c.command}`;
       const v = verdicts.get(key) ?? {

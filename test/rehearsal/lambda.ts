@@ -81,6 +81,7 @@ export async function startLambda(
     // The only difference from AWS: where the SDK sends requests.
     AWS_ENDPOINT_URL_S3: world.s3Endpoint,
     AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
+    AWS_ENDPOINT_URL_DYNAMODB: world.dynamoEndpoint,
     EFFITAG_AUDIT_LOG: auditLog,
     ...templateEnv,
     ...options.env,

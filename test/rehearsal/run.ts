@@ -25,7 +25,9 @@ import { evaluateCalls, readAudit, unusedGrants, type Verdict } from './iam.ts';
 import { nodeFunctions, startLambda, type LambdaFunction } from './lambda.ts';
 import { runBackfillStateMachine, stateMachineOf } from './state-machine.ts';
 import { synthesize, type Assembly, type Resolver } from './template.ts';
-import { startWorld, type World } from './world.ts';
+import { CREDENTIALS, startWorld, type World } from './world.ts';
+import { dynamoClient } from '../../pipeline/aws/clients.ts';
+import { DynamoTagIndex } from '../../pipeline/aws/dynamo-index.ts';
 
 export interface PrincipalReport {
   role: string;
@@ -46,6 +48,8 @@ export interface RehearsalReport {
   container: { taskDefinition: string; exitCode: number | null; output: string };
   objects: Record<string, Record<string, string> | 'missing' | 'unreadable (SSE-C)'>;
   deadLetters: Record<string, number>;
+  /** Keys the deployed workers put into the stack's tag index (its table, on dynalite). */
+  indexed: string[];
   routerInvocations: EventSource['invocations'];
   workerInvocations: EventSource['invocations'];
   backfill: { input: Record<string, unknown>; batches: number; results: unknown[] };
@@ -183,6 +187,12 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
 
     const objects: RehearsalReport['objects'] = {};
     for (const key of Object.values(SCENARIO)) objects[key] = await stateOf(key);
+    const [tableId] = assembly.ofType('AWS::DynamoDB::Table').map(([id]) => id);
+    const dynamo = dynamoClient({ dynamoEndpoint: world.dynamoEndpoint, credentials: CREDENTIALS });
+    const indexed = (await new DynamoTagIndex(dynamo, world.physical.get(tableId)!.ref).search({ bucket, tags: [], limit: 100 })).hits
+      .map((h) => h.key)
+      .sort();
+    dynamo.destroy();
     const deadLetters: Record<string, number> = {};
     for (const [id, q] of world.queues) {
       if (!/dlq/i.test(id)) continue;
@@ -198,7 +208,7 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
     const principals: PrincipalReport[] = [];
     for (const r of runsOf) {
       const calls = readAudit(r.audit);
-      const verdicts = await evaluateCalls(assembly, world.resolver, r.role, calls, world.queueArnOfUrl);
+      const verdicts = await evaluateCalls(assembly, world.resolver, r.role, calls, world.queueArnOfUrl, world.tableArnOf);
       principals.push({ role: r.role, runs: r.runs, calls, verdicts, unused: unusedGrants(assembly, world.resolver, r.role, verdicts) });
     }
     return {
@@ -208,6 +218,7 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
       functions: lambdas.map((f) => ({ logicalId: f.logicalId, coldStart: 'ok' as const })),
       container: { taskDefinition: containers[0].taskDefinitionId, exitCode, output: containers[0].output() },
       objects,
+      indexed,
       deadLetters,
       routerInvocations: sources.filter((s) => s.queueId === intakeId).flatMap((s) => s.invocations),
       workerInvocations: sources.filter((s) => s.queueId !== intakeId).flatMap((s) => s.invocations),

@@ -1,6 +1,6 @@
 /**
- * The rehearsal's AWS: every S3 bucket and SQS queue of the synthesized template, created on the
- * embedded stand-ins (s3rver, fauxqs) over loopback, with the template's own queue attributes and
+ * The rehearsal's AWS: every S3 bucket, SQS queue and DynamoDB table of the synthesized template,
+ * created on the embedded stand-ins (s3rver, fauxqs, dynalite) over loopback, with the template's own queue attributes and
  * redrive, and the bucket's notification configuration honoured (events go to the queue the template
  * names, filtered by its prefix rules). Each resource gets a physical name, URL and ARN, so the
  * template's environment variables and IAM policies resolve to what the code really calls.
@@ -9,8 +9,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateTableCommand, type KeySchemaElement, type AttributeDefinition } from '@aws-sdk/client-dynamodb';
+import { startDynamoServer } from '../../local/dynamo-server.ts';
 import { startSqsServer } from '../../local/sqs-server.ts';
-import { s3Client, sqsClient } from '../../pipeline/aws/clients.ts';
+import { dynamoClient, s3Client, sqsClient } from '../../pipeline/aws/clients.ts';
 import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
 import { decodeS3Key } from '../../pipeline/events.ts';
 import { startS3Server } from '../../local/s3-server.ts';
@@ -21,6 +23,7 @@ export const CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
 export interface World {
   s3Endpoint: string;
   sqsEndpoint: string;
+  dynamoEndpoint: string;
   /** An operator's S3 client (uploads, checks); its calls are not attributed to any role. */
   s3: S3Client;
   resolver: Resolver;
@@ -30,6 +33,8 @@ export interface World {
   bucketName(logicalId: string): string;
   /** The ARN a queue URL (or, for GetQueueUrl, a queue name) stands for; undefined when not the template's. */
   queueArnOfUrl(urlOrName: string): string | undefined;
+  /** The ARN of a table by its physical name; undefined when not the template's. */
+  tableArnOf(name: string): string | undefined;
   stop(): Promise<void>;
 }
 
@@ -90,17 +95,39 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
     queues.set(id, Object.assign(new SqsQueue(sqs, url, name), { arn, logicalId: id }));
   }
 
+  const dynamoServer = await startDynamoServer({});
+  stops.push(() => dynamoServer.close());
+  const dynamo = dynamoClient({ dynamoEndpoint: dynamoServer.endpoint, credentials: CREDENTIALS });
+  const tableArns = new Map<string, string>();
+  for (const [id, r] of assembly.ofType('AWS::DynamoDB::Table')) {
+    const name = `rh-${id}`;
+    const arn = `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${name}`;
+    await dynamo.send(
+      new CreateTableCommand({
+        TableName: name,
+        BillingMode: 'PAY_PER_REQUEST',
+        KeySchema: r.Properties!.KeySchema as KeySchemaElement[],
+        AttributeDefinitions: r.Properties!.AttributeDefinitions as AttributeDefinition[],
+      }),
+    );
+    physical.set(id, { ref: name, attributes: { Arn: arn } });
+    tableArns.set(name, arn);
+  }
+
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'effitag-rehearsal-s3-'));
-  const notifications: { bucket: string; queue: SqsQueue; prefix: string; suffix: string }[] = [];
+  const notifications: { event: string; bucket: string; queue: SqsQueue; prefix: string; suffix: string }[] = [];
+  const notify = (event: string) => async (body: string) => {
+    const record = JSON.parse(body).Records[0];
+    const key = decodeS3Key(record.s3.object.key);
+    for (const n of notifications) {
+      if (n.event === event && n.bucket === record.s3.bucket.name && key.startsWith(n.prefix) && key.endsWith(n.suffix))
+        await n.queue.send([{ body }]);
+    }
+  };
   const s3server = await startS3Server({
     directory: dataDir,
-    onObjectCreated: async (body) => {
-      const record = JSON.parse(body).Records[0];
-      const key = decodeS3Key(record.s3.object.key);
-      for (const n of notifications) {
-        if (n.bucket === record.s3.bucket.name && key.startsWith(n.prefix) && key.endsWith(n.suffix)) await n.queue.send([{ body }]);
-      }
-    },
+    onObjectCreated: notify('s3:ObjectCreated:*'),
+    onObjectRemoved: notify('s3:ObjectRemoved:*'),
   });
   stops.unshift(() => s3server.close());
   const s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials: CREDENTIALS });
@@ -113,10 +140,12 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
   for (const [, r] of assembly.ofType('Custom::S3BucketNotifications')) {
     const bucket = resolver.resolve(r.Properties!.BucketName) as string;
     for (const c of r.Properties!.NotificationConfiguration.QueueConfigurations ?? []) {
-      if (!(c.Events as string[]).some((e) => e === 's3:ObjectCreated:*')) continue;
+      const event = (c.Events as string[]).find((e) => e === 's3:ObjectCreated:*' || e === 's3:ObjectRemoved:*');
+      if (!event) continue;
       const queueId = c.QueueArn['Fn::GetAtt'][0] as string;
       const rules: { Name: string; Value: string }[] = c.Filter?.Key?.FilterRules ?? [];
       notifications.push({
+        event,
         bucket,
         queue: queues.get(queueId)!,
         prefix: rules.find((f) => f.Name.toLowerCase() === 'prefix')?.Value ?? '',
@@ -128,16 +157,19 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
   return {
     s3Endpoint: s3server.endpoint,
     sqsEndpoint: sqsServer.endpoint,
+    dynamoEndpoint: dynamoServer.endpoint,
     s3,
     resolver,
     physical,
     queues,
     bucketName: (id) => physical.get(id)!.ref,
     queueArnOfUrl: (url) => urlToArn.get(url),
+    tableArnOf: (name) => tableArns.get(name),
     async stop() {
       for (const s of stops) await s().catch(() => {});
       s3.destroy();
       sqs.destroy();
+      dynamo.destroy();
     },
   };
 }
