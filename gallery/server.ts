@@ -46,7 +46,10 @@ export function tileTags(hit: SearchHit, asked: readonly string[]): { tag: strin
     .filter(([t]) => tagBreadth(t) === 1 && !asked.includes(t))
     .sort((a, b) => b[1] - a[1])
     .slice(0, 3);
-  return [...asked.filter((t) => hit.tags[t] !== undefined).map((t) => [t, hit.tags[t]] as const), ...leaves].map(([tag, p]) => ({ tag, p }));
+  return [...asked.filter((t) => hit.tags[t] !== undefined).map((t) => [t, hit.tags[t]] as const), ...leaves].map(([tag, p]) => ({
+    tag,
+    p,
+  }));
 }
 
 const PLACEHOLDER = Buffer.from(
@@ -57,7 +60,8 @@ function send(res: ServerResponse, status: number, type: string, body: string | 
   res.writeHead(status, { 'content-type': type, 'cache-control': cache, 'x-content-type-options': 'nosniff' });
   res.end(body);
 }
-const json = (res: ServerResponse, status: number, value: unknown) => send(res, status, 'application/json; charset=utf-8', JSON.stringify(value));
+const json = (res: ServerResponse, status: number, value: unknown) =>
+  send(res, status, 'application/json; charset=utf-8', JSON.stringify(value));
 
 export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const thumbs = new Map<string, Buffer>();
@@ -88,7 +92,11 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
   }
 
   async function search(url: URL) {
-    const tags = url.searchParams.getAll('tag').flatMap((t) => t.split(',')).map(normalizeTag).filter(Boolean);
+    const tags = url.searchParams
+      .getAll('tag')
+      .flatMap((t) => t.split(','))
+      .map(normalizeTag)
+      .filter(Boolean);
     const minP = url.searchParams.get('minP');
     const limit = Number(url.searchParams.get('limit') ?? PAGE_SIZE);
     const page = await deps.index.search({
@@ -156,7 +164,10 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
   };
 }
 
-export async function startGallery(deps: GalleryDeps, options: { host?: string; port?: number } = {}): Promise<{ url: string; server: Server; close(): Promise<void> }> {
+export async function startGallery(
+  deps: GalleryDeps,
+  options: { host?: string; port?: number } = {},
+): Promise<{ url: string; server: Server; close(): Promise<void> }> {
   const server = createServer(galleryHandler(deps));
   const host = options.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {

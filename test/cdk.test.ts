@@ -37,7 +37,7 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
 
   it('S3 ObjectCreated notifications feed an encrypted, SSL-only intake queue with a DLQ; the router consumes it', () => {
     template.hasResourceProperties('Custom::S3BucketNotifications', {
-      NotificationConfiguration: { QueueConfigurations: [Match.objectLike({ Events: ['s3:ObjectCreated:*'] })] },
+      NotificationConfiguration: { QueueConfigurations: Match.arrayWith([Match.objectLike({ Events: ['s3:ObjectCreated:*'] })]) },
     });
     template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
       BatchSize: 10,
@@ -298,7 +298,9 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
       },
     });
     const onTable = statements(template).filter(({ s }) => JSON.stringify(s.Resource).includes(id));
-    const byRole = Object.fromEntries(onTable.map(({ policy, s }) => [policy.replace(/[0-9A-F]{8}$/, ''), ([] as string[]).concat(s.Action).sort()]));
+    const byRole = Object.fromEntries(
+      onTable.map(({ policy, s }) => [policy.replace(/[0-9A-F]{8}$/, ''), ([] as string[]).concat(s.Action).sort()]),
+    );
     const worker = ['dynamodb:BatchWriteItem', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'];
     assert.deepEqual(byRole, {
       CpueconomyWorkerServiceRoleDefaultPolicy: worker,
@@ -308,7 +310,8 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     });
     // Every runtime is told the table; users are told it as an output.
     for (const fn of Object.values(template.findResources('AWS::Lambda::Function', { Properties: { Environment: Match.anyValue() } })))
-      if (fn.Properties.Environment.Variables.EFFITAG_TIERS) assert.deepEqual(fn.Properties.Environment.Variables.EFFITAG_INDEX_TABLE, { Ref: id });
+      if (fn.Properties.Environment.Variables.EFFITAG_TIERS)
+        assert.deepEqual(fn.Properties.Environment.Variables.EFFITAG_INDEX_TABLE, { Ref: id });
     template.hasOutput('IndexTable', { Value: { Ref: id } });
   });
 

@@ -116,11 +116,7 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     assert.match(out, new RegExp(`Gallery:\\s+http://127\\.0\\.0\\.1:${galleryPort}/`));
     // The stand-ins have no authentication: by default nothing listens beyond loopback.
     const sockets = listeningSockets(child.pid!);
-    assert.deepEqual(
-      sockets.map((l) => l.port).sort(),
-      [s3Port, sqsPort, dynamoPort, galleryPort].sort(),
-      JSON.stringify(sockets),
-    );
+    assert.deepEqual(sockets.map((l) => l.port).sort(), [s3Port, sqsPort, dynamoPort, galleryPort].sort(), JSON.stringify(sockets));
     assert.deepEqual(
       sockets.filter((l) => !isLoopbackAddress(l.address)),
       [],

@@ -138,6 +138,7 @@ describe('deploy rehearsal: the synthesized artifacts, run as AWS runs them', ()
       router.role,
       router.calls,
       report.queueArnOfUrl,
+      report.tableArnOf,
     );
     const denied = verdicts.filter((v) => v.result !== 'Allowed');
     assert.equal(denied.length, 1, JSON.stringify(denied));

@@ -44,6 +44,7 @@ export interface RehearsalReport {
   /** The physical names the run gave the template's resources (to evaluate calls again). */
   resolver: Resolver;
   queueArnOfUrl: (url: string) => string | undefined;
+  tableArnOf: (name: string) => string | undefined;
   functions: { logicalId: string; coldStart: 'ok' }[];
   container: { taskDefinition: string; exitCode: number | null; output: string };
   objects: Record<string, Record<string, string> | 'missing' | 'unreadable (SSE-C)'>;
@@ -215,6 +216,7 @@ export async function runRehearsal(options: { assembly?: Assembly; log?: (line: 
       assembly,
       resolver: world.resolver,
       queueArnOfUrl: world.queueArnOfUrl,
+      tableArnOf: world.tableArnOf,
       functions: lambdas.map((f) => ({ logicalId: f.logicalId, coldStart: 'ok' as const })),
       container: { taskDefinition: containers[0].taskDefinitionId, exitCode, output: containers[0].output() },
       objects,
