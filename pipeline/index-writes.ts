@@ -51,8 +51,9 @@ export async function indexFromMetadata(
   now: () => Date,
 ): Promise<PutResult | { status: 'missing' }> {
   const tagging = taggingFromMetadata(head);
-  if (!tagging) return { status: 'missing' };
   const held = await index.get(ref.bucket, ref.key);
+  // No tags on the object: indexed anyway when its tier writes back to the index only.
+  if (!tagging) return held?.eTag === head.eTag ? { status: 'unchanged' } : { status: 'missing' };
   if (held && held.eTag === head.eTag && held.marker === tagging.marker) return { status: 'unchanged' };
   return index.put(indexedObject(ref, head, tagging, now));
 }

@@ -141,4 +141,27 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
     );
     assert.equal((await stack.index.get(stack.bucket, 'cars/c.jpg'))?.eTag, newer);
   });
+
+  it('`effitag backfill --index` finds everything already indexed (metadata and index-only tiers alike)', async () => {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        [
+          'bin/effitag.js',
+          'backfill',
+          `s3://${stack.bucket}`,
+          '--index',
+          '--json',
+          '--endpoint',
+          stack.endpoints.s3Endpoint!,
+          '--dynamodb-endpoint',
+          stack.endpoints.dynamoEndpoint!,
+        ],
+        (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout)),
+      ),
+    );
+    const report = JSON.parse(out);
+    // pets/b.jpg (metadata, current model), cars/c.jpg (index only), pets/notes.txt (not an image: never tagged).
+    assert.deepEqual([report.listed, report.indexed, report.unchanged, report.untagged, report.errors], [3, 0, 2, 1, 0]);
+  });
 });

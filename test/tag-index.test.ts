@@ -5,12 +5,15 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { dynamoClient } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
 import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 import { scoreTags } from '../model/tag-hierarchy.ts';
 import { type IndexedObject, SHARDS, shardOf, type TagIndex } from '../pipeline/tag-index.ts';
 import { startDynamoServer, type RunningDynamo } from '../local/dynamo-server.ts';
+import { indexExisting } from '../pipeline/index-backfill.ts';
+import { MemoryStore } from './support/memory-ports.ts';
 
 let server: RunningDynamo;
 let index: DynamoTagIndex;
@@ -136,5 +139,36 @@ describe('tag index (DynamoDB API, dynalite)', () => {
     assert.equal((await index.search({ bucket: 'gone', tags: [], limit: 5 })).hits.length, 0);
     assert.equal(await index.get('gone', 'gone.jpg'), undefined);
     assert.equal(await index.remove('gone', 'gone.jpg', new Date()), 0);
+  });
+
+  it('backfill --index fills the index from tags already in metadata, without inference, and only for current taggings', async () => {
+    const store = new MemoryStore();
+    const tagged = (etag: string) => ({
+      'effitag-status': 'tagged',
+      'effitag-model': 'b0@abc',
+      'effitag-at': '2026-01-01T00:00:00.000Z',
+      'effitag-etag': etag,
+      'effitag-tags': 'golden_retriever=0.800;tennis_ball=0.150',
+      owner: 'kept',
+    });
+    const md5 = (s: string) => createHash('md5').update(s).digest('hex');
+    store.put('meta', 'a.jpg', 'bytes a', { metadata: tagged(md5('bytes a')) });
+    store.put('meta', 'b.jpg', 'bytes b', { metadata: tagged('an-older-upload') }); // overwritten since it was tagged
+    store.put('meta', 'c.jpg', 'bytes c', { metadata: { 'effitag-status': 'failed', 'effitag-etag': md5('bytes c') } });
+    store.put('meta', 'd.jpg', 'bytes d');
+    store.put('meta', 'other/e.jpg', 'bytes e', { metadata: tagged(md5('bytes e')) });
+    const first = await indexExisting({ store, index }, { bucket: 'meta', concurrency: 2 });
+    assert.deepEqual(
+      { ...first, errorSamples: undefined },
+      { listed: 5, indexed: 2, unchanged: 0, untagged: 3, stale: 0, errors: 0, errorSamples: undefined, complete: true },
+    );
+    const dogs = await index.search({ bucket: 'meta', tags: ['dog', 'ball'], limit: 10 });
+    assert.deepEqual(dogs.hits.map((h) => h.key).sort(), ['a.jpg', 'other/e.jpg']);
+    assert.equal(dogs.hits[0].tags['golden retriever'], 0.8);
+    assert.equal(dogs.hits[0].variant, 'b0');
+    assert.equal(store.count('get') + store.count('getRange') + store.count('replaceMetadata'), 0, 'HEADs only: no download, no write');
+    const again = await indexExisting({ store, index }, { bucket: 'meta', prefix: 'other/' });
+    assert.equal(again.unchanged, 1);
+    assert.equal(again.indexed, 0);
   });
 });

@@ -18,8 +18,10 @@ import {
   embeddedEndpoints,
   LOCAL_TIERS_FILE,
   placeFromFlags,
+  tagIndex,
   tierQueues,
 } from '../../pipeline/aws/wiring.ts';
+import { indexExisting } from '../../pipeline/index-backfill.ts';
 import { Counters, jsonLogger } from '../../pipeline/log.ts';
 import { makeRouter } from '../../pipeline/router.ts';
 import { estimateCosts, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
@@ -47,6 +49,9 @@ interface BackfillCli {
   remote?: boolean;
   stateMachine?: string;
   json?: boolean;
+  index?: boolean;
+  table?: string;
+  dynamodbEndpoint: string;
 }
 
 const date = (name: string) => (v: string) => {
@@ -86,8 +91,12 @@ export function registerBackfillCommand(program: Command): void {
     .option('--remote', "start the stack's Step Functions backfill instead of listing from here (AWS, large buckets)")
     .option('--state-machine <arn>', 'the stack output BackfillStateMachine (env EFFITAG_BACKFILL_STATE_MACHINE)')
     .option('--json', 'print the report as JSON')
+    .option('--index', 'fill the tag index from tags already in object metadata: no inference, nothing enqueued, objects untouched')
+    .option('--table <name>', 'with --index on AWS: the stack output IndexTable (env EFFITAG_INDEX_TABLE)')
+    .option('--dynamodb-endpoint <url>', 'local stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
     .action(async (target: string, opts: BackfillCli) => {
       const { bucket, prefix } = parseTarget(target);
+      if (opts.index) return indexBackfill(bucket, prefix, opts);
       if (opts.onlyMissing && opts.modelOlderThan) throw new Error('--only-missing and --model-older-than exclude each other');
       const filter: BackfillFilter = {
         mode: opts.onlyMissing ? 'missing' : opts.modelOlderThan ? 'older' : 'stale',
@@ -208,6 +217,64 @@ export function registerBackfillCommand(program: Command): void {
         process.exitCode = 130;
       } else if (report.errors) process.exitCode = 1;
     });
+}
+
+/** `backfill --index`: the index from metadata, with a progress bar; exit 1 on errors. */
+async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli): Promise<void> {
+  const refused = (['dryRun', 'remote', 'tier', 'onlyMissing', 'modelOlderThan', 'retryFailed', 'resume', 'rate'] as const).filter(
+    (k) => opts[k],
+  );
+  if (refused.length)
+    throw new Error(
+      `--index reads metadata only; it does not take ${refused.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`,
+    );
+  const conn = connect(placeFromFlags({ ...opts, dynamoEndpoint: opts.dynamodbEndpoint }));
+  const bar =
+    process.stderr.isTTY && !opts.json
+      ? new cliProgress.SingleBar(
+          { format: 'index [{bar}] {value} keys | {indexed} indexed | {untagged} untagged', stream: process.stderr },
+          cliProgress.Presets.shades_classic,
+        )
+      : undefined;
+  bar?.start(0, 0, { indexed: 0, untagged: 0 });
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  const started = performance.now();
+  try {
+    const report = await indexExisting(
+      { store: conn.store, index: tagIndex(conn, opts.table) },
+      {
+        bucket,
+        prefix: prefix || undefined,
+        since: opts.since,
+        until: opts.until,
+        concurrency: opts.concurrency,
+        signal: abort.signal,
+        onProgress: (r) => {
+          bar?.setTotal(r.listed);
+          bar?.update(r.listed, { indexed: r.indexed, untagged: r.untagged });
+        },
+      },
+    );
+    bar?.stop();
+    const seconds = (performance.now() - started) / 1000;
+    if (opts.json) process.stdout.write(`${JSON.stringify({ ...report, seconds }, null, 2)}\n`);
+    else {
+      process.stdout.write(
+        `index: listed ${report.listed}, indexed ${report.indexed}, already indexed ${report.unchanged}, untagged ${report.untagged}, newer indexed ${report.stale}, errors ${report.errors} in ${seconds.toFixed(1)} s${report.complete ? '' : ' (interrupted)'}\n`,
+      );
+      for (const e of report.errorSamples) process.stdout.write(`error: ${e}\n`);
+      if (report.untagged)
+        process.stdout.write(`${report.untagged} object(s) carry no current tags: a plain backfill tags them (and indexes them)\n`);
+    }
+    if (!report.complete) process.exitCode = 130;
+    else if (report.errors) process.exitCode = 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    bar?.stop();
+    conn.close();
+  }
 }
 
 function printReport(report: BackfillReport, opts: BackfillCli, tiers: Parameters<typeof estimateCosts>[0], seconds: number): void {

@@ -1,0 +1,79 @@
+/**
+ * `effitag backfill --index`: fill the tag index for objects tagged before it existed (or while it
+ * was unreachable), from the tags their metadata already carries. No inference, no queue, no write
+ * to the objects: a listing, one HEAD per object, and the index writes.
+ */
+import { mapLimit } from './concurrency.ts';
+import { indexFromMetadata } from './index-writes.ts';
+import { messageOf } from './log.ts';
+import type { ObjectStore } from './ports.ts';
+import type { TagIndex } from './tag-index.ts';
+
+export interface IndexBackfillReport {
+  listed: number;
+  /** Written to the index now. */
+  indexed: number;
+  /** Already in the index, by the same model and ETag. */
+  unchanged: number;
+  /** No current tagging in the metadata (untagged, failed, or changed since): a normal backfill tags these. */
+  untagged: number;
+  /** A newer version is already indexed. */
+  stale: number;
+  errors: number;
+  errorSamples: string[];
+  complete: boolean;
+}
+
+export async function indexExisting(
+  deps: { store: ObjectStore; index: TagIndex; now?: () => Date },
+  options: {
+    bucket: string;
+    prefix?: string;
+    since?: Date;
+    until?: Date;
+    concurrency?: number;
+    signal?: AbortSignal;
+    onProgress?: (r: IndexBackfillReport) => void;
+  },
+): Promise<IndexBackfillReport> {
+  const now = deps.now ?? (() => new Date());
+  const r: IndexBackfillReport = {
+    listed: 0,
+    indexed: 0,
+    unchanged: 0,
+    untagged: 0,
+    stale: 0,
+    errors: 0,
+    errorSamples: [],
+    complete: false,
+  };
+  let token: string | undefined;
+  do {
+    if (options.signal?.aborted) return r;
+    const page = await deps.store.list(options.bucket, { prefix: options.prefix, continuationToken: token });
+    const objects = page.objects.filter(
+      (o) =>
+        (!options.since || (o.lastModified && o.lastModified >= options.since)) &&
+        (!options.until || (o.lastModified && o.lastModified < options.until)),
+    );
+    await mapLimit(objects, options.concurrency ?? 32, async (o) => {
+      const ref = { bucket: options.bucket, key: o.key };
+      try {
+        const head = await deps.store.head(ref);
+        const put = await indexFromMetadata(deps.index, ref, head, now);
+        if (put.status === 'indexed') r.indexed++;
+        else if (put.status === 'unchanged') r.unchanged++;
+        else if (put.status === 'stale') r.stale++;
+        else r.untagged++;
+      } catch (err) {
+        r.errors++;
+        if (r.errorSamples.length < 5) r.errorSamples.push(`${o.key}: ${messageOf(err)}`);
+      }
+    });
+    r.listed += page.objects.length;
+    options.onProgress?.(r);
+    token = page.nextContinuationToken;
+  } while (token);
+  r.complete = true;
+  return r;
+}
