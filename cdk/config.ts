@@ -10,6 +10,7 @@
  * | effitag:weightsBucket / effitag:weightsPrefix | where `effitag weights publish` put the weights | (a created bucket), weights/ |
  * | effitag:vpcId | an existing VPC for the GPU instances; absent → a minimal one (public subnets, no NAT) | (created) |
  * | effitag:alarmEmail | e-mail subscribed to the alarms | (none) |
+ * | effitag:index | keep the tag index (DynamoDB) for `effitag search` and the gallery; `false` saves its cost | true |
  */
 import type { Node } from 'constructs';
 import { readTiersJson, resolveTiersPath } from '../tiers/load.ts';
@@ -25,6 +26,8 @@ export interface EffiTagConfig {
   weightsPrefix: string;
   vpcId?: string;
   alarmEmail?: string;
+  /** Keep the tag index (a DynamoDB table the workers write). */
+  index: boolean;
 }
 
 const str = (node: Node, key: string): string | undefined => {
@@ -42,8 +45,15 @@ export function configFromContext(node: Node, cwd = process.cwd()): EffiTagConfi
       // S3 rejects notification rules whose prefixes overlap for the same event type.
       if (a !== b && b.startsWith(a)) throw new Error(`effitag:prefixes: "${b}" overlaps "${a}"; S3 notifications cannot overlap`);
     }
+  const index = str(node, 'effitag:index') !== 'false';
+  const indexOnly = Object.entries(tiers.tiers).filter(([, t]) => t.writeBack === 'index');
+  if (!index && indexOnly.length)
+    throw new Error(
+      `effitag:index=false, but tier ${indexOnly.map(([n]) => n).join(', ')} writes back to the index only (writeBack: index)`,
+    );
   return {
     tiersFile,
+    index,
     tiers,
     bucketName: str(node, 'effitag:bucketName'),
     bucketKmsKeyArn: str(node, 'effitag:bucketKmsKeyArn'),

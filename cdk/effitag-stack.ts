@@ -31,7 +31,7 @@ export class EffiTagStack extends Stack {
   readonly prefixes: string[];
   readonly accessLogs?: s3.Bucket;
   readonly backfill: Backfill;
-  readonly index: TagIndexTable;
+  readonly index?: TagIndexTable;
 
   constructor(scope: Construct, id: string, props: EffiTagStackProps) {
     super(scope, id, props);
@@ -52,11 +52,11 @@ export class EffiTagStack extends Stack {
       const batchTimeout = tier.kind === 'lambda-cpu' ? lambdaBatchTimeout(tier) : gpuBatchTimeout(tier);
       this.tierQueues[tier.name] = new TierQueue(this, `Tier-${tier.name}`, { tierName: tier.name, tier, batchTimeout });
     }
-    this.index = new TagIndexTable(this, 'TagIndex');
+    this.index = config.index ? new TagIndexTable(this, 'TagIndex') : undefined;
     const queueUrlsJson = this.toJsonString(Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue.queueUrl])));
     let environment: Record<string, string>;
     try {
-      environment = encodeStackEnv({ tiers: config.tiers, queueUrlsJson, weightsLocation, indexTable: this.index.table.tableName });
+      environment = encodeStackEnv({ tiers: config.tiers, queueUrlsJson, weightsLocation, indexTable: this.index?.table.tableName });
     } catch (err) {
       throw new Error(`${config.tiersFile}: ${(err as Error).message}`);
     }
@@ -133,10 +133,11 @@ export class EffiTagStack extends Stack {
       value: backfill.stateMachine.stateMachineArn,
       description: 'effitag backfill --remote --state-machine <this>',
     });
-    new CfnOutput(this, 'IndexTable', {
-      value: this.index.table.tableName,
-      description: 'effitag search|gallery --aws --table <this> (EFFITAG_INDEX_TABLE)',
-    });
+    if (this.index)
+      new CfnOutput(this, 'IndexTable', {
+        value: this.index.table.tableName,
+        description: 'effitag search|gallery --aws --table <this> (EFFITAG_INDEX_TABLE)',
+      });
     new CfnOutput(this, 'AlarmTopic', { value: observability.topic.topicArn });
   }
 }

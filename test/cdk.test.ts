@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it, before } from 'node:test';
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
@@ -471,6 +471,22 @@ describe('CDK: one stack per configuration', () => {
       report.violations.map((v) => v.ruleName),
       [],
     );
+  });
+
+  it('effitag:index=false: no table, no ObjectRemoved notifications, no index variable; refused when a tier writes back to the index only', async () => {
+    const { template } = synth({ 'effitag:index': 'false' });
+    template.resourceCountIs('AWS::DynamoDB::Table', 0);
+    assert.doesNotMatch(JSON.stringify(template.toJSON()), /ObjectRemoved|EFFITAG_INDEX_TABLE|dynamodb:/);
+    const dir = await tempDir();
+    const tiers = JSON.parse(readFileSync('tiers/defaults.json', 'utf8'));
+    tiers.tiers.economy.writeBack = 'index';
+    writeFileSync(join(dir, 'tiers.json'), JSON.stringify(tiers));
+    assert.throws(
+      () => synth({ 'effitag:index': 'false', 'effitag:tiersFile': join(dir, 'tiers.json') }),
+      /effitag:index=false, but tier economy writes back to the index only/,
+    );
+    // With the index, an index-only tier synthesizes.
+    synth({ 'effitag:tiersFile': join(dir, 'tiers.json') });
   });
 
   it('an invalid tiers file fails synthesis with the validation message', async () => {

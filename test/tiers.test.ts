@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { chooseVariant } from '../tiers/choose.ts';
-import { estimateCosts, type BenchFile } from '../tiers/cost.ts';
+import { estimateCosts, INDEX_ENTRIES_PER_IMAGE, type BenchFile } from '../tiers/cost.ts';
 import { readTiersJson, resolveTiersPath, SHIPPED_DEFAULTS } from '../tiers/load.ts';
 import { routeObject } from '../tiers/route.ts';
 import { parseTiers, TiersConfigError, validateTiers, type TiersFile } from '../tiers/schema.ts';
@@ -320,8 +320,26 @@ describe('tiers cost', () => {
     // g4dn.xlarge at $1.00/h, spot at 50 % → $0.50/h; 100 images/s = 360,000/h → $1.3889 per 1M.
     assert.ok(Math.abs(row('gpu', 'b0').dollarsPerMillion! - (0.5 / 360_000) * 1e6) < 1e-9);
     assert.ok(Math.abs(row('gpu', 'b3').dollarsPerMillion! - (0.5 / 180_000) * 1e6) < 1e-9);
-    assert.ok(Math.abs(row('gpu', 'b0').allInPerMillion! - ((0.5 / 360_000) * 1e6 + 7.0)) < 1e-9);
-    assert.ok(Math.abs(row('gpu', 'b0').vsRekognition! - 1000 / ((0.5 / 360_000) * 1e6 + 7.0)) < 1e-6);
+    // All-in: metadata write-back ($0.40 × 2 GETs + $5.00 CopyObject + 3 × $0.40 SQS = $7.00) and the
+    // tag index: (entries + record) writes at $0.625 and one read at $0.125 per million.
+    const entries = INDEX_ENTRIES_PER_IMAGE;
+    assert.ok(entries > 5 && entries < 9, `${entries} entries per image`);
+    const index = (entries + 1) * 0.625 + 0.125;
+    assert.ok(Math.abs(row('gpu', 'b0').allInPerMillion! - ((0.5 / 360_000) * 1e6 + 7.0 + index)) < 1e-9);
+    assert.ok(Math.abs(row('gpu', 'b0').vsRekognition! - 1000 / ((0.5 / 360_000) * 1e6 + 7.0 + index)) < 1e-6);
+    // Without the index, and for each write-back mode.
+    const plain = estimateCosts(parseTiers(raw), bench, { index: false }).rows.find((r) => r.tier === 'gpu' && r.variant === 'b0')!;
+    assert.ok(Math.abs(plain.allInPerMillion! - ((0.5 / 360_000) * 1e6 + 7.0)) < 1e-9);
+    for (const [mode, requests, reads] of [
+      ['tags', 0.8 + 1.2 + 0.4 + 5.0, 1],
+      ['both', 0.8 + 1.2 + 5.0 + 0.4 + 5.0, 1],
+      ['index', 0.8 + 1.2, 2],
+    ] as const) {
+      raw.tiers.gpu.writeBack = mode;
+      const r = estimateCosts(parseTiers(raw), bench).rows.find((x) => x.tier === 'gpu' && x.variant === 'b0')!;
+      assert.ok(Math.abs(r.requestsPerMillion! - requests) < 1e-9, mode);
+      assert.ok(Math.abs(r.indexPerMillion! - ((entries + 1) * 0.625 + reads * 0.125)) < 1e-9, mode);
+    }
     // Lambda 3538 MB = 2 vCPU → benchmark 100 images/s on 2 cores stays 100 images/s;
     // per image 0.01 s × 3.455 GB × 0.0000166667 + 0.2/1e6/10.
     const perImage = 0.01 * (3538 / 1024) * 0.0000166667 + 0.2 / 1e6 / 10;

@@ -17,11 +17,13 @@ import {
   GPU_INSTANCES,
   LAMBDA_MB_PER_VCPU,
   LAMBDA_PRICES,
-  PIPELINE_REQUESTS_PER_MILLION,
+  DYNAMODB_PRICES,
+  writeBackRequestsPerMillion,
   PRICE_LIST_DATE,
   REKOGNITION_PER_MILLION,
 } from './prices.ts';
-import type { TiersFile } from './schema.ts';
+import { TAG_HIERARCHY } from '../model/tag-hierarchy.ts';
+import type { Tier, TiersFile } from './schema.ts';
 
 export interface BenchRow {
   engine: string;
@@ -60,7 +62,13 @@ export interface CostRow {
   throughputSource?: string;
   dollarsPerHour?: number;
   dollarsPerMillion?: number;
-  /** Compute plus the pipeline's S3 and SQS request charges. */
+  /** The tier's write-back mode, which decides the request charges. */
+  writeBack?: Tier['writeBack'];
+  /** S3 and SQS request charges of that mode. */
+  requestsPerMillion?: number;
+  /** The tag index's writes and reads (0 without an index). */
+  indexPerMillion?: number;
+  /** Compute plus the pipeline's S3, SQS and DynamoDB request charges. */
   allInPerMillion?: number;
   /** How many times cheaper than Rekognition (>1 = cheaper). */
   vsRekognition?: number;
@@ -140,6 +148,26 @@ export function decodeCost(bench: BenchFile | undefined, cpus: number): DecodeCo
 export interface CostOptions {
   /** The average compressed size of a tier's images, where known (a backfill dry run); else the reference size. */
   imageBytes?: (tier: string, variant: string) => number | undefined;
+  /** Does the stack keep the tag index (default true, as it deploys)? */
+  index?: boolean;
+}
+
+/**
+ * Index entries per image when one class is written: the class, its rolled-up tags and the "all"
+ * entry, averaged over ImageNet's classes (each further class written adds itself and the
+ * ancestors it does not share).
+ */
+export const INDEX_ENTRIES_PER_IMAGE = 2 + TAG_HIERARCHY.classes.reduce((s, c) => s + c.tags.length, 0) / TAG_HIERARCHY.classes.length;
+
+/**
+ * The tag index's request charges per million images: each entry and the object's record is one
+ * write unit (items stay under 1 KB), the record read before writing is one read unit, and an
+ * index-only tier reads the record once more before downloading (its "already tagged" check).
+ */
+export function indexPerMillion(mode: Tier['writeBack'], entries = INDEX_ENTRIES_PER_IMAGE): number {
+  const writes = entries + 1;
+  const reads = 1 + (mode === 'index' ? 1 : 0);
+  return writes * DYNAMODB_PRICES.perMillionWrites + reads * DYNAMODB_PRICES.perMillionReads;
 }
 
 export function estimateCosts(config: TiersFile, bench?: BenchFile, options: CostOptions = {}): CostReport {
@@ -149,7 +177,7 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
   const rows: CostRow[] = [];
   for (const [tierName, tier] of Object.entries(config.tiers)) {
     for (const variant of tier.variants) {
-      const row: CostRow = { tier: tierName, compute: '', variant };
+      const row: CostRow = { tier: tierName, compute: '', variant, writeBack: tier.writeBack };
       const imageBytes = options.imageBytes?.(tierName, variant) ?? decode?.referenceBytes;
       const decodeMs = decode && imageBytes !== undefined ? decode.msFor(imageBytes) : undefined;
       const decoding =
@@ -202,7 +230,9 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
         }
       }
       if (row.dollarsPerMillion !== undefined) {
-        row.allInPerMillion = row.dollarsPerMillion + PIPELINE_REQUESTS_PER_MILLION;
+        row.requestsPerMillion = writeBackRequestsPerMillion(tier.writeBack);
+        row.indexPerMillion = options.index === false ? 0 : indexPerMillion(tier.writeBack);
+        row.allInPerMillion = row.dollarsPerMillion + row.requestsPerMillion + row.indexPerMillion;
         row.vsRekognition = REKOGNITION_PER_MILLION / row.allInPerMillion;
       } else if (!row.imagesPerSecond) row.note = `no throughput: set tiers.${tierName}.throughput.${variant} or run npm run bench (ort)`;
       else row.note = 'no price for the instance type';
@@ -222,7 +252,10 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
       decode
         ? `decoding: ${decode.describe}; images priced at ${options.imageBytes ? 'the sizes given' : `the benchmark's ${decode.referenceSource}${decode.referenceBytes ? ` (${Math.round(decode.referenceBytes / 1024)} KB)` : ''}`} (the "throughput from" column says which)`
         : 'decoding: not measured (run npm run bench); CPU tiers priced for inference alone',
-      `all-in adds the pipeline's own requests, $${PIPELINE_REQUESTS_PER_MILLION.toFixed(2)} per 1M images: ranged GET + GET ($0.40 each), the write-back CopyObject ($5.00), 3 SQS requests ($0.40 each); "vs Rekognition" compares all-in`,
+      `all-in adds the pipeline's own requests per 1M images, by write-back mode: ranged GET + GET ($0.40 each) and 3 SQS requests ($0.40 each) always; metadata: CopyObject ($5.00) → $${writeBackRequestsPerMillion('metadata').toFixed(2)}; tags: GetObjectTagging + PutObjectTagging → $${writeBackRequestsPerMillion('tags').toFixed(2)}; both → $${writeBackRequestsPerMillion('both').toFixed(2)}; index: nothing on S3 → $${writeBackRequestsPerMillion('index').toFixed(2)}; "vs Rekognition" compares all-in`,
+      options.index === false
+        ? 'no tag index (effitag:index=false): nothing added'
+        : `tag index (DynamoDB on demand, $${DYNAMODB_PRICES.perMillionWrites}/1M writes, $${DYNAMODB_PRICES.perMillionReads}/1M reads): ${INDEX_ENTRIES_PER_IMAGE.toFixed(1)} entries + 1 record written and 1 read per image (one class written; each further class adds 1–5 entries) → $${indexPerMillion('metadata').toFixed(2)}, index-only tiers $${indexPerMillion('index').toFixed(2)} (one more read); storage about ${(INDEX_ENTRIES_PER_IMAGE * 0.45).toFixed(1)} KB per image, $${(((INDEX_ENTRIES_PER_IMAGE * 0.45) / 1024 ** 2) * 1e6 * (DYNAMODB_PRICES.storagePerGbMonth + DYNAMODB_PRICES.pitrPerGbMonth)).toFixed(2)} per 1M images per month with point-in-time recovery`,
       'not included: data transfer, CloudWatch logs and metrics, versioned-bucket storage of the copies',
       `Amazon Rekognition DetectLabels: $${REKOGNITION_PER_MILLION / 1000} per 1,000 images (first pricing tier)`,
     ],

@@ -47,12 +47,29 @@ export const LAMBDA_MB_PER_VCPU = 1769;
 /** Amazon Rekognition DetectLabels, first pricing tier: $1.00 per 1,000 images. */
 export const REKOGNITION_PER_MILLION = 1000;
 
+/** S3 Standard request prices, us-east-1: $ per million GET-class and PUT-class (PUT, COPY, tagging) requests. */
+export const S3_REQUEST_PRICES = { get: 0.4, put: 5.0 } as const;
+/** SQS requests, $ per million: three per image (send, receive, delete), priced as before at the standard queue's $0.40. */
+export const SQS_PER_MILLION = 0.4;
+
 /**
- * Per-image request charges of the pipeline itself ($ per million images): the router's ranged GET
- * ($0.40), the worker's GET ($0.40), the write-back CopyObject (PUT class, $5.00), and three SQS
- * requests (send, receive, delete: 3 × $0.40). S3 Standard, us-east-1.
+ * Per-image request charges of the pipeline itself ($ per million images), by write-back mode:
+ * every mode has the router's ranged GET, the worker's GET and three SQS requests (send, receive,
+ * delete); `metadata` adds the CopyObject, `tags` GetObjectTagging + PutObjectTagging, `both` all
+ * three, `index` nothing on S3 (the index's own writes are priced by indexPerMillion).
  */
-export const PIPELINE_REQUESTS_PER_MILLION = 0.4 + 0.4 + 5.0 + 3 * 0.4;
+export function writeBackRequestsPerMillion(mode: 'metadata' | 'tags' | 'both' | 'index'): number {
+  const base = 2 * S3_REQUEST_PRICES.get + 3 * SQS_PER_MILLION;
+  const copy = S3_REQUEST_PRICES.put;
+  const tags = S3_REQUEST_PRICES.get + S3_REQUEST_PRICES.put;
+  return base + (mode === 'metadata' ? copy : mode === 'tags' ? tags : mode === 'both' ? copy + tags : 0);
+}
+
+/** The metadata mode's figure (the default): $7.00. */
+export const PIPELINE_REQUESTS_PER_MILLION = writeBackRequestsPerMillion('metadata');
+
+/** DynamoDB on-demand, us-east-1: $ per million write and read request units; storage $ per GB-month (with PITR). */
+export const DYNAMODB_PRICES = { perMillionWrites: 0.625, perMillionReads: 0.125, storagePerGbMonth: 0.25, pitrPerGbMonth: 0.2 } as const;
 
 /** Inference speed class of each GPU (T4 < V100 < A10G ≈ L4), so no alternative is a slower GPU. */
 const GPU_CLASS: Record<string, number> = { T4: 1, V100: 2, A10G: 3, L4: 3 };

@@ -1,10 +1,19 @@
 import type { Command } from 'commander';
 import { chooseVariant } from '../../tiers/choose.ts';
-import { estimateCosts, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
+import { estimateCosts, indexPerMillion, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
+import { writeBackRequestsPerMillion } from '../../tiers/prices.ts';
 import { loadTiers, readTiersJson, resolveTiersPath } from '../../tiers/load.ts';
 import { routeObject } from '../../tiers/route.ts';
 import { validateTiers } from '../../tiers/schema.ts';
 import { parseNumber, table } from '../format.ts';
+
+const WRITE_BACK_MODES = ['metadata', 'tags', 'both', 'index'] as const;
+const MODE_NOTES: Record<(typeof WRITE_BACK_MODES)[number], string> = {
+  metadata: 'user metadata, by copying the object onto itself',
+  tags: 'object tags (at most 10 per object, shared with yours)',
+  both: 'metadata and object tags',
+  index: 'only the tag index: the object is never rewritten',
+};
 
 export function registerTiersCommands(program: Command): void {
   const tiers = program
@@ -108,13 +117,15 @@ export function registerTiersCommands(program: Command): void {
       "price decoding for images of this size (default: the benchmark's 1024×768 JPEG); a 12-megapixel photo is 3000–5000 KB",
       parseNumber('--image-kb', 1, 1_000_000),
     )
+    .option('--no-index', 'price a stack deployed without the tag index (effitag:index=false)')
     .option('--json', 'machine-readable output')
-    .action((opts: { bench?: string; imageKb?: number; json?: boolean }, cmd: Command) => {
+    .action((opts: { bench?: string; imageKb?: number; json?: boolean; index: boolean }, cmd: Command) => {
       const { config } = loadTiers(tiersFile(cmd));
       const benchPath = opts.bench ?? REFERENCE_BENCH;
       const imageBytes = opts.imageKb === undefined ? undefined : opts.imageKb * 1024;
       const report = estimateCosts(config, readBenchFile(benchPath), {
         imageBytes: imageBytes === undefined ? undefined : () => imageBytes,
+        index: opts.index,
       });
       if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath, ...report }, null, 2)}\n`);
       const money = (n?: number) => (n === undefined ? 'n/a' : `$${n < 10 ? n.toFixed(2) : n.toFixed(0)}`);
@@ -126,11 +137,37 @@ export function registerTiersCommands(program: Command): void {
             r.compute,
             r.imagesPerSecond === undefined ? 'n/a' : r.imagesPerSecond.toFixed(1),
             money(r.dollarsPerMillion),
+            r.writeBack ?? '',
+            money(r.requestsPerMillion),
+            money(r.indexPerMillion),
             money(r.allInPerMillion),
             r.vsRekognition === undefined ? (r.note ?? '') : `${r.vsRekognition.toFixed(1)}× cheaper`,
             r.throughputSource ?? '',
           ]),
-          ['tier', 'variant', 'compute', 'images/s', 'compute $/1M', 'all-in $/1M', 'vs Rekognition', 'throughput from'],
+          [
+            'tier',
+            'variant',
+            'compute',
+            'images/s',
+            'compute $/1M',
+            'write-back',
+            'requests $/1M',
+            'index $/1M',
+            'all-in $/1M',
+            'vs Rekognition',
+            'throughput from',
+          ],
+        ),
+      );
+      process.stdout.write('\nWrite-back modes, $ per 1M images beside compute (set per tier: writeBack):\n');
+      process.stdout.write(
+        table(
+          WRITE_BACK_MODES.map((mode) => {
+            const requests = writeBackRequestsPerMillion(mode);
+            const index = opts.index ? indexPerMillion(mode) : 0;
+            return [mode, money(requests), money(index), money(requests + index), MODE_NOTES[mode]];
+          }),
+          ['mode', 'S3 + SQS', 'index', 'together', 'what it writes'],
         ),
       );
       process.stdout.write(`\nAmazon Rekognition label detection: $${report.rekognitionPerMillion} per 1M images.\nAssumptions:\n`);
