@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V] [--isolated]`
- * Suites: engines (default), pipeline, backfill, catch-up. Results print as a table and are written to
+ * Suites: engines (default), pipeline, backfill, catch-up, search. Results print as a table and are written to
  * bench/results/<suite>.json (untracked: a fresh measurement). The figures the README and `tiers cost`
  * quote are a copy of one such file, committed under bench/reference/ with the machine it ran on.
  */
@@ -13,11 +13,12 @@ import { benchEngines } from './engines.ts';
 import { benchPipeline } from './pipeline.ts';
 import { benchBackfill } from './backfill.ts';
 import { benchCatchUp } from './catch-up.ts';
+import { benchSearch } from './search.ts';
 import type { BenchContext } from './util.ts';
 import type { EngineName } from '../inference/engine.ts';
 
 const program = new Command('bench')
-  .argument('[suite]', 'engines | pipeline | backfill | catch-up', 'engines')
+  .argument('[suite]', 'engines | pipeline | backfill | catch-up | search', 'engines')
   .option('--runs <n>', 'engines, pipeline: timed runs per measurement, median reported (default 5 and 3)', (v) => Number(v))
   .option('--quick', 'B0 only, batches 1 and 8')
   .option('--variant <v>', 'pipeline: the variant the tier runs', 'b0')
@@ -50,6 +51,12 @@ const program = new Command('bench')
         result = await benchBackfill(ctx, { objects: opts.quick ? 2000 : 10_000, concurrency: 64 });
       } else if (suite === 'catch-up') {
         result = await benchCatchUp(ctx, { objects: opts.quick ? 10_000 : 100_000 });
+      } else if (suite === 'search') {
+        result = await benchSearch(ctx, {
+          entries: opts.quick ? 10_000 : 100_000,
+          galleryImages: opts.quick ? 1_000 : 10_000,
+          concurrency: 16,
+        });
       } else {
         throw new Error(`unknown suite "${suite}"`);
       }

@@ -60,7 +60,8 @@ export async function spawnLocalStack(
   const tiersFile = join(ctx.workDir, 'stack-tiers.json');
   await writeFile(tiersFile, JSON.stringify(o.tiers));
   const s3Port = 45000 + Math.floor(Math.random() * 1000),
-    sqsPort = s3Port + 1000;
+    sqsPort = s3Port + 1000,
+    dynamoPort = s3Port + 2000;
   const command = [
     process.execPath,
     'bin/effitag.js',
@@ -76,6 +77,9 @@ export async function spawnLocalStack(
     String(s3Port),
     '--sqs-port',
     String(sqsPort),
+    '--dynamodb-port',
+    String(dynamoPort),
+    '--no-gallery',
     '--log-level',
     'warn',
   ];
@@ -89,7 +93,12 @@ export async function spawnLocalStack(
     child.once('exit', (code) => reject(new Error(`effitag local exited (${code})`)));
   });
   return {
-    place: { kind: 'embedded', s3Endpoint: `http://127.0.0.1:${s3Port}`, sqsEndpoint: `http://127.0.0.1:${sqsPort}` },
+    place: {
+      kind: 'embedded',
+      s3Endpoint: `http://127.0.0.1:${s3Port}`,
+      sqsEndpoint: `http://127.0.0.1:${sqsPort}`,
+      dynamoEndpoint: `http://127.0.0.1:${dynamoPort}`,
+    },
     cpuMs() {
       // taskset execs node in place, so the pid is the stack's either way.
       const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');

@@ -21,24 +21,13 @@ import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 import { DEAD_LETTER_ATTRIBUTES } from '../pipeline/worker-stages.ts';
+import { CHROMIUM, CHROMIUM_ARGS } from './support/chromium.ts';
 import { gradientImage, tempDir } from './support/fixtures.ts';
 
-export const CHROMIUM = process.env.EFFITAG_CHROMIUM ?? '/usr/bin/chromium';
 const missing = !existsSync(CHROMIUM);
 if (missing && process.env.CI === 'true') throw new Error(`CI=true and no Chromium at ${CHROMIUM}: .ci/run installs Debian's chromium`);
 const skip = missing ? `no Chromium at ${CHROMIUM} (apt install chromium, or set EFFITAG_CHROMIUM): browser test skipped` : false;
 if (skip) process.stdout.write(`# ${skip}\n`);
-
-/** The flags a sandboxed, offline machine needs (no network chatter, no GPU, no setuid sandbox as root). */
-export const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const BUCKET = 'gallery';
 let browser: Browser;

@@ -79,12 +79,14 @@ export const writeUnits = (item: Record<string, unknown>) => Math.max(1, Math.ce
 export interface IndexUsage {
   writeUnits: number;
   readUnits: number;
+  /** Item bytes put (records and entries), as DynamoDB sizes them: what the table stores. */
+  bytesWritten: number;
 }
 
 export class DynamoTagIndex implements TagIndex {
   private readonly doc: DynamoDBDocumentClient;
   /** Request units used since construction (what the benchmark prices). */
-  readonly usage: IndexUsage = { writeUnits: 0, readUnits: 0 };
+  readonly usage: IndexUsage = { writeUnits: 0, readUnits: 0, bytesWritten: 0 };
 
   constructor(
     client: DynamoDBClient,
@@ -137,6 +139,7 @@ export class DynamoTagIndex implements TagIndex {
         }),
       );
       this.usage.writeUnits += writeUnits(record as unknown as Record<string, unknown>);
+      this.usage.bytesWritten += itemBytes(record as unknown as Record<string, unknown>);
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException) return { status: 'stale' };
       throw err;
@@ -154,7 +157,10 @@ export class DynamoTagIndex implements TagIndex {
       t: tags,
     }));
     await this.batchWrite(entries.map((Item) => ({ PutRequest: { Item } })));
-    for (const e of entries) this.usage.writeUnits += writeUnits(e as unknown as Record<string, unknown>);
+    for (const e of entries) {
+      this.usage.writeUnits += writeUnits(e as unknown as Record<string, unknown>);
+      this.usage.bytesWritten += itemBytes(e as unknown as Record<string, unknown>);
+    }
     const keep = new Set(keys.map((k) => `${k.pk}\n${k.sk}`));
     const stale = prev.flatMap((p) => entryKeys(o.bucket, o.key, new Date(p.ms), p.tags)).filter((k) => !keep.has(`${k.pk}\n${k.sk}`));
     const deleted = await this.deleteEntries(stale);
@@ -211,8 +217,9 @@ export class DynamoTagIndex implements TagIndex {
       const buffer: Hit[] = [];
       let lastKey: Record<string, unknown> | undefined;
       let done = false;
-      // Small first reads; larger ones when a filter drops most of what is read.
-      let pageSize = Math.min(1000, query.limit + 1);
+      // Keys spread evenly over the shards, so each gives about limit/SHARDS of a page: read a little
+      // more than that first, and twice as much each time a shard runs dry (or a filter drops most).
+      let pageSize = Math.min(1000, Math.ceil((query.limit / SHARDS) * 1.5) + 2);
       return async (): Promise<Hit | undefined> => {
         while (!buffer.length && !done) {
           const out = await this.doc.send(
@@ -240,7 +247,7 @@ export class DynamoTagIndex implements TagIndex {
           }));
           const kept = hits.filter((h) => matches(h, query));
           buffer.push(...kept);
-          if (kept.length < hits.length / 2) pageSize = Math.min(1000, pageSize * 4);
+          pageSize = Math.min(1000, pageSize * (kept.length < hits.length / 2 ? 4 : 2));
           lastKey = out.LastEvaluatedKey;
           done = !lastKey;
         }
