@@ -160,6 +160,15 @@ export interface CostOptions {
 export const INDEX_ENTRIES_PER_IMAGE = 2 + TAG_HIERARCHY.classes.reduce((s, c) => s + c.tags.length, 0) / TAG_HIERARCHY.classes.length;
 
 /**
+ * Bytes DynamoDB bills per index item: 282 bytes of attributes on average (measured by
+ * `npm run bench -- search`) plus its 100 bytes of per-item overhead.
+ */
+export const INDEX_ITEM_BYTES = 282 + 100;
+
+/** Index storage per image, KB: its entries and its record. */
+export const indexKbPerImage = (entries = INDEX_ENTRIES_PER_IMAGE) => ((entries + 1) * INDEX_ITEM_BYTES) / 1024;
+
+/**
  * The tag index's request charges per million images: each entry and the object's record is one
  * write unit (items stay under 1 KB), the record read before writing is one read unit, and an
  * index-only tier reads the record once more before downloading (its "already tagged" check).
@@ -255,7 +264,7 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
       `all-in adds the pipeline's own requests per 1M images, by write-back mode: ranged GET + GET ($0.40 each) and 3 SQS requests ($0.40 each) always; metadata: CopyObject ($5.00) → $${writeBackRequestsPerMillion('metadata').toFixed(2)}; tags: GetObjectTagging + PutObjectTagging → $${writeBackRequestsPerMillion('tags').toFixed(2)}; both → $${writeBackRequestsPerMillion('both').toFixed(2)}; index: nothing on S3 → $${writeBackRequestsPerMillion('index').toFixed(2)}; "vs Rekognition" compares all-in`,
       options.index === false
         ? 'no tag index (effitag:index=false): nothing added'
-        : `tag index (DynamoDB on demand, $${DYNAMODB_PRICES.perMillionWrites}/1M writes, $${DYNAMODB_PRICES.perMillionReads}/1M reads): ${INDEX_ENTRIES_PER_IMAGE.toFixed(1)} entries + 1 record written and 1 read per image (one class written; each further class adds 1–5 entries) → $${indexPerMillion('metadata').toFixed(2)}, index-only tiers $${indexPerMillion('index').toFixed(2)} (one more read); storage about ${(INDEX_ENTRIES_PER_IMAGE * 0.45).toFixed(1)} KB per image, $${(((INDEX_ENTRIES_PER_IMAGE * 0.45) / 1024 ** 2) * 1e6 * (DYNAMODB_PRICES.storagePerGbMonth + DYNAMODB_PRICES.pitrPerGbMonth)).toFixed(2)} per 1M images per month with point-in-time recovery`,
+        : `tag index (DynamoDB on demand, $${DYNAMODB_PRICES.perMillionWrites}/1M writes, $${DYNAMODB_PRICES.perMillionReads}/1M reads): ${INDEX_ENTRIES_PER_IMAGE.toFixed(1)} entries + 1 record written and 1 read per image (one class written; each further class adds 1–5 entries) → $${indexPerMillion('metadata').toFixed(2)}, index-only tiers $${indexPerMillion('index').toFixed(2)} (one more read); storage about ${indexKbPerImage().toFixed(1)} KB per image, $${((indexKbPerImage() / 1024 ** 2) * 1e6 * (DYNAMODB_PRICES.storagePerGbMonth + DYNAMODB_PRICES.pitrPerGbMonth)).toFixed(2)} per 1M images per month with point-in-time recovery`,
       'not included: data transfer, CloudWatch logs and metrics, versioned-bucket storage of the copies',
       `Amazon Rekognition DetectLabels: $${REKOGNITION_PER_MILLION / 1000} per 1,000 images (first pricing tier)`,
     ],
