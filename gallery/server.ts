@@ -15,12 +15,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import sharp from 'sharp';
-import { normalizeTag, suggestTags, tagBreadth } from '../model/tag-hierarchy.ts';
+import { normalizeTag, suggestTags } from '../model/tag-hierarchy.ts';
 import type { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { listDeadLetters } from '../pipeline/dead-letters.ts';
 import { messageOf } from '../pipeline/log.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
-import type { SearchHit, TagIndex } from '../pipeline/tag-index.ts';
+import { headlineTags, type TagIndex } from '../pipeline/tag-index.ts';
 
 const PAGE = readFileSync(new URL('./page.html', import.meta.url), 'utf8');
 export const THUMB_PX = 256;
@@ -38,18 +38,6 @@ export interface GalleryDeps {
   queues: () => Promise<{ name: string; queue: SqsQueue }[]>;
   /** Thumbnails kept in memory (default 2,000, about 20 MB). */
   cacheEntries?: number;
-}
-
-/** The tags a tile shows: those asked for, then the object's own classes, most probable first. */
-export function tileTags(hit: SearchHit, asked: readonly string[]): { tag: string; p: number }[] {
-  const leaves = Object.entries(hit.tags)
-    .filter(([t]) => tagBreadth(t) === 1 && !asked.includes(t))
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, 3);
-  return [...asked.filter((t) => hit.tags[t] !== undefined).map((t) => [t, hit.tags[t]] as const), ...leaves].map(([tag, p]) => ({
-    tag,
-    p,
-  }));
 }
 
 const PLACEHOLDER = Buffer.from(
@@ -113,7 +101,7 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
         size: h.size,
         lastModified: h.lastModified,
         variant: h.variant,
-        tags: tileTags(h, tags),
+        tags: headlineTags(h.tags, tags),
         thumb: `/thumb?${new URLSearchParams({ key: h.key, etag: h.eTag })}`,
         original: await getSignedUrl(deps.s3, new GetObjectCommand({ Bucket: deps.bucket, Key: h.key }), { expiresIn: 900 }),
       })),

@@ -140,6 +140,15 @@ export function decodeCursor(cursor: string): string {
   }
 }
 
+/** The tags a result is shown with: those asked for, then the object's own classes, most probable first (three at most). */
+export function headlineTags(tags: Readonly<Record<string, number>>, asked: readonly string[]): { tag: string; p: number }[] {
+  const leaves = Object.entries(tags)
+    .filter(([t]) => tagBreadth(t) === 1 && !asked.includes(t))
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3);
+  return [...asked.filter((t) => tags[t] !== undefined).map((t) => [t, tags[t]] as const), ...leaves].map(([tag, p]) => ({ tag, p }));
+}
+
 /** Does an entry's object satisfy the query (the driving tag aside, which the read already chose)? */
 export function matches(hit: Pick<SearchHit, 'key' | 'tags'>, query: SearchQuery): boolean {
   if (query.prefix && !hit.key.startsWith(query.prefix)) return false;

@@ -1,8 +1,8 @@
 /** `effitag search`: objects by tag, from the tag index of the embedded stack or a deployed stack. */
 import type { Command } from 'commander';
-import { normalizeTag, suggestTags, tagBreadth } from '../../model/tag-hierarchy.ts';
+import { normalizeTag, suggestTags } from '../../model/tag-hierarchy.ts';
 import { connect, embeddedEndpoints, placeFromFlags, tagIndex } from '../../pipeline/aws/wiring.ts';
-import type { SearchHit } from '../../pipeline/tag-index.ts';
+import { headlineTags, type SearchHit } from '../../pipeline/tag-index.ts';
 import { parseNumber, table } from '../format.ts';
 import { parseTarget } from './backfill.ts';
 
@@ -17,14 +17,11 @@ interface SearchCli {
   dynamodbEndpoint?: string;
 }
 
-/** The tag and the few others an image is best known by. */
-function describeTags(hit: SearchHit, asked: readonly string[]): string {
-  const leaves = Object.entries(hit.tags)
-    .filter(([t]) => tagBreadth(t) === 1 && !asked.includes(t))
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, 3);
-  return [...asked.map((t) => [t, hit.tags[t]] as const), ...leaves].map(([t, p]) => `${t} ${p.toFixed(2)}`).join(', ');
-}
+/** The tags asked for and the image's own classes, with their probabilities. */
+const describeTags = (hit: SearchHit, asked: readonly string[]) =>
+  headlineTags(hit.tags, asked)
+    .map(({ tag, p }) => `${tag} ${p.toFixed(2)}`)
+    .join(', ');
 
 export function registerSearchCommand(program: Command): void {
   program
