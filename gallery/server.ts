@@ -7,7 +7,7 @@
  *   GET /                     the page (gallery/page.html)
  *   GET /api/search           ?tag=…&tag=…&prefix=…&minP=…&cursor=…&limit=…  → hits with thumb and original URLs
  *   GET /api/suggest?q=…      tag suggestions from the WordNet hierarchy
- *   GET /api/status           queue depths, and dead-lettered work with its reasons
+ *   GET /api/status           queue depths, dead-lettered work with its reasons, failures recorded on objects
  *   GET /thumb?key=…&etag=…   a WebP thumbnail
  */
 import { readFileSync } from 'node:fs';
@@ -20,7 +20,7 @@ import type { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { listDeadLetters } from '../pipeline/dead-letters.ts';
 import { messageOf } from '../pipeline/log.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
-import { headlineTags, type TagIndex } from '../pipeline/tag-index.ts';
+import { FAILED_TAG, headlineTags, type TagIndex } from '../pipeline/tag-index.ts';
 
 const PAGE = readFileSync(new URL('./page.html', import.meta.url), 'utf8');
 export const THUMB_PX = 256;
@@ -113,7 +113,9 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
     const sources = await deps.queues();
     const depths = await Promise.all(sources.map(async (s) => ({ queue: s.name, waiting: await s.queue.depth() })));
     const dead = await listDeadLetters(sources, { limit: 200 });
+    const recorded = await deps.index.search({ bucket: deps.bucket, tags: [FAILED_TAG], limit: 100 });
     return {
+      recorded: recorded.hits.map((h) => ({ key: h.key, reason: h.failure ?? '', at: h.at })),
       queues: depths.map((d) => ({ ...d, deadLettered: dead.find((r) => r.source === d.queue)?.messages ?? 0 })),
       failures: dead.flatMap((r) => r.groups.map((g) => ({ queue: r.source, reason: g.reason, count: g.count, samples: g.samples }))),
     };

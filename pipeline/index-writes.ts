@@ -33,6 +33,19 @@ export function indexedObject(ref: ObjectRef, head: ObjectHead, tagging: Tagging
   };
 }
 
+/** A tagging that failed for good, as the index lists it (under FAILED_TAG, with the reason). */
+export function failureEntry(
+  ref: ObjectRef,
+  head: ObjectHead,
+  failure: { model: string; at: string; reason: string },
+  now: () => Date,
+): IndexedObject {
+  return {
+    ...indexedObject(ref, head, { marker: failure.model, at: failure.at, predictions: [], imagenet: false }, now),
+    failure: failure.reason,
+  };
+}
+
 /** The tagging an object's metadata records (`effitag-status: tagged`), or undefined. */
 export function taggingFromMetadata(head: ObjectHead): Tagging | undefined {
   const m = head.metadata;

@@ -7,7 +7,8 @@
  * - an **entry** per (object, tag): pk `T#<bucket>#<tag>#<shard>`, sk `<inverted upload time>#<key>`.
  *   The shard (a hash of the key, SHARDS of them) spreads a tag held by millions of objects over
  *   SHARDS partitions, so no partition is hot; the inverted time sorts each partition newest first.
- *   Every tagged object also has an entry under ALL_TAG (browse everything, newest first).
+ *   Every tagged object also has an entry under ALL_TAG (browse everything, newest first); an
+ *   object whose tagging failed for good has one entry, under FAILED_TAG, with the reason.
  *   The entry carries all the object's tags and probabilities (`tags`), so several tags (AND) and a
  *   minimum probability are answered from the entries of one tag;
  * - a **record** per object: pk `O#<bucket>#<key>`, sk `O`: its tags, upload time, ETag and marker.
@@ -21,8 +22,10 @@
 import { type ScoredTag, tagBreadth } from '../model/tag-hierarchy.ts';
 
 export const SHARDS = 16;
-/** The pseudo-tag every indexed object has: browsing without a tag. */
+/** The pseudo-tag every tagged object has: browsing without a tag. */
 export const ALL_TAG = '*';
+/** The pseudo-tag of objects whose tagging failed for good (with the reason): the gallery's status view. */
+export const FAILED_TAG = '!failed';
 const TIME_DIGITS = 13;
 const MAX_TIME = 10 ** TIME_DIGITS - 1;
 
@@ -39,6 +42,8 @@ export interface IndexedObject {
   /** When it was tagged. */
   at: string;
   tags: readonly ScoredTag[];
+  /** Tagging failed for good (not an image, too large …): indexed under FAILED_TAG only, with this reason. */
+  failure?: string;
 }
 
 export interface IndexRecord {
@@ -73,6 +78,8 @@ export interface SearchHit {
   at: string;
   /** All the object's tags with their probabilities. */
   tags: Record<string, number>;
+  /** Why tagging failed (FAILED_TAG entries only). */
+  failure?: string;
 }
 
 export interface SearchPage {

@@ -30,7 +30,7 @@ import {
   type ObjectStore,
   type QueueMessage,
 } from './ports.ts';
-import { indexedObject, indexFromMetadata } from './index-writes.ts';
+import { failureEntry, indexedObject, indexFromMetadata } from './index-writes.ts';
 import type { TagIndex } from './tag-index.ts';
 import { parseTask, taskIdentity, taskMessage, type Task } from './task.ts';
 import { writeFailure, writeTagged } from './writeback.ts';
@@ -157,7 +157,11 @@ export async function recordFailure(
     if (h.eTag !== task.eTag) return { status: 'skipped', reason: 'changed' };
     const fixed = { model: ctx.models.marker(task.variant), at: ctx.now().toISOString(), etag: task.eTag, reason: `${reason}: ${detail}` };
     const written = await writeFailure(ctx.store, refOf(task), h, tier.writeBack, fixed);
-    return written ? { status: 'recorded-failure', reason } : { status: 'skipped', reason: `${reason} (no room to record it)` };
+    // The index lists it with its reason too (the gallery's status view; the only record in index mode).
+    const indexed = ctx.index ? await ctx.index.put(failureEntry(refOf(task), h, fixed, ctx.now)) : undefined;
+    return written || indexed?.status === 'indexed' || indexed?.status === 'unchanged'
+      ? { status: 'recorded-failure', reason }
+      : { status: 'skipped', reason: `${reason} (no room to record it)` };
   } catch (err) {
     return storeOutcome(err, `recording ${reason}`);
   }

@@ -95,6 +95,19 @@ describe('gallery in headless Chromium', { skip }, () => {
         ),
       });
     };
+    // A tagging that failed for good, as the worker records it.
+    await index.put({
+      bucket: BUCKET,
+      key: 'pets/notes.jpg',
+      eTag: 'x',
+      lastModified: new Date(Date.UTC(2026, 4, 1)),
+      size: 12,
+      variant: 'b0',
+      marker: 'b0@test',
+      at: new Date().toISOString(),
+      tags: [],
+      failure: 'not-an-image: unsupported image format',
+    });
     const fish = await gradientImage(64, 64, 'jpeg', 5);
     for (let i = 0; i < 130; i++) await add(`tank/fish-${String(i).padStart(3, '0')}.jpg`, [['goldfish', 0.6]], fish);
     for (const [i, [key, labels]] of photos.entries()) await add(key, labels, await gradientImage(400, 300, 'jpeg', i));
@@ -231,6 +244,9 @@ describe('gallery in headless Chromium', { skip }, () => {
       ['pets', '1', '1'],
     ]);
     assert.equal(await page.textContent('#failures li'), 'pets: 1 × retry: inference: out of memory (e.g. s3://gallery/pets/broken.jpg)');
+    assert.deepEqual(await page.$$eval('#recorded li', (els) => els.map((e) => e.textContent)), [
+      'pets/notes.jpg: not-an-image: unsupported image format',
+    ]);
     assert.equal(await page.getAttribute('#showStatus', 'aria-expanded'), 'true');
     // The README's picture: a search with its results.
     await page.click('#showStatus');

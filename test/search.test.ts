@@ -14,6 +14,7 @@ import { IMAGENET_LABELS } from '../model/labels.ts';
 import type { LocalStack } from '../local/stack.ts';
 import { arrangedArtifact, gradientImage, tempDir } from './support/fixtures.ts';
 import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
+import { FAILED_TAG } from '../pipeline/tag-index.ts';
 
 const cls = (first: string) => IMAGENET_LABELS.findIndex((l) => l.split(',')[0] === first);
 
@@ -56,7 +57,11 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
     const image = await gradientImage(320, 240);
     for (const key of ['pets/a.jpg', 'pets/b.jpg', 'cars/c.jpg', 'cars/d.jpg']) etags[key] = await put(stack, key, image);
     await put(stack, 'pets/notes.txt', 'not an image');
+    // Named like images, but not: recorded as failures (metadata tier: on the object and in the index; index tier: in the index).
+    await put(stack, 'pets/broken.jpg', 'this is text, not a JPEG');
+    await put(stack, 'cars/broken.jpg', 'this is text, not a JPEG');
     await waitFor('four indexed objects', async () => ((await keys([])).length === 4 ? true : undefined), 90_000);
+    await waitFor('two recorded failures', async () => ((await keys([FAILED_TAG])).length === 2 ? true : undefined), 30_000);
   });
   after(async () => stack?.stop());
 
@@ -78,6 +83,19 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
     assert.equal(hit.tags.dog, 0.728);
     assert.equal(hit.tags.ball, 0.268);
     assert.equal(hit.variant, 'b0');
+  });
+
+  it('failures are listed with their reasons, apart from the tagged objects', async () => {
+    const failed = (await stack.index.search({ bucket: stack.bucket, tags: [FAILED_TAG], limit: 10 })).hits;
+    assert.deepEqual(failed.map((h) => h.key).sort(), ['cars/broken.jpg', 'pets/broken.jpg']);
+    for (const h of failed) assert.match(h.failure!, /^unsupported-format: not a supported image/, h.failure);
+    assert.equal(
+      (await head(stack, 'pets/broken.jpg')).Metadata?.['effitag-status'],
+      'failed',
+      'the metadata tier records it on the object too',
+    );
+    assert.equal((await head(stack, 'cars/broken.jpg')).Metadata?.['effitag-status'], undefined, 'the index tier never writes the object');
+    assert.ok(!(await keys([])).some((k) => k.endsWith('broken.jpg')));
   });
 
   it('index write-back leaves the object untouched; metadata write-back still writes metadata', async () => {
@@ -116,6 +134,10 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
     const unknown = await cli('--tag', 'retreiver');
     assert.match(unknown.stderr, /"retreiver" is no ImageNet class or category/);
     assert.match(unknown.stdout, /no objects found/);
+    const failures = await cli('--failed');
+    assert.match(failures.stdout, /why it failed/);
+    assert.match(failures.stdout, /s3:\/\/effitag-local\/cars\/broken\.jpg\s+unsupported-format: not a supported image/);
+    assert.match(failures.stdout, /s3:\/\/effitag-local\/pets\/broken\.jpg\s+unsupported-format: not a supported image/);
     const bad = await cli('--tag', 'dog', '--min-p', '2');
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /--min-p must be a number in \[0, 1\]/);
@@ -161,7 +183,7 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
       ),
     );
     const report = JSON.parse(out);
-    // pets/b.jpg (metadata, current model), cars/c.jpg (index only), pets/notes.txt (not an image: never tagged).
-    assert.deepEqual([report.listed, report.indexed, report.unchanged, report.untagged, report.errors], [3, 0, 2, 1, 0]);
+    // pets/b.jpg (metadata, current model), cars/c.jpg (index only), the two recorded failures; pets/notes.txt (not an image: never tagged).
+    assert.deepEqual([report.listed, report.indexed, report.unchanged, report.untagged, report.errors], [5, 0, 4, 1, 0]);
   });
 });

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { normalizeTag, suggestTags } from '../../model/tag-hierarchy.ts';
 import { connect, embeddedEndpoints, placeFromFlags, tagIndex } from '../../pipeline/aws/wiring.ts';
-import { headlineTags, type SearchHit } from '../../pipeline/tag-index.ts';
+import { FAILED_TAG, headlineTags, type SearchHit } from '../../pipeline/tag-index.ts';
 import { parseNumber, table } from '../format.ts';
 import { parseTarget } from './backfill.ts';
 
@@ -15,6 +15,7 @@ interface SearchCli {
   aws?: boolean;
   table?: string;
   dynamodbEndpoint?: string;
+  failed?: boolean;
 }
 
 /** The tags asked for and the image's own classes, with their probabilities. */
@@ -32,14 +33,16 @@ export function registerSearchCommand(program: Command): void {
     .option('--min-p <p>', 'minimum probability of every --tag', parseNumber('--min-p', 0, 1))
     .option('--limit <n>', 'results at most', parseNumber('--limit', 1, 100_000, true), 20)
     .option('--cursor <cursor>', 'continue after a previous search (its printed cursor)')
+    .option('--failed', 'objects whose tagging failed for good, with the reason (instead of --tag)')
     .option('--json', 'print {hits, cursor} as JSON')
     .option('--aws', "a deployed stack's index (credentials from the environment) instead of the embedded stack's")
     .option('--table <name>', 'the stack output IndexTable (AWS; env EFFITAG_INDEX_TABLE)')
     .option('--dynamodb-endpoint <url>', 'the embedded stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
     .action(async (target: string, opts: SearchCli) => {
       const { bucket, prefix } = parseTarget(target);
-      const tags = opts.tag.map(normalizeTag).filter(Boolean);
-      for (const t of tags)
+      if (opts.failed && opts.tag.length) throw new Error('--failed lists failures; it takes no --tag');
+      const tags = opts.failed ? [FAILED_TAG] : opts.tag.map(normalizeTag).filter(Boolean);
+      for (const t of opts.failed ? [] : tags)
         if (!suggestTags(t, 50).some((s) => s.tag === t)) {
           const near = suggestTags(t, 5).map((s) => s.tag);
           process.stderr.write(
@@ -73,8 +76,12 @@ export function registerSearchCommand(program: Command): void {
         }
         process.stdout.write(
           table(
-            hits.map((h) => [`s3://${h.bucket}/${h.key}`, describeTags(h, tags), h.lastModified.slice(0, 19).replace('T', ' ')]),
-            ['object', 'tags', 'uploaded'],
+            hits.map((h) => [
+              `s3://${h.bucket}/${h.key}`,
+              h.failure ?? describeTags(h, tags),
+              h.lastModified.slice(0, 19).replace('T', ' '),
+            ]),
+            ['object', opts.failed ? 'why it failed' : 'tags', 'uploaded'],
           ),
         );
         if (cursor) process.stdout.write(`more: --cursor ${cursor}\n`);

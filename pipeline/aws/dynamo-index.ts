@@ -16,6 +16,8 @@ import {
 import {
   ALL_TAG,
   decodeCursor,
+  FAILED_TAG,
+  shardOf,
   drivingTag,
   encodeCursor,
   entryKeys,
@@ -45,6 +47,8 @@ interface StoredRecord {
   v: string;
   s: number;
   t: Record<string, number>;
+  /** The failure's reason (a record of a failed tagging). */
+  f?: string;
   prev?: { ms: number; tags: string[] }[];
 }
 
@@ -58,6 +62,7 @@ interface StoredEntry {
   v: string;
   a: string;
   t: Record<string, number>;
+  f?: string;
 }
 
 /** DynamoDB's item size (attribute names and values; a number as about half its digits), for costing writes. */
@@ -110,7 +115,7 @@ export class DynamoTagIndex implements TagIndex {
 
   async put(o: IndexedObject): Promise<PutResult> {
     const ms = o.lastModified.getTime();
-    const tags = Object.fromEntries(o.tags.map((t) => [t.tag, t.probability]));
+    const tags = o.failure ? { [FAILED_TAG]: 1 } : Object.fromEntries(o.tags.map((t) => [t.tag, t.probability]));
     const old = await this.getStored(o.bucket, o.key);
     if (old && old.ms > ms) return { status: 'stale' };
     const sameTags = old && old.ms === ms && JSON.stringify(old.t) === JSON.stringify(tags);
@@ -127,6 +132,7 @@ export class DynamoTagIndex implements TagIndex {
       v: o.variant,
       s: o.size,
       t: tags,
+      ...(o.failure ? { f: o.failure } : {}),
       ...(prev.length ? { prev } : {}),
     };
     try {
@@ -144,7 +150,9 @@ export class DynamoTagIndex implements TagIndex {
       if (err instanceof ConditionalCheckFailedException) return { status: 'stale' };
       throw err;
     }
-    const keys = entryKeys(o.bucket, o.key, o.lastModified, Object.keys(tags));
+    // A failure is listed under FAILED_TAG only, not among the tagged objects of ALL_TAG.
+    const all = entryPk(o.bucket, ALL_TAG, shardOf(o.key));
+    const keys = entryKeys(o.bucket, o.key, o.lastModified, Object.keys(tags)).filter((k) => !(o.failure && k.pk === all));
     const entries: StoredEntry[] = keys.map(({ pk, sk }) => ({
       pk,
       sk,
@@ -155,6 +163,7 @@ export class DynamoTagIndex implements TagIndex {
       v: o.variant,
       a: o.at,
       t: tags,
+      ...(o.failure ? { f: o.failure } : {}),
     }));
     await this.batchWrite(entries.map((Item) => ({ PutRequest: { Item } })));
     for (const e of entries) {
@@ -244,6 +253,7 @@ export class DynamoTagIndex implements TagIndex {
             variant: i.v,
             at: i.a,
             tags: i.t,
+            ...(i.f ? { failure: i.f } : {}),
           }));
           const kept = hits.filter((h) => matches(h, query));
           buffer.push(...kept);
