@@ -42,11 +42,11 @@ export async function handler(event: BatchEvent): Promise<BatchResult> {
     ready = undefined;
     throw err;
   });
-  const { store, markers, queues, config } = await ready;
+  const { store, markers, queues, config, index } = await ready;
   const tiers = config.tiers;
   const counters = new Counters();
   const batcher = new TaskBatcher(queues);
-  const router = makeRouter({ store, queues, tiers, models: markers, counters, log, sink: (t) => batcher.add(t) });
+  const router = makeRouter({ store, queues, tiers, models: markers, index, counters, log, sink: (t) => batcher.add(t) });
   const input = event.BatchInput;
   const opts = {
     bucket: input.bucket,

@@ -24,6 +24,7 @@ import type { Counters, Logger } from '../pipeline/log.ts';
 import type { ModelCatalog } from '../pipeline/models.ts';
 import type { MessageQueue, ObjectStore } from '../pipeline/ports.ts';
 import { makeRouter } from '../pipeline/router.ts';
+import type { TagIndex } from '../pipeline/tag-index.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 
 /** One accepted upload, as the journal keeps it. */
@@ -174,6 +175,8 @@ export async function catchUpOnce(
     store: ObjectStore;
     queues: Record<string, MessageQueue>;
     tiers: TiersFile;
+    /** What index-only tiers have tagged (pipeline/tag-index.ts). */
+    index?: TagIndex;
     models: Pick<ModelCatalog, 'marker'>;
     log: Logger;
     counters: Counters;
@@ -184,8 +187,8 @@ export async function catchUpOnce(
   const since = await deps.state.read();
   const started = performance.now();
   const batcher = new TaskBatcher(deps.queues);
-  const { store, queues, tiers, models, log, counters } = deps;
-  const router = makeRouter({ store, queues, tiers, models, log, counters, sink: (t) => batcher.add(t) });
+  const { store, queues, tiers, models, index, log, counters } = deps;
+  const router = makeRouter({ store, queues, tiers, models, index, log, counters, sink: (t) => batcher.add(t) });
   const filter = { mode: 'stale' as const };
   let report: BackfillReport;
   if (since) {

@@ -322,7 +322,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const catchUpAbort = new AbortController();
   const catchUp = (
     catchUpOn
-      ? catchUpOnce({ state, journal, store, queues, tiers: options.tiers, models, log: routerLog, counters, bucket }, catchUpAbort.signal)
+      ? catchUpOnce(
+          { state, journal, store, queues, tiers: options.tiers, models, index, log: routerLog, counters, bucket },
+          catchUpAbort.signal,
+        )
       : Promise.resolve(undefined)
   ).then(
     (result: CatchUpResult | undefined) => {

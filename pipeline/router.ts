@@ -12,7 +12,7 @@ import { imageSize } from 'image-size';
 import { sniffFormat } from '../inference/image-format.ts';
 import { chooseVariant } from '../tiers/choose.ts';
 import { routeObject } from '../tiers/route.ts';
-import type { TiersFile } from '../tiers/schema.ts';
+import type { Tier, TiersFile } from '../tiers/schema.ts';
 import { backfillDrop, type BackfillDrop, type BackfillFilter } from './backfill-filter.ts';
 import { mapLimit } from './concurrency.ts';
 import { parseEventBody, type ObjectCreated, type ObjectRemoved } from './events.ts';
@@ -106,6 +106,17 @@ export async function readHeader(ctx: RouterContext, object: ObjectCreated): Pro
   return ctx.store.getRange(ref, 0, HEADER_BYTES - 1, object.kind === 'Copy' ? undefined : object.eTag);
 }
 
+/**
+ * What an object's tagging is, as the backfill filters read it: its metadata, or for a tier that
+ * writes back to the index only, the index's record (nothing on the object says it is tagged).
+ */
+async function taggedState(ctx: RouterContext, object: ObjectCreated, head: ObjectHead, tier: Tier): Promise<Record<string, string>> {
+  if (tier.writeBack !== 'index' || !ctx.index) return head.metadata;
+  const held = await ctx.index.get(object.bucket, object.key);
+  if (!held || held.eTag !== head.eTag) return {};
+  return { [KEYS.model]: held.marker, [KEYS.status]: held.failed ? 'failed' : 'tagged', [KEYS.etag]: held.eTag };
+}
+
 /** Width × height from an image header, EXIF rotation applied; undefined when unreadable. */
 export function imageDimensions(bytes: Uint8Array): { width: number; height: number } | undefined {
   try {
@@ -183,7 +194,7 @@ export async function decideObject(
     if (filter?.onlyTier && route.tier !== filter.onlyTier) return drop('other-tier');
     // Backfills leave non-images alone even when named like images (a live upload records the failure).
     if (!isImage) return drop('not-an-image');
-    const reason = backfillDrop(head.metadata, ctx.models.marker(choice.variant), filter ?? { mode: 'stale' });
+    const reason = backfillDrop(await taggedState(ctx, object, head, tier), ctx.models.marker(choice.variant), filter ?? { mode: 'stale' });
     if (reason) return drop(reason);
   }
   const task: Task = {

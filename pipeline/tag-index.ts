@@ -48,6 +48,8 @@ export interface IndexedObject {
 
 export interface IndexRecord {
   eTag: string;
+  /** The tagging failed for good (listed under FAILED_TAG). */
+  failed: boolean;
   lastModified: Date;
   marker: string;
   at: string;

@@ -7,6 +7,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { ortEngine } from '../inference/ort-engine.ts';
@@ -44,6 +45,7 @@ const TIERS = {
 };
 
 let stack: LocalStack;
+let weightsDir: string;
 const keys = async (tags: string[], extra: { minProbability?: number; prefix?: string } = {}) =>
   (await stack.index.search({ bucket: stack.bucket, tags, limit: 100, ...extra })).hits.map((h) => h.key).sort();
 
@@ -51,6 +53,7 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
   const etags: Record<string, string> = {};
   before(async () => {
     const weights = await tempDir('effitag-arranged-');
+    weightsDir = weights;
     await arrangedArtifact(join(weights, 'b0'), 'b0', { [cls('golden retriever')]: 12, [cls('tennis ball')]: 11 });
     await arrangedArtifact(join(weights, 'b1'), 'b1', { [cls('sports car')]: 12, [cls('tennis ball')]: 11 });
     ({ stack } = await startTestStack(TIERS, { weightsDir: weights, engine: ortEngine({ log: () => {} }) }));
@@ -185,5 +188,38 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
     const report = JSON.parse(out);
     // pets/b.jpg (metadata, current model), cars/c.jpg (index only), the two recorded failures; pets/notes.txt (not an image: never tagged).
     assert.deepEqual([report.listed, report.indexed, report.unchanged, report.untagged, report.errors], [5, 0, 4, 1, 0]);
+  });
+
+  it('a backfill reads what an index-only tier has tagged from the index: nothing current is enqueued again', async () => {
+    const dir = await tempDir('effitag-search-cli-');
+    await writeFile(join(dir, 'tiers.json'), JSON.stringify(TIERS));
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        [
+          'bin/effitag.js',
+          'backfill',
+          `s3://${stack.bucket}`,
+          '--dry-run',
+          '--json',
+          '--tiers',
+          join(dir, 'tiers.json'),
+          '--weights',
+          weightsDir,
+          '--endpoint',
+          stack.endpoints.s3Endpoint!,
+          '--sqs-endpoint',
+          stack.endpoints.sqsEndpoint!,
+          '--dynamodb-endpoint',
+          stack.endpoints.dynamoEndpoint!,
+        ],
+        (err, stdout, stderr) => (err ? reject(new Error(`${stderr}${stdout}`)) : resolve(stdout)),
+      ),
+    );
+    const report = JSON.parse(out);
+    // cars/c.jpg carries nothing on the object; its index record says it is current.
+    assert.equal(report.enqueued, 0, JSON.stringify(report));
+    // Backfills leave what is not an image alone, even when named like one (the two broken files).
+    assert.deepEqual(report.skipped, { current: 2, 'not-an-image': 3 });
   });
 });

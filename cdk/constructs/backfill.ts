@@ -7,6 +7,7 @@
  * marker modes), and the same code as `effitag backfill`. Started by `effitag backfill --remote` or
  * from the console with input { bucket, prefix, filter: { mode, retryFailed?, onlyTier? }, since?, until? }.
  */
+import type { TagIndexTable } from './tag-index.ts';
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
@@ -35,6 +36,8 @@ export interface BackfillProps {
   /** Keys per child batch. Default 500. */
   batchSize?: number;
   accessLogs?: s3.IBucket;
+  /** The tag index: what an index-only tier has tagged is read from it. */
+  index?: TagIndexTable;
 }
 
 export class Backfill extends Construct {
@@ -53,6 +56,7 @@ export class Backfill extends Construct {
       description: 'EffiTag backfill: one batch of listed keys → router (backfill mode) → tier queues',
     });
     grantRouting(this.fn, props);
+    props.index?.grant(this.fn, 'backfill');
     this.fn.addToRolePolicy(
       new iam.PolicyStatement({
         sid: 'EnqueueTasks',

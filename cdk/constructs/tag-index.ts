@@ -15,6 +15,8 @@ export const INDEX_ACTIONS = {
   worker: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:BatchWriteItem'],
   /** The router: an object removed → its record read, its entries and record deleted. */
   router: ['dynamodb:GetItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem'],
+  /** Backfill batches: an index-only tier's record says whether an object is tagged already. */
+  backfill: ['dynamodb:GetItem'],
 } as const;
 
 export class TagIndexTable extends Construct {

@@ -92,7 +92,7 @@ export function registerBackfillCommand(program: Command): void {
     .option('--state-machine <arn>', 'the stack output BackfillStateMachine (env EFFITAG_BACKFILL_STATE_MACHINE)')
     .option('--json', 'print the report as JSON')
     .option('--index', 'fill the tag index from tags already in object metadata: no inference, nothing enqueued, objects untouched')
-    .option('--table <name>', 'with --index on AWS: the stack output IndexTable (env EFFITAG_INDEX_TABLE)')
+    .option('--table <name>', 'the stack output IndexTable (AWS, with --index or index-only tiers; env EFFITAG_INDEX_TABLE)')
     .option('--dynamodb-endpoint <url>', 'local stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
     .action(async (target: string, opts: BackfillCli) => {
       const { bucket, prefix } = parseTarget(target);
@@ -120,7 +120,7 @@ export function registerBackfillCommand(program: Command): void {
       const { config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? (opts.aws ? undefined : LOCAL_TIERS_FILE));
       if (opts.tier && !tiers.tiers[opts.tier])
         throw new Error(`--tier ${opts.tier}: no such tier; defined: ${Object.keys(tiers.tiers).join(', ')}`);
-      const conn = connect(placeFromFlags(opts));
+      const conn = connect(placeFromFlags({ ...opts, dynamoEndpoint: opts.dynamodbEndpoint }));
       const { store } = conn;
       const weights = opts.weights ?? process.env.EFFITAG_WEIGHTS ?? (opts.aws ? undefined : defaultWeightsDir());
       if (!weights) throw new Error('--weights (or EFFITAG_WEIGHTS) is needed: the stack output WeightsLocation');
@@ -129,11 +129,14 @@ export function registerBackfillCommand(program: Command): void {
       const queues = await tierQueues(conn, tiers, urls ? (JSON.parse(urls) as Record<string, string>) : undefined);
       const batcher = new TaskBatcher(queues);
       const counters = new Counters();
+      // A tier that writes back to the index only: whether an object is tagged is in the index.
+      const index = Object.values(tiers.tiers).some((t) => t.writeBack === 'index') ? tagIndex(conn, opts.table) : undefined;
       const router = makeRouter({
         store,
         queues,
         tiers,
         models,
+        index,
         counters,
         sink: (t) => batcher.add(t),
         log: jsonLogger({ level: 'warn' }),

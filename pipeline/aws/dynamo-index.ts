@@ -102,7 +102,18 @@ export class DynamoTagIndex implements TagIndex {
 
   async get(bucket: string, key: string): Promise<IndexRecord | undefined> {
     const r = await this.getStored(bucket, key);
-    return r && { eTag: r.e, lastModified: new Date(r.ms), marker: r.marker, at: r.at, variant: r.v, size: r.s, tags: r.t };
+    return (
+      r && {
+        eTag: r.e,
+        failed: r.f !== undefined,
+        lastModified: new Date(r.ms),
+        marker: r.marker,
+        at: r.at,
+        variant: r.v,
+        size: r.s,
+        tags: r.t,
+      }
+    );
   }
 
   private async getStored(bucket: string, key: string): Promise<StoredRecord | undefined> {
