@@ -278,7 +278,7 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     );
   });
 
-  it('tag index: an on-demand, encrypted table with point-in-time recovery; workers write it, the router deletes from it on ObjectRemoved', () => {
+  it('tag index: an on-demand, encrypted table with point-in-time recovery; workers write it, the router deletes from it on ObjectRemoved, backfills read it', () => {
     const tables = template.findResources('AWS::DynamoDB::Table');
     assert.equal(Object.keys(tables).length, 1);
     const [id, table] = Object.entries(tables)[0];
@@ -307,6 +307,8 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
       GpupremiumTaskTaskRoleDefaultPolicy: worker,
       GpustandardTaskTaskRoleDefaultPolicy: worker,
       IngestRouterServiceRoleDefaultPolicy: ['dynamodb:BatchWriteItem', 'dynamodb:DeleteItem', 'dynamodb:GetItem'],
+      // Backfill batches read an index-only tier's records.
+      BackfillBatchServiceRoleDefaultPolicy: ['dynamodb:GetItem'],
     });
     // Every runtime is told the table; users are told it as an output.
     for (const fn of Object.values(template.findResources('AWS::Lambda::Function', { Properties: { Environment: Match.anyValue() } })))
