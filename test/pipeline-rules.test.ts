@@ -11,13 +11,13 @@ import { StoreError } from '../pipeline/ports.ts';
 import { taskMessage, type Task } from '../pipeline/task.ts';
 import { parseTiers } from '../tiers/schema.ts';
 import { gradientImage } from './support/fixtures.ts';
-import { fixedCatalog, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
+import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
 
 const BUCKET = 'photos';
 // ImageNet-1k class 207 is "golden retriever" (WordNet n02099601).
 const GOLDEN_RETRIEVER = 207;
 
-const tiers = (writeBack: 'metadata' | 'tags' = 'metadata') =>
+const tiers = (writeBack: 'metadata' | 'tags' | 'index' = 'metadata') =>
   parseTiers({
     version: 1,
     tiers: {
@@ -50,7 +50,7 @@ const created = (key: string, eTag: string | undefined, kind: 'Put' | 'Copy' = '
   kind,
 });
 
-function workerWorld(options: { writeBack?: 'metadata' | 'tags'; deadLetter?: boolean } = {}) {
+function workerWorld(options: { writeBack?: 'metadata' | 'tags' | 'index'; deadLetter?: boolean; index?: MemoryIndex } = {}) {
   const store = new MemoryStore();
   const queue = new MemoryQueue('cpu.fifo');
   const dlq = new MemoryQueue('cpu-dlq.fifo');
@@ -60,8 +60,9 @@ function workerWorld(options: { writeBack?: 'metadata' | 'tags'; deadLetter?: bo
     queue,
     tiers: tiers(options.writeBack),
     models,
+    index: options.index,
     now: () => new Date('2026-12-02T10:00:00Z'),
-    options: { retryBaseSeconds: 5, ...(options.deadLetter ? { deadLetter: { queue: dlq, maxReceives: 3 } } : {}) },
+    options: { retryBaseSeconds: options.index ? 0 : 5, ...(options.deadLetter ? { deadLetter: { queue: dlq, maxReceives: 3 } } : {}) },
   });
   const task = (key: string, eTag: string, size: number): Task => ({
     v: 1,
@@ -311,5 +312,43 @@ describe('worker rules (in-memory ports)', () => {
     assert.equal(Object.keys(tags).filter((k) => k.startsWith('user-')).length, 9);
     assert.match(tags['effitag-tags'], /^golden retriever:0\.90/);
     assert.equal(w.store.count('replaceMetadata'), 0);
+  });
+
+  it('tag index: written with each result; unreachable, the message is retried and the retry indexes from metadata without inference', async () => {
+    const index = new MemoryIndex();
+    const w = workerWorld({ index });
+    const eTag = w.store.put(BUCKET, 'dog.png', await gradientImage(64, 48, 'png'));
+    index.failNextPuts(1);
+    await w.enqueue(w.task('dog.png', eTag, 100));
+    const [first] = await w.runOnce();
+    assert.deepEqual(first.outcome, { status: 'retry', reason: 'indexing: index unreachable' });
+    assert.equal(w.store.metadataOf(BUCKET, 'dog.png')['effitag-status'], 'tagged', 'the object carries its tags already');
+    assert.equal(w.models.classified, 1);
+    const [second] = await w.runOnce();
+    assert.deepEqual(second.outcome, { status: 'skipped', reason: 'already-tagged' });
+    assert.equal(w.models.classified, 1, 'no second inference');
+    const held = index.objects.get(`${BUCKET}/dog.png`)!;
+    assert.equal(held.eTag, eTag);
+    assert.ok(held.tags.some((t) => t.tag === 'dog' && t.probability === 0.9));
+    assert.equal(w.queue.pending().length, 0, 'done: deleted');
+  });
+
+  it('index write-back: nothing on the object; an object already indexed by the current model is not downloaded again', async () => {
+    const index = new MemoryIndex();
+    const w = workerWorld({ writeBack: 'index', index });
+    const eTag = w.store.put(BUCKET, 'dog.png', await gradientImage(64, 48, 'png'), { metadata: { owner: 'me' } });
+    await w.enqueue(w.task('dog.png', eTag, 100));
+    const [first] = await w.runOnce();
+    assert.deepEqual(first.outcome, { status: 'tagged', tags: 3 });
+    assert.equal(w.store.count('replaceMetadata') + w.store.count('putTags'), 0);
+    assert.deepEqual(w.store.metadataOf(BUCKET, 'dog.png'), { owner: 'me' });
+    // The same version again (a duplicate event after the FIFO window, a backfill): skipped before any download.
+    const gets = w.store.count('get');
+    await w.queue.send([{ ...taskMessage(w.task('dog.png', eTag, 100)), deduplicationId: 'again' }]);
+    const [again] = await w.runOnce();
+    assert.deepEqual(again.outcome, { status: 'skipped', reason: 'already-tagged' });
+    assert.equal(w.store.count('get'), gets);
+    // A worker without an index refuses an index-only tier at construction.
+    assert.throws(() => workerWorld({ writeBack: 'index' }), /writes back to the tag index, and none is configured/);
   });
 });

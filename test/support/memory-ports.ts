@@ -5,6 +5,7 @@
  * The router and worker stages run against these in milliseconds; the embedded-stack tests keep the
  * end-to-end paths over real HTTP.
  */
+import type { IndexedObject, IndexRecord, PutResult, SearchPage, SearchQuery, TagIndex } from '../../pipeline/tag-index.ts';
 import { createHash } from 'node:crypto';
 import type { LoadedModel } from '../../inference/engine.ts';
 import type { WeightsManifest } from '../../model/weights.ts';
@@ -244,4 +245,68 @@ export function fixedCatalog(options: {
     async dispose() {},
   };
   return catalog;
+}
+
+/**
+ * The tag index's port in memory: records by object, search by exact tag over them (newest first,
+ * no paging). Enough for the worker's rules; the key design is tested against DynamoDB's API.
+ */
+export class MemoryIndex implements TagIndex {
+  readonly objects = new Map<string, IndexedObject>();
+  private failures = 0;
+
+  /** The next `n` puts throw, as an unreachable table would. */
+  failNextPuts(n: number): void {
+    this.failures = n;
+  }
+
+  async put(o: IndexedObject): Promise<PutResult> {
+    if (this.failures > 0) {
+      this.failures--;
+      throw new Error('index unreachable');
+    }
+    const id = `${o.bucket}/${o.key}`;
+    const held = this.objects.get(id);
+    if (held && held.lastModified > o.lastModified) return { status: 'stale' };
+    this.objects.set(id, o);
+    return { status: 'indexed', written: o.tags.length + 2, deleted: 0 };
+  }
+
+  async get(bucket: string, key: string): Promise<IndexRecord | undefined> {
+    const o = this.objects.get(`${bucket}/${key}`);
+    return (
+      o && {
+        eTag: o.eTag,
+        failed: o.failure !== undefined,
+        lastModified: o.lastModified,
+        marker: o.marker,
+        at: o.at,
+        variant: o.variant,
+        size: o.size,
+        tags: Object.fromEntries(o.tags.map((t) => [t.tag, t.probability])),
+      }
+    );
+  }
+
+  async remove(bucket: string, key: string): Promise<number> {
+    return this.objects.delete(`${bucket}/${key}`) ? 1 : 0;
+  }
+
+  async search(q: SearchQuery): Promise<SearchPage> {
+    const hits = [...this.objects.values()]
+      .filter((o) => o.bucket === q.bucket && !o.failure && q.tags.every((t) => o.tags.some((x) => x.tag === t)))
+      .sort((a, b) => b.lastModified.getTime() - a.lastModified.getTime())
+      .slice(0, q.limit)
+      .map((o) => ({
+        bucket: o.bucket,
+        key: o.key,
+        eTag: o.eTag,
+        lastModified: o.lastModified.toISOString(),
+        size: o.size,
+        variant: o.variant,
+        at: o.at,
+        tags: Object.fromEntries(o.tags.map((t) => [t.tag, t.probability])),
+      }));
+    return { hits, scanned: hits.length };
+  }
 }
