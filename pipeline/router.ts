@@ -235,14 +235,22 @@ export async function sendTask(ctx: RouterContext, task: Task): Promise<void> {
 }
 
 /**
- * A removed object's index entries go, unless a later upload is indexed (the index compares upload
- * times). A delete marker in a versioned bucket hides the object from listings, so it leaves searches
- * too. A failure throws, so the event is retried.
+ * A removed object's index entries go, unless the key still answers: in a versioned bucket, deleting
+ * an older version fires the same event while the current one stays; a delete marker makes the key
+ * answer 404, so the object leaves searches. The index also ignores a removal older than what it
+ * holds (a re-upload after the delete). A failure throws, so the event is retried.
  */
 export async function unindex(ctx: RouterContext, removed: ObjectRemoved): Promise<void> {
   if (!ctx.index) {
     ctx.counters.inc('router.removed.no-index');
     return;
+  }
+  try {
+    await ctx.store.head({ bucket: removed.bucket, key: removed.key });
+    ctx.counters.inc('router.removed.still-there');
+    return;
+  } catch (err) {
+    if (!(err instanceof StoreError && err.kind === 'not-found')) throw err;
   }
   const removedAt = removed.eventTime ? new Date(removed.eventTime) : ctx.now();
   const entries = await ctx.index.remove(removed.bucket, removed.key, removedAt);

@@ -351,4 +351,37 @@ describe('worker rules (in-memory ports)', () => {
     // A worker without an index refuses an index-only tier at construction.
     assert.throws(() => workerWorld({ writeBack: 'index' }), /writes back to the tag index, and none is configured/);
   });
+
+  it('a removal unindexes only when the key no longer answers (a deleted older version leaves the current one found)', async () => {
+    const index = new MemoryIndex();
+    const store = new MemoryStore();
+    const router = makeRouter({ store, queues: {}, tiers: tiers(), models: fixedCatalog({ topClass: GOLDEN_RETRIEVER }), index });
+    const eTag = store.put(BUCKET, 'dog.png', 'png bytes');
+    await index.put({
+      bucket: BUCKET,
+      key: 'dog.png',
+      eTag,
+      lastModified: new Date('2026-12-01T00:00:00Z'),
+      size: 9,
+      variant: 'b0',
+      marker: 'b0@cafe',
+      at: '2026-12-01T00:00:01Z',
+      tags: [{ tag: 'dog', probability: 0.9, leaf: false }],
+    });
+    const removal = JSON.stringify({
+      Records: [
+        {
+          eventSource: 'aws:s3',
+          eventName: 'ObjectRemoved:Delete',
+          eventTime: '2026-12-02T00:00:00Z',
+          s3: { bucket: { name: BUCKET }, object: { key: 'dog.png', versionId: 'v1' } },
+        },
+      ],
+    });
+    await router.handleBody(removal);
+    assert.equal((await index.search({ bucket: BUCKET, tags: ['dog'], limit: 5 })).hits.length, 1, 'the key still answers: kept');
+    store.delete(BUCKET, 'dog.png');
+    await router.handleBody(removal);
+    assert.equal((await index.search({ bucket: BUCKET, tags: ['dog'], limit: 5 })).hits.length, 0, 'gone: unindexed');
+  });
 });
