@@ -6,7 +6,7 @@
 import { mapLimit } from './concurrency.ts';
 import { indexFromMetadata } from './index-writes.ts';
 import { messageOf } from './log.ts';
-import type { ObjectStore } from './ports.ts';
+import { StoreError, type ObjectStore } from './ports.ts';
 import type { TagIndex } from './tag-index.ts';
 
 export interface IndexBackfillReport {
@@ -22,6 +22,39 @@ export interface IndexBackfillReport {
   errors: number;
   errorSamples: string[];
   complete: boolean;
+}
+
+/**
+ * `backfill --index --prune`: remove from the index the objects deleted while no ObjectRemoved event
+ * reached it (the embedded stack was down, a notification was lost). Each key the index holds under
+ * the prefix gets a HEAD; one that no longer answers is unindexed.
+ */
+export async function pruneIndex(
+  deps: { store: ObjectStore; index: TagIndex; now?: () => Date },
+  options: { bucket: string; prefix?: string; concurrency?: number; signal?: AbortSignal },
+): Promise<{ checked: number; pruned: number; errors: number; errorSamples: string[] }> {
+  const now = deps.now ?? (() => new Date());
+  const r = { checked: 0, pruned: 0, errors: 0, errorSamples: [] as string[] };
+  let cursor: string | undefined;
+  do {
+    if (options.signal?.aborted) break;
+    const page = await deps.index.keys(options.bucket, { prefix: options.prefix, cursor });
+    await mapLimit(page.keys, options.concurrency ?? 32, async (key) => {
+      r.checked++;
+      try {
+        await deps.store.head({ bucket: options.bucket, key });
+      } catch (err) {
+        if (!(err instanceof StoreError && err.kind === 'not-found')) {
+          r.errors++;
+          if (r.errorSamples.length < 5) r.errorSamples.push(`${key}: ${messageOf(err)}`);
+          return;
+        }
+        if ((await deps.index.remove(options.bucket, key, now())) > 0) r.pruned++;
+      }
+    });
+    cursor = page.cursor;
+  } while (cursor);
+  return r;
 }
 
 export async function indexExisting(

@@ -101,6 +101,8 @@ export interface TagIndex {
   remove(bucket: string, key: string, removedAt: Date): Promise<number>;
   get(bucket: string, key: string): Promise<IndexRecord | undefined>;
   search(query: SearchQuery): Promise<SearchPage>;
+  /** The keys the index holds for a bucket (under a prefix), a page at a time: for pruning what was deleted unseen. */
+  keys(bucket: string, options: { prefix?: string; cursor?: string }): Promise<{ keys: string[]; cursor?: string }>;
 }
 
 /** FNV-1a of the key, mod SHARDS: stable across runtimes and releases. */

@@ -167,7 +167,7 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
     assert.equal((await stack.index.get(stack.bucket, 'cars/c.jpg'))?.eTag, newer);
   });
 
-  it('`effitag backfill --index` finds everything already indexed (metadata and index-only tiers alike)', async () => {
+  it('`effitag backfill --index --prune` finds everything already indexed (metadata and index-only tiers alike), and nothing to prune', async () => {
     const out = await new Promise<string>((resolve, reject) =>
       execFile(
         process.execPath,
@@ -176,6 +176,7 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
           'backfill',
           `s3://${stack.bucket}`,
           '--index',
+          '--prune',
           '--json',
           '--endpoint',
           stack.endpoints.s3Endpoint!,
@@ -188,6 +189,8 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
     const report = JSON.parse(out);
     // pets/b.jpg (metadata, current model), cars/c.jpg (index only), the two recorded failures; pets/notes.txt (not an image: never tagged).
     assert.deepEqual([report.listed, report.indexed, report.unchanged, report.untagged, report.errors], [5, 0, 4, 1, 0]);
+    // The deletions reached the index as events: nothing left to prune among its 4 records.
+    assert.deepEqual(report.pruned, { checked: 4, pruned: 0, errors: 0, errorSamples: [] });
   });
 
   it('a backfill reads what an index-only tier has tagged from the index: nothing current is enqueued again', async () => {

@@ -12,7 +12,7 @@ import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 import { scoreTags } from '../model/tag-hierarchy.ts';
 import { type IndexedObject, SHARDS, shardOf, type TagIndex } from '../pipeline/tag-index.ts';
 import { startDynamoServer, type RunningDynamo } from '../local/dynamo-server.ts';
-import { indexExisting } from '../pipeline/index-backfill.ts';
+import { indexExisting, pruneIndex } from '../pipeline/index-backfill.ts';
 import { MemoryStore } from './support/memory-ports.ts';
 
 let server: RunningDynamo;
@@ -170,5 +170,25 @@ describe('tag index (DynamoDB API, dynalite)', () => {
     const again = await indexExisting({ store, index }, { bucket: 'meta', prefix: 'other/' });
     assert.equal(again.unchanged, 1);
     assert.equal(again.indexed, 0);
+  });
+
+  it('backfill --index --prune unindexes what was deleted unseen (a HEAD per key the index holds)', async () => {
+    const store = new MemoryStore();
+    const png = 'image bytes';
+    for (const key of ['keep.jpg', 'gone-1.jpg', 'gone-2.jpg', 'sub/gone-3.jpg']) {
+      const eTag = store.put('prune', key, `${png} ${key}`);
+      await index.put({ ...object(key, 50, [['tabby', 0.9]], 'prune'), eTag });
+    }
+    for (const key of ['gone-1.jpg', 'gone-2.jpg', 'sub/gone-3.jpg']) store.delete('prune', key);
+    const onlySub = await pruneIndex({ store, index }, { bucket: 'prune', prefix: 'sub/' });
+    assert.deepEqual(onlySub, { checked: 1, pruned: 1, errors: 0, errorSamples: [] });
+    const rest = await pruneIndex({ store, index }, { bucket: 'prune' });
+    assert.deepEqual(rest, { checked: 3, pruned: 2, errors: 0, errorSamples: [] });
+    assert.deepEqual(
+      (await index.search({ bucket: 'prune', tags: ['cat'], limit: 10 })).hits.map((h) => h.key),
+      ['keep.jpg'],
+    );
+    // Other buckets' records are not this bucket's keys.
+    assert.ok((await index.keys('prune', {})).keys.every((k) => k === 'keep.jpg'));
   });
 });

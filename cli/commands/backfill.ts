@@ -21,7 +21,7 @@ import {
   tagIndex,
   tierQueues,
 } from '../../pipeline/aws/wiring.ts';
-import { indexExisting } from '../../pipeline/index-backfill.ts';
+import { indexExisting, pruneIndex } from '../../pipeline/index-backfill.ts';
 import { Counters, jsonLogger } from '../../pipeline/log.ts';
 import { makeRouter } from '../../pipeline/router.ts';
 import { estimateCosts, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
@@ -50,6 +50,7 @@ interface BackfillCli {
   stateMachine?: string;
   json?: boolean;
   index?: boolean;
+  prune?: boolean;
   table?: string;
   dynamodbEndpoint: string;
 }
@@ -92,10 +93,15 @@ export function registerBackfillCommand(program: Command): void {
     .option('--state-machine <arn>', 'the stack output BackfillStateMachine (env EFFITAG_BACKFILL_STATE_MACHINE)')
     .option('--json', 'print the report as JSON')
     .option('--index', 'fill the tag index from tags already in object metadata: no inference, nothing enqueued, objects untouched')
+    .option(
+      '--prune',
+      'with --index: also unindex objects deleted while no event reached the index (a scan of the index and a HEAD per key)',
+    )
     .option('--table <name>', 'the stack output IndexTable (AWS, with --index or index-only tiers; env EFFITAG_INDEX_TABLE)')
     .option('--dynamodb-endpoint <url>', 'local stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
     .action(async (target: string, opts: BackfillCli) => {
       const { bucket, prefix } = parseTarget(target);
+      if (opts.prune && !opts.index) throw new Error('--prune works with --index');
       if (opts.index) return indexBackfill(bucket, prefix, opts);
       if (opts.onlyMissing && opts.modelOlderThan) throw new Error('--only-missing and --model-older-than exclude each other');
       const filter: BackfillFilter = {
@@ -261,18 +267,28 @@ async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli):
       },
     );
     bar?.stop();
+    const pruned = opts.prune
+      ? await pruneIndex(
+          { store: conn.store, index: tagIndex(conn, opts.table) },
+          { bucket, prefix: prefix || undefined, concurrency: opts.concurrency, signal: abort.signal },
+        )
+      : undefined;
     const seconds = (performance.now() - started) / 1000;
-    if (opts.json) process.stdout.write(`${JSON.stringify({ ...report, seconds }, null, 2)}\n`);
+    if (opts.json) process.stdout.write(`${JSON.stringify({ ...report, ...(pruned ? { pruned } : {}), seconds }, null, 2)}\n`);
     else {
+      if (pruned)
+        process.stdout.write(
+          `prune: ${pruned.checked} indexed key(s) checked, ${pruned.pruned} no longer in the bucket and unindexed, errors ${pruned.errors}\n`,
+        );
       process.stdout.write(
         `index: listed ${report.listed}, indexed ${report.indexed}, already indexed ${report.unchanged}, untagged ${report.untagged}, newer indexed ${report.stale}, errors ${report.errors} in ${seconds.toFixed(1)} s${report.complete ? '' : ' (interrupted)'}\n`,
       );
-      for (const e of report.errorSamples) process.stdout.write(`error: ${e}\n`);
+      for (const e of [...report.errorSamples, ...(pruned?.errorSamples ?? [])]) process.stdout.write(`error: ${e}\n`);
       if (report.untagged)
         process.stdout.write(`${report.untagged} object(s) carry no current tags: a plain backfill tags them (and indexes them)\n`);
     }
     if (!report.complete) process.exitCode = 130;
-    else if (report.errors) process.exitCode = 1;
+    else if (report.errors || pruned?.errors) process.exitCode = 1;
   } finally {
     process.off('SIGINT', onSignal);
     bar?.stop();

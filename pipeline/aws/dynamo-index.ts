@@ -11,6 +11,7 @@ import {
   GetCommand,
   PutCommand,
   QueryCommand,
+  ScanCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import {
@@ -98,6 +99,24 @@ export class DynamoTagIndex implements TagIndex {
     readonly table: string,
   ) {
     this.doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+  }
+
+  /** A Scan of the bucket's records (an operator's command, not the pipeline's: it reads the whole table). */
+  async keys(bucket: string, options: { prefix?: string; cursor?: string } = {}): Promise<{ keys: string[]; cursor?: string }> {
+    const out = await this.doc.send(
+      new ScanCommand({
+        TableName: this.table,
+        FilterExpression: 'begins_with(pk, :p) AND sk = :o',
+        ExpressionAttributeValues: { ':p': recordPk(bucket, options.prefix ?? ''), ':o': RECORD_SK },
+        ProjectionExpression: 'pk',
+        ExclusiveStartKey: options.cursor ? JSON.parse(Buffer.from(options.cursor, 'base64url').toString('utf8')) : undefined,
+      }),
+    );
+    const strip = recordPk(bucket, '').length;
+    return {
+      keys: (out.Items ?? []).map((i) => String(i.pk).slice(strip)),
+      ...(out.LastEvaluatedKey ? { cursor: Buffer.from(JSON.stringify(out.LastEvaluatedKey)).toString('base64url') } : {}),
+    };
   }
 
   async get(bucket: string, key: string): Promise<IndexRecord | undefined> {

@@ -288,6 +288,12 @@ export class MemoryIndex implements TagIndex {
     );
   }
 
+  async keys(bucket: string, options: { prefix?: string } = {}): Promise<{ keys: string[] }> {
+    return {
+      keys: [...this.objects.values()].filter((o) => o.bucket === bucket && o.key.startsWith(options.prefix ?? '')).map((o) => o.key),
+    };
+  }
+
   async remove(bucket: string, key: string): Promise<number> {
     return this.objects.delete(`${bucket}/${key}`) ? 1 : 0;
   }
