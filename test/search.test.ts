@@ -46,6 +46,19 @@ const TIERS = {
 
 let stack: LocalStack;
 let weightsDir: string;
+
+/** `effitag …` as a process; asynchronously, since the stack's servers run in this process and must keep answering. */
+const effitag = (...args: string[]) =>
+  new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, ['bin/effitag.js', ...args], (err, stdout, stderr) =>
+      resolve({ status: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+const json = async (...args: string[]) => {
+  const r = await effitag(...args);
+  assert.equal(r.status, 0, `${r.stderr}${r.stdout}`);
+  return JSON.parse(r.stdout);
+};
 const keys = async (tags: string[], extra: { minProbability?: number; prefix?: string } = {}) =>
   (await stack.index.search({ bucket: stack.bucket, tags, limit: 100, ...extra })).hits.map((h) => h.key).sort();
 
@@ -115,18 +128,11 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
   });
 
   it('`effitag search` prints the same objects, as JSON and as a table', async () => {
-    // Asynchronously: the stack's servers run in this process and must keep answering.
     const cli = (...args: string[]) =>
-      new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
-        execFile(
-          process.execPath,
-          ['bin/effitag.js', 'search', `s3://${stack.bucket}`, '--dynamodb-endpoint', stack.endpoints.dynamoEndpoint!, ...args],
-          (err, stdout, stderr) => resolve({ status: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
-        );
-      });
-    const json = await cli('--tag', 'Dog', '--tag', 'tennis_ball', '--json');
-    assert.equal(json.status, 0, json.stderr);
-    const out = JSON.parse(json.stdout);
+      effitag('search', `s3://${stack.bucket}`, '--dynamodb-endpoint', stack.endpoints.dynamoEndpoint!, ...args);
+    const both = await cli('--tag', 'Dog', '--tag', 'tennis_ball', '--json');
+    assert.equal(both.status, 0, both.stderr);
+    const out = JSON.parse(both.stdout);
     assert.deepEqual(out.hits.map((h: { key: string }) => h.key).sort(), ['pets/a.jpg', 'pets/b.jpg']);
     const paged = await cli('--tag', 'ball', '--limit', '3', '--json');
     assert.equal(JSON.parse(paged.stdout).hits.length, 3);
@@ -168,25 +174,17 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
   });
 
   it('`effitag backfill --index --prune` finds everything already indexed (metadata and index-only tiers alike), and nothing to prune', async () => {
-    const out = await new Promise<string>((resolve, reject) =>
-      execFile(
-        process.execPath,
-        [
-          'bin/effitag.js',
-          'backfill',
-          `s3://${stack.bucket}`,
-          '--index',
-          '--prune',
-          '--json',
-          '--endpoint',
-          stack.endpoints.s3Endpoint!,
-          '--dynamodb-endpoint',
-          stack.endpoints.dynamoEndpoint!,
-        ],
-        (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout)),
-      ),
+    const report = await json(
+      'backfill',
+      `s3://${stack.bucket}`,
+      '--index',
+      '--prune',
+      '--json',
+      '--endpoint',
+      stack.endpoints.s3Endpoint!,
+      '--dynamodb-endpoint',
+      stack.endpoints.dynamoEndpoint!,
     );
-    const report = JSON.parse(out);
     // pets/b.jpg (metadata, current model), cars/c.jpg (index only), the two recorded failures; pets/notes.txt (not an image: never tagged).
     assert.deepEqual([report.listed, report.indexed, report.unchanged, report.untagged, report.errors], [5, 0, 4, 1, 0]);
     // The deletions reached the index as events: nothing left to prune among its 4 records.
@@ -196,30 +194,22 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
   it('a backfill reads what an index-only tier has tagged from the index: nothing current is enqueued again', async () => {
     const dir = await tempDir('effitag-search-cli-');
     await writeFile(join(dir, 'tiers.json'), JSON.stringify(TIERS));
-    const out = await new Promise<string>((resolve, reject) =>
-      execFile(
-        process.execPath,
-        [
-          'bin/effitag.js',
-          'backfill',
-          `s3://${stack.bucket}`,
-          '--dry-run',
-          '--json',
-          '--tiers',
-          join(dir, 'tiers.json'),
-          '--weights',
-          weightsDir,
-          '--endpoint',
-          stack.endpoints.s3Endpoint!,
-          '--sqs-endpoint',
-          stack.endpoints.sqsEndpoint!,
-          '--dynamodb-endpoint',
-          stack.endpoints.dynamoEndpoint!,
-        ],
-        (err, stdout, stderr) => (err ? reject(new Error(`${stderr}${stdout}`)) : resolve(stdout)),
-      ),
+    const report = await json(
+      'backfill',
+      `s3://${stack.bucket}`,
+      '--dry-run',
+      '--json',
+      '--tiers',
+      join(dir, 'tiers.json'),
+      '--weights',
+      weightsDir,
+      '--endpoint',
+      stack.endpoints.s3Endpoint!,
+      '--sqs-endpoint',
+      stack.endpoints.sqsEndpoint!,
+      '--dynamodb-endpoint',
+      stack.endpoints.dynamoEndpoint!,
     );
-    const report = JSON.parse(out);
     // cars/c.jpg carries nothing on the object; its index record says it is current.
     assert.equal(report.enqueued, 0, JSON.stringify(report));
     // Backfills leave what is not an image alone, even when named like one (the two broken files).
