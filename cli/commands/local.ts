@@ -53,7 +53,7 @@ export function registerLocalCommands(program: Command): void {
 function registerLocal(program: Command): void {
   program
     .command('local')
-    .description('run the embedded stack: local S3 + queues + router + CPU worker, on loopback (npm start)')
+    .description('run the embedded stack: local S3 + queues + tag index + router + CPU worker + gallery, on loopback (npm start)')
     .option(
       '--listen <address>',
       'address the S3 and SQS servers listen on (env EFFITAG_LISTEN); they have no authentication, so anything but loopback exposes every object and message to the network',
