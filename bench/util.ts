@@ -6,6 +6,7 @@ import type { Place } from '../pipeline/aws/wiring.ts';
 import { planModel } from '../model/plan.ts';
 import { randomWeights } from '../model/random-weights.ts';
 import { writeArtifact } from '../model/weights.ts';
+import { portFlags } from '../test/support/local-stack.ts';
 
 export interface BenchContext {
   workDir: string;
@@ -73,13 +74,7 @@ export async function spawnLocalStack(
     o.weightsDir,
     '--tiers',
     tiersFile,
-    '--s3-port',
-    String(s3Port),
-    '--sqs-port',
-    String(sqsPort),
-    '--dynamodb-port',
-    String(dynamoPort),
-    '--no-gallery',
+    ...portFlags({ s3: s3Port, sqs: sqsPort, dynamodb: dynamoPort }),
     '--log-level',
     'warn',
   ];

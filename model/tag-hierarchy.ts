@@ -96,8 +96,14 @@ export function suggestTags(text: string, limit = 10): TagSuggestion[] {
 }
 
 /** How many classes a tag covers (the query planner starts from the most specific tag). */
+let breadths: Map<string, number> | undefined;
+
 export function tagBreadth(tag: string): number {
-  const t = normalizeTag(tag);
-  if (classesByLeaf.has(t)) return classesByLeaf.get(t)!.length;
-  return TAG_HIERARCHY.tags.filter((x) => normalizeTag(x.name) === t).reduce((s, x) => s + x.classes, 0) || 1;
+  breadths ??= (() => {
+    const m = new Map<string, number>();
+    for (const x of TAG_HIERARCHY.tags) m.set(normalizeTag(x.name), (m.get(normalizeTag(x.name)) ?? 0) + x.classes);
+    for (const [leaf, classes] of classesByLeaf) m.set(leaf, classes.length);
+    return m;
+  })();
+  return breadths.get(normalizeTag(tag)) ?? 1;
 }

@@ -9,7 +9,7 @@ import { after, describe, it } from 'node:test';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { isLoopbackAddress, listeningSockets } from './support/sockets.ts';
 import { HEIC_FIXTURES } from './support/bombs.ts';
-import { waitFor } from './support/local-stack.ts';
+import { portFlags, waitFor } from './support/local-stack.ts';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { s3Client } from '../pipeline/aws/clients.ts';
 import { LOCAL_CREDENTIALS } from '../local/stack.ts';
@@ -39,23 +39,7 @@ async function startLocal(
 ): Promise<ChildProcess & { output(): string }> {
   const child = spawn(
     process.execPath,
-    [
-      'bin/effitag.js',
-      'local',
-      '--weights',
-      join(dir, 'weights'),
-      '--data',
-      join(dir, 'data'),
-      '--s3-port',
-      String(ports.s3),
-      '--sqs-port',
-      String(ports.sqs),
-      '--dynamodb-port',
-      String(ports.dynamodb ?? 0),
-      ...(ports.gallery === undefined ? ['--no-gallery'] : ['--gallery-port', String(ports.gallery)]),
-      '--log-level',
-      'warn',
-    ],
+    ['bin/effitag.js', 'local', '--weights', join(dir, 'weights'), '--data', join(dir, 'data'), ...portFlags(ports), '--log-level', 'warn'],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
   );
   children.push(child);
@@ -192,14 +176,7 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
         join(dir, 'weights'),
         '--data',
         join(dir, 'data'),
-        '--s3-port',
-        String(s3Port),
-        '--sqs-port',
-        String(sqsPort),
-        '--dynamodb-port',
-        String(dynamoPort),
-        '--gallery-port',
-        String(galleryPort),
+        ...portFlags({ s3: s3Port, sqs: sqsPort, dynamodb: dynamoPort, gallery: galleryPort }),
         '--log-level',
         'warn',
         '--no-workers',

@@ -174,8 +174,7 @@ export class DynamoTagIndex implements TagIndex {
           ExpressionAttributeValues: { ':ms': ms },
         }),
       );
-      this.usage.writeUnits += writeUnits(record as unknown as Record<string, unknown>);
-      this.usage.bytesWritten += itemBytes(record as unknown as Record<string, unknown>);
+      this.countPut(record);
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException) return { status: 'stale' };
       throw err;
@@ -196,10 +195,7 @@ export class DynamoTagIndex implements TagIndex {
       ...(o.failure ? { f: o.failure } : {}),
     }));
     await this.batchWrite(entries.map((Item) => ({ PutRequest: { Item } })));
-    for (const e of entries) {
-      this.usage.writeUnits += writeUnits(e as unknown as Record<string, unknown>);
-      this.usage.bytesWritten += itemBytes(e as unknown as Record<string, unknown>);
-    }
+    for (const e of entries) this.countPut(e);
     const keep = new Set(keys.map((k) => `${k.pk}\n${k.sk}`));
     const stale = prev.flatMap((p) => entryKeys(o.bucket, o.key, new Date(p.ms), p.tags)).filter((k) => !keep.has(`${k.pk}\n${k.sk}`));
     const deleted = await this.deleteEntries(stale);
@@ -297,6 +293,13 @@ export class DynamoTagIndex implements TagIndex {
     const { items, more } = await mergeShards(SHARDS, (s) => streams[s](), query.limit);
     const hits = items.map(({ sk: _sk, ...hit }) => hit);
     return { hits, scanned, ...(more && items.length ? { cursor: encodeCursor(items.at(-1)!.sk) } : {}) };
+  }
+
+  /** What a put costs and stores, for the usage figures. */
+  private countPut(item: StoredRecord | StoredEntry): void {
+    const fields = item as unknown as Record<string, unknown>;
+    this.usage.writeUnits += writeUnits(fields);
+    this.usage.bytesWritten += itemBytes(fields);
   }
 
   private async deleteEntries(keys: { pk: string; sk: string }[]): Promise<number> {

@@ -96,3 +96,16 @@ export function waitForStatus(stack: LocalStack, key: string, eTag: string, time
     timeoutMs,
   );
 }
+
+/** `effitag local`'s port flags; without a gallery port, no gallery (it would take the default 4570). */
+export function portFlags(ports: { s3: number; sqs: number; dynamodb?: number; gallery?: number }): string[] {
+  return [
+    '--s3-port',
+    String(ports.s3),
+    '--sqs-port',
+    String(ports.sqs),
+    '--dynamodb-port',
+    String(ports.dynamodb ?? 0),
+    ...(ports.gallery === undefined ? ['--no-gallery'] : ['--gallery-port', String(ports.gallery)]),
+  ];
+}
