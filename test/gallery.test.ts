@@ -214,6 +214,36 @@ describe('gallery in headless Chromium', { skip }, () => {
     assert.equal(keys.at(-1), 'tank/fish-000.jpg');
   });
 
+  it('a new search while a page of the old one is still loading shows only the new results', async () => {
+    // Hold every page of the fish search until the cat search has been run (CI once lost a search
+    // that was run while the previous one's next page was in flight).
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let fishPages = 0;
+    await page.route(/\/api\/search\?tag=fish/, async (route) => {
+      fishPages++;
+      await held;
+      await route.continue().catch(() => {}); // the page aborted it: nothing to continue
+    });
+    try {
+      await page.fill('#tags', 'fish');
+      await page.press('#tags', 'Enter');
+      await page.waitForFunction(() => document.querySelector('#summary')?.textContent === 'Searching…');
+      await search('cat');
+      assert.deepEqual(await shown(page), ['pets/tom.jpg']);
+      release();
+      await page.waitForTimeout(300); // the held fish page may now arrive; it must be dropped
+      assert.ok(fishPages >= 1, 'the fish search reached the server while held');
+      assert.deepEqual(await shown(page), ['pets/tom.jpg']);
+      assert.equal(await page.textContent('#summary'), '1 images tagged cat, newest first');
+    } finally {
+      release();
+      await page.unroute(/\/api\/search\?tag=fish/);
+    }
+  });
+
   it('suggests tags from the hierarchy, and is usable from the keyboard', async () => {
     await page.fill('#tags', '');
     await page.focus('#tags');
