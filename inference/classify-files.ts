@@ -11,7 +11,7 @@ export async function classifyFiles(
   files: readonly string[],
   options: { topK: number; batchSize?: number },
 ): Promise<FileResult[]> {
-  const labels = labelsFor(model.manifest.classes);
+  const labels = labelsFor(model.manifest);
   const batchSize = options.batchSize ?? 8;
   const results: FileResult[] = new Array(files.length);
   for (let start = 0; start < files.length; start += batchSize) {

@@ -5,8 +5,12 @@ import labels from './imagenet-labels.json' with { type: 'json' };
 
 export const IMAGENET_LABELS: readonly string[] = labels;
 
-/** Label list for a class count: ImageNet for 1000, otherwise `class_<i>`. */
-export function labelsFor(classes: number): readonly string[] {
-  if (classes === IMAGENET_LABELS.length) return IMAGENET_LABELS;
-  return Array.from({ length: classes }, (_, i) => `class_${i}`);
+/**
+ * Label list of a model: a custom model's own labels, ImageNet for 1000 classes, otherwise `class_<i>`.
+ * Callers compare the result with IMAGENET_LABELS to know whether tags roll up through WordNet.
+ */
+export function labelsFor(manifest: { classes: number; custom?: { labels: readonly string[] } }): readonly string[] {
+  if (manifest.custom) return manifest.custom.labels;
+  if (manifest.classes === IMAGENET_LABELS.length) return IMAGENET_LABELS;
+  return Array.from({ length: manifest.classes }, (_, i) => `class_${i}`);
 }

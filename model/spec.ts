@@ -257,3 +257,17 @@ export function customVariant(width: number, depth: number, resolution: number):
 
 /** Variant name for a compound coefficient φ, e.g. `phi-1.5`. */
 export const phiVariant = (phi: number): string => decodeVariant({ phi }).variant;
+
+/**
+ * Does a name denote a variant (or look like one)? Custom models (`effitag train --name`) share the
+ * catalog and the markers with variants, so their names must never be mistaken for one.
+ */
+export function isVariantName(name: string): boolean {
+  if (/^(efficientnet|phi-|custom-)/i.test(name)) return true;
+  try {
+    decodeVariant(name);
+    return true;
+  } catch {
+    return false;
+  }
+}

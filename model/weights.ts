@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { planModel, planWeights, type ModelPlan, type Pooling } from './plan.ts';
-import { IMAGENET_STD, decodeVariant } from './spec.ts';
+import { IMAGENET_STD, decodeVariant, isVariantName } from './spec.ts';
 
 export const ARTIFACT_FORMAT = 'effitag-weights/1';
 
@@ -31,8 +31,27 @@ export interface WeightsManifest {
   sha256: string;
   bytes: number;
   createdAt: string;
-  source: { kind: 'keras-h5' | 'random' | 'other'; file?: string; md5?: string; url?: string; note?: string };
+  source: { kind: 'keras-h5' | 'random' | 'trained' | 'other'; file?: string; md5?: string; url?: string; note?: string };
+  /** Present on a model trained on a user's own labels (`effitag train`). */
+  custom?: CustomModelRecord;
   tensors: TensorEntry[];
+}
+
+/** What a custom model is, and how it came to be: enough to reproduce and to judge it. */
+export interface CustomModelRecord {
+  /** The name tiers use (`model: NAME`); never a variant name. */
+  name: string;
+  /** Class index → label, as the tags say them. */
+  labels: string[];
+  /** The artifact it was fine-tuned from (variant and weights hash), or `scratch`. */
+  base: { variant: string; sha256?: string };
+  /** SHA-256 over the training images' paths and contents, in order. */
+  dataSha256: string;
+  images: { train: number; val: number; skipped: number };
+  /** One entry per phase and stage, in order. */
+  stages: { phase: string; resolution: number; epochs: number; valAccuracy: number; seconds: number }[];
+  metrics: { valAccuracy: number; perClass: { label: string; precision: number; recall: number; support: number }[] };
+  backend: string;
 }
 
 export interface WeightsArtifact {
@@ -80,6 +99,7 @@ export async function writeArtifact(
   plan: ModelPlan,
   weights: ReadonlyMap<string, Float32Array>,
   source: WeightsManifest['source'],
+  custom?: CustomModelRecord,
 ): Promise<WeightsManifest> {
   const specs = planWeights(plan);
   const known = new Set(specs.map((w) => w.name));
@@ -111,6 +131,7 @@ export async function writeArtifact(
     bytes: bytes.length,
     createdAt: new Date().toISOString(),
     source,
+    ...(custom ? { custom } : {}),
     tensors,
   };
   await mkdir(dir, { recursive: true });
@@ -136,11 +157,17 @@ export async function readManifest(dir: string): Promise<WeightsManifest> {
   return manifest;
 }
 
-/** Load an artifact, verifying its content hash. `expectVariant` guards against mixing up directories. */
-export async function loadArtifact(dir: string, expectVariant?: string): Promise<WeightsArtifact> {
+/**
+ * Load an artifact, verifying its content hash. `expect` (a variant, or a custom model's name) guards
+ * against mixing up directories.
+ */
+export async function loadArtifact(dir: string, expect?: string): Promise<WeightsArtifact> {
   const manifest = await readManifest(dir);
-  if (expectVariant && decodeVariant(expectVariant).variant !== manifest.variant) {
-    throw new Error(`${dir} holds weights for ${manifest.variant}, not ${decodeVariant(expectVariant).variant}`);
+  if (expect) {
+    const [wanted, held] = isVariantName(expect)
+      ? [decodeVariant(expect).variant, manifest.variant]
+      : [expect, manifest.custom ? manifest.custom.name : `${manifest.variant} (ImageNet)`];
+    if (wanted !== held) throw new Error(`${dir} holds weights for ${held}, not ${wanted}`);
   }
   const buf = await readFile(join(dir, 'weights.bin'));
   if (buf.length !== manifest.bytes || sha256(buf) !== manifest.sha256) {

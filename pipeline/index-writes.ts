@@ -3,6 +3,7 @@
  * tags, from fresh predictions (the worker) or from tags already written into its metadata (a
  * retried message, `backfill --index`), without running inference again.
  */
+import { isVariantName } from '../model/spec.ts';
 import { scoreTags } from '../model/tag-hierarchy.ts';
 import { decodeTags, KEYS } from './marker.ts';
 import type { ObjectHead, ObjectRef } from './ports.ts';
@@ -50,7 +51,10 @@ export function failureEntry(
 export function taggingFromMetadata(head: ObjectHead): Tagging | undefined {
   const m = head.metadata;
   if (m[KEYS.status] !== 'tagged' || !m[KEYS.model] || m[KEYS.etag] !== head.eTag) return undefined;
-  return { marker: m[KEYS.model], at: m[KEYS.at] ?? '', predictions: decodeTags(m[KEYS.tags]), imagenet: true };
+  const marker = m[KEYS.model];
+  // A marker names its model: a variant's ImageNet classifier rolls up through WordNet, a custom model does not.
+  const imagenet = isVariantName(marker.slice(0, marker.lastIndexOf('@')));
+  return { marker, at: m[KEYS.at] ?? '', predictions: decodeTags(m[KEYS.tags]), imagenet };
 }
 
 /**

@@ -12,7 +12,7 @@ import { imageSize } from 'image-size';
 import { sniffFormat } from '../inference/image-format.ts';
 import { chooseVariant } from '../tiers/choose.ts';
 import { routeObject } from '../tiers/route.ts';
-import type { Tier, TiersFile } from '../tiers/schema.ts';
+import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { backfillDrop, type BackfillDrop, type BackfillFilter } from './backfill-filter.ts';
 import { mapLimit } from './concurrency.ts';
 import { parseEventBody, type ObjectCreated, type ObjectRemoved } from './events.ts';
@@ -194,7 +194,11 @@ export async function decideObject(
     if (filter?.onlyTier && route.tier !== filter.onlyTier) return drop('other-tier');
     // Backfills leave non-images alone even when named like images (a live upload records the failure).
     if (!isImage) return drop('not-an-image');
-    const reason = backfillDrop(await taggedState(ctx, object, head, tier), ctx.models.marker(choice.variant), filter ?? { mode: 'stale' });
+    const reason = backfillDrop(
+      await taggedState(ctx, object, head, tier),
+      ctx.models.marker(modelFor(tier, choice.variant)),
+      filter ?? { mode: 'stale' },
+    );
     if (reason) return drop(reason);
   }
   const task: Task = {

@@ -16,7 +16,7 @@
 import { topK, type Prediction } from '../inference/engine.ts';
 import { decodeImage, ImageError, type DecodedImage } from '../inference/image.ts';
 import { IMAGENET_LABELS, labelsFor } from '../model/labels.ts';
-import type { Tier, TiersFile } from '../tiers/schema.ts';
+import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { mapLimit } from './concurrency.ts';
 import { messageOf, type Counters, type Logger } from './log.ts';
 import { KEYS } from './marker.ts';
@@ -155,7 +155,12 @@ export async function recordFailure(
   try {
     const h = head ?? (await ctx.store.head(refOf(task)));
     if (h.eTag !== task.eTag) return { status: 'skipped', reason: 'changed' };
-    const fixed = { model: ctx.models.marker(task.variant), at: ctx.now().toISOString(), etag: task.eTag, reason: `${reason}: ${detail}` };
+    const fixed = {
+      model: ctx.models.marker(modelFor(tier, task.variant)),
+      at: ctx.now().toISOString(),
+      etag: task.eTag,
+      reason: `${reason}: ${detail}`,
+    };
     const written = await writeFailure(ctx.store, refOf(task), h, tier.writeBack, fixed);
     // The index lists it with its reason too (the gallery's status view; the only record in index mode).
     const indexed = ctx.index ? await ctx.index.put(failureEntry(refOf(task), h, fixed, ctx.now)) : undefined;
@@ -182,7 +187,7 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
     if (!ctx.index) return ended({ status: 'retry', reason: `tier ${task.tier} writes back to the index, and this worker has none` });
     try {
       const held = await ctx.index.get(task.bucket, task.key);
-      if (held && held.eTag === task.eTag && held.marker === ctx.models.marker(task.variant))
+      if (held && held.eTag === task.eTag && held.marker === ctx.models.marker(modelFor(tier, task.variant)))
         return ended({ status: 'skipped', reason: 'already-tagged' });
     } catch (err) {
       return ended({ status: 'retry', reason: `reading the index: ${messageOf(err)}` });
@@ -199,7 +204,7 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
   if (isArchived(head)) return ended({ status: 'skipped', reason: 'archived' });
   let marker: string;
   try {
-    marker = ctx.models.marker(task.variant);
+    marker = ctx.models.marker(modelFor(tier, task.variant));
   } catch (err) {
     return ended({ status: 'retry', reason: messageOf(err) });
   }
@@ -214,7 +219,12 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
     return ended({ status: 'skipped', reason: 'already-tagged' });
   }
   try {
-    const model = await ctx.models.load(task.variant);
+    const model = await ctx.models.load(modelFor(tier, task.variant));
+    if (model.manifest.variant !== task.variant)
+      return ended({
+        status: 'retry',
+        reason: `model ${modelFor(tier, task.variant)} was trained on ${model.manifest.variant}, not ${task.variant}`,
+      });
     const image = await decodeImage(bytes, model.resolution, { maxBytes, maxPixels });
     return { message, task, tier, head, image };
   } catch (err) {
@@ -234,19 +244,22 @@ export async function prepareBatch(ctx: WorkerContext, messages: readonly QueueM
   return { results, ready };
 }
 
-/** The engine on a prepared batch, one call per variant; the tier's top-k above its minimum confidence (the top one always). */
+/** The engine on a prepared batch, one call per model (variant or custom model); the tier's top-k above its minimum confidence (the top one always). */
 export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): Promise<Inferred> {
   const results = [...batch.results];
   const items: Inferred['items'] = [];
-  const byVariant = new Map<string, Prepared[]>();
-  for (const p of batch.ready) byVariant.set(p.task.variant, [...(byVariant.get(p.task.variant) ?? []), p]);
-  for (const [variant, group] of byVariant) {
+  const byModel = new Map<string, Prepared[]>();
+  for (const p of batch.ready) {
+    const id = modelFor(p.tier, p.task.variant);
+    byModel.set(id, [...(byModel.get(id) ?? []), p]);
+  }
+  for (const [id, group] of byModel) {
     try {
-      const model = await ctx.models.load(variant);
-      const labels = labelsFor(model.manifest.classes);
+      const model = await ctx.models.load(id);
+      const labels = labelsFor(model.manifest);
       const probabilities = await model.classify(group.map((p) => p.image));
-      ctx.counters.inc(`inferred.${variant}`, group.length);
-      const marker = ctx.models.marker(variant);
+      ctx.counters.inc(`inferred.${id}`, group.length);
+      const marker = ctx.models.marker(id);
       group.forEach((p, i) => {
         const predictions = topK(probabilities[i], p.tier.topK, labels).filter(
           (x, rank) => rank === 0 || x.probability >= p.tier.minConfidence,

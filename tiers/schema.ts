@@ -4,7 +4,7 @@
  * (`tiers.premium.variants[2]: unknown variant "b9"; known: …`).
  */
 import { z } from 'zod';
-import { decodeVariant, OFFICIAL_VARIANTS } from '../model/spec.ts';
+import { decodeVariant, isVariantName, OFFICIAL_VARIANTS } from '../model/spec.ts';
 import { GPU_INSTANCES } from './prices.ts';
 
 const tierName = z
@@ -57,6 +57,14 @@ export const tierSchema = z
   .object({
     description: z.string().optional(),
     variants: z.array(variantSchema).min(1, 'a tier needs at least one variant'),
+    /**
+     * A custom model (`effitag train --name NAME`) to tag with instead of the ImageNet classifier:
+     * its artifact sits in the weights catalog as NAME/. The tier then lists one variant, the model's base.
+     */
+    model: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,39}$/, 'model names are lowercase letters, digits and dashes, starting with a letter (at most 40)')
+      .optional(),
     compute: z.discriminatedUnion('target', [lambdaCompute, gpuCompute]),
     engine: z.enum(['ort', 'tfjs']),
     batchSize: z.number().int().min(1).max(256),
@@ -156,6 +164,16 @@ export interface TiersFile {
   readonly resolutionTolerance: number;
   /** Every variant some tier can choose, canonical, first-listed first. */
   readonly variants: readonly string[];
+  /** Every model some tier tags with: its variants, or its custom model's name (what weights must exist for). */
+  readonly models: readonly string[];
+}
+
+/**
+ * The model a tier tags an image with, once the variant is chosen: the tier's custom model if it has
+ * one, else the ImageNet classifier of that variant. Markers, catalogs and weights are keyed by it.
+ */
+export function modelFor(tier: Pick<Tier, 'model'>, variant: string): string {
+  return tier.model ?? variant;
 }
 
 export interface ConfigIssue {
@@ -197,6 +215,7 @@ function resolveTiers(input: TiersInput): TiersFile {
     prices: input.prices,
     resolutionTolerance: input.resolutionTolerance,
     variants: [...new Set(Object.values(tiers).flatMap((t) => t.variants))],
+    models: [...new Set(Object.values(tiers).flatMap((t) => (t.model ? [t.model] : t.variants)))],
   };
 }
 
@@ -220,7 +239,8 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
         const v = variantName(entry);
         if (seen.has(v)) warn(path, `variant ${v} is listed twice`);
         seen.add(v);
-        if (typeof entry === 'string' && !OFFICIAL_VARIANTS.includes(v)) {
+        // A custom model carries its own weights, whatever its base.
+        if (typeof entry === 'string' && !OFFICIAL_VARIANTS.includes(v) && !tier.model) {
           error(
             path,
             `custom variant "${entry}" needs its weights: write { "phi": X, "weights": "s3://…" } or { "width", "depth", "resolution", "weights" }`,
@@ -230,6 +250,12 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
         error(path, `unknown variant ${JSON.stringify(typeof entry === 'string' ? entry : entry)}; known: ${KNOWN_VARIANTS}`);
       }
     });
+    if (tier.model) {
+      if (tier.variants.length !== 1)
+        error(`tiers.${name}.variants`, `a tier with model "${tier.model}" lists one variant, the base the model was trained on`);
+      if (isVariantName(tier.model))
+        error(`tiers.${name}.model`, `"${tier.model}" is a variant name; name custom models otherwise (effitag train --name)`);
+    }
     if (tier.compute.target === 'ecs-gpu') {
       const it = tier.compute.instanceType;
       if (!(it in instancePrices)) {

@@ -2,24 +2,21 @@
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { WeightsManifest } from '../../model/weights.ts';
 import { modelMarker } from '../marker.ts';
+import { modelId } from '../models.ts';
 import { parseS3Url } from './s3-weights.ts';
 
-export async function markersFromS3(
-  s3: S3Client,
-  location: string,
-  variants: readonly string[],
-): Promise<{ marker(variant: string): string }> {
+export async function markersFromS3(s3: S3Client, location: string, models: readonly string[]): Promise<{ marker(model: string): string }> {
   const { bucket, prefix } = parseS3Url(location);
   const markers = new Map<string, string>();
-  for (const variant of variants) {
-    const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${variant}/manifest.json` }));
+  for (const model of models) {
+    const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${model}/manifest.json` }));
     const manifest = JSON.parse(await out.Body!.transformToString()) as WeightsManifest;
-    markers.set(variant, modelMarker(manifest.variant, manifest.sha256));
+    markers.set(model, modelMarker(modelId(manifest), manifest.sha256));
   }
   return {
-    marker(variant) {
-      const m = markers.get(variant);
-      if (!m) throw new Error(`no published weights for ${variant} under ${location}`);
+    marker(model) {
+      const m = markers.get(model);
+      if (!m) throw new Error(`no published weights for ${model} under ${location}`);
       return m;
     },
   };

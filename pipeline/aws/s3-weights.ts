@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { loadArtifact, readManifest, type WeightsManifest } from '../../model/weights.ts';
+import { modelId } from '../models.ts';
 
 export function parseS3Url(url: string): { bucket: string; prefix: string } {
   const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
@@ -28,12 +29,13 @@ async function download(s3: S3Client, bucket: string, key: string, dest: string)
 export async function syncWeights(
   s3: S3Client,
   location: string,
-  variants: readonly string[],
+  /** Variants, or custom models' names: each is a folder under `location`. */
+  models: readonly string[],
   localDir: string,
 ): Promise<WeightsManifest[]> {
   const { bucket, prefix } = parseS3Url(location);
   const manifests: WeightsManifest[] = [];
-  for (const variant of variants) {
+  for (const variant of models) {
     const dir = join(localDir, variant);
     await mkdir(dir, { recursive: true });
     const remote = JSON.parse(
@@ -58,7 +60,7 @@ export async function syncWeights(
 export async function publishWeights(s3: S3Client, dir: string, location: string): Promise<{ manifest: WeightsManifest; keys: string[] }> {
   const artifact = await loadArtifact(dir); // refuse to publish a corrupt artifact
   const { bucket, prefix } = parseS3Url(location);
-  const base = `${prefix}${artifact.manifest.variant}/`;
+  const base = `${prefix}${modelId(artifact.manifest)}/`;
   const keys = [`${base}weights.bin`, `${base}manifest.json`];
   // weights.bin first: a reader that sees the new manifest finds the matching bytes.
   const files = [

@@ -187,18 +187,18 @@ export type Markers = Pick<ModelCatalog, 'marker'>;
  * (`s3://…`) or a local catalog directory; fails now, naming the variant, when weights are missing.
  */
 export async function currentMarkers(conn: Connection, tiers: TiersFile, weights: string): Promise<Markers> {
-  const markers: Markers = weights.startsWith('s3://') ? await markersFromS3(conn.s3, weights, tiers.variants) : directoryCatalog(weights);
-  for (const v of tiers.variants) markers.marker(v);
+  const markers: Markers = weights.startsWith('s3://') ? await markersFromS3(conn.s3, weights, tiers.models) : directoryCatalog(weights);
+  for (const m of tiers.models) markers.marker(m);
   return markers;
 }
 
-/** Every variant the tiers can choose must have weights: fail at start, not per object. */
+/** Every model the tiers can tag with (variants, custom models) must have weights: fail at start, not per object. */
 export function checkWeights(tiers: TiersFile, models: Markers): void {
   const missing: string[] = [];
   for (const [name, tier] of Object.entries(tiers.tiers)) {
-    for (const v of tier.variants) {
+    for (const m of tier.model ? [tier.model] : tier.variants) {
       try {
-        models.marker(v);
+        models.marker(m);
       } catch (err) {
         missing.push(`${name}: ${(err as Error).message}`);
       }

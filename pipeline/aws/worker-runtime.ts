@@ -31,7 +31,12 @@ export async function deployedWorker(options: {
   const config = options.config ?? workerConfig();
   const { s3, store, queues, index } = deployed(process.env, config);
   const log = jsonLogger({ base: { component: options.component, tier: config.tier } });
-  const manifests = await syncWeights(s3, config.weightsLocation, config.served.variants, config.weightsDir);
+  const manifests = await syncWeights(
+    s3,
+    config.weightsLocation,
+    config.served.model ? [config.served.model] : config.served.variants,
+    config.weightsDir,
+  );
   log.log('info', 'weights ready', { variants: manifests.map((m) => `${m.variant}@${m.sha256.slice(0, 12)}`) });
   const engine = createEngine(config.engine, {
     tfjsBackend: config.tfjsBackend,
