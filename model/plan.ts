@@ -43,7 +43,8 @@ export type LayerNode = NodeBase &
     | { op: 'reshape'; target: readonly number[] }
     | { op: 'multiply' }
     | { op: 'add' }
-    | { op: 'dropout'; rate: number }
+    /** `perSample`: stochastic depth (Keras noise_shape (None, 1, 1, 1)): a whole residual branch is dropped per image. */
+    | { op: 'dropout'; rate: number; perSample?: boolean }
     | { op: 'dense'; units: number; activation: Activation }
   );
 
@@ -193,8 +194,8 @@ class PlanBuilder {
   merge(name: string, op: 'multiply' | 'add', a: string, b: string): string {
     return this.push({ op, name, inputs: [a, b], outShape: this.shape(a), weights: [] });
   }
-  dropout(name: string, x: string, rate: number): string {
-    return this.push({ op: 'dropout', name, inputs: [x], outShape: this.shape(x), weights: [], rate });
+  dropout(name: string, x: string, rate: number, perSample = false): string {
+    return this.push({ op: 'dropout', name, inputs: [x], outShape: this.shape(x), weights: [], rate, ...(perSample ? { perSample } : {}) });
   }
   dense(name: string, x: string, units: number, activation: Activation): string {
     const cin = this.shape(x).at(-1)!;
@@ -271,8 +272,8 @@ function squeezeExcite(b: PlanBuilder, x: string, a: BlockArgs, filters: number)
 
 function residual(b: PlanBuilder, x: string, y: string, a: BlockArgs): string {
   if (a.stride !== 1 || a.filtersIn !== a.filtersOut) return y;
-  // Stochastic depth: identity at inference; kept for Keras layer-name fidelity.
-  if (a.dropRate > 0) y = b.dropout(`${a.prefix}drop`, y, a.dropRate);
+  // Stochastic depth: identity at inference; kept for Keras layer-name fidelity, and for training.
+  if (a.dropRate > 0) y = b.dropout(`${a.prefix}drop`, y, a.dropRate, true);
   return b.merge(`${a.prefix}add`, 'add', y, x);
 }
 

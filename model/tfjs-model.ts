@@ -117,7 +117,10 @@ function lowerNode(node: LayerNode, inputs: SymbolicTensor[]): SymbolicTensor {
     case 'add':
       return apply(tf.layers.add({ name }), inputs);
     case 'dropout':
-      return apply(tf.layers.dropout({ name, rate: node.rate }));
+      // noiseShape [batch, 1, 1, 1] (null = the input's size) drops whole branches per image, as Keras does.
+      return apply(
+        tf.layers.dropout({ name, rate: node.rate, ...(node.perSample ? { noiseShape: [null, 1, 1, 1] as unknown as number[] } : {}) }),
+      );
     case 'dense':
       return apply(tf.layers.dense({ name, units: node.units, activation: node.activation, kernelInitializer: 'zeros' }));
   }
