@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V] [--isolated]`
- * Suites: engines (default), pipeline, backfill, catch-up, search. Results print as a table and are written to
+ * Suites: engines (default), pipeline, backfill, catch-up, search, train. Results print as a table and are written to
  * bench/results/<suite>.json (untracked: a fresh measurement). The figures the README and `tiers cost`
  * quote are a copy of one such file, committed under bench/reference/ with the machine it ran on.
  */
@@ -14,11 +14,12 @@ import { benchPipeline } from './pipeline.ts';
 import { benchBackfill } from './backfill.ts';
 import { benchCatchUp } from './catch-up.ts';
 import { benchSearch } from './search.ts';
+import { benchTrain } from './train.ts';
 import type { BenchContext } from './util.ts';
 import type { EngineName } from '../inference/engine.ts';
 
 const program = new Command('bench')
-  .argument('[suite]', 'engines | pipeline | backfill | catch-up | search', 'engines')
+  .argument('[suite]', 'engines | pipeline | backfill | catch-up | search | train', 'engines')
   .option('--runs <n>', 'engines, pipeline: timed runs per measurement, median reported (default 5 and 3)', (v) => Number(v))
   .option('--quick', 'B0 only, batches 1 and 8')
   .option('--variant <v>', 'pipeline: the variant the tier runs', 'b0')
@@ -56,6 +57,14 @@ const program = new Command('bench')
           entries: opts.quick ? 10_000 : 100_000,
           galleryImages: opts.quick ? 1_000 : 10_000,
           concurrency: 16,
+        });
+      } else if (suite === 'train') {
+        result = await benchTrain(ctx, {
+          variant: 'custom-w0.25-d0.25-r64',
+          patterns: ['checks', 'cross', 'disc', 'stripes'],
+          perLabel: opts.quick ? 60 : 200,
+          epochs: opts.quick ? 1 : 4,
+          stages: 4,
         });
       } else {
         throw new Error(`unknown suite "${suite}"`);

@@ -8,6 +8,7 @@ import { registerBackfillCommand } from './commands/backfill.ts';
 import { registerDlqCommands } from './commands/dlq.ts';
 import { registerSearchCommand } from './commands/search.ts';
 import { registerGalleryCommand } from './commands/gallery.ts';
+import { registerTrainCommand } from './commands/train.ts';
 
 export function buildProgram(): Command {
   const program = new Command('effitag')
@@ -24,5 +25,6 @@ export function buildProgram(): Command {
   registerDlqCommands(program);
   registerSearchCommand(program);
   registerGalleryCommand(program);
+  registerTrainCommand(program);
   return program;
 }

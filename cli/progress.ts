@@ -27,3 +27,25 @@ export function byteProgress(label: string): Progress {
     },
   };
 }
+
+/** A bar over counted steps (images, epochs), with a free-text note (loss, accuracy). */
+export function countProgress(): { start(label: string, total: number): void; update(done: number, info?: string): void; stop(): void } {
+  let bar: cliProgress.SingleBar | undefined;
+  return {
+    start(label, total) {
+      bar?.stop();
+      bar = new cliProgress.SingleBar(
+        { format: `${label} [{bar}] {value}/{total} {info} eta {eta}s`, stream: process.stderr, hideCursor: true, etaBuffer: 20 },
+        cliProgress.Presets.shades_classic,
+      );
+      bar.start(total, 0, { info: '' });
+    },
+    update(done, info) {
+      bar?.update(done, { info: info ?? '' });
+    },
+    stop() {
+      bar?.stop();
+      bar = undefined;
+    },
+  };
+}

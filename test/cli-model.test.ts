@@ -24,9 +24,12 @@ describe('effitag model / backend', () => {
     assert.deepEqual([phi.variant, phi.resolution, phi.width, phi.depth], ['phi-2', 296, 1.21, 1.44]);
   });
 
-  it('model list shows all 15 variants', async () => {
-    const { stdout } = await cli('model', 'list', '--json');
-    assert.equal(JSON.parse(stdout).length, 15);
+  it('model list shows all 15 variants (and the custom models of a catalog: none in an empty one)', async () => {
+    const { stdout } = await cli('model', 'list', '--json', '--weights', '/nonexistent-catalog');
+    const listed = JSON.parse(stdout);
+    assert.equal(listed.variants.length, 15);
+    assert.deepEqual(listed.custom, []);
+    assert.match((await cli('model', 'list', '--weights', '/nonexistent-catalog')).stdout, /No custom models in \/nonexistent-catalog/);
   });
 
   it('unknown variants fail with the list of known ones', async () => {

@@ -1,4 +1,9 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { defaultWeightsDir } from '../../pipeline/aws/wiring.ts';
+import { modelMarker } from '../../pipeline/marker.ts';
+import type { WeightsManifest } from '../../model/weights.ts';
 import { variantInfo } from '../../model/info.ts';
 import { OFFICIAL_VARIANTS, phiVariant } from '../../model/spec.ts';
 import { parseNumber, table, thousands } from '../format.ts';
@@ -8,11 +13,14 @@ export function registerModelCommands(program: Command): void {
 
   model
     .command('list')
-    .description('list the official variants')
+    .description('list the official variants, and the custom models (effitag train) in a weights catalog')
+    .option('--weights <dir>', 'weights catalog to look in for custom models (env EFFITAG_WEIGHTS_DIR; default: the weights cache)')
     .option('--json', 'machine-readable output')
-    .action((opts: { json?: boolean }) => {
+    .action(async (opts: { json?: boolean; weights?: string }) => {
       const infos = OFFICIAL_VARIANTS.map((v) => variantInfo(v));
-      if (opts.json) return void process.stdout.write(`${JSON.stringify(infos, null, 2)}\n`);
+      const catalog = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? defaultWeightsDir());
+      const custom = await customModels(catalog);
+      if (opts.json) return void process.stdout.write(`${JSON.stringify({ variants: infos, custom }, null, 2)}\n`);
       process.stdout.write(
         table(
           infos.map((i) => [i.variant, i.resolution, i.width, i.depth, thousands(i.params), `${(i.macs / 1e9).toFixed(2)}G`]),
@@ -20,6 +28,22 @@ export function registerModelCommands(program: Command): void {
         ),
       );
       process.stdout.write('\nCustom variants: phi-X (compound coefficient φ on the B0 baseline) or custom-wW-dD-rR.\n');
+      if (!custom.length) return void process.stdout.write(`No custom models in ${catalog} (make one with effitag train).\n`);
+      process.stdout.write(`\nCustom models in ${catalog} (a tier uses one with "model": NAME):\n`);
+      process.stdout.write(
+        table(
+          custom.map((m) => [
+            m.name,
+            m.base,
+            `${m.labels.length}: ${m.labels.slice(0, 4).join(', ')}${m.labels.length > 4 ? ', …' : ''}`,
+            `${(m.valAccuracy * 100).toFixed(1)} %`,
+            `${m.images.train}/${m.images.val}`,
+            m.marker,
+            m.createdAt.slice(0, 10),
+          ]),
+          ['name', 'base', 'labels', 'held-out acc.', 'train/val', 'marker', 'trained'],
+        ),
+      );
     });
 
   model
@@ -44,4 +68,29 @@ export function registerModelCommands(program: Command): void {
       ];
       process.stdout.write(table(rows));
     });
+}
+
+/** The custom models in a catalog: folders whose manifest records a training. */
+async function customModels(catalog: string) {
+  const entries = await readdir(catalog, { withFileTypes: true }).catch(() => []);
+  const out = [];
+  for (const e of entries.filter((d) => d.isDirectory()).sort((a, b) => a.name.localeCompare(b.name))) {
+    const manifest = await readFile(join(catalog, e.name, 'manifest.json'), 'utf8').then(
+      (t) => JSON.parse(t) as WeightsManifest,
+      () => undefined,
+    );
+    const c = manifest?.custom;
+    if (!manifest || !c) continue;
+    out.push({
+      name: c.name,
+      dir: join(catalog, e.name),
+      base: c.base.variant,
+      labels: c.labels,
+      valAccuracy: c.metrics.valAccuracy,
+      images: c.images,
+      marker: modelMarker(c.name, manifest.sha256),
+      createdAt: manifest.createdAt,
+    });
+  }
+  return out;
 }

@@ -1,0 +1,145 @@
+/**
+ * `npm run bench -- train`: what training costs on this machine, and what progressive learning buys.
+ *
+ * 1. Feature extraction for the head phase: B0 on onnxruntime, images/s.
+ * 2. A fine-tuning step on tfjs (the backend that loads; wasm here): B0 with its top block unfrozen
+ *    at 96 and 224 px, and a whole tiny network from scratch, images/s.
+ * 3. End to end on generated data (shapes and textures in random colours, positions and
+ *    backgrounds): a tiny compound-scaled network from scratch, with progressive learning and
+ *    without it (every stage at full size and full regularisation), held-out accuracy and time.
+ * Peak memory is the process's maximum resident set size.
+ */
+import { join } from 'node:path';
+import { planModel } from '../model/plan.ts';
+import { randomWeights, seededRandom } from '../model/random-weights.ts';
+import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
+import { assignWeights, buildTfjsModel } from '../model/tfjs-model.ts';
+import { enableWasmTraining } from '../model/wasm-training.ts';
+import { loadArtifact } from '../model/weights.ts';
+import { writePatternDataset } from '../test/support/shapes.ts';
+import { randomArtifact } from '../test/support/fixtures.ts';
+import { trainBatch } from '../training/augment.ts';
+import { folderSource, loadDataset } from '../training/dataset.ts';
+import { extractFeatures } from '../training/head.ts';
+import { train } from '../training/train.ts';
+import { configureTraining, weightedCrossEntropy } from '../training/trainer.ts';
+import type { BenchContext } from './util.ts';
+
+const peakMb = () => Math.round(process.resourceUsage().maxRSS / 1024);
+
+export interface TrainBenchOptions {
+  /** The network trained from scratch. */
+  variant: string;
+  perLabel: number;
+  epochs: number;
+  stages: number;
+  patterns: string[];
+}
+
+export async function benchTrain(ctx: BenchContext, options: TrainBenchOptions) {
+  const backend = await useTfjsBackend(undefined, () => {});
+  if (backend.name === 'wasm') enableWasmTraining();
+  ctx.log(`tfjs backend: ${backend.name}`);
+
+  // 1. Features on onnxruntime.
+  await randomArtifact(join(ctx.workDir, 'b0'), 'b0', { seed: 1 });
+  const b0 = await loadArtifact(join(ctx.workDir, 'b0'));
+  const rand = seededRandom(1);
+  const masters = Array.from({ length: 64 }, (_, i) => ({
+    path: `${i}`,
+    label: i % 4,
+    pixels: new Uint8Array(256 * 256 * 3).map(() => rand() * 255),
+  }));
+  const features = await extractFeatures(b0, masters, { masterSize: 256, passes: 1, randAugment: 5, rand, workDir: ctx.workDir });
+  ctx.log(`B0 features on onnxruntime: ${features.imagesPerSecond.toFixed(1)} images/s`);
+
+  // 2. Training steps on tfjs.
+  const step = async (variant: string, size: number, batch: number, fineTune: boolean) => {
+    const plan = planModel(variant, { classes: 4, resolution: size });
+    const built = buildTfjsModel(plan);
+    assignWeights(built, randomWeights(plan, 1));
+    configureTraining(built, {
+      trainable: fineTune ? (n) => n.startsWith('block7') || /^(top_conv|predictions)/.test(n) : () => true,
+      frozenBatchNorm: fineTune,
+    });
+    const optimizer = tf.train.adam(1e-4);
+    const vars = built.model.trainableWeights.map((w) => w.read() as tf.Variable);
+    const m = Math.ceil((size * 1.125) / 8) * 8;
+    const samples = Array.from({ length: batch }, (_, i) => ({
+      path: `${i}`,
+      label: i % 4,
+      pixels: new Uint8Array(m * m * 3).map(() => rand() * 255),
+    }));
+    const times: number[] = [];
+    for (let k = 0; k < 4; k++) {
+      const started = performance.now();
+      const { x, y } = trainBatch(samples, m, 4, { size, randAugment: 10, mixup: 0, rand });
+      const loss = optimizer.minimize(() => weightedCrossEntropy(y, built.model.apply(x, { training: true }) as tf.Tensor2D), true, vars);
+      await loss?.data();
+      tf.dispose([x, y, loss!]);
+      if (k > 0) times.push(performance.now() - started);
+    }
+    optimizer.dispose();
+    built.model.dispose();
+    const ms = times.sort((a, b) => a - b)[1];
+    const result = {
+      variant,
+      size,
+      batch,
+      mode: fineTune ? 'fine-tune (block7 + top)' : 'whole network',
+      msPerStep: Math.round(ms),
+      imagesPerSecond: +((batch * 1000) / ms).toFixed(1),
+    };
+    ctx.log(`step ${result.mode} ${variant} at ${size} px, batch ${batch}: ${result.msPerStep} ms, ${result.imagesPerSecond} images/s`);
+    return result;
+  };
+  const steps = [
+    await step('b0', 96, 16, true),
+    await step('b0', 224, 16, true),
+    await step(options.variant, planModel(options.variant).resolution, 32, false),
+  ];
+
+  // 3. From scratch, with and without progressive learning, on the same data, split and seed.
+  const data = join(ctx.workDir, 'shapes');
+  await writePatternDataset(data, { patterns: options.patterns, perLabel: options.perLabel, size: 80, seed: 3 });
+  const loaded = await loadDataset(folderSource(data), { size: 72 });
+  ctx.log(`data: ${options.patterns.join(', ')}; ${loaded.train.length} training, ${loaded.val.length} held-out images`);
+  const runs = [];
+  for (const progressive of [true, false]) {
+    const started = performance.now();
+    const { report } = await train({
+      source: folderSource(data),
+      name: progressive ? 'shapes-pl' : 'shapes-flat',
+      base: options.variant,
+      out: join(ctx.workDir, progressive ? 'pl' : 'flat'),
+      epochs: options.epochs,
+      stages: options.stages,
+      progressive,
+      batchSize: 32,
+      log: (l) => ctx.log(`  ${l}`),
+    });
+    const run = {
+      progressive,
+      accuracy: report.final.accuracy,
+      seconds: Math.round((performance.now() - started) / 1000),
+      stages: report.stages.map((s) => ({
+        size: s.size,
+        randAugment: s.randAugment,
+        dropout: s.dropout,
+        valAccuracy: s.valAccuracy,
+        seconds: Math.round(s.seconds),
+      })),
+      confusion: report.final.confusion,
+    };
+    ctx.log(`${progressive ? 'with' : 'without'} progressive learning: ${(run.accuracy * 100).toFixed(1)} % held-out in ${run.seconds} s`);
+    runs.push(run);
+  }
+  const summary = {
+    featuresImagesPerSecond: +features.imagesPerSecond.toFixed(1),
+    steps: steps.map((s) => `${s.mode} ${s.variant}@${s.size}: ${s.imagesPerSecond} images/s`),
+    progressive: `${(runs[0].accuracy * 100).toFixed(1)} % in ${runs[0].seconds} s`,
+    flat: `${(runs[1].accuracy * 100).toFixed(1)} % in ${runs[1].seconds} s`,
+    peakMemoryMb: peakMb(),
+  };
+  return { backend: backend.name, options, steps, runs, summary };
+}
