@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { planModel } from '../model/plan.ts';
 import { randomWeights, seededRandom } from '../model/random-weights.ts';
 import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
-import { assignWeights, buildTfjsModel } from '../model/tfjs-model.ts';
 import { enableWasmTraining } from '../model/wasm-training.ts';
 import { loadArtifact } from '../model/weights.ts';
 import { writePatternDataset } from '../test/support/shapes.ts';
@@ -21,8 +20,8 @@ import { randomArtifact } from '../test/support/fixtures.ts';
 import { trainBatch } from '../training/augment.ts';
 import { folderSource, loadDataset } from '../training/dataset.ts';
 import { extractFeatures } from '../training/head.ts';
-import { train } from '../training/train.ts';
-import { configureTraining, weightedCrossEntropy } from '../training/trainer.ts';
+import { cutBefore, defaultUnfreeze, train } from '../training/train.ts';
+import { buildNet, disposeNet, weightedCrossEntropy } from '../training/trainer.ts';
 import type { BenchContext } from './util.ts';
 
 const peakMb = () => Math.round(process.resourceUsage().maxRSS / 1024);
@@ -56,12 +55,8 @@ export async function benchTrain(ctx: BenchContext, options: TrainBenchOptions) 
   // 2. Training steps on tfjs.
   const step = async (variant: string, size: number, batch: number, fineTune: boolean) => {
     const plan = planModel(variant, { classes: 4, resolution: size });
-    const built = buildTfjsModel(plan);
-    assignWeights(built, randomWeights(plan, 1));
-    configureTraining(built, {
-      trainable: fineTune ? (n) => n.startsWith('block7') || /^(top_conv|predictions)/.test(n) : () => true,
-      frozenBatchNorm: fineTune,
-    });
+    const net = buildNet(plan, randomWeights(plan, 1), fineTune ? cutBefore(plan, defaultUnfreeze(plan)) : undefined);
+    const built = net.learning;
     const optimizer = tf.train.adam(1e-4);
     const vars = built.model.trainableWeights.map((w) => w.read() as tf.Variable);
     const m = Math.ceil((size * 1.125) / 8) * 8;
@@ -74,13 +69,19 @@ export async function benchTrain(ctx: BenchContext, options: TrainBenchOptions) 
     for (let k = 0; k < 4; k++) {
       const started = performance.now();
       const { x, y } = trainBatch(samples, m, 4, { size, randAugment: 10, mixup: 0, rand });
-      const loss = optimizer.minimize(() => weightedCrossEntropy(y, built.model.apply(x, { training: true }) as tf.Tensor2D), true, vars);
+      const input = net.frozen ? tf.tidy(() => net.frozen!.toCut.predict(x) as tf.Tensor) : x;
+      const loss = optimizer.minimize(
+        () => weightedCrossEntropy(y, built.model.apply(input, { training: true }) as tf.Tensor2D),
+        true,
+        vars,
+      );
+      if (input !== x) input.dispose();
       await loss?.data();
       tf.dispose([x, y, loss!]);
       if (k > 0) times.push(performance.now() - started);
     }
     optimizer.dispose();
-    built.model.dispose();
+    disposeNet(net);
     const ms = times.sort((a, b) => a - b)[1];
     const result = {
       variant,

@@ -137,17 +137,37 @@ export interface TfjsModel {
  */
 export function buildTfjsModel(variantOrPlan: string | ArchitectureSpec | ModelPlan, options: PlanOptions = {}): TfjsModel {
   const plan = typeof variantOrPlan === 'object' && 'nodes' in variantOrPlan ? variantOrPlan : planModel(variantOrPlan, options);
+  return lowerPlan(plan, plan.nodes[0].name);
+}
+
+/**
+ * The part of a plan after node `from`, as a model whose input is `from`'s output: the layers a
+ * fine-tuning trains, while the frozen part before them runs once per batch outside the gradient
+ * tape (recording the whole of B0 at 224 px, batch 16, overflows the wasm backend's 4 GB).
+ */
+export function buildTfjsModelAfter(plan: ModelPlan, from: string): TfjsModel {
+  return lowerPlan(plan, from);
+}
+
+function lowerPlan(plan: ModelPlan, start: string): TfjsModel {
   const tensors = new Map<string, SymbolicTensor>();
-  for (const node of plan.nodes) {
-    if (node.op === 'input') {
-      tensors.set(node.name, tf.input({ shape: [...node.outShape], name: node.name, dtype: 'float32' }));
-      continue;
-    }
-    const inputs = node.inputs.map((n) => tensors.get(n)!);
+  const at = plan.nodes.findIndex((n) => n.name === start);
+  if (at < 0) throw new Error(`${plan.spec.variant} has no layer ${start}`);
+  const first = plan.nodes[at];
+  tensors.set(first.name, tf.input({ shape: [...first.outShape], name: at === 0 ? first.name : `${first.name}_in`, dtype: 'float32' }));
+  for (const node of plan.nodes.slice(at + 1)) {
+    const inputs = node.inputs.map((n) => {
+      const t = tensors.get(n);
+      if (!t) throw new Error(`${node.name} reads ${n}, which comes before ${start}: the plan cannot be cut there`);
+      return t;
+    });
     tensors.set(node.name, lowerNode(node, inputs));
   }
-  const input = tensors.get(plan.nodes[0].name)!;
-  const model = tf.model({ inputs: input, outputs: tensors.get(plan.output)!, name: `efficientnet-${plan.spec.variant}` });
+  const model = tf.model({
+    inputs: tensors.get(start)!,
+    outputs: tensors.get(plan.output)!,
+    name: `efficientnet-${plan.spec.variant}${at ? `-after-${start}` : ''}`,
+  });
   return { plan, model };
 }
 

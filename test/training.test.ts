@@ -21,11 +21,11 @@ import { decodeTags } from '../pipeline/marker.ts';
 import { trainBatch } from '../training/augment.ts';
 import { folderSource, loadDataset, splitStratified } from '../training/dataset.ts';
 import { progressiveRanges, stages } from '../training/progressive.ts';
-import { defaultUnfreeze, train } from '../training/train.ts';
+import { cutBefore, defaultUnfreeze, train } from '../training/train.ts';
 import { modelFor, parseTiers } from '../tiers/schema.ts';
-import { randomArtifact, tempDir } from './support/fixtures.ts';
+import { tempDir } from './support/fixtures.ts';
 import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
-import { drawPattern, writePatternDataset } from './support/shapes.ts';
+import { calibratedArtifact, drawPattern, writePatternDataset } from './support/shapes.ts';
 import sharp from 'sharp';
 
 const quiet = () => {};
@@ -109,6 +109,9 @@ describe('progressive learning schedule', () => {
   it('unfreezes the last stage’s blocks by default (B0: block7a only; B3: block7a, block7b)', () => {
     assert.equal(defaultUnfreeze(planModel('b0', { classes: 3 })), 1);
     assert.equal(defaultUnfreeze(planModel('b3', { classes: 3 })), 2);
+    assert.equal(cutBefore(planModel('b0', { classes: 3 }), 1), 'block6d_add');
+    assert.equal(cutBefore(planModel('b0', { classes: 3 }), 0), 'block7a_project_bn');
+    assert.throws(() => cutBefore(planModel('b0', { classes: 3 }), 17), /b0 has 16 blocks/);
   });
 });
 
@@ -193,18 +196,18 @@ describe('effitag train', () => {
     shapes = await tempDir('effitag-shapes-');
     await writePatternDataset(shapes, { patterns: ['checks', 'disc', 'plain', 'stripes'], perLabel: 40, size: 48, seed: 2 });
     scratchRun = await train(scratchOptions(shapes));
-    // Head only on a B0 (random weights: no pretrained ones can be had here) and three textures.
+    // A B0 (random weights with measured BatchNorm statistics: no pretrained ones can be had here) and three textures.
     const textures = await tempDir('effitag-textures-');
     await writePatternDataset(textures, { patterns: ['checks', 'dots', 'stripes'], perLabel: 16, size: 96, seed: 5 });
-    await randomArtifact(join(baseDir, 'b0'), 'b0', { seed: 3 });
+    await calibratedArtifact(join(baseDir, 'b0'), 'b0');
     b0Run = await train({
       source: folderSource(textures),
       name: 'weave',
       base: 'b0',
       weights: join(baseDir, 'b0'),
       out: b0Out(),
-      epochs: 0,
-      stages: 1,
+      epochs: 1,
+      stages: 2,
       headEpochs: 30,
       headPasses: 2,
       log: quiet,
@@ -239,7 +242,7 @@ describe('effitag train', () => {
     assert.equal(resumed.manifest.sha256, manifest.sha256, 'the same weights');
   });
 
-  it('head only on B0: a plain B0 artifact with three classes, its backbone the base’s, scored by the exported ONNX graph', async () => {
+  it('B0: head, then fine-tuning in two progressive stages; a plain B0 artifact with three classes, scored by the exported ONNX graph', async () => {
     const { report, manifest } = b0Run;
     assert.equal(report.images.val, 9);
     assert.equal(
@@ -247,10 +250,15 @@ describe('effitag train', () => {
       9,
     );
     assert.deepEqual(
-      report.stages.map((s) => s.phase),
-      ['head'],
+      report.stages.map((s) => [s.phase, s.size]),
+      [
+        ['head', 224],
+        ['fine-tune', 96],
+        ['fine-tune', 224],
+      ],
     );
-    assert.ok(report.epochs[0].loss > report.epochs.at(-1)!.loss, 'the head’s loss falls');
+    const head = report.epochs.filter((e) => e.phase === 'head');
+    assert.ok(head[0].loss > head.at(-1)!.loss, 'the head’s loss falls');
     assert.equal(manifest.variant, 'b0');
     assert.equal(manifest.classes, 3);
     assert.deepEqual(manifest.custom!.labels, ['checks', 'dots', 'stripes']);
@@ -260,9 +268,15 @@ describe('effitag train', () => {
     const html = await readFile(join(b0Out(), 'report.html'), 'utf8');
     assert.match(html, /<svg role="img"/);
     assert.match(html, /Confusion matrix/);
+    // Fine-tuning changed block7a and the top, nothing below the cut, and no BatchNorm statistics.
     const base = (await loadArtifact(join(baseDir, 'b0'))).weights;
     const trained = (await loadArtifact(b0Out())).weights;
-    assert.deepEqual(trained.get('top_conv/kernel:0'), base.get('top_conv/kernel:0'));
+    assert.deepEqual(trained.get('stem_conv/kernel:0'), base.get('stem_conv/kernel:0'));
+    assert.deepEqual(trained.get('block6d_project_conv/kernel:0'), base.get('block6d_project_conv/kernel:0'));
+    assert.notDeepEqual(trained.get('block7a_project_conv/kernel:0'), base.get('block7a_project_conv/kernel:0'));
+    assert.notDeepEqual(trained.get('top_conv/kernel:0'), base.get('top_conv/kernel:0'));
+    assert.deepEqual(trained.get('top_bn/moving_mean:0'), base.get('top_bn/moving_mean:0'));
+    assert.deepEqual(trained.get('block7a_bn/moving_variance:0'), base.get('block7a_bn/moving_variance:0'));
     assert.equal(trained.get('predictions/kernel:0')!.length, 1280 * 3);
   });
 

@@ -117,7 +117,11 @@ function channelStats(f: Features): { mean: Float32Array; std: Float32Array } {
   const std = new Float32Array(f.channels);
   for (let i = 0; i < n; i++) for (let c = 0; c < f.channels; c++) mean[c] += f.data[i * f.channels + c] / n;
   for (let i = 0; i < n; i++) for (let c = 0; c < f.channels; c++) std[c] += (f.data[i * f.channels + c] - mean[c]) ** 2 / n;
-  for (let c = 0; c < f.channels; c++) std[c] = Math.sqrt(std[c]) + 1e-6;
+  for (let c = 0; c < f.channels; c++) std[c] = Math.sqrt(std[c]);
+  // A channel that barely varies on the training images must not get a huge weight once folded in
+  // (W / σ): any shift in it later, from fine-tuning or a new image, would swamp the logits.
+  const floor = 0.05 * (std.reduce((a, b) => a + b, 0) / f.channels) + 1e-12;
+  for (let c = 0; c < f.channels; c++) std[c] = Math.max(std[c], floor);
   return { mean, std };
 }
 

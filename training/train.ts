@@ -21,14 +21,13 @@ import { planModel, type ModelPlan } from '../model/plan.ts';
 import { randomWeights, seededRandom } from '../model/random-weights.ts';
 import { isVariantName } from '../model/spec.ts';
 import { useTfjsBackend } from '../model/tfjs-backend.ts';
-import { assignWeights, buildTfjsModel, type TfjsModel } from '../model/tfjs-model.ts';
 import { enableWasmTraining } from '../model/wasm-training.ts';
 import { loadArtifact, writeArtifact, type CustomModelRecord, type WeightsArtifact, type WeightsManifest } from '../model/weights.ts';
 import { loadDataset, type Dataset, type ImageSource } from './dataset.ts';
 import { extractFeatures, trainHead } from './head.ts';
 import { progressiveRanges, stages as planStages, type ProgressiveRanges, type Stage } from './progressive.ts';
 import { argmax, evaluate, reportHtml, type EpochPoint, type TrainingReport } from './report.ts';
-import { configureTraining, fitStage, predictAll, readWeights, rebuildAt, recalibrateBatchNorm } from './trainer.ts';
+import { buildNet, disposeNet, fitStage, predictAll, readWeights, recalibrateBatchNorm } from './trainer.ts';
 
 /** Progress of long steps, drawn by the CLI (bars) or ignored. */
 export interface TrainProgress {
@@ -92,6 +91,17 @@ function blockPrefixes(plan: ModelPlan): string[] {
     if (m && !seen.includes(m[1])) seen.push(m[1]);
   }
   return seen;
+}
+
+/**
+ * Where fine-tuning cuts the network: the output feeding the first of the top `blocks` blocks (with
+ * none, the one feeding `top_conv`). Everything after it learns.
+ */
+export function cutBefore(plan: ModelPlan, blocks: number): string {
+  const prefixes = blockPrefixes(plan);
+  if (blocks > prefixes.length) throw new Error(`--unfreeze ${blocks}: ${plan.spec.variant} has ${prefixes.length} blocks`);
+  const first = blocks > 0 ? prefixes[prefixes.length - blocks] : 'top_conv';
+  return plan.nodes.find((n) => n.name.startsWith(first))!.inputs[0];
 }
 
 /** The last stage's blocks: Keras' guide unfreezes from `block7` (B0's last stage). */
@@ -232,51 +242,46 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     }
   }
   const unfreeze = options.unfreezeBlocks ?? defaultUnfreeze(fullPlan);
-  const unfrozen = blockPrefixes(fullPlan).slice(-unfreeze);
   const phase = scratch ? 'scratch' : 'fine-tune';
-  let built: TfjsModel | undefined;
+  const cut = scratch ? undefined : cutBefore(fullPlan, unfreeze);
   for (const stage of schedule) {
     const id = `stage-${stage.index + 1}`;
     if (state.done.includes(id)) continue;
     phaseStart = performance.now();
-    const plan = planModel(variant, { classes, resolution: stage.size });
-    if (!built) {
-      built = buildTfjsModel(plan);
-      assignWeights(built, weights);
-    } else if (built.plan.resolution !== stage.size) built = rebuildAt(built, plan);
-    configureTraining(built, {
-      trainable: scratch ? () => true : (name) => unfrozen.some((b) => name.startsWith(b)) || /^(top_conv|predictions)/.test(name),
-      frozenBatchNorm: !scratch,
-    });
-    const sbar = progress();
-    sbar.start(`${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px`, options.epochs);
-    await fitStage(built, data.train, {
-      stage,
-      epochs: options.epochs,
-      batchSize: options.batchSize ?? 16,
-      learningRate: options.learningRate ?? (scratch ? 1e-2 : 1e-4),
-      classes,
-      masterSize,
-      classWeights: data.classWeights,
-      rand,
-      onEpoch: (epoch, r) => {
-        sbar.update(epoch + 1, `loss ${r.loss.toFixed(3)} ${(r.images / r.seconds).toFixed(1)} images/s`);
-        state.epochs.push({ phase, stage: stage.index, epoch, loss: r.loss, size: stage.size });
-      },
-    });
-    sbar.stop();
-    if (scratch) recalibrateBatchNorm(built, data.train, masterSize, stage.size, 32);
-    const acc = accuracy(await predictAll(built, data.val, masterSize, stage.size, 32), data);
-    state.epochs.at(-1)!.valAccuracy = acc;
-    const seconds = (performance.now() - phaseStart) / 1000;
-    state.stages.push({ phase, stage: stage.index, ...stageKnobs(stage), epochs: options.epochs, valAccuracy: acc, seconds });
-    log(
-      `${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px: held-out accuracy ${(acc * 100).toFixed(1)} % (${seconds.toFixed(0)} s)`,
-    );
-    weights = readWeights(built);
+    // Built afresh per stage: the size changes, the weights carry over by name.
+    const net = buildNet(planModel(variant, { classes, resolution: stage.size }), weights, cut);
+    try {
+      const sbar = progress();
+      sbar.start(`${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px`, options.epochs);
+      await fitStage(net, data.train, {
+        stage,
+        epochs: options.epochs,
+        batchSize: options.batchSize ?? 16,
+        learningRate: options.learningRate ?? (scratch ? 1e-2 : 1e-4),
+        classes,
+        masterSize,
+        classWeights: data.classWeights,
+        rand,
+        onEpoch: (epoch, r) => {
+          sbar.update(epoch + 1, `loss ${r.loss.toFixed(3)} ${(r.images / r.seconds).toFixed(1)} images/s`);
+          state.epochs.push({ phase, stage: stage.index, epoch, loss: r.loss, size: stage.size });
+        },
+      });
+      sbar.stop();
+      if (scratch) recalibrateBatchNorm(net, data.train, masterSize, stage.size, 32);
+      const acc = accuracy(await predictAll(net, data.val, masterSize, stage.size, 32), data);
+      state.epochs.at(-1)!.valAccuracy = acc;
+      const seconds = (performance.now() - phaseStart) / 1000;
+      state.stages.push({ phase, stage: stage.index, ...stageKnobs(stage), epochs: options.epochs, valAccuracy: acc, seconds });
+      log(
+        `${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px: held-out accuracy ${(acc * 100).toFixed(1)} % (${seconds.toFixed(0)} s)`,
+      );
+      weights = readWeights(net);
+    } finally {
+      disposeNet(net);
+    }
     await checkpoint(id, weights);
   }
-  built?.model.dispose();
 
   const custom: CustomModelRecord = {
     name: options.name,

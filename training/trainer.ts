@@ -4,70 +4,95 @@
  * sizes (progressive learning rebuilds the network per stage; weights do not depend on the size).
  */
 import { tf } from '../model/tfjs-backend.ts';
-import { buildTfjsModel, type TfjsModel } from '../model/tfjs-model.ts';
+import { assignWeights, buildTfjsModel, buildTfjsModelAfter, type TfjsModel } from '../model/tfjs-model.ts';
 import type { ModelPlan } from '../model/plan.ts';
 import { evalBatch, trainBatch } from './augment.ts';
 import { shuffle, type Sample } from './dataset.ts';
 import type { Stage } from './progressive.ts';
 
-/** The named weights of a built model (Keras names), copied out of tfjs. */
-export function readWeights(built: TfjsModel): Map<string, Float32Array> {
+/**
+ * The network being trained. From scratch, all of it learns. Fine-tuning cuts it before the first
+ * unfrozen block: the frozen part runs in inference mode outside the gradient tape, once per batch,
+ * and only the part after the cut is recorded and trained (recording the whole of B0 at 224 px,
+ * batch 16, overflows the wasm backend's 4 GB; and the frozen part's BatchNorm and stochastic depth
+ * must run as at inference anyway).
+ */
+export interface Net {
+  plan: ModelPlan;
+  /** The whole network, holding the frozen part's weights; `toCut` runs it up to the cut. */
+  frozen?: { whole: TfjsModel; toCut: tf.LayersModel };
+  /** What learns: the whole network, or the part after the cut. */
+  learning: TfjsModel;
+  /** BatchNorm in the learning part runs in inference mode (fine-tuning, as Keras runs a frozen BatchNorm). */
+  frozenBatchNorm: boolean;
+}
+
+const layersOf = (model: tf.LayersModel) => new Map(model.layers.map((l) => [l.name, l]));
+
+/**
+ * Build a net from named weights. `cut`: the plan node whose output feeds the first trained layer
+ * (fine-tuning); without it the whole network learns, BatchNorm included (from scratch).
+ */
+export function buildNet(plan: ModelPlan, weights: ReadonlyMap<string, Float32Array>, cut?: string): Net {
+  const whole = buildTfjsModel(plan);
+  assignWeights(whole, weights);
+  if (!cut) return { plan, learning: whole, frozenBatchNorm: false };
+  const learning = buildTfjsModelAfter(plan, cut);
+  const source = layersOf(whole.model);
+  for (const layer of learning.model.layers) {
+    const from = source.get(layer.name);
+    if (from && layer.getWeights().length) layer.setWeights(from.getWeights());
+  }
+  const toCut = tf.model({ inputs: whole.model.inputs, outputs: whole.model.getLayer(cut).output as tf.SymbolicTensor });
+  const net: Net = { plan, frozen: { whole, toCut }, learning, frozenBatchNorm: true };
+  // tfjs ignores `trainable` on BatchNorm and would normalise by batch statistics in training mode.
+  for (const layer of learning.model.layers) {
+    if (layer.getClassName() !== 'BatchNormalization') continue;
+    layer.trainable = false;
+    const call = layer.call.bind(layer);
+    layer.call = (inputs, kwargs) => call(inputs, { ...kwargs, training: false });
+  }
+  return net;
+}
+
+/** The net's named weights (Keras names), copied out of tfjs: the frozen part's and the learned part's. */
+export function readWeights(net: Net): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
-  for (const node of built.plan.nodes) {
+  const learned = layersOf(net.learning.model);
+  const frozen = net.frozen ? layersOf(net.frozen.whole.model) : new Map();
+  for (const node of net.plan.nodes) {
     if (!node.weights.length) continue;
-    const values = built.model.getLayer(node.name).getWeights();
+    const values = (learned.get(node.name) ?? frozen.get(node.name))!.getWeights();
     for (const [i, w] of node.weights.entries()) out.set(w.name, values[i].dataSync() as Float32Array);
   }
   return out;
 }
 
-/**
- * The network rebuilt at another image size with the same weights (the old one is disposed).
- * Which layers train and whether BatchNorm learns are set again by `configureTraining`.
- */
-export function rebuildAt(built: TfjsModel, plan: ModelPlan): TfjsModel {
-  const next = buildTfjsModel(plan);
-  for (const node of built.plan.nodes) {
-    if (node.weights.length) next.model.getLayer(node.name).setWeights(built.model.getLayer(node.name).getWeights());
+export function disposeNet(net: Net): void {
+  net.learning.model.dispose();
+  net.frozen?.whole.model.dispose();
+}
+
+/** The learning part's input for a batch of images: the images, or the frozen part's output at the cut. */
+function learningInput(net: Net, x: tf.Tensor4D): tf.Tensor {
+  return net.frozen ? tf.tidy(() => net.frozen!.toCut.predict(x) as tf.Tensor) : x;
+}
+
+/** Set the classifier's dropout (not stochastic depth) to a stage's rate. */
+function setDropout(net: Net, rate: number): void {
+  for (const node of net.plan.nodes) {
+    const layer = layersOf(net.learning.model).get(node.name);
+    if (node.op === 'dropout' && !node.perSample && layer) (layer as unknown as { rate: number }).rate = rate;
   }
-  built.model.dispose();
-  return next;
-}
-
-export interface TrainableSet {
-  /** Layer names that learn; everything else is frozen. */
-  trainable: (name: string) => boolean;
-  /**
-   * BatchNorm in inference mode (moving statistics, never updated), as Keras runs a frozen BatchNorm and as
-   * fine-tuning wants: tfjs ignores `trainable` here and would normalise by batch statistics.
-   */
-  frozenBatchNorm: boolean;
-}
-
-export function configureTraining(built: TfjsModel, set: TrainableSet): void {
-  for (const layer of built.model.layers) {
-    layer.trainable = set.trainable(layer.name);
-    if (set.frozenBatchNorm && layer.getClassName() === 'BatchNormalization') {
-      layer.trainable = false;
-      const call = layer.call.bind(layer);
-      layer.call = (inputs, kwargs) => call(inputs, { ...kwargs, training: false });
-    }
-  }
-}
-
-/** Set every top-level dropout (not stochastic depth) to a stage's rate. */
-export function setDropout(built: TfjsModel, rate: number): void {
-  for (const node of built.plan.nodes)
-    if (node.op === 'dropout' && !node.perSample) (built.model.getLayer(node.name) as unknown as { rate: number }).rate = rate;
 }
 
 /**
  * A fresh seed for every dropout layer, drawn from the run's generator: each step draws new masks, and
  * the same --seed trains the same model (tfjs would otherwise seed dropout from Math.random).
  */
-function reseedDropout(built: TfjsModel, rand: () => number): void {
-  for (const node of built.plan.nodes)
-    if (node.op === 'dropout') (built.model.getLayer(node.name) as unknown as { seed: number }).seed = Math.floor(rand() * 2 ** 31);
+function reseedDropout(net: Net, rand: () => number): void {
+  for (const layer of net.learning.model.layers)
+    if (layer.getClassName() === 'Dropout') (layer as unknown as { seed: number }).seed = Math.floor(rand() * 2 ** 31);
 }
 
 export interface EpochResult {
@@ -100,11 +125,11 @@ export function weightedCrossEntropy(y: tf.Tensor2D, p: tf.Tensor2D, classWeight
 }
 
 /** Train one stage: `epochs` passes over `train`, shuffled, augmented as the stage says. */
-export async function fitStage(built: TfjsModel, train: readonly Sample[], options: FitStageOptions): Promise<EpochResult[]> {
+export async function fitStage(net: Net, train: readonly Sample[], options: FitStageOptions): Promise<EpochResult[]> {
   const optimizer = tf.train.adam(options.learningRate);
-  const vars = built.model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const vars = net.learning.model.trainableWeights.map((w) => w.read() as tf.Variable);
   const weights = options.classWeights ? tf.tensor1d(options.classWeights) : undefined;
-  setDropout(built, options.stage.dropout);
+  setDropout(net, options.stage.dropout);
   const results: EpochResult[] = [];
   const batches = Math.ceil(train.length / options.batchSize);
   try {
@@ -120,12 +145,14 @@ export async function fitStage(built: TfjsModel, train: readonly Sample[], optio
           mixup: options.stage.mixup,
           rand: options.rand,
         });
-        reseedDropout(built, options.rand);
+        reseedDropout(net, options.rand);
+        const input = learningInput(net, x);
         const loss = optimizer.minimize(
-          () => weightedCrossEntropy(y, built.model.apply(x, { training: true }) as tf.Tensor2D, weights),
+          () => weightedCrossEntropy(y, net.learning.model.apply(input, { training: true }) as tf.Tensor2D, weights),
           true,
           vars,
         );
+        if (input !== x) input.dispose();
         if (!loss) throw new Error('the optimizer returned no loss');
         const value = (await loss.data())[0];
         tf.dispose([x, y, loss]);
@@ -151,13 +178,9 @@ export async function fitStage(built: TfjsModel, train: readonly Sample[], optio
  * converge in a few batches. Without this, a network trained from scratch on few steps keeps moving
  * averages far behind its weights and scores near chance at inference.
  */
-export function recalibrateBatchNorm(
-  built: TfjsModel,
-  train: readonly Sample[],
-  masterSize: number,
-  size: number,
-  batchSize: number,
-): void {
+export function recalibrateBatchNorm(net: Net, train: readonly Sample[], masterSize: number, size: number, batchSize: number): void {
+  if (net.frozenBatchNorm) throw new Error('a fine-tuned network keeps its BatchNorm statistics');
+  const built = net.learning;
   const bns = built.model.layers.filter((l) => l.getClassName() === 'BatchNormalization') as unknown as { momentum: number }[];
   const saved = bns.map((l) => l.momentum);
   const batches = Math.min(Math.ceil(train.length / batchSize), 20);
@@ -175,7 +198,7 @@ export function recalibrateBatchNorm(
 
 /** Class probabilities for held-out images, in batches, without augmentation. */
 export async function predictAll(
-  built: TfjsModel,
+  net: Net,
   samples: readonly Sample[],
   masterSize: number,
   size: number,
@@ -183,7 +206,9 @@ export async function predictAll(
 ): Promise<Float32Array[]> {
   const out: Float32Array[] = [];
   for (let i = 0; i < samples.length; i += batchSize) {
-    const p = tf.tidy(() => built.model.predict(evalBatch(samples.slice(i, i + batchSize), masterSize, size)) as tf.Tensor2D);
+    const p = tf.tidy(
+      () => net.learning.model.predict(learningInput(net, evalBatch(samples.slice(i, i + batchSize), masterSize, size))) as tf.Tensor2D,
+    );
     const rows = (await p.array()) as number[][];
     p.dispose();
     for (const r of rows) out.push(Float32Array.from(r));

@@ -6,7 +6,11 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { seededRandom } from '../../model/random-weights.ts';
+import { planModel } from '../../model/plan.ts';
+import { randomWeights, seededRandom } from '../../model/random-weights.ts';
+import { writeArtifact } from '../../model/weights.ts';
+import { shuffle } from '../../training/dataset.ts';
+import { buildNet, disposeNet, readWeights, recalibrateBatchNorm } from '../../training/trainer.ts';
 
 type Rgb = [number, number, number];
 type Painter = (x: number, y: number) => boolean;
@@ -119,4 +123,25 @@ export async function writePatternDataset(
     }
   }
   return [...patterns].sort();
+}
+
+/**
+ * A random-weight artifact whose BatchNorm statistics are measured on generated pictures (data-dependent
+ * initialisation): plain random weights make a deep network whose signal fades to nothing, so neither
+ * its features nor its gradients would mean anything. The stand-in for pretrained weights in training tests.
+ */
+export async function calibratedArtifact(dir: string, variant: string, seed = 3): Promise<void> {
+  const plan = planModel(variant);
+  const net = buildNet(plan, randomWeights(plan, seed));
+  const size = Math.ceil((plan.resolution * 1.125) / 8) * 8;
+  const rand = seededRandom(seed);
+  const samples = Object.keys(PATTERNS).flatMap((p, label) =>
+    Array.from({ length: 6 }, (_, i) => ({ path: `${p}/${i}`, label, pixels: new Uint8Array(drawPattern(p, size, rand)) })),
+  );
+  recalibrateBatchNorm(net, shuffle(samples, rand), size, plan.resolution, 14);
+  await writeArtifact(dir, plan, readWeights(net), {
+    kind: 'random',
+    note: 'test fixture: BatchNorm statistics measured on generated pictures',
+  });
+  disposeNet(net);
 }
