@@ -106,6 +106,22 @@ describe('progressive learning schedule', () => {
     assert.deepEqual(progressiveRanges('b0', { size: { from: 64, to: 224 } }).size, { from: 64, to: 224 });
   });
 
+  it('effitag train --dry-run prints the stages; a variant name is refused as a model name', async () => {
+    const run = (...args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, ['bin/effitag.js', ...args], (err, stdout, stderr) =>
+          resolve({ code: err ? Number(err.code) : 0, stdout, stderr }),
+        ),
+      );
+    const dry = await run('train', '--dry-run', '--data', '.', '--name', 'x', '--base', 'b0', '--stages', '3', '--mixup', '0:0.2');
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /1\s+96\s+5\s+0\s+0\.1\b/);
+    assert.match(dry.stdout, /3\s+224\s+15\s+0\.2\s+0\.3\b/);
+    const bad = await run('train', '--data', '.', '--name', 'b2', '--base', 'b0');
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /--name "b2": .*not a variant name/);
+  });
+
   it('unfreezes the last stage’s blocks by default (B0: block7a only; B3: block7a, block7b)', () => {
     assert.equal(defaultUnfreeze(planModel('b0', { classes: 3 })), 1);
     assert.equal(defaultUnfreeze(planModel('b3', { classes: 3 })), 2);
