@@ -177,6 +177,7 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
   const ended = (outcome: Outcome): MessageResult => ({ message, task, outcome });
   const tier = ctx.tiers.tiers[task.tier];
   if (!tier) return ended({ status: 'poison', reason: `unknown tier ${task.tier}` });
+  const modelId = modelFor(tier, task.variant);
   if (task.size > MAX_COPY_BYTES && (tier.writeBack === 'metadata' || tier.writeBack === 'both'))
     return ended({ status: 'skipped', reason: 'over-5GiB' });
   const { maxBytes, maxPixels } = tier.limits;
@@ -187,7 +188,7 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
     if (!ctx.index) return ended({ status: 'retry', reason: `tier ${task.tier} writes back to the index, and this worker has none` });
     try {
       const held = await ctx.index.get(task.bucket, task.key);
-      if (held && held.eTag === task.eTag && held.marker === ctx.models.marker(modelFor(tier, task.variant)))
+      if (held && held.eTag === task.eTag && held.marker === ctx.models.marker(modelId))
         return ended({ status: 'skipped', reason: 'already-tagged' });
     } catch (err) {
       return ended({ status: 'retry', reason: `reading the index: ${messageOf(err)}` });
@@ -204,7 +205,7 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
   if (isArchived(head)) return ended({ status: 'skipped', reason: 'archived' });
   let marker: string;
   try {
-    marker = ctx.models.marker(modelFor(tier, task.variant));
+    marker = ctx.models.marker(modelId);
   } catch (err) {
     return ended({ status: 'retry', reason: messageOf(err) });
   }
@@ -219,11 +220,11 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
     return ended({ status: 'skipped', reason: 'already-tagged' });
   }
   try {
-    const model = await ctx.models.load(modelFor(tier, task.variant));
+    const model = await ctx.models.load(modelId);
     if (model.manifest.variant !== task.variant)
       return ended({
         status: 'retry',
-        reason: `model ${modelFor(tier, task.variant)} was trained on ${model.manifest.variant}, not ${task.variant}`,
+        reason: `model ${modelId} was trained on ${model.manifest.variant}, not ${task.variant}`,
       });
     const image = await decodeImage(bytes, model.resolution, { maxBytes, maxPixels });
     return { message, task, tier, head, image };
