@@ -62,6 +62,24 @@ function windows(x: tf.Tensor4D, g: ConvGeometry) {
     tf.slice(phase(i % sh, j % sw), [0, Math.floor(i / sh), Math.floor(j / sw), 0], [b, outH, outW, c]) as tf.Tensor4D;
 }
 
+/** A filter gradient built tap by tap: `tap` turns one strided window of x into that tap's slice of dW. */
+function filterGrad(
+  x: tf.Tensor4D,
+  filterShape: number[],
+  strides: number | [number, number],
+  pad: Pad,
+  depthwise: boolean,
+  tap: (window: tf.Tensor4D) => tf.Tensor,
+): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [kh, kw] = filterShape;
+    const window = windows(x, geometry(x.shape, filterShape, strides, pad, depthwise));
+    const taps: tf.Tensor[] = [];
+    for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) taps.push(tap(window(i, j)));
+    return tf.stack(taps).reshape(filterShape) as tf.Tensor4D;
+  });
+}
+
 export function conv2dFilterGrad(
   x: tf.Tensor4D,
   dy: tf.Tensor4D,
@@ -69,13 +87,10 @@ export function conv2dFilterGrad(
   strides: number | [number, number],
   pad: Pad,
 ): tf.Tensor4D {
+  const [, , inC, outC] = filterShape;
   return tf.tidy(() => {
-    const [kh, kw, inC, outC] = filterShape;
-    const window = windows(x, geometry(x.shape, filterShape, strides, pad, false));
     const dy2 = dy.reshape([-1, outC]);
-    const taps: tf.Tensor2D[] = [];
-    for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) taps.push(tf.matMul(window(i, j).reshape([-1, inC]), dy2, true, false));
-    return tf.stack(taps).reshape([kh, kw, inC, outC]) as tf.Tensor4D;
+    return filterGrad(x, filterShape, strides, pad, false, (w) => tf.matMul(w.reshape([-1, inC]), dy2, true, false));
   });
 }
 
@@ -86,14 +101,9 @@ export function depthwiseFilterGrad(
   strides: number | [number, number],
   pad: Pad,
 ): tf.Tensor4D {
-  return tf.tidy(() => {
-    const [kh, kw, c, multiplier] = filterShape;
-    if (multiplier !== 1) throw new Error(`depthwise gradient: channel multiplier ${multiplier} is not supported (EfficientNet uses 1)`);
-    const window = windows(x, geometry(x.shape, filterShape, strides, pad, true));
-    const taps: tf.Tensor1D[] = [];
-    for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) taps.push(tf.sum(tf.mul(window(i, j), dy), [0, 1, 2]) as tf.Tensor1D);
-    return tf.stack(taps).reshape([kh, kw, c, 1]) as tf.Tensor4D;
-  });
+  const multiplier = filterShape[3];
+  if (multiplier !== 1) throw new Error(`depthwise gradient: channel multiplier ${multiplier} is not supported (EfficientNet uses 1)`);
+  return filterGrad(x, filterShape, strides, pad, true, (w) => tf.sum(tf.mul(w, dy), [0, 1, 2]));
 }
 
 /** Insert s − 1 zeros between the rows and columns of t (its values land at multiples of s). */
