@@ -16,7 +16,13 @@ import type { LocalStack } from '../local/stack.ts';
 import { planModel } from '../model/plan.ts';
 import { seededRandom } from '../model/random-weights.ts';
 import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
+import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { startS3Server } from '../local/s3-server.ts';
 import { loadArtifact } from '../model/weights.ts';
+import { s3Client } from '../pipeline/aws/clients.ts';
+import { s3ImageSource } from '../pipeline/aws/s3-images.ts';
+import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 import { decodeTags } from '../pipeline/marker.ts';
 import { trainBatch } from '../training/augment.ts';
 import { folderSource, loadDataset, splitStratified } from '../training/dataset.ts';
@@ -65,6 +71,41 @@ describe('training data sets', () => {
     );
     assert.equal(data.sha256.length, 64);
     assert.equal(data.train[0].pixels.length, 32 * 32 * 3);
+  });
+
+  it('reads a data set under an S3 prefix (one folder per label); an oversized object is skipped and listed', async () => {
+    const dir = await tempDir('effitag-s3data-');
+    const server = await startS3Server({ directory: join(dir, 's3') });
+    const s3 = s3Client({ s3Endpoint: server.endpoint, credentials: LOCAL_CREDENTIALS });
+    try {
+      await s3.send(new CreateBucketCommand({ Bucket: 'data' }));
+      const rand = seededRandom(5);
+      const png = (p: string, n = 32) =>
+        sharp(drawPattern(p, n, rand), { raw: { width: n, height: n, channels: 3 } })
+          .png()
+          .toBuffer();
+      for (const label of ['disc', 'stripes'])
+        for (let i = 0; i < 3; i++)
+          await s3.send(new PutObjectCommand({ Bucket: 'data', Key: `sets/a/${label}/${i}.png`, Body: await png(label) }));
+      // Not of a label: deeper keys and a folder marker; elsewhere: another prefix.
+      await s3.send(new PutObjectCommand({ Bucket: 'data', Key: 'sets/a/disc/deeper/x.png', Body: await png('disc') }));
+      await s3.send(new PutObjectCommand({ Bucket: 'data', Key: 'sets/a/stripes/', Body: '' }));
+      await s3.send(new PutObjectCommand({ Bucket: 'data', Key: 'sets/b/disc/0.png', Body: await png('disc') }));
+      const big = await png('disc', 256);
+      await s3.send(new PutObjectCommand({ Bucket: 'data', Key: 'sets/a/disc/big.png', Body: big }));
+      const source = s3ImageSource(new S3Store(s3, { quirks: 's3rver' }), 's3://data/sets/a', big.length - 1);
+      const data = await loadDataset(source, { size: 32, minPerLabel: 2, val: 0.34 });
+      assert.deepEqual(data.labels, ['disc', 'stripes']);
+      assert.equal(data.train.length + data.val.length, 6);
+      assert.deepEqual(
+        data.skipped.map((x) => x.path),
+        ['disc/big.png'],
+      );
+      assert.match(data.skipped[0].reason, /^too-large/, 'an object over the size limit (the big one here) is skipped, not fatal');
+    } finally {
+      s3.destroy();
+      await server.close();
+    }
   });
 
   it('a label with too few readable images is an error naming it', async () => {
