@@ -20,7 +20,10 @@ import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { startS3Server } from '../local/s3-server.ts';
 import { loadArtifact } from '../model/weights.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
+import { markersFromS3 } from '../pipeline/aws/markers.ts';
 import { s3ImageSource } from '../pipeline/aws/s3-images.ts';
+import { publishWeights, syncWeights } from '../pipeline/aws/s3-weights.ts';
+import { directoryCatalog } from '../pipeline/models.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 import { decodeTags } from '../pipeline/marker.ts';
@@ -377,6 +380,30 @@ describe('effitag train', () => {
     assert.equal(weave.base, 'b0');
     assert.match(weave.marker, /^weave@[0-9a-f]{12}$/);
     assert.ok(listed.custom.some((m: { name: string }) => m.name === 'tiny'));
+  });
+
+  it('publishes to S3 under weights/NAME/, and a deployed worker syncs and loads it by name', async () => {
+    const dir = await tempDir('effitag-publish-');
+    const server = await startS3Server({ directory: join(dir, 's3') });
+    const s3 = s3Client({ s3Endpoint: server.endpoint, credentials: LOCAL_CREDENTIALS });
+    try {
+      await s3.send(new CreateBucketCommand({ Bucket: 'models' }));
+      const { keys } = await publishWeights(s3, b0Out(), 's3://models/weights/');
+      assert.ok(keys.includes('weights/weave/manifest.json'), keys.join(', '));
+      const synced = await syncWeights(s3, 's3://models/weights/', ['weave'], join(dir, 'local'));
+      assert.deepEqual(
+        synced.map((m) => m.custom?.name),
+        ['weave'],
+      );
+      const local = directoryCatalog(b0Out());
+      assert.equal(directoryCatalog(join(dir, 'local')).marker('weave'), local.marker('weave'));
+      assert.equal((await markersFromS3(s3, 's3://models/weights/', ['weave'])).marker('weave'), local.marker('weave'));
+      // A model that was never published is an error, not an empty catalog.
+      await assert.rejects(syncWeights(s3, 's3://models/weights/', ['b0'], join(dir, 'other')));
+    } finally {
+      s3.destroy();
+      await server.close();
+    }
   });
 
   it('a tier with model: NAME writes the custom tags onto uploads and indexes them', async () => {

@@ -11,6 +11,7 @@
 import { checkGpu } from './check-gpu.ts';
 import { assertGpuDevice, tf, useTfjsBackend } from '../../model/tfjs-backend.ts';
 import { deployedWorker } from '../../pipeline/aws/worker-runtime.ts';
+import { modelId } from '../../pipeline/models.ts';
 import { workerConfig } from '../../pipeline/runtime-config.ts';
 import { stopOnSignals } from '../../pipeline/shutdown.ts';
 
@@ -23,8 +24,8 @@ async function main(): Promise<void> {
     if (backend.name === 'tensorflow-gpu') assertGpuDevice(tf.backend());
   }
   const { worker, models, manifests, log } = await deployedWorker({ component: 'gpu-worker', config, leased: true });
-  // Load every variant before taking work: the first batch should not wait for weights or PTX JIT.
-  for (const m of manifests) await models.load(m.variant);
+  // Load every model before taking work: the first batch should not wait for weights or PTX JIT.
+  for (const m of manifests) await models.load(modelId(m));
   stopOnSignals([worker], () => log.log('info', 'stopped'));
   await worker.run();
   await models.dispose();

@@ -7,7 +7,8 @@ import { createEngine } from '../../inference/engines.ts';
 import { WORKER_ORT_OPTIONS } from '../../inference/ort-engine.ts';
 import type { WeightsManifest } from '../../model/weights.ts';
 import { jsonLogger, type Logger } from '../log.ts';
-import { directoryCatalog, type ModelCatalog } from '../models.ts';
+import { modelMarker } from '../marker.ts';
+import { directoryCatalog, modelId, type ModelCatalog } from '../models.ts';
 import { workerConfig, type WorkerConfig } from '../runtime-config.ts';
 import { makeWorker, type Worker } from '../worker.ts';
 import { syncWeights } from './s3-weights.ts';
@@ -37,7 +38,7 @@ export async function deployedWorker(options: {
     config.served.model ? [config.served.model] : config.served.variants,
     config.weightsDir,
   );
-  log.log('info', 'weights ready', { variants: manifests.map((m) => `${m.variant}@${m.sha256.slice(0, 12)}`) });
+  log.log('info', 'weights ready', { models: manifests.map((m) => modelMarker(modelId(m), m.sha256)) });
   const engine = createEngine(config.engine, {
     tfjsBackend: config.tfjsBackend,
     ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) },
