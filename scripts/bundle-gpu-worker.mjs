@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Bundles the GPU worker (containers/gpu-worker/main.ts) with esbuild into <outDir>/worker.mjs, plus
-// the onnxruntime thread script beside it. Used by the Dockerfile and by the bundle test.
+// Bundles the GPU worker (containers/gpu-worker/main.ts) with esbuild into <outDir>/worker.mjs, and
+// `effitag train` (containers/gpu-worker/train.ts) into <outDir>/train.mjs, plus the onnxruntime
+// thread script beside them. Used by the Dockerfile, the deploy rehearsal and the image test.
 //   node scripts/bundle-gpu-worker.mjs <outDir>
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,13 +10,14 @@ import { build } from 'esbuild';
 const out = process.argv[2] ?? 'dist';
 mkdirSync(out, { recursive: true });
 await build({
-  entryPoints: ['containers/gpu-worker/main.ts'],
+  entryPoints: { worker: 'containers/gpu-worker/main.ts', train: 'containers/gpu-worker/train.ts' },
   bundle: true,
   platform: 'node',
   target: 'node22',
   format: 'esm',
   sourcemap: true,
-  outfile: join(out, 'worker.mjs'),
+  outdir: out,
+  outExtension: { '.js': '.mjs' },
   logLevel: 'warning',
   // Installed in the image (native, or too large to bundle usefully).
   external: [
@@ -41,4 +43,4 @@ await build({
   },
 });
 copyFileSync('inference/ort-session-thread.mjs', join(out, 'ort-session-thread.mjs'));
-console.log(`GPU worker bundle in ${out}`);
+console.log(`GPU worker and train bundles in ${out}`);

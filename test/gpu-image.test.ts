@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -15,6 +16,7 @@ import { build } from 'esbuild';
 import { GPU_WORKER_DOCKERFILE, gpuWorkerContextRules, REPO_ROOT } from '../cdk/constructs/bundling.ts';
 import { assertGpuDevice } from '../model/tfjs-backend.ts';
 import { dockerfileEnv, imageModules } from './rehearsal/container.ts';
+import { copyTree } from './rehearsal/lambda.ts';
 
 const dockerfile = readFileSync(join(REPO_ROOT, GPU_WORKER_DOCKERFILE), 'utf8');
 const stages = dockerfile.split(/\n(?=FROM )/).slice(1);
@@ -63,11 +65,12 @@ describe('GPU worker image (Dockerfile)', () => {
     }
     const copied = [...dockerfile.matchAll(/^COPY (?!--from)(.*) \S+$/gm)].flatMap((m) => m[1].split(' ')).filter((p) => p !== '.');
     const meta = await build({
-      entryPoints: [join(REPO_ROOT, 'containers/gpu-worker/main.ts')],
+      entryPoints: [join(REPO_ROOT, 'containers/gpu-worker/main.ts'), join(REPO_ROOT, 'containers/gpu-worker/train.ts')],
       bundle: true,
       platform: 'node',
       format: 'esm',
       write: false,
+      outdir: join(tmpdir(), 'effitag-image-metafile'), // several entries need one, though nothing is written
       metafile: true,
       packages: 'external',
       logLevel: 'silent',
@@ -106,6 +109,35 @@ describe('GPU worker start-up check', () => {
       /GPU required but not in use: the active tfjs backend is not TensorFlow/,
       'wasm or cpu is no GPU either',
     );
+  });
+
+  it('the image can train: `train.mjs` runs from the bundle with the image’s modules only; asked for the GPU without one, it says so', async () => {
+    const app = mkdtempSync(join(tmpdir(), 'effitag-image-'));
+    try {
+      await promisify(execFile)(process.execPath, [join(REPO_ROOT, 'scripts', 'bundle-gpu-worker.mjs'), app], { cwd: REPO_ROOT });
+      for (const m of imageModules()) {
+        const from = join(REPO_ROOT, 'node_modules', m.name);
+        if (existsSync(from)) copyTree(from, join(app, 'node_modules', m.name));
+      }
+      const run = (args: string[], env: Record<string, string> = {}) =>
+        promisify(execFile)(process.execPath, ['train.mjs', ...args], { cwd: app, env: { PATH: process.env.PATH ?? '', ...env } }).then(
+          (r) => ({ code: 0, ...r }),
+          (e: { code: number; stdout: string; stderr: string }) => e,
+        );
+      const dry = await run(['--dry-run', '--data', '.', '--name', 'products', '--base', 'b0', '--stages', '2']);
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.match(dry.stdout, /2\s+224\s+15\s+0\s+0\.3\b/);
+      // As the image runs it: the GPU backend forced. Here tfjs-node-gpu is not installed, so training refuses to start.
+      const data = join(app, 'data');
+      for (const label of ['a', 'b']) mkdirSync(join(data, label), { recursive: true });
+      const gpu = await run(['--data', data, '--name', 'products', '--base', 'b0', '--out', join(app, 'out')], {
+        EFFITAG_TFJS_BACKEND: 'tensorflow-gpu',
+      });
+      assert.notEqual(gpu.code, 0);
+      assert.match(gpu.stderr, /tfjs backend "tensorflow-gpu" was requested but cannot load/);
+    } finally {
+      rmSync(app, { recursive: true, force: true });
+    }
   });
 
   it('`worker.mjs --check-gpu` times a batch and exits 1 unless TensorFlow ran on a GPU; without tfjs-node-gpu it says so', async () => {

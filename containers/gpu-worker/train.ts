@@ -1,0 +1,16 @@
+/**
+ * `effitag train` inside the GPU image (`node train.mjs …`, the same flags as the CLI's): training
+ * runs on tfjs-node-gpu there (the image sets EFFITAG_TFJS_BACKEND=tensorflow-gpu, so a GPU that does
+ * not load is an error, not a silent CPU run). For example, as a one-off ECS task:
+ *   node train.mjs --data s3://bucket/labelled/ --aws --name products --base b0 --weights /var/effitag/weights/b0
+ */
+import { Command } from 'commander';
+import { registerTrainCommand } from '../../cli/commands/train.ts';
+
+const program = new Command('train.mjs');
+registerTrainCommand(program);
+// `node train.mjs --data …` reads as `effitag train --data …`.
+program.parseAsync([process.argv[0], process.argv[1], 'train', ...process.argv.slice(2)]).catch((err: unknown) => {
+  process.stderr.write(`train: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
