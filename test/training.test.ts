@@ -16,7 +16,7 @@ import type { LocalStack } from '../local/stack.ts';
 import { planModel } from '../model/plan.ts';
 import { seededRandom } from '../model/random-weights.ts';
 import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
-import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startS3Server } from '../local/s3-server.ts';
 import { loadArtifact } from '../model/weights.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
@@ -38,6 +38,20 @@ import { calibratedArtifact, drawPattern, writePatternDataset } from './support/
 import sharp from 'sharp';
 
 const quiet = () => {};
+
+/** An embedded S3 server with one bucket, for the length of `fn`. */
+async function withLocalS3(bucket: string, fn: (s3: S3Client, dir: string) => Promise<void>): Promise<void> {
+  const dir = await tempDir('effitag-s3-');
+  const server = await startS3Server({ directory: join(dir, 's3') });
+  const s3 = s3Client({ s3Endpoint: server.endpoint, credentials: LOCAL_CREDENTIALS });
+  try {
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    await fn(s3, dir);
+  } finally {
+    s3.destroy();
+    await server.close();
+  }
+}
 
 describe('training data sets', () => {
   it('splits each label by the fraction, seeded: the same seed the same split, another seed another', () => {
@@ -77,11 +91,7 @@ describe('training data sets', () => {
   });
 
   it('reads a data set under an S3 prefix (one folder per label); an oversized object is skipped and listed', async () => {
-    const dir = await tempDir('effitag-s3data-');
-    const server = await startS3Server({ directory: join(dir, 's3') });
-    const s3 = s3Client({ s3Endpoint: server.endpoint, credentials: LOCAL_CREDENTIALS });
-    try {
-      await s3.send(new CreateBucketCommand({ Bucket: 'data' }));
+    await withLocalS3('data', async (s3) => {
       const rand = seededRandom(5);
       const png = (p: string, n = 32) =>
         sharp(drawPattern(p, n, rand), { raw: { width: n, height: n, channels: 3 } })
@@ -105,10 +115,7 @@ describe('training data sets', () => {
         ['disc/big.png'],
       );
       assert.match(data.skipped[0].reason, /^too-large/, 'an object over the size limit (the big one here) is skipped, not fatal');
-    } finally {
-      s3.destroy();
-      await server.close();
-    }
+    });
   });
 
   it('a label with too few readable images is an error naming it', async () => {
@@ -383,11 +390,7 @@ describe('effitag train', () => {
   });
 
   it('publishes to S3 under weights/NAME/, and a deployed worker syncs and loads it by name', async () => {
-    const dir = await tempDir('effitag-publish-');
-    const server = await startS3Server({ directory: join(dir, 's3') });
-    const s3 = s3Client({ s3Endpoint: server.endpoint, credentials: LOCAL_CREDENTIALS });
-    try {
-      await s3.send(new CreateBucketCommand({ Bucket: 'models' }));
+    await withLocalS3('models', async (s3, dir) => {
       const { keys } = await publishWeights(s3, b0Out(), 's3://models/weights/');
       assert.ok(keys.includes('weights/weave/manifest.json'), keys.join(', '));
       const synced = await syncWeights(s3, 's3://models/weights/', ['weave'], join(dir, 'local'));
@@ -400,10 +403,7 @@ describe('effitag train', () => {
       assert.equal((await markersFromS3(s3, 's3://models/weights/', ['weave'])).marker('weave'), local.marker('weave'));
       // A model that was never published is an error, not an empty catalog.
       await assert.rejects(syncWeights(s3, 's3://models/weights/', ['b0'], join(dir, 'other')));
-    } finally {
-      s3.destroy();
-      await server.close();
-    }
+    });
   });
 
   it('a tier with model: NAME writes the custom tags onto uploads and indexes them', async () => {
