@@ -85,10 +85,14 @@ export function folderSource(dir: string): ImageSource {
 export function splitStratified<T extends { label: number }>(items: readonly T[], val: number, seed: number): { train: T[]; val: T[] } {
   const rand = seededRandom(seed);
   const byLabel = new Map<number, T[]>();
-  for (const it of items) byLabel.set(it.label, [...(byLabel.get(it.label) ?? []), it]);
+  for (const it of items) {
+    const group = byLabel.get(it.label);
+    if (group) group.push(it);
+    else byLabel.set(it.label, [it]);
+  }
   const out = { train: [] as T[], val: [] as T[] };
   for (const label of [...byLabel.keys()].sort((a, b) => a - b)) {
-    const group = shuffle([...byLabel.get(label)!], rand);
+    const group = shuffle(byLabel.get(label)!, rand);
     const n = val > 0 ? Math.max(1, Math.round(group.length * val)) : 0;
     out.val.push(...group.slice(0, n));
     out.train.push(...group.slice(n));

@@ -12,11 +12,11 @@
  * `resume` continues after the last one. The result is scored by the exported ONNX graph on the
  * held-out images, decoded as the pipeline decodes them: the metrics are what tagging will do.
  */
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ortEngine } from '../inference/ort-engine.ts';
 import { decodeImage } from '../inference/image.ts';
-import { ensureOnnx } from '../model/onnx/cache.ts';
+import { ensureOnnx, onnxFileName } from '../model/onnx/cache.ts';
 import { planModel, type ModelPlan } from '../model/plan.ts';
 import { randomWeights, seededRandom } from '../model/random-weights.ts';
 import { isVariantName } from '../model/spec.ts';
@@ -303,6 +303,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const scored = await scoreExport(options, fullPlan, weights, custom, data);
   custom.metrics = { valAccuracy: scored.evaluation.accuracy, perClass: scored.evaluation.perClass };
   const manifest = await writeArtifact(options.out, fullPlan, weights, { kind: 'trained', note: `effitag train ${options.name}` }, custom);
+  // The same weights, so the same ONNX graph: move the scored export in beside the model instead of exporting again.
+  await mkdir(join(options.out, 'onnx'), { recursive: true });
+  await rename(scored.onnx, join(options.out, 'onnx', onnxFileName(manifest)));
+  await rm(scored.dir, { recursive: true, force: true });
   const onnx = (await ensureOnnx(options.out)).path;
   const report: TrainingReport = {
     name: options.name,
@@ -331,7 +335,7 @@ function accuracy(probabilities: Float32Array[], data: Dataset): number {
   return probabilities.filter((p, i) => argmax(p) === data.val[i].label).length / Math.max(1, data.val.length);
 }
 
-/** Write the artifact to a scratch folder, export and run it on onnxruntime over the held-out images. */
+/** Write the artifact to a scratch folder, export it and run it on onnxruntime over the held-out images. */
 async function scoreExport(
   options: TrainOptions,
   plan: ModelPlan,
@@ -341,6 +345,7 @@ async function scoreExport(
 ) {
   const dir = join(options.out, 'checkpoints', 'final');
   await writeArtifact(dir, plan, weights, { kind: 'trained' }, custom);
+  const exported = await ensureOnnx(dir);
   const model = await ortEngine({ log: () => {} }).load(dir);
   try {
     const predicted: number[] = [];
@@ -354,7 +359,7 @@ async function scoreExport(
       data.val.map((s) => s.label),
       predicted,
     );
-    return { evaluation };
+    return { evaluation, dir, onnx: exported.path };
   } finally {
     await model.dispose();
   }

@@ -80,8 +80,9 @@ function learningInput(net: Net, x: tf.Tensor4D): tf.Tensor {
 
 /** Set the classifier's dropout (not stochastic depth) to a stage's rate. */
 function setDropout(net: Net, rate: number): void {
+  const layers = layersOf(net.learning.model);
   for (const node of net.plan.nodes) {
-    const layer = layersOf(net.learning.model).get(node.name);
+    const layer = layers.get(node.name);
     if (node.op === 'dropout' && !node.perSample && layer) (layer as unknown as { rate: number }).rate = rate;
   }
 }
