@@ -55,7 +55,7 @@ export function registerWeightsCommands(program: Command): void {
 
   weights
     .command('publish')
-    .description('upload a weights artifact to S3 for the deployed stack (s3://bucket/prefix/<variant>/)')
+    .description('upload a weights artifact to S3 for the deployed stack (s3://bucket/prefix/<variant>/, or <NAME>/ for a custom model)')
     .requiredOption('--weights <dir>', 'weights artifact directory')
     .option('--variant <variant>', 'expected variant of the weights (checked)')
     .argument('<s3url>', "the stack's weights location, s3://bucket/prefix")
