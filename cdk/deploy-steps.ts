@@ -1,0 +1,113 @@
+/**
+ * The deploy steps, once: the README's "Deploying (AWS)" command block is rendered from this list
+ * (test/deploy-steps.test.ts holds them equal; `node --import tsx scripts/deploy-steps.ts --write`
+ * rewrites the block), and the deploy rehearsal (test/rehearsal/run.ts) runs the same steps in the
+ * same order, each with the stand-in it uses where AWS or the internet is needed. A step added,
+ * moved or reworded here moves in both.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseTiers } from '../tiers/schema.ts';
+
+// Not bundling.ts's REPO_ROOT: that module loads aws-cdk-lib, which the README check does not need.
+const REPO_ROOT = join(import.meta.dirname, '..');
+
+export type DeployStepId = 'deploy' | 'fetch' | 'publish' | 'upload';
+
+export interface DeployStep {
+  id: DeployStepId;
+  /** The comment above the command in the README (one line each). */
+  explain: string[];
+  /** The command, one line per element (rendered with ` \` continuations). */
+  command: string[];
+  /** What the rehearsal runs instead, and why (AWS and the internet are out of its reach). */
+  standIn: string;
+}
+
+/** The tiers file the README deploys. */
+export const README_TIERS = 'tiers/defaults.json';
+
+/** Every model a tiers file needs published (variants, and custom models by name), in the file's order. */
+export function modelsOf(tiersFile: string): string[] {
+  const path = join(REPO_ROOT, tiersFile);
+  return [...parseTiers(JSON.parse(readFileSync(path, 'utf8')), path).models];
+}
+
+/** The steps for a tiers file (the README shows them for tiers/defaults.json). */
+export function deploySteps(tiersFile = README_TIERS): DeployStep[] {
+  // Official weights exist for the variants only; a custom model's artifact comes from `effitag train`.
+  const fetchable = modelsOf(tiersFile).filter((m) => /^(b[0-7]|v2-(b[0-3]|s|m|l))$/.test(m));
+  return [
+    {
+      id: 'deploy',
+      explain: [
+        '1. Deploy (creates the bucket and a weights bucket, unless given). It comes up with no weights:',
+        '   GPU tasks start and wait for them; uploads wait, untagged, with a WARN log naming the model to publish.',
+      ],
+      command: [
+        `npx cdk deploy -c effitag:tiersFile=${tiersFile}`,
+        '[-c effitag:bucketName=my-photos] [-c effitag:prefixes=photos/,scans/]',
+        '[-c effitag:bucketKmsKeyArn=arn:…] [-c effitag:vpcId=vpc-…] [-c effitag:alarmEmail=ops@example.com]',
+        '[-c effitag:index=false]   # no tag index: no search, $4.96 per 1M images less',
+      ],
+      standIn:
+        'cdk synth (the CLI, environment-agnostic), then the template run as AWS runs it: every bucket, queue and table on the embedded S3/SQS/DynamoDB stand-ins, each Node Lambda from its asset and layers, each GPU task definition as a container process on the CPU engine (no GPU here)',
+    },
+    {
+      id: 'fetch',
+      explain: [`2. Get the official weights of every model ${tiersFile} uses (downloaded once, MD5-checked, converted).`],
+      command: [`for v in ${fetchable.join(' ')}; do npx effitag weights fetch "$v"; done`],
+      standIn:
+        'no internet here: random weights in the same artifact layout (manifest + weights.bin, per model folder of the catalog), generated once and kept in the rehearsal cache folder',
+    },
+    {
+      id: 'publish',
+      explain: [
+        '3. Publish them (stack output WeightsLocation): workers pick them up without a redeploy; then a backfill',
+        '   (stack outputs BucketName, BackfillStateMachine) tags what was uploaded while they were missing.',
+      ],
+      command: [
+        `npx effitag weights publish --tiers ${tiersFile} s3://<weights-bucket>/weights/`,
+        '--backfill s3://<bucket> --backfill-state-machine <BackfillStateMachine>',
+      ],
+      standIn:
+        'the same command (effitag weights publish --tiers) against the embedded S3 (EFFITAG_S3_ENDPOINT); the backfill runs the synthesized state machine on the stand-ins instead of Step Functions',
+    },
+    {
+      id: 'upload',
+      explain: ['4. Upload an image and read its tags.'],
+      command: [
+        'aws s3 cp photo.jpg s3://<bucket>/uploads/photo.jpg &&',
+        'aws s3api head-object --bucket <bucket> --key uploads/photo.jpg --query Metadata',
+      ],
+      standIn: "an S3 client against the embedded S3; the bucket's notification configuration delivers the event as S3 would",
+    },
+  ];
+}
+
+/** The README's command block (without the fences). */
+export function renderDeploySteps(steps: DeployStep[] = deploySteps()): string {
+  return steps
+    .map((s) => [...s.explain.map((l) => `# ${l}`), s.command.map((l, i) => (i ? `  ${l}` : l)).join(' \\\n')].join('\n'))
+    .join('\n\n');
+}
+
+/** Where the block sits in the README: the first ```sh fence after the "**Deploy:**" line. */
+export function deployBlockRange(readme: string): { start: number; end: number } {
+  const anchor = readme.indexOf('\n**Deploy:**\n');
+  if (anchor < 0) throw new Error('README.md has no "**Deploy:**" paragraph');
+  const open = readme.indexOf('```sh\n', anchor);
+  const end = readme.indexOf('\n```', open + 6);
+  if (open < 0 || end < 0) throw new Error('README.md has no ```sh block after "**Deploy:**"');
+  return { start: open + 6, end };
+}
+
+export function readmeDeployBlock(readme: string): string {
+  const { start, end } = deployBlockRange(readme);
+  return readme.slice(start, end);
+}
+
+export function withDeployBlock(readme: string, block = renderDeploySteps()): string {
+  const { start, end } = deployBlockRange(readme);
+  return readme.slice(0, start) + block + readme.slice(end);
+}
