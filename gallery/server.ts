@@ -8,7 +8,10 @@
  *   GET /api/search           ?tag=…&tag=…&prefix=…&minP=…&cursor=…&limit=…  → hits with thumb and original URLs
  *   GET /api/suggest?q=…      tag suggestions from the WordNet hierarchy
  *   GET /api/status           queue depths, dead-lettered work with its reasons, failures recorded on objects
- *   GET /thumb?key=…&etag=…   a WebP thumbnail
+ *   GET /thumb?key=…&etag=…   a WebP thumbnail (cached by the object's real ETag; `etag` only lets the browser keep it)
+ *
+ * Only the gallery's own page may call it: requests naming another Host or coming from another
+ * origin are refused (DNS rebinding would otherwise hand any web page the keys and signed links).
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -19,14 +22,27 @@ import { normalizeTag, suggestTags } from '../model/tag-hierarchy.ts';
 import type { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { listDeadLetters } from '../pipeline/dead-letters.ts';
 import { messageOf } from '../pipeline/log.ts';
-import type { ObjectStore } from '../pipeline/ports.ts';
+import { type ObjectHead, type ObjectStore, StoreError } from '../pipeline/ports.ts';
 import { FAILED_TAG, headlineTags, type TagIndex } from '../pipeline/tag-index.ts';
+import { refusal } from './request-guard.ts';
 
 const PAGE = readFileSync(new URL('./page.html', import.meta.url), 'utf8');
 export const THUMB_PX = 256;
 /** Originals larger than this get a placeholder, not a thumbnail (the server downloads what it shrinks). */
 const THUMB_MAX_BYTES = 40 * 1024 * 1024;
+/**
+ * Nor does one whose pixels would take more than this to decode (64 Mpx, 256 MB as RGBA: a 61 Mpx
+ * camera's photos pass; a 9999x9999 PNG, 400 MB decoded, does not). sharp reads the size from the
+ * header and refuses before decoding.
+ */
+export const THUMB_MAX_PIXELS = 64 * 1024 * 1024;
+/** Thumbnails made at once: each holds a libuv worker thread the index and the bucket calls also need. */
+const THUMB_CONCURRENCY = 2;
+/** One decode may take this long; past it the placeholder (and the refusal is remembered for that ETag). */
+const THUMB_TIMEOUT_S = 10;
 const PAGE_SIZE = 60;
+/** Index entries one search request reads at most; past it the page comes back short, with a cursor. */
+const SEARCH_MAX_SCANNED = 1000;
 
 export interface GalleryDeps {
   bucket: string;
@@ -38,6 +54,19 @@ export interface GalleryDeps {
   queues: () => Promise<{ name: string; queue: SqsQueue }[]>;
   /** Thumbnails kept in memory (default 2,000, about 20 MB). */
   cacheEntries?: number;
+  /** Index entries a search request reads at most (default 1,000). */
+  searchMaxScanned?: number;
+  /** Decode limits (tests lower them). */
+  thumbMaxPixels?: number;
+  thumbTimeoutSeconds?: number;
+}
+
+/** What the gallery did, for tests and figures. */
+export interface GalleryStats {
+  /** Originals downloaded and decoded into thumbnails (or refused by sharp). */
+  decodes: number;
+  /** Requests refused by the Host/Origin check. */
+  refused: number;
 }
 
 const PLACEHOLDER = Buffer.from(
@@ -51,32 +80,102 @@ function send(res: ServerResponse, status: number, type: string, body: string | 
 const json = (res: ServerResponse, status: number, value: unknown) =>
   send(res, status, 'application/json; charset=utf-8', JSON.stringify(value));
 
-export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: ServerResponse) => void {
-  const thumbs = new Map<string, Buffer>();
-  const maxEntries = deps.cacheEntries ?? 2000;
+/** A bad request: the message goes back to the page as a 400. */
+class BadRequest extends Error {}
 
-  async function thumbnail(key: string, etag: string): Promise<Buffer | undefined> {
-    const id = `${key}\n${etag}`;
-    const cached = thumbs.get(id);
-    if (cached) {
+/**
+ * A key the gallery may fetch from its bucket. The SDK sends `.` and `..` segments as they are and
+ * HTTP servers resolve them, so `../other-bucket/k` would address another bucket: such keys get no
+ * thumbnail (the gallery cannot name them safely), whatever the index holds.
+ */
+export function thumbnailKeyProblem(key: string): string | undefined {
+  if (!key) return 'key required';
+  if (Buffer.byteLength(key) > 1024) return 'key longer than 1,024 bytes';
+  if (key.split('/').some((s) => s === '.' || s === '..')) return 'key has a "." or ".." segment';
+  return undefined;
+}
+
+/** At most `n` tasks at once; the others wait their turn in order. */
+function semaphore(n: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  return async (task) => {
+    if (running >= n) await new Promise<void>((r) => waiting.push(r));
+    else running++;
+    try {
+      return await task();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else running--;
+    }
+  };
+}
+
+export function galleryHandler(
+  deps: GalleryDeps,
+  options: { port?: () => number; stats?: GalleryStats } = {},
+): (req: IncomingMessage, res: ServerResponse) => void {
+  // By key and the object's real ETag; undefined: no thumbnail can be made of that version (placeholder).
+  const thumbs = new Map<string, Buffer | undefined>();
+  const making = new Map<string, Promise<Buffer | undefined>>();
+  const maxEntries = deps.cacheEntries ?? 2000;
+  const oneAtATime = semaphore(THUMB_CONCURRENCY);
+  const stats = options.stats ?? { decodes: 0, refused: 0 };
+
+  function remember(id: string, webp: Buffer | undefined): void {
+    thumbs.set(id, webp);
+    if (thumbs.size > maxEntries) thumbs.delete(thumbs.keys().next().value!);
+  }
+
+  /** The thumbnail of the object as it is now: its real ETag (HEAD) keys the cache, never the caller's. */
+  async function thumbnail(key: string): Promise<{ eTag?: string; webp?: Buffer }> {
+    let head: ObjectHead;
+    try {
+      head = await deps.store.head({ bucket: deps.bucket, key });
+    } catch (err) {
+      if (err instanceof StoreError && err.kind !== 'transient') return {};
+      throw err;
+    }
+    if (head.contentLength > THUMB_MAX_BYTES) return { eTag: head.eTag };
+    const id = `${key}\n${head.eTag}`;
+    if (thumbs.has(id)) {
+      const cached = thumbs.get(id);
       // Most recently used last: the Map's order is the eviction order.
       thumbs.delete(id);
       thumbs.set(id, cached);
-      return cached;
+      return { eTag: head.eTag, webp: cached };
     }
-    try {
-      const { bytes } = await deps.store.get({ bucket: deps.bucket, key }, { maxBytes: THUMB_MAX_BYTES });
-      const webp = await sharp(bytes, { limitInputPixels: 100_000_000 })
-        .rotate()
-        .resize(THUMB_PX, THUMB_PX, { fit: 'cover' })
-        .webp({ quality: 70 })
-        .toBuffer();
-      thumbs.set(id, webp);
-      if (thumbs.size > maxEntries) thumbs.delete(thumbs.keys().next().value!);
-      return webp;
-    } catch {
-      return undefined; // gone, too large, or a format sharp cannot read (HEIC): the placeholder
+    // Many requests for one version (a page's tiles, a reload) share one decode.
+    let pending = making.get(id);
+    if (!pending) {
+      pending = oneAtATime(() => decode(key, head.eTag)).then(
+        (webp) => {
+          remember(id, webp);
+          return webp;
+        },
+        (err) => {
+          // Changed since the HEAD, gone, or unreachable: nothing to remember about this version.
+          if (err instanceof StoreError) return undefined;
+          remember(id, undefined); // sharp refused it (format, pixel limit, timeout): so it stays
+          return undefined;
+        },
+      );
+      pending.finally(() => making.delete(id)).catch(() => {});
+      making.set(id, pending);
     }
+    return { eTag: head.eTag, webp: await pending };
+  }
+
+  async function decode(key: string, eTag: string): Promise<Buffer> {
+    stats.decodes++;
+    const { bytes } = await deps.store.get({ bucket: deps.bucket, key }, { ifMatch: eTag, maxBytes: THUMB_MAX_BYTES });
+    return sharp(bytes, { limitInputPixels: deps.thumbMaxPixels ?? THUMB_MAX_PIXELS })
+      .timeout({ seconds: deps.thumbTimeoutSeconds ?? THUMB_TIMEOUT_S })
+      .rotate()
+      .resize(THUMB_PX, THUMB_PX, { fit: 'cover' })
+      .webp({ quality: 70 })
+      .toBuffer();
   }
 
   async function search(url: URL) {
@@ -85,15 +184,24 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
       .flatMap((t) => t.split(','))
       .map(normalizeTag)
       .filter(Boolean);
-    const minP = url.searchParams.get('minP');
-    const limit = Number(url.searchParams.get('limit') ?? PAGE_SIZE);
+    const minP = url.searchParams.get('minP') || undefined;
+    const minProbability = minP === undefined ? undefined : Number(minP);
+    if (minProbability !== undefined && !(minProbability >= 0 && minProbability <= 1))
+      throw new BadRequest(`minP must be a number from 0 to 1, got "${minP}"`);
+    const limitParam = url.searchParams.get('limit') || undefined;
+    const limit = limitParam === undefined ? PAGE_SIZE : Number(limitParam);
+    if (!(Number.isInteger(limit) && limit >= 1 && limit <= 200))
+      throw new BadRequest(`limit must be an integer from 1 to 200, got "${limitParam}"`);
     const page = await deps.index.search({
       bucket: deps.bucket,
       tags,
       prefix: url.searchParams.get('prefix') || undefined,
-      minProbability: minP ? Number(minP) : undefined,
-      limit: Number.isInteger(limit) && limit >= 1 && limit <= 200 ? limit : PAGE_SIZE,
+      minProbability,
+      limit,
       cursor: url.searchParams.get('cursor') || undefined,
+      // A filter that matches little (a prefix, a high minP) would otherwise read the whole tag:
+      // the page gets what was found so far and a cursor, and asks again.
+      maxScanned: deps.searchMaxScanned ?? SEARCH_MAX_SCANNED,
     });
     const hits = await Promise.all(
       page.hits.map(async (h) => ({
@@ -106,7 +214,7 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
         original: await getSignedUrl(deps.s3, new GetObjectCommand({ Bucket: deps.bucket, Key: h.key }), { expiresIn: 900 }),
       })),
     );
-    return { bucket: deps.bucket, tags, hits, ...(page.cursor ? { cursor: page.cursor } : {}) };
+    return { bucket: deps.bucket, tags, hits, scanned: page.scanned, ...(page.cursor ? { cursor: page.cursor } : {}) };
   }
 
   async function status() {
@@ -124,6 +232,13 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://gallery');
     const route = async () => {
+      // The page itself holds no data, so a link from elsewhere may open it; nothing else answers
+      // a request that another origin made or that names another host (see request-guard.ts).
+      const refused = options.port && refusal(req, options.port(), ['/']);
+      if (refused) {
+        stats.refused++;
+        return send(res, 403, 'text/plain; charset=utf-8', refused);
+      }
       if (req.method !== 'GET') return send(res, 405, 'text/plain', 'GET only');
       switch (url.pathname) {
         case '/':
@@ -135,13 +250,14 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
         case '/api/status':
           return json(res, 200, await status());
         case '/thumb': {
-          const key = url.searchParams.get('key');
-          if (!key) return send(res, 400, 'text/plain', 'key required');
-          const webp = await thumbnail(key, url.searchParams.get('etag') ?? '');
-          // Addressed by ETag: a thumbnail never changes, so the browser may keep it.
-          return webp
-            ? send(res, 200, 'image/webp', webp, 'private, max-age=86400, immutable')
-            : send(res, 200, 'image/svg+xml', PLACEHOLDER, 'no-store');
+          const key = url.searchParams.get('key') ?? '';
+          const problem = thumbnailKeyProblem(key);
+          if (problem) return send(res, 400, 'text/plain; charset=utf-8', problem);
+          const { eTag, webp } = await thumbnail(key);
+          if (!webp) return send(res, 200, 'image/svg+xml', PLACEHOLDER, 'no-store');
+          // The URL names the ETag, so a browser may keep what it got, if that is the version it names.
+          const current = eTag === url.searchParams.get('etag');
+          return send(res, 200, 'image/webp', webp, current ? 'private, max-age=86400, immutable' : 'no-cache');
         }
         default:
           return send(res, 404, 'text/plain', 'not found');
@@ -149,7 +265,7 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
     };
     route().catch((err) => {
       const msg = messageOf(err);
-      json(res, /invalid cursor|limit must be/.test(msg) ? 400 : 502, { error: msg });
+      json(res, err instanceof BadRequest || /invalid cursor|limit must be/.test(msg) ? 400 : 502, { error: msg });
     });
   };
 }
@@ -157,17 +273,20 @@ export function galleryHandler(deps: GalleryDeps): (req: IncomingMessage, res: S
 export async function startGallery(
   deps: GalleryDeps,
   options: { host?: string; port?: number } = {},
-): Promise<{ url: string; server: Server; close(): Promise<void> }> {
-  const server = createServer(galleryHandler(deps));
+): Promise<{ url: string; server: Server; stats: GalleryStats; close(): Promise<void> }> {
+  const stats: GalleryStats = { decodes: 0, refused: 0 };
+  let port = 0;
+  const server = createServer(galleryHandler(deps, { port: () => port, stats }));
   const host = options.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, host, () => resolve());
   });
-  const { port } = server.address() as { port: number };
+  port = (server.address() as { port: number }).port;
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/`,
     server,
+    stats,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

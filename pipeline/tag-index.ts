@@ -68,6 +68,11 @@ export interface SearchQuery {
   limit: number;
   /** From a previous page's `cursor`. */
   cursor?: string;
+  /**
+   * Entries to read at most (beyond one read per shard): a filter that matches little then returns a
+   * short (even empty) page with a cursor instead of reading the whole tag. Unset: read until `limit`.
+   */
+  maxScanned?: number;
 }
 
 export interface SearchHit {
@@ -170,24 +175,39 @@ export function matches(hit: Pick<SearchHit, 'key' | 'tags'>, query: SearchQuery
   return true;
 }
 
+/** A shard stream that may read no further (the search's read budget is spent): `sk` is the last entry it read. */
+export interface Stalled {
+  stalled: true;
+  sk: string;
+}
+const isStalled = (h: object): h is Stalled => 'stalled' in h;
+
 /**
  * Merge per-shard streams (each ascending by sk) into one page of `limit` hits in sk order.
- * `next(shard)` returns the shard's next matching item or undefined when it is exhausted.
+ * `next(shard)` returns the shard's next matching item, undefined when it is exhausted, or Stalled
+ * when the read budget is spent. A stalled shard may still hold matches after its last read entry,
+ * so the page ends there: `resumeAfter` is the smallest such sk, everything up to it having been read
+ * in every shard (the next page starts after it; it is never before an item returned).
  */
 export async function mergeShards<T extends { sk: string }>(
   shards: number,
-  next: (shard: number) => Promise<T | undefined>,
+  next: (shard: number) => Promise<T | Stalled | undefined>,
   limit: number,
-): Promise<{ items: T[]; more: boolean }> {
-  const heads: (T | undefined)[] = await Promise.all(Array.from({ length: shards }, (_, s) => next(s)));
+): Promise<{ items: T[]; more: boolean; resumeAfter?: string }> {
+  const heads: (T | Stalled | undefined)[] = await Promise.all(Array.from({ length: shards }, (_, s) => next(s)));
   const items: T[] = [];
   while (items.length < limit) {
     let best = -1;
+    let bound: string | undefined;
     heads.forEach((h, s) => {
-      if (h && (best < 0 || h.sk < heads[best]!.sk)) best = s;
+      if (!h) return;
+      if (isStalled(h)) {
+        if (bound === undefined || h.sk < bound) bound = h.sk;
+      } else if (best < 0 || h.sk < heads[best]!.sk) best = s;
     });
+    if (bound !== undefined && (best < 0 || heads[best]!.sk > bound)) return { items, more: true, resumeAfter: bound };
     if (best < 0) return { items, more: false };
-    items.push(heads[best]!);
+    items.push(heads[best] as T);
     heads[best] = await next(best);
   }
   return { items, more: heads.some(Boolean) };

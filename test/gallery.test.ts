@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type Page, type Request } from 'playwright-core';
 import { startGallery } from '../gallery/server.ts';
 import { startDynamoServer } from '../local/dynamo-server.ts';
 import { startS3Server } from '../local/s3-server.ts';
@@ -227,6 +227,17 @@ describe('gallery in headless Chromium', { skip }, () => {
       await held;
       await route.continue().catch(() => {}); // the page aborted it: nothing to continue
     });
+    // Each fish request ends, answered (its body read) or aborted by the page: then whatever it
+    // brought has reached the page's script.
+    const fishEnded: Promise<void>[] = [];
+    const ended = new Map<Request, () => void>();
+    const watch = (r: Request) => {
+      if (/\/api\/search\?tag=fish/.test(r.url())) fishEnded.push(new Promise((resolve) => ended.set(r, resolve)));
+    };
+    const end = (r: Request) => ended.get(r)?.();
+    page.on('request', watch);
+    page.on('requestfinished', end);
+    page.on('requestfailed', end);
     try {
       await page.fill('#tags', 'fish');
       await page.press('#tags', 'Enter');
@@ -234,12 +245,18 @@ describe('gallery in headless Chromium', { skip }, () => {
       await search('cat');
       assert.deepEqual(await shown(page), ['pets/tom.jpg']);
       release();
-      await page.waitForTimeout(300); // the held fish page may now arrive; it must be dropped
+      // The held fish page may now arrive; it must be dropped. Wait until every fish request has
+      // ended, then for the page's script to run the tasks that ending queued.
       assert.ok(fishPages >= 1, 'the fish search reached the server while held');
+      await Promise.all(fishEnded);
+      await page.evaluate(() => new Promise((r) => setTimeout(r, 0)));
       assert.deepEqual(await shown(page), ['pets/tom.jpg']);
       assert.equal(await page.textContent('#summary'), '1 images tagged cat, newest first');
     } finally {
       release();
+      page.off('request', watch);
+      page.off('requestfinished', end);
+      page.off('requestfailed', end);
       await page.unroute(/\/api\/search\?tag=fish/);
     }
   });

@@ -34,6 +34,7 @@ import {
   type SearchPage,
   type SearchQuery,
   SHARDS,
+  type Stalled,
   type TagIndex,
 } from '../tag-index.ts';
 
@@ -247,27 +248,37 @@ export class DynamoTagIndex implements TagIndex {
     const driving = drivingTag(query.tags);
     const after = query.cursor ? decodeCursor(query.cursor) : undefined;
     let scanned = 0;
+    // Entries promised to reads in flight as well as read: the shards read concurrently.
+    let reserved = 0;
     type Hit = SearchHit & { sk: string };
     const streams = Array.from({ length: SHARDS }, (_, shard) => {
       const buffer: Hit[] = [];
       let lastKey: Record<string, unknown> | undefined;
+      let lastRead: string | undefined;
       let done = false;
       // Keys spread evenly over the shards, so each gives about limit/SHARDS of a page: read a little
       // more than that first, and twice as much each time a shard runs dry (or a filter drops most).
       let pageSize = Math.min(1000, Math.ceil((query.limit / SHARDS) * 1.5) + 2);
-      return async (): Promise<Hit | undefined> => {
+      return async (): Promise<Hit | Stalled | undefined> => {
         while (!buffer.length && !done) {
+          // Past the budget a shard stops (after its first read, so every page gets past the cursor).
+          const budget = query.maxScanned === undefined || lastRead === undefined ? pageSize : query.maxScanned - reserved;
+          if (budget <= 0) return { stalled: true, sk: lastRead! };
+          const limit = Math.min(pageSize, budget);
+          reserved += limit;
           const out = await this.doc.send(
             new QueryCommand({
               TableName: this.table,
               KeyConditionExpression: after ? 'pk = :pk AND sk > :after' : 'pk = :pk',
               ExpressionAttributeValues: { ':pk': entryPk(query.bucket, driving, shard), ...(after ? { ':after': after } : {}) },
               ExclusiveStartKey: lastKey,
-              Limit: pageSize,
+              Limit: limit,
             }),
           );
           const items = (out.Items ?? []) as StoredEntry[];
           scanned += items.length;
+          reserved += items.length - limit;
+          if (items.length) lastRead = items.at(-1)!.sk;
           this.usage.readUnits += Math.max(0.5, (items.reduce((s, i) => s + itemBytes(i as never), 0) / 4096) * 0.5);
           const hits = items.map((i) => ({
             sk: i.sk,
@@ -290,9 +301,10 @@ export class DynamoTagIndex implements TagIndex {
         return buffer.shift();
       };
     });
-    const { items, more } = await mergeShards(SHARDS, (s) => streams[s](), query.limit);
+    const { items, more, resumeAfter } = await mergeShards(SHARDS, (s) => streams[s](), query.limit);
     const hits = items.map(({ sk: _sk, ...hit }) => hit);
-    return { hits, scanned, ...(more && items.length ? { cursor: encodeCursor(items.at(-1)!.sk) } : {}) };
+    const last = resumeAfter ?? (more && items.length ? items.at(-1)!.sk : undefined);
+    return { hits, scanned, ...(last ? { cursor: encodeCursor(last) } : {}) };
   }
 
   /** What a put costs and stores, for the usage figures. */
