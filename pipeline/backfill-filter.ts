@@ -2,7 +2,9 @@
  * Which already-stored objects a backfill wants, and the rule that applies it to an object's marker.
  * Shared by `effitag backfill`, the Step Functions backfill Lambda and the embedded stack's catch-up.
  */
-import { KEYS } from './marker.ts';
+import { KEYS, tagRoom } from './marker.ts';
+import type { ObjectHead } from './ports.ts';
+import type { IndexRecord } from './tag-index.ts';
 
 /**
  * - 'stale' (default): no marker, or a marker from another model/weights;
@@ -27,4 +29,38 @@ export function backfillDrop(metadata: Record<string, string>, current: string, 
   if (filter.mode === 'missing' && marker) return 'has-marker';
   if (filter.mode === 'older' && !marker) return 'no-marker';
   return undefined;
+}
+
+/**
+ * Below this many bytes of room for tags beside the user's metadata, the worker may have found no
+ * room for one tag (it then tags through the index only): the backfill asks the index. Above it,
+ * the metadata alone decides (no index read per untagged object).
+ */
+export const NEAR_FULL_TAG_ROOM = 256;
+
+/**
+ * Does a backfill read this object's tagging from the index? Always for a tier that writes to the
+ * index only; for a metadata tier, when the object carries no marker and its user metadata leaves
+ * (almost) no room: the worker tagged it in the index, and re-running inference on every backfill
+ * could never change that.
+ */
+export function taggingInIndex(writeBack: string, head: Pick<ObjectHead, 'metadata' | 'eTag'>, current: string): boolean {
+  if (writeBack === 'index') return true;
+  if (head.metadata[KEYS.model] || (writeBack !== 'metadata' && writeBack !== 'both')) return false;
+  return tagRoom(head.metadata, { model: current, at: new Date(0).toISOString(), etag: head.eTag }) < NEAR_FULL_TAG_ROOM;
+}
+
+/**
+ * The index's record as the metadata keys the filter reads. An index-only tier: any record of
+ * these bytes. Beside the metadata: only a record of this very upload (a re-upload of the same bytes
+ * is a new upload, and the index is not wiped by it).
+ */
+export function indexedState(
+  held: IndexRecord | undefined,
+  head: Pick<ObjectHead, 'metadata' | 'eTag' | 'lastModified'>,
+  writeBack: string,
+): Record<string, string> {
+  if (!held || held.eTag !== head.eTag) return writeBack === 'index' ? {} : head.metadata;
+  if (writeBack !== 'index' && head.lastModified && held.lastModified.getTime() < head.lastModified.getTime()) return head.metadata;
+  return { [KEYS.model]: held.marker, [KEYS.status]: held.failed ? 'failed' : 'tagged', [KEYS.etag]: held.eTag };
 }

@@ -47,7 +47,7 @@ export interface Encoded {
 /**
  * The metadata to write: the user's keys unchanged, previous EffiTag keys replaced, and as many
  * `label=probability` pairs (most probable first) as fit the 2 KB budget. Returns undefined when not
- * even the fixed EffiTag keys fit beside the user's.
+ * even the fixed EffiTag keys and one tag fit beside the user's.
  */
 export function encodeTagged(
   existing: Record<string, string>,
@@ -61,7 +61,7 @@ export function encodeTagged(
     [KEYS.at]: fixed.at,
     [KEYS.etag]: fixed.etag,
   };
-  const room = METADATA_BUDGET - metadataBytes(base) - Buffer.byteLength(KEYS.tags);
+  const room = tagRoom(existing, fixed);
   if (room < 0) return undefined;
   const parts: string[] = [];
   let used = 0;
@@ -72,7 +72,24 @@ export function encodeTagged(
     parts.push(part);
     used += cost;
   }
+  // Room for the fixed keys but not one tag: writing `tagged` with no tags would hide the result.
+  if (!parts.length && predictions.length) return undefined;
   return { metadata: { ...base, [KEYS.tags]: parts.join(';') }, tagsWritten: parts.length, tagsDropped: predictions.length - parts.length };
+}
+
+/**
+ * Bytes left for `effitag-tags` beside the user's keys and EffiTag's fixed keys (negative: not even
+ * those fit). The backfill uses it to tell an object the worker could only tag in the index.
+ */
+export function tagRoom(existing: Record<string, string>, fixed: { model: string; at: string; etag: string }): number {
+  const base = {
+    ...userMetadata(existing),
+    [KEYS.status]: 'tagged',
+    [KEYS.model]: fixed.model,
+    [KEYS.at]: fixed.at,
+    [KEYS.etag]: fixed.etag,
+  };
+  return METADATA_BUDGET - metadataBytes(base) - Buffer.byteLength(KEYS.tags);
 }
 
 export function encodeFailed(

@@ -5,15 +5,16 @@
  *
  * Per object: drop our own write-back (a Copy event of an object already carrying the current model
  * marker), read the image header with one ranged GET (dimensions, metadata — never the whole object),
- * route by the tier rules, choose the variant by size, and send the task. Duplicate events get the
- * same FIFO deduplication id, so the queue keeps one.
+ * route by the tier rules, choose the variant by size, and send the task. Duplicate deliveries of one
+ * event get the same FIFO deduplication id (its sequencer is part of it), so the queue keeps one; a
+ * new upload of the same bytes has its own.
  */
 import { imageSize } from 'image-size';
 import { sniffFormat } from '../inference/image-format.ts';
 import { chooseVariant } from '../tiers/choose.ts';
 import { routeObject } from '../tiers/route.ts';
 import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
-import { backfillDrop, type BackfillDrop, type BackfillFilter } from './backfill-filter.ts';
+import { backfillDrop, indexedState, taggingInIndex, type BackfillDrop, type BackfillFilter } from './backfill-filter.ts';
 import { mapLimit } from './concurrency.ts';
 import { parseEventBody, type ObjectCreated, type ObjectRemoved } from './events.ts';
 import { Counters, silentLogger, type Logger } from './log.ts';
@@ -21,7 +22,7 @@ import { KEYS } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
 import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore } from './ports.ts';
 import type { TagIndex } from './tag-index.ts';
-import { taskMessage, type Task } from './task.ts';
+import { revisionOf, taskMessage, type Task } from './task.ts';
 
 export type { BackfillFilter };
 
@@ -107,14 +108,19 @@ export async function readHeader(ctx: RouterContext, object: ObjectCreated): Pro
 }
 
 /**
- * What an object's tagging is, as the backfill filters read it: its metadata, or for a tier that
- * writes back to the index only, the index's record (nothing on the object says it is tagged).
+ * What an object's tagging is, as the backfill filters read it: its metadata, or the index's record
+ * where the index holds it (a tier that writes back to the index only; an object whose user metadata
+ * left no room for tags): pipeline/backfill-filter.ts.
  */
-async function taggedState(ctx: RouterContext, object: ObjectCreated, head: ObjectHead, tier: Tier): Promise<Record<string, string>> {
-  if (tier.writeBack !== 'index' || !ctx.index) return head.metadata;
-  const held = await ctx.index.get(object.bucket, object.key);
-  if (!held || held.eTag !== head.eTag) return {};
-  return { [KEYS.model]: held.marker, [KEYS.status]: held.failed ? 'failed' : 'tagged', [KEYS.etag]: held.eTag };
+async function taggedState(
+  ctx: RouterContext,
+  object: ObjectCreated,
+  head: ObjectHead,
+  tier: Tier,
+  current: string,
+): Promise<Record<string, string>> {
+  if (!ctx.index || !taggingInIndex(tier.writeBack, head, current)) return head.metadata;
+  return indexedState(await ctx.index.get(object.bucket, object.key), head, tier.writeBack);
 }
 
 /** Width × height from an image header, EXIF rotation applied; undefined when unreadable. */
@@ -194,11 +200,8 @@ export async function decideObject(
     if (filter?.onlyTier && route.tier !== filter.onlyTier) return drop('other-tier');
     // Backfills leave non-images alone even when named like images (a live upload records the failure).
     if (!isImage) return drop('not-an-image');
-    const reason = backfillDrop(
-      await taggedState(ctx, object, head, tier),
-      ctx.models.marker(modelFor(tier, choice.variant)),
-      filter ?? { mode: 'stale' },
-    );
+    const current = ctx.models.marker(modelFor(tier, choice.variant));
+    const reason = backfillDrop(await taggedState(ctx, object, head, tier, current), current, filter ?? { mode: 'stale' });
     if (reason) return drop(reason);
   }
   const task: Task = {
@@ -207,6 +210,8 @@ export async function decideObject(
     key: object.key,
     eTag: head.eTag,
     versionId: object.versionId ?? head.versionId,
+    // The upload this task answers (pipeline/task.ts): re-uploads of the same bytes are new uploads.
+    ...revisionOf(object, head),
     size: head.contentLength,
     tier: route.tier,
     variant: choice.variant,

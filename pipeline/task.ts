@@ -9,6 +9,12 @@ export const taskSchema = z.object({
   key: z.string().min(1),
   eTag: z.string().min(1),
   versionId: z.string().optional(),
+  /**
+   * What makes this upload of the object unique when its bytes and version are not (an unversioned
+   * bucket, the same bytes uploaded again, or A → B → A): the S3 event's `sequencer`, else the
+   * object's upload time (backfills and the catch-up list objects; listings carry no sequencer).
+   */
+  revision: z.string().min(1).max(200).optional(),
   size: z.number().int().nonnegative(),
   tier: z.string().min(1),
   variant: z.string().min(1),
@@ -20,11 +26,30 @@ export const taskSchema = z.object({
 });
 export type Task = z.infer<typeof taskSchema>;
 
-/** Same bucket, key, ETag and version → same id: the FIFO queue drops duplicates for 5 minutes. */
-export function taskIdentity(t: Pick<Task, 'bucket' | 'key' | 'eTag' | 'versionId'>): string {
+/**
+ * The FIFO deduplication id: the object version (bucket, key, ETag, version) and the upload's
+ * revision. Deliveries of one S3 event (SQS at-least-once, a router retry) share it and the queue
+ * keeps one for 5 minutes; a second upload of the same bytes, or A → B → A, has another sequencer,
+ * so its task is not dropped as a duplicate while the upload has wiped the tags.
+ */
+export function taskIdentity(t: Pick<Task, 'bucket' | 'key' | 'eTag' | 'versionId' | 'revision'>): string {
   return createHash('sha256')
-    .update([t.bucket, t.key, t.eTag, t.versionId ?? ''].join('\0'))
+    .update([t.bucket, t.key, t.eTag, t.versionId ?? '', t.revision ?? ''].join('\0'))
     .digest('hex');
+}
+
+/** The object version a task is for, whatever upload produced it: one inference per version in a batch. */
+export function objectVersionIdentity(t: Pick<Task, 'bucket' | 'key' | 'eTag' | 'versionId'>): string {
+  return [t.bucket, t.key, t.eTag, t.versionId ?? ''].join('\0');
+}
+
+/**
+ * What makes an upload unique (a task's `revision`): the event's sequencer, else the upload time of
+ * the version read (backfills and the catch-up have no event). Bounded: it comes from an event body.
+ */
+export function revisionOf(object: { sequencer?: unknown }, head: { lastModified?: Date }): Pick<Task, 'revision'> {
+  if (typeof object.sequencer === 'string' && object.sequencer) return { revision: `s:${object.sequencer.slice(0, 190)}` };
+  return head.lastModified ? { revision: `t:${head.lastModified.toISOString()}` } : {};
 }
 
 export function taskMessage(task: Task): OutgoingMessage {

@@ -19,6 +19,7 @@ import { IMAGENET_LABELS, labelsFor } from '../model/labels.ts';
 import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { mapLimit } from './concurrency.ts';
 import { messageOf, type Counters, type Logger } from './log.ts';
+import { indexedState, taggingInIndex } from './backfill-filter.ts';
 import { KEYS } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
 import {
@@ -32,7 +33,7 @@ import {
 } from './ports.ts';
 import { failureEntry, indexedObject, indexFromMetadata } from './index-writes.ts';
 import type { TagIndex } from './tag-index.ts';
-import { parseTask, taskIdentity, taskMessage, type Task } from './task.ts';
+import { objectVersionIdentity, parseTask, taskMessage, type Task } from './task.ts';
 import { writeFailure, writeTagged } from './writeback.ts';
 
 export interface WorkerContext {
@@ -54,7 +55,8 @@ export interface WorkerContext {
 }
 
 export type Outcome =
-  | { status: 'tagged'; tags: number }
+  /** `note`: where the result is when not (all) on the object, e.g. the index only. */
+  | { status: 'tagged'; tags: number; note?: string }
   | { status: 'recorded-failure'; reason: string }
   | { status: 'skipped'; reason: string }
   | { status: 'retry'; reason: string }
@@ -116,7 +118,10 @@ export function storeOutcome(err: unknown, during: string): Outcome {
   return { status: 'retry', reason: `${during}: ${messageOf(err)}` };
 }
 
-/** Parse each body; a body that is not a task is poison, a second message for the same object version a duplicate. */
+/**
+ * Parse each body; a body that is not a task is poison, a second message for the same object version
+ * a duplicate (two uploads of the same bytes in one batch need one inference and one write-back).
+ */
 export function parseMessages(messages: readonly QueueMessage[]): {
   results: MessageResult[];
   tasks: { message: QueueMessage; task: Task }[];
@@ -132,7 +137,7 @@ export function parseMessages(messages: readonly QueueMessage[]): {
       results.push({ message, outcome: { status: 'poison', reason: messageOf(err) } });
       continue;
     }
-    const id = taskIdentity(task);
+    const id = objectVersionIdentity(task);
     if (seen.has(id)) {
       results.push({ message, task, outcome: { status: 'skipped', reason: 'duplicate' } });
       continue;
@@ -208,6 +213,15 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
     marker = ctx.models.marker(modelId);
   } catch (err) {
     return ended({ status: 'retry', reason: messageOf(err) });
+  }
+  if (ctx.index && tier.writeBack !== 'index' && taggingInIndex(tier.writeBack, head, marker)) {
+    // No room for tags on the object: the index holds this upload's tagging, if it was done.
+    try {
+      const state = indexedState(await ctx.index.get(task.bucket, task.key), head, tier.writeBack);
+      if (state[KEYS.model] === marker && state[KEYS.etag] === task.eTag) return ended({ status: 'skipped', reason: 'already-tagged' });
+    } catch (err) {
+      return ended({ status: 'retry', reason: `reading the index: ${messageOf(err)}` });
+    }
   }
   if (head.metadata[KEYS.model] === marker && head.metadata[KEYS.etag] === task.eTag) {
     // Tagged already; a retry after the index write failed still owes the index its entries.
@@ -287,7 +301,18 @@ export async function writeResults(ctx: WorkerContext, inferred: Inferred): Prom
         at,
         etag: p.task.eTag,
       });
-      outcome = w.written ? { status: 'tagged', tags: predictions.length - w.tagsDropped } : { status: 'skipped', reason: w.reason };
+      if (w.written) outcome = { status: 'tagged', tags: predictions.length - w.tagsDropped, ...(w.note ? { note: w.note } : {}) };
+      else if (ctx.index) {
+        // No room on the object (the user's 2 KB of metadata, or 10 user tags): the index holds
+        // the tags, and the backfill reads the index for such an object (pipeline/backfill-filter.ts).
+        outcome = { status: 'tagged', tags: predictions.length, note: `${w.reason}: no room on the object, tagged in the index only` };
+        ctx.counters.inc(`tagged.index-only.${w.reason}`);
+      } else {
+        // No index to hold the tags: the failure is recorded where it fits, else logged as a warning.
+        const reason =
+          w.reason === 'metadata-budget' ? 'no room for one tag beside the user metadata (2 KB)' : 'no room for object tags (10 user tags)';
+        outcome = await recordFailure(ctx, p.task, p.tier, p.head, w.reason, reason);
+      }
     } catch (err) {
       outcome = storeOutcome(err, 'writing back');
     }
@@ -348,7 +373,11 @@ function logResult(ctx: WorkerContext, r: MessageResult): void {
   const level =
     o.status === 'dead-lettered'
       ? 'error'
-      : o.status === 'poison' || o.status === 'retry' || o.status === 'recorded-failure'
+      : o.status === 'poison' ||
+          o.status === 'retry' ||
+          o.status === 'recorded-failure' ||
+          // An outcome recorded nowhere (no index, no room on the object) is not routine.
+          (o.status === 'skipped' && o.reason.includes('no room'))
         ? 'warn'
         : 'info';
   ctx.log.log(level, o.status, fields);

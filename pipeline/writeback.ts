@@ -17,6 +17,11 @@ export type WriteBackMode = 'metadata' | 'tags' | 'both' | 'index';
 export const MAX_OBJECT_TAGS = 10;
 const TAG_VALUE_MAX = 256;
 
+/**
+ * `written`: the object carries the result (metadata, object tags or both). Not written: no room on
+ * the object (the user's metadata leaves less than a tag in the 2 KB, or 10 user tags); the worker
+ * then tags through the index, or records why (never silence, never `tagged` without tags).
+ */
 export type WriteResult =
   | { written: true; tagsDropped: number; note?: string }
   | { written: false; reason: 'metadata-budget' | 'tag-limit' };
@@ -56,19 +61,23 @@ export async function writeTagged(
   fixed: { model: string; at: string; etag: string },
 ): Promise<WriteResult> {
   let tagsDropped = 0;
+  let metadataFull = false;
   if (mode === 'metadata' || mode === 'both') {
     const encoded = encodeTagged(head.metadata, predictions, fixed);
-    if (!encoded) return { written: false, reason: 'metadata-budget' };
-    await store.replaceMetadata(ref, head, encoded.metadata, fixed.etag);
-    tagsDropped = encoded.tagsDropped;
+    if (!encoded && mode === 'metadata') return { written: false, reason: 'metadata-budget' };
+    if (encoded) {
+      await store.replaceMetadata(ref, head, encoded.metadata, fixed.etag);
+      tagsDropped = encoded.tagsDropped;
+    } else metadataFull = true; // `both`: the object tags still carry the result
   }
   if (mode === 'tags' || mode === 'both') {
     const merged = mergeTags(await store.getTags(ref), predictions, fixed.model);
-    if (!merged)
-      return mode === 'both'
-        ? { written: true, tagsDropped, note: 'no room for object tags (10 user tags)' }
-        : { written: false, reason: 'tag-limit' };
+    if (!merged) {
+      if (mode === 'tags' || metadataFull) return { written: false, reason: metadataFull ? 'metadata-budget' : 'tag-limit' };
+      return { written: true, tagsDropped, note: 'no room for object tags (10 user tags)' };
+    }
     await store.putTags(ref, merged.tags);
+    if (metadataFull) return { written: true, tagsDropped: 0, note: 'no room in the metadata (2 KB): object tags only' };
   }
   return { written: true, tagsDropped };
 }

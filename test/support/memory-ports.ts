@@ -41,7 +41,7 @@ export class MemoryStore implements ObjectStore {
     bucket: string,
     key: string,
     bytes: Uint8Array | string,
-    options: { contentType?: string; metadata?: Record<string, string>; storageClass?: string } = {},
+    options: { contentType?: string; metadata?: Record<string, string>; storageClass?: string; lastModified?: Date } = {},
   ): string {
     const data = typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes;
     const eTag = createHash('md5').update(data).digest('hex');
@@ -54,7 +54,7 @@ export class MemoryStore implements ObjectStore {
         contentType: options.contentType,
         storageClass: options.storageClass,
         metadata: { ...options.metadata },
-        lastModified: new Date(),
+        lastModified: options.lastModified ?? new Date(),
       },
     });
     return eTag;
@@ -148,10 +148,19 @@ interface QueuedMessage extends QueueMessage {
   deleted: boolean;
 }
 
+/** SQS FIFO's deduplication interval: a deduplication id seen in the last 5 minutes is dropped. */
+export const DEDUPLICATION_WINDOW_MS = 5 * 60 * 1000;
+
 export class MemoryQueue implements MessageQueue {
   readonly messages: QueuedMessage[] = [];
   /** Visibility changes, in order: what the worker's backoff decided. */
   readonly visibility: { id: string; seconds: number }[] = [];
+  /** Sends dropped as duplicates (the send still succeeds, as on SQS). */
+  duplicatesDropped = 0;
+  /** The queue's clock for deduplication; a test moves it past the window. */
+  clock: () => number = Date.now;
+  /** Deduplication id → when it was first accepted (whether or not its message is deleted since). */
+  private readonly seenIds = new Map<string, number>();
   private next = 0;
 
   constructor(
@@ -161,8 +170,16 @@ export class MemoryQueue implements MessageQueue {
 
   async send(messages: readonly OutgoingMessage[]): Promise<void> {
     for (const m of messages) {
-      // FIFO deduplication (without its 5-minute window: a test is shorter).
-      if (m.deduplicationId && this.messages.some((q) => q.deduplicationId === m.deduplicationId)) continue;
+      // FIFO deduplication: an id accepted in the last 5 minutes is dropped, deleted or not; the
+      // sender is told nothing (SQS answers success with the first message's id).
+      if (m.deduplicationId) {
+        const seen = this.seenIds.get(m.deduplicationId);
+        if (seen !== undefined && this.clock() - seen < DEDUPLICATION_WINDOW_MS) {
+          this.duplicatesDropped++;
+          continue;
+        }
+        this.seenIds.set(m.deduplicationId, this.clock());
+      }
       const id = `m${++this.next}`;
       this.messages.push({
         id,
