@@ -11,6 +11,16 @@
  * | effitag:vpcId | an existing VPC for the GPU instances; absent → a minimal one (public subnets, no NAT) | (created) |
  * | effitag:alarmEmail | e-mail subscribed to the alarms | (none) |
  * | effitag:index | keep the tag index (DynamoDB) for `effitag search` and the gallery; `false` saves its cost | true |
+ * | effitag:events | how uploads reach the intake queue: `s3` (bucket notification rules) or `eventbridge` | s3 for a created bucket, eventbridge for effitag:bucketName |
+ *
+ * Why EventBridge for an existing bucket: a bucket's notification rules are one document, and S3
+ * refuses a rule whose events and prefix/suffix overlap another's ("Configurations overlap"); an
+ * existing bucket often has one already (`effitag preflight` names it). aws-cdk-lib's handler for
+ * imported buckets also recognises its own rules by an id it hashes anew in each run (aws-cdk issue
+ * 31303), so an update can re-add them and fail the same way. EventBridge delivery is the bucket's
+ * EventBridge switch plus a rule in this stack: it never touches the notification rules. It costs
+ * $1 per million events after the free tier; a bucket the stack creates has no other rules, so it
+ * keeps the free S3 notifications.
  */
 import type { Node } from 'constructs';
 import { readTiersJson, resolveTiersPath } from '../tiers/load.ts';
@@ -28,6 +38,19 @@ export interface EffiTagConfig {
   alarmEmail?: string;
   /** Keep the tag index (a DynamoDB table the workers write). */
   index: boolean;
+  /** How uploads reach the intake queue. */
+  events: EventsMode;
+}
+
+export const EVENTS_MODES = ['s3', 'eventbridge'] as const;
+export type EventsMode = (typeof EVENTS_MODES)[number];
+
+/** The delivery mode asked for, else the default: EventBridge for an existing bucket, S3 notifications for a created one. */
+export function eventsMode(asked: string | undefined, bucketName: string | undefined): EventsMode {
+  if (asked === undefined) return bucketName ? 'eventbridge' : 's3';
+  if (!(EVENTS_MODES as readonly string[]).includes(asked))
+    throw new Error(`effitag:events: "${asked}" is not one of ${EVENTS_MODES.join(', ')}`);
+  return asked as EventsMode;
 }
 
 const str = (node: Node, key: string): string | undefined => {
@@ -40,11 +63,17 @@ export function configFromContext(node: Node, cwd = process.cwd()): EffiTagConfi
   const tiers = parseTiers(readTiersJson(tiersFile), tiersFile); // throws with every path-named error
   const prefixes = (str(node, 'effitag:prefixes') ?? '').split(',').map((p) => p.trim());
   const unique = [...new Set(prefixes)];
-  for (const a of unique)
-    for (const b of unique) {
-      // S3 rejects notification rules whose prefixes overlap for the same event type.
-      if (a !== b && b.startsWith(a)) throw new Error(`effitag:prefixes: "${b}" overlaps "${a}"; S3 notifications cannot overlap`);
-    }
+  const bucketName = str(node, 'effitag:bucketName');
+  const events = eventsMode(str(node, 'effitag:events'), bucketName);
+  if (events === 's3')
+    for (const a of unique)
+      for (const b of unique) {
+        // S3 rejects notification rules whose prefixes overlap for the same event type (an EventBridge rule's prefix list may overlap).
+        if (a !== b && b.startsWith(a))
+          throw new Error(
+            `effitag:prefixes: "${b}" overlaps "${a}"; S3 notifications cannot overlap (or use -c effitag:events=eventbridge)`,
+          );
+      }
   const index = str(node, 'effitag:index') !== 'false';
   const indexOnly = Object.entries(tiers.tiers).filter(([, t]) => t.writeBack === 'index');
   if (!index && indexOnly.length)
@@ -54,8 +83,9 @@ export function configFromContext(node: Node, cwd = process.cwd()): EffiTagConfi
   return {
     tiersFile,
     index,
+    events,
     tiers,
-    bucketName: str(node, 'effitag:bucketName'),
+    bucketName,
     bucketKmsKeyArn: str(node, 'effitag:bucketKmsKeyArn'),
     prefixes: unique,
     weightsBucket: str(node, 'effitag:weightsBucket'),

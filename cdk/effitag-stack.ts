@@ -65,6 +65,7 @@ export class EffiTagStack extends Stack {
     const ingest = new Ingest(this, 'Ingest', {
       bucket: images,
       prefixes: config.prefixes,
+      events: config.events,
       weights,
       runtimeEnvironment: environment,
       tierQueues: taskQueues,

@@ -195,17 +195,25 @@ describe('CDK stack (default tiers: economy on Lambda, standard and premium on G
     );
     const steps = Object.values(policies).map((p) => p.Properties.StepScalingPolicyConfiguration);
     assert.ok(steps.every((c) => c.AdjustmentType === 'ExactCapacity'));
-    // The upper policy starts at 1 message → 1 task; the lower policy sets 0 tasks below 1 message.
-    const flat = JSON.stringify(steps);
-    assert.match(flat, /"MetricIntervalLowerBound":0,("MetricIntervalUpperBound":\d+,)?"ScalingAdjustment":1/);
-    assert.match(flat, /"MetricIntervalUpperBound":0,"ScalingAdjustment":0/);
-    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
-      Threshold: 1,
-      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-      Metrics: Match.arrayWith([Match.objectLike({ Expression: 'visible + inflight' })]),
-    });
+    // One policy per GPU tier on one `backlog >= 0` alarm: [0, 1) → 0, [1, …) → 1 and up (the whole
+    // evaluation, bounds included, is in test/cdk-scaling.test.ts).
+    assert.equal(steps.length, 2, 'one policy per GPU tier');
+    for (const c of steps)
+      assert.deepEqual(c.StepAdjustments.slice(0, 2), [
+        { MetricIntervalLowerBound: 0, MetricIntervalUpperBound: 1, ScalingAdjustment: 0 },
+        { MetricIntervalLowerBound: 1, MetricIntervalUpperBound: 200, ScalingAdjustment: 1 },
+      ]);
+    template.resourcePropertiesCountIs(
+      'AWS::CloudWatch::Alarm',
+      {
+        Threshold: 0,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        Metrics: Match.arrayWith([Match.objectLike({ Expression: 'visible + inflight' })]),
+      },
+      2,
+    );
     assert.deepEqual(backlogSteps(1), [
-      { upper: 1, change: 0 },
+      { lower: 0, upper: 1, change: 0 },
       { lower: 1, upper: undefined, change: 1 },
     ]);
   });
@@ -444,6 +452,7 @@ describe('CDK: one stack per configuration', () => {
       'effitag:bucketName': 'my-photos',
       'effitag:bucketKmsKeyArn': 'arn:aws:kms:us-east-1:111111111111:key/abcd',
       'effitag:prefixes': 'photos/,scans/',
+      'effitag:events': 's3', // an existing bucket's default is EventBridge (test/cdk-events.test.ts); this one checks the notification rules
     });
     assert.equal(Object.keys(template.findResources('AWS::SQS::Queue', { Properties: { FifoQueue: true } })).length, 6);
     template.resourceCountIs('AWS::ECS::Service', 2);

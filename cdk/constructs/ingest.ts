@@ -1,11 +1,17 @@
 /**
- * Triggers: the bucket's ObjectCreated (and, with a tag index, ObjectRemoved) notifications go to an intake queue (one rule per watched
- * prefix), and the router Lambda consumes it. S3 → SQS was chosen over EventBridge: no per-event
- * charge, native prefix filters, and batching into the router; the router also accepts EventBridge
- * events, so switching is a wiring change. The intake is a standard queue (S3 cannot notify FIFO
- * queues); deduplication happens on the tier queues.
+ * Triggers: the bucket's object-created (and, with a tag index, object-removed) events go to an intake
+ * queue, and the router Lambda consumes it. Two deliveries (context `effitag:events`, see config.ts):
+ * - `s3`: S3 notification rules on the bucket, one per watched prefix. No per-event charge; the
+ *   default for a bucket the stack creates, whose notification document it owns.
+ * - `eventbridge`: the bucket's EventBridge switch, and a rule here (source aws.s3, this bucket, the
+ *   watched prefixes) whose target is the intake queue. It never overlaps the bucket's existing
+ *   notification rules, so it is the default for an existing bucket (`effitag:bucketName`).
+ * The router parses both shapes (pipeline/events.ts). The intake is a standard queue (S3 cannot notify
+ * FIFO queues); deduplication happens on the tier queues.
  */
 import { Duration } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
@@ -15,6 +21,7 @@ import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { effitagFunction } from './bundling.ts';
+import type { EventsMode } from '../config.ts';
 import type { BucketAccess } from './access.ts';
 import type { TagIndexTable } from './tag-index.ts';
 import { grantRouting } from './worker-permissions.ts';
@@ -22,6 +29,8 @@ import { grantRouting } from './worker-permissions.ts';
 export interface IngestProps {
   bucket: BucketAccess;
   prefixes: string[];
+  /** How the bucket's events reach the intake queue; default `s3`. */
+  events?: EventsMode;
   tierQueues: Record<string, sqs.IQueue>;
   runtimeEnvironment: Record<string, string>;
   weights: BucketAccess;
@@ -33,6 +42,8 @@ export class Ingest extends Construct {
   readonly intake: sqs.Queue;
   readonly intakeDlq: sqs.Queue;
   readonly router: NodejsFunction;
+  /** The EventBridge rule feeding the intake queue (`eventbridge` mode only). */
+  readonly rule?: events.Rule;
 
   constructor(scope: Construct, id: string, props: IngestProps) {
     super(scope, id);
@@ -45,10 +56,13 @@ export class Ingest extends Construct {
       retentionPeriod: Duration.days(4),
       deadLetterQueue: { queue: this.intakeDlq, maxReceiveCount: 5 },
     });
-    const events = [s3.EventType.OBJECT_CREATED, ...(props.index ? [s3.EventType.OBJECT_REMOVED] : [])];
-    for (const event of events)
-      for (const prefix of props.prefixes)
-        props.bucket.bucket.addEventNotification(event, new s3n.SqsDestination(this.intake), ...(prefix ? [{ prefix }] : []));
+    if (props.events === 'eventbridge') this.rule = this.eventBridgeRule(props);
+    else {
+      const types = [s3.EventType.OBJECT_CREATED, ...(props.index ? [s3.EventType.OBJECT_REMOVED] : [])];
+      for (const event of types)
+        for (const prefix of props.prefixes)
+          props.bucket.bucket.addEventNotification(event, new s3n.SqsDestination(this.intake), ...(prefix ? [{ prefix }] : []));
+    }
 
     this.router = effitagFunction(this, 'Router', {
       handlerFile: 'router.ts',
@@ -73,5 +87,32 @@ export class Ingest extends Construct {
         }),
       );
     }
+  }
+
+  /**
+   * The bucket sends every event to EventBridge (for an imported bucket, aws-cdk-lib's handler adds
+   * only the EventBridgeConfiguration and keeps the bucket's existing rules); this rule forwards the
+   * watched ones. The queue policy aws-cdk-lib adds lets events.amazonaws.com send from this rule only
+   * (aws:SourceArn). Events EventBridge cannot deliver (after its retries) land in the intake DLQ, where
+   * `effitag dlq redrive` finds them like any other intake message.
+   */
+  private eventBridgeRule(props: IngestProps): events.Rule {
+    props.bucket.bucket.enableEventBridgeNotification();
+    const watchesAll = props.prefixes.some((p) => p === '');
+    const rule = new events.Rule(this, 'ObjectEvents', {
+      description: 'EffiTag: S3 object events of the watched prefixes → intake queue',
+      eventPattern: {
+        source: ['aws.s3'],
+        detailType: ['Object Created', ...(props.index ? ['Object Deleted'] : [])],
+        detail: {
+          bucket: { name: [props.bucket.bucket.bucketName] },
+          ...(watchesAll ? {} : { object: { key: props.prefixes.map((prefix) => ({ prefix })) } }),
+        },
+      },
+    });
+    rule.addTarget(
+      new targets.SqsQueue(this.intake, { deadLetterQueue: this.intakeDlq, retryAttempts: 185, maxEventAge: Duration.hours(24) }),
+    );
+    return rule;
   }
 }
