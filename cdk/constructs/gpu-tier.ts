@@ -2,13 +2,15 @@
  * A GPU tier: an Auto Scaling group of GPU instances (ECS-optimized Amazon Linux 2023 GPU AMI, spot or
  * on-demand) behind an ECS capacity provider with managed scaling and minimum 0 (no desiredCapacity:
  * it would reset the group on every deploy), and an ECS service running the worker image with one GPU
- * per task. The service scales on the queue's backlog (visible + in flight) with exact-capacity steps:
- * one message starts one task from zero, an empty backlog returns to zero; no CPU-based scaling.
+ * per task. The service scales on the queue's backlog (visible + in flight) with exact-capacity steps
+ * of one alarm: one message starts one task from zero, an empty backlog returns to zero; no CPU-based
+ * scaling. (cdk/scaling-model.ts evaluates the synthesized alarms and steps; test/cdk-scaling.test.ts.)
  */
 import { Duration, Stack } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as cw from 'aws-cdk-lib/aws-cloudwatch';
+import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type { DockerImageAsset } from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -38,13 +40,26 @@ export function gpuBatchTimeout(tier: Tier): Duration {
   return Duration.seconds(Math.max(120, 60 + tier.batchSize * 2));
 }
 
-/** Backlog → exact task count: 1 task from the first message, one more per 200 messages, up to maxTasks. */
+/** Messages of backlog per task beyond the first: n tasks from 200·(n−1) messages. */
+export const MESSAGES_PER_TASK = 200;
+
+/**
+ * Backlog → exact task count, as the steps of ONE alarm whose threshold is 0 (`backlog >= 0`, so it
+ * is in ALARM whenever the queue reports, and bounds relative to 0 are absolute backlogs): [0, 1) → 0,
+ * [1, 200) → 1, [200, 400) → 2, …, [200·(max−1), ∞) → max. Above the threshold Application Auto
+ * Scaling reads a step's lower bound inclusive and its upper exclusive, so every integer backlog has
+ * exactly one step. Why one alarm: aws-cdk-lib's scaleOnMetric splits exact-capacity steps into a
+ * lower and an upper alarm, and two alarms in ALARM at once each apply their own count (at their
+ * shared threshold the count flapped, and the lower alarm's relative bounds set 0 tasks for a backlog
+ * of 1 on a tier with more than one task). Target tracking on backlog per task cannot start the first
+ * task (no tasks, no ratio).
+ */
 export function backlogSteps(maxTasks: number): appscaling.ScalingInterval[] {
-  const steps: appscaling.ScalingInterval[] = [
-    { upper: 1, change: 0 },
-    { lower: 1, upper: maxTasks > 1 ? 200 : undefined, change: 1 },
-  ];
-  for (let n = 2; n <= maxTasks; n++) steps.push({ lower: 200 * (n - 1), upper: n < maxTasks ? 200 * n : undefined, change: n });
+  const steps: appscaling.ScalingInterval[] = [{ lower: 0, upper: 1, change: 0 }];
+  for (let n = 1; n <= maxTasks; n++) {
+    const lower = n === 1 ? 1 : MESSAGES_PER_TASK * (n - 1);
+    steps.push({ lower, upper: n < maxTasks ? MESSAGES_PER_TASK * n : undefined, change: n });
+  }
   return steps;
 }
 
@@ -196,12 +211,26 @@ export class GpuTier extends Construct {
       label: `${props.tierName} backlog`,
     });
     const scaling = this.service.autoScaleTaskCount({ minCapacity: 0, maxCapacity: maxTasks });
-    scaling.scaleOnMetric('Backlog', {
-      metric: backlog,
-      scalingSteps: backlogSteps(maxTasks),
+    const policy = new appscaling.StepScalingAction(this, 'BacklogPolicy', {
+      scalingTarget: scaling,
       adjustmentType: appscaling.AdjustmentType.EXACT_CAPACITY,
-      evaluationPeriods: 1,
       cooldown: Duration.minutes(2),
+      metricAggregationType: appscaling.MetricAggregationType.MAXIMUM,
     });
+    for (const step of backlogSteps(maxTasks))
+      policy.addAdjustment({ lowerBound: step.lower, upperBound: step.upper, adjustment: step.change });
+    const alarm = new cw.Alarm(this, 'BacklogAlarm', {
+      metric: backlog,
+      threshold: 0,
+      comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      // Missing data (an SQS queue idle for 6 hours stops reporting) leaves the count alone: by then
+      // the [0, 1) step has already set it to 0.
+      treatMissingData: cw.TreatMissingData.MISSING,
+      alarmDescription: `EffiTag ${props.tierName}: backlog scaling. In ALARM whenever the queue reports (threshold 0); the policy's steps pick the task count, 0 included. Not an incident.`,
+    });
+    // Application Auto Scaling actions repeat every minute while the alarm stays in ALARM, so the
+    // steps follow the backlog without the alarm changing state.
+    alarm.addAlarmAction(new cwActions.ApplicationScalingAction(policy));
   }
 }
