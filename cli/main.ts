@@ -1,5 +1,6 @@
 /** `effitag` command-line entry point. */
 import { messageOf } from '../pipeline/log.ts';
+import { printable } from './format.ts';
 import { buildProgram } from './program.ts';
 
 // `effitag … | head` closes stdout early: that is not an error.
@@ -11,8 +12,9 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 buildProgram()
   .parseAsync(process.argv)
   .catch((err: unknown) => {
-    // One clear line (plus the cause chain), never a stack trace, for expected failures.
-    process.stderr.write(`effitag: ${messageOf(err)}\n`);
+    // One clear line (plus the cause chain), never a stack trace, for expected failures; a key in
+    // the message cannot steer the terminal.
+    process.stderr.write(`effitag: ${printable(messageOf(err), { keepNewlines: true })}\n`);
     if (process.env.EFFITAG_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
     process.exit(process.exitCode && process.exitCode !== 0 ? process.exitCode : 1);
   });

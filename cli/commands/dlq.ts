@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import type { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
 import { connect, embeddedEndpoints, pipelineQueues } from '../../pipeline/aws/wiring.ts';
 import { listDeadLetters, redriveDeadLetters } from '../../pipeline/dead-letters.ts';
-import { parseNumber } from '../format.ts';
+import { parseNumber, printable } from '../format.ts';
 
 interface DlqOptions {
   tier?: string;
@@ -50,7 +50,7 @@ export function registerDlqCommands(program: Command): void {
       for (const r of reports) {
         process.stdout.write(`${r.source} → ${r.deadLetterQueue}: ${r.messages} message(s)\n`);
         for (const g of r.groups)
-          process.stdout.write(`  ${String(g.count).padStart(6)}  ${g.reason}\n          e.g. ${g.samples.join(', ')}\n`);
+          process.stdout.write(`  ${String(g.count).padStart(6)}  ${printable(g.reason)}\n          e.g. ${printable(g.samples.join(', '))}\n`);
       }
     });
 

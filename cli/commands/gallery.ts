@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { startGallery } from '../../gallery/server.ts';
 import { connect, EMBEDDED_PORTS, embeddedEndpoints, pipelineQueues, placeFromFlags, tagIndex } from '../../pipeline/aws/wiring.ts';
-import { parseNumber } from '../format.ts';
+import { parseNumber, printable } from '../format.ts';
 
 interface GalleryCli {
   port: number;
@@ -46,7 +46,7 @@ export function registerGalleryCommand(program: Command): void {
         },
         { port: opts.port },
       );
-      process.stdout.write(`EffiTag gallery for s3://${bucket}: ${gallery.url}  (Ctrl-C stops it)\n`);
+      process.stdout.write(`EffiTag gallery for s3://${printable(bucket)}: ${gallery.url}  (Ctrl-C stops it)\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);

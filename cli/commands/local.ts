@@ -21,7 +21,7 @@ import { fetchWeights, WeightsFetchError } from '../../model/weights-fetch.ts';
 import { startGallery } from '../../gallery/server.ts';
 import { startLocalStack } from '../../local/stack.ts';
 import { loadTiers } from '../../tiers/load.ts';
-import { parseNumber } from '../format.ts';
+import { parseNumber, printable } from '../format.ts';
 
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
 const isLoopback = (address: string) => /^127\./.test(address) || address === '::1' || address === 'localhost';
@@ -249,7 +249,7 @@ function registerTag(program: Command): void {
         }
         for (const u of pending)
           process.stderr.write(
-            `${u.file}: no tags after ${opts.timeout}s (is the stack running? see effitag show s3://${opts.bucket}/${u.key})\n`,
+            `${printable(`${u.file}: no tags after ${opts.timeout}s (is the stack running? see effitag show s3://${opts.bucket}/${u.key})`)}\n`,
           );
         if (pending.length || failures) process.exitCode = 1;
       },
@@ -269,7 +269,11 @@ function registerShow(program: Command): void {
       const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(url);
       if (!m) throw new Error(`expected s3://bucket/key, got ${url}`);
       const { s3 } = connect(placeFromFlags(opts));
-      const h = await s3.send(new HeadObjectCommand({ Bucket: m[1], Key: m[2] }));
+      const h = await s3.send(new HeadObjectCommand({ Bucket: m[1], Key: m[2] })).catch((err) => {
+        // A HEAD's 404 has no body, so the SDK can only call it NotFound (AWS) or UnknownError.
+        if (err?.$metadata?.httpStatusCode === 404) throw new Error(`no such object s3://${m[1]}/${m[2]}`);
+        throw err;
+      });
       print(opts.json, undefined, url, h.Metadata ?? {});
       if (!h.Metadata?.[KEYS.status]) process.exitCode = 1;
     });
@@ -283,10 +287,11 @@ function print(json: boolean | undefined, file: string | undefined, url: string,
     );
     return;
   }
+  // Keys, metadata and labels are anyone's text: each line escaped, so none can steer the terminal.
   const head = `${file ? `${file} → ` : ''}${url}: ${m[KEYS.status] ?? 'untagged'}${m[KEYS.model] ? ` by ${m[KEYS.model]}` : ''}${m[KEYS.at] ? ` at ${m[KEYS.at]}` : ''}`;
-  process.stdout.write(`${head}\n`);
-  if (m[KEYS.reason]) process.stdout.write(`  reason: ${m[KEYS.reason]}\n`);
-  for (const t of tags) process.stdout.write(`  ${(t.probability * 100).toFixed(1).padStart(5)}%  ${t.label}\n`);
+  process.stdout.write(`${printable(head)}\n`);
+  if (m[KEYS.reason]) process.stdout.write(`  reason: ${printable(m[KEYS.reason])}\n`);
+  for (const t of tags) process.stdout.write(`  ${(t.probability * 100).toFixed(1).padStart(5)}%  ${printable(t.label)}\n`);
 }
 
 async function expand(path: string): Promise<{ file: string; base: string }[]> {

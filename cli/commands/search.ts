@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { normalizeTag, suggestTags } from '../../model/tag-hierarchy.ts';
 import { connect, embeddedEndpoints, placeFromFlags, tagIndex } from '../../pipeline/aws/wiring.ts';
 import { FAILED_TAG, headlineTags, type SearchHit } from '../../pipeline/tag-index.ts';
-import { parseNumber, table } from '../format.ts';
+import { parseNumber, printable, table } from '../format.ts';
 import { parseTarget } from './backfill.ts';
 
 interface SearchCli {
@@ -34,7 +34,7 @@ export function registerSearchCommand(program: Command): void {
     .option('--limit <n>', 'results at most', parseNumber('--limit', 1, 100_000, true), 20)
     .option('--cursor <cursor>', 'continue after a previous search (its printed cursor)')
     .option('--failed', 'objects whose tagging failed for good, with the reason (instead of --tag)')
-    .option('--json', 'print {hits, cursor} as JSON')
+    .option('--json', 'print {hits, cursor} as JSON (keys as they are; the table escapes control characters)')
     .option('--aws', "a deployed stack's index (credentials from the environment) instead of the embedded stack's")
     .option('--table <name>', 'the stack output IndexTable (AWS; env EFFITAG_INDEX_TABLE)')
     .option('--dynamodb-endpoint <url>', 'the embedded stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
@@ -46,7 +46,7 @@ export function registerSearchCommand(program: Command): void {
         if (!suggestTags(t, 50).some((s) => s.tag === t)) {
           const near = suggestTags(t, 5).map((s) => s.tag);
           process.stderr.write(
-            `note: "${t}" is no ImageNet class or category${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; searching anyway (custom labels)\n`,
+            `note: "${printable(t)}" is no ImageNet class or category${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; searching anyway (custom labels)\n`,
           );
         }
       const conn = connect(placeFromFlags({ aws: opts.aws, dynamoEndpoint: opts.dynamodbEndpoint }));
