@@ -3,11 +3,15 @@
  * the reason a message's body gives), and redrive (back to the queue it came from). Works on any
  * SQS endpoint: AWS, or the embedded stack. A queue's DLQ is found from its redrive policy.
  */
-import type { SqsQueue } from './aws/sqs-queue.ts';
-import type { QueueMessage } from './ports.ts';
+import type { MessageQueue, QueueMessage } from './ports.ts';
 import { parseTask } from './task.ts';
 import { DEAD_LETTER_ATTRIBUTES } from './worker-stages.ts';
 import { messageOf } from './log.ts';
+
+/** A queue and its dead-letter queue (an SqsQueue, from its redrive policy; in-memory queues in tests). */
+export interface DeadLetterSource extends MessageQueue {
+  deadLetterQueue(): Promise<{ queue: MessageQueue; maxReceives: number } | undefined>;
+}
 
 export interface DeadLetterGroup {
   reason: string;
@@ -49,7 +53,7 @@ function sampleOf(m: QueueMessage): string {
  * Every message of a queue, each received once: held invisible while the queue is read, then made
  * visible again (a queue has no "peek"). `holdSeconds` must outlast the read.
  */
-async function readAll(queue: SqsQueue, limit: number, holdSeconds: number): Promise<QueueMessage[]> {
+async function readAll(queue: MessageQueue, limit: number, holdSeconds: number): Promise<QueueMessage[]> {
   const seen: QueueMessage[] = [];
   for (let empty = 0; seen.length < limit && empty < 2; ) {
     const got = await queue.receive({ max: Math.min(10, limit - seen.length), waitSeconds: empty ? 1 : 0, visibilitySeconds: holdSeconds });
@@ -63,7 +67,7 @@ async function readAll(queue: SqsQueue, limit: number, holdSeconds: number): Pro
 }
 
 export async function listDeadLetters(
-  sources: readonly { name: string; queue: SqsQueue }[],
+  sources: readonly { name: string; queue: DeadLetterSource }[],
   options: { limit?: number } = {},
 ): Promise<DeadLetterReport[]> {
   const reports: DeadLetterReport[] = [];
@@ -91,24 +95,46 @@ export async function listDeadLetters(
 }
 
 /**
- * Move a DLQ's messages back to the queue they came from: sent again (FIFO: same group, a fresh
- * deduplication id, or the queue would drop them as duplicates), then deleted from the DLQ.
+ * The deduplication id of a message sent back: one per dead-lettered message (its own message id).
+ * Not the id it was first sent with: SQS's redrive policy moves a message with that id, and inside
+ * the 5-minute window the queue would drop it as a duplicate (and the DLQ's copy is deleted next).
+ * Not one per redrive run either: two dead letters can share their first id (the same object
+ * version sent again after the window), and the second would be dropped the same way. A redrive
+ * re-run after a crash between send and delete sends the same id again, which the queue drops.
  */
-export async function redriveDeadLetters(source: { name: string; queue: SqsQueue }, options: { limit?: number } = {}): Promise<number> {
+export function redriveDeduplicationId(m: Pick<QueueMessage, 'id'>): string {
+  return `redrive-${m.id}`.slice(0, 128);
+}
+
+export interface RedriveReport {
+  /** Messages sent back (and deleted from the DLQ). */
+  sent: number;
+  /** The DLQ read; undefined when the queue has no redrive policy. */
+  deadLetterQueue?: string;
+}
+
+/**
+ * Move a DLQ's messages back to the queue they came from: sent again (FIFO: same group, a
+ * deduplication id of their own, see redriveDeduplicationId), then deleted from the DLQ. A message
+ * that fails for good again goes back to the DLQ with its reason (the worker's last receive).
+ */
+export async function redriveDeadLetters(
+  source: { name: string; queue: DeadLetterSource },
+  options: { limit?: number } = {},
+): Promise<RedriveReport> {
   const dl = await source.queue.deadLetterQueue();
-  if (!dl) return 0;
+  if (!dl) return { sent: 0 };
   const messages = await readAll(dl.queue, options.limit ?? 10_000, 120);
-  const stamp = Date.now().toString(36);
   for (let i = 0; i < messages.length; i += 10) {
     const chunk = messages.slice(i, i + 10);
     await source.queue.send(
       chunk.map((m) => ({
         body: m.body,
         groupId: m.groupId,
-        deduplicationId: `${(m.deduplicationId ?? m.id).slice(0, 100)}-redrive-${stamp}`,
+        deduplicationId: redriveDeduplicationId(m),
       })),
     );
     await dl.queue.delete(chunk);
   }
-  return messages.length;
+  return { sent: messages.length, deadLetterQueue: dl.queue.name };
 }

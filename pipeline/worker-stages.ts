@@ -343,7 +343,9 @@ export async function deadLetter(ctx: WorkerContext, results: MessageResult[]): 
         {
           body: r.message.body,
           groupId: r.message.groupId ?? (r.task ? taskMessage(r.task).groupId : 'poison'),
-          deduplicationId: `${r.message.deduplicationId ?? r.message.id}-dlq`.slice(0, 128),
+          // One id per source message: a delivery again after a refused delete collapses in the
+          // DLQ; two messages that shared a deduplication id (sent over 5 minutes apart) do not.
+          deduplicationId: `dlq-${r.message.id}`.slice(0, 128),
           attributes: {
             [DEAD_LETTER_ATTRIBUTES.reason]: reason.slice(0, 1000),
             [DEAD_LETTER_ATTRIBUTES.receives]: String(r.message.receiveCount),

@@ -57,8 +57,11 @@ export function registerDlqCommands(program: Command): void {
   common(dlq.command('redrive').description('send dead-lettered messages back to the queue they came from')).action(
     async (opts: DlqOptions) => {
       for (const source of await sources(opts)) {
-        const moved = await redriveDeadLetters(source, { limit: opts.limit });
-        if (moved) process.stdout.write(`${source.name}: ${moved} message(s) sent back\n`);
+        const { sent, deadLetterQueue } = await redriveDeadLetters(source, { limit: opts.limit });
+        // A line per queue, an empty one included: silence would not tell "nothing there" from "not looked".
+        if (!deadLetterQueue) process.stdout.write(`${source.name}: no dead-letter queue (no redrive policy)\n`);
+        else if (!sent) process.stdout.write(`${source.name}: nothing to send back (${deadLetterQueue} is empty)\n`);
+        else process.stdout.write(`${source.name}: ${sent} message(s) sent back\n`);
       }
     },
   );

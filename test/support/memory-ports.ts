@@ -161,7 +161,17 @@ export class MemoryQueue implements MessageQueue {
   clock: () => number = Date.now;
   /** Deduplication id → when it was first accepted (whether or not its message is deleted since). */
   private readonly seenIds = new Map<string, number>();
-  private next = 0;
+  /** Message ids, unique across queues (a message moved to a DLQ keeps its id, as on SQS). */
+  private static next = 0;
+  /**
+   * SQS's redrive policy: a message received `maxReceives` times moves to `queue` when next
+   * received, keeping its id and deduplication id (a move is not a send: no deduplication).
+   */
+  redrivePolicy?: { queue: MemoryQueue; maxReceives: number };
+
+  async deadLetterQueue(): Promise<{ queue: MemoryQueue; maxReceives: number } | undefined> {
+    return this.redrivePolicy && { ...this.redrivePolicy };
+  }
 
   constructor(
     readonly name = 'memory.fifo',
@@ -180,7 +190,7 @@ export class MemoryQueue implements MessageQueue {
         }
         this.seenIds.set(m.deduplicationId, this.clock());
       }
-      const id = `m${++this.next}`;
+      const id = `m${++MemoryQueue.next}`;
       this.messages.push({
         id,
         receipt: `${id}-r0`,
@@ -197,6 +207,12 @@ export class MemoryQueue implements MessageQueue {
 
   async receive(options: { max: number; visibilitySeconds?: number }): Promise<QueueMessage[]> {
     const now = Date.now();
+    const policy = this.redrivePolicy;
+    for (const m of this.messages) {
+      if (!policy || m.deleted || m.visibleAt > now || m.receiveCount < policy.maxReceives) continue;
+      m.deleted = true;
+      policy.queue.messages.push({ ...structuredClone(m), receiveCount: 0, visibleAt: 0, deleted: false });
+    }
     const got = this.messages.filter((m) => !m.deleted && m.visibleAt <= now).slice(0, Math.min(10, options.max));
     for (const m of got) {
       m.receiveCount++;
