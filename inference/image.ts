@@ -108,14 +108,15 @@ async function decodeHevc(input: Uint8Array, maxPixels: number): Promise<{ image
   }
   const raw = { width: px.width, height: px.height, channels: 4 as const };
   let oriented = sharp(px.rgba, { raw });
-  // EXIF orientations 2–8 as rotations (clockwise) and mirrors, applied after the rotation.
+  // EXIF orientations 2–8 as a mirror, then a clockwise rotation: sharp mirrors before it rotates,
+  // whatever order the calls are made in (5, the transpose, is flop then 270°; 7 is flop then 90°).
   const ops: Record<number, [number, 'flop' | 'flip' | undefined]> = {
     2: [0, 'flop'],
     3: [180, undefined],
     4: [0, 'flip'],
-    5: [90, 'flop'],
+    5: [270, 'flop'],
     6: [90, undefined],
-    7: [270, 'flop'],
+    7: [90, 'flop'],
     8: [270, undefined],
   };
   const [angle, mirror] = ops[px.orientation] ?? [0, undefined];

@@ -88,6 +88,60 @@ describe('image decoding', () => {
     assert.ok(at(16, 29)[2] > 200 && at(16, 29)[0] < 60, `bottom is blue: ${at(16, 29)}`);
   });
 
+  // Every EXIF orientation: a stored 64×32 image of quadrants [[red, green], [blue, yellow]] (top row
+  // first) must come out upright as the EXIF standard defines each one (a mirror, a rotation, or both).
+  // Written out per orientation from the definitions, not computed by the code under test.
+  const R = 'red',
+    G = 'green',
+    B = 'blue',
+    Y = 'yellow';
+  const UPRIGHT: Record<number, [string, string, string, string]> = {
+    1: [R, G, B, Y], // as stored
+    2: [G, R, Y, B], // mirrored left-right
+    3: [Y, B, G, R], // rotated 180°
+    4: [B, Y, R, G], // mirrored top-bottom
+    5: [R, B, G, Y], // transposed (mirrored about the main diagonal)
+    6: [B, R, Y, G], // rotated 90° clockwise
+    7: [Y, G, B, R], // transversed (mirrored about the other diagonal)
+    8: [G, Y, R, B], // rotated 90° counter-clockwise
+  };
+  const COLOURS: Record<string, number[]> = { red: [255, 0, 0], green: [0, 255, 0], blue: [0, 0, 255], yellow: [255, 255, 0] };
+  /** The four quadrants of a decoded 32×32 image, each named by the nearest of the four colours. */
+  const quadrants = (pixels: Uint8Array) =>
+    [
+      [8, 8],
+      [24, 8],
+      [8, 24],
+      [24, 24],
+    ].map(([x, y]) => {
+      const px = [...pixels.subarray((y * 32 + x) * 3, (y * 32 + x) * 3 + 3)];
+      const dist = (c: number[]) => c.reduce((s, v, i) => s + (v - px[i]) ** 2, 0);
+      return Object.keys(COLOURS).sort((a, b) => dist(COLOURS[a]) - dist(COLOURS[b]))[0];
+    });
+  const quadrantImage = () => {
+    const raw = Buffer.alloc(64 * 32 * 3);
+    for (let y = 0; y < 32; y++)
+      for (let x = 0; x < 64; x++) raw.set(COLOURS[[R, G, B, Y][(y < 16 ? 0 : 2) + (x < 32 ? 0 : 1)]], (y * 64 + x) * 3);
+    return sharp(raw, { raw: { width: 64, height: 32, channels: 3 } });
+  };
+
+  for (let orientation = 1; orientation <= 8; orientation++) {
+    const size = orientation >= 5 ? [32, 64] : [64, 32];
+    it(`HEIC with EXIF orientation ${orientation} (heif-enc, no container transform) is upright: ${size.join('×')}, ${UPRIGHT[orientation].join(', ')}`, async () => {
+      const heic = readFileSync(join(HEIC_FIXTURES, `exif-orientation-${orientation}.heic`));
+      const img = await decodeImage(heic, 32);
+      assert.equal(img.format, 'heif');
+      assert.deepEqual([img.sourceWidth, img.sourceHeight], size);
+      assert.deepEqual(quadrants(img.pixels), UPRIGHT[orientation]);
+    });
+    it(`JPEG with EXIF orientation ${orientation} is upright: ${size.join('×')}, ${UPRIGHT[orientation].join(', ')}`, async () => {
+      const jpeg = await quadrantImage().jpeg({ quality: 95 }).withMetadata({ orientation }).toBuffer();
+      const img = await decodeImage(jpeg, 32);
+      assert.deepEqual([img.sourceWidth, img.sourceHeight], size);
+      assert.deepEqual(quadrants(img.pixels), UPRIGHT[orientation]);
+    });
+  }
+
   const bombs: [string, () => Promise<Buffer>][] = [
     ['PNG', async () => pngBomb(30000, 30000)],
     ['JPEG', async () => jpegBomb(await gradientImage(64, 64, 'jpeg'))],
