@@ -9,6 +9,7 @@ import { registerDlqCommands } from './commands/dlq.ts';
 import { registerSearchCommand } from './commands/search.ts';
 import { registerGalleryCommand } from './commands/gallery.ts';
 import { registerTrainCommand } from './commands/train.ts';
+import { registerPreflightCommand } from './commands/preflight.ts';
 
 export function buildProgram(): Command {
   const program = new Command('effitag')
@@ -26,5 +27,6 @@ export function buildProgram(): Command {
   registerSearchCommand(program);
   registerGalleryCommand(program);
   registerTrainCommand(program);
+  registerPreflightCommand(program);
   return program;
 }
