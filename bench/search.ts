@@ -20,7 +20,7 @@ import { seededRandom } from '../model/random-weights.ts';
 import { dynamoClient, s3Client } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
-import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
+import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
 import { mapLimit } from '../pipeline/concurrency.ts';
 import { indexedObject } from '../pipeline/index-writes.ts';
 import { DYNAMODB_PRICES } from '../tiers/prices.ts';
@@ -43,10 +43,11 @@ function predictions(rand: () => number) {
 }
 
 export async function benchSearch(ctx: BenchContext, o: { entries: number; galleryImages: number; concurrency: number }) {
-  const dynamo = await startDynamoServer({ directory: join(ctx.workDir, 'index') });
-  const s3server = await startS3Server({ directory: join(ctx.workDir, 's3') });
-  const ddb = dynamoClient({ dynamoEndpoint: dynamo.endpoint, credentials: LOCAL_CREDENTIALS });
-  const s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials: LOCAL_CREDENTIALS });
+  const credentials = generateCredentials();
+  const dynamo = await startDynamoServer({ directory: join(ctx.workDir, 'index'), credentials });
+  const s3server = await startS3Server({ directory: join(ctx.workDir, 's3'), credentials });
+  const ddb = dynamoClient({ dynamoEndpoint: dynamo.endpoint, credentials });
+  const s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials });
   try {
     await ensureIndexTable(ddb, 'bench');
     await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));

@@ -93,6 +93,7 @@ export async function spawnLocalStack(
       s3Endpoint: `http://127.0.0.1:${s3Port}`,
       sqsEndpoint: `http://127.0.0.1:${sqsPort}`,
       dynamoEndpoint: `http://127.0.0.1:${dynamoPort}`,
+      dataDir: join(ctx.workDir, `s3-${s3Port}`), // its credentials
     },
     cpuMs() {
       // taskset execs node in place, so the pid is the stack's either way.

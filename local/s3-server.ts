@@ -13,12 +13,18 @@
  *   kept in memory: such objects are a test fixture, not something the embedded stack stores).
  */
 import S3rver from 's3rver';
+import type { LocalCredentials } from '../pipeline/aws/local-credentials.ts';
 import { encodeS3Key, type ObjectCreated } from '../pipeline/events.ts';
+import { guardS3rver } from './request-guard.ts';
 
 export interface S3ServerOptions {
   host?: string;
   port?: number;
   directory: string;
+  /** The only credentials it accepts requests signed with (local/request-guard.ts). */
+  credentials: LocalCredentials;
+  /** Pages that may call it from a browser (the stack's gallery); any other Origin is refused. */
+  trustedOrigins?: readonly string[];
   /** Called with an S3 notification body for every object created. */
   onObjectCreated?: (notification: string) => void | Promise<void>;
   /** Called with an S3 notification body for every object deleted (the tag index drops it). */
@@ -31,6 +37,8 @@ export interface S3ServerOptions {
 export interface RunningS3 {
   endpoint: string;
   port: number;
+  /** Also accept requests relayed by a loopback proxy on this port (they carry, and signed, its Host). */
+  trustProxyPort(port: number): void;
   /** Object-created events not yet handed to `onObjectCreated`. */
   pendingEvents(): number;
   close(): Promise<void>;
@@ -132,6 +140,8 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
   }) as S3rver & { middleware: Middleware[]; store: Store };
   // Before s3rver's router (Koa composes `middleware` when the server starts listening).
   server.middleware.splice(1, 0, s3SemanticsMiddleware(server.store, new Set()));
+  // First of all: Host, Origin, signature and on-disk paths (local/request-guard.ts).
+  const guard = guardS3rver(server, { credentials: options.credentials, listenHost: options.host, trustedOrigins: options.trustedOrigins });
 
   // Events accepted but not yet handed on: the stack is not idle while any are.
   let pending = 0;
@@ -173,10 +183,12 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
 
   const address = await server.run();
   const port = (address as { port: number }).port;
+  guard.ports.add(port);
   const host = options.host ?? '127.0.0.1';
   return {
     endpoint: clientEndpoint(host, port),
     port,
+    trustProxyPort: (p) => guard.trustProxyPort(p),
     pendingEvents: () => pending,
     close: () => server.close(),
   };

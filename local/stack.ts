@@ -14,7 +14,8 @@ import type { Engine, EngineName } from '../inference/engine.ts';
 import { engineChooser } from '../inference/engines.ts';
 import { dynamoClient, s3Client, sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
-import { checkWeights, INDEX_TABLE, LOCAL_CREDENTIALS, QUEUE_NAMES } from '../pipeline/aws/wiring.ts';
+import { checkWeights, ensureLocalCredentials, INDEX_TABLE, type LocalCredentials, QUEUE_NAMES } from '../pipeline/aws/wiring.ts';
+import { credentialsFile } from '../pipeline/aws/local-credentials.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { Counters, jsonLogger, type Logger } from '../pipeline/log.ts';
@@ -30,7 +31,7 @@ import { startS3Server } from './s3-server.ts';
 import { startDynamoServer } from './dynamo-server.ts';
 import { startSqsServer } from './sqs-server.ts';
 
-export { LOCAL_CREDENTIALS };
+export { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 
 export interface LocalStackOptions {
   dataDir: string;
@@ -39,8 +40,14 @@ export interface LocalStackOptions {
   weightsDir: string;
   /** Runs every tier (the CLI's --engine, tests' counting engines); default: each tier's own `engine`. */
   engine?: Engine;
-  /** Address both servers listen on. Default 127.0.0.1: they have no authentication. */
+  /**
+   * Address the servers listen on. Default 127.0.0.1. They answer only requests signed with the
+   * stack's credentials (made at the first start, kept in the data directory), from a loopback or
+   * IP-literal Host, with no Origin but `trustedOrigins`.
+   */
   host?: string;
+  /** Pages that may call the stand-ins from a browser (the gallery's origin); any other Origin is refused. */
+  trustedOrigins?: readonly string[];
   s3Port?: number;
   sqsPort?: number;
   dynamoPort?: number;
@@ -78,6 +85,9 @@ export interface LocalStackOptions {
 
 export interface LocalStack {
   endpoints: Endpoints;
+  /** The key pair the stand-ins accept (also `endpoints.credentials`), and the file it is kept in. */
+  credentials: LocalCredentials;
+  credentialsFile: string;
   bucket: string;
   s3: S3Client;
   sqs: SQSClient;
@@ -156,6 +166,17 @@ function coalescingSender(queue: SqsQueue, windowMs = 5) {
   };
 }
 
+/** A proxy's endpoint in front of a stand-in, which then accepts the proxy's Host (what its clients sign). */
+async function interposed(
+  server: { trustProxyPort(port: number): void },
+  endpoint: string,
+  interpose: (endpoint: string) => Promise<string>,
+): Promise<string> {
+  const proxy = await interpose(endpoint);
+  server.trustProxyPort(Number(new URL(proxy).port));
+  return proxy;
+}
+
 /** The embedded stack's queues, as the CDK stack makes them: intake with its DLQ, a FIFO task queue and DLQ per tier. */
 async function createQueues(
   server: Awaited<ReturnType<typeof startSqsServer>>,
@@ -221,15 +242,18 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const models = catalogFor(Object.values(options.tiers.tiers)[0]?.engine ?? 'ort');
   checkWeights(options.tiers, models);
 
-  const sqsServer = await startSqsServer({ host, port: options.sqsPort, credentials: LOCAL_CREDENTIALS });
+  // The stack's own key pair, per data directory: the stand-ins accept nothing signed otherwise.
+  const credentials = ensureLocalCredentials(options.dataDir);
+  const trustedOrigins = options.trustedOrigins;
+  const sqsServer = await startSqsServer({ host, port: options.sqsPort, credentials, trustedOrigins });
   const sqsEndpoint = sqsServer.endpoint;
   const stops: (() => Promise<unknown>)[] = [() => sqsServer.close()];
   const maxReceiveCount = options.maxReceiveCount ?? 5;
   const visibility = options.visibilitySeconds ?? 60;
 
   const sqs = sqsClient({
-    sqsEndpoint: options.interpose?.sqs ? await options.interpose.sqs(sqsEndpoint) : sqsEndpoint,
-    credentials: LOCAL_CREDENTIALS,
+    sqsEndpoint: options.interpose?.sqs ? await interposed(sqsServer, sqsEndpoint, options.interpose.sqs) : sqsEndpoint,
+    credentials,
   });
   const { intake, intakeUrl, tierQueues } = await createQueues(sqsServer, sqs, Object.keys(options.tiers.tiers), {
     visibility,
@@ -239,19 +263,21 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   await mkdir(options.dataDir, { recursive: true });
   const indexDir = options.indexDir ?? `${options.dataDir.replace(/\/+$/, '')}.index`;
   await mkdir(indexDir, { recursive: true });
-  const dynamoServer = await startDynamoServer({ host, port: options.dynamoPort, directory: indexDir });
+  const dynamoServer = await startDynamoServer({ host, port: options.dynamoPort, directory: indexDir, credentials, trustedOrigins });
   stops.push(() => dynamoServer.close());
-  const dynamo = dynamoClient({ dynamoEndpoint: dynamoServer.endpoint, credentials: LOCAL_CREDENTIALS });
+  const dynamo = dynamoClient({ dynamoEndpoint: dynamoServer.endpoint, credentials });
   await ensureIndexTable(dynamo, INDEX_TABLE);
   const index = new DynamoTagIndex(dynamo, INDEX_TABLE);
   const statePath = options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`;
   const journal = uploadJournal(statePath.replace(/\.state\.json$|$/, '.journal.jsonl'));
-  const notifier = sqsClient({ sqsEndpoint, credentials: LOCAL_CREDENTIALS });
+  const notifier = sqsClient({ sqsEndpoint, credentials });
   const notifications = coalescingSender(new SqsQueue(notifier, intakeUrl, QUEUE_NAMES.intake));
   const s3server = await startS3Server({
     host,
     port: options.s3Port,
     directory: options.dataDir,
+    credentials,
+    trustedOrigins,
     onObjectCreated: (body) => notifications.add(body),
     onObjectRemoved: (body) => notifications.add(body),
     onAccepted: (object) => journal.append(object),
@@ -265,13 +291,15 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     s3Endpoint: s3server.endpoint,
     sqsEndpoint,
     dynamoEndpoint: dynamoServer.endpoint,
-    credentials: LOCAL_CREDENTIALS,
+    credentials,
   };
   const s3 = s3Client(endpoints);
   await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {
     if (!/BucketAlreadyOwnedByYou|BucketAlreadyExists/.test(String(err?.name))) throw err;
   });
-  const pipelineS3 = options.interpose?.s3 ? s3Client({ ...endpoints, s3Endpoint: await options.interpose.s3(s3server.endpoint) }) : s3;
+  const pipelineS3 = options.interpose?.s3
+    ? s3Client({ ...endpoints, s3Endpoint: await interposed(s3server, s3server.endpoint, options.interpose.s3) })
+    : s3;
   const baseStore = new S3Store(pipelineS3, { quirks: 's3rver' });
   const store = options.wrapStore ? options.wrapStore(baseStore) : baseStore;
 
@@ -360,6 +388,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
   return {
     endpoints,
+    credentials,
+    credentialsFile: credentialsFile(options.dataDir),
     bucket,
     s3,
     sqs,

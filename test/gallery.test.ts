@@ -19,7 +19,7 @@ import { dynamoClient, s3Client, sqsClient } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
-import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
+import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
 import { DEAD_LETTER_ATTRIBUTES } from '../pipeline/worker-stages.ts';
 import { CHROMIUM, CHROMIUM_ARGS } from './support/chromium.ts';
 import { gradientImage, tempDir } from './support/fixtures.ts';
@@ -50,17 +50,18 @@ async function search(tags: string, extra: { minP?: string; prefix?: string } = 
 describe('gallery in headless Chromium', { skip }, () => {
   before(async () => {
     const dir = await tempDir('effitag-gallery-');
-    const s3server = await startS3Server({ directory: join(dir, 's3') });
-    const dynamo = await startDynamoServer({});
-    const sqsServer = await startSqsServer({ credentials: LOCAL_CREDENTIALS });
+    const credentials = generateCredentials();
+    const s3server = await startS3Server({ directory: join(dir, 's3'), credentials });
+    const dynamo = await startDynamoServer({ credentials });
+    const sqsServer = await startSqsServer({ credentials });
     stops.push(
       () => s3server.close(),
       () => dynamo.close(),
       () => sqsServer.close(),
     );
-    const s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials: LOCAL_CREDENTIALS });
-    const ddb = dynamoClient({ dynamoEndpoint: dynamo.endpoint, credentials: LOCAL_CREDENTIALS });
-    const sqs = sqsClient({ sqsEndpoint: sqsServer.endpoint, credentials: LOCAL_CREDENTIALS });
+    const s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials });
+    const ddb = dynamoClient({ dynamoEndpoint: dynamo.endpoint, credentials });
+    const sqs = sqsClient({ sqsEndpoint: sqsServer.endpoint, credentials });
     await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
     await ensureIndexTable(ddb, 'index');
     const index = new DynamoTagIndex(ddb, 'index');

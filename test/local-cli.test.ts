@@ -60,6 +60,8 @@ async function startLocal(
     });
     child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
   });
+  // The commands the test runs next (and LOCAL_CREDENTIALS) find this stack's credentials in its data directory.
+  process.env.EFFITAG_DATA_DIR = join(dir, 'data');
   return Object.assign(child, { output: () => out });
 }
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { dynamoClient } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
-import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
+import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
 import { scoreTags } from '../model/tag-hierarchy.ts';
 import { type IndexedObject, SHARDS, shardOf, type TagIndex } from '../pipeline/tag-index.ts';
 import { startDynamoServer, type RunningDynamo } from '../local/dynamo-server.ts';
@@ -17,7 +17,8 @@ import { MemoryStore } from './support/memory-ports.ts';
 
 let server: RunningDynamo;
 let index: DynamoTagIndex;
-const client = () => dynamoClient({ dynamoEndpoint: server.endpoint, credentials: LOCAL_CREDENTIALS });
+const credentials = generateCredentials();
+const client = () => dynamoClient({ dynamoEndpoint: server.endpoint, credentials });
 
 const object = (key: string, minutes: number, labels: [string, number][], bucket = 'photos'): IndexedObject => ({
   bucket,
@@ -48,7 +49,7 @@ async function all(ix: TagIndex, query: Omit<Parameters<TagIndex['search']>[0], 
 
 describe('tag index (DynamoDB API, dynalite)', () => {
   before(async () => {
-    server = await startDynamoServer({});
+    server = await startDynamoServer({ credentials });
     const c = client();
     await ensureIndexTable(c, 'effitag-index');
     await ensureIndexTable(c, 'effitag-index'); // idempotent

@@ -25,7 +25,7 @@ import { s3ImageSource } from '../pipeline/aws/s3-images.ts';
 import { publishWeights, syncWeights } from '../pipeline/aws/s3-weights.ts';
 import { directoryCatalog } from '../pipeline/models.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
-import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
+import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
 import { decodeTags } from '../pipeline/marker.ts';
 import { trainBatch } from '../training/augment.ts';
 import { folderSource, loadDataset, splitStratified } from '../training/dataset.ts';
@@ -42,8 +42,9 @@ const quiet = () => {};
 /** An embedded S3 server with one bucket, for the length of `fn`. */
 async function withLocalS3(bucket: string, fn: (s3: S3Client, dir: string) => Promise<void>): Promise<void> {
   const dir = await tempDir('effitag-s3-');
-  const server = await startS3Server({ directory: join(dir, 's3') });
-  const s3 = s3Client({ s3Endpoint: server.endpoint, credentials: LOCAL_CREDENTIALS });
+  const credentials = generateCredentials();
+  const server = await startS3Server({ directory: join(dir, 's3'), credentials });
+  const s3 = s3Client({ s3Endpoint: server.endpoint, credentials });
   try {
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     await fn(s3, dir);

@@ -9,7 +9,7 @@ import {
   defaultWeightsDir,
   EMBEDDED_PORTS,
   embeddedEndpoints,
-  LOCAL_CREDENTIALS,
+  defaultDataDir,
   LOCAL_TIERS_FILE,
   placeFromFlags,
   QUEUE_NAMES,
@@ -56,7 +56,7 @@ function registerLocal(program: Command): void {
     .description('run the embedded stack: local S3 + queues + tag index + router + CPU worker + gallery, on loopback (npm start)')
     .option(
       '--listen <address>',
-      'address the S3 and SQS servers listen on (env EFFITAG_LISTEN); they have no authentication, so anything but loopback exposes every object and message to the network',
+      "address the S3, SQS and DynamoDB servers listen on (env EFFITAG_LISTEN); they answer only requests signed with the stack's credentials, over plain HTTP, so anything but loopback lets the network read what is sent",
       env('EFFITAG_LISTEN', '127.0.0.1'),
     )
     .option(
@@ -95,7 +95,7 @@ function registerLocal(program: Command): void {
     .action(async (opts: LocalOptions) => {
       if (!isLoopback(opts.listen)) {
         process.stderr.write(
-          `WARNING: --listen ${opts.listen}: the embedded S3, SQS and DynamoDB have no authentication; anyone who can reach this machine can read, change and delete its objects and queue messages.\n`,
+          `WARNING: --listen ${opts.listen}: the embedded S3, SQS and DynamoDB speak plain HTTP; requests are signed, not encrypted: anyone on the network path can read the objects and messages sent.\n`,
         );
       }
       const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS_FILE);
@@ -111,6 +111,9 @@ function registerLocal(program: Command): void {
           weightsDir,
           engine,
           host: opts.listen,
+          // The gallery's page may call the stand-ins (its links are presigned); no other page may.
+          trustedOrigins:
+            opts.gallery && opts.galleryPort ? ['127.0.0.1', 'localhost', '[::1]'].map((h) => `http://${h}:${opts.galleryPort}`) : [],
           s3Port: opts.s3Port,
           sqsPort: opts.sqsPort,
           dynamoPort: opts.dynamodbPort,
@@ -171,8 +174,14 @@ function registerLocal(program: Command): void {
               .join(', ')
           }`,
           '',
+          `Credentials: the stand-ins accept only requests signed with these (kept owner-only in ${stack.credentialsFile};`,
+          '`effitag` commands read them there). For the AWS CLI or SDK, in your shell:',
+          `  export AWS_ACCESS_KEY_ID=${stack.credentials.accessKeyId} AWS_SECRET_ACCESS_KEY=${stack.credentials.secretAccessKey} AWS_REGION=us-east-1${
+            resolve(opts.data) === defaultDataDir() ? '' : ` EFFITAG_DATA_DIR=${resolve(opts.data)}`
+          }`,
+          '',
           'Upload an image and watch it get tagged:',
-          `  AWS_ACCESS_KEY_ID=${LOCAL_CREDENTIALS.accessKeyId} AWS_SECRET_ACCESS_KEY=${LOCAL_CREDENTIALS.secretAccessKey} aws --endpoint-url ${s3Endpoint} s3 cp photo.jpg s3://${stack.bucket}/photos/photo.jpg`,
+          `  aws --endpoint-url ${s3Endpoint} s3 cp photo.jpg s3://${stack.bucket}/photos/photo.jpg`,
           `  npx effitag tag photo.jpg        # uploads and prints the tags when they land`,
           `  npx effitag show s3://${stack.bucket}/photos/photo.jpg`,
           `  npx effitag search s3://${stack.bucket} --tag dog      # leaf or rolled-up tags (retriever, dog, animal)`,

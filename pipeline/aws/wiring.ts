@@ -16,12 +16,30 @@ import { runtimeConfig, type RuntimeConfig } from '../runtime-config.ts';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { dynamoClient, s3Client, sqsClient, type Endpoints } from './clients.ts';
 import { DynamoTagIndex } from './dynamo-index.ts';
+import { type LocalCredentials, readLocalCredentials } from './local-credentials.ts';
 import { markersFromS3 } from './markers.ts';
 import { S3Store } from './s3-store.ts';
 import { SqsQueue } from './sqs-queue.ts';
 
-/** The embedded stand-ins accept any signature; the SDK still needs credentials to sign with. */
-export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+/**
+ * The embedded stack's credentials: a random pair per data directory, kept in it owner-only; the
+ * stand-ins accept requests signed with nothing else (pipeline/aws/local-credentials.ts).
+ */
+export { defaultDataDir, ensureLocalCredentials, readLocalCredentials, type LocalCredentials } from './local-credentials.ts';
+
+/**
+ * The credentials of the embedded stack of EFFITAG_DATA_DIR (else .effitag/data), read from its data
+ * directory each time they are used: what `effitag` commands sign with, and what tests get once their
+ * stack is started (test/support/local-stack.ts points EFFITAG_DATA_DIR at it).
+ */
+export const LOCAL_CREDENTIALS: LocalCredentials = Object.freeze({
+  get accessKeyId() {
+    return readLocalCredentials().accessKeyId;
+  },
+  get secretAccessKey() {
+    return readLocalCredentials().secretAccessKey;
+  },
+});
 
 /** The embedded stack's ports (overridden by EFFITAG_S3_PORT / EFFITAG_SQS_PORT / EFFITAG_DYNAMODB_PORT / EFFITAG_GALLERY_PORT). */
 export const EMBEDDED_PORTS = { s3: 4568, sqs: 4566, dynamodb: 4569, gallery: 4570 } as const;
@@ -44,8 +62,11 @@ export const QUEUE_NAMES = {
 export const defaultWeightsDir = (): string => join(cacheDir(), 'weights');
 
 export type Place =
-  /** The embedded stack (`npm start`), at its default ports unless endpoints are given. */
-  | { kind: 'embedded'; s3Endpoint?: string; sqsEndpoint?: string; dynamoEndpoint?: string }
+  /**
+   * The embedded stack (`npm start`), at its default ports unless endpoints are given; signed with
+   * the credentials in its data directory (default EFFITAG_DATA_DIR, else .effitag/data).
+   */
+  | { kind: 'embedded'; s3Endpoint?: string; sqsEndpoint?: string; dynamoEndpoint?: string; dataDir?: string }
   /** Real AWS: credentials and region from the environment. */
   | { kind: 'aws' }
   /** Any S3/SQS-compatible endpoint (tests, a proxy in front of the stand-ins). */
@@ -79,7 +100,7 @@ export function endpointsOf(place: Place): Endpoints {
     s3Endpoint: place.s3Endpoint ?? defaults.s3Endpoint,
     sqsEndpoint: place.sqsEndpoint ?? defaults.sqsEndpoint,
     dynamoEndpoint: place.dynamoEndpoint ?? defaults.dynamoEndpoint,
-    credentials: LOCAL_CREDENTIALS,
+    credentials: readLocalCredentials(place.dataDir),
   };
 }
 

@@ -95,7 +95,7 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
     queues.set(id, Object.assign(new SqsQueue(sqs, url, name), { arn, logicalId: id }));
   }
 
-  const dynamoServer = await startDynamoServer({});
+  const dynamoServer = await startDynamoServer({ credentials: CREDENTIALS });
   stops.push(() => dynamoServer.close());
   const dynamo = dynamoClient({ dynamoEndpoint: dynamoServer.endpoint, credentials: CREDENTIALS });
   const tableArns = new Map<string, string>();
@@ -126,6 +126,7 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
   };
   const s3server = await startS3Server({
     directory: dataDir,
+    credentials: CREDENTIALS,
     onObjectCreated: notify('s3:ObjectCreated:*'),
     onObjectRemoved: notify('s3:ObjectRemoved:*'),
   });

@@ -47,8 +47,9 @@ export async function startTestStack(
   await randomArtifact(join(weights, 'b0'), 'b0');
   const probe: EngineProbe = { images: 0, calls: 0 };
   const config = parseTiers(tiers);
+  const dataDir = options.dataDir ?? join(await tempDir('effitag-data-'), 's3');
   const stack = await startLocalStack({
-    dataDir: join(await tempDir('effitag-data-'), 's3'),
+    dataDir,
     tiers: config,
     weightsDir: weights,
     engine: countingEngine(ortEngine({ log: () => {} }), probe),
@@ -58,6 +59,9 @@ export async function startTestStack(
     worker: { retryBaseSeconds: 0.4, waitSeconds: 1 },
     ...options,
   });
+  // The `effitag` commands a test runs find this stack's credentials as they find `npm start`'s:
+  // in its data directory, through EFFITAG_DATA_DIR (child processes inherit it).
+  process.env.EFFITAG_DATA_DIR = dataDir;
   return { stack, probe, config };
 }
 
