@@ -147,38 +147,51 @@ export class DynamoTagIndex implements TagIndex {
   async put(o: IndexedObject): Promise<PutResult> {
     const ms = o.lastModified.getTime();
     const tags = o.failure ? { [FAILED_TAG]: 1 } : Object.fromEntries(o.tags.map((t) => [t.tag, t.probability]));
-    const old = await this.getStored(o.bucket, o.key);
-    if (old && old.ms > ms) return { status: 'stale' };
-    const sameTags = old && old.ms === ms && JSON.stringify(old.t) === JSON.stringify(tags);
-    if (sameTags && old.e === o.eTag && old.marker === o.marker && !old.prev?.length) return { status: 'unchanged' };
-    // Earlier versions whose entries may survive: the one being replaced, and any a crash left behind.
-    const prev = [...(old?.prev ?? []), ...(old && !sameTags ? [{ ms: old.ms, tags: Object.keys(old.t) }] : [])];
-    const record: StoredRecord = {
-      pk: recordPk(o.bucket, o.key),
-      sk: RECORD_SK,
-      e: o.eTag,
-      ms,
-      marker: o.marker,
-      at: o.at,
-      v: o.variant,
-      s: o.size,
-      t: tags,
-      ...(o.failure ? { f: o.failure } : {}),
-      ...(prev.length ? { prev } : {}),
-    };
-    try {
-      await this.doc.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: record,
-          ConditionExpression: 'attribute_not_exists(pk) OR ms <= :ms',
-          ExpressionAttributeValues: { ':ms': ms },
-        }),
-      );
-      this.countPut(record);
-    } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return { status: 'stale' };
-      throw err;
+    // The record is replaced only if it is still the one read (compare and swap): two workers
+    // writing two versions at once each see the other's record, so the newer one lists the
+    // older's entries in `prev` and deletes them, and the older one finds itself stale.
+    let record: StoredRecord | undefined;
+    let prev: { ms: number; tags: string[] }[] = [];
+    for (let attempt = 1; !record; attempt++) {
+      const old = await this.getStored(o.bucket, o.key);
+      if (old && old.ms > ms) return { status: 'stale' };
+      const sameTags = old && old.ms === ms && JSON.stringify(old.t) === JSON.stringify(tags);
+      if (sameTags && old.e === o.eTag && old.marker === o.marker && !old.prev?.length) return { status: 'unchanged' };
+      // Earlier versions whose entries may survive: the one being replaced, and any a crash left behind.
+      prev = [...(old?.prev ?? []), ...(old && !sameTags ? [{ ms: old.ms, tags: Object.keys(old.t) }] : [])];
+      const next: StoredRecord = {
+        pk: recordPk(o.bucket, o.key),
+        sk: RECORD_SK,
+        e: o.eTag,
+        ms,
+        marker: o.marker,
+        at: o.at,
+        v: o.variant,
+        s: o.size,
+        t: tags,
+        ...(o.failure ? { f: o.failure } : {}),
+        ...(prev.length ? { prev } : {}),
+      };
+      try {
+        await this.doc.send(
+          new PutCommand({
+            TableName: this.table,
+            Item: next,
+            ...(old
+              ? {
+                  ConditionExpression: 'ms = :ms AND e = :e AND #at = :at',
+                  ExpressionAttributeNames: { '#at': 'at' },
+                  ExpressionAttributeValues: { ':ms': old.ms, ':e': old.e, ':at': old.at },
+                }
+              : { ConditionExpression: 'attribute_not_exists(pk)' }),
+          }),
+        );
+        this.countPut(next);
+        record = next;
+      } catch (err) {
+        // Another write got in between: read again (it may be newer, and then this one is stale).
+        if (!(err instanceof ConditionalCheckFailedException) || attempt >= 8) throw err;
+      }
     }
     // A failure is listed under FAILED_TAG only, not among the tagged objects of ALL_TAG.
     const all = entryPk(o.bucket, ALL_TAG, shardOf(o.key));
@@ -197,6 +210,14 @@ export class DynamoTagIndex implements TagIndex {
     }));
     await this.batchWrite(entries.map((Item) => ({ PutRequest: { Item } })));
     for (const e of entries) this.countPut(e);
+    // A newer version's write may have replaced the record (and deleted its `prev` entries) while
+    // these entries were on their way: then they are this writer's to delete, or they stay forever.
+    const now = await this.getStored(o.bucket, o.key);
+    if (!now || now.ms !== ms || now.e !== o.eTag) {
+      const current = new Set(now ? entryKeys(o.bucket, o.key, new Date(now.ms), Object.keys(now.t)).map((k) => `${k.pk}\n${k.sk}`) : []);
+      await this.deleteEntries(keys.filter((k) => !current.has(`${k.pk}\n${k.sk}`)));
+      return { status: 'stale' };
+    }
     const keep = new Set(keys.map((k) => `${k.pk}\n${k.sk}`));
     const stale = prev.flatMap((p) => entryKeys(o.bucket, o.key, new Date(p.ms), p.tags)).filter((k) => !keep.has(`${k.pk}\n${k.sk}`));
     const deleted = await this.deleteEntries(stale);
