@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { encodeS3Key, parseEventBody, type ParsedBody } from '../pipeline/events.ts';
+import { makeRouter } from '../pipeline/router.ts';
+import { parseTiers } from '../tiers/schema.ts';
+import { gradientImage } from './support/fixtures.ts';
+import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
 import { eventBridgeBody, eventBridgeFromS3Record } from './rehearsal/eventbridge.ts';
 
 /** The S3 user guide's examples ("EventBridge event message structure"), as an SQS rule target receives them. */
@@ -169,6 +173,48 @@ describe('EventBridge S3 events (effitag:events=eventbridge)', () => {
         ['old photo.jpg', 'permanent'],
         ['old photo.jpg', 'delete-marker'],
       ],
+    );
+  });
+});
+
+describe('the router on EventBridge bodies (as the intake queue receives them from the rule)', () => {
+  const tiers = parseTiers({
+    version: 1,
+    tiers: { cpu: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 2048 }, engine: 'ort', batchSize: 8 } },
+    routing: { default: { tier: 'cpu' } },
+  });
+
+  it('routes an Object Created upload by its literal key, unindexes on Object Deleted, and refuses a malformed event permanently', async () => {
+    const store = new MemoryStore();
+    const queue = new MemoryQueue();
+    const index = new MemoryIndex();
+    const router = makeRouter({ store, queues: { cpu: queue }, tiers, models: fixedCatalog({ topClass: 207 }), index });
+    const key = 'sale 50%+off/dog.png';
+    const bytes = await gradientImage(64, 48, 'png');
+    const eTag = store.put('photos', key, bytes);
+    const [outcome] = await router.handleBody(eventBridgeBody({ change: 'created', bucket: 'photos', key, size: bytes.length, eTag }));
+    assert.equal(outcome.action, 'enqueued', JSON.stringify(outcome));
+    assert.equal(outcome.action === 'enqueued' && outcome.task.key, key);
+    assert.equal(queue.messages.length, 1);
+
+    await index.put({
+      bucket: 'photos',
+      key,
+      eTag,
+      lastModified: new Date('2026-12-01T00:00:00Z'),
+      size: bytes.length,
+      variant: 'b0',
+      marker: 'b0@cafe',
+      at: '2026-12-01T00:00:01Z',
+      tags: [{ tag: 'dog', probability: 0.9, leaf: false }],
+    });
+    store.delete('photos', key);
+    await router.handleBody(eventBridgeBody({ change: 'removed', bucket: 'photos', key, time: new Date('2026-12-02T00:00:00Z') }));
+    assert.equal((await index.search({ bucket: 'photos', tags: ['dog'], limit: 5 })).hits.length, 0, 'deleted: unindexed');
+
+    await assert.rejects(
+      router.handleBody(JSON.stringify({ source: 'aws.s3', 'detail-type': 'Object Created', detail: { object: { key } } })),
+      (err: Error & { permanent?: boolean }) => err.permanent === true && /without detail\.bucket\.name/.test(err.message),
     );
   });
 });
