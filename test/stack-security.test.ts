@@ -16,6 +16,7 @@ import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -69,6 +70,7 @@ async function raw(
     headers?: Record<string, string>;
     body?: string;
     host?: string;
+    signedAt?: Date;
   },
 ): Promise<Answer> {
   const url = new URL(endpoint);
@@ -89,15 +91,18 @@ async function raw(
       const [k, v = ''] = part.split('=');
       q[decodeURIComponent(k)] = decodeURIComponent(v);
     }
-    const signed = await signer.sign({
-      method: o.method,
-      protocol: 'http:',
-      hostname: url.hostname,
-      path,
-      query: q,
-      headers,
-      body: o.body,
-    });
+    const signed = await signer.sign(
+      {
+        method: o.method,
+        protocol: 'http:',
+        hostname: url.hostname,
+        path,
+        query: q,
+        headers,
+        body: o.body,
+      },
+      { signingDate: o.signedAt },
+    );
     Object.assign(headers, signed.headers);
   }
   return new Promise((resolve, reject) => {
@@ -193,6 +198,7 @@ describe('the embedded stack answers only its owner', () => {
   it('refuses unsigned, badly signed and other-credential requests, with S3-shaped errors', async () => {
     const s3 = stack.endpoints.s3Endpoint!;
     const mine = stack.endpoints.credentials!;
+    await put(stack, 'plain/a b+c.txt', 'hello');
     const path = `/${stack.bucket}/plain/a%20b%2Bc.txt`;
     const unsigned = await raw(s3, { method: 'GET', path, service: 's3', credentials: null });
     assert.equal(unsigned.status, 403);
@@ -254,6 +260,9 @@ describe('the embedded stack answers only its owner', () => {
     assert.equal(badDdb.status, 403);
     assert.equal(jsonCode(badDdb), 'InvalidSignatureException');
     assert.equal((await raw(ddb, { ...scan, credentials: mine })).status, 200);
+    const replayed = await raw(ddb, { ...scan, credentials: mine, signedAt: new Date(Date.now() - 3_600_000) });
+    assert.equal(replayed.status, 403, 'a request signed an hour ago');
+    assert.match(replayed.text, /more than 15 minutes/);
     const sqs = stack.endpoints.sqsEndpoint!;
     const list = { method: 'POST', path: '/', service: 'sqs' as const, headers: target('AmazonSQS.ListQueues'), body: '{}' };
     const unsignedSqs = await raw(sqs, { ...list, credentials: null });
@@ -302,6 +311,8 @@ describe('the embedded stack answers only its owner', () => {
     const s3 = stack.endpoints.s3Endpoint!;
     const mine = stack.endpoints.credentials!;
     await put(stack, 'victim.txt', 'keep me');
+    // A file where `../../outside.txt` of the bucket would be kept: a DeleteObjects naming it must not remove it.
+    await writeFile(join(root, 'outside.txt._S3rver_object'), 'not an object of the bucket');
     const before = filesUnder(root).sort();
     const attempts: [string, string, Record<string, string>?, string?][] = [
       ['PUT', `/${stack.bucket}/../../x.txt`],
@@ -333,6 +344,7 @@ describe('the embedded stack answers only its owner', () => {
     }
     assert.deepEqual(filesUnder(root).sort(), before, 'no file was written or removed anywhere under the test folder');
     assert.ok(!existsSync(join(dirname(root), 'x.txt._S3rver_object')));
+    assert.ok(existsSync(join(root, 'outside.txt._S3rver_object')));
     assert.equal((await head(stack, 'victim.txt')).ContentLength, 7);
   });
 });

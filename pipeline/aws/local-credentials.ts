@@ -9,7 +9,7 @@
  * s3rver (which takes each folder of the data directory for a bucket) ignores files.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 
@@ -76,20 +76,17 @@ export function readLocalCredentials(dataDir: string = defaultDataDir()): LocalC
 export function ensureLocalCredentials(dataDir: string): LocalCredentials {
   const file = credentialsFile(dataDir);
   mkdirSync(resolve(dataDir), { recursive: true });
-  try {
-    if ((statSync(file).mode & 0o077) !== 0) chmodSync(file, 0o600);
-    return readLocalCredentials(dataDir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  if (!existsSync(file)) {
+    const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    writeFileSync(temp, `${JSON.stringify(generateCredentials(), null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+    try {
+      linkSync(temp, file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // another start won: use its pair
+    } finally {
+      unlinkSync(temp);
+    }
   }
-  const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  writeFileSync(temp, `${JSON.stringify(generateCredentials(), null, 2)}\n`, { mode: 0o600, flag: 'wx' });
-  try {
-    linkSync(temp, file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err; // another start won: use its pair
-  } finally {
-    unlinkSync(temp);
-  }
+  if ((statSync(file).mode & 0o077) !== 0) chmodSync(file, 0o600);
   return readLocalCredentials(dataDir);
 }
