@@ -51,13 +51,26 @@ async function assertEndState(stack: LocalStack, proxy: FaultProxy, objects: Awa
   assert.equal((await stack.intake.receive({ max: 10, waitSeconds: 0 })).length, 0, 'the intake is drained');
 }
 
+/** What the workers dead-lettered so far (their counters). */
+const lost = (stack: LocalStack) =>
+  Object.entries(stack.counters.snapshot())
+    .filter(([name, n]) => n > 0 && name.startsWith('dead-lettered.'))
+    .map(([name]) => name);
+
 const allTagged = (stack: LocalStack, objects: { key: string }[], timeoutMs: number) =>
   waitFor(
     'every object tagged',
-    async () =>
-      (await Promise.all(objects.map((o) => head(stack, o.key)))).every((h) => h.Metadata?.['effitag-status']) ? true : undefined,
+    async () => {
+      // Something dead-lettered will never be tagged: fail now, saying what, rather than at the deadline.
+      assert.deepEqual(lost(stack), [], 'nothing dead-lettered');
+      return (await Promise.all(objects.map((o) => head(stack, o.key)))).every((h) => h.Metadata?.['effitag-status']) ? true : undefined;
+    },
     timeoutMs,
   );
+
+/** SQS's DeleteMessageBatch (JSON protocol) on a tier queue (FIFO), as the proxy sees it. */
+const tierDelete = (req: { headers: Record<string, unknown> }, body: Buffer) =>
+  String(req.headers['x-amz-target'] ?? '').endsWith('.DeleteMessageBatch') && /\.fifo/.test(body.toString('utf8'));
 
 describe('fault injection: S3 answering 503 SlowDown and 500 InternalError', () => {
   let stack: LocalStack;
@@ -67,8 +80,11 @@ describe('fault injection: S3 answering 503 SlowDown and 500 InternalError', () 
     await proxy?.close();
   });
 
-  it("a quarter of the pipeline's S3 requests fail: retried with backoff, nothing lost, nothing written twice", async () => {
+  it("a quarter of the pipeline's S3 requests fail: retried by the S3 client with backoff, nothing lost, nothing written twice", async () => {
     ({ stack } = await startTestStack(TIERS, {
+      // One receive per message: a fault the S3 client does not retry itself sends its message to a
+      // DLQ, instead of being masked by the queue's redelivery.
+      maxReceiveCount: 1,
       interpose: {
         s3: async (endpoint) => {
           proxy = await startFaultProxy(endpoint, { seed: 7 });
@@ -77,6 +93,8 @@ describe('fault injection: S3 answering 503 SlowDown and 500 InternalError', () 
       },
     }));
     proxy.failFraction = 0.25;
+    // At most two failures per request: within the client's four attempts, never past them.
+    proxy.maxFailuresPerInvocation = 2;
     const objects = await upload(stack, 'slowdown', 16, 40);
     await allTagged(stack, objects, 60_000);
     proxy.failFraction = 0;
@@ -110,14 +128,38 @@ describe('fault injection: SQS unreachable for a few seconds', () => {
     }));
     const before = await upload(stack, 'before-outage', 6, 60);
     sqsProxy.down = true;
+    const resetsAtStart = sqsProxy.resets;
     const during = await upload(stack, 'during-outage', 6, 70);
-    await new Promise((r) => setTimeout(r, 4000));
+    // The router and the workers have tried SQS (and been cut off) several times since.
+    await waitFor('the pipeline to meet the outage', async () => (sqsProxy.resets >= resetsAtStart + 6 ? true : undefined));
     for (const o of during)
       assert.equal((await head(stack, o.key)).Metadata?.['effitag-status'], undefined, 'nothing moves while SQS is down');
+    // SQS back, but refusing the tier queues' deletes: tasks are tagged and their deletes refused
+    // (every attempt of the SDK's), so the messages come back after their lease.
+    const refusedAttempts = new Map<string, number>();
+    sqsProxy.refuse = (req, body) => {
+      if (!tierDelete(req, body)) return false;
+      const id = String(req.headers['amz-sdk-invocation-id']);
+      refusedAttempts.set(id, (refusedAttempts.get(id) ?? 0) + 1);
+      return true;
+    };
     sqsProxy.down = false;
+    // The SQS client makes 4 attempts: a delete refused 4 times has failed for the worker.
+    await waitFor(
+      'a delete refused on every attempt',
+      async () => (Math.max(0, ...refusedAttempts.values()) >= 4 ? true : undefined),
+      60_000,
+    );
+    sqsProxy.refuse = undefined;
     await allTagged(stack, [...before, ...during], 60_000);
-    // Messages whose delete was refused during the outage come back once and are skipped by their marker.
-    await new Promise((r) => setTimeout(r, 6000));
+    // The messages whose delete was refused come back once and are skipped by their marker; the
+    // tier queue then drains.
+    await waitFor(
+      'the refused messages back and skipped by their marker',
+      async () => (stack.counters.get('skipped.already-tagged') >= 1 ? true : undefined),
+      60_000,
+    );
+    await waitFor('the tier queue drained', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined), 60_000);
     await assertEndState(stack, s3Proxy, [...before, ...during]);
   });
 });

@@ -17,6 +17,17 @@ export interface FaultProxy {
   injected: number;
   /** Successful CopyObject requests that reached S3, by object key. */
   copies: Map<string, number>;
+  /**
+   * At most this many injected errors per SDK invocation (its attempts share `amz-sdk-invocation-id`):
+   * with fewer than the client's attempts, every request succeeds within the SDK's own retries, so
+   * only a client that does not retry lets a fault reach the pipeline. Default: no limit.
+   */
+  maxFailuresPerInvocation: number;
+  /** Requests whose connection is reset (the request never reaches the server) while this says so. */
+  refuse?: (req: IncomingMessage, body: Buffer) => boolean;
+  /** Requests refused by `refuse`, and connections reset while `down`. */
+  refused: number;
+  resets: number;
   close(): Promise<void>;
 }
 
@@ -41,24 +52,44 @@ export async function startFaultProxy(target: string, options: { seed?: number }
     down: false,
     injected: 0,
     copies: new Map(),
+    maxFailuresPerInvocation: Number.POSITIVE_INFINITY,
+    refused: 0,
+    resets: 0,
     close: () =>
       new Promise((r) => {
         for (const s of sockets) s.destroy();
         server.close(() => r());
       }),
   };
-  const server: Server = createServer((req: IncomingMessage, res) => {
+  const failuresOf = new Map<string, number>();
+  const server: Server = createServer(async (req: IncomingMessage, res) => {
     if (proxy.down) {
+      proxy.resets++;
       req.socket.destroy();
       return;
     }
-    if (random() < proxy.failFraction) {
+    const invocation = String(req.headers['amz-sdk-invocation-id'] ?? '');
+    const failed = failuresOf.get(invocation) ?? 0;
+    if (failed < proxy.maxFailuresPerInvocation && random() < proxy.failFraction) {
+      if (invocation) failuresOf.set(invocation, failed + 1);
       proxy.injected++;
       const e = S3_ERRORS[proxy.injected % S3_ERRORS.length];
       req.resume();
       res.writeHead(e.status, { 'content-type': 'application/xml' });
       res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${e.code}</Code><Message>${e.message}</Message></Error>`);
       return;
+    }
+    // A request that may be refused is read whole first (its body says which call and queue it is).
+    let body: Buffer | undefined;
+    if (proxy.refuse) {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      body = Buffer.concat(chunks);
+      if (proxy.refuse?.(req, body)) {
+        proxy.refused++;
+        req.socket.destroy();
+        return;
+      }
     }
     const upstream = request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
       if (req.method === 'PUT' && req.headers['x-amz-copy-source'] && answer.statusCode === 200) {
@@ -69,12 +100,16 @@ export async function startFaultProxy(target: string, options: { seed?: number }
       answer.pipe(res);
     });
     upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
+    if (body) upstream.end(body);
+    else req.pipe(upstream);
   });
   server.on('connection', (s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
-    if (proxy.down) s.destroy();
+    if (proxy.down) {
+      proxy.resets++;
+      s.destroy();
+    }
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   proxy.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
