@@ -18,6 +18,7 @@ import {
   LAMBDA_MB_PER_VCPU,
   LAMBDA_PRICES,
   DYNAMODB_PRICES,
+  IDLE_PRICES,
   writeBackRequestsPerMillion,
   PRICE_LIST_DATE,
   REKOGNITION_PER_MILLION,
@@ -267,6 +268,85 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
         : `tag index (DynamoDB on demand, $${DYNAMODB_PRICES.perMillionWrites}/1M writes, $${DYNAMODB_PRICES.perMillionReads}/1M reads): ${INDEX_ENTRIES_PER_IMAGE.toFixed(1)} entries + 1 record written and 1 read per image (one class written; each further class adds 1–5 entries) → $${indexPerMillion('metadata').toFixed(2)}, index-only tiers $${indexPerMillion('index').toFixed(2)} (one more read); storage about ${indexKbPerImage().toFixed(1)} KB per image, $${((indexKbPerImage() / 1024 ** 2) * 1e6 * (DYNAMODB_PRICES.storagePerGbMonth + DYNAMODB_PRICES.pitrPerGbMonth)).toFixed(2)} per 1M images per month with point-in-time recovery`,
       'not included: data transfer, CloudWatch logs and metrics, versioned-bucket storage of the copies',
       `Amazon Rekognition DetectLabels: $${REKOGNITION_PER_MILLION / 1000} per 1,000 images (first pricing tier)`,
+    ],
+  };
+}
+
+/** What the stack keeps while nothing is uploaded: the part of its cost that does not scale to zero. */
+export interface IdleResources {
+  alarms: number;
+  /** Metrics the alarms read: what CloudWatch bills. */
+  alarmMetrics: number;
+  dashboards: number;
+  kmsKeys: number;
+  /** Where the counts come from. */
+  source: string;
+}
+
+interface TemplateJson {
+  Resources: Record<string, { Type: string; Properties?: { MetricName?: string; Metrics?: { MetricStat?: unknown }[] } }>;
+}
+
+/** Counted in a synthesized template (`npx cdk synth`, then cdk.out/EffiTag.template.json). */
+export function idleResourcesOfTemplate(template: TemplateJson, source = 'the synthesized template'): IdleResources {
+  const of = (type: string) => Object.values(template.Resources ?? {}).filter((r) => r.Type === type);
+  const alarms = of('AWS::CloudWatch::Alarm');
+  return {
+    alarms: alarms.length,
+    // A metric-math alarm is billed per metric it reads, not for its expression.
+    alarmMetrics: alarms.reduce(
+      (n, a) => n + (a.Properties?.MetricName ? 1 : (a.Properties?.Metrics ?? []).filter((m) => m.MetricStat).length),
+      0,
+    ),
+    dashboards: of('AWS::CloudWatch::Dashboard').length,
+    kmsKeys: of('AWS::KMS::Key').length,
+    source,
+  };
+}
+
+/**
+ * What the stack creates for a tiers file, without synthesizing it (test/cdk-operations.test.ts holds
+ * it equal to the synthesized template of every shipped tiers file): the intake DLQ's alarm; per tier
+ * its DLQ and queue-age alarms; per GPU tier its backlog-scaling alarm (visible + in flight: two
+ * metrics); one dashboard; the alarm topic's KMS key.
+ */
+export function idleResourcesOfTiers(config: TiersFile): IdleResources {
+  const tiers = Object.values(config.tiers);
+  const gpu = tiers.filter((t) => t.compute.target === 'ecs-gpu').length;
+  return {
+    alarms: 1 + 2 * tiers.length + gpu,
+    alarmMetrics: 1 + 2 * tiers.length + 2 * gpu,
+    dashboards: 1,
+    kmsKeys: 1,
+    source: 'what the stack creates for this tiers file',
+  };
+}
+
+export interface IdleCost {
+  items: { what: string; count: number; dollarsPerMonth: number }[];
+  dollarsPerMonth: number;
+  source: string;
+  notes: string[];
+}
+
+/** The idle resources priced (list prices, before CloudWatch's free tier). */
+export function idleCost(r: IdleResources): IdleCost {
+  const items = [
+    { what: 'CloudWatch dashboard', count: r.dashboards, dollarsPerMonth: r.dashboards * IDLE_PRICES.dashboardPerMonth },
+    {
+      what: `CloudWatch alarms (${r.alarmMetrics} metrics)`,
+      count: r.alarms,
+      dollarsPerMonth: r.alarmMetrics * IDLE_PRICES.alarmMetricPerMonth,
+    },
+    { what: 'KMS key (alarm topic)', count: r.kmsKeys, dollarsPerMonth: r.kmsKeys * IDLE_PRICES.kmsKeyPerMonth },
+  ];
+  return {
+    items,
+    dollarsPerMonth: items.reduce((s, i) => s + i.dollarsPerMonth, 0),
+    source: r.source,
+    notes: [
+      `list prices: $${IDLE_PRICES.dashboardPerMonth.toFixed(2)} per dashboard, $${IDLE_PRICES.alarmMetricPerMonth.toFixed(2)} per alarm metric, $${IDLE_PRICES.kmsKeyPerMonth.toFixed(2)} per KMS key, per month; an account's first 3 dashboards and 10 alarm metrics are free`,
+      'GPU pools, Lambdas, queues and the tag index cost nothing idle beyond storage: the index at its size, logs at theirs; Container Insights only while instances run',
     ],
   };
 }

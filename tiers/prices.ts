@@ -71,6 +71,14 @@ export const PIPELINE_REQUESTS_PER_MILLION = writeBackRequestsPerMillion('metada
 /** DynamoDB on-demand, us-east-1: $ per million write and read request units; storage $ per GB-month (with PITR). */
 export const DYNAMODB_PRICES = { perMillionWrites: 0.625, perMillionReads: 0.125, storagePerGbMonth: 0.25, pitrPerGbMonth: 0.2 } as const;
 
+/**
+ * What the stack costs while nothing is uploaded, us-east-1 list prices, $ per month: a
+ * standard-resolution CloudWatch alarm is billed per metric it reads (a metric-math alarm on
+ * visible + in-flight reads two), a dashboard $3 (an account's first 3 are free, as are its first 10
+ * alarm metrics), a customer-managed KMS key $1.
+ */
+export const IDLE_PRICES = { alarmMetricPerMonth: 0.1, dashboardPerMonth: 3, kmsKeyPerMonth: 1 } as const;
+
 /** Inference speed class of each GPU (T4 < V100 < A10G ≈ L4), so no alternative is a slower GPU. */
 const GPU_CLASS: Record<string, number> = { T4: 1, V100: 2, A10G: 3, L4: 3 };
 

@@ -70,8 +70,10 @@ export class Backfill extends Construct {
       enforceSSL: true,
       encryption: s3.BucketEncryption.S3_MANAGED,
       lifecycleRules: [{ expiration: Duration.days(30) }],
+      // Run results are disposable (they expire in 30 days anyway): emptied and deleted with the
+      // stack, else `cdk destroy` fails on a non-empty bucket.
       removalPolicy: RemovalPolicy.DESTROY,
-      autoDeleteObjects: false,
+      autoDeleteObjects: true,
       serverAccessLogsBucket: props.accessLogs,
       serverAccessLogsPrefix: props.accessLogs ? 'backfill-results/' : undefined,
     });

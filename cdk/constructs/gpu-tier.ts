@@ -102,16 +102,30 @@ export class GpuTier extends Construct {
     // its batch within the two minutes. (aws-cdk-lib's spotInstanceDraining option writes this only
     // for groups with a spotPrice, never for a mixed-instances policy, so it is written here.)
     if (capacity === 'spot') userData.addCommands('echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config');
+    const instanceRole = new iam.Role(this, 'InstanceRole', {
+      assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+      description: `EffiTag ${props.tierName} GPU instances (ECS agent)`,
+    });
+    // Draining is the agent's own call (UpdateContainerInstancesState → DRAINING), which ECS's managed
+    // instance policy grants and the capacity provider's generated policy does not: without it the
+    // interruption notice is logged, the call is denied, and the task is killed mid-batch two minutes
+    // later. Scoped to this cluster's container instances by the ecs:cluster condition.
+    if (capacity === 'spot')
+      instanceRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'SpotInstanceDraining',
+          actions: ['ecs:UpdateContainerInstancesState'],
+          resources: ['*'],
+          conditions: { ArnEquals: { 'ecs:cluster': props.cluster.clusterArn } },
+        }),
+      );
     const launchTemplate = new ec2.LaunchTemplate(this, 'LaunchTemplate', {
       instanceType: new ec2.InstanceType(instanceType),
       machineImage: ecs.EcsOptimizedImage.amazonLinux2023(ecs.AmiHardwareType.GPU),
       userData,
       securityGroup,
       // The ECS agent's permissions are added to this role by the capacity provider.
-      role: new iam.Role(this, 'InstanceRole', {
-        assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
-        description: `EffiTag ${props.tierName} GPU instances (ECS agent)`,
-      }),
+      role: instanceRole,
       requireImdsv2: true,
       // One hop: the instance (its ECS agent) reaches IMDS, containers behind the Docker bridge do
       // not, so a task cannot take the instance role's credentials (it has its own task role).

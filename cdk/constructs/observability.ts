@@ -1,9 +1,10 @@
 /**
  * A CloudWatch dashboard and alarms. The workers log their counters in Embedded Metric Format
  * (namespace EffiTag, dimension Tier), so tagged/failed/skipped counts cost no API calls.
- * Alarms: any message in a DLQ, and a tier queue whose oldest message is older than 30 minutes.
+ * Alarms: any message in a DLQ, and a tier queue whose oldest message is older than 30 minutes (an
+ * hour on GPU tiers: see GPU_COLD_START).
  */
-import { Duration, Stack } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as cw from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
@@ -15,6 +16,16 @@ import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+
+/**
+ * What a GPU tier's scale-from-zero may take before its first message is done, added to its
+ * queue-age threshold: SQS metrics of a queue idle for 6 hours lag up to 15 minutes when it wakes,
+ * then the instance boots and registers, pulls a multi-GB image, loads the weights and, on A10G/L4,
+ * JIT-compiles PTX (minutes; unmeasured here). With 30 minutes of age allowed on top, an alarm means
+ * the tier is stuck (no capacity, quota 0, a crash loop), not that it started cold. Not "age only
+ * while tasks run": a tier that never gets an instance is the failure this alarm must catch.
+ */
+export const GPU_COLD_START = Duration.minutes(30);
 
 export interface ObservabilityProps {
   tiers: Record<string, { queue: sqs.IQueue; dlq: sqs.IQueue; service?: ecs.Ec2Service; fn?: lambda.IFunction }>;
@@ -35,7 +46,14 @@ export class Observability extends Construct {
   constructor(scope: Construct, id: string, props: ObservabilityProps) {
     super(scope, id);
     const period = Duration.minutes(5);
-    const key = new kms.Key(this, 'AlarmsKey', { enableKeyRotation: true, description: 'EffiTag alarm topic' });
+    // Deleted with the stack (after KMS's shortest waiting period): it encrypts only alarm
+    // notifications in flight, and a retained key would cost $1 a month after `cdk destroy`.
+    const key = new kms.Key(this, 'AlarmsKey', {
+      enableKeyRotation: true,
+      description: 'EffiTag alarm topic',
+      removalPolicy: RemovalPolicy.DESTROY,
+      pendingWindow: Duration.days(7),
+    });
     // CloudWatch publishes alarms to the encrypted topic only if the key lets it: without this
     // statement every alarm notification is dropped, silently.
     key.addToResourcePolicy(
@@ -89,7 +107,13 @@ export class Observability extends Construct {
       });
       dlqDepth.push(depth);
       alarm(`${id}DlqDepth`, depth, 1, `Tasks of tier ${tier} failed ${'repeatedly'} and are in its DLQ`);
-      alarm(`${id}QueueAge`, oldest, maxAge.toSeconds(), `Tier ${tier}: the oldest task waits over ${maxAge.toMinutes()} minutes`);
+      const ageLimit = t.service ? maxAge.plus(GPU_COLD_START) : maxAge;
+      alarm(
+        `${id}QueueAge`,
+        oldest,
+        ageLimit.toSeconds(),
+        `Tier ${tier}: the oldest task waits over ${ageLimit.toMinutes()} minutes${t.service ? ` (${maxAge.toMinutes()} + ${GPU_COLD_START.toMinutes()} for a GPU scale-from-zero)` : ''}`,
+      );
       if (t.service && props.clusterName) {
         tasks.push(
           new cw.Metric({

@@ -1,6 +1,15 @@
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { chooseVariant } from '../../tiers/choose.ts';
-import { estimateCosts, indexPerMillion, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
+import {
+  estimateCosts,
+  idleCost,
+  idleResourcesOfTemplate,
+  idleResourcesOfTiers,
+  indexPerMillion,
+  readBenchFile,
+  REFERENCE_BENCH,
+} from '../../tiers/cost.ts';
 import { writeBackRequestsPerMillion } from '../../tiers/prices.ts';
 import { loadTiers, readTiersJson, resolveTiersPath } from '../../tiers/load.ts';
 import { routeObject } from '../../tiers/route.ts';
@@ -118,8 +127,9 @@ export function registerTiersCommands(program: Command): void {
       parseNumber('--image-kb', 1, 1_000_000),
     )
     .option('--no-index', 'price a stack deployed without the tag index (effitag:index=false)')
+    .option('--template <file>', 'count the idle resources in this synthesized template (cdk.out/EffiTag.template.json)')
     .option('--json', 'machine-readable output')
-    .action((opts: { bench?: string; imageKb?: number; json?: boolean; index: boolean }, cmd: Command) => {
+    .action((opts: { bench?: string; imageKb?: number; json?: boolean; index: boolean; template?: string }, cmd: Command) => {
       const { config } = loadTiers(tiersFile(cmd));
       const benchPath = opts.bench ?? REFERENCE_BENCH;
       const imageBytes = opts.imageKb === undefined ? undefined : opts.imageKb * 1024;
@@ -127,7 +137,12 @@ export function registerTiersCommands(program: Command): void {
         imageBytes: imageBytes === undefined ? undefined : () => imageBytes,
         index: opts.index,
       });
-      if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath, ...report }, null, 2)}\n`);
+      const idle = idleCost(
+        opts.template
+          ? idleResourcesOfTemplate(JSON.parse(readFileSync(opts.template, 'utf8')), opts.template)
+          : idleResourcesOfTiers(config),
+      );
+      if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath, ...report, idle }, null, 2)}\n`);
       const money = (n?: number) => (n === undefined ? 'n/a' : `$${n < 10 ? n.toFixed(2) : n.toFixed(0)}`);
       process.stdout.write(
         table(
@@ -170,6 +185,14 @@ export function registerTiersCommands(program: Command): void {
           ['mode', 'S3 + SQS', 'index', 'together', 'what it writes'],
         ),
       );
+      process.stdout.write(`\nIdle, nothing uploaded: $${idle.dollarsPerMonth.toFixed(2)} per month (counted from ${idle.source}):\n`);
+      process.stdout.write(
+        table(
+          idle.items.map((i) => [i.what, i.count, `$${i.dollarsPerMonth.toFixed(2)}`]),
+          ['what stays', 'count', '$/month'],
+        ),
+      );
+      for (const n of idle.notes) process.stdout.write(`  - ${n}\n`);
       process.stdout.write(`\nAmazon Rekognition label detection: $${report.rekognitionPerMillion} per 1M images.\nAssumptions:\n`);
       for (const a of report.assumptions) process.stdout.write(`  - ${a}\n`);
     });
