@@ -1,7 +1,8 @@
 /**
  * One FIFO task queue per tier, with its FIFO dead-letter queue. FIFO because the router gives every
- * (bucket, key, ETag, version) one deduplication id: duplicate S3 events within SQS's 5-minute window
- * never reach a worker twice (after that, the object's marker stops them). One message group per
+ * upload one deduplication id (bucket, key, ETag, version and the event's sequencer: pipeline/task.ts):
+ * duplicate deliveries of an S3 event within SQS's 5-minute window never reach a worker twice (after
+ * that, the object's marker stops them), while a new upload of the same bytes is not a duplicate. One message group per
  * object keeps per-key order; high-throughput mode spreads groups across partitions.
  */
 import { Duration } from 'aws-cdk-lib';
