@@ -255,7 +255,7 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
     assumptions: [
       `instance prices: ${PRICE_LIST_DATE} list prices unless overridden in prices.instances`,
       `spot = ${Math.round(spotFraction * 100)} % of on-demand (prices.spotFraction); real spot prices move hourly`,
-      'GPU tiers: full utilisation while running; nothing while idle (the pools scale to zero; the stack's own idle cost is listed apart), start-up minutes are not counted',
+      'GPU tiers: full utilisation while running; nothing while idle (the pools scale to zero; the stack’s own idle cost is listed apart), start-up minutes are not counted',
       ...(decode ? [`GPU tiers: at most as many images/s as the instance's vCPUs decode`] : []),
       `Lambda: ${LAMBDA_PRICES.x86_64.perGbSecond} $/GB-s x86_64, ${LAMBDA_PRICES.arm64.perGbSecond} $/GB-s arm64, $0.20 per 1M requests, one request per batch`,
       `Lambda throughput: benchmark images/s scaled linearly from the benchmark machine's cores to memory/${LAMBDA_MB_PER_VCPU} vCPUs, with each image's decoding added`,
