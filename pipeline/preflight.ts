@@ -14,6 +14,7 @@
  */
 import type { EventsMode } from '../cdk/config.ts';
 import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
+import { encodeS3Key } from './events.ts';
 
 // ---------------------------------------------------------------- the port
 
@@ -489,7 +490,8 @@ async function notificationCheck(
     const existing = await aws.bucketNotifications(context.bucketName!);
     const ownQueueArn = stack?.outputs.IntakeQueueUrl ? queueArnOf(stack.outputs.IntakeQueueUrl) : undefined;
     const events = ['s3:ObjectCreated:*', ...(context.index ? ['s3:ObjectRemoved:*'] : [])];
-    const conflicts = notificationConflicts(existing, { events, prefixes: context.prefixes, ownQueueArn });
+    // Rules store their filters encoded as S3 notifications encode keys; the stack's would be stored so too.
+    const conflicts = notificationConflicts(existing, { events, prefixes: context.prefixes.map(encodeS3Key), ownQueueArn });
     if (!conflicts.length) {
       rows.push({ check: 'notifications', subject, status: 'ok', detail: 'no existing rule overlaps the stack’s (S3-notification mode)' });
       return;

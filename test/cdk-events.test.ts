@@ -87,8 +87,8 @@ describe('CDK: how uploads reach the intake queue (effitag:events)', () => {
     assert.deepEqual(nag, [], 'cdk-nag AwsSolutions clean in EventBridge mode');
   });
 
-  it('-c effitag:events=s3 keeps S3 notification rules for an existing bucket (one per prefix and event type), and no EventBridge rule', () => {
-    const { template } = synth({ ...existing, 'effitag:events': 's3' });
+  it('-c effitag:events=s3 keeps S3 notification rules for an existing bucket (one per prefix and event type, filters encoded as S3 matches them), and no EventBridge rule', () => {
+    const { template } = synth({ ...existing, 'effitag:prefixes': 'photos/,my scans/', 'effitag:events': 's3' });
     template.resourceCountIs('AWS::Events::Rule', 0);
     const custom = Object.values(template.findResources('Custom::S3BucketNotifications'))[0] as {
       Properties: {
@@ -98,11 +98,12 @@ describe('CDK: how uploads reach the intake queue (effitag:events)', () => {
     const rules = custom.Properties.NotificationConfiguration.QueueConfigurations.map(
       (q) => `${q.Events.join()} ${JSON.stringify(q.Filter)}`,
     );
+    // A space is '+' in a notification filter, as in the keys S3's notifications carry.
     assert.deepEqual(rules.sort(), [
+      's3:ObjectCreated:* {"Key":{"FilterRules":[{"Name":"prefix","Value":"my+scans/"}]}}',
       's3:ObjectCreated:* {"Key":{"FilterRules":[{"Name":"prefix","Value":"photos/"}]}}',
-      's3:ObjectCreated:* {"Key":{"FilterRules":[{"Name":"prefix","Value":"scans/"}]}}',
+      's3:ObjectRemoved:* {"Key":{"FilterRules":[{"Name":"prefix","Value":"my+scans/"}]}}',
       's3:ObjectRemoved:* {"Key":{"FilterRules":[{"Name":"prefix","Value":"photos/"}]}}',
-      's3:ObjectRemoved:* {"Key":{"FilterRules":[{"Name":"prefix","Value":"scans/"}]}}',
     ]);
     assert.equal(custom.Properties.NotificationConfiguration.EventBridgeConfiguration, undefined);
   });

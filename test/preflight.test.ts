@@ -347,6 +347,14 @@ describe('preflight (pure, over an in-memory AWS)', () => {
     assert.equal(ok.ready, true, JSON.stringify(ok.rows, null, 1));
   });
 
+  it('compares prefixes as S3 stores filters: a watched "my scans/" collides with an existing rule for "my+scans/"', async () => {
+    const aws = new FakeAws();
+    aws.offerings = { 'g4dn.xlarge': ['us-east-1a', 'us-east-1b'], 'g5.xlarge': ['us-east-1a', 'us-east-1b'] };
+    aws.notifications = { QueueConfigurations: [rule('scanner', ['s3:ObjectCreated:Put'], { prefix: 'my+scans/' })] };
+    const report = await preflight(aws, input({ bucketName: 'b', prefixes: ['my scans/raw/'], events: 's3' }));
+    assert.equal(row(report.rows, 'notifications', 'b: rule scanner').status, 'missing');
+  });
+
   it("an imported VPC's zones come from its subnets", async () => {
     const aws = new FakeAws();
     aws.vpcSubnets = { 'subnet-x': 'us-east-1c', 'subnet-y': 'us-east-1d' };

@@ -21,6 +21,7 @@ import * as s3n from 'aws-cdk-lib/aws-s3-notifications';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { effitagFunction } from './bundling.ts';
+import { encodeS3Key } from '../../pipeline/events.ts';
 import type { EventsMode } from '../config.ts';
 import type { BucketAccess } from './access.ts';
 import type { TagIndexTable } from './tag-index.ts';
@@ -59,9 +60,14 @@ export class Ingest extends Construct {
     if (props.events === 'eventbridge') this.rule = this.eventBridgeRule(props);
     else {
       const types = [s3.EventType.OBJECT_CREATED, ...(props.index ? [s3.EventType.OBJECT_REMOVED] : [])];
+      // S3 matches a notification filter against the key as its notifications encode it ('+' for a space, the rest percent-encoded).
       for (const event of types)
         for (const prefix of props.prefixes)
-          props.bucket.bucket.addEventNotification(event, new s3n.SqsDestination(this.intake), ...(prefix ? [{ prefix }] : []));
+          props.bucket.bucket.addEventNotification(
+            event,
+            new s3n.SqsDestination(this.intake),
+            ...(prefix ? [{ prefix: encodeS3Key(prefix) }] : []),
+          );
     }
 
     this.router = effitagFunction(this, 'Router', {
