@@ -12,9 +12,15 @@ import type { IncomingMessage } from 'node:http';
 /** The names that mean this machine's loopback; a rebound hostile name is none of them. */
 const LOOPBACK_NAMES = ['127.0.0.1', 'localhost', '[::1]'];
 
-/** `host:port` values a request to this server may carry (the loopback names, on the port it listens on). */
-export function loopbackHosts(port: number): Set<string> {
-  return new Set(LOOPBACK_NAMES.map((name) => `${name}:${port}`));
+/**
+ * `host:port` values a request to this server may carry: the loopback names, and the address it
+ * listens on when that is one address (not 0.0.0.0 or ::), on its port.
+ */
+export function loopbackHosts(port: number, listenHost?: string): Set<string> {
+  const names = [...LOOPBACK_NAMES];
+  if (listenHost && listenHost !== '0.0.0.0' && listenHost !== '::')
+    names.push(listenHost.includes(':') ? `[${listenHost.toLowerCase()}]` : listenHost.toLowerCase());
+  return new Set(names.map((name) => `${name}:${port}`));
 }
 
 /**
@@ -26,8 +32,13 @@ export function loopbackHosts(port: number): Set<string> {
  *   open from a link). Two loopback ports are the same *site* for a browser, so only `same-origin`
  *   and `none` (typed or bookmarked) pass.
  */
-export function refusal(req: IncomingMessage, port: number, openPaths: readonly string[] = []): string | undefined {
-  const hosts = loopbackHosts(port);
+export function refusal(
+  req: IncomingMessage,
+  server: { port: number; listenHost?: string },
+  openPaths: readonly string[] = [],
+): string | undefined {
+  const { port } = server;
+  const hosts = loopbackHosts(port, server.listenHost);
   const host = (req.headers.host ?? '').toLowerCase();
   if (!hosts.has(host)) return `Host "${host}" is not this server's loopback address (use http://127.0.0.1:${port}/)`;
   const origin = req.headers.origin;

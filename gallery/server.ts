@@ -114,7 +114,8 @@ function semaphore(n: number): <T>(task: () => Promise<T>) => Promise<T> {
 
 export function galleryHandler(
   deps: GalleryDeps,
-  options: { port?: () => number; stats?: GalleryStats } = {},
+  /** port: the port it listens on (and listenHost the address), for the Host check; stats: counters to fill. */
+  options: { port?: () => number; listenHost?: string; stats?: GalleryStats } = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
   // By key and the object's real ETag; undefined: no thumbnail can be made of that version (placeholder).
   const thumbs = new Map<string, Buffer | undefined>();
@@ -234,7 +235,7 @@ export function galleryHandler(
     const route = async () => {
       // The page itself holds no data, so a link from elsewhere may open it; nothing else answers
       // a request that another origin made or that names another host (see request-guard.ts).
-      const refused = options.port && refusal(req, options.port(), ['/']);
+      const refused = options.port && refusal(req, { port: options.port(), listenHost: options.listenHost }, ['/']);
       if (refused) {
         stats.refused++;
         return send(res, 403, 'text/plain; charset=utf-8', refused);
@@ -276,8 +277,8 @@ export async function startGallery(
 ): Promise<{ url: string; server: Server; stats: GalleryStats; close(): Promise<void> }> {
   const stats: GalleryStats = { decodes: 0, refused: 0 };
   let port = 0;
-  const server = createServer(galleryHandler(deps, { port: () => port, stats }));
   const host = options.host ?? '127.0.0.1';
+  const server = createServer(galleryHandler(deps, { port: () => port, listenHost: host, stats }));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, host, () => resolve());

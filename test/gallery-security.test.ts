@@ -23,7 +23,7 @@ import { startS3Server } from '../local/s3-server.ts';
 import { dynamoClient, s3Client } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
-import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
+import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
 import { CHROMIUM, CHROMIUM_ARGS } from './support/chromium.ts';
 import { gradientImage, tempDir } from './support/fixtures.ts';
@@ -32,6 +32,8 @@ const BUCKET = 'gallery';
 /** Index entries: every fifth key under q/, the rest under p/. */
 const ENTRIES = 320;
 const MAX_SCANNED = 150;
+/** The stand-ins accept only requests signed with the credentials they were started with. */
+const CREDENTIALS = generateCredentials();
 const PIXEL_LIMIT = 1000 * 1000;
 
 let s3: S3Client;
@@ -94,14 +96,14 @@ async function searchAll(query: string) {
 
 before(async () => {
   const dir = await tempDir('effitag-gallery-sec-');
-  const s3server = await startS3Server({ directory: join(dir, 's3') });
-  const dynamo = await startDynamoServer({});
+  const s3server = await startS3Server({ directory: join(dir, 's3'), credentials: CREDENTIALS });
+  const dynamo = await startDynamoServer({ credentials: CREDENTIALS });
   stops.push(
     () => s3server.close(),
     () => dynamo.close(),
   );
-  s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials: LOCAL_CREDENTIALS });
-  const ddb = dynamoClient({ dynamoEndpoint: dynamo.endpoint, credentials: LOCAL_CREDENTIALS });
+  s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials: CREDENTIALS });
+  const ddb = dynamoClient({ dynamoEndpoint: dynamo.endpoint, credentials: CREDENTIALS });
   await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
   await s3.send(new CreateBucketCommand({ Bucket: 'other' }));
   await put('other', 'secret.png', await gradientImage(64, 64, 'png', 9));
@@ -360,7 +362,40 @@ describe('gallery in headless Chromium: other pages, and cursors', { skip }, () 
     page.on('request', (r) => {
       if (r.url().includes('/api/search')) searches++;
     });
+    // Hold the first follow-up page: until it comes, the page says it is still searching, not "No images".
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let asked = false;
+    let reached!: () => void;
+    const followed = new Promise<void>((r) => {
+      reached = () => {
+        asked = true;
+        r();
+      };
+    });
+    const later = /\/api\/search\?.*cursor=/;
+    await page.route(
+      later,
+      async (route) => {
+        reached();
+        await gate;
+        await route.continue();
+      },
+      { times: 1 },
+    );
     await page.goto(`${gallery.url}?prefix=zzz`);
+    // The first page is empty and has a cursor: the page must ask for the next (else it would stay
+    // "Searching…", and this fails after 20 s).
+    await Promise.race([
+      followed,
+      page.waitForFunction(() => document.querySelector('#summary')?.textContent !== 'Searching…', undefined, { timeout: 20_000 }),
+    ]);
+    assert.ok(asked, 'the page asked for the next page');
+    assert.equal(await page.textContent('#summary'), 'Searching…');
+    assert.equal(await page.$$eval('#grid > li', (els) => els.length), 0);
+    release();
     await page.waitForFunction(() => document.querySelector('#summary')?.textContent === 'No images tagged.');
     assert.ok(searches > 1, `searches: ${searches}`);
 
