@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ortEngine } from '../inference/ort-engine.ts';
 import { startLocalStack } from '../local/stack.ts';
@@ -56,14 +56,14 @@ export async function benchCatchUp(ctx: BenchContext, o: { objects: number }) {
   const statePath = join(ctx.workDir, 'data.state.json');
   const recent = Math.max(1, Math.floor(o.objects / 100));
   const runs: Record<string, unknown>[] = [];
-  const journalPath = statePath.replace(/\.state\.json$|$/, '.journal.jsonl');
+  const journalDir = statePath.replace(/\.state\.json$|$/, '.journal');
   for (const scenario of ['settled', 'crashed', 'never'] as const) {
     const state = settledState(statePath);
-    await writeFile(journalPath, '');
+    await rm(journalDir, { recursive: true, force: true });
     if (scenario === 'never') await writeFile(statePath, '{}');
     else await state.write(new Date(Date.now() - 600_000));
     if (scenario === 'crashed') {
-      const journal = uploadJournal(journalPath);
+      const journal = uploadJournal(journalDir);
       for (let i = 0; i < recent; i++)
         journal.append({
           bucket: 'effitag-local',
@@ -72,6 +72,7 @@ export async function benchCatchUp(ctx: BenchContext, o: { objects: number }) {
           size: body.length,
           kind: 'Put',
         });
+      journal.close();
     }
     const audit = join(ctx.workDir, `audit-${scenario}.jsonl`);
     process.env.EFFITAG_AUDIT_LOG = audit;

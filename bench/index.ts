@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V] [--isolated]`
- * Suites: engines (default), pipeline, backfill, catch-up, search, train. Results print as a table and are written to
+ * Suites: engines (default), pipeline, backfill, catch-up, journal, search, train. Results print as a table and are written to
  * bench/results/<suite>.json (untracked: a fresh measurement). The figures the README and `tiers cost`
  * quote are a copy of one such file, committed under bench/reference/ with the machine it ran on.
  */
@@ -13,18 +13,32 @@ import { benchEngines } from './engines.ts';
 import { benchPipeline } from './pipeline.ts';
 import { benchBackfill } from './backfill.ts';
 import { benchCatchUp } from './catch-up.ts';
+import { benchJournal } from './journal.ts';
 import { benchSearch } from './search.ts';
 import { benchTrain } from './train.ts';
 import type { BenchContext } from './util.ts';
 import type { EngineName } from '../inference/engine.ts';
 
+type Options = {
+  runs?: number;
+  quick?: boolean;
+  variant: string;
+  isolated?: boolean;
+  minutes?: number;
+  rate?: number;
+  inference?: boolean;
+};
+
 const program = new Command('bench')
-  .argument('[suite]', 'engines | pipeline | backfill | catch-up | search | train', 'engines')
+  .argument('[suite]', 'engines | pipeline | backfill | catch-up | journal | search | train', 'engines')
   .option('--runs <n>', 'engines, pipeline: timed runs per measurement, median reported (default 5 and 3)', (v) => Number(v))
   .option('--quick', 'B0 only, batches 1 and 8')
   .option('--variant <v>', 'pipeline: the variant the tier runs', 'b0')
+  .option('--minutes <m>', 'journal: minutes of steady uploads (default 30; --quick 2)', (v) => Number(v))
+  .option('--rate <r>', 'journal: uploads per second (default 3)', (v) => Number(v))
+  .option('--inference', 'journal: run the B0 (default: a fixed answer, so the shared cores keep up)')
   .option('--isolated', 'pipeline: engine and worker on core 0, the S3/SQS stack on the other cores (Linux)')
-  .action(async (suite: string, opts: { runs?: number; quick?: boolean; variant: string; isolated?: boolean }) => {
+  .action(async (suite: string, opts: Options) => {
     if (opts.runs !== undefined && !(suite === 'engines' || suite === 'pipeline')) {
       throw new Error(`--runs applies to the engines and pipeline suites; ${suite} measures one run of its scenario`);
     }
@@ -52,6 +66,12 @@ const program = new Command('bench')
         result = await benchBackfill(ctx, { objects: opts.quick ? 2000 : 10_000, concurrency: 64 });
       } else if (suite === 'catch-up') {
         result = await benchCatchUp(ctx, { objects: opts.quick ? 10_000 : 100_000 });
+      } else if (suite === 'journal') {
+        result = await benchJournal(ctx, {
+          minutes: opts.minutes ?? (opts.quick ? 2 : 30),
+          rate: opts.rate ?? 3,
+          inference: opts.inference,
+        });
       } else if (suite === 'search') {
         result = await benchSearch(ctx, {
           entries: opts.quick ? 10_000 : 100_000,

@@ -10,6 +10,7 @@
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { Engine, EngineName } from '../inference/engine.ts';
 import { engineChooser } from '../inference/engines.ts';
 import { dynamoClient, s3Client, sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
@@ -23,7 +24,15 @@ import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
 import { makeRouter, routeBatch, type Router } from '../pipeline/router.ts';
 import { makeWorker, type Worker, type WorkerOptions } from '../pipeline/worker.ts';
-import { catchUpOnce, settledState, uploadJournal, watchIdle, type CatchUpResult } from './catch-up.ts';
+import {
+  catchUpOnce,
+  settledState,
+  uploadJournal,
+  watchIdle,
+  type CatchUpResult,
+  type JournalEntry,
+  type UploadJournal,
+} from './catch-up.ts';
 
 export type { CatchUpResult };
 import type { TiersFile } from '../tiers/schema.ts';
@@ -74,13 +83,15 @@ export interface LocalStackOptions {
   /**
    * Where the stack records when it was last idle, and its journal of uploads since
    * (local/catch-up.ts). Default: beside the data directory, `<dataDir>.state.json` and
-   * `<dataDir>.journal.jsonl`.
+   * `<dataDir>.journal/` (a folder of segments).
    */
   statePath?: string;
   /** Catch up at start on the uploads accepted since the stack was last idle (default true). */
   catchUp?: boolean;
   /** How often the stack checks whether it is idle (default 2000 ms). */
   idleCheckMs?: number;
+  /** A failed catch-up runs again after `firstMs`, doubling up to `maxMs` (default 1 s and 60 s). */
+  catchUpRetry?: { firstMs?: number; maxMs?: number };
 }
 
 export interface LocalStack {
@@ -103,6 +114,8 @@ export interface LocalStack {
   catchUp: Promise<CatchUpResult | undefined>;
   /** Resolves the next time the stack finds itself idle and records it. */
   settled(): Promise<Date>;
+  /** The journal of uploads not yet settled (local/catch-up.ts); read-only use (its size). */
+  journal: Pick<UploadJournal, 'stats'>;
   stop(): Promise<void>;
 }
 
@@ -269,7 +282,16 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   await ensureIndexTable(dynamo, INDEX_TABLE);
   const index = new DynamoTagIndex(dynamo, INDEX_TABLE);
   const statePath = options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`;
-  const journal = uploadJournal(statePath.replace(/\.state\.json$|$/, '.journal.jsonl'));
+  // A folder of segments; the single-file journal of earlier versions is taken over.
+  const journalDir = statePath.replace(/\.state\.json$|$/, '.journal');
+  const journal = uploadJournal(journalDir, { legacyFile: `${journalDir}.jsonl` });
+  stops.push(async () => journal.close());
+  // Dead-letter queues and their reasons outlive a restart (local/sqs-server.ts), saved beside the data directory.
+  const deadLetterNames = [QUEUE_NAMES.intakeDeadLetters, ...Object.keys(options.tiers.tiers).map(QUEUE_NAMES.tierDeadLetters)];
+  const deadLettersPath = statePath.replace(/\.state\.json$|$/, '.dead-letters.json');
+  await mkdir(dirname(deadLettersPath), { recursive: true });
+  const restored = await sqsServer.persistDeadLetters(deadLettersPath, deadLetterNames);
+  if (restored) log.log('info', 'dead letters restored', { messages: restored, from: deadLettersPath });
   const notifier = sqsClient({ sqsEndpoint, credentials });
   const notifications = coalescingSender(new SqsQueue(notifier, intakeUrl, QUEUE_NAMES.intake));
   const s3server = await startS3Server({
@@ -287,6 +309,14 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     await s3server.close();
     await notifications.flush();
   });
+  void s3server.swept.then(
+    (r) => {
+      if (r.torn.length)
+        log.log('warn', 'objects a crash left torn moved aside', { to: `${options.dataDir.replace(/\/+$/, '')}.torn`, keys: r.torn });
+      if (r.partials) log.log('info', 'temporary files of interrupted writes removed', { files: r.partials });
+    },
+    (err) => log.log('warn', 'start-up sweep failed', { error: String(err) }),
+  );
   const endpoints: Endpoints = {
     s3Endpoint: s3server.endpoint,
     sqsEndpoint,
@@ -348,28 +378,64 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   // Without a router nothing gets settled; with a catch-up, nothing is until it is done.
   let holdWatermark = options.runRouter === false || catchUpOn;
   const catchUpAbort = new AbortController();
-  const catchUp = (
-    catchUpOn
-      ? catchUpOnce(
+  // A pass that fails (the stand-in answering errors, an object unreadable for now) runs again
+  // with backoff while the stack runs; the watermark stays held, so nothing is settled meanwhile.
+  const retry = { firstMs: 1000, maxMs: 60_000, ...options.catchUpRetry };
+  const catchUp = (async (): Promise<CatchUpResult | undefined> => {
+    if (!catchUpOn) return undefined;
+    for (let attempt = 1, waitMs = retry.firstMs; ; attempt++, waitMs = Math.min(retry.maxMs, waitMs * 2)) {
+      try {
+        const result = await catchUpOnce(
           { state, journal, store, queues, tiers: options.tiers, models, index, log: routerLog, counters, bucket },
           catchUpAbort.signal,
-        )
-      : Promise.resolve(undefined)
-  ).then(
-    (result: CatchUpResult | undefined) => {
-      if (result) holdWatermark = false;
-      return result;
-    },
-    (err: unknown) => {
-      // The watermark stays where it was, so the next start catches up on the same window.
-      log.log('error', 'catch-up failed; it runs again at the next start', { error: String(err) });
-      return undefined;
-    },
-  );
+        );
+        if (result) holdWatermark = false;
+        return result;
+      } catch (err) {
+        if (catchUpAbort.signal.aborted) return undefined;
+        counters.inc('catch-up.failed');
+        log.log('error', 'catch-up failed; retrying', { error: String(err), attempt, retryInMs: waitMs });
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, waitMs);
+          catchUpAbort.signal.addEventListener(
+            'abort',
+            () => {
+              clearTimeout(timer);
+              r();
+            },
+            { once: true },
+          );
+        });
+        if (catchUpAbort.signal.aborted) return undefined;
+      }
+    }
+  })();
+  // Whether an upload the journal holds is settled: the router's own backfill decision, on a router
+  // of its own (its counters are not the pipeline's), would not enqueue it again.
+  const confirmRouter = makeRouter({ store, queues, tiers: options.tiers, models, index, log: routerLog, counters: new Counters() });
+  // A task in a dead-letter queue is settled too: it is kept there (persisted), with its reason.
+  let deadLettered = { at: 0, ids: new Set<string>() };
+  const isDeadLettered = (o: { bucket: string; key: string; eTag?: string }) => {
+    if (Date.now() - deadLettered.at > 1000) {
+      const ids = new Set<string>();
+      for (const name of deadLetterNames)
+        for (const body of sqsServer.peek(name)) {
+          try {
+            const t = JSON.parse(body) as { bucket?: string; key?: string; eTag?: string };
+            ids.add(`${t.bucket}\0${t.key}\0${t.eTag}`);
+          } catch {} // not a task (an S3 event in the intake DLQ): nothing to match
+        }
+      deadLettered = { at: Date.now(), ids };
+    }
+    return deadLettered.ids.has(`${o.bucket}\0${o.key}\0${o.eTag}`);
+  };
+  const confirm = async ({ object }: JournalEntry) =>
+    isDeadLettered(object) || (await confirmRouter.decide({ ...object, kind: 'Put' }, 'backfill', { mode: 'stale' })).action !== 'enqueued';
   const allQueues = [intake, ...Object.values(tierQueues).map((q) => q.queue)];
   const idle = watchIdle({
     state,
     journal,
+    confirm,
     log,
     intervalMs: options.idleCheckMs ?? 2000,
     paused: () => holdWatermark,
@@ -403,6 +469,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     counters,
     catchUp,
     settled: () => idle.settled(),
+    journal,
     async stop() {
       for (const s of stops) await s().catch((err) => log.log('warn', 'stop step failed', { error: String(err) }));
       s3.destroy();
