@@ -40,12 +40,13 @@ export const NEAR_FULL_TAG_ROOM = 256;
 
 /**
  * Does a backfill read this object's tagging from the index? Always for a tier that writes to the
- * index only; for a metadata tier, when the object carries no marker and its user metadata leaves
- * (almost) no room: the worker tagged it in the index, and re-running inference on every backfill
- * could never change that.
+ * index only, or to object tags only (no marker in the metadata; the index records every tagging,
+ * and an object with 10 user tags is tagged in the index alone); for a metadata tier, when the
+ * object carries no marker and its user metadata leaves (almost) no room: the worker tagged it in
+ * the index, and re-running inference on every backfill could never change that.
  */
 export function taggingInIndex(writeBack: string, head: Pick<ObjectHead, 'metadata' | 'eTag'>, current: string): boolean {
-  if (writeBack === 'index') return true;
+  if (writeBack === 'index' || writeBack === 'tags') return true;
   if (head.metadata[KEYS.model] || (writeBack !== 'metadata' && writeBack !== 'both')) return false;
   return tagRoom(head.metadata, { model: current, at: new Date(0).toISOString(), etag: head.eTag }) < NEAR_FULL_TAG_ROOM;
 }

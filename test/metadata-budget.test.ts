@@ -130,6 +130,24 @@ describe('a full metadata budget (in-memory ports)', () => {
     assert.ok(await w.index!.get(BUCKET, 'both.png'));
   });
 
+  it('a `tags` tier: 10 user tags leave no room, the index holds the tags; a backfill re-infers no tags-tier object it holds', async () => {
+    const w = world('tags');
+    const png = await gradientImage(64, 48, 'png');
+    const full = w.store.put(BUCKET, 'ten.png', png);
+    w.store.objects.get(`${BUCKET}/ten.png`)!.tags = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`u${i}`, 'v']));
+    const plain = w.store.put(BUCKET, 'plain.png', await gradientImage(64, 48, 'png', 1));
+    const [r1] = await w.runTask(w.task('ten.png', full, png.length));
+    assert.equal(r1.outcome.status, 'tagged');
+    assert.match((r1.outcome as { note?: string }).note ?? '', /^tag-limit: .*index only/);
+    assert.equal(Object.keys(await w.store.getTags({ bucket: BUCKET, key: 'ten.png' })).length, 10, "the user's tags untouched");
+    const [r2] = await w.runTask(w.task('plain.png', plain, png.length));
+    assert.deepEqual(r2.outcome, { status: 'tagged', tags: 3 });
+    assert.equal(w.models.classified, 2);
+    // Nothing in the metadata says either is tagged: the backfill asks the index.
+    assert.equal(await w.backfillDecision('ten.png'), 'current');
+    assert.equal(await w.backfillDecision('plain.png'), 'current');
+  });
+
   it('without an index and no room to record anything: a warning, never `tagged` with empty tags', async () => {
     const w = world('metadata', false);
     const png = await gradientImage(64, 48, 'png');
