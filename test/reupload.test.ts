@@ -143,6 +143,32 @@ describe('re-uploads on in-memory ports (FIFO deduplication with its 5-minute wi
     assert.deepEqual((await w.drain()).sort(), ['skipped:duplicate', 'tagged']);
   });
 
+  it('EventBridge Object Created events: their sequencer makes the id, as in S3 notifications', async () => {
+    const w = world();
+    const png = await gradientImage(64, 48, 'png');
+    const eTag = w.store.put(BUCKET, 'eb.png', png);
+    const body = (sequencer: string) =>
+      JSON.stringify({
+        version: '0',
+        source: 'aws.s3',
+        'detail-type': 'Object Created',
+        time: '2026-12-06T10:00:00Z',
+        detail: {
+          bucket: { name: BUCKET },
+          object: { key: 'eb.png', size: png.length, etag: eTag, sequencer },
+          reason: 'PutObject',
+        },
+      });
+    await w.router.handleBody(body('00A1'));
+    await w.router.handleBody(body('00A1'));
+    await w.router.handleBody(body('00B2'));
+    assert.deepEqual(
+      w.queue.messages.map((m) => parseTask(m.body).revision),
+      ['s:00A1', 's:00B2'],
+    );
+    assert.equal(w.queue.duplicatesDropped, 1);
+  });
+
   it('the queue forgets a deduplication id after 5 minutes, as SQS does', async () => {
     const w = world();
     let now = Date.parse('2026-12-06T10:00:00Z');
