@@ -55,6 +55,8 @@ export function foreignRequestRefusal(headers: IncomingHttpHeaders, policy: Loca
   const nameOk =
     parsed !== undefined &&
     (LOOPBACK_NAMES.has(parsed.name) ||
+      // fauxqs' queue URLs (`sqs.<region>.localhost`): *.localhost is loopback by RFC 6761, no DNS can rebind it.
+      parsed.name.endsWith('.localhost') ||
       (listen !== undefined && !wildcard && parsed.name === bracketed(listen)) ||
       (wildcard && isIP(parsed.name.replace(/^\[|\]$/g, '')) !== 0));
   if (!nameOk || !new Set(policy.ports).has(parsed.port))
@@ -89,6 +91,14 @@ const JSON_CODES: Record<SignatureFailure['kind'], [number, string]> = {
   skewed: [403, 'InvalidSignatureException'],
   expired: [403, 'InvalidSignatureException'],
 };
+
+/** The key id of an S3 Signature V2 request (`Authorization: AWS id:sig`, or `?AWSAccessKeyId=…&Signature=…`), else undefined. */
+function sigV2AccessKeyId(req: ReceivedRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (typeof auth === 'string' && /^AWS\s/.test(auth)) return /^AWS\s+([^:]*):/.exec(auth)?.[1] ?? '';
+  const query = new URLSearchParams(req.url.split('?')[1] ?? '');
+  return query.has('Signature') ? (query.get('AWSAccessKeyId') ?? '') : undefined;
+}
 
 /** The checks of one stand-in; the stack makes one per server. */
 export class RequestGuard {
@@ -125,6 +135,15 @@ export class RequestGuard {
   async refusal(req: ReceivedRequest): Promise<Refusal | undefined> {
     const foreign = this.originRefusal(req.headers);
     if (foreign) return foreign;
+    if (this.options.service === 's3') {
+      // Signature V2 (AWS CLI v1's `s3 presign` links): the key id is checked here; the signature and
+      // expiry by s3rver's own V2 check, which runs next (V4 it does not check, hence checkSignature).
+      const v2 = sigV2AccessKeyId(req);
+      if (v2 !== undefined)
+        return v2 === this.options.credentials.accessKeyId
+          ? undefined
+          : { status: 403, code: 'InvalidAccessKeyId', message: `the access key id ${v2} is not this embedded stack's` };
+    }
     const failure = await checkSignature(req, { credentials: this.options.credentials, service: this.options.service });
     if (!failure) return undefined;
     const [status, code] = (this.options.service === 's3' ? S3_CODES : JSON_CODES)[failure.kind];

@@ -232,6 +232,21 @@ describe('the embedded stack answers only its owner', () => {
     assert.match(await expired.text(), /<Code>AccessDenied<\/Code><Message>the presigned URL has expired/);
     foreign.destroy();
 
+    // Signature V2 links (what AWS CLI v1's `s3 presign` makes): ours pass, a wrong secret or s3rver's built-in pair do not.
+    const v2 = (c: LocalCredentials) => {
+      const expires = Math.floor(Date.now() / 1000) + 60;
+      const signature = createHmac('sha1', c.secretAccessKey).update(`GET\n\n\n${expires}\n${path}`).digest('base64');
+      return `${s3}${path}?AWSAccessKeyId=${c.accessKeyId}&Expires=${expires}&Signature=${encodeURIComponent(signature)}`;
+    };
+    const v2Good = await fetch(v2(mine));
+    assert.equal(v2Good.status, 200, await v2Good.clone().text());
+    assert.equal(await v2Good.text(), 'hello');
+    const v2Wrong = await fetch(v2({ ...mine, secretAccessKey: 'z'.repeat(40) }));
+    assert.equal(v2Wrong.status, 403);
+    assert.match(await v2Wrong.text(), /<Code>SignatureDoesNotMatch<\/Code>/);
+    const v2Builtin = await fetch(v2({ accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }));
+    assert.equal(v2Builtin.status, 403, "s3rver's built-in account is not accepted in V2 either");
+
     // A request signed an hour ago (a replay) is refused.
     const skewClient = new S3Client({
       endpoint: s3,

@@ -24,6 +24,8 @@ import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber, printable } from '../format.ts';
 
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
+/** A path as one shell word (quoted when it has anything but plain characters). */
+const shellWord = (text: string) => (/^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`);
 const isLoopback = (address: string) => /^127\./.test(address) || address === '::1' || address === 'localhost';
 
 interface LocalOptions {
@@ -176,8 +178,8 @@ function registerLocal(program: Command): void {
           '',
           `Credentials: the stand-ins accept only requests signed with these (kept owner-only in ${stack.credentialsFile};`,
           '`effitag` commands read them there). For the AWS CLI or SDK, in your shell:',
-          `  export AWS_ACCESS_KEY_ID=${stack.credentials.accessKeyId} AWS_SECRET_ACCESS_KEY=${stack.credentials.secretAccessKey} AWS_REGION=us-east-1${
-            resolve(opts.data) === defaultDataDir() ? '' : ` EFFITAG_DATA_DIR=${resolve(opts.data)}`
+          `  export AWS_ACCESS_KEY_ID=${stack.credentials.accessKeyId} AWS_SECRET_ACCESS_KEY=${stack.credentials.secretAccessKey} AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1${
+            resolve(opts.data) === defaultDataDir() ? '' : ` EFFITAG_DATA_DIR=${shellWord(resolve(opts.data))}`
           }`,
           '',
           'Upload an image and watch it get tagged:',
