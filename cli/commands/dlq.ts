@@ -50,7 +50,9 @@ export function registerDlqCommands(program: Command): void {
       for (const r of reports) {
         process.stdout.write(`${r.source} → ${r.deadLetterQueue}: ${r.messages} message(s)\n`);
         for (const g of r.groups)
-          process.stdout.write(`  ${String(g.count).padStart(6)}  ${printable(g.reason)}\n          e.g. ${printable(g.samples.join(', '))}\n`);
+          process.stdout.write(
+            `  ${String(g.count).padStart(6)}  ${printable(g.reason)}\n          e.g. ${printable(g.samples.join(', '))}\n`,
+          );
       }
     });
 
