@@ -384,6 +384,14 @@ function s3SemanticsMiddleware(store: Store, sseC: Set<string>): Middleware {
   };
 }
 
+let lastSequencer = 0n;
+/** Hex, strictly increasing within the process, and past any earlier run's (microseconds since 1970). */
+export function nextSequencer(): string {
+  const now = BigInt(Date.now()) * 1000n;
+  lastSequencer = now > lastSequencer ? now : lastSequencer + 1n;
+  return lastSequencer.toString(16).toUpperCase().padStart(16, '0');
+}
+
 export async function startS3Server(options: S3ServerOptions): Promise<RunningS3> {
   const server = new S3rver({
     address: options.host ?? '127.0.0.1',
@@ -403,6 +411,9 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
   let pending = 0;
   // biome-ignore lint/suspicious/noExplicitAny: s3rver's event records are untyped; the fields read are checked below
   server.on('event', (event: { Records: any[] }) => {
+    // S3's sequencer grows with every event of a key; s3rver's counts milliseconds, so two uploads
+    // in one millisecond would share one (and the tier queue would take the second for a duplicate).
+    if (event.Records[0]?.s3?.object) event.Records[0].s3.object.sequencer = nextSequencer();
     pending++;
     void (async () => {
       const record = event.Records[0];

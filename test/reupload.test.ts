@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { LocalStack } from '../local/stack.ts';
-import type { ObjectCreated } from '../pipeline/events.ts';
+import { nextSequencer } from '../local/s3-server.ts';
+import { parseEventBody, type ObjectCreated } from '../pipeline/events.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
 import { makeRouter } from '../pipeline/router.ts';
 import { makeWorker } from '../pipeline/worker.ts';
@@ -263,5 +264,39 @@ describe('re-uploads on the embedded stack (real S3 events and a FIFO queue)', (
     assert.equal((await head(stack, keys[0])).Metadata!['effitag-etag'], eA);
     for (const { dlq } of Object.values(stack.tierQueues))
       assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0, 'nothing in a DLQ');
+  });
+});
+
+describe("the embedded S3's event sequencer", () => {
+  let stack: LocalStack;
+  before(async () => {
+    // No router: the test reads the S3 events off the intake queue itself.
+    ({ stack } = await startTestStack(TIERS, { runRouter: false, runWorkers: () => false }));
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  it('grows with every event, even within one millisecond', () => {
+    const seen = Array.from({ length: 1000 }, () => nextSequencer());
+    assert.equal(new Set(seen).size, seen.length);
+    assert.ok(seen.every((x, i) => i === 0 || x > seen[i - 1]));
+  });
+
+  it('ten uploads of one key at once: ten events, ten sequencers', async () => {
+    const jpeg = await gradientImage(64, 48, 'jpeg', 61);
+    await Promise.all(Array.from({ length: 10 }, () => put(stack, 'seq/same.jpg', jpeg, { ContentType: 'image/jpeg' })));
+    const sequencers: string[] = [];
+    await waitFor('ten events on the intake queue', async () => {
+      const got = await stack.intake.receive({ max: 10, waitSeconds: 0, visibilitySeconds: 60 });
+      for (const m of got) {
+        const parsed = parseEventBody(m.body);
+        if (parsed.type === 'objects') sequencers.push(...parsed.objects.map((o) => o.sequencer ?? ''));
+      }
+      return sequencers.length >= 10 ? true : undefined;
+    });
+    assert.equal(new Set(sequencers).size, 10, `distinct: ${sequencers.join(' ')}`);
+    // The stack's own sequencer (microseconds, 16 hex digits), not s3rver's milliseconds.
+    for (const x of sequencers) assert.match(x, /^[0-9A-F]{16}$/);
   });
 });
