@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { appendFile, mkdir, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
@@ -22,6 +22,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { LocalStack } from '../local/stack.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
@@ -244,6 +245,41 @@ describe('durability: a journal a crash cut mid-line', () => {
         (await Promise.all(keys.map((k) => head(s, k)))).every((h) => h.Metadata?.['effitag-status'] === 'tagged') ? true : undefined,
       60_000,
     );
+  });
+});
+
+/** Bytes the journal holds on disk: its segments, or the single file of earlier versions. */
+const journalBytes = (dataDir: string) => {
+  const dir = `${dataDir}.journal`;
+  const segments = existsSync(dir) ? readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0) : 0;
+  return segments + (existsSync(`${dataDir}.journal.jsonl`) ? statSync(`${dataDir}.journal.jsonl`).size : 0);
+};
+
+describe('durability: the journal under steady load', () => {
+  let stack: LocalStack | undefined;
+  after(async () => {
+    await stack?.stop();
+  });
+
+  it('a stack that is never idle still drops the journal of uploads once they are tagged', async () => {
+    const dataDir = join(await tempDir('effitag-data-'), 's3');
+    ({ stack } = await startTestStack(TIERS, { dataDir, idleCheckMs: 300 }));
+    const s = stack;
+    await s.catchUp;
+    // Never idle: a message delayed 15 minutes sits in the intake queue (as steady uploads would keep it busy).
+    await s.sqs.send(new SendMessageCommand({ QueueUrl: s.intake.url, DelaySeconds: 900, MessageBody: '{"Records":[]}' }));
+    const keys = Array.from({ length: 12 }, (_, i) => `steady/photo ${i}.jpg`);
+    for (const [i, key] of keys.entries()) await put(s, key, await gradientImage(160, 120, 'jpeg', 900 + i), { ContentType: 'image/jpeg' });
+    assert.ok(journalBytes(dataDir) > 0, 'the uploads are journalled');
+    await waitFor(
+      'every upload tagged',
+      async () =>
+        (await Promise.all(keys.map((k) => head(s, k)))).every((h) => h.Metadata?.['effitag-status'] === 'tagged') ? true : undefined,
+      60_000,
+    );
+    // Segments are sealed after 10 s and checked once 5 s old: the journal empties within a minute.
+    await waitFor('the journal emptied', async () => (journalBytes(dataDir) === 0 ? true : undefined), 60_000);
+    assert.ok((await s.intake.depth()) >= 1, 'the stack was busy throughout');
   });
 });
 
