@@ -4,7 +4,8 @@
  * core as live uploads and `effitag backfill`, with the backfill's filter. Returns the batch's counts;
  * the counters also go to CloudWatch (EMF, Function=backfill) for the dashboard.
  */
-import { currentMarkers, deployed, type Deployed, type Markers } from '../pipeline/aws/wiring.ts';
+import { s3Markers } from '../pipeline/aws/markers.ts';
+import { deployed, type Deployed } from '../pipeline/aws/wiring.ts';
 import { backfillObject, emptyReport, TaskBatcher } from '../pipeline/backfill.ts';
 import { mapLimit } from '../pipeline/concurrency.ts';
 import { Counters, jsonLogger } from '../pipeline/log.ts';
@@ -32,17 +33,17 @@ export function lastModifiedOf(value: number | string | undefined): Date | undef
   if (value === undefined || value === '') return undefined;
   return typeof value === 'number' || /^\d+(\.\d+)?$/.test(value) ? new Date(Number(value) * 1000) : new Date(value);
 }
-let ready: Promise<Deployed & { markers: Markers }> | undefined;
+let ready: Promise<Deployed> | undefined;
 
 export async function handler(event: BatchEvent): Promise<BatchResult> {
-  ready ??= (async () => {
-    const d = deployed();
-    return { ...d, markers: await currentMarkers(d, d.config.tiers, d.config.weightsLocation) };
-  })().catch((err) => {
+  ready ??= (async () => deployed())().catch((err) => {
     ready = undefined;
     throw err;
   });
-  const { store, markers, queues, config, index } = await ready;
+  const { s3, store, queues, config, index } = await ready;
+  // Markers learned afresh per batch (one manifest read per model it meets): a backfill started
+  // right after publishing must not trust a warm instance's "not published" from a minute ago.
+  const markers = s3Markers(s3, config.weightsLocation);
   const tiers = config.tiers;
   const counters = new Counters();
   const batcher = new TaskBatcher(queues);

@@ -12,10 +12,14 @@ const log = jsonLogger({ base: { component: 'router' } });
 const counters = new Counters();
 let router: Promise<Router> | undefined;
 
-/** The router needs only each variant's marker: read the published manifests (not the weights). */
+/**
+ * The router needs only each model's marker: the published manifests (not the weights), learned
+ * lazily. Objects of a model not published yet are not enqueued ('waiting-for-weights', logged with
+ * the fix); its manifest is read again a minute later, so publishing needs no redeploy.
+ */
 async function init(): Promise<Router> {
   const d = deployed();
-  const models = await currentMarkers(d, d.config.tiers, d.config.weightsLocation);
+  const models = await currentMarkers(d, d.config.tiers, d.config.weightsLocation, log);
   return makeRouter({ store: d.store, queues: d.queues, tiers: d.config.tiers, index: d.index, log, counters, models });
 }
 

@@ -5,24 +5,29 @@
  * failures and come back after the visibility timeout; on its last receive a failing message goes
  * to the DLQ with its reason.
  *
+ * Weights published after the stack (the README's order): the worker syncs what is published and
+ * looks again when a task asks for a model it lacks (the task is retried meanwhile); missing
+ * weights never fail its start (pipeline/aws/worker-runtime.ts).
+ *
  * FIFO note: Lambda deletes every message not reported as failed, including later messages of a
  * failed message's group. EffiTag's groups are one object key each, and a task for an older version
  * of a key is skipped anyway (If-Match on its ETag), so per-key order needs no stricter handling.
  */
 import type { SQSBatchResponse, SQSEvent } from './lambda-types.ts';
-import { deployedWorker } from '../pipeline/aws/worker-runtime.ts';
-import type { Worker } from '../pipeline/worker.ts';
+import { deployedWorker, type DeployedWorker } from '../pipeline/aws/worker-runtime.ts';
 
-let worker: Promise<Worker> | undefined;
+let deployed: Promise<DeployedWorker> | undefined;
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
-  worker ??= deployedWorker({ component: 'worker' })
-    .then((d) => d.worker)
-    .catch((err) => {
-      worker = undefined;
-      throw err;
-    });
-  const results = await (await worker).handle(
+  deployed ??= deployedWorker({ component: 'worker' }).catch((err) => {
+    deployed = undefined;
+    throw err;
+  });
+  const { worker, weights } = await deployed;
+  // Models not published at start: look again (at most every few seconds), so a task the router
+  // sent once they were published finds them at this invocation or the next.
+  await weights.check();
+  const results = await worker.handle(
     event.Records.map((r) => ({
       id: r.messageId,
       receipt: r.receiptHandle,

@@ -253,7 +253,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     return catalogs.get(name)!;
   };
   const models = catalogFor(Object.values(options.tiers.tiers)[0]?.engine ?? 'ort');
-  checkWeights(options.tiers, models);
+  checkWeights(options.tiers, models, log);
 
   // The stack's own key pair, per data directory: the stand-ins accept nothing signed otherwise.
   const credentials = ensureLocalCredentials(options.dataDir);

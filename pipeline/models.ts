@@ -12,10 +12,28 @@ import { decodeVariant, isVariantName } from '../model/spec.ts';
 import type { WeightsManifest } from '../model/weights.ts';
 import { modelMarker } from './marker.ts';
 
-export interface ModelCatalog {
-  /** The marker objects tagged by this variant's current weights carry. */
-  /** `model`: a variant, or a custom model's name. */
+/**
+ * What the router and backfills need of the weights: each model's current marker. Weights may be
+ * published after the stack is deployed, so a model can be missing for a while: `refresh` learns
+ * (or re-checks) one model, and a model found missing is "not published" — its objects wait.
+ */
+export interface Markers {
+  /**
+   * The marker objects tagged by this model's current weights carry (`model`: a variant, or a
+   * custom model's name). Throws MissingWeightsError for a model not known to be published.
+   */
   marker(model: string): string;
+  /**
+   * Learn the model's marker, or re-check a model found missing (at most once per cache period):
+   * false while no weights are published for it. Absent: `marker` alone answers (a local catalog
+   * reads its directory on every miss).
+   */
+  refresh?(model: string): Promise<boolean>;
+  /** Where the weights are looked for (`s3://bucket/prefix/` or a directory), for messages. */
+  readonly location?: string;
+}
+
+export interface ModelCatalog extends Markers {
   /** The models found so far (variants and custom names). */
   variants(): string[];
   load(model: string): Promise<LoadedModel>;
@@ -24,6 +42,27 @@ export interface ModelCatalog {
 
 export class MissingWeightsError extends Error {
   override name = 'MissingWeightsError';
+}
+
+/** Are weights published for the model? `refresh` where the markers learn lazily, else `marker`. */
+export async function isPublished(markers: Markers, model: string): Promise<boolean> {
+  if (markers.refresh) return markers.refresh(model);
+  try {
+    markers.marker(model);
+    return true;
+  } catch (err) {
+    if (err instanceof MissingWeightsError) return false;
+    throw err;
+  }
+}
+
+/** How to provide a missing model's weights at a location: the fix a "waiting for weights" log line names. */
+export function weightsFix(location: string | undefined, model: string): string {
+  if (location?.startsWith('s3://')) return `npx effitag weights publish --tiers FILE --weights DIR ${location}`;
+  const dir = join(location ?? '<weights dir>', model);
+  return isVariantName(model)
+    ? `npx effitag weights fetch ${model} --out ${dir}`
+    : `put ${model}'s artifact (effitag train --name ${model}) in ${dir}`;
 }
 
 /** The catalog key of a manifest: a custom model's name, else its variant. */
@@ -58,6 +97,7 @@ export function directoryCatalog(dir: string, engine?: Engine): ModelCatalog {
   };
   const loaded = new Map<string, Promise<LoadedModel>>();
   return {
+    location: dir,
     marker: (model) => {
       const { manifest } = find(model);
       return modelMarker(modelId(manifest), manifest.sha256);

@@ -19,7 +19,7 @@ import { mapLimit } from './concurrency.ts';
 import { parseEventBody, type ObjectCreated, type ObjectRemoved } from './events.ts';
 import { Counters, silentLogger, type Logger } from './log.ts';
 import { KEYS } from './marker.ts';
-import type { ModelCatalog } from './models.ts';
+import { isPublished, weightsFix, type Markers } from './models.ts';
 import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore } from './ports.ts';
 import type { TagIndex } from './tag-index.ts';
 import { revisionOf, taskMessage, type Task } from './task.ts';
@@ -34,6 +34,8 @@ export type DropReason =
   | 'test-event'
   | 'not-an-image'
   | 'other-tier'
+  /** The model its tier chose has no published weights yet: not enqueued (a backfill catches it up once they are). */
+  | 'waiting-for-weights'
   | BackfillDrop;
 
 const IMAGE_EXTENSIONS = /\.(jpe?g|jfif|png|webp|gif|tiff?|avif|heic|heif)$/i;
@@ -56,8 +58,8 @@ export interface RouterDeps {
   /** The queue of each tier, by tier name. */
   queues: Record<string, MessageQueue>;
   tiers: TiersFile;
-  /** Only `marker` is used: which model is current for a variant. */
-  models: Pick<ModelCatalog, 'marker'>;
+  /** Which model is current for a variant, and whether it is published yet (`refresh`). */
+  models: Markers;
   /** Where tasks go; default: the tier's queue, one message each. Backfills batch their sends here. */
   sink?: (task: Task) => Promise<void>;
   /** The tag index: ObjectRemoved events delete an object's entries. */
@@ -102,6 +104,9 @@ export async function readHeader(ctx: RouterContext, object: ObjectCreated): Pro
   if (object.kind === 'Copy') {
     const head = await ctx.store.head(ref);
     const marker = head.metadata[KEYS.model];
+    // Markers are learned lazily: learn this one's model first (only the tiers' own models).
+    const model = marker?.slice(0, marker.lastIndexOf('@'));
+    if (model && ctx.tiers.models.includes(model)) await isPublished(ctx.models, model);
     if (marker && isCurrentMarker(ctx.models, marker)) return { head, bytes: undefined };
   }
   return ctx.store.getRange(ref, 0, HEADER_BYTES - 1, object.kind === 'Copy' ? undefined : object.eTag);
@@ -200,7 +205,26 @@ export async function decideObject(
     if (filter?.onlyTier && route.tier !== filter.onlyTier) return drop('other-tier');
     // Backfills leave non-images alone even when named like images (a live upload records the failure).
     if (!isImage) return drop('not-an-image');
-    const current = ctx.models.marker(modelFor(tier, choice.variant));
+  }
+  const model = modelFor(tier, choice.variant);
+  if (!(await isPublished(ctx.models, model))) {
+    // Deployed before its weights were published (the README's order): the object waits, untagged,
+    // instead of failing into a DLQ; a backfill after publishing finds it (`weights publish --backfill`).
+    ctx.counters.inc('router.dropped.waiting-for-weights');
+    ctx.counters.inc(`router.waiting.${route.tier}`);
+    ctx.log.log(source === 'backfill' ? 'debug' : 'warn', 'waiting for weights: not enqueued', {
+      bucket: object.bucket,
+      key: object.key,
+      tier: route.tier,
+      model,
+      weights: ctx.models.location,
+      fix: weightsFix(ctx.models.location, model),
+      source,
+    });
+    return { object, action: 'dropped', reason: 'waiting-for-weights', tier: route.tier, variant: choice.variant };
+  }
+  if (source === 'backfill') {
+    const current = ctx.models.marker(model);
     const reason = backfillDrop(await taggedState(ctx, object, head, tier, current), current, filter ?? { mode: 'stale' });
     if (reason) return drop(reason);
   }

@@ -5,7 +5,7 @@
  */
 import type { Worker } from './worker.ts';
 
-export function stopOnSignals(workers: readonly Worker[], onStopped?: () => void): () => void {
+export function stopOnSignals(workers: readonly Pick<Worker, 'stop'>[], onStopped?: () => void): () => void {
   const handler = () => {
     void Promise.all(workers.map((w) => w.stop())).then(() => onStopped?.());
   };

@@ -7,6 +7,19 @@ import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { notFoundVisible, objectArns, type BucketAccess } from './access.ts';
 import type { TagIndexTable } from './tag-index.ts';
 
+/**
+ * s3:ListBucket on the weights prefix: weights are published after the stack is deployed, and a
+ * model not published yet must read as 404 ("waiting for weights"), not 403 (a permission error).
+ */
+function weightsNotFoundVisible(weights: BucketAccess): iam.PolicyStatement {
+  return new iam.PolicyStatement({
+    sid: 'SeeMissingWeights',
+    actions: ['s3:ListBucket'],
+    resources: [weights.bucket.bucketArn],
+    ...(weights.prefix ? { conditions: { StringLike: { 's3:prefix': [`${weights.prefix}*`] } } } : {}),
+  });
+}
+
 export function grantWorker(
   grantee: iam.IGrantable,
   opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess; queue: sqs.IQueue; dlq: sqs.IQueue; index?: TagIndexTable },
@@ -35,6 +48,7 @@ export function grantWorker(
       resources: [opts.weights.bucket.arnForObjects(`${opts.weights.prefix}*`)],
     }),
   );
+  add(weightsNotFoundVisible(opts.weights));
   add(
     new iam.PolicyStatement({
       sid: 'ConsumeTierQueue',
@@ -72,5 +86,6 @@ export function grantRouting(grantee: iam.IGrantable, opts: { bucket: BucketAcce
       resources: [opts.weights.bucket.arnForObjects(`${opts.weights.prefix}*/manifest.json`)],
     }),
   );
+  add(weightsNotFoundVisible(opts.weights));
   opts.bucket.grantKms?.(grantee, ['kms:Decrypt']);
 }

@@ -2,10 +2,14 @@ import type { Command } from 'commander';
 import { byteProgress } from '../progress.ts';
 import { fetchWeights } from '../../model/weights-fetch.ts';
 import { importKerasWeights, readManifest, type NormalizationMode } from '../../model/weights.ts';
-import { thousands } from '../format.ts';
+import { parseNumber, thousands } from '../format.ts';
 import { ensureOnnx } from '../../model/onnx/cache.ts';
-import { publishWeights } from '../../pipeline/aws/s3-weights.ts';
-import { connect, LOCAL_CREDENTIALS } from '../../pipeline/aws/wiring.ts';
+import { resolve } from 'node:path';
+import { MARKER_MISSING_TTL_MS } from '../../pipeline/aws/markers.ts';
+import { parseS3Url, publishTiersWeights, publishWeights } from '../../pipeline/aws/s3-weights.ts';
+import { connect, defaultWeightsDir, LOCAL_CREDENTIALS } from '../../pipeline/aws/wiring.ts';
+import { loadTiers } from '../../tiers/load.ts';
+import { parseTarget } from './backfill.ts';
 
 export function registerWeightsCommands(program: Command): void {
   const weights = program.command('weights').description('official Keras weights → EffiTag weights artifacts');
@@ -55,13 +59,36 @@ export function registerWeightsCommands(program: Command): void {
 
   weights
     .command('publish')
-    .description('upload a weights artifact to S3 for the deployed stack (s3://bucket/prefix/<variant>/, or <NAME>/ for a custom model)')
-    .requiredOption('--weights <dir>', 'weights artifact directory')
+    .description(
+      'upload weights to S3 for the deployed stack (s3://bucket/prefix/<variant>/, or <NAME>/ for a custom model): one artifact, or with --tiers every model a tiers file needs',
+    )
+    .option(
+      '--weights <dir>',
+      "weights artifact directory; with --tiers, the local catalog holding DIR/<model>/ (default: the cache's weights/)",
+    )
     .option('--variant <variant>', 'expected variant of the weights (checked)')
+    .option('--tiers <file>', 'publish every model this tiers file uses, from the catalog --weights DIR')
+    .option('--allow-missing', 'with --tiers: publish what the catalog has and list what it lacks (their objects keep waiting)')
+    .option(
+      '--backfill <target>',
+      'after publishing, tag what waited: backfill s3://bucket[/prefix] (the watched bucket) for objects without tags',
+    )
+    .option(
+      '--backfill-state-machine <arn>',
+      "AWS: start the stack's backfill state machine (the stack output BackfillStateMachine; env EFFITAG_BACKFILL_STATE_MACHINE); without it the command to run is printed",
+    )
+    .option(
+      '--backfill-delay <seconds>',
+      "wait this long before the backfill: routers re-read a missing model's manifest once a minute",
+      parseNumber('--backfill-delay', 0, 3600),
+      MARKER_MISSING_TTL_MS / 1000,
+    )
     .argument('<s3url>', "the stack's weights location, s3://bucket/prefix")
-    .action(async (url: string, opts: { weights: string; variant?: string }) => {
-      const m = await readManifest(opts.weights);
-      if (opts.variant && m.variant !== opts.variant) throw new Error(`${opts.weights} holds ${m.variant}, not ${opts.variant}`);
+    .action(async (url: string, opts: PublishCli) => {
+      parseS3Url(url);
+      if (opts.allowMissing && !opts.tiers) throw new Error('--allow-missing works with --tiers');
+      if (opts.backfillStateMachine && !opts.backfill) throw new Error('--backfill-state-machine needs --backfill s3://bucket[/prefix]');
+      const backfill = opts.backfill ? parseTarget(opts.backfill) : undefined;
       // EFFITAG_S3_ENDPOINT: publish to an S3-compatible endpoint (the embedded stack, a test) instead of AWS.
       const endpoint = process.env.EFFITAG_S3_ENDPOINT;
       const { s3 } = connect(
@@ -78,9 +105,78 @@ export function registerWeightsCommands(program: Command): void {
             }
           : { kind: 'aws' },
       );
-      const r = await publishWeights(s3, opts.weights, url);
-      process.stdout.write(
-        `published ${r.manifest.variant} (sha256 ${r.manifest.sha256}) to ${r.keys.map((k) => `s3://${url.replace(/^s3:\/\//, '').split('/')[0]}/${k}`).join(', ')}\n`,
-      );
+      const bucketOf = `s3://${url.replace(/^s3:\/\//, '').split('/')[0]}`;
+      if (opts.tiers) {
+        if (opts.variant) throw new Error('--variant checks one artifact; with --tiers each model is checked against its folder');
+        const { path, config } = loadTiers(opts.tiers);
+        const catalog = resolve(opts.weights ?? defaultWeightsDir());
+        const r = await publishTiersWeights(s3, {
+          models: config.models,
+          catalog,
+          location: url,
+          allowMissing: opts.allowMissing,
+          tiersPath: path,
+        });
+        for (const p of r.published)
+          process.stdout.write(`published ${p.model} (sha256 ${p.sha256}) to ${p.keys.map((k) => `${bucketOf}/${k}`).join(', ')}\n`);
+        for (const m of r.unchanged) process.stdout.write(`already published ${m} (same sha256)\n`);
+        if (r.lacking.length)
+          process.stderr.write(`not published (not in ${catalog}): ${r.lacking.join(', ')}; objects of these models wait until they are\n`);
+      } else {
+        if (!opts.weights) throw new Error('--weights DIR is needed (an artifact directory), or --tiers FILE');
+        const m = await readManifest(opts.weights);
+        if (opts.variant && m.variant !== opts.variant) throw new Error(`${opts.weights} holds ${m.variant}, not ${opts.variant}`);
+        const r = await publishWeights(s3, opts.weights, url);
+        process.stdout.write(
+          `published ${r.manifest.variant} (sha256 ${r.manifest.sha256}) to ${r.keys.map((k) => `${bucketOf}/${k}`).join(', ')}\n`,
+        );
+      }
+      if (backfill) await catchUp(program, backfill, url, opts, endpoint);
     });
+}
+
+interface PublishCli {
+  weights?: string;
+  variant?: string;
+  tiers?: string;
+  allowMissing?: boolean;
+  backfill?: string;
+  backfillStateMachine?: string;
+  backfillDelay: number;
+}
+
+/**
+ * Tag what waited for these weights: objects uploaded before they were published carry no tags, so
+ * a backfill of objects without tags (`--only-missing`) finds them. The routers re-read a missing
+ * model's manifest once a minute, so the backfill starts after that delay: uploads in between are
+ * covered too. AWS: the stack's state machine (or the command, printed); an explicit endpoint: the
+ * `effitag backfill` path, here.
+ */
+async function catchUp(
+  program: Command,
+  target: { bucket: string; prefix: string },
+  weights: string,
+  opts: PublishCli,
+  endpoint: string | undefined,
+): Promise<void> {
+  const url = `s3://${target.bucket}${target.prefix ? `/${target.prefix}` : ''}`;
+  const arn = opts.backfillStateMachine ?? process.env.EFFITAG_BACKFILL_STATE_MACHINE;
+  if (!endpoint && !arn) {
+    process.stdout.write(
+      `to tag what waited, in ${opts.backfillDelay} s (once the routers see the new weights) run:\n` +
+        `  npx effitag backfill ${url} --remote --state-machine <the stack output BackfillStateMachine> --only-missing\n`,
+    );
+    return;
+  }
+  if (opts.backfillDelay > 0) {
+    process.stderr.write(`waiting ${opts.backfillDelay} s for the routers to see the new weights, then backfilling ${url}\n`);
+    await new Promise((r) => setTimeout(r, opts.backfillDelay * 1000));
+  }
+  const args = ['backfill', url, '--only-missing'];
+  if (endpoint) {
+    args.push('--endpoint', endpoint, '--weights', weights);
+    if (process.env.EFFITAG_SQS_ENDPOINT) args.push('--sqs-endpoint', process.env.EFFITAG_SQS_ENDPOINT);
+    if (opts.tiers) args.push('--tiers', opts.tiers);
+  } else args.push('--remote', '--state-machine', arn!);
+  await program.parseAsync(args, { from: 'user' });
 }

@@ -4,6 +4,10 @@
  * `ort`). On SIGTERM (scale-in, deploys, spot drains) it stops polling, finishes the batch in hand,
  * makes prefetched messages visible again and exits 0.
  *
+ * Weights published after the stack (the README's order) are waited for, never a reason to exit:
+ * the task loads what is published, polls for the rest, and takes work once one of its tier's
+ * models is loaded (pipeline/weights-watch.ts).
+ *
  * On tfjs it refuses to start unless TensorFlow uses a GPU device: a silent CPU fallback would
  * drain the queue some 50× slower at GPU prices. `EFFITAG_ENGINE=ort` overrides the tier's engine
  * (the deploy rehearsal runs this entry point that way, on a machine without a GPU).
@@ -23,11 +27,27 @@ async function main(): Promise<void> {
     const backend = await useTfjsBackend(config.tfjsBackend);
     if (backend.name === 'tensorflow-gpu') assertGpuDevice(tf.backend());
   }
-  const { worker, models, manifests, log } = await deployedWorker({ component: 'gpu-worker', config, leased: true });
-  // Load every model before taking work: the first batch should not wait for weights or PTX JIT.
-  for (const m of manifests) await models.load(modelId(m));
-  stopOnSignals([worker], () => log.log('info', 'stopped'));
+  const { worker, models, weights, log } = await deployedWorker({
+    component: 'gpu-worker',
+    config,
+    leased: true,
+    // Weights published after the deploy (the README's order) are found by polling, and loaded before use.
+    poll: true,
+    onReady: (manifest, catalog) => catalog.load(modelId(manifest)).then(() => {}),
+  });
+  stopOnSignals([worker, weights], () => log.log('info', 'stopped'));
+  // Load every published model before taking work: the first batch should not wait for weights or
+  // PTX JIT. A model that does not load is a real failure: the task exits.
+  for (const m of weights.ready()) await models.load(m);
+  // None of the tier's models published yet: wait without receiving (the router enqueues nothing for
+  // this tier meanwhile, so the backlog scaling returns the service to zero). Never exit: a crash
+  // loop fails the ECS deployment and rolls the stack back.
+  if (!weights.ready().length && !(await weights.anyReady())) {
+    await models.dispose();
+    return;
+  }
   await worker.run();
+  await weights.stop();
   await models.dispose();
 }
 

@@ -25,7 +25,54 @@ async function download(s3: S3Client, bucket: string, key: string, dest: string)
   await rename(tmp, dest);
 }
 
-/** Download the variants' artifacts (skipping ones already present with the same hash). */
+/** Is this S3 error "no such object"? (A 403 instead: the role lacks s3:ListBucket on the bucket, or access.) */
+export function isMissingObject(err: unknown): boolean {
+  const e = err as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
+  return e?.name === 'NoSuchKey' || e?.name === 'NotFound' || e?.Code === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404;
+}
+
+/** One model's published manifest: undefined while none is published. */
+export async function readPublishedManifest(s3: S3Client, location: string, model: string): Promise<WeightsManifest | undefined> {
+  const { bucket, prefix } = parseS3Url(location);
+  const key = `${prefix}${model}/manifest.json`;
+  try {
+    const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return JSON.parse(await out.Body!.transformToString()) as WeightsManifest;
+  } catch (err) {
+    if (isMissingObject(err)) return undefined;
+    if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 403)
+      throw new Error(
+        `access denied reading s3://${bucket}/${key}: the role needs s3:GetObject on the weights and s3:ListBucket on their bucket (without it a missing file reads as 403, not 404)`,
+        { cause: err },
+      );
+    throw err;
+  }
+}
+
+/**
+ * Bring one model's published artifact into `localDir/<model>/` (skipped when the same hash is
+ * there) and verify it: its manifest, or undefined while none is published.
+ */
+export async function syncModel(s3: S3Client, location: string, model: string, localDir: string): Promise<WeightsManifest | undefined> {
+  const remote = await readPublishedManifest(s3, location, model);
+  if (!remote) return undefined;
+  const { bucket, prefix } = parseS3Url(location);
+  const dir = join(localDir, model);
+  await mkdir(dir, { recursive: true });
+  const local = await readManifest(dir).catch(() => undefined);
+  const binOk = await stat(join(dir, 'weights.bin')).then(
+    (s) => s.size === remote.bytes,
+    () => false,
+  );
+  if (!local || local.sha256 !== remote.sha256 || !binOk) {
+    // weights.bin first: the local catalog finds a model by its manifest, which lands last.
+    await download(s3, bucket, `${prefix}${model}/weights.bin`, join(dir, 'weights.bin'));
+    await download(s3, bucket, `${prefix}${model}/manifest.json`, join(dir, 'manifest.json'));
+  }
+  return (await loadArtifact(dir, model)).manifest; // verifies the content hash
+}
+
+/** Download the models' artifacts (skipping ones already present with the same hash); every one must be published. */
 export async function syncWeights(
   s3: S3Client,
   location: string,
@@ -33,25 +80,11 @@ export async function syncWeights(
   models: readonly string[],
   localDir: string,
 ): Promise<WeightsManifest[]> {
-  const { bucket, prefix } = parseS3Url(location);
   const manifests: WeightsManifest[] = [];
-  for (const variant of models) {
-    const dir = join(localDir, variant);
-    await mkdir(dir, { recursive: true });
-    const remote = JSON.parse(
-      await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${variant}/manifest.json` }))).Body!.transformToString(),
-    ) as WeightsManifest;
-    const local = await readManifest(dir).catch(() => undefined);
-    const binOk = await stat(join(dir, 'weights.bin')).then(
-      (s) => s.size === remote.bytes,
-      () => false,
-    );
-    if (!local || local.sha256 !== remote.sha256 || !binOk) {
-      await download(s3, bucket, `${prefix}${variant}/weights.bin`, join(dir, 'weights.bin'));
-      await download(s3, bucket, `${prefix}${variant}/manifest.json`, join(dir, 'manifest.json'));
-    }
-    const artifact = await loadArtifact(dir, variant); // verifies the content hash
-    manifests.push(artifact.manifest);
+  for (const model of models) {
+    const manifest = await syncModel(s3, location, model, localDir);
+    if (!manifest) throw new Error(`no published weights for ${model} under ${location}`);
+    manifests.push(manifest);
   }
   return manifests;
 }
@@ -72,4 +105,52 @@ export async function publishWeights(s3: S3Client, dir: string, location: string
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: keys[i], Body: body, ContentType: f.type, Metadata: f.metadata }));
   }
   return { manifest: artifact.manifest, keys };
+}
+
+export interface TiersPublishReport {
+  /** Uploaded now: model → sha256. */
+  published: { model: string; sha256: string; keys: string[] }[];
+  /** Already published with the same content hash: not uploaded again. */
+  unchanged: string[];
+  /** Needed by the tiers and not in the local catalog: not published. */
+  lacking: string[];
+}
+
+/**
+ * Publish every model a tiers file needs from a local catalog (`DIR/<model>/`, where `weights fetch`
+ * and `train` put them). Models the catalog lacks are an error naming them, before anything is
+ * uploaded, unless `allowMissing` (then they are listed, and their objects keep waiting).
+ */
+export async function publishTiersWeights(
+  s3: S3Client,
+  options: { models: readonly string[]; catalog: string; location: string; allowMissing?: boolean; tiersPath?: string },
+): Promise<TiersPublishReport> {
+  const report: TiersPublishReport = { published: [], unchanged: [], lacking: [] };
+  const present: { model: string; dir: string; manifest: WeightsManifest }[] = [];
+  for (const model of options.models) {
+    const dir = join(options.catalog, model);
+    const manifest = await readManifest(dir).catch(() => undefined);
+    if (!manifest) {
+      report.lacking.push(model);
+      continue;
+    }
+    if (modelId(manifest) !== model)
+      throw new Error(`${dir} holds ${modelId(manifest)}, not ${model}: a catalog entry's folder is named after its model`);
+    present.push({ model, dir, manifest });
+  }
+  if (report.lacking.length && !options.allowMissing)
+    throw new Error(
+      `${options.tiersPath ?? 'the tiers'} need${options.tiersPath ? 's' : ''} weights that ${options.catalog} lacks: ${report.lacking.join(', ')}. ` +
+        `Fetch them (npx effitag weights fetch ${report.lacking[0]}) or train them into that catalog, or pass --allow-missing to publish the others (objects of the missing models wait). Nothing was uploaded.`,
+    );
+  for (const { model, dir, manifest } of present) {
+    const remote = await readPublishedManifest(s3, options.location, model).catch(() => undefined);
+    if (remote?.sha256 === manifest.sha256) {
+      report.unchanged.push(model);
+      continue;
+    }
+    const r = await publishWeights(s3, dir, options.location);
+    report.published.push({ model, sha256: r.manifest.sha256, keys: r.keys });
+  }
+  return report;
 }

@@ -11,13 +11,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cacheDir } from '../../model/cache-dir.ts';
 import type { TiersFile } from '../../tiers/schema.ts';
-import { directoryCatalog, MissingWeightsError, type ModelCatalog } from '../models.ts';
+import { directoryCatalog, isPublished, MissingWeightsError, weightsFix, type Markers } from '../models.ts';
+import type { Logger } from '../log.ts';
 import { runtimeConfig, type RuntimeConfig } from '../runtime-config.ts';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { dynamoClient, s3Client, sqsClient, type Endpoints } from './clients.ts';
-import { DynamoTagIndex } from './dynamo-index.ts';
 import { type LocalCredentials, readLocalCredentials } from './local-credentials.ts';
-import { markersFromS3 } from './markers.ts';
+import { DynamoTagIndex } from './dynamo-index.ts';
+import { s3Markers } from './markers.ts';
 import { S3Store } from './s3-store.ts';
 import { SqsQueue } from './sqs-queue.ts';
 
@@ -201,31 +202,52 @@ export async function pipelineQueues(
 }
 
 /** Which model is current for each variant: all the router and backfills need of the weights. */
-export type Markers = Pick<ModelCatalog, 'marker'>;
+export type { Markers };
 
 /**
- * The current markers of every variant the tiers can choose, from published manifests
- * (`s3://…`) or a local catalog directory; fails now, naming the variant, when weights are missing.
+ * The current markers of the models the tiers can choose, from published manifests (`s3://…`,
+ * learned lazily: a model not yet published is re-checked after a minute) or a local catalog
+ * directory (read on every miss). A missing model is no error here: its objects wait (the router's
+ * `waiting-for-weights` drop); the start-up log names what is missing.
  */
-export async function currentMarkers(conn: Connection, tiers: TiersFile, weights: string): Promise<Markers> {
-  const markers: Markers = weights.startsWith('s3://') ? await markersFromS3(conn.s3, weights, tiers.models) : directoryCatalog(weights);
-  for (const m of tiers.models) markers.marker(m);
+export async function currentMarkers(conn: Connection, tiers: TiersFile, weights: string, log?: Logger): Promise<Markers> {
+  const markers: Markers = weights.startsWith('s3://') ? s3Markers(conn.s3, weights) : directoryCatalog(weights);
+  const missing: string[] = [];
+  for (const m of tiers.models) if (!(await isPublished(markers, m))) missing.push(m);
+  if (missing.length)
+    log?.log('warn', 'weights not published yet: objects of these models wait', {
+      models: missing,
+      location: weights,
+      fix: weightsFix(weights, missing[0]),
+    });
   return markers;
 }
 
-/** Every model the tiers can tag with (variants, custom models) must have weights: fail at start, not per object. */
-export function checkWeights(tiers: TiersFile, models: Markers): void {
+/**
+ * Which models the tiers can tag with lack weights. None at all: nothing could ever be tagged, an
+ * error now (the embedded stack's first run fetches B0 on it). Some: logged, and their objects wait.
+ */
+export function checkWeights(tiers: TiersFile, models: Markers, log?: Logger): string[] {
   const missing: string[] = [];
+  const lines: string[] = [];
   for (const [name, tier] of Object.entries(tiers.tiers)) {
     for (const m of tier.model ? [tier.model] : tier.variants) {
       try {
         models.marker(m);
       } catch (err) {
-        missing.push(`${name}: ${(err as Error).message}`);
+        if (!missing.includes(m)) missing.push(m);
+        lines.push(`${name}: ${(err as Error).message}`);
       }
     }
   }
-  if (missing.length) throw new MissingWeightsError(`weights missing for the configured tiers:\n  ${missing.join('\n  ')}`);
+  if (missing.length && missing.length === tiers.models.length)
+    throw new MissingWeightsError(`weights missing for the configured tiers:\n  ${lines.join('\n  ')}`);
+  for (const line of lines)
+    log?.log('warn', 'weights missing: objects of this model wait until they are in place', {
+      detail: line,
+      location: models.location,
+    });
+  return missing;
 }
 
 /** What every deployed entry point (Lambda handlers, GPU container) wires from its environment. */
