@@ -551,6 +551,53 @@ describe('deployed workers with no weights published yet', () => {
     }
   });
 
+  it('the GPU container stopped while it waits (the service scaled back to zero) exits 0, having received nothing', async () => {
+    const s = stack!;
+    const png = await gradientImage(40, 40, 'png');
+    const eTag = await put(s, 'gpu/waits.png', png);
+    assert.equal(
+      (await s.router.handleObject({ bucket: s.bucket, key: 'gpu/waits.png', eTag, size: png.length, kind: 'Put' })).action,
+      'enqueued',
+    );
+    const child = spawn(
+      process.execPath,
+      ['--require', RESOLVE_LOCALHOST, '--import', 'tsx', join('containers', 'gpu-worker', 'main.ts')],
+      {
+        env: {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          ...(await deployedEnv('gpu', 's3://weights/never/')),
+          EFFITAG_ENGINE: 'ort',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout.on('data', (d) => {
+      output += d;
+    });
+    child.stderr.on('data', (d) => {
+      output += d;
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', r));
+    try {
+      await waitFor(
+        'the waiting log line',
+        async () => (output.includes('waiting for weights') || child.exitCode !== null ? true : undefined),
+        60_000,
+      );
+      assert.equal(child.exitCode, null, output.slice(-2000));
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, output.slice(-2000));
+      assert.match(output, /"msg":"stopped"/);
+      const [m] = await s.tierQueues.gpu.queue.receive({ max: 1, waitSeconds: 1 });
+      assert.equal(m?.receiveCount, 1, 'the task was never received by the waiting worker');
+      await s.tierQueues.gpu.queue.delete([m]);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
   it('the CPU Lambda worker starts, returns the task to the queue while the weights are missing, and tags it once they are published', async () => {
     const s = stack!;
     const png = await gradientImage(40, 40, 'png');
