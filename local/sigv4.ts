@@ -47,7 +47,7 @@ const MAX_EXPIRES_S = 7 * 24 * 3600;
 const ALGORITHM = 'AWS4-HMAC-SHA256';
 
 /** node:crypto in the shape the signer takes (SHA-256, or HMAC-SHA-256 when given a key). */
-class NodeSha256 {
+export class NodeSha256 {
   private readonly hash: Hash | Hmac;
   constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
     this.hash =

@@ -100,7 +100,7 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     const out = child.output();
     assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`));
     assert.match(out, new RegExp(`Gallery:\\s+http://127\\.0\\.0\\.1:${galleryPort}/`));
-    // The stand-ins have no authentication: by default nothing listens beyond loopback.
+    // The stand-ins speak plain HTTP: by default nothing listens beyond loopback.
     const sockets = listeningSockets(child.pid!);
     assert.deepEqual(sockets.map((l) => l.port).sort(), [s3Port, sqsPort, dynamoPort, galleryPort].sort(), JSON.stringify(sockets));
     assert.deepEqual(
@@ -202,7 +202,10 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
       });
       child.once('exit', (code) => reject(new Error(`exited ${code}: ${err}`)));
     });
-    assert.match(err, /WARNING: --listen 0\.0\.0\.0: the embedded S3, SQS and DynamoDB have no authentication/);
+    assert.match(
+      err,
+      /WARNING: --listen 0\.0\.0\.0: the embedded S3, SQS and DynamoDB speak plain HTTP; requests are signed, not encrypted/,
+    );
     assert.deepEqual(
       listeningSockets(child.pid!)
         .map((l) => `${l.address}:${l.port}`)

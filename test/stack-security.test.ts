@@ -12,7 +12,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -25,6 +25,7 @@ import { ListQueuesCommand } from '@aws-sdk/client-sqs';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { chromium, type Browser } from 'playwright-core';
+import { NodeSha256 } from '../local/sigv4.ts';
 import type { LocalStack } from '../local/stack.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
 import { credentialsFile, ensureLocalCredentials, generateCredentials, type LocalCredentials } from '../pipeline/aws/local-credentials.ts';
@@ -38,20 +39,6 @@ const TIERS = {
   tiers: { main: { variants: ['b0'], compute: { target: 'lambda-cpu', memoryMb: 2048 }, engine: 'ort', batchSize: 4 } },
   routing: { default: { tier: 'main' } },
 };
-
-/** node:crypto for the signer (what @smithy/hash-node does). */
-class Sha256 {
-  private readonly h: Hash | Hmac;
-  constructor(secret?: string | Uint8Array) {
-    this.h = secret === undefined ? createHash('sha256') : createHmac('sha256', secret);
-  }
-  update(d: string | Uint8Array) {
-    this.h.update(d);
-  }
-  async digest() {
-    return new Uint8Array(this.h.digest());
-  }
-}
 
 interface Answer {
   status: number;
@@ -82,7 +69,7 @@ async function raw(
       credentials: o.credentials,
       region: 'us-east-1',
       service: o.service,
-      sha256: Sha256,
+      sha256: NodeSha256,
       uriEscapePath: o.service !== 's3',
       applyChecksum: false,
     });
@@ -297,7 +284,7 @@ describe('the embedded stack answers only its owner', () => {
       ['dynamodb', stack.endpoints.dynamoEndpoint!, { method: 'POST', path: '/', service: 'dynamodb' as const, body: '{}' }],
     ] as const) {
       const port = new URL(endpoint).port;
-      const target =
+      const target: Record<string, string> =
         name === 's3'
           ? {}
           : {

@@ -33,14 +33,15 @@ export { defaultDataDir, ensureLocalCredentials, readLocalCredentials, type Loca
  * directory each time they are used: what `effitag` commands sign with, and what tests get once their
  * stack is started (test/support/local-stack.ts points EFFITAG_DATA_DIR at it).
  */
-export const LOCAL_CREDENTIALS: LocalCredentials = Object.freeze({
+export const LOCAL_CREDENTIALS: LocalCredentials = {
+  // Not frozen: the SDK notes on a credentials object where it came from ($source).
   get accessKeyId() {
     return readLocalCredentials().accessKeyId;
   },
   get secretAccessKey() {
     return readLocalCredentials().secretAccessKey;
   },
-});
+};
 
 /** The embedded stack's ports (overridden by EFFITAG_S3_PORT / EFFITAG_SQS_PORT / EFFITAG_DYNAMODB_PORT / EFFITAG_GALLERY_PORT). */
 export const EMBEDDED_PORTS = { s3: 4568, sqs: 4566, dynamodb: 4569, gallery: 4570 } as const;
