@@ -93,7 +93,12 @@ describe('CLI output for people', () => {
     await ensureIndexTable(ddb, 'effitag-index');
     const index = new DynamoTagIndex(ddb, 'effitag-index');
     const base = { bucket: BUCKET, eTag: 'e', size: 1, variant: 'b0', marker: 'b0@test', at: new Date().toISOString() };
-    await index.put({ ...base, key: EVIL_KEY, lastModified: new Date(Date.UTC(2026, 0, 2)), tags: [{ tag: 'tabby', probability: 0.81 }] });
+    await index.put({
+      ...base,
+      key: EVIL_KEY,
+      lastModified: new Date(Date.UTC(2026, 0, 2)),
+      tags: [{ tag: 'tabby', probability: 0.81, leaf: true }],
+    });
     await index.put({
       ...base,
       key: `notes/${TITLE}.txt`,
