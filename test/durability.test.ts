@@ -283,6 +283,35 @@ describe('durability: the journal under steady load', () => {
   });
 });
 
+describe('durability: upgrading a folder with the single-file journal of earlier versions', () => {
+  let stack: LocalStack | undefined;
+  after(async () => {
+    await stack?.stop();
+  });
+
+  it('its entries are taken over as the oldest segment and caught up', async () => {
+    const dataDir = join(await tempDir('effitag-data-'), 's3');
+    const key = 'legacy/photo.jpg';
+    const body = await gradientImage(160, 120, 'jpeg', 950);
+    const base = join(dataDir, BUCKET, `${key}._S3rver_`);
+    await mkdir(join(dataDir, BUCKET, 'legacy'), { recursive: true });
+    await writeFile(`${base}object`, body);
+    await writeFile(`${base}object.md5`, md5(body));
+    await writeFile(`${base}metadata.json`, JSON.stringify({ 'content-type': 'image/jpeg' }));
+    // As an earlier version left it: settled an hour ago, one upload journalled since.
+    await writeFile(`${dataDir}.state.json`, JSON.stringify({ settledBefore: new Date(Date.now() - 3600_000).toISOString() }));
+    const entry = { t: Date.now(), object: { bucket: BUCKET, key, eTag: md5(body), size: body.length, kind: 'Put' } };
+    await writeFile(`${dataDir}.journal.jsonl`, `${JSON.stringify(entry)}\n`);
+    ({ stack } = await startTestStack(TIERS, { dataDir }));
+    const s = stack;
+    const result = await s.catchUp;
+    assert.equal(result?.report.enqueued, 1, 'the journalled upload, not a listing');
+    assert.ok(result?.since, 'from the journal');
+    assert.ok(!existsSync(`${dataDir}.journal.jsonl`), 'the old file is taken over');
+    await waitFor('tagged', async () => ((await head(s, key)).Metadata?.['effitag-status'] === 'tagged' ? true : undefined), 60_000);
+  });
+});
+
 describe('durability: torn objects an older version left, and a failing LIST at catch-up', () => {
   let stack: LocalStack | undefined;
   after(async () => {
