@@ -6,12 +6,12 @@
  * EFFITAG_ENGINE=ort runs it on the CPU engine; everything else is as deployed.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { GPU_WORKER_DOCKERFILE, REPO_ROOT } from '../../cdk/constructs/bundling.ts';
 import { copyTree } from './lambda.ts';
+import { runTemp } from './paths.ts';
 import type { Assembly } from './template.ts';
 import { CREDENTIALS, type World } from './world.ts';
 
@@ -56,11 +56,24 @@ export function dockerfileEnv(dockerfile = join(REPO_ROOT, GPU_WORKER_DOCKERFILE
   return env;
 }
 
+let bundled: Promise<string> | undefined;
+/** The entry point, bundled once per run by the script the Dockerfile runs (every task's is the same). */
+function gpuBundle(): Promise<string> {
+  bundled ??= (async () => {
+    const dir = join(runTemp('gpu-bundle-'), 'app');
+    await promisify(execFile)(process.execPath, [join(REPO_ROOT, 'scripts', 'bundle-gpu-worker.mjs'), dir], { cwd: REPO_ROOT });
+    return dir;
+  })();
+  return bundled;
+}
+
 export interface Container {
   taskDefinitionId: string;
   roleId: string;
   auditLog: string;
   output(): string;
+  /** null while it runs. */
+  exitCode(): number | null;
   /** SIGTERM, as ECS stops a task; resolves with the exit code. */
   stop(): Promise<number | null>;
   /** SIGKILL: the task dies mid-work (an instance lost, the OOM killer). */
@@ -77,9 +90,9 @@ export async function startGpuContainer(
   const def = assembly.template.Resources[taskDefinitionId].Properties!;
   const container = def.ContainerDefinitions[0];
   const roleId = def.TaskRoleArn['Fn::GetAtt'][0] as string;
-  const root = mkdtempSync(join(tmpdir(), `effitag-rehearsal-${taskDefinitionId}-`));
+  const root = runTemp(`task-${taskDefinitionId}-`);
   const app = join(root, 'app');
-  await promisify(execFile)(process.execPath, [join(REPO_ROOT, 'scripts', 'bundle-gpu-worker.mjs'), app], { cwd: REPO_ROOT });
+  copyTree(await gpuBundle(), app);
   for (const m of imageModules()) {
     const from = join(REPO_ROOT, 'node_modules', m.name);
     if (!existsSync(from)) {
@@ -135,6 +148,7 @@ export async function startGpuContainer(
     auditLog,
     exited,
     output: () => output,
+    exitCode: () => child.exitCode ?? (child.signalCode ? -1 : null),
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       return exited;

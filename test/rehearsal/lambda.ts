@@ -6,9 +6,9 @@
  * the cold start exactly as on Lambda.
  */
 import { fork, execFileSync, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { runTemp } from './paths.ts';
 import type { Assembly } from './template.ts';
 import { CREDENTIALS, type World } from './world.ts';
 
@@ -49,7 +49,7 @@ export async function startLambda(
 ): Promise<LambdaFunction> {
   const fn = assembly.template.Resources[logicalId];
   const props = fn.Properties!;
-  const root = mkdtempSync(join(tmpdir(), `effitag-rehearsal-${logicalId}-`));
+  const root = runTemp(`lambda-${logicalId}-`);
   const taskRoot = join(root, 'var', 'task');
   const opt = join(root, 'opt');
   const sandboxTmp = join(root, 'tmp');
@@ -149,10 +149,17 @@ export async function startLambda(
   };
 }
 
-/** The Node functions of the template (the CDK's own inline Python helpers are not EffiTag's). */
+/**
+ * EffiTag's Node functions in the template. Not the CDK's own helpers: its inline Python notification
+ * handler, and its Node custom resource providers (`Custom…Provider`, e.g. a bucket's auto-delete),
+ * which run at deploy and destroy time on the Lambda runtime's bundled SDK, not on uploads.
+ */
 export function nodeFunctions(assembly: Assembly): string[] {
   return assembly
     .ofType('AWS::Lambda::Function')
-    .filter(([, r]) => String(r.Properties?.Runtime ?? '').startsWith('nodejs') && r.Metadata?.['aws:asset:path'])
+    .filter(
+      ([id, r]) =>
+        String(r.Properties?.Runtime ?? '').startsWith('nodejs') && r.Metadata?.['aws:asset:path'] && !/^Custom.*Provider/.test(id),
+    )
     .map(([id]) => id);
 }

@@ -5,11 +5,12 @@
  * stand-ins gave each resource.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../../cdk/constructs/bundling.ts';
+import { copyTree } from './lambda.ts';
+import { CHECKOUT_DIR, cached, runTemp } from './paths.ts';
 
 export interface CfnResource {
   Type: string;
@@ -28,18 +29,34 @@ export interface Assembly {
 
 export const REGION = 'us-east-1';
 export const ACCOUNT = '111111111111';
-export const REHEARSAL_TIERS = 'test/rehearsal/tiers.json';
+/** The tiers files the rehearsal deploys: what ships (the defaults first, then every example). */
+export const SHIPPED_TIERS: readonly string[] = [
+  'tiers/defaults.json',
+  ...readdirSync(join(REPO_ROOT, 'examples', 'tiers'))
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => `examples/tiers/${f}`),
+];
 
 /**
- * Synthesize with the CDK CLI, as `cdk deploy` would, into a stable directory under the system's
- * temporary folder: far from the repository's node_modules (so a bundle cannot find modules it does
- * not ship), and kept between runs so the Lambda layer's npm install is reused (its asset hash is the
- * layer's package.json and build script).
+ * Synthesize with the CDK CLI, as `cdk deploy` would, into this run's own folder (test/rehearsal/
+ * paths.ts): far from the repository's node_modules (so a bundle cannot find modules it does not
+ * ship), and seeded with this checkout's cached Lambda layers, so the layer's npm install is reused
+ * (its asset hash is the layer's package.json, build script and architecture: a cached layer with
+ * the same hash has the same contents, and CDK skips bundling an asset whose folder exists).
  */
-export async function synthesize(options: { outdir?: string; tiersFile?: string } = {}): Promise<Assembly> {
-  const outdir = options.outdir ?? join(tmpdir(), 'effitag-rehearsal', 'cdk.out');
+export async function synthesize(
+  options: { outdir?: string; tiersFile?: string; context?: Record<string, string> } = {},
+): Promise<Assembly> {
+  const outdir = options.outdir ?? join(runTemp('synth-'), 'cdk.out');
   for (let d = dirname(outdir); d !== dirname(d); d = dirname(d)) {
     if (existsSync(join(d, 'node_modules'))) throw new Error(`${d}/node_modules exists: the rehearsal must run far from any node_modules`);
+  }
+  mkdirSync(outdir, { recursive: true });
+  const layerCache = join(CHECKOUT_DIR, 'cache');
+  for (const entry of existsSync(layerCache) ? readdirSync(layerCache) : []) {
+    const m = /^layer-(asset\.[0-9a-f]{64})$/.exec(entry);
+    if (m && !existsSync(join(outdir, m[1]))) copyTree(join(layerCache, entry), join(outdir, m[1]));
   }
   await promisify(execFile)(
     join(REPO_ROOT, 'node_modules', '.bin', 'cdk'),
@@ -49,7 +66,8 @@ export async function synthesize(options: { outdir?: string; tiersFile?: string 
       '--output',
       outdir,
       '--context',
-      `effitag:tiersFile=${options.tiersFile ?? REHEARSAL_TIERS}`,
+      `effitag:tiersFile=${options.tiersFile ?? SHIPPED_TIERS[0]}`,
+      ...Object.entries(options.context ?? {}).flatMap(([k, v]) => ['--context', `${k}=${v}`]),
       // Environment-agnostic, as `cdk synth` without credentials: the account and region are the
       // template's pseudo parameters, which the resolver fills in.
     ],
@@ -73,6 +91,10 @@ export async function synthesize(options: { outdir?: string; tiersFile?: string 
   );
   for (const entry of readdirSync(outdir)) {
     if (entry.startsWith('asset.') && !live.has(entry)) rmSync(join(outdir, entry), { recursive: true, force: true });
+  }
+  for (const [id] of assembly.ofType('AWS::Lambda::LayerVersion')) {
+    const dir = assembly.assetDir(id);
+    await cached(`layer-${basename(dir)}`, (tmp) => copyTree(dir, tmp));
   }
   return assembly;
 }

@@ -5,9 +5,6 @@
  * names, filtered by its prefix rules). Each resource gets a physical name, URL and ARN, so the
  * template's environment variables and IAM policies resolve to what the code really calls.
  */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { CreateTableCommand, type KeySchemaElement, type AttributeDefinition } from '@aws-sdk/client-dynamodb';
 import { startDynamoServer } from '../../local/dynamo-server.ts';
@@ -16,6 +13,8 @@ import { dynamoClient, s3Client, sqsClient } from '../../pipeline/aws/clients.ts
 import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
 import { decodeS3Key } from '../../pipeline/events.ts';
 import { startS3Server } from '../../local/s3-server.ts';
+import { eventBridgeFromS3Record } from './eventbridge.ts';
+import { runTemp } from './paths.ts';
 import { ACCOUNT, REGION, Resolver, type Assembly, type Physical } from './template.ts';
 
 export const CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
@@ -114,14 +113,24 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
     tableArns.set(name, arn);
   }
 
-  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'effitag-rehearsal-s3-'));
+  const dataDir = options.dataDir ?? runTemp('s3-');
   const notifications: { event: string; bucket: string; queue: SqsQueue; prefix: string; suffix: string }[] = [];
+  const eventRules: { detailTypes: string[]; buckets: string[]; prefixes: string[] | undefined; queue: SqsQueue }[] = [];
   const notify = (event: string) => async (body: string) => {
     const record = JSON.parse(body).Records[0];
     const key = decodeS3Key(record.s3.object.key);
     for (const n of notifications) {
       if (n.event === event && n.bucket === record.s3.bucket.name && key.startsWith(n.prefix) && key.endsWith(n.suffix))
         await n.queue.send([{ body }]);
+    }
+    // EventBridge mode: the bucket sends every change to EventBridge; a rule matching its pattern
+    // delivers the event itself to its SQS target.
+    const detailType = event === 's3:ObjectCreated:*' ? 'Object Created' : 'Object Deleted';
+    for (const r of eventRules) {
+      if (!r.detailTypes.includes(detailType) || !r.buckets.includes(record.s3.bucket.name)) continue;
+      if (r.prefixes && !r.prefixes.some((p) => key.startsWith(p))) continue;
+      const e = eventBridgeFromS3Record(record, { region: REGION, account: ACCOUNT });
+      if (e) await r.queue.send([{ body: JSON.stringify(e) }]);
     }
   };
   const s3server = await startS3Server({
@@ -151,6 +160,24 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
         queue: queues.get(queueId)!,
         prefix: rules.find((f) => f.Name.toLowerCase() === 'prefix')?.Value ?? '',
         suffix: rules.find((f) => f.Name.toLowerCase() === 'suffix')?.Value ?? '',
+      });
+    }
+  }
+
+  // EventBridge rules on S3 events with an SQS target (effitag:events=eventbridge).
+  for (const [, r] of assembly.ofType('AWS::Events::Rule')) {
+    const pattern = r.Properties!.EventPattern ?? {};
+    if (!(pattern.source ?? []).includes('aws.s3')) continue;
+    for (const t of r.Properties!.Targets ?? []) {
+      const queueId = t.Arn?.['Fn::GetAtt']?.[0] as string | undefined;
+      const queue = queueId ? queues.get(queueId) : undefined;
+      if (!queue) continue;
+      const keyFilter = pattern.detail?.object?.key as { prefix: string }[] | undefined;
+      eventRules.push({
+        detailTypes: pattern['detail-type'] ?? [],
+        buckets: (pattern.detail?.bucket?.name ?? []).map((b: unknown) => resolver.resolve(b)),
+        prefixes: keyFilter?.map((k) => k.prefix),
+        queue,
       });
     }
   }
