@@ -13,10 +13,13 @@ import {
   LOCAL_TIERS_FILE,
   placeFromFlags,
   QUEUE_NAMES,
+  tagIndex,
+  type Connection,
 } from '../../pipeline/aws/wiring.ts';
 import { jsonLogger, type Level } from '../../pipeline/log.ts';
 import { decodeTags, KEYS } from '../../pipeline/marker.ts';
 import { MissingWeightsError } from '../../pipeline/models.ts';
+import type { IndexRecord } from '../../pipeline/tag-index.ts';
 import { fetchWeights, WeightsFetchError } from '../../model/weights-fetch.ts';
 import { startGallery } from '../../gallery/server.ts';
 import { startLocalStack } from '../../local/stack.ts';
@@ -275,19 +278,62 @@ function registerShow(program: Command): void {
     .argument('<url>', 's3://bucket/key')
     .option('--aws', 'real AWS instead of the local stack')
     .option('--endpoint <url>', 'S3 endpoint of the local stack', embeddedEndpoints().s3Endpoint)
+    .option(
+      '--dynamodb-endpoint <url>',
+      'the local stack DynamoDB endpoint (the tag index: an object with no room in its metadata is tagged there)',
+      embeddedEndpoints().dynamoEndpoint,
+    )
+    .option('--table <name>', 'the stack output IndexTable (AWS; env EFFITAG_INDEX_TABLE)')
     .option('--json', 'machine-readable output')
-    .action(async (url: string, opts: { aws?: boolean; endpoint: string; json?: boolean }) => {
-      const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(url);
+    .action(async (url: string, opts: { aws?: boolean; endpoint: string; dynamodbEndpoint: string; table?: string; json?: boolean }) => {
+      // `s`: a key may hold a carriage return or a line feed (S3 takes any UTF-8), which `.` skips.
+      const m = /^s3:\/\/([^/]+)\/(.+)$/s.exec(url);
       if (!m) throw new Error(`expected s3://bucket/key, got ${url}`);
-      const { s3 } = connect(placeFromFlags(opts));
-      const h = await s3.send(new HeadObjectCommand({ Bucket: m[1], Key: m[2] })).catch((err) => {
+      const conn = connect(placeFromFlags({ ...opts, dynamoEndpoint: opts.dynamodbEndpoint }));
+      const h = await conn.s3.send(new HeadObjectCommand({ Bucket: m[1], Key: m[2] })).catch((err) => {
         // A HEAD's 404 has no body, so the SDK can only call it NotFound (AWS) or UnknownError.
         if (err?.$metadata?.httpStatusCode === 404) throw new Error(`no such object s3://${m[1]}/${m[2]}`);
         throw err;
       });
-      print(opts.json, undefined, url, h.Metadata ?? {});
-      if (!h.Metadata?.[KEYS.status]) process.exitCode = 1;
+      const meta = h.Metadata ?? {};
+      if (!meta[KEYS.status]) {
+        // No marker on the object: with a full metadata budget the worker tags through the index
+        // only (pipeline/worker-stages.ts), so "untagged" would be wrong. A record counts only if it
+        // is of this very upload: these bytes, and not an earlier upload of them.
+        const held = await indexedTagging(conn, opts.table, m[1], m[2]).catch((err) => {
+          process.stderr.write(`${printable(`note: the tag index could not be read (${String(err)})`)}\n`);
+          return undefined;
+        });
+        const eTag = (h.ETag ?? '').replace(/"/g, '');
+        const current = held && held.eTag === eTag && !(h.LastModified && held.lastModified < h.LastModified);
+        if (held && current) return printIndexed(opts.json, url, held);
+        process.exitCode = 1;
+      }
+      print(opts.json, undefined, url, meta);
     });
+}
+
+/** The index's record of an object; none where there is no index to ask (AWS without --table). */
+async function indexedTagging(conn: Connection, table: string | undefined, bucket: string, key: string) {
+  if (conn.place.kind === 'aws' && !(table ?? process.env.EFFITAG_INDEX_TABLE)) return undefined;
+  return tagIndex(conn, table).get(bucket, key);
+}
+
+/** An object tagged (or failed) in the index only, printed as `print` prints a marker. */
+function printIndexed(json: boolean | undefined, url: string, held: IndexRecord): void {
+  const status = held.failed ? 'failed' : 'tagged';
+  const tags = held.failed
+    ? []
+    : Object.entries(held.tags)
+        .map(([label, probability]) => ({ label, probability }))
+        .sort((a, b) => b.probability - a.probability);
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ object: url, status, model: held.marker, at: held.at, in: 'index', tags })}\n`);
+    return;
+  }
+  const head = `${url}: ${status} by ${held.marker} at ${held.at} (in the tag index only: no room in the object's metadata)`;
+  process.stdout.write(`${printable(head)}\n`);
+  for (const t of tags) process.stdout.write(`  ${(t.probability * 100).toFixed(1).padStart(5)}%  ${printable(t.label)}\n`);
 }
 
 function print(json: boolean | undefined, file: string | undefined, url: string, m: Record<string, string>): void {
