@@ -135,8 +135,17 @@ export function registerBackfillCommand(program: Command): void {
       const queues = await tierQueues(conn, tiers, urls ? (JSON.parse(urls) as Record<string, string>) : undefined);
       const batcher = new TaskBatcher(queues);
       const counters = new Counters();
-      // A tier that writes back to the index only: whether an object is tagged is in the index.
-      const index = Object.values(tiers.tiers).some((t) => t.writeBack === 'index') ? tagIndex(conn, opts.table) : undefined;
+      // Whether an object is tagged may be in the index alone: always for a tier that writes back to
+      // the index only, and for a metadata or tags tier when the object had no room for the marker
+      // (pipeline/backfill-filter.ts taggingInIndex). Without the index such objects are enqueued
+      // again on every backfill. The embedded stack always has one; on AWS it takes --table.
+      const indexOnly = Object.values(tiers.tiers).some((t) => t.writeBack === 'index');
+      const tableGiven = Boolean(opts.table ?? process.env.EFFITAG_INDEX_TABLE);
+      const index = indexOnly || tableGiven || conn.place.kind !== 'aws' ? tagIndex(conn, opts.table) : undefined;
+      if (!index)
+        process.stderr.write(
+          'note: no --table (the stack output IndexTable): objects tagged in the index only (no room in their metadata, or 10 user tags) are enqueued again\n',
+        );
       const router = makeRouter({
         store,
         queues,
