@@ -291,7 +291,15 @@ describe('nothing lost: the embedded stack killed and restarted', () => {
       assert.match(second.output(), /caught up: \d+ (upload\(s\) accepted since|object\(s\) in the bucket)/);
 
       // Once idle, the stack records that everything so far is settled; the next start begins there.
-      await waitFor('the idle time recorded', async () => (existsSync(`${join(dir, 'data')}.state.json`) ? true : undefined), 30_000);
+      // (The state file exists from the first catch-up on: wait for an idle moment after the last write-back.)
+      const lastWriteBack = Math.max(...(await Promise.all(keys.map(headOf))).map((h) => Date.parse(h.Metadata!['effitag-at'])));
+      const statePath = `${join(dir, 'data')}.state.json`;
+      await waitFor(
+        'an idle moment after the last write-back recorded',
+        async () =>
+          existsSync(statePath) && Date.parse(JSON.parse(readFileSync(statePath, 'utf8')).settledBefore) > lastWriteBack ? true : undefined,
+        30_000,
+      );
       // A graceful stop is no safer than a kill for queued uploads: the next start catches up on them too.
       const more = Array.from({ length: 30 }, (_, i) => `stop/photo ${i}.jpg`);
       await Promise.all(
