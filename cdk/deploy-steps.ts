@@ -80,7 +80,8 @@ export function deploySteps(tiersFile = README_TIERS): DeployStep[] {
         'aws s3 cp photo.jpg s3://<bucket>/uploads/photo.jpg &&',
         'aws s3api head-object --bucket <bucket> --key uploads/photo.jpg --query Metadata',
       ],
-      standIn: "an S3 client against the embedded S3; the bucket's notification configuration delivers the event as S3 would",
+      standIn:
+        "an S3 client against the embedded S3; the bucket's notification rules, or in EventBridge mode the stack's rule, deliver the event as AWS would",
     },
   ];
 }

@@ -148,6 +148,9 @@ describe('deploy rehearsal: tiers/defaults.json, deployed as the README says, ru
       'a text file is left alone',
     );
     assert.equal(report.objects[SCENARIO.deleted], 'missing');
+    // A premium original needing B7, which this run never publishes: untagged, waiting, not failed.
+    assert.deepEqual(report.objects[SCENARIO.unpublished], {});
+    assert.ok(report.steps.find((s) => s.id === 'upload')!.notes.some((n) => n.includes('premium chose b7, not published')));
     assert.equal(report.objects[SCENARIO.sseC], 'unreadable (SSE-C)');
     assert.ok(Object.values(report.deadLetters).length >= 4);
     assert.ok(

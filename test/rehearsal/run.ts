@@ -107,6 +107,8 @@ export const SCENARIO = {
   sseC: 'uploads/secret.jpg',
   legacy: 'legacy/stored before the stack.jpg',
   heic: 'catalog/IMG_0001.heic',
+  /** A large original for the premium tier: B7's 600 px, a model this run does not publish. */
+  unpublished: 'originals/large scan.jpg',
 } as const;
 
 export interface RehearsalOptions {
@@ -408,6 +410,7 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
       await put(SCENARIO.photo, await gradientImage(640, 480, 'jpeg', 1), { ContentType: 'image/jpeg' });
       await put(SCENARIO.catalog, await gradientImage(200, 200, 'png', 2), { ContentType: 'image/png' });
       await put(SCENARIO.heic, readFileSync(join(HEIC_FIXTURES, 'photo.heic')), { ContentType: 'image/heic' });
+      await put(SCENARIO.unpublished, await gradientImage(640, 640, 'jpeg', 5), { ContentType: 'image/jpeg' });
       await put(SCENARIO.textFile, 'not an image', { ContentType: 'text/plain' });
       await put(SCENARIO.broken, 'this is text, not a JPEG', { ContentType: 'image/jpeg' });
       await put(SCENARIO.sseC, await gradientImage(64, 64, 'jpeg', 3), {
@@ -420,6 +423,12 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
       await world.s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: SCENARIO.deleted }));
       log('waiting for the uploads to be tagged …');
       await waitFor('uploads tagged', settled(world, bucket, [SCENARIO.photo, SCENARIO.catalog, SCENARIO.heic, SCENARIO.broken]), 180_000);
+      const waiting = await waitFor(
+        `the router's waiting-for-weights line for ${SCENARIO.unpublished}`,
+        async () => logLines(router.output()).find((l) => l.msg === 'waiting for weights: not enqueued' && l.key === SCENARIO.unpublished),
+        60_000,
+      );
+      upload.notes.push(`"${SCENARIO.unpublished}" waits: ${waiting.tier} chose ${waiting.model}, not published (WARN logged)`);
     } else {
       upload.notes.push('the first uploads above were the uploads of this tiers file');
     }
