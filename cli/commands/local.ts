@@ -182,7 +182,23 @@ function registerLocal(program: Command): void {
           `Credentials: the stand-ins accept only requests signed with these (kept owner-only in ${stack.credentialsFile};`,
           '`effitag` commands read them there). For the AWS CLI or SDK, in your shell:',
           `  export AWS_ACCESS_KEY_ID=${stack.credentials.accessKeyId} AWS_SECRET_ACCESS_KEY=${stack.credentials.secretAccessKey} AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1${
-            resolve(opts.data) === defaultDataDir() ? '' : ` EFFITAG_DATA_DIR=${shellWord(resolve(opts.data))}`
+            // What another shell needs for the `npx effitag` lines below: the data directory (its
+            // credentials) and ports unless they are the defaults, whatever this shell's environment holds.
+            [
+              ...(resolve(opts.data) === defaultDataDir({}) ? [] : [`EFFITAG_DATA_DIR=${shellWord(resolve(opts.data))}`]),
+              ...(
+                [
+                  ['EFFITAG_S3_PORT', stack.endpoints.s3Endpoint, EMBEDDED_PORTS.s3],
+                  ['EFFITAG_SQS_PORT', stack.endpoints.sqsEndpoint, EMBEDDED_PORTS.sqs],
+                  ['EFFITAG_DYNAMODB_PORT', stack.endpoints.dynamoEndpoint, EMBEDDED_PORTS.dynamodb],
+                ] as const
+              )
+                .map(([name, endpoint, port]) => [name, endpoint ? new URL(endpoint).port : String(port), port] as const)
+                .filter(([, actual, port]) => actual !== String(port))
+                .map(([name, actual]) => `${name}=${actual}`),
+            ]
+              .map((setting) => ` ${setting}`)
+              .join('')
           }`,
           '',
           'Upload an image and watch it get tagged:',
