@@ -467,8 +467,20 @@ describe('deployed workers with no weights published yet', () => {
         compute: { target: 'ecs-gpu', instanceType: 'g4dn.xlarge', capacity: 'on-demand', maxTasks: 1 },
         engine: 'tfjs',
       }),
+      // Its own queue: a worker stopped mid long poll (the test before) may still be handed the next
+      // message of its queue by the stand-in, which would hide whether this test's worker received it.
+      idle: tier(['b0'], {
+        compute: { target: 'ecs-gpu', instanceType: 'g4dn.xlarge', capacity: 'on-demand', maxTasks: 1 },
+        engine: 'tfjs',
+      }),
     },
-    routing: { default: { tier: 'cpu' }, rules: [{ prefix: 'gpu/', tier: 'gpu' }] },
+    routing: {
+      default: { tier: 'cpu' },
+      rules: [
+        { prefix: 'gpu/', tier: 'gpu' },
+        { prefix: 'idle/', tier: 'idle' },
+      ],
+    },
   };
   let artifact: string;
   before(async () => {
@@ -554,9 +566,9 @@ describe('deployed workers with no weights published yet', () => {
   it('the GPU container stopped while it waits (the service scaled back to zero) exits 0, having received nothing', async () => {
     const s = stack!;
     const png = await gradientImage(40, 40, 'png');
-    const eTag = await put(s, 'gpu/waits.png', png);
+    const eTag = await put(s, 'idle/waits.png', png);
     assert.equal(
-      (await s.router.handleObject({ bucket: s.bucket, key: 'gpu/waits.png', eTag, size: png.length, kind: 'Put' })).action,
+      (await s.router.handleObject({ bucket: s.bucket, key: 'idle/waits.png', eTag, size: png.length, kind: 'Put' })).action,
       'enqueued',
     );
     const child = spawn(
@@ -566,7 +578,7 @@ describe('deployed workers with no weights published yet', () => {
         env: {
           PATH: process.env.PATH,
           HOME: process.env.HOME,
-          ...(await deployedEnv('gpu', 's3://weights/never/')),
+          ...(await deployedEnv('idle', 's3://weights/never/')),
           EFFITAG_ENGINE: 'ort',
         },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -590,9 +602,9 @@ describe('deployed workers with no weights published yet', () => {
       child.kill('SIGTERM');
       assert.equal(await exited, 0, output.slice(-2000));
       assert.match(output, /"msg":"stopped"/);
-      const [m] = await s.tierQueues.gpu.queue.receive({ max: 1, waitSeconds: 1 });
+      const [m] = await s.tierQueues.idle.queue.receive({ max: 1, waitSeconds: 1 });
       assert.equal(m?.receiveCount, 1, 'the task was never received by the waiting worker');
-      await s.tierQueues.gpu.queue.delete([m]);
+      await s.tierQueues.idle.queue.delete([m]);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }

@@ -20,6 +20,14 @@ import { workerConfig } from '../../pipeline/runtime-config.ts';
 import { stopOnSignals } from '../../pipeline/shutdown.ts';
 
 async function main(): Promise<void> {
+  // ECS may stop a task while it starts (scaled back to zero while waiting for weights): a signal
+  // that arrives before the worker exists is remembered, so the task still stops cleanly (exit 0).
+  let stopRequested = false;
+  const early = () => {
+    stopRequested = true;
+  };
+  process.once('SIGTERM', early);
+  process.once('SIGINT', early);
   const config = workerConfig();
   // The GPU image sets EFFITAG_TFJS_BACKEND=tensorflow-gpu; resolve it before anything is loaded.
   config.tfjsBackend ??= 'tensorflow-gpu';
@@ -35,7 +43,15 @@ async function main(): Promise<void> {
     poll: true,
     onReady: (manifest, catalog) => catalog.load(modelId(manifest)).then(() => {}),
   });
+  process.off('SIGTERM', early);
+  process.off('SIGINT', early);
   stopOnSignals([worker, weights], () => log.log('info', 'stopped'));
+  if (stopRequested) {
+    await Promise.all([worker.stop(), weights.stop()]);
+    await models.dispose();
+    log.log('info', 'stopped');
+    return;
+  }
   // Load every published model before taking work: the first batch should not wait for weights or
   // PTX JIT. A model that does not load is a real failure: the task exits.
   for (const m of weights.ready()) await models.load(m);
