@@ -54,13 +54,7 @@ export function encodeTagged(
   predictions: readonly Prediction[],
   fixed: { model: string; at: string; etag: string },
 ): Encoded | undefined {
-  const base = {
-    ...userMetadata(existing),
-    [KEYS.status]: 'tagged',
-    [KEYS.model]: fixed.model,
-    [KEYS.at]: fixed.at,
-    [KEYS.etag]: fixed.etag,
-  };
+  const base = taggedBase(existing, fixed);
   const room = tagRoom(existing, fixed);
   if (room < 0) return undefined;
   const parts: string[] = [];
@@ -82,14 +76,18 @@ export function encodeTagged(
  * those fit). The backfill uses it to tell an object the worker could only tag in the index.
  */
 export function tagRoom(existing: Record<string, string>, fixed: { model: string; at: string; etag: string }): number {
-  const base = {
+  return METADATA_BUDGET - metadataBytes(taggedBase(existing, fixed)) - Buffer.byteLength(KEYS.tags);
+}
+
+/** The user's metadata and EffiTag's fixed keys of a tagged object, before its tags. */
+function taggedBase(existing: Record<string, string>, fixed: { model: string; at: string; etag: string }): Record<string, string> {
+  return {
     ...userMetadata(existing),
     [KEYS.status]: 'tagged',
     [KEYS.model]: fixed.model,
     [KEYS.at]: fixed.at,
     [KEYS.etag]: fixed.etag,
   };
-  return METADATA_BUDGET - metadataBytes(base) - Buffer.byteLength(KEYS.tags);
 }
 
 export function encodeFailed(

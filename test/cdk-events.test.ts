@@ -1,23 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { App } from 'aws-cdk-lib';
-import { Match, Template } from 'aws-cdk-lib/assertions';
-import { AwsSolutionsChecks } from 'cdk-nag';
+import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { configFromContext } from '../cdk/config.ts';
-import { EffiTagStack } from '../cdk/effitag-stack.ts';
-import { applyNagAcknowledgements } from '../cdk/nag.ts';
+import { nagViolations, synthStack } from './support/synth.ts';
 
-/** Synthesize with a context; bundling is skipped (the CI runs a real `cdk synth`). */
 function synth(context: Record<string, unknown> = {}) {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [], ...context } });
-  const stack = new EffiTagStack(app, 'EffiTag', {
-    config: configFromContext(app.node),
-    env: { account: '111111111111', region: 'us-east-1' },
-  });
-  applyNagAcknowledgements(stack);
-  const template = Template.fromStack(stack);
-  const nag = new AwsSolutionsChecks().validateScope(app).violations.map((v) => v.ruleName);
-  return { stack, template, nag };
+  const { app, stack, template } = synthStack(context);
+  return { stack, template, nag: nagViolations(app) };
 }
 
 const logicalId = (template: Template, type: string, props: object = {}): string => {

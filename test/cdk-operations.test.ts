@@ -9,14 +9,10 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { App } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
-import { configFromContext } from '../cdk/config.ts';
-import { EffiTagStack } from '../cdk/effitag-stack.ts';
-import { applyNagAcknowledgements } from '../cdk/nag.ts';
 import { idleCost, idleResourcesOfTemplate, idleResourcesOfTiers } from '../tiers/cost.ts';
 import { tempDir } from './support/fixtures.ts';
+import { synthStack } from './support/synth.ts';
 
 const SHIPPED = [
   'tiers/defaults.json',
@@ -28,11 +24,8 @@ const SHIPPED = [
 type Resource = { Type: string; Properties?: Record<string, any>; DeletionPolicy?: string; UpdateReplacePolicy?: string };
 
 function synth(context: Record<string, unknown> = {}) {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [], ...context } });
-  const config = configFromContext(app.node);
-  const stack = new EffiTagStack(app, 'EffiTag', { config, env: { account: '111111111111', region: 'us-east-1' } });
-  applyNagAcknowledgements(stack);
-  const json = Template.fromStack(stack).toJSON() as { Resources: Record<string, Resource> };
+  const { app, config, template } = synthStack(context);
+  const json = template.toJSON() as { Resources: Record<string, Resource> };
   return { app, config, resources: json.Resources, json };
 }
 

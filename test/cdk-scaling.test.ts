@@ -12,8 +12,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Template } from 'aws-cdk-lib/assertions';
-import { configFromContext } from '../cdk/config.ts';
-import { EffiTagStack } from '../cdk/effitag-stack.ts';
+import { synthStack } from './support/synth.ts';
 import { type CfnTemplate, formatScalingTable, probeBacklogs, scalingTable, tasksForBacklog } from '../cdk/scaling-model.ts';
 
 const SHIPPED = [
@@ -24,10 +23,8 @@ const SHIPPED = [
 ];
 
 function synth(tiersFile: string) {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [], 'effitag:tiersFile': tiersFile } });
-  const config = configFromContext(app.node);
-  const stack = new EffiTagStack(app, 'EffiTag', { config, env: { account: '111111111111', region: 'us-east-1' } });
-  return { config, template: Template.fromStack(stack).toJSON() as CfnTemplate };
+  const { config, template } = synthStack({ 'effitag:tiersFile': tiersFile });
+  return { config, template: template.toJSON() as CfnTemplate };
 }
 
 for (const file of SHIPPED) {

@@ -2,25 +2,14 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it, before } from 'node:test';
-import { App } from 'aws-cdk-lib';
-import { Match, Template } from 'aws-cdk-lib/assertions';
+import type { App } from 'aws-cdk-lib';
+import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
-import { configFromContext } from '../cdk/config.ts';
-import { EffiTagStack } from '../cdk/effitag-stack.ts';
-import { applyNagAcknowledgements } from '../cdk/nag.ts';
 import { backlogSteps } from '../cdk/constructs/gpu-tier.ts';
 import { tempDir } from './support/fixtures.ts';
+import { synthStack } from './support/synth.ts';
 
-/** Synthesize with a context; bundling is skipped here (the CI runs a real `cdk synth`). */
-function synth(context: Record<string, unknown> = {}) {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [], ...context } });
-  const stack = new EffiTagStack(app, 'EffiTag', {
-    config: configFromContext(app.node),
-    env: { account: '111111111111', region: 'us-east-1' },
-  });
-  applyNagAcknowledgements(stack);
-  return { app, stack, template: Template.fromStack(stack) };
-}
+const synth = synthStack;
 
 type Statement = { Action: string | string[]; Resource: unknown; Effect: string; Sid?: string };
 const statements = (template: Template): { policy: string; s: Statement }[] =>

@@ -6,12 +6,11 @@
  * Every wait is on a condition, with a deadline.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { appendFile, mkdir, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import {
@@ -30,7 +29,8 @@ import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 import type { Logger } from '../pipeline/log.ts';
 import type { ListPage, ObjectStore } from '../pipeline/ports.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
-import { head, portFlags, put, startTestStack, waitFor } from './support/local-stack.ts';
+import { freePort, startLocal } from './support/effitag-local.ts';
+import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
 
 const TIERS = {
   version: 1,
@@ -43,44 +43,6 @@ const BUCKET = 'effitag-local';
 /** The started stack's key pair, as a plain object (the SDK annotates the credentials it is given). */
 const credentialsOf = () => ({ accessKeyId: LOCAL_CREDENTIALS.accessKeyId, secretAccessKey: LOCAL_CREDENTIALS.secretAccessKey });
 const md5 = (b: Uint8Array) => createHash('md5').update(b).digest('hex');
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
-/** `effitag local` as a user runs it; resolves at its start banner. */
-async function startLocal(dir: string, ports: { s3: number; sqs: number }, children: ChildProcess[]) {
-  const child = spawn(
-    process.execPath,
-    ['bin/effitag.js', 'local', '--weights', join(dir, 'weights'), '--data', join(dir, 'data'), ...portFlags(ports), '--log-level', 'warn'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start banner: ${out}`)), 60_000);
-    child.stdout!.on('data', () => {
-      if (out.includes('is running')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
-  });
-  // LOCAL_CREDENTIALS reads this stack's key pair from its data directory.
-  process.env.EFFITAG_DATA_DIR = join(dir, 'data');
-  return Object.assign(child, { output: () => out });
-}
 
 async function kill9(child: ChildProcess) {
   const exited = new Promise((r) => child.once('exit', r));
@@ -127,7 +89,7 @@ describe('durability: the embedded stack killed (SIGKILL) and restarted', () => 
     const dir = await tempDir();
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
     const ports = { s3: await freePort(), sqs: await freePort() };
-    const first = await startLocal(dir, ports, children);
+    const first = await startLocal(dir, ports, {}, children);
     // The record that the journal covers everything since: the restart must then read the journal only.
     await waitFor('the settled record', async () => (existsSync(join(dir, 'data.state.json')) ? true : undefined), 30_000);
     const s3 = s3Client({ s3Endpoint: `http://127.0.0.1:${ports.s3}`, credentials: credentialsOf() });
@@ -141,7 +103,7 @@ describe('durability: the embedded stack killed (SIGKILL) and restarted', () => 
       const taggedBefore = keys.filter((k) => storedMeta(dir, k)['x-amz-meta-effitag-status']).length;
       assert.ok(taggedBefore < keys.length, `the kill must leave work behind (${taggedBefore} of ${keys.length} tagged)`);
 
-      const second = await startLocal(dir, ports, children);
+      const second = await startLocal(dir, ports, {}, children);
       await allTagged(s3, keys, 120_000);
       await waitFor('the catch-up report', async () => (/caught up: /.test(second.output()) ? true : undefined));
       assert.match(second.output(), /caught up: \d+ upload\(s\) accepted since the stack was last idle/, 'from the journal');
@@ -156,7 +118,7 @@ describe('durability: the embedded stack killed (SIGKILL) and restarted', () => 
     const dir = await tempDir();
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
     const ports = { s3: await freePort(), sqs: await freePort() };
-    const first = await startLocal(dir, ports, children);
+    const first = await startLocal(dir, ports, {}, children);
     const s3 = s3Client({ s3Endpoint: `http://127.0.0.1:${ports.s3}`, credentials: credentialsOf() });
     const requests: ReturnType<typeof request>[] = [];
     try {
@@ -185,7 +147,7 @@ describe('durability: the embedded stack killed (SIGKILL) and restarted', () => 
       });
       await kill9(first);
 
-      const second = await startLocal(dir, ports, children);
+      const second = await startLocal(dir, ports, {}, children);
       const listed = await assertNoTornObjects(s3);
       assert.deepEqual(listed.sort(), [...acked].sort(), 'exactly the acknowledged uploads are listed');
       await allTagged(s3, acked, 120_000);

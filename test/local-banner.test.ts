@@ -5,20 +5,12 @@
  * 127.0.0.1:4568`) nor, when the stack's own shell had EFFITAG_DATA_DIR set, the data directory.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
+import { freePort, spawnEffitagLocal } from './support/effitag-local.ts';
 import { randomArtifact, tempDir } from './support/fixtures.ts';
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 describe("effitag local's banner on ports of one's own", () => {
   const children: ChildProcess[] = [];
@@ -32,11 +24,8 @@ describe("effitag local's banner on ports of one's own", () => {
     const ports = { s3: await freePort(), sqs: await freePort(), dynamodb: await freePort() };
     const data = join(dir, 'my data');
     // The stack's shell has the data directory in its environment; the user's next shell does not.
-    const child = spawn(
-      process.execPath,
+    const child = await spawnEffitagLocal(
       [
-        'bin/effitag.js',
-        'local',
         '--weights',
         join(dir, 'weights'),
         '--s3-port',
@@ -50,26 +39,9 @@ describe("effitag local's banner on ports of one's own", () => {
         '--log-level',
         'warn',
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EFFITAG_DATA_DIR: data } },
+      { env: { EFFITAG_DATA_DIR: data }, children },
     );
-    children.push(child);
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr!.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no start banner: ${out}`)), 60_000);
-      child.stdout!.on('data', () => {
-        if (out.includes('is running')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
-    });
+    const out = child.output();
     const exportLine = out.split('\n').find((l) => l.trim().startsWith('export AWS_ACCESS_KEY_ID='));
     assert.ok(exportLine, out);
     const show = out.split('\n').find((l) => l.trim().startsWith('npx effitag show '));

@@ -2,13 +2,13 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { isLoopbackAddress, listeningSockets } from './support/sockets.ts';
 import { HEIC_FIXTURES } from './support/bombs.ts';
+import { freePort, startLocal } from './support/effitag-local.ts';
 import { portFlags, waitFor } from './support/local-stack.ts';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { s3Client } from '../pipeline/aws/clients.ts';
@@ -21,49 +21,6 @@ const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
     (r) => ({ code: 0, ...r }),
     (e: { code: number; stdout: string; stderr: string }) => e,
   );
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
-/** `effitag local` as a user runs it, on the given ports; resolves at its start banner. `output()` is stdout and stderr so far. */
-async function startLocal(
-  dir: string,
-  ports: { s3: number; sqs: number; dynamodb?: number; gallery?: number },
-  env: NodeJS.ProcessEnv = {},
-  children: ChildProcess[] = [],
-): Promise<ChildProcess & { output(): string }> {
-  const child = spawn(
-    process.execPath,
-    ['bin/effitag.js', 'local', '--weights', join(dir, 'weights'), '--data', join(dir, 'data'), ...portFlags(ports), '--log-level', 'warn'],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
-  );
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no start banner: ${out}`)), 30_000);
-    child.stdout!.on('data', () => {
-      if (out.includes('is running')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
-  });
-  // The commands the test runs next (and LOCAL_CREDENTIALS) find this stack's credentials in its data directory.
-  process.env.EFFITAG_DATA_DIR = join(dir, 'data');
-  return Object.assign(child, { output: () => out });
-}
 
 describe('effitag local / tag / backfill (npm start), as processes', () => {
   const children: ChildProcess[] = [];
