@@ -59,6 +59,7 @@ interface Store {
 interface KoaCtx {
   method: string;
   path: string;
+  query: Record<string, string | string[] | undefined>;
   status: number;
   body: unknown;
   type: string;
@@ -384,6 +385,42 @@ function s3SemanticsMiddleware(store: Store, sseC: Set<string>): Middleware {
   };
 }
 
+/**
+ * `encoding-type=url` on ListObjects (V1 and V2), which s3rver accepts and ignores. Keys may hold any
+ * character, and XML 1.0 cannot carry most control characters (ESC, BEL) at all, nor a `\r` that
+ * survives a parser's line-end normalisation: s3rver answered 200 with them raw, botocore (the AWS
+ * CLI) failed the whole listing with a 500-like retry loop and the JS SDK turned `\r` into `\n`.
+ * Here, as S3 does, the key-valued elements (Key, Prefix, Delimiter, StartAfter, Marker, NextMarker,
+ * CommonPrefixes/Prefix) are encoded the way S3 encodes them (space as `+`, `/` kept, the rest
+ * percent-encoded UTF-8: what botocore's unquote_plus and decodeS3Key undo) and the response says
+ * `<EncodingType>url</EncodingType>`; any other encoding type is S3's 400 InvalidArgument.
+ * s3rver has no ListObjectVersions (`?versions` answers NotImplemented), so there is nothing to encode.
+ * It sits after s3rver's XML encoder, so it sees the listing as the object s3rver built.
+ */
+function listEncodingMiddleware(): Middleware {
+  const LIST_FIELDS = ['Prefix', 'Delimiter', 'StartAfter', 'Marker', 'NextMarker'] as const;
+  return async (ctx, next) => {
+    const encoding = ctx.query['encoding-type'];
+    const isList = ctx.method === 'GET' && /^\/[^/]+\/?$/.test(ctx.path) && !Object.keys(ctx.query).some((q) => SUBRESOURCES.has(q));
+    if (isList && encoding !== undefined && encoding !== 'url') {
+      ctx.status = 400;
+      ctx.type = 'application/xml';
+      ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidArgument</Code><Message>Invalid Encoding Method specified in Request</Message><ArgumentName>encoding-type</ArgumentName></Error>`;
+      return;
+    }
+    await next();
+    const result =
+      isList && encoding === 'url' ? (ctx.body as { ListBucketResult?: Record<string, unknown> } | undefined)?.ListBucketResult : undefined;
+    if (!result) return;
+    for (const field of LIST_FIELDS) if (typeof result[field] === 'string') result[field] = encodeS3Key(result[field] as string);
+    for (const o of (result.Contents ?? []) as { Key: string }[]) o.Key = encodeS3Key(o.Key);
+    for (const p of (result.CommonPrefixes ?? []) as { Prefix: string }[]) p.Prefix = encodeS3Key(p.Prefix);
+    result.EncodingType = 'url';
+  };
+}
+/** Bucket subresources that are not a listing (`?cors`, `?versions`, …), as s3rver's router tells them apart. */
+const SUBRESOURCES: ReadonlySet<string> = new Set(createRequire(import.meta.url)('s3rver/lib/controllers/bucket.js').METHODS);
+
 let lastSequencer = 0n;
 /** Hex, strictly increasing within the process, and past any earlier run's (microseconds since 1970). */
 export function nextSequencer(): string {
@@ -404,6 +441,8 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
   atomicWrites(server.store, options.onAccepted);
   // Before s3rver's router (Koa composes `middleware` when the server starts listening).
   server.middleware.splice(1, 0, s3SemanticsMiddleware(server.store, new Set()));
+  // Just before s3rver's router (its last middleware), after its XML encoder: sees listings as objects.
+  server.middleware.splice(server.middleware.length - 1, 0, listEncodingMiddleware());
   // First of all: Host, Origin, signature and on-disk paths (local/request-guard.ts).
   const guard = guardS3rver(server, { credentials: options.credentials, listenHost: options.host, trustedOrigins: options.trustedOrigins });
 

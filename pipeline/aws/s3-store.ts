@@ -14,6 +14,7 @@ import {
   type StorageClass,
   type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
+import { decodeS3Key } from '../events.ts';
 import { MAX_COPY_BYTES, StoreError, type ListPage, type ObjectHead, type ObjectRef, type ObjectStore } from '../ports.ts';
 
 export interface S3StoreOptions {
@@ -27,6 +28,15 @@ export interface S3StoreOptions {
 }
 
 const unquote = (e?: string) => (e ?? '').replace(/^"|"$/g, '');
+
+/**
+ * Listings always ask for `EncodingType: 'url'`: a key may hold characters XML 1.0 cannot carry
+ * (ESC, BEL) or that its parser rewrites (`\r` and `\r\n` become `\n`), so a plain listing would name
+ * a key that does not exist and a backfill would take the object for gone. The SDK does not decode,
+ * so keys are decoded here, exactly as S3 encodes them (space as `+`, the rest percent-encoded);
+ * only when the response says it encoded (an S3-compatible server may ignore the parameter).
+ */
+const listedKey = (key: string, encodingType: string | undefined) => (encodingType === 'url' ? decodeS3Key(key) : key);
 
 function headOf(o: HeadObjectCommandOutput | GetObjectCommandOutput, contentLength?: number): ObjectHead {
   return {
@@ -218,11 +228,12 @@ export class S3Store implements ObjectStore {
           ContinuationToken: options.continuationToken,
           StartAfter: options.continuationToken ? undefined : options.startAfter,
           MaxKeys: options.maxKeys,
+          EncodingType: 'url',
         }),
       );
       return {
         objects: (out.Contents ?? []).map((o) => ({
-          key: o.Key!,
+          key: listedKey(o.Key!, out.EncodingType),
           eTag: unquote(o.ETag),
           size: o.Size ?? 0,
           lastModified: o.LastModified,
@@ -247,10 +258,11 @@ export class S3Store implements ObjectStore {
           Prefix: options.prefix,
           Marker: options.continuationToken ?? options.startAfter,
           MaxKeys: options.maxKeys,
+          EncodingType: 'url',
         }),
       );
       const objects = (out.Contents ?? []).map((o) => ({
-        key: o.Key!,
+        key: listedKey(o.Key!, out.EncodingType),
         eTag: unquote(o.ETag),
         size: o.Size ?? 0,
         lastModified: o.LastModified,
