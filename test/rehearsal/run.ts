@@ -179,11 +179,18 @@ export function firstUploadsOf(config: TiersFile): { uploads: FirstUpload[]; unr
   return { uploads, unreachable };
 }
 
-/** Random weights for a model in the official artifact layout, generated once per checkout. */
+/**
+ * Random weights for a model in the official artifact layout, generated once per checkout: cached
+ * under the model, the seed and a hash of the code that lays an artifact out (a changed network plan
+ * or format is a new entry, never a stale one).
+ */
 export async function weightsCatalog(models: readonly string[]): Promise<string> {
   const catalog = runTemp('weights-catalog-');
+  const layout = createHash('sha256');
+  for (const f of ['plan.ts', 'random-weights.ts', 'weights.ts']) layout.update(readFileSync(join(REPO_ROOT, 'model', f)));
+  const version = layout.digest('hex').slice(0, 12);
   for (const model of models) {
-    const dir = await cached(`weights-${model}-random-seed7`, async (tmp) => {
+    const dir = await cached(`weights-${model}-random-seed7-${version}`, async (tmp) => {
       await randomArtifact(tmp, model, { seed: 7 });
     });
     copyTree(dir, join(catalog, model));
