@@ -19,7 +19,7 @@ let router: Promise<Router> | undefined;
  */
 async function init(): Promise<Router> {
   const d = deployed();
-  const models = await currentMarkers(d, d.config.tiers, d.config.weightsLocation, log);
+  const models = await currentMarkers(d, d.config.tiers, d.config.weightsLocation, log, { recheckMs: d.config.weightsRecheckMs });
   return makeRouter({ store: d.store, queues: d.queues, tiers: d.config.tiers, index: d.index, log, counters, models });
 }
 

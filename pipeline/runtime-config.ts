@@ -32,6 +32,12 @@ export const ENV = {
   leaseSeconds: 'EFFITAG_LEASE_SECONDS',
   /** onnxruntime's session thread script in bundled deployments (read by inference/ort-thread.ts). */
   ortThreadScript: 'EFFITAG_ORT_THREAD_SCRIPT',
+  /**
+   * How often weights not published yet are looked for again, in seconds (default 60): the routers'
+   * "not published" is believed this long, and waiting workers poll up to this interval. Not set by
+   * the stack; the deploy rehearsal shortens it.
+   */
+  weightsRecheckSeconds: 'EFFITAG_WEIGHTS_RECHECK_SECONDS',
 } as const;
 
 export type EnvName = (typeof ENV)[keyof typeof ENV];
@@ -84,6 +90,8 @@ export interface RuntimeConfig {
   indexTable?: string;
   /** The tier this runtime serves (workers only). */
   tier?: string;
+  /** How long a missing model is believed missing before its weights are looked for again. */
+  weightsRecheckMs: number;
 }
 
 /** What a worker runtime needs beyond the shared configuration: its tier, resolved, and its engine. */
@@ -124,7 +132,17 @@ export function runtimeConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConf
     weightsDir: env[ENV.weightsDir] ?? '/tmp/effitag-weights',
     indexTable: env[ENV.indexTable] || undefined,
     tier,
+    weightsRecheckMs: weightsRecheckMs(env),
   };
+}
+
+/** The recheck interval for weights not published yet (EFFITAG_WEIGHTS_RECHECK_SECONDS, default 60 s). */
+export function weightsRecheckMs(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env[ENV.weightsRecheckSeconds];
+  if (raw === undefined || raw === '') return 60_000;
+  const seconds = Number(raw);
+  if (!(seconds > 0 && seconds <= 3600)) throw new Error(`${ENV.weightsRecheckSeconds}=${raw}: a number of seconds in (0, 3600]`);
+  return seconds * 1000;
 }
 
 export function workerConfig(env: NodeJS.ProcessEnv = process.env): WorkerConfig {

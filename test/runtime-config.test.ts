@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { encodeStackEnv, encodeTierEnv, ENV, workerConfig } from '../pipeline/runtime-config.ts';
+import { encodeStackEnv, encodeTierEnv, ENV, weightsRecheckMs, workerConfig } from '../pipeline/runtime-config.ts';
 import { loadTiers } from '../tiers/load.ts';
 import { parseTiers } from '../tiers/schema.ts';
 
@@ -40,6 +40,16 @@ describe('deployment contract (EFFITAG_* environment)', () => {
     assert.equal(workerConfig({ ...env, [ENV.engine]: 'ort' }).engine, 'ort', 'EFFITAG_ENGINE overrides the tier');
     assert.throws(() => workerConfig({ ...env, [ENV.engine]: 'cuda' }), /EFFITAG_ENGINE=cuda: choose ort or tfjs/);
     assert.throws(() => workerConfig(stackEnv), /EFFITAG_TIER is not set/);
+  });
+
+  it('weights not yet published are looked for again every minute unless EFFITAG_WEIGHTS_RECHECK_SECONDS says otherwise', () => {
+    assert.equal(weightsRecheckMs({}), 60_000);
+    assert.equal(weightsRecheckMs({ [ENV.weightsRecheckSeconds]: '5' }), 5_000);
+    assert.throws(
+      () => weightsRecheckMs({ [ENV.weightsRecheckSeconds]: 'soon' }),
+      /EFFITAG_WEIGHTS_RECHECK_SECONDS=soon: a number of seconds/,
+    );
+    assert.throws(() => weightsRecheckMs({ [ENV.weightsRecheckSeconds]: '0' }), /in \(0, 3600\]/);
   });
 
   it('refuses a tiers file too large for a Lambda environment', () => {

@@ -211,8 +211,16 @@ export type { Markers };
  * directory (read on every miss). A missing model is no error here: its objects wait (the router's
  * `waiting-for-weights` drop); the start-up log names what is missing.
  */
-export async function currentMarkers(conn: Connection, tiers: TiersFile, weights: string, log?: Logger): Promise<Markers> {
-  const markers: Markers = weights.startsWith('s3://') ? s3Markers(conn.s3, weights) : directoryCatalog(weights);
+export async function currentMarkers(
+  conn: Connection,
+  tiers: TiersFile,
+  weights: string,
+  log?: Logger,
+  options: { recheckMs?: number } = {},
+): Promise<Markers> {
+  const markers: Markers = weights.startsWith('s3://')
+    ? s3Markers(conn.s3, weights, { ttlMs: options.recheckMs })
+    : directoryCatalog(weights);
   const missing: string[] = [];
   for (const m of tiers.models) if (!(await isPublished(markers, m))) missing.push(m);
   if (missing.length)

@@ -10,7 +10,7 @@ import type { WeightsManifest } from '../../model/weights.ts';
 import { jsonLogger, type Logger } from '../log.ts';
 import { directoryCatalog, MissingWeightsError, type ModelCatalog } from '../models.ts';
 import { workerConfig, type WorkerConfig } from '../runtime-config.ts';
-import { watchWeights, type WeightsWatch } from '../weights-watch.ts';
+import { WEIGHTS_POLL, watchWeights, type WeightsWatch } from '../weights-watch.ts';
 import { makeWorker, type Worker } from '../worker.ts';
 import { syncModel } from './s3-weights.ts';
 import { deployed } from './wiring.ts';
@@ -74,6 +74,10 @@ export async function deployedWorker(options: {
     models: config.served.model ? [config.served.model] : config.served.variants,
     log,
     poll: options.poll,
+    // Polls from 10 s, doubling up to the recheck interval (EFFITAG_WEIGHTS_RECHECK_SECONDS).
+    maxDelayMs: config.weightsRecheckMs,
+    firstDelayMs: Math.min(WEIGHTS_POLL.firstDelayMs, config.weightsRecheckMs),
+    minGapMs: Math.min(WEIGHTS_POLL.minGapMs, config.weightsRecheckMs),
     onReady: (manifest) => options.onReady?.(manifest, models),
   });
   const queue = queues[config.tier];

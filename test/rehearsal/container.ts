@@ -13,7 +13,7 @@ import { GPU_WORKER_DOCKERFILE, REPO_ROOT } from '../../cdk/constructs/bundling.
 import { copyTree } from './lambda.ts';
 import { runTemp } from './paths.ts';
 import type { Assembly } from './template.ts';
-import { CREDENTIALS, type World } from './world.ts';
+import { CREDENTIALS, WEIGHTS_RECHECK_SECONDS, type World } from './world.ts';
 
 /** Packages the image installs that cannot install here (their install downloads libtensorflow). */
 const NOT_INSTALLABLE_HERE = ['@tensorflow/tfjs-node-gpu'];
@@ -120,6 +120,7 @@ export async function startGpuContainer(
     AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
     AWS_ENDPOINT_URL_DYNAMODB: world.dynamoEndpoint,
     EFFITAG_AUDIT_LOG: auditLog,
+    EFFITAG_WEIGHTS_RECHECK_SECONDS: String(WEIGHTS_RECHECK_SECONDS),
     // No GPU here: the tier's engine is replaced by the CPU one.
     EFFITAG_ENGINE: 'ort',
     ...extraEnv,

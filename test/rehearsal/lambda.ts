@@ -10,7 +10,7 @@ import { cpSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { runTemp } from './paths.ts';
 import type { Assembly } from './template.ts';
-import { CREDENTIALS, type World } from './world.ts';
+import { CREDENTIALS, WEIGHTS_RECHECK_SECONDS, type World } from './world.ts';
 
 export interface LambdaFunction {
   logicalId: string;
@@ -83,6 +83,7 @@ export async function startLambda(
     AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
     AWS_ENDPOINT_URL_DYNAMODB: world.dynamoEndpoint,
     EFFITAG_AUDIT_LOG: auditLog,
+    EFFITAG_WEIGHTS_RECHECK_SECONDS: String(WEIGHTS_RECHECK_SECONDS),
     ...templateEnv,
     ...options.env,
   };

@@ -28,7 +28,6 @@ import { formatScalingTable, scalingTable, type TierScaling } from '../../cdk/sc
 import type { AuditedCall } from '../../pipeline/aws/audit.ts';
 import { dynamoClient } from '../../pipeline/aws/clients.ts';
 import { DynamoTagIndex } from '../../pipeline/aws/dynamo-index.ts';
-import { MARKER_MISSING_TTL_MS } from '../../pipeline/aws/markers.ts';
 import { chooseVariant } from '../../tiers/choose.ts';
 import { loadTiers } from '../../tiers/load.ts';
 import { OVERRIDE_METADATA_KEY, routeObject } from '../../tiers/route.ts';
@@ -43,7 +42,7 @@ import { copyTree, nodeFunctions, startLambda, type LambdaFunction, type StartLa
 import { cached, runTemp } from './paths.ts';
 import { runBackfillStateMachine, stateMachineOf } from './state-machine.ts';
 import { SHIPPED_TIERS, synthesize, type Assembly, type Resolver } from './template.ts';
-import { CREDENTIALS, startWorld, type World } from './world.ts';
+import { CREDENTIALS, startWorld, WEIGHTS_RECHECK_SECONDS, type World } from './world.ts';
 
 export interface PrincipalReport {
   role: string;
@@ -378,7 +377,7 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
           .map((l) => Date.parse(l.time)),
       ),
     );
-    const delayMs = Math.max(0, lastMissing + MARKER_MISSING_TTL_MS + 1000 - Date.now());
+    const delayMs = Math.max(0, lastMissing + WEIGHTS_RECHECK_SECONDS * 1000 + 1000 - Date.now());
     log(`waiting ${(delayMs / 1000).toFixed(0)} s for the routers to read the manifests again (weights publish --backfill-delay) …`);
     await new Promise((r) => setTimeout(r, delayMs));
     publish.notes.push(`waited ${(delayMs / 1000).toFixed(0)} s, as --backfill-delay does, for the routers to re-read the manifests`);

@@ -18,6 +18,12 @@ import { runTemp } from './paths.ts';
 import { ACCOUNT, REGION, Resolver, type Assembly, type Physical } from './template.ts';
 
 export const CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+/**
+ * The deployed runtimes look for weights not published yet every minute; the rehearsal has them
+ * look every few seconds (EFFITAG_WEIGHTS_RECHECK_SECONDS, a harness detail like the endpoints), so
+ * it does not wait out the minute once per tiers file.
+ */
+export const WEIGHTS_RECHECK_SECONDS = 5;
 
 export interface World {
   s3Endpoint: string;
