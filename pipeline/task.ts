@@ -52,10 +52,19 @@ export function revisionOf(object: { sequencer?: unknown }, head: { lastModified
   return head.lastModified ? { revision: `t:${head.lastModified.toISOString()}` } : {};
 }
 
+/**
+ * JSON with every character past ASCII escaped (`\uXXXX`, astral ones as surrogate pairs): a key may
+ * hold any character S3 accepts, and an SQS body only some (the embedded stand-in, fauxqs, refuses
+ * astral characters such as emoji that SQS accepts). Parses back to the same value.
+ */
+export function asciiJson(value: unknown): string {
+  return JSON.stringify(value).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export function taskMessage(task: Task): OutgoingMessage {
   const id = taskIdentity(task);
   return {
-    body: JSON.stringify(task),
+    body: asciiJson(task),
     deduplicationId: id,
     // One group per object: per-key order is kept, different objects run in parallel.
     groupId: createHash('sha256').update(`${task.bucket}\0${task.key}`).digest('hex').slice(0, 64),

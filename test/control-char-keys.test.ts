@@ -32,9 +32,10 @@ const KEYS = [
   'ctl/plus+sign.jpg',
   'ctl/space here.jpg',
   'ctl/pct%41%zz%.jpg',
-  // Not an astral character (an emoji): the SQS stand-in (fauxqs) refuses them in a message body,
-  // which real SQS accepts, so such an object is never tagged on the embedded stack (reported).
   'ctl/ünïcødé 画像.jpg',
+  // Astral characters: the SQS stand-in (fauxqs) refuses them in a message body, which SQS accepts;
+  // task bodies escape every non-ASCII character, so such an object is tagged like any other.
+  'ctl/emoji 📷🐈.jpg',
   'ctl/sub dir+x/inner.jpg',
 ].sort();
 
