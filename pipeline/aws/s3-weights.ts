@@ -116,6 +116,29 @@ export interface TiersPublishReport {
   lacking: string[];
 }
 
+/** The official variants `weights fetch` downloads (its argument's values). */
+const FETCHABLE = /^(b[0-7]|v2-(b[0-3]|s|m|l))$/;
+
+/**
+ * How to fill a catalog: each official variant fetched into it (`--out`: `weights fetch` writes to
+ * the cache by default, which is this catalog only when --weights is left out), each custom model
+ * trained into it.
+ */
+function fetchHint(lacking: readonly string[], catalog: string): string {
+  const fetch = lacking.filter((m) => FETCHABLE.test(m));
+  const train = lacking.filter((m) => !FETCHABLE.test(m));
+  return [
+    ...(fetch.length
+      ? [
+          `Fetch ${fetch.length > 1 ? 'them' : 'it'}: ${fetch.map((m) => `npx effitag weights fetch ${m} --out ${join(catalog, m)}`).join('; ')}`,
+        ]
+      : []),
+    ...(train.length
+      ? [`train ${train.join(', ')} into that catalog (npx effitag train --name ${train[0]} … --out ${join(catalog, train[0])})`]
+      : []),
+  ].join('; ');
+}
+
 /**
  * Publish every model a tiers file needs from a local catalog (`DIR/<model>/`, where `weights fetch`
  * and `train` put them). Models the catalog lacks are an error naming them, before anything is
@@ -141,7 +164,7 @@ export async function publishTiersWeights(
   if (report.lacking.length && !options.allowMissing)
     throw new Error(
       `${options.tiersPath ?? 'the tiers'} need${options.tiersPath ? 's' : ''} weights that ${options.catalog} lacks: ${report.lacking.join(', ')}. ` +
-        `Fetch them (npx effitag weights fetch ${report.lacking[0]}) or train them into that catalog, or pass --allow-missing to publish the others (objects of the missing models wait). Nothing was uploaded.`,
+        `${fetchHint(report.lacking, options.catalog)}, or pass --allow-missing to publish the others (objects of the missing models wait). Nothing was uploaded.`,
     );
   for (const { model, dir, manifest } of present) {
     const remote = await readPublishedManifest(s3, options.location, model).catch(() => undefined);
