@@ -136,7 +136,8 @@ describe('idle cost, counted from what the stack creates', () => {
       const tiers = Object.keys(config.tiers.tiers).length;
       assert.ok(counted.alarms > 2 * tiers, 'DLQ and age alarms per tier, plus scaling alarms');
       const cost = idleCost(counted);
-      assert.equal(cost.dollarsPerMonth, 3 + counted.alarmMetrics * 0.1 + 1);
+      const polls = 0.648 * (counted.standardQueuePollers * 0.4 + counted.fifoQueuePollers * 0.5);
+      assert.ok(Math.abs(cost.dollarsPerMonth - (3 + (counted.alarmMetrics + 2 * counted.capacityProviders) * 0.1 + 1 + polls)) < 1e-9);
     });
   }
 
@@ -155,10 +156,15 @@ describe('idle cost, counted from what the stack creates', () => {
     assert.match(predicted.source, /what the stack creates/);
   });
 
-  it('the default tiers: $5.10 a month (dashboard $3, 9 alarms reading 11 metrics $1.10, KMS key $1)', () => {
+  it("the default tiers: $6.08 a month (dashboard $3, 9 alarms reading 11 metrics $1.10, KMS key $1, ECS's 4 scaling alarms $0.40, two idle queue pollers $0.58)", () => {
     const { json } = synth();
     const r = idleResourcesOfTemplate(json);
     assert.deepEqual([r.alarms, r.alarmMetrics, r.dashboards, r.kmsKeys], [9, 11, 1, 1]);
-    assert.equal(idleCost(r).dollarsPerMonth.toFixed(2), '5.10');
+    assert.deepEqual(
+      [r.capacityProviders, r.standardQueuePollers, r.fifoQueuePollers],
+      [2, 1, 1],
+      'two GPU tiers; the router and the economy Lambda poll',
+    );
+    assert.equal(idleCost(r).dollarsPerMonth.toFixed(2), '6.08');
   });
 });

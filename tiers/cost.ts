@@ -279,18 +279,35 @@ export interface IdleResources {
   alarmMetrics: number;
   dashboards: number;
   kmsKeys: number;
+  /** GPU capacity providers with managed scaling: ECS adds two alarms each, outside the template. */
+  capacityProviders: number;
+  /** Lambda SQS event sources, which poll even an empty queue (standard: the intake; FIFO: CPU tiers). */
+  standardQueuePollers: number;
+  fifoQueuePollers: number;
   /** Where the counts come from. */
   source: string;
 }
 
 interface TemplateJson {
-  Resources: Record<string, { Type: string; Properties?: { MetricName?: string; Metrics?: { MetricStat?: unknown }[] } }>;
+  Resources: Record<
+    string,
+    {
+      Type: string;
+      Properties?: {
+        MetricName?: string;
+        Metrics?: { MetricStat?: unknown }[];
+        AutoScalingGroupProvider?: { ManagedScaling?: { Status?: string } };
+        EventSourceArn?: unknown;
+      };
+    }
+  >;
 }
 
 /** Counted in a synthesized template (`npx cdk synth`, then cdk.out/EffiTag.template.json). */
 export function idleResourcesOfTemplate(template: TemplateJson, source = 'the synthesized template'): IdleResources {
   const of = (type: string) => Object.values(template.Resources ?? {}).filter((r) => r.Type === type);
   const alarms = of('AWS::CloudWatch::Alarm');
+  const pollers = of('AWS::Lambda::EventSourceMapping');
   return {
     alarms: alarms.length,
     // A metric-math alarm is billed per metric it reads, not for its expression.
@@ -300,8 +317,22 @@ export function idleResourcesOfTemplate(template: TemplateJson, source = 'the sy
     ),
     dashboards: of('AWS::CloudWatch::Dashboard').length,
     kmsKeys: of('AWS::KMS::Key').length,
+    capacityProviders: of('AWS::ECS::CapacityProvider').filter(
+      (c) => c.Properties?.AutoScalingGroupProvider?.ManagedScaling?.Status === 'ENABLED',
+    ).length,
+    // An event source names its queue's ARN; a FIFO queue's ends in .fifo.
+    standardQueuePollers: pollers.filter((p) => !fifoSource(template, p)).length,
+    fifoQueuePollers: pollers.filter((p) => fifoSource(template, p)).length,
     source,
   };
+}
+
+/** Does an event source mapping read a FIFO queue of the template (or a literal .fifo ARN)? */
+function fifoSource(template: TemplateJson, mapping: { Properties?: { EventSourceArn?: unknown } }): boolean {
+  const arn = mapping.Properties?.EventSourceArn as { 'Fn::GetAtt'?: [string, string] } | string | undefined;
+  if (typeof arn === 'string') return arn.endsWith('.fifo');
+  const queue = arn?.['Fn::GetAtt'] ? template.Resources[arn['Fn::GetAtt'][0]] : undefined;
+  return (queue?.Properties as { FifoQueue?: boolean } | undefined)?.FifoQueue === true;
 }
 
 /**
@@ -318,6 +349,10 @@ export function idleResourcesOfTiers(config: TiersFile): IdleResources {
     alarmMetrics: 1 + 2 * tiers.length + 2 * gpu,
     dashboards: 1,
     kmsKeys: 1,
+    capacityProviders: gpu,
+    // The router polls the intake queue (standard); each CPU tier's Lambda polls its FIFO queue.
+    standardQueuePollers: 1,
+    fifoQueuePollers: tiers.filter((t) => t.compute.target === 'lambda-cpu').length,
     source: 'what the stack creates for this tiers file',
   };
 }
@@ -339,6 +374,18 @@ export function idleCost(r: IdleResources): IdleCost {
       dollarsPerMonth: r.alarmMetrics * IDLE_PRICES.alarmMetricPerMonth,
     },
     { what: 'KMS key (alarm topic)', count: r.kmsKeys, dollarsPerMonth: r.kmsKeys * IDLE_PRICES.kmsKeyPerMonth },
+    {
+      what: 'ECS managed-scaling alarms (made by ECS, per GPU capacity provider)',
+      count: r.capacityProviders * IDLE_PRICES.ecsAlarmsPerCapacityProvider,
+      dollarsPerMonth: r.capacityProviders * IDLE_PRICES.ecsAlarmsPerCapacityProvider * IDLE_PRICES.alarmMetricPerMonth,
+    },
+    {
+      what: 'SQS polls of empty queues by Lambda (estimate)',
+      count: r.standardQueuePollers + r.fifoQueuePollers,
+      dollarsPerMonth:
+        (IDLE_PRICES.idlePollsPerMonth / 1e6) *
+        (r.standardQueuePollers * IDLE_PRICES.sqsStandardPerMillion + r.fifoQueuePollers * IDLE_PRICES.sqsFifoPerMillion),
+    },
   ];
   return {
     items,
@@ -346,7 +393,8 @@ export function idleCost(r: IdleResources): IdleCost {
     source: r.source,
     notes: [
       `list prices: $${IDLE_PRICES.dashboardPerMonth.toFixed(2)} per dashboard, $${IDLE_PRICES.alarmMetricPerMonth.toFixed(2)} per alarm metric, $${IDLE_PRICES.kmsKeyPerMonth.toFixed(2)} per KMS key, per month; an account's first 3 dashboards and 10 alarm metrics are free`,
-      'GPU pools, Lambdas, queues and the tag index cost nothing idle beyond storage: the index at its size, logs at theirs; Container Insights only while instances run',
+      `Lambda's SQS pollers keep about five 20 s long polls open per queue: ~${(IDLE_PRICES.idlePollsPerMonth / 1e6).toFixed(2)} M requests a month each, inside an account's free million if nothing else uses it`,
+      'not counted: the GPU image in the CDK bootstrap ECR repository ($0.10 per GB-month, several GB per image version, kept after cdk destroy; its size is unmeasured here), storage of the index and logs at their size, and Container Insights metrics (expected only while instances run; unverified)',
     ],
   };
 }

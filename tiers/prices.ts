@@ -77,7 +77,21 @@ export const DYNAMODB_PRICES = { perMillionWrites: 0.625, perMillionReads: 0.125
  * visible + in-flight reads two), a dashboard $3 (an account's first 3 are free, as are its first 10
  * alarm metrics), a customer-managed KMS key $1.
  */
-export const IDLE_PRICES = { alarmMetricPerMonth: 0.1, dashboardPerMonth: 3, kmsKeyPerMonth: 1 } as const;
+export const IDLE_PRICES = {
+  alarmMetricPerMonth: 0.1,
+  dashboardPerMonth: 3,
+  kmsKeyPerMonth: 1,
+  /** ECS managed scaling: a target-tracking policy on CapacityProviderReservation, two alarms (high, low) per capacity provider. */
+  ecsAlarmsPerCapacityProvider: 2,
+  /** SQS requests, $ per million: standard and FIFO queues (an account's first million a month are free). */
+  sqsStandardPerMillion: 0.4,
+  sqsFifoPerMillion: 0.5,
+  /**
+   * ReceiveMessage calls a Lambda SQS event source makes on an idle queue, per month: it keeps about
+   * five 20-second long polls open (an estimate from AWS's description of its pollers, not a bill).
+   */
+  idlePollsPerMonth: 5 * 3 * 60 * 24 * 30,
+} as const;
 
 /** Inference speed class of each GPU (T4 < V100 < A10G ≈ L4), so no alternative is a slower GPU. */
 const GPU_CLASS: Record<string, number> = { T4: 1, V100: 2, A10G: 3, L4: 3 };
