@@ -82,7 +82,7 @@ export function ortEngine(options: OrtOptions = {}): Engine {
       );
       const { resolution, classes } = manifest;
       return {
-        description: `ort (${provider})`,
+        description: `ort (${provider})${manifest.quantization ? ' int8' : ''}`,
         variant: manifest.variant,
         resolution,
         manifest,

@@ -11,6 +11,9 @@ export function tfjsEngine(options: { backend?: string } = {}): Engine {
     async load(weightsDir, { variant } = {}): Promise<LoadedModel> {
       const backend = await useTfjsBackend(options.backend);
       const artifact = await loadArtifact(weightsDir, variant);
+      // Its weights.bin is the float model's: running it here would tag with the float network under the int8 name.
+      if (artifact.manifest.quantization)
+        throw new Error(`${weightsDir} holds an int8 model, which only the ort engine runs (set the tier's engine to ort)`);
       const built = buildTfjsModel(planFor(artifact.manifest));
       assignWeights(built, artifact.weights);
       const { resolution } = built.plan;

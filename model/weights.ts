@@ -34,7 +34,24 @@ export interface WeightsManifest {
   source: { kind: 'keras-h5' | 'random' | 'trained' | 'other'; file?: string; md5?: string; url?: string; note?: string };
   /** Present on a model trained on a user's own labels (`effitag train`). */
   custom?: CustomModelRecord;
+  /** Present on an int8 model (`effitag weights quantize`): the onnxruntime engine runs its QDQ export. */
+  quantization?: QuantizationRecord;
   tensors: TensorEntry[];
+}
+
+/** How an int8 artifact was made and how closely it agrees with its float model. */
+export interface QuantizationRecord {
+  scheme: 'int8-qdq';
+  /** The float artifact's weights hash (weights.bin is the same float file; the ranges make it int8). */
+  floatSha256: string;
+  ops: 'conv' | 'all';
+  floatSqueezeExcite: boolean;
+  /** Calibrated [min, max] per tensor a quantized convolution reads or writes. */
+  ranges: Record<string, [number, number]>;
+  calibration: { images: number; heldOut: number; skipped: number; dataSha256: string };
+  /** On the held-out images: top-1 agreement and mean top-5 overlap with the float model, per resolution. */
+  agreement: { resolution: number; images: number; top1: number; top5Overlap: number }[];
+  forced: boolean;
 }
 
 /** What a custom model is, and how it came to be: enough to reproduce and to judge it. */
@@ -100,6 +117,7 @@ export async function writeArtifact(
   weights: ReadonlyMap<string, Float32Array>,
   source: WeightsManifest['source'],
   custom?: CustomModelRecord,
+  quantization?: QuantizationRecord,
 ): Promise<WeightsManifest> {
   const specs = planWeights(plan);
   const known = new Set(specs.map((w) => w.name));
@@ -132,6 +150,7 @@ export async function writeArtifact(
     createdAt: new Date().toISOString(),
     source,
     ...(custom ? { custom } : {}),
+    ...(quantization ? { quantization } : {}),
     tensors,
   };
   await mkdir(dir, { recursive: true });
@@ -166,7 +185,12 @@ export async function loadArtifact(dir: string, expect?: string): Promise<Weight
   if (expect) {
     const [wanted, held] = isVariantName(expect)
       ? [decodeVariant(expect).variant, manifest.variant]
-      : [expect, manifest.custom ? manifest.custom.name : `${manifest.variant} (ImageNet)`];
+      : [
+          expect,
+          manifest.custom || manifest.quantization
+            ? `${manifest.custom?.name ?? manifest.variant}${manifest.quantization ? '-int8' : ''}`
+            : `${manifest.variant} (ImageNet)`,
+        ];
     if (wanted !== held) throw new Error(`${dir} holds weights for ${held}, not ${wanted}`);
   }
   const buf = await readFile(join(dir, 'weights.bin'));

@@ -66,7 +66,9 @@ export function weightsFix(location: string | undefined, model: string): string 
 }
 
 /** The catalog key of a manifest: a custom model's name, else its variant. */
-export const modelId = (manifest: WeightsManifest): string => manifest.custom?.name ?? manifest.variant;
+/** An int8 artifact (`effitag weights quantize`) is its own model, `NAME-int8`: its folder, tiers' `model:` and its marker say so. */
+export const modelId = (manifest: WeightsManifest): string =>
+  `${manifest.custom?.name ?? manifest.variant}${manifest.quantization ? '-int8' : ''}`;
 
 /**
  * Models are keyed by variant (the ImageNet classifiers) or by a custom model's name (see

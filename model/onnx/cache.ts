@@ -4,6 +4,7 @@
  * Where the weights directory is read-only (a Lambda layer, a read-only mount), the cache directory
  * is used instead.
  */
+import { createHash } from 'node:crypto';
 import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cacheDir } from '../weights-fetch.ts';
@@ -11,7 +12,14 @@ import { loadArtifact, planFor, type WeightsManifest } from '../weights.ts';
 import { EXPORTER_VERSION, exportOnnx } from './export.ts';
 
 export function onnxFileName(manifest: WeightsManifest): string {
-  return `${manifest.sha256.slice(0, 16)}-x${EXPORTER_VERSION}-r${manifest.resolution}.onnx`;
+  // An int8 artifact shares its float weights.bin hash: its ranges name its export apart.
+  const q = manifest.quantization
+    ? `-q${createHash('sha256')
+        .update(JSON.stringify([manifest.quantization.ops, manifest.quantization.floatSqueezeExcite, manifest.quantization.ranges]))
+        .digest('hex')
+        .slice(0, 12)}`
+    : '';
+  return `${manifest.sha256.slice(0, 16)}-x${EXPORTER_VERSION}-r${manifest.resolution}${q}.onnx`;
 }
 
 const exists = (p: string) =>
@@ -35,6 +43,13 @@ export async function ensureOnnx(weightsDir: string, options: { variant?: string
 
   const bytes = exportOnnx(planFor(artifact.manifest), artifact.weights, {
     metadata: { weights_sha256: artifact.manifest.sha256, source: artifact.manifest.source.kind },
+    quantize: artifact.manifest.quantization
+      ? {
+          ranges: artifact.manifest.quantization.ranges,
+          ops: artifact.manifest.quantization.ops,
+          floatSqueezeExcite: artifact.manifest.quantization.floatSqueezeExcite,
+        }
+      : undefined,
   });
   let lastError: unknown;
   for (const path of candidates) {

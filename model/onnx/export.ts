@@ -13,6 +13,22 @@
 import type { LayerNode, ModelPlan } from '../plan.ts';
 import { AttributeType, ModelProto, TensorType } from './schema.ts';
 
+/**
+ * Static int8 quantization as QDQ pairs (onnxruntime fuses DequantizeLinear → Conv → QuantizeLinear
+ * into QLinearConv, u8 activations × s8 weights, its VNNI kernels on CPUs that have them):
+ * per-channel symmetric int8 weights, int32 biases at scale x_scale·w_scale, per-tensor asymmetric
+ * uint8 activations from calibrated ranges. Everything else (swish, squeeze-and-excite gating, the
+ * residual adds, the head) stays float.
+ */
+export interface QuantizeSpec {
+  /** Calibrated [min, max] of every tensor a quantized node reads or writes (names from `exportProbed`). */
+  ranges: Record<string, [number, number]>;
+  /** 'conv': only convolutions (float swish between); 'all': also swish, SE gating, residual adds, pooling. */
+  ops: 'conv' | 'all';
+  /** Keep the squeeze-and-excite branch in float. */
+  floatSqueezeExcite: boolean;
+}
+
 /** Bump when the exported graph changes, so cached exports are regenerated. */
 export const EXPORTER_VERSION = 3;
 const OPSET = 17;
@@ -27,7 +43,8 @@ interface OnnxNode {
 interface Initializer {
   name: string;
   dims: number[];
-  data: Float32Array;
+  data: Float32Array | Int8Array | Uint8Array | Int32Array;
+  type?: number;
 }
 
 const attrInts = (name: string, ints: number[]) => ({ name, type: AttributeType.INTS, ints: ints.map((i) => i) });
@@ -50,10 +67,130 @@ class GraphWriter {
     this.nodes.push({ op_type: op, name, input, output: [output], attribute: attributes });
     return output;
   }
-  init(name: string, dims: number[], data: Float32Array): string {
-    this.initializers.push({ name, dims, data });
+  init(name: string, dims: number[], data: Initializer['data'], type: number = TensorType.FLOAT): string {
+    this.initializers.push({ name, dims, data, type });
     return name;
   }
+}
+
+/** uint8 asymmetric scale and zero point for a range (widened to hold 0, as the zero padding needs). */
+export function activationQuant([lo, hi]: [number, number]): { scale: number; zeroPoint: number } {
+  const min = Math.min(lo, 0),
+    max = Math.max(hi, 0);
+  const scale = max > min ? (max - min) / 255 : 1;
+  return { scale, zeroPoint: Math.max(0, Math.min(255, Math.round(-min / scale))) };
+}
+
+const QUANTIZABLE = new Set(['Conv', 'Sigmoid', 'Mul', 'Add', 'GlobalAveragePool']);
+
+/** The nodes a spec quantizes: convolutions always; with `ops: 'all'` also swish, SE gating, residual adds and pooling. */
+function quantizedNodes(g: GraphWriter, spec: Pick<QuantizeSpec, 'ops' | 'floatSqueezeExcite'>): OnnxNode[] {
+  const inits = new Set(g.initializers.map((i) => i.name));
+  return g.nodes.filter(
+    (n) =>
+      QUANTIZABLE.has(n.op_type) &&
+      !n.name.startsWith('preprocess') &&
+      (spec.ops === 'all' || n.op_type === 'Conv') &&
+      !(spec.floatSqueezeExcite && /_se_/.test(n.name)) &&
+      (n.op_type === 'Conv' || !n.input.some((i) => inits.has(i))),
+  );
+}
+
+/** The activation tensors (not weights) those nodes read and write. */
+function activationTensors(nodes: readonly OnnxNode[]): Set<string> {
+  const out = new Set<string>();
+  for (const n of nodes) {
+    for (const i of n.op_type === 'Conv' ? [n.input[0]] : n.input) out.add(i);
+    out.add(n.output[0]);
+  }
+  return out;
+}
+
+/**
+ * Rewrite the float graph into QDQ form: after each producer of a quantized tensor a QuantizeLinear →
+ * DequantizeLinear pair that every consumer reads; each quantized conv's weights and bias as integers.
+ */
+function quantizeGraph(g: GraphWriter, spec: QuantizeSpec): void {
+  const nodes = quantizedNodes(g, spec);
+  const tensors = activationTensors(nodes);
+  const inits = new Map(g.initializers.map((i) => [i.name, i]));
+  const convs = new Set(nodes.filter((n) => n.op_type === 'Conv'));
+  const scaleOf = new Map<string, number>();
+  const dqOf = new Map<string, string>();
+  const original = g.nodes.splice(0);
+  for (const n of original) {
+    const input = n.input.map((i) => dqOf.get(i) ?? i);
+    if (convs.has(n)) {
+      const w = inits.get(n.input[1])!,
+        b = inits.get(n.input[2])!;
+      const [wq, bq] = quantizeConvParams(g, n.name, w.dims, w.data as Float32Array, b.data as Float32Array, scaleOf.get(n.input[0])!);
+      input[1] = wq;
+      input[2] = bq;
+    }
+    g.nodes.push({ ...n, input });
+    const t = n.output[0];
+    if (!tensors.has(t)) continue;
+    const range = spec.ranges[t];
+    if (!range) throw new Error(`int8 export: no calibrated range for ${t}`);
+    const { scale, zeroPoint } = activationQuant(range);
+    const sc = g.init(`${t}/q_scale`, [], Float32Array.of(scale));
+    const z = g.init(`${t}/q_zero`, [], Uint8Array.of(zeroPoint), TensorType.UINT8);
+    const q = g.node('QuantizeLinear', `${t}/quantize`, [t, sc, z]);
+    dqOf.set(t, g.node('DequantizeLinear', `${t}/dequantize`, [q, sc, z]));
+    scaleOf.set(t, scale);
+  }
+  // Drop the float weights the integer ones replaced.
+  const used = new Set(g.nodes.flatMap((n) => n.input));
+  const kept = g.initializers.filter((i) => used.has(i.name));
+  g.initializers.splice(0, g.initializers.length, ...kept);
+}
+
+/** Conv weights → per-output-channel symmetric int8 and bias → int32, each behind a DequantizeLinear. */
+function quantizeConvParams(
+  g: GraphWriter,
+  name: string,
+  dims: number[],
+  kernel: Float32Array,
+  bias: Float32Array,
+  inputScale: number,
+): [string, string] {
+  const cout = dims[0];
+  const perOut = kernel.length / cout;
+  const wScale = new Float32Array(cout);
+  const wq = new Int8Array(kernel.length);
+  const bq = new Int32Array(cout);
+  const bScale = new Float32Array(cout);
+  for (let o = 0; o < cout; o++) {
+    let m = 0;
+    for (let j = 0; j < perOut; j++) m = Math.max(m, Math.abs(kernel[o * perOut + j]));
+    // int8 weights in [-127, 127] (symmetric; -128 unused so u8×s8 products cannot saturate VNNI's 16-bit pairs).
+    wScale[o] = m > 0 ? m / 127 : 1;
+    for (let j = 0; j < perOut; j++) wq[o * perOut + j] = Math.round(kernel[o * perOut + j] / wScale[o]);
+    bScale[o] = inputScale * wScale[o];
+    bq[o] = Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(bias[o] / bScale[o])));
+  }
+  const axis = [attrInt('axis', 0)];
+  const w = g.node(
+    'DequantizeLinear',
+    `${name}/W_dequantize`,
+    [
+      g.init(`${name}/W_q`, dims, wq, TensorType.INT8),
+      g.init(`${name}/W_scale`, [cout], wScale),
+      g.init(`${name}/W_zero`, [cout], new Int8Array(cout), TensorType.INT8),
+    ],
+    axis,
+  );
+  const b = g.node(
+    'DequantizeLinear',
+    `${name}/B_dequantize`,
+    [
+      g.init(`${name}/B_q`, [cout], bq, TensorType.INT32),
+      g.init(`${name}/B_scale`, [cout], bScale),
+      g.init(`${name}/B_zero`, [cout], new Int32Array(cout), TensorType.INT32),
+    ],
+    axis,
+  );
+  return [w, b];
 }
 
 function weight(weights: ReadonlyMap<string, Float32Array>, name: string): Float32Array {
@@ -77,9 +214,25 @@ function toOihw(kernel: Float32Array, kh: number, kw: number, ci: number, co: nu
 export interface ExportOptions {
   /** Producer metadata recorded in the model (variant, weights hash). */
   metadata?: Record<string, string>;
+  /** Also output every tensor a convolution reads or writes (calibration); their names in `probes`. */
+  probe?: boolean;
+  /** Emit the int8 (QDQ) graph with these ranges. */
+  quantize?: QuantizeSpec;
 }
 
-export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32Array>, options: ExportOptions = {}): Uint8Array {
+/** The float graph that also outputs every tensor a convolution reads or writes (calibration), and their names. */
+export function exportProbed(plan: ModelPlan, weights: ReadonlyMap<string, Float32Array>): { bytes: Uint8Array; probes: string[] } {
+  const probes: string[] = [];
+  const bytes = exportOnnx(plan, weights, { probe: true }, probes);
+  return { bytes, probes };
+}
+
+export function exportOnnx(
+  plan: ModelPlan,
+  weights: ReadonlyMap<string, Float32Array>,
+  options: ExportOptions = {},
+  probes: string[] = [],
+): Uint8Array {
   const g = new GraphWriter();
   const byName = new Map(plan.nodes.map((n) => [n.name, n]));
   const consumers = new Map<string, LayerNode[]>();
@@ -263,6 +416,9 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
     }
   }
 
+  if (options.probe) probes.push(...activationTensors(quantizedNodes(g, { ops: 'all', floatSqueezeExcite: false })));
+  if (options.quantize) quantizeGraph(g, options.quantize);
+
   // Outputs: probabilities [N, classes] with top; pooled features [N, C]; or the NHWC feature map.
   let output = g.tensorOf.get(plan.output)!;
   const outShape = plan.nodes.find((n) => n.name === plan.output)!.outShape;
@@ -290,12 +446,16 @@ export function exportOnnx(plan: ModelPlan, weights: ReadonlyMap<string, Float32
       node: g.nodes,
       initializer: g.initializers.map((t) => ({
         name: t.name,
-        data_type: TensorType.FLOAT,
+        data_type: t.type ?? TensorType.FLOAT,
         dims: t.dims.map((d) => d),
         raw_data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
       })),
       input: [valueInfo(inputName, ['N', plan.resolution, plan.resolution, 3])],
-      output: [valueInfo(outputName, ['N', ...(outShape.length === 3 ? [outShape[0], outShape[1], outShape[2]] : [outShape[0]])])],
+      output: [
+        valueInfo(outputName, ['N', ...(outShape.length === 3 ? [outShape[0], outShape[1], outShape[2]] : [outShape[0]])]),
+        // Probes: shapes left to onnxruntime's inference (element type only).
+        ...probes.map((name) => ({ name, type: { tensor_type: { elem_type: TensorType.FLOAT } } })),
+      ],
     },
   };
   const err = ModelProto.verify(model);

@@ -93,5 +93,5 @@ message ModelProto {
 export const onnxRoot = protobuf.parse(ONNX_SUBSET, { keepCase: true }).root;
 export const ModelProto = onnxRoot.lookupType('onnx.ModelProto');
 
-export const TensorType = { FLOAT: 1, INT64: 7 } as const;
+export const TensorType = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7 } as const;
 export const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, FLOATS: 6, INTS: 7 } as const;

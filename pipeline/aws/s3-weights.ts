@@ -64,7 +64,9 @@ export async function syncModel(s3: S3Client, location: string, model: string, l
     (s) => s.size === remote.bytes,
     () => false,
   );
-  if (!local || local.sha256 !== remote.sha256 || !binOk) {
+  // An int8 model shares its float weights.bin hash: re-quantized ranges change only its manifest.
+  const sameRanges = JSON.stringify(local?.quantization) === JSON.stringify(remote.quantization);
+  if (!local || local.sha256 !== remote.sha256 || !binOk || !sameRanges) {
     // weights.bin first: the local catalog finds a model by its manifest, which lands last.
     await download(s3, bucket, `${prefix}${model}/weights.bin`, join(dir, 'weights.bin'));
     await download(s3, bucket, `${prefix}${model}/manifest.json`, join(dir, 'manifest.json'));

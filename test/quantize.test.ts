@@ -1,0 +1,123 @@
+/**
+ * effitag weights quantize: calibration on the user's images, the held-out quality gate (a model that
+ * tags differently from its float model is refused, or written only when forced and then says so), and
+ * the int8 artifact as a model like any other (its own name and marker, the ort engine runs its QDQ graph).
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { decodeImage } from '../inference/image.ts';
+import { ortEngine } from '../inference/ort-engine.ts';
+import { tfjsEngine } from '../inference/tfjs-engine.ts';
+import { ensureOnnx } from '../model/onnx/cache.ts';
+import { ModelProto } from '../model/onnx/schema.ts';
+import { agreement, folderCalibrationSource, QualityGateError, quantizeArtifact, topK } from '../model/quantize.ts';
+import { readManifest } from '../model/weights.ts';
+import { modelId } from '../pipeline/models.ts';
+import { arrangedArtifact, tempDir } from './support/fixtures.ts';
+import { calibratedArtifact, writePatternDataset } from './support/shapes.ts';
+
+const VARIANT = 'custom-w0.25-d0.25-r32';
+const quiet = { log: () => {} };
+
+async function opTypes(path: string): Promise<Set<string>> {
+  const model = ModelProto.decode(await readFile(path)) as unknown as { graph: { node: { op_type: string }[] } };
+  return new Set(model.graph.node.map((n) => n.op_type));
+}
+
+describe('agreement figures', () => {
+  it('top-k, top-1 agreement and top-5 overlap', () => {
+    assert.deepEqual(topK([0.1, 0.5, 0.2, 0.9, 0.3, 0, 0.05], 3), [3, 1, 4]);
+    const ref = Float32Array.from([0.9, 0.05, 0.02, 0.01, 0.01, 0.01, /* image 2 */ 0.1, 0.6, 0.1, 0.1, 0.05, 0.05]);
+    const cand = Float32Array.from([0.8, 0.1, 0.05, 0.03, 0.01, 0.01, /* image 2 */ 0.5, 0.2, 0.1, 0.1, 0.05, 0.05]);
+    const a = agreement(ref, cand, 6);
+    assert.equal(a.images, 2);
+    assert.equal(a.top1, 0.5);
+    assert.ok(a.top5Overlap > 0.7 && a.top5Overlap <= 1, String(a.top5Overlap));
+  });
+});
+
+describe('weights quantize', () => {
+  let images: string;
+  before(async () => {
+    images = await tempDir('effitag-q-images-');
+    await writePatternDataset(images, { perLabel: 8, size: 64 });
+  });
+
+  it('refuses a model that disagrees with its float model, writes it only when forced, and records the figures', async () => {
+    // Random weights (BatchNorm calibrated) with 1000 near-tied classes: int8 rounding flips many top-1s.
+    const root = await tempDir('effitag-q-gate-');
+    const float = join(root, 'float');
+    await calibratedArtifact(float, VARIANT);
+    const out = join(root, 'int8');
+    const options = { weightsDir: float, source: folderCalibrationSource(images), out, threads: 1, ...quiet };
+    await assert.rejects(quantizeArtifact(options), (err: unknown) => {
+      assert.ok(err instanceof QualityGateError, String(err));
+      assert.match(err.message, /refused: top-1 agreement .* below 99\.0 %/);
+      assert.ok(err.record.agreement[0].top1 < 0.99);
+      return true;
+    });
+    assert.equal(existsSync(out), false, 'nothing written below the gate');
+
+    const forced = await quantizeArtifact({ ...options, force: true });
+    const m = await readManifest(out);
+    assert.equal(m.quantization?.forced, true);
+    assert.equal(m.quantization?.agreement[0].top1, forced.record.agreement[0].top1);
+    const paths = (await readdir(images, { recursive: true })).filter((p) => p.endsWith('.png'));
+    assert.equal(m.quantization!.calibration.images + m.quantization!.calibration.heldOut, paths.length);
+    assert.equal(m.quantization!.calibration.heldOut, Math.round(paths.length / 4));
+
+    // The recorded disagreement is real: the two models, run by the engine on every image, differ.
+    const decoded = await Promise.all(paths.map(async (p) => decodeImage(await readFile(join(images, p)), 32)));
+    const engine = ortEngine({ threads: 1, ...quiet });
+    const [f, q] = [await engine.load(float), await engine.load(out)];
+    try {
+      assert.match(q.description, /int8/);
+      const [pf, pq] = [await f.classify(decoded), await q.classify(decoded)];
+      const flat = (rows: Float32Array[]) => Float32Array.from(rows.flatMap((r) => Array.from(r)));
+      assert.ok(agreement(flat(pf), flat(pq), 1000).top1 < 0.99);
+    } finally {
+      await f.dispose();
+      await q.dispose();
+    }
+  });
+
+  it('writes an int8 model that agrees: its own name, an int8 QDQ graph on ort, refused by tfjs', async () => {
+    const root = await tempDir('effitag-q-pass-');
+    const float = join(root, 'float');
+    await arrangedArtifact(float, VARIANT, { 207: 6, 852: 5 });
+    const out = join(root, 'int8');
+    const r = await quantizeArtifact({ weightsDir: float, source: folderCalibrationSource(images), out, threads: 1, images: 20, ...quiet });
+    assert.equal(r.record.forced, false);
+    assert.deepEqual(r.record.agreement, [{ resolution: 32, images: 5, top1: 1, top5Overlap: 1 }]);
+    const m = await readManifest(out);
+    assert.equal(m.quantization?.ops, 'all');
+    assert.equal(modelId(m), `${VARIANT}-int8`);
+    assert.equal(m.sha256, (await readManifest(float)).sha256, 'the same float weights.bin');
+
+    const exported = await ensureOnnx(out);
+    const ops = await opTypes(exported.path);
+    assert.ok(ops.has('QuantizeLinear') && ops.has('DequantizeLinear'), [...ops].join(','));
+    assert.notEqual(exported.path, (await ensureOnnx(float)).path, 'int8 and float exports cached apart');
+
+    const model = await ortEngine({ threads: 1, ...quiet }).load(out);
+    try {
+      const [p] = await model.classify([
+        await decodeImage(
+          await readFile(join(images, (await readdir(images))[0], (await readdir(join(images, (await readdir(images))[0])))[0])),
+          32,
+        ),
+      ]);
+      assert.deepEqual(topK(p, 2), [207, 852]);
+    } finally {
+      await model.dispose();
+    }
+    await assert.rejects(tfjsEngine().load(out), /int8 model, which only the ort engine runs/);
+    await assert.rejects(
+      quantizeArtifact({ weightsDir: out, source: folderCalibrationSource(images), out: join(root, 'again'), ...quiet }),
+      /already int8/,
+    );
+  });
+});
