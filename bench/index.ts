@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V] [--isolated]`
- * Suites: engines (default), pipeline, backfill, catch-up, journal, search, train. Results print as a table and are written to
+ * Suites: engines (default), int8, pipeline, backfill, catch-up, journal, search, train. Results print as a table and are written to
  * bench/results/<suite>.json (untracked: a fresh measurement). The figures the README and `tiers cost`
  * quote are a copy of one such file, committed under bench/reference/ with the machine it ran on.
  */
@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { benchEngines } from './engines.ts';
+import { benchInt8 } from './int8.ts';
 import { benchPipeline } from './pipeline.ts';
 import { benchBackfill } from './backfill.ts';
 import { benchCatchUp } from './catch-up.ts';
@@ -30,7 +31,7 @@ type Options = {
 };
 
 const program = new Command('bench')
-  .argument('[suite]', 'engines | pipeline | backfill | catch-up | journal | search | train', 'engines')
+  .argument('[suite]', 'engines | int8 | pipeline | backfill | catch-up | journal | search | train', 'engines')
   .option('--runs <n>', 'engines, pipeline: timed runs per measurement, median reported (default 5 and 3)', (v) => Number(v))
   .option('--quick', 'B0 only, batches 1 and 8')
   .option('--variant <v>', 'pipeline: the variant the tier runs', 'b0')
@@ -39,7 +40,7 @@ const program = new Command('bench')
   .option('--inference', 'journal: run the B0 (default: a fixed answer, so the shared cores keep up)')
   .option('--isolated', 'pipeline: engine and worker on core 0, the S3/SQS stack on the other cores (Linux)')
   .action(async (suite: string, opts: Options) => {
-    if (opts.runs !== undefined && !(suite === 'engines' || suite === 'pipeline')) {
+    if (opts.runs !== undefined && !(suite === 'engines' || suite === 'int8' || suite === 'pipeline')) {
       throw new Error(`--runs applies to the engines and pipeline suites; ${suite} measures one run of its scenario`);
     }
     if (opts.runs !== undefined && !(Number.isInteger(opts.runs) && opts.runs >= 1)) throw new Error('--runs must be a whole number ≥ 1');
@@ -54,6 +55,13 @@ const program = new Command('bench')
           engines: ['ort', 'tfjs'] as EngineName[],
           runs: opts.runs ?? 5,
         });
+        // The int8 engine against the float one, paired, B0–B3 at their resolutions (bench/int8.ts).
+        result = {
+          ...(result as object),
+          int8: await benchInt8(ctx, { variants: opts.quick ? ['b0'] : ['b0', 'b1', 'b2', 'b3'], runs: opts.runs ?? 5 }),
+        };
+      } else if (suite === 'int8') {
+        result = await benchInt8(ctx, { variants: opts.quick ? ['b0'] : ['b0', 'b1', 'b2', 'b3'], runs: opts.runs ?? 7 });
       } else if (suite === 'pipeline') {
         result = await benchPipeline(ctx, {
           images: opts.quick ? 64 : 240,

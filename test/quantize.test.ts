@@ -16,6 +16,8 @@ import { ModelProto } from '../model/onnx/schema.ts';
 import { agreement, folderCalibrationSource, QualityGateError, quantizeArtifact, topK } from '../model/quantize.ts';
 import { readManifest } from '../model/weights.ts';
 import { modelId } from '../pipeline/models.ts';
+import { estimateCosts, type BenchFile } from '../tiers/cost.ts';
+import { parseTiers } from '../tiers/schema.ts';
 import { arrangedArtifact, tempDir } from './support/fixtures.ts';
 import { calibratedArtifact, writePatternDataset } from './support/shapes.ts';
 
@@ -119,5 +121,33 @@ describe('weights quantize', () => {
       quantizeArtifact({ weightsDir: out, source: folderCalibrationSource(images), out: join(root, 'again'), ...quiet }),
       /already int8/,
     );
+  });
+});
+
+describe('tiers cost of an int8 tier', () => {
+  it('prices model NAME-int8 from the float row times the measured int8 ratio', () => {
+    const tier = (model?: string) => ({
+      variants: ['b0'],
+      ...(model ? { model } : {}),
+      compute: { target: 'lambda-cpu', memoryMb: 3538 },
+      engine: 'ort',
+      batchSize: 8,
+    });
+    const config = parseTiers({
+      version: 1,
+      tiers: { float: tier(), int8: tier('b0-int8') },
+      routing: { default: { tier: 'float' }, rules: [] },
+    });
+    const bench: BenchFile = {
+      machine: { cpus: 2 },
+      rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
+      int8: { rows: [{ variant: 'b0', int8OverFloat: 2 }] },
+    };
+    const rows = estimateCosts(config, bench).rows;
+    const [f, q] = ['float', 'int8'].map((t) => rows.find((r) => r.tier === t)!);
+    // No decode figures in this file: throughput is inference alone, so exactly twice.
+    assert.ok(Math.abs(q.imagesPerSecond! / f.imagesPerSecond! - 2) < 1e-9, `${q.imagesPerSecond} vs ${f.imagesPerSecond}`);
+    assert.match(q.throughputSource!, /int8, 2\.00× float/);
+    assert.ok(q.dollarsPerMillion! < f.dollarsPerMillion!);
   });
 });

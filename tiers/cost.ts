@@ -53,6 +53,23 @@ export interface BenchFile {
   machine?: { cpus?: number };
   rows: BenchRow[];
   decode?: DecodeRow[];
+  /** The int8 engine over the float one, paired (bench/int8.ts), where the run measured it. */
+  int8?: { rows: { variant: string; int8OverFloat: number }[] };
+}
+
+/** The committed int8 run (`npm run bench -- int8`): int8 tiers are priced as the float row × its ratio. */
+export const REFERENCE_INT8 = fileURLToPath(new URL('../bench/reference/int8.json', import.meta.url));
+
+function int8Speedup(bench: BenchFile | undefined, variant: string): number | undefined {
+  let rows = bench?.int8?.rows;
+  if (!rows) {
+    try {
+      rows = (JSON.parse(readFileSync(REFERENCE_INT8, 'utf8')) as { rows: { variant: string; int8OverFloat: number }[] }).rows;
+    } catch {
+      return undefined;
+    }
+  }
+  return rows.find((r) => r.variant === variant)?.int8OverFloat;
 }
 
 export interface CostRow {
@@ -225,11 +242,13 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
           row.throughputSource = 'configuration';
         } else {
           const b = benchThroughput(bench, tier.engine, variant, tier.batchSize);
-          if (b) {
+          // An int8 model (`model: NAME-int8`, effitag weights quantize) runs the float row's network × the measured ratio.
+          const speedup = tier.model?.endsWith('-int8') ? int8Speedup(bench, variant) : 1;
+          if (b && speedup) {
             // CPU-seconds per image: inference on all the benchmark's cores, plus decoding.
-            const coreSeconds = benchCpus / b.imagesPerSecond + (decodeMs ?? 0) / 1000;
+            const coreSeconds = benchCpus / (b.imagesPerSecond * speedup) + (decodeMs ?? 0) / 1000;
             row.imagesPerSecond = vcpus / coreSeconds;
-            row.throughputSource = `benchmark (${tier.engine}, batch ${b.batch}, ${decoding ?? 'decoding not measured'}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
+            row.throughputSource = `benchmark (${tier.engine}${speedup !== 1 ? ` int8, ${speedup.toFixed(2)}× float` : ''}, batch ${b.batch}, ${decoding ?? 'decoding not measured'}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
           }
         }
         if (row.imagesPerSecond) {
