@@ -16,7 +16,7 @@ import { tf } from '../model/tfjs-backend.ts';
 import { planFor, type WeightsArtifact } from '../model/weights.ts';
 import { augmentImages, evalBatch } from './augment.ts';
 import { shuffle, type Sample } from './dataset.ts';
-import { weightedCrossEntropy } from './trainer.ts';
+import { earlyStopper, type StopReason, weightedCrossEntropy } from './trainer.ts';
 
 const TOP = ['predictions/kernel:0', 'predictions/bias:0'];
 
@@ -95,14 +95,23 @@ export interface HeadOptions {
   batchSize?: number;
   classWeights?: number[];
   rand: () => number;
-  onEpoch?: (epoch: number, loss: number, valAccuracy: number) => void;
+  /** Early stopping on the held-out loss (restoring the best epoch's head); without it, `epochs` epochs run. */
+  patience?: number;
+  /** performance.now() past which no new epoch starts (early stopping only). */
+  deadline?: number;
+  onEpoch?: (epoch: number, loss: number, valAccuracy: number, valLoss: number) => void;
 }
 
 /** The trained classifier, as the artifact names it. */
 export interface Head {
   kernel: Float32Array;
   bias: Float32Array;
-  history: { loss: number; valAccuracy: number }[];
+  history: { loss: number; valAccuracy: number; valLoss: number }[];
+  stop: StopReason;
+  /** The epoch whose head was kept (the last one on a fixed schedule). */
+  bestEpoch: number;
+  /** Accuracy of the kept head on the (plain and augmented) training features. */
+  trainAccuracy: number;
 }
 
 /**
@@ -138,6 +147,7 @@ export async function trainHead(train: Features, val: Features, options: HeadOpt
   const x = standard(train);
   const y = tf.oneHot(tf.tensor1d(train.labels, 'int32'), classes).toFloat();
   const vx = standard(val);
+  const vy = tf.oneHot(tf.tensor1d(val.labels, 'int32'), classes).toFloat() as tf.Tensor2D;
   // Dropout seeded from the run's generator: the same --seed, the same head.
   const logits = (input: tf.Tensor2D, training: boolean) =>
     (training && options.dropout > 0 ? tf.dropout(input, options.dropout, undefined, Math.floor(options.rand() * 2 ** 31)) : input)
@@ -145,8 +155,17 @@ export async function trainHead(train: Features, val: Features, options: HeadOpt
       .add(bias);
   const history: Head['history'] = [];
   const batchSize = options.batchSize ?? 64;
+  const early = options.patience !== undefined;
+  const stopper = earlyStopper(options.patience ?? 0);
+  let kept: tf.Tensor[] | undefined;
+  let bestEpoch = -1;
+  let stop: StopReason = early ? 'max-epochs' : 'fixed';
   try {
     for (let epoch = 0; epoch < options.epochs; epoch++) {
+      if (early && epoch > 0 && options.deadline !== undefined && performance.now() > options.deadline) {
+        stop = 'time-budget';
+        break;
+      }
       const order = tf.tensor1d(
         shuffle(
           Array.from({ length: train.labels.length }, (_, i) => i),
@@ -171,13 +190,34 @@ export async function trainHead(train: Features, val: Features, options: HeadOpt
         tf.dispose([idx, loss]);
       }
       order.dispose();
-      const predicted = tf.tidy(() => logits(vx, false).argMax(1));
+      const [predicted, vloss] = tf.tidy(() => {
+        const l = logits(vx, false);
+        return [l.argMax(1), weightedCrossEntropy(vy, tf.softmax(l) as tf.Tensor2D)];
+      });
       const p = await predicted.data();
-      predicted.dispose();
+      const valLoss = (await vloss.data())[0];
+      tf.dispose([predicted, vloss]);
       const valAccuracy = val.labels.filter((l, i) => p[i] === l).length / Math.max(1, val.labels.length);
-      history.push({ loss: lossSum / train.labels.length, valAccuracy });
-      options.onEpoch?.(epoch, lossSum / train.labels.length, valAccuracy);
+      history.push({ loss: lossSum / train.labels.length, valAccuracy, valLoss });
+      options.onEpoch?.(epoch, lossSum / train.labels.length, valAccuracy, valLoss);
+      if (!early || stopper.improved(valLoss)) {
+        tf.dispose(kept ?? []);
+        kept = [kernel.clone(), bias.clone()];
+        bestEpoch = epoch;
+      }
+      if (early && stopper.exhausted) {
+        stop = 'converged';
+        break;
+      }
     }
+    if (kept) {
+      kernel.assign(kept[0] as tf.Tensor2D);
+      bias.assign(kept[1] as tf.Tensor1D);
+    }
+    const trainPredicted = tf.tidy(() => logits(x, false).argMax(1));
+    const tp = await trainPredicted.data();
+    trainPredicted.dispose();
+    const trainAccuracy = train.labels.filter((l, i) => tp[i] === l).length / Math.max(1, train.labels.length);
     // Fold the standardisation into the layer: logits = ((f − μ) / σ) · W + b = f · (W / σ) + (b − (μ / σ) · W).
     const folded = tf.tidy(() => {
       const w = kernel.div(sigma.expandDims(1));
@@ -185,9 +225,9 @@ export async function trainHead(train: Features, val: Features, options: HeadOpt
     });
     const [k, b] = await Promise.all(folded.map((t) => t.data() as Promise<Float32Array>));
     tf.dispose(folded);
-    return { kernel: k, bias: b, history };
+    return { kernel: k, bias: b, history, stop, bestEpoch, trainAccuracy };
   } finally {
-    tf.dispose([kernel, bias, x, y, vx, mu, sigma, ...(weights ? [weights] : [])]);
+    tf.dispose([kernel, bias, x, y, vx, vy, mu, sigma, ...(weights ? [weights] : []), ...(kept ?? [])]);
     optimizer.dispose();
   }
 }

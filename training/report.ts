@@ -43,8 +43,58 @@ export interface EpochPoint {
   stage: number;
   epoch: number;
   loss: number;
+  /** Held-out loss, where early stopping scored the epoch. */
+  valLoss?: number;
   valAccuracy?: number;
   size: number;
+}
+
+export interface StageRecord {
+  phase: string;
+  stage: number;
+  size: number;
+  randAugment: number;
+  mixup: number;
+  dropout: number;
+  epochs: number;
+  valAccuracy: number;
+  /** Accuracy on unaugmented training images (the head: on its training features). */
+  trainAccuracy?: number;
+  /** converged | max-epochs | time-budget | fixed (see StopReason). */
+  stop?: string;
+  seconds: number;
+}
+
+/**
+ * Whether the run converged (its last stage stopped because the held-out loss stopped improving;
+ * null on a fixed schedule, where nobody checked), said in words, and warnings about the result: held-out
+ * accuracy near chance, or far below the training accuracy (overfitting, or held-out images unlike the rest).
+ */
+export function judge(
+  stages: readonly StageRecord[],
+  accuracy: number,
+  classes: number,
+): { converged: boolean | null; convergence: string; alerts: string[] } {
+  const last = stages.at(-1);
+  const stop = last?.stop ?? 'fixed';
+  const converged = stop === 'fixed' ? null : stop === 'converged';
+  const convergence =
+    converged === null
+      ? 'fixed schedule (--epochs): convergence not checked'
+      : converged
+        ? 'converged'
+        : `did not converge: the ${stop === 'time-budget' ? 'time budget ran out (raise --time-budget)' : 'epoch budget ran out (raise --max-epochs)'} while the held-out loss was still falling`;
+  const alerts: string[] = [];
+  const chance = 1 / classes;
+  if (accuracy < chance + 0.25 * (1 - chance))
+    alerts.push(
+      `held-out accuracy ${pct(accuracy)} is near chance (${pct(chance)}): the model has not learned these labels; more images per label, more epochs, or a pretrained base (--weights) should help`,
+    );
+  if (last?.trainAccuracy !== undefined && last.trainAccuracy - accuracy > 0.25)
+    alerts.push(
+      `held-out accuracy ${pct(accuracy)} is far below training accuracy ${pct(last.trainAccuracy)}: the model memorised its training images; more images per label or stronger augmentation (--randaug) should help`,
+    );
+  return { converged, convergence, alerts };
 }
 
 export interface TrainingReport {
@@ -55,20 +105,14 @@ export interface TrainingReport {
   images: { train: number; val: number; skipped: number };
   skipped: { path: string; reason: string }[];
   warnings: string[];
-  stages: {
-    phase: string;
-    stage: number;
-    size: number;
-    randAugment: number;
-    mixup: number;
-    dropout: number;
-    epochs: number;
-    valAccuracy: number;
-    seconds: number;
-  }[];
+  stages: StageRecord[];
   epochs: EpochPoint[];
   final: Evaluation;
   seconds: number;
+  converged: boolean | null;
+  convergence: string;
+  /** Warnings about the result (near chance, overfitting). */
+  alerts: string[];
 }
 
 const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
@@ -120,10 +164,25 @@ ${r.final.confusion.map((row, i) => `<tr><th scope="row">${esc(r.labels[i])}</th
 </head><body>
 <h1>${esc(r.name)}: ${pct(r.final.accuracy)} held-out accuracy</h1>
 <p>Base ${esc(r.base)}; ${r.images.train} training and ${r.images.val} held-out images${r.images.skipped ? `, ${r.images.skipped} skipped` : ''}; ${r.seconds.toFixed(0)} s on ${esc(r.backend)}.</p>
-${r.warnings.map((w) => `<p><strong>Warning:</strong> ${esc(w)}</p>`).join('\n')}
+<p>Training ${esc(r.convergence)}.</p>
+${[...r.warnings, ...r.alerts].map((w) => `<p><strong>Warning:</strong> ${esc(w)}</p>`).join('\n')}
 ${plot(r.epochs)}
-<table><caption>Stages</caption><tr><th>phase</th><th>stage</th><th>size</th><th>RandAugment</th><th>Mixup α</th><th>dropout</th><th>epochs</th><th>held-out accuracy</th><th>seconds</th></tr>
-${rows(r.stages.map((s) => [s.phase, s.stage + 1, s.size, s.randAugment, s.mixup, s.dropout, s.epochs, pct(s.valAccuracy), s.seconds.toFixed(1)]))}
+<table><caption>Stages</caption><tr><th>phase</th><th>stage</th><th>size</th><th>RandAugment</th><th>Mixup α</th><th>dropout</th><th>epochs</th><th>stopped</th><th>held-out accuracy</th><th>training accuracy</th><th>seconds</th></tr>
+${rows(
+  r.stages.map((s) => [
+    s.phase,
+    s.stage + 1,
+    s.size,
+    s.randAugment,
+    s.mixup,
+    s.dropout,
+    s.epochs,
+    s.stop ?? 'fixed',
+    pct(s.valAccuracy),
+    s.trainAccuracy === undefined ? '' : pct(s.trainAccuracy),
+    s.seconds.toFixed(1),
+  ]),
+)}
 </table>
 <table><caption>Per class (held out)</caption><tr><th>label</th><th>precision</th><th>recall</th><th>images</th></tr>
 ${rows(r.final.perClass.map((c) => [c.label, pct(c.precision), pct(c.recall), c.support]))}

@@ -26,8 +26,8 @@ import { loadArtifact, writeArtifact, type CustomModelRecord, type WeightsArtifa
 import { loadDataset, type Dataset, type ImageSource } from './dataset.ts';
 import { extractFeatures, trainHead } from './head.ts';
 import { progressiveRanges, stages as planStages, type ProgressiveRanges, type Stage } from './progressive.ts';
-import { argmax, evaluate, reportHtml, type EpochPoint, type TrainingReport } from './report.ts';
-import { buildNet, disposeNet, fitStage, predictAll, readWeights, recalibrateBatchNorm } from './trainer.ts';
+import { argmax, evaluate, judge, reportHtml, type EpochPoint, type TrainingReport } from './report.ts';
+import { buildNet, disposeNet, fitStage, heldOutScores, predictAll, readWeights, recalibrateBatchNorm } from './trainer.ts';
 
 /** Progress of long steps, drawn by the CLI (bars) or ignored. */
 export interface TrainProgress {
@@ -47,11 +47,22 @@ export interface TrainOptions {
   out: string;
   val?: number;
   seed?: number;
-  /** Epochs per progressive stage (fine-tune or scratch). 0: head only. */
-  epochs: number;
+  /**
+   * Epochs per progressive stage (fine-tune or scratch), a fixed schedule. 0: head only. Unset: each
+   * stage (and the head phase) runs until its held-out loss stops improving (`patience` epochs),
+   * restoring the best epoch's weights, within `maxEpochs` per stage and `timeBudget` in all.
+   */
+  epochs?: number;
+  /** Early stopping's most epochs per stage (default 40; the head phase: 200). */
+  maxEpochs?: number;
+  /** Early stopping's time budget for the whole run, seconds (default 1800): shared out over the phases left. */
+  timeBudget?: number;
+  /** Epochs without a better held-out loss before a stage stops (default 3; the head phase: 10). */
+  patience?: number;
   stages: number;
   progressive?: boolean;
   ranges?: Partial<ProgressiveRanges>;
+  /** Epochs of the head phase, a fixed schedule; unset: early stopping, as the stages. */
   headEpochs?: number;
   /** Feature passes for the head phase: the plain images, then augmented copies. */
   headPasses?: number;
@@ -116,8 +127,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const progress = options.progress ?? (() => silent);
   if (isVariantName(options.name) || !/^[a-z][a-z0-9-]{0,39}$/.test(options.name))
     throw new Error(`--name "${options.name}": lowercase letters, digits and dashes, starting with a letter, and not a variant name`);
-  if (options.epochs > 0 && options.stages < 1) throw new Error('--stages must be at least 1');
+  if (options.epochs !== 0 && options.stages < 1) throw new Error('--stages must be at least 1');
   const started = performance.now();
+  // Early stopping unless a fixed schedule was asked for; the budget is shared out over the phases left.
+  const early = options.epochs === undefined;
+  const deadline = started + (options.timeBudget ?? 1800) * 1000;
+  // A phase's share of what is left is its cost over the cost of the phases left (an epoch costs about
+  // the image area; the head phase's epochs cost next to nothing once its features are computed).
+  const shareOf = (cost: number, costLeft: number) =>
+    performance.now() + (Math.max(0, deadline - performance.now()) * cost) / Math.max(cost, costLeft);
 
   const backend = await useTfjsBackend(options.backend, log);
   if (backend.name === 'wasm') enableWasmTraining();
@@ -153,7 +171,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const classes = data.labels.length;
   const fullPlan = planModel(variant, { classes });
   const ranges = progressiveRanges(variant, options.ranges);
-  const schedule = options.epochs > 0 ? planStages(ranges, options.stages, options.progressive ?? true) : [];
+  const schedule = options.epochs !== 0 ? planStages(ranges, options.stages, options.progressive ?? true) : [];
+  const stageEpochs = options.epochs ?? options.maxEpochs ?? 40;
   const rand = seededRandom((options.seed ?? 1) * 7919);
   const checkpoints = join(options.out, 'checkpoints');
   const stateFile = join(checkpoints, 'state.json');
@@ -186,7 +205,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // Phase 1: the head on frozen features.
   if (baseArtifact && !state.done.includes('head')) {
     phaseStart = performance.now();
-    const headEpochs = options.headEpochs ?? 20;
+    const headEarly = options.headEpochs === undefined;
+    const headEpochs = options.headEpochs ?? 200;
     const passes = options.headPasses ?? 3;
     const fbar = progress();
     fbar.start(`features on onnxruntime (${passes} passes)`, data.train.length * passes);
@@ -204,9 +224,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       dropout: fullPlan.spec.dropout,
       classWeights: data.classWeights,
       rand,
-      onEpoch: (e, loss, acc) => {
+      ...(headEarly ? { patience: options.patience ?? 10, deadline: deadline } : {}),
+      onEpoch: (e, loss, acc, valLoss) => {
         hbar.update(e + 1, `loss ${loss.toFixed(3)} held-out ${(acc * 100).toFixed(1)} %`);
-        state.epochs.push({ phase: 'head', stage: 0, epoch: e, loss, valAccuracy: acc, size: resolution });
+        state.epochs.push({ phase: 'head', stage: 0, epoch: e, loss, valLoss, valAccuracy: acc, size: resolution });
       },
     });
     hbar.stop();
@@ -221,12 +242,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       randAugment: ranges.randAugment.from,
       mixup: 0,
       dropout: fullPlan.spec.dropout,
-      epochs: headEpochs,
-      valAccuracy: head.history.at(-1)?.valAccuracy ?? 0,
+      epochs: head.history.length,
+      valAccuracy: head.history[head.bestEpoch]?.valAccuracy ?? 0,
+      trainAccuracy: head.trainAccuracy,
+      stop: head.stop,
       seconds,
     });
     log(
-      `head: held-out accuracy ${((head.history.at(-1)?.valAccuracy ?? 0) * 100).toFixed(1)} % after ${headEpochs} epochs (${seconds.toFixed(0)} s)`,
+      `head: held-out accuracy ${((head.history[head.bestEpoch]?.valAccuracy ?? 0) * 100).toFixed(1)} % after ${head.history.length} epochs${stopNote(head.stop, head.bestEpoch)} (${seconds.toFixed(0)} s)`,
     );
     await checkpoint('head', weights);
   }
@@ -252,10 +275,28 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     const net = buildNet(planModel(variant, { classes, resolution: stage.size }), weights, cut);
     try {
       const sbar = progress();
-      sbar.start(`${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px`, options.epochs);
-      await fitStage(net, data.train, {
+      sbar.start(`${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px`, stageEpochs);
+      // Scored as at inference: from scratch, BatchNorm's statistics re-estimated at this size first.
+      const validate = async () => {
+        if (scratch) recalibrateBatchNorm(net, data.train, masterSize, stage.size, 32);
+        return heldOutScores(
+          await predictAll(net, data.val, masterSize, stage.size, 32),
+          data.val.map((s) => s.label),
+        );
+      };
+      const outcome = await fitStage(net, data.train, {
         stage,
-        epochs: options.epochs,
+        epochs: stageEpochs,
+        ...(early
+          ? {
+              validate,
+              patience: options.patience ?? 3,
+              deadline: shareOf(
+                stage.size ** 2,
+                schedule.filter((s) => s.index >= stage.index).reduce((sum, s) => sum + s.size ** 2, 0),
+              ),
+            }
+          : {}),
         batchSize: options.batchSize ?? 16,
         learningRate: options.learningRate ?? (scratch ? 1e-2 : 1e-4),
         classes,
@@ -263,18 +304,48 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         classWeights: data.classWeights,
         rand,
         onEpoch: (epoch, r) => {
-          sbar.update(epoch + 1, `loss ${r.loss.toFixed(3)} ${(r.images / r.seconds).toFixed(1)} images/s`);
-          state.epochs.push({ phase, stage: stage.index, epoch, loss: r.loss, size: stage.size });
+          sbar.update(
+            epoch + 1,
+            `loss ${r.loss.toFixed(3)}${r.valAccuracy === undefined ? '' : ` held-out ${(r.valAccuracy * 100).toFixed(1)} %`} ${(r.images / r.seconds).toFixed(1)} images/s`,
+          );
+          state.epochs.push({
+            phase,
+            stage: stage.index,
+            epoch,
+            loss: r.loss,
+            valLoss: r.valLoss,
+            valAccuracy: r.valAccuracy,
+            size: stage.size,
+          });
         },
       });
       sbar.stop();
-      if (scratch) recalibrateBatchNorm(net, data.train, masterSize, stage.size, 32);
-      const acc = accuracy(await predictAll(net, data.val, masterSize, stage.size, 32), data);
-      state.epochs.at(-1)!.valAccuracy = acc;
+      let acc = outcome.best?.accuracy;
+      if (acc === undefined) {
+        if (scratch) recalibrateBatchNorm(net, data.train, masterSize, stage.size, 32);
+        acc = accuracy(await predictAll(net, data.val, masterSize, stage.size, 32), data);
+        state.epochs.at(-1)!.valAccuracy = acc;
+      }
+      // Training accuracy on up to 128 unaugmented training images, every label represented: to tell overfitting.
+      const every = Math.ceil(data.train.length / 128);
+      const probe = data.train.filter((_, i) => i % every === 0);
+      const trainAccuracy = heldOutScores(
+        await predictAll(net, probe, masterSize, stage.size, 32),
+        probe.map((s) => s.label),
+      ).accuracy;
       const seconds = (performance.now() - phaseStart) / 1000;
-      state.stages.push({ phase, stage: stage.index, ...stageKnobs(stage), epochs: options.epochs, valAccuracy: acc, seconds });
+      state.stages.push({
+        phase,
+        stage: stage.index,
+        ...stageKnobs(stage),
+        epochs: outcome.results.length,
+        valAccuracy: acc,
+        trainAccuracy,
+        stop: outcome.stop,
+        seconds,
+      });
       log(
-        `${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px: held-out accuracy ${(acc * 100).toFixed(1)} % (${seconds.toFixed(0)} s)`,
+        `${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px: held-out accuracy ${(acc * 100).toFixed(1)} % after ${outcome.results.length} epochs${stopNote(outcome.stop, outcome.best?.epoch)} (${seconds.toFixed(0)} s)`,
       );
       weights = readWeights(net);
     } finally {
@@ -320,14 +391,23 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     epochs: state.epochs,
     final: scored.evaluation,
     seconds: (performance.now() - started) / 1000,
+    ...judge(state.stages, scored.evaluation.accuracy, classes),
   };
   await writeFile(join(options.out, 'report.json'), `${JSON.stringify(report, null, 1)}\n`);
   await writeFile(join(options.out, 'report.html'), reportHtml(report));
+  for (const w of report.alerts) log(`warning: ${w}`);
   log(
-    `${options.name}: held-out accuracy ${(scored.evaluation.accuracy * 100).toFixed(1)} % (ONNX export, ${data.val.length} images); report ${join(options.out, 'report.html')}`,
+    `${options.name}: held-out accuracy ${(scored.evaluation.accuracy * 100).toFixed(1)} % (ONNX export, ${data.val.length} images); ${report.convergence}; report ${join(options.out, 'report.html')}`,
   );
   return { manifest, report, onnx };
 }
+
+const stopNote = (stop: string, best?: number) =>
+  stop === 'fixed'
+    ? ''
+    : stop === 'converged'
+      ? `, converged (best epoch ${(best ?? 0) + 1} kept)`
+      : `, stopped by the ${stop === 'time-budget' ? 'time budget' : 'epoch budget'} before converging`;
 
 const stageKnobs = (s: Stage) => ({ size: s.size, randAugment: s.randAugment, mixup: s.mixup, dropout: s.dropout });
 

@@ -100,6 +100,9 @@ export interface EpochResult {
   loss: number;
   images: number;
   seconds: number;
+  /** With early stopping: this epoch's held-out scores. */
+  valLoss?: number;
+  valAccuracy?: number;
 }
 
 export interface FitStageOptions {
@@ -113,6 +116,69 @@ export interface FitStageOptions {
   rand: () => number;
   onBatch?: (done: number, total: number, loss: number) => void;
   onEpoch?: (epoch: number, result: EpochResult) => void;
+  /**
+   * Early stopping: scored after every epoch; the stage ends when the held-out loss has not improved
+   * for `patience` epochs and the weights of the best epoch are restored (Keras' EarlyStopping with
+   * restore_best_weights). Without it, `epochs` epochs run (a fixed schedule).
+   */
+  validate?: () => Promise<HeldOut>;
+  patience?: number;
+  /** performance.now() past which no new epoch starts (the time budget's share of this stage). */
+  deadline?: number;
+}
+
+/** Held-out loss (mean cross-entropy) and accuracy. */
+export interface HeldOut {
+  loss: number;
+  accuracy: number;
+}
+
+/** Why a stage or phase ended: the held-out loss stopped improving, or a budget ran out first, or a fixed schedule. */
+export type StopReason = 'converged' | 'max-epochs' | 'time-budget' | 'fixed';
+
+export interface StageOutcome {
+  results: EpochResult[];
+  stop: StopReason;
+  /** With `validate`: the restored epoch and its held-out scores. */
+  best?: HeldOut & { epoch: number };
+}
+
+/** Mean cross-entropy and accuracy of predicted probabilities against labels. */
+export function heldOutScores(probabilities: readonly ArrayLike<number>[], labels: readonly number[]): HeldOut {
+  let loss = 0;
+  let correct = 0;
+  for (const [i, p] of probabilities.entries()) {
+    loss -= Math.log(Math.max(p[labels[i]], 1e-7));
+    let best = 0;
+    for (let c = 1; c < p.length; c++) if (p[c] > p[best]) best = c;
+    if (best === labels[i]) correct++;
+  }
+  const n = Math.max(1, labels.length);
+  return { loss: loss / n, accuracy: correct / n };
+}
+
+/**
+ * The early-stopping bookkeeping, shared by the stages and the head phase: whether an epoch's held-out
+ * loss is the best yet, and whether patience has run out. Improvement means at least 0.1 % lower.
+ */
+export function earlyStopper(patience: number) {
+  let best = Number.POSITIVE_INFINITY;
+  let since = 0;
+  return {
+    /** True when this epoch is the best so far (the caller snapshots its weights). */
+    improved(loss: number): boolean {
+      if (loss < best * 0.999) {
+        best = loss;
+        since = 0;
+        return true;
+      }
+      since++;
+      return false;
+    },
+    get exhausted() {
+      return since >= patience;
+    },
+  };
 }
 
 /** Weighted categorical cross-entropy on (soft) labels: mean over the batch of w(y) · −Σ y log p. */
@@ -125,16 +191,27 @@ export function weightedCrossEntropy(y: tf.Tensor2D, p: tf.Tensor2D, classWeight
   return weighted.mean() as tf.Scalar;
 }
 
-/** Train one stage: `epochs` passes over `train`, shuffled, augmented as the stage says. */
-export async function fitStage(net: Net, train: readonly Sample[], options: FitStageOptions): Promise<EpochResult[]> {
+/**
+ * Train one stage: up to `epochs` passes over `train`, shuffled, augmented as the stage says; with
+ * `validate`, until the held-out loss stops improving (see FitStageOptions).
+ */
+export async function fitStage(net: Net, train: readonly Sample[], options: FitStageOptions): Promise<StageOutcome> {
   const optimizer = tf.train.adam(options.learningRate);
   const vars = net.learning.model.trainableWeights.map((w) => w.read() as tf.Variable);
   const weights = options.classWeights ? tf.tensor1d(options.classWeights) : undefined;
   setDropout(net, options.stage.dropout);
   const results: EpochResult[] = [];
   const batches = Math.ceil(train.length / options.batchSize);
+  const stopper = earlyStopper(options.patience ?? 3);
+  let snapshot: tf.Tensor[] | undefined;
+  let best: StageOutcome['best'];
+  let stop: StopReason = options.validate ? 'max-epochs' : 'fixed';
   try {
     for (let epoch = 0; epoch < options.epochs; epoch++) {
+      if (options.validate && epoch > 0 && options.deadline !== undefined && performance.now() > options.deadline) {
+        stop = 'time-budget';
+        break;
+      }
       const started = performance.now();
       const order = shuffle([...train], options.rand);
       let lossSum = 0;
@@ -163,14 +240,30 @@ export async function fitStage(net: Net, train: readonly Sample[], options: FitS
       }
       const result = { loss: lossSum / train.length, images: train.length, seconds: (performance.now() - started) / 1000 };
       results.push(result);
-      options.onEpoch?.(epoch, result);
+      let scores: HeldOut | undefined;
+      if (options.validate) {
+        scores = await options.validate();
+        if (stopper.improved(scores.loss)) {
+          // Every weight, BatchNorm statistics included: a copy the optimizer's updates do not touch.
+          tf.dispose(snapshot ?? []);
+          snapshot = net.learning.model.getWeights().map((w) => w.clone());
+          best = { ...scores, epoch };
+        }
+      }
+      options.onEpoch?.(epoch, { ...result, ...(scores ? { valLoss: scores.loss, valAccuracy: scores.accuracy } : {}) });
       await tf.nextFrame?.();
+      if (stopper.exhausted && options.validate) {
+        stop = 'converged';
+        break;
+      }
     }
+    if (snapshot) net.learning.model.setWeights(snapshot);
   } finally {
+    tf.dispose(snapshot ?? []);
     optimizer.dispose();
     weights?.dispose();
   }
-  return results;
+  return { results, stop, best };
 }
 
 /**

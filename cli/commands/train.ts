@@ -16,10 +16,13 @@ interface TrainFlags {
   out?: string;
   val: number;
   seed: number;
-  epochs: number;
+  epochs?: number;
+  maxEpochs: number;
+  timeBudget: number;
+  patience?: number;
   stages: number;
   progressive: boolean;
-  headEpochs: number;
+  headEpochs?: number;
   headPasses: number;
   unfreeze?: number;
   batchSize: number;
@@ -51,10 +54,30 @@ export function registerTrainCommand(program: Command): void {
     .option('--out <dir>', 'where the model goes (default: the weights catalog, so tiers find it: <cache>/weights/NAME)')
     .option('--val <fraction>', 'held-out fraction of each label (stratified)', parseNumber('--val', 0.05, 0.5), 0.2)
     .option('--seed <n>', 'seed of the split, augmentation and initialisation', parseNumber('--seed', 0, 2 ** 31, true), 1)
-    .option('--epochs <n>', 'epochs per progressive stage (0: head only)', parseNumber('--epochs', 0, 1000, true), 2)
+    .option(
+      '--epochs <n>',
+      'a fixed schedule: epochs per progressive stage (0: head only); default: each stage until its held-out loss stops improving',
+      parseNumber('--epochs', 0, 1000, true),
+    )
+    .option('--max-epochs <n>', 'early stopping: most epochs per stage', parseNumber('--max-epochs', 1, 1000, true), 40)
+    .option(
+      '--time-budget <seconds>',
+      'early stopping: time for the whole run, shared out over the stages left',
+      parseNumber('--time-budget', 1, 7 * 86400),
+      1800,
+    )
+    .option(
+      '--patience <n>',
+      'early stopping: epochs without a better held-out loss before a stage stops (default 3; the head phase 10)',
+      parseNumber('--patience', 1, 1000, true),
+    )
     .option('--stages <n>', 'progressive learning stages', parseNumber('--stages', 1, 20, true), 4)
     .option('--no-progressive', 'every stage at full size and full regularisation (the baseline progressive learning is compared with)')
-    .option('--head-epochs <n>', 'epochs of the head phase', parseNumber('--head-epochs', 0, 10000, true), 20)
+    .option(
+      '--head-epochs <n>',
+      'a fixed schedule for the head phase (default: until its held-out loss stops improving, at most 200)',
+      parseNumber('--head-epochs', 1, 10000, true),
+    )
     .option(
       '--head-passes <n>',
       'feature passes for the head: the images, then augmented copies',
@@ -106,6 +129,9 @@ export function registerTrainCommand(program: Command): void {
           val: opts.val,
           seed: opts.seed,
           epochs: opts.epochs,
+          maxEpochs: opts.maxEpochs,
+          timeBudget: opts.timeBudget,
+          patience: opts.patience,
           stages: opts.stages,
           progressive: opts.progressive,
           ranges,
@@ -121,7 +147,7 @@ export function registerTrainCommand(program: Command): void {
           progress: () => countProgress(),
         });
         process.stdout.write(
-          `${opts.name}: ${(result.report.final.accuracy * 100).toFixed(1)} % held-out accuracy; model ${result.manifest.sha256.slice(0, 12)} in ${resolve(opts.out ?? join(defaultWeightsDir(), opts.name))}\n`,
+          `${opts.name}: ${(result.report.final.accuracy * 100).toFixed(1)} % held-out accuracy, ${result.report.convergence}${result.report.alerts.length ? ` (${result.report.alerts.length} warning${result.report.alerts.length > 1 ? 's' : ''} above)` : ''}; model ${result.manifest.sha256.slice(0, 12)} in ${resolve(opts.out ?? join(defaultWeightsDir(), opts.name))}\n`,
         );
       } finally {
         conn?.close();

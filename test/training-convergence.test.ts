@@ -1,0 +1,136 @@
+/**
+ * Training that runs until it has learned: a stage stops when its held-out loss has not improved for
+ * `patience` epochs and keeps the best epoch's weights, or stops at its time budget and says so; the
+ * report says whether the run converged and warns when held-out accuracy is near chance or far below
+ * training accuracy. (The head phase's early stopping runs end to end in training.test.ts.)
+ */
+import { before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { planModel } from '../model/plan.ts';
+import { randomWeights, seededRandom } from '../model/random-weights.ts';
+import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
+import { enableWasmTraining } from '../model/wasm-training.ts';
+import type { Sample } from '../training/dataset.ts';
+import { stages } from '../training/progressive.ts';
+import { judge, type StageRecord } from '../training/report.ts';
+import { buildNet, disposeNet, earlyStopper, fitStage, heldOutScores, readWeights } from '../training/trainer.ts';
+
+const record = (over: Partial<StageRecord>): StageRecord => ({
+  phase: 'scratch',
+  stage: 0,
+  size: 32,
+  randAugment: 5,
+  mixup: 0,
+  dropout: 0.1,
+  epochs: 5,
+  valAccuracy: 0.9,
+  seconds: 1,
+  ...over,
+});
+
+describe('early stopping', () => {
+  before(async () => {
+    const backend = await useTfjsBackend(undefined, () => {});
+    if (backend.name === 'wasm') enableWasmTraining();
+  });
+
+  it('counts epochs without a 0.1 % better held-out loss; held-out scores are mean cross-entropy and accuracy', () => {
+    const s = earlyStopper(2);
+    assert.equal(s.improved(1), true);
+    assert.equal(s.improved(0.9995), false, 'under 0.1 % is no improvement');
+    assert.equal(s.exhausted, false);
+    assert.equal(s.improved(0.5), true);
+    assert.equal(s.improved(0.6), false);
+    assert.equal(s.improved(0.7), false);
+    assert.equal(s.exhausted, true);
+    const scores = heldOutScores([Float32Array.from([0.5, 0.5]), Float32Array.from([0.9, 0.1])], [1, 0]);
+    assert.ok(Math.abs(scores.loss - (-Math.log(0.5) - Math.log(0.9)) / 2) < 1e-6);
+    assert.equal(scores.accuracy, 0.5);
+  });
+
+  it('a stage stops `patience` epochs after its best held-out loss and restores that epoch’s weights; a deadline stops it unconverged', async () => {
+    const plan = planModel('custom-w0.25-d0.25-r32', { classes: 2 });
+    const rand = seededRandom(4);
+    const samples: Sample[] = Array.from({ length: 8 }, (_, i) => ({
+      path: `${i}`,
+      label: i % 2,
+      pixels: new Uint8Array(40 * 40 * 3).map(() => rand() * 255),
+    }));
+    const [stage] = stages(
+      { size: { from: 32, to: 32 }, randAugment: { from: 0, to: 0 }, mixup: { from: 0, to: 0 }, dropout: { from: 0, to: 0 } },
+      1,
+    );
+    const net = buildNet(plan, randomWeights(plan, 1));
+    try {
+      // Scripted held-out losses: the best at epoch 2 (index 1), then three worse ones.
+      const losses = [1, 0.8, 0.85, 0.9, 0.95, 0.7];
+      const seen: Map<string, Float32Array>[] = [];
+      let calls = 0;
+      const outcome = await fitStage(net, samples, {
+        stage,
+        epochs: 40,
+        batchSize: 8,
+        learningRate: 1e-2,
+        classes: 2,
+        masterSize: 40,
+        rand,
+        patience: 3,
+        validate: async () => {
+          seen.push(readWeights(net));
+          return { loss: losses[calls++], accuracy: 0.5 };
+        },
+      });
+      assert.equal(outcome.stop, 'converged');
+      assert.equal(outcome.results.length, 5, 'epoch 2 the best, then 3 without improvement');
+      assert.equal(outcome.best?.epoch, 1);
+      const now = readWeights(net);
+      assert.deepEqual(now.get('stem_conv/kernel:0'), seen[1].get('stem_conv/kernel:0'), 'the best epoch’s weights restored');
+      assert.notDeepEqual(now.get('stem_conv/kernel:0'), seen[4].get('stem_conv/kernel:0'));
+
+      // A deadline already past: one epoch (every stage trains at least one), then stopped by time.
+      const timed = await fitStage(net, samples, {
+        stage,
+        epochs: 40,
+        batchSize: 8,
+        learningRate: 1e-2,
+        classes: 2,
+        masterSize: 40,
+        rand,
+        validate: async () => ({ loss: 1, accuracy: 0.5 }),
+        deadline: performance.now() - 1,
+      });
+      assert.equal(timed.stop, 'time-budget');
+      assert.equal(timed.results.length, 1);
+      // Without validation: the fixed schedule.
+      const fixed = await fitStage(net, samples, { stage, epochs: 2, batchSize: 8, learningRate: 1e-2, classes: 2, masterSize: 40, rand });
+      assert.equal(fixed.stop, 'fixed');
+      assert.equal(fixed.results.length, 2);
+    } finally {
+      disposeNet(net);
+    }
+    assert.ok(tf.memory().numTensors < 10_000);
+  });
+
+  it('the report says whether the run converged, and warns when held-out accuracy is near chance or far below training accuracy', () => {
+    assert.deepEqual(judge([record({ stop: 'converged', trainAccuracy: 0.95 })], 0.92, 4), {
+      converged: true,
+      convergence: 'converged',
+      alerts: [],
+    });
+    const fixed = judge([record({ stop: 'fixed' })], 0.9, 4);
+    assert.equal(fixed.converged, null);
+    assert.match(fixed.convergence, /fixed schedule \(--epochs\): convergence not checked/);
+    const timed = judge([record({ stop: 'converged' }), record({ stop: 'time-budget' })], 0.9, 4);
+    assert.equal(timed.converged, false);
+    assert.match(timed.convergence, /did not converge: the time budget ran out \(raise --time-budget\)/);
+    assert.match(judge([record({ stop: 'max-epochs' })], 0.9, 4).convergence, /raise --max-epochs/);
+    // 4 labels: chance 25 %; 40 % is near it, 50 % is not.
+    const near = judge([record({ stop: 'converged' })], 0.4, 4).alerts;
+    assert.equal(near.length, 1);
+    assert.match(near[0], /held-out accuracy 40\.0 % is near chance \(25\.0 %\)/);
+    assert.deepEqual(judge([record({ stop: 'converged' })], 0.5, 4).alerts, []);
+    const overfit = judge([record({ stop: 'converged', trainAccuracy: 1 })], 0.7, 4).alerts;
+    assert.equal(overfit.length, 1);
+    assert.match(overfit[0], /held-out accuracy 70\.0 % is far below training accuracy 100\.0 %/);
+  });
+});
