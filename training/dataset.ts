@@ -7,8 +7,9 @@
  * error naming it. Unbalanced labels get a warning and class weights (n / (k · count)).
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import type { Dirent } from 'node:fs';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
 import { decodeImage, ImageError } from '../inference/image.ts';
 import { seededRandom } from '../model/random-weights.ts';
 
@@ -18,6 +19,8 @@ export interface ImageSource {
   list(): Promise<string[]>;
   read(path: string): Promise<Uint8Array>;
   describe: string;
+  /** Filled by `list()`: what it left out and why (links leading outside the data root). */
+  warnings?: string[];
 }
 
 /** A source's way of saying one image cannot be read (gone, too large, archived): skipped, not fatal. */
@@ -63,15 +66,73 @@ export interface DatasetOptions {
 
 const IMAGE_NAME = /\.(jpe?g|png|webp|gif|tiff?|avif|heic|heif)$/i;
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A file name as bytes, shown with its non-UTF-8 bytes as \xNN. */
+const showBytes = (name: Buffer) =>
+  [...name].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
+
+/**
+ * A folder's entries with their names decoded. A name that is not UTF-8 is refused, naming it: Node
+ * would decode it lossily (U+FFFD), so the path it gives back does not exist, and two such names
+ * become one label.
+ */
+async function entries(path: string, what: string): Promise<Dirent[]> {
+  const raw = await readdir(path, { withFileTypes: true, encoding: 'buffer' });
+  return raw.map((d) => {
+    try {
+      utf8.decode(d.name);
+    } catch {
+      throw new Error(
+        `${what} "${showBytes(d.name)}" in ${path}: its name is not UTF-8; rename it (label folders and image names must be UTF-8)`,
+      );
+    }
+    return Object.assign(d, { name: d.name.toString('utf8') }) as unknown as Dirent;
+  });
+}
+
+/**
+ * Images under `dir`, one folder per label. A symbolic link (a label folder or an image) is followed
+ * when it leads to somewhere inside `dir` and left out with a warning otherwise (a data set is what
+ * lies under its root; a link out of it would train on files nobody listed).
+ */
 export function folderSource(dir: string): ImageSource {
-  return {
+  const source: ImageSource = {
     describe: dir,
+    warnings: [],
     async list() {
+      const root = await realpath(dir);
+      const inside = (p: string) => {
+        const r = relative(root, p);
+        return r !== '' && !r.startsWith(`..${sep}`) && r !== '..';
+      };
+      const warnings: string[] = [];
+      // A link's kind is its target's; one leading outside the root (or nowhere) is reported and left out.
+      const kind = async (parent: string, d: Dirent, what: string): Promise<'dir' | 'file' | undefined> => {
+        if (!d.isSymbolicLink()) return d.isDirectory() ? 'dir' : d.isFile() ? 'file' : undefined;
+        const at = join(parent, d.name);
+        const target = await realpath(at).catch(() => undefined);
+        if (!target) {
+          warnings.push(`${what} ${relative(dir, at)} is a broken symbolic link: left out`);
+          return undefined;
+        }
+        if (!inside(target)) {
+          warnings.push(`${what} ${relative(dir, at)} is a symbolic link to ${target}, outside the data root ${root}: left out`);
+          return undefined;
+        }
+        const st = await stat(target);
+        return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : undefined;
+      };
       const out: string[] = [];
-      for (const label of (await readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory())) {
-        for (const f of await readdir(join(dir, label.name), { withFileTypes: true }))
-          if (f.isFile() && !f.name.startsWith('.')) out.push(`${label.name}/${f.name}`);
+      for (const label of await entries(dir, 'label folder')) {
+        if (label.name.startsWith('.') || (await kind(dir, label, 'label folder')) !== 'dir') continue;
+        const folder = join(dir, label.name);
+        for (const f of await entries(folder, 'image')) {
+          if (f.name.startsWith('.')) continue;
+          if ((await kind(folder, f, 'image')) === 'file') out.push(`${label.name}/${f.name}`);
+        }
       }
+      source.warnings = warnings;
       return out;
     },
     read: (path) =>
@@ -79,6 +140,7 @@ export function folderSource(dir: string): ImageSource {
         throw new UnreadableImage(`cannot read: ${err.code ?? err.message}`);
       }),
   };
+  return source;
 }
 
 /** Stratified, seeded: each label's images shuffled, then `val` of them (at least one) held out. */
@@ -142,7 +204,7 @@ export async function loadDataset(source: ImageSource, options: DatasetOptions):
     throw new Error(
       `too few readable images for label${few.length > 1 ? 's' : ''} ${few.map((f) => `"${f}" (${counts[folders.indexOf(f)]})`).join(', ')}: each label needs at least ${minPerLabel}`,
     );
-  const warnings: string[] = [];
+  const warnings: string[] = [...(source.warnings ?? [])];
   let classWeights: number[] | undefined;
   const [lo, hi] = [Math.min(...counts), Math.max(...counts)];
   if (hi / lo > imbalance) {
