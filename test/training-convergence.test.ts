@@ -11,8 +11,13 @@ import { randomWeights, seededRandom } from '../model/random-weights.ts';
 import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
 import { enableWasmTraining } from '../model/wasm-training.ts';
 import type { Sample } from '../training/dataset.ts';
+import { join } from 'node:path';
 import { stages } from '../training/progressive.ts';
+import { folderSource } from '../training/dataset.ts';
 import { judge, type StageRecord } from '../training/report.ts';
+import { train } from '../training/train.ts';
+import { tempDir } from './support/fixtures.ts';
+import { writePatternDataset } from './support/shapes.ts';
 import { buildNet, disposeNet, earlyStopper, fitStage, heldOutScores, readWeights } from '../training/trainer.ts';
 
 const record = (over: Partial<StageRecord>): StageRecord => ({
@@ -132,5 +137,53 @@ describe('early stopping', () => {
     const overfit = judge([record({ stop: 'converged', trainAccuracy: 1 })], 0.7, 4).alerts;
     assert.equal(overfit.length, 1);
     assert.match(overfit[0], /held-out accuracy 70\.0 % is far below training accuracy 100\.0 %/);
+  });
+
+  it('end to end from scratch without --epochs: each stage scored per epoch and stopped by patience or its budget; the last line says which', async () => {
+    const data = await tempDir('effitag-converge-');
+    await writePatternDataset(data, { patterns: ['plain', 'stripes'], perLabel: 12, size: 40, seed: 6 });
+    const out = await tempDir('effitag-converge-out-');
+    const lines: string[] = [];
+    const base = {
+      source: folderSource(data),
+      name: 'conv',
+      base: 'custom-w0.25-d0.25-r32',
+      stages: 2,
+      batchSize: 8,
+      log: (l: string) => lines.push(l),
+    };
+    const { report } = await train({ ...base, out: join(out, 'a'), maxEpochs: 8, patience: 2 });
+    assert.equal(report.stages.length, 2);
+    for (const s of report.stages) {
+      assert.ok(s.stop === 'converged' || s.stop === 'max-epochs', `stage stopped by ${s.stop}`);
+      assert.ok(s.epochs >= 1 && s.epochs <= 8);
+      if (s.stop === 'max-epochs') assert.equal(s.epochs, 8);
+      assert.ok(s.trainAccuracy !== undefined);
+      const points = report.epochs.filter((e) => e.stage === s.stage);
+      assert.equal(points.length, s.epochs);
+      assert.ok(
+        points.every((p) => p.valLoss !== undefined && p.valAccuracy !== undefined),
+        'every epoch scored on the held-out images',
+      );
+    }
+    const last = report.stages.at(-1)!;
+    assert.equal(report.converged, last.stop === 'converged');
+    assert.match(
+      lines.at(-1)!,
+      last.stop === 'converged' ? /; converged; report / : /; did not converge: the epoch budget ran out \(raise --max-epochs\)/,
+    );
+
+    // A time budget already spent: one epoch per stage, and the run says it did not converge.
+    lines.length = 0;
+    const timed = await train({ ...base, out: join(out, 'b'), timeBudget: 0.001 });
+    assert.deepEqual(
+      timed.report.stages.map((s) => [s.epochs, s.stop]),
+      [
+        [1, 'time-budget'],
+        [1, 'time-budget'],
+      ],
+    );
+    assert.equal(timed.report.converged, false);
+    assert.match(lines.at(-1)!, /; did not converge: the time budget ran out \(raise --time-budget\)/);
   });
 });
