@@ -4,6 +4,8 @@
  * the int8 artifact as a model like any other (its own name and marker, the ort engine runs its QDQ graph).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -84,6 +86,25 @@ describe('weights quantize', () => {
       await f.dispose();
       await q.dispose();
     }
+  });
+
+  it('the CLI: refused below the gate (exit code, the figures, nothing written); --force writes and says so', async () => {
+    const root = await tempDir('effitag-q-cli-');
+    const float = join(root, 'float');
+    await calibratedArtifact(float, VARIANT);
+    const out = join(root, 'int8');
+    const args = ['bin/effitag.js', 'weights', 'quantize', '--weights', float, '--calibrate', images, '--out', out, '--images', '24'];
+    const refused = await promisify(execFile)(process.execPath, args).then(
+      () => undefined,
+      (err: { code: number; stderr: string }) => err,
+    );
+    assert.ok(refused, 'the command must fail');
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /int8 model refused: top-1 agreement .* on 6 held-out image\(s\)/);
+    assert.equal(existsSync(out), false);
+    const { stdout } = await promisify(execFile)(process.execPath, [...args, '--force']);
+    assert.match(stdout, /top-1 agreement .* \(FORCED below the 99 % gate\)/);
+    assert.equal((await readManifest(out)).quantization?.forced, true);
   });
 
   it('writes an int8 model that agrees: its own name, an int8 QDQ graph on ort, refused by tfjs', async () => {
