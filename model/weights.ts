@@ -79,6 +79,15 @@ export interface WeightsArtifact {
 
 const sha256 = (buf: Uint8Array) => createHash('sha256').update(buf).digest('hex');
 
+/**
+ * What a model marker names: the weights' hash, and for an int8 model also its quantization (it
+ * shares the float weights.bin, so re-quantizing with other ranges must read as a new model).
+ */
+export function modelHash(manifest: Pick<WeightsManifest, 'sha256' | 'quantization'>): string {
+  const q = manifest.quantization;
+  return q ? sha256(Buffer.from(JSON.stringify([manifest.sha256, q.ops, q.floatSqueezeExcite, q.ranges]))) : manifest.sha256;
+}
+
 /** The plan a manifest describes. */
 export function planFor(manifest: Pick<WeightsManifest, 'variant' | 'includeTop' | 'classes' | 'pooling' | 'resolution'>): ModelPlan {
   return planModel(manifest.variant, {

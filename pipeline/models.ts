@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Engine, LoadedModel } from '../inference/engine.ts';
 import { decodeVariant, isVariantName } from '../model/spec.ts';
-import type { WeightsManifest } from '../model/weights.ts';
+import { modelHash, type WeightsManifest } from '../model/weights.ts';
 import { modelMarker } from './marker.ts';
 
 /**
@@ -102,7 +102,7 @@ export function directoryCatalog(dir: string, engine?: Engine): ModelCatalog {
     location: dir,
     marker: (model) => {
       const { manifest } = find(model);
-      return modelMarker(modelId(manifest), manifest.sha256);
+      return modelMarker(modelId(manifest), modelHash(manifest));
     },
     variants: () => [...manifests.keys()],
     load(model) {

@@ -7,7 +7,7 @@
  * stack back. Other failures (a corrupt artifact, access denied) are real: thrown at start, logged
  * at error afterwards.
  */
-import type { WeightsManifest } from '../model/weights.ts';
+import { modelHash, type WeightsManifest } from '../model/weights.ts';
 import { messageOf, type Logger } from './log.ts';
 import { modelMarker } from './marker.ts';
 import { modelId, weightsFix } from './models.ts';
@@ -62,7 +62,7 @@ export async function watchWeights(options: WatchOptions): Promise<WeightsWatch>
     const manifest = await source.sync(model);
     if (manifest) {
       ready.push(model);
-      markers.push(modelMarker(modelId(manifest), manifest.sha256));
+      markers.push(modelMarker(modelId(manifest), modelHash(manifest)));
     } else missing.push(model);
   }
   if (ready.length) log.log('info', 'weights ready', { models: markers });
@@ -107,7 +107,7 @@ export async function watchWeights(options: WatchOptions): Promise<WeightsWatch>
         }
         missing.splice(missing.indexOf(model), 1);
         ready.push(model);
-        log.log('info', 'weights ready', { models: [modelMarker(modelId(manifest), manifest.sha256)], waited: true });
+        log.log('info', 'weights ready', { models: [modelMarker(modelId(manifest), modelHash(manifest))], waited: true });
         resolveAny(true);
       }
     })().finally(() => {

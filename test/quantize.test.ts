@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { decodeImage } from '../inference/image.ts';
@@ -16,8 +16,9 @@ import { tfjsEngine } from '../inference/tfjs-engine.ts';
 import { ensureOnnx } from '../model/onnx/cache.ts';
 import { ModelProto } from '../model/onnx/schema.ts';
 import { agreement, folderCalibrationSource, QualityGateError, quantizeArtifact, topK } from '../model/quantize.ts';
-import { readManifest } from '../model/weights.ts';
-import { modelId } from '../pipeline/models.ts';
+import { modelHash, readManifest } from '../model/weights.ts';
+import { directoryCatalog, modelId } from '../pipeline/models.ts';
+import { modelMarker } from '../pipeline/marker.ts';
 import { estimateCosts, type BenchFile } from '../tiers/cost.ts';
 import { parseTiers } from '../tiers/schema.ts';
 import { arrangedArtifact, tempDir } from './support/fixtures.ts';
@@ -119,6 +120,16 @@ describe('weights quantize', () => {
     assert.equal(m.quantization?.ops, 'all');
     assert.equal(modelId(m), `${VARIANT}-int8`);
     assert.equal(m.sha256, (await readManifest(float)).sha256, 'the same float weights.bin');
+    // Its marker names it and its ranges: re-quantizing the same float weights is a new model.
+    assert.notEqual(modelHash(m), m.sha256);
+    // A catalog folder b0-int8 (its manifest alone decides the marker): named, and hashed with its ranges.
+    const b0 = { ...m, variant: 'b0' };
+    await mkdir(join(root, 'catalog', 'b0-int8'), { recursive: true });
+    await writeFile(join(root, 'catalog', 'b0-int8', 'manifest.json'), JSON.stringify(b0));
+    assert.equal(directoryCatalog(join(root, 'catalog')).marker('b0-int8'), modelMarker('b0-int8', modelHash(b0)));
+    const [first] = Object.keys(m.quantization!.ranges);
+    const shifted = { ...m.quantization!, ranges: { ...m.quantization!.ranges, [first]: [-1, 1] as [number, number] } };
+    assert.notEqual(modelHash({ ...m, quantization: shifted }), modelHash(m));
 
     const exported = await ensureOnnx(out);
     const ops = await opTypes(exported.path);

@@ -8,6 +8,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { modelMarker } from '../marker.ts';
 import { MissingWeightsError, modelId, type Markers } from '../models.ts';
+import { modelHash } from '../../model/weights.ts';
 import { readPublishedManifest } from './s3-weights.ts';
 
 /** How long a missing manifest is believed missing before it is read again. */
@@ -37,7 +38,7 @@ export function s3Markers(
             missingSince.set(model, now());
             return false;
           }
-          known.set(model, modelMarker(modelId(manifest), manifest.sha256));
+          known.set(model, modelMarker(modelId(manifest), modelHash(manifest)));
           missingSince.delete(model);
           return true;
         })
