@@ -7,6 +7,9 @@
  * 3. End to end on generated data (shapes and textures in random colours, positions and
  *    backgrounds): a tiny compound-scaled network from scratch, with progressive learning and
  *    without it (every stage at full size and full regularisation), held-out accuracy and time.
+ * 4. The defaults, as a new user runs them (`--data`, `--name`, `--base` and nothing else): a small
+ *    generated shape set, each stage until its held-out loss stops improving; held-out accuracy (the
+ *    exported ONNX graph), time, epochs per stage and whether it converged.
  * Peak memory is the process's maximum resident set size.
  */
 import { join } from 'node:path';
@@ -142,5 +145,46 @@ export async function benchTrain(ctx: BenchContext, options: TrainBenchOptions) 
     flat: `${(runs[1].accuracy * 100).toFixed(1)} % in ${runs[1].seconds} s`,
     peakMemoryMb: peakMb(),
   };
-  return { backend: backend.name, options, steps, runs, summary };
+  const defaults = await benchTrainDefaults(ctx, { variant: options.variant });
+  return { backend: backend.name, options, steps, runs, defaults, summary: { ...summary, defaults: defaults.summary } };
+}
+
+/** The shape set of the must-show run: 4 shapes, random colours, sizes, positions and noisy backgrounds, 96 px. */
+export const DEFAULT_SET = { patterns: ['cross', 'disc', 'square', 'stripes'], perLabel: 80, size: 96, seed: 11 };
+
+/** 4. `effitag train --data D --name N --base VARIANT`, nothing else: what a new user gets. */
+export async function benchTrainDefaults(ctx: BenchContext, options: { variant: string; perLabel?: number }) {
+  const set = { ...DEFAULT_SET, perLabel: options.perLabel ?? DEFAULT_SET.perLabel };
+  const data = join(ctx.workDir, 'defaults-shapes');
+  await writePatternDataset(data, set);
+  const started = performance.now();
+  // The CLI's defaults: 4 stages, progressive, no schedule flags (so early stopping).
+  const { report } = await train({
+    source: folderSource(data),
+    name: 'shapes-defaults',
+    base: options.variant,
+    out: join(ctx.workDir, 'defaults'),
+    stages: 4,
+    log: (l) => ctx.log(`  ${l}`),
+  });
+  const seconds = Math.round((performance.now() - started) / 1000);
+  const result = {
+    data: set,
+    accuracy: report.final.accuracy,
+    converged: report.converged,
+    convergence: report.convergence,
+    alerts: report.alerts,
+    seconds,
+    stages: report.stages.map((s) => ({
+      size: s.size,
+      epochs: s.epochs,
+      stop: s.stop,
+      valAccuracy: s.valAccuracy,
+      trainAccuracy: s.trainAccuracy,
+      seconds: Math.round(s.seconds),
+    })),
+    confusion: report.final.confusion,
+  };
+  ctx.log(`defaults: ${(result.accuracy * 100).toFixed(1)} % held-out in ${seconds} s, ${report.convergence}`);
+  return { ...result, summary: `${(result.accuracy * 100).toFixed(1)} % in ${seconds} s, ${report.convergence}` };
 }
