@@ -11,6 +11,7 @@ import { randomWeights, seededRandom } from '../model/random-weights.ts';
 import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
 import { enableWasmTraining } from '../model/wasm-training.ts';
 import type { Sample } from '../training/dataset.ts';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { stages } from '../training/progressive.ts';
 import { folderSource } from '../training/dataset.ts';
@@ -185,5 +186,34 @@ describe('early stopping', () => {
     );
     assert.equal(timed.report.converged, false);
     assert.match(lines.at(-1)!, /; did not converge: the time budget ran out \(raise --time-budget\)/);
+
+    // The CLI's last line says it too, with the budget flags.
+    const cli = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        [
+          'bin/effitag.js',
+          'train',
+          '--data',
+          data,
+          '--name',
+          'conv',
+          '--base',
+          'custom-w0.25-d0.25-r32',
+          '--out',
+          join(out, 'c'),
+          '--stages',
+          '1',
+          '--batch-size',
+          '8',
+          '--max-epochs',
+          '3',
+          '--time-budget',
+          '0.001',
+        ],
+        (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve({ stdout, stderr })),
+      ),
+    );
+    assert.match(cli.stdout, /^conv: [\d.]+ % held-out accuracy, did not converge: the time budget ran out \(raise --time-budget\)/m);
   });
 });

@@ -62,8 +62,8 @@ export function registerTrainCommand(program: Command): void {
     .option('--max-epochs <n>', 'early stopping: most epochs per stage', parseNumber('--max-epochs', 1, 1000, true), 40)
     .option(
       '--time-budget <seconds>',
-      'early stopping: time for the whole run, shared out over the stages left',
-      parseNumber('--time-budget', 1, 7 * 86400),
+      'early stopping: time for the whole run, shared out over the stages left (each stage trains at least one epoch)',
+      parseNumber('--time-budget', 0, 7 * 86400),
       1800,
     )
     .option(
