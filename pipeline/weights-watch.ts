@@ -150,6 +150,7 @@ export async function watchWeights(options: WatchOptions): Promise<WeightsWatch>
     async stop() {
       stopped = true;
       resolveAny(false);
+      clearTimeout(timer);
       wake?.();
       await loop;
       await checking;

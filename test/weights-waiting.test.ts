@@ -557,7 +557,8 @@ describe('deployed workers with no weights published yet', () => {
       assert.match(output, /"msg":"weights ready".*"waited":true/);
       assert.equal(await s.tierQueues.gpu.dlq.depth(), 0);
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, output.slice(-2000));
+      const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 60_000).unref())]);
+      assert.equal(code, 0, output.slice(-2000));
     } finally {
       if (exitCode === undefined) child.kill('SIGKILL');
     }
@@ -600,7 +601,9 @@ describe('deployed workers with no weights published yet', () => {
       );
       assert.equal(child.exitCode, null, output.slice(-2000));
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, output.slice(-2000));
+      // Bounded: a worker that ignores SIGTERM must fail this test, not hang the suite.
+      const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 60_000).unref())]);
+      assert.equal(code, 0, output.slice(-2000));
       assert.match(output, /"msg":"stopped"/);
       const [m] = await s.tierQueues.idle.queue.receive({ max: 1, waitSeconds: 1 });
       assert.equal(m?.receiveCount, 1, 'the task was never received by the waiting worker');

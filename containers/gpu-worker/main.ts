@@ -45,26 +45,27 @@ async function main(): Promise<void> {
   });
   process.off('SIGTERM', early);
   process.off('SIGINT', early);
-  stopOnSignals([worker, weights], () => log.log('info', 'stopped'));
-  if (stopRequested) {
-    await Promise.all([worker.stop(), weights.stop()]);
+  // A signal stops the worker and the weights watch; whichever path main is on then ends, and
+  // 'stopped' is logged once main is done (the process exits right after).
+  stopOnSignals([worker, weights]);
+  try {
+    if (stopRequested) {
+      await Promise.all([worker.stop(), weights.stop()]);
+      return;
+    }
+    // Load every published model before taking work: the first batch should not wait for weights or
+    // PTX JIT. A model that does not load is a real failure: the task exits.
+    for (const m of weights.ready()) await models.load(m);
+    // None of the tier's models published yet: wait without receiving (the router enqueues nothing for
+    // this tier meanwhile, so the backlog scaling returns the service to zero). Never exit: a crash
+    // loop fails the ECS deployment and rolls the stack back.
+    if (!weights.ready().length && !(await weights.anyReady())) return;
+    await worker.run();
+    await weights.stop();
+  } finally {
     await models.dispose();
     log.log('info', 'stopped');
-    return;
   }
-  // Load every published model before taking work: the first batch should not wait for weights or
-  // PTX JIT. A model that does not load is a real failure: the task exits.
-  for (const m of weights.ready()) await models.load(m);
-  // None of the tier's models published yet: wait without receiving (the router enqueues nothing for
-  // this tier meanwhile, so the backlog scaling returns the service to zero). Never exit: a crash
-  // loop fails the ECS deployment and rolls the stack back.
-  if (!weights.ready().length && !(await weights.anyReady())) {
-    await models.dispose();
-    return;
-  }
-  await worker.run();
-  await weights.stop();
-  await models.dispose();
 }
 
 if (process.argv.includes('--check-gpu')) {
@@ -83,8 +84,13 @@ if (process.argv.includes('--check-gpu')) {
     },
   );
 } else {
-  main().catch((err) => {
-    process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'worker failed', error: String(err) })}\n`);
-    process.exit(1);
-  });
+  // Exit once the worker has stopped, whatever handle a library may still hold (a task that
+  // lingers after SIGTERM is killed by ECS after stopTimeout, and counts as a failed stop).
+  main().then(
+    () => process.exit(0),
+    (err) => {
+      process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'worker failed', error: String(err) })}\n`);
+      process.exit(1);
+    },
+  );
 }
