@@ -7,11 +7,10 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import type { LocalStack } from '../local/stack.ts';
+import { backfillDryRun } from './support/effitag-local.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { put, startTestStack, waitFor, waitForStatus } from './support/local-stack.ts';
 
@@ -42,31 +41,11 @@ describe('effitag backfill on the embedded stack: objects tagged in the index on
       60_000,
     );
 
-    const { s3Endpoint, sqsEndpoint, dynamoEndpoint } = stack.endpoints;
-    const out = await promisify(execFile)(
-      process.execPath,
-      [
-        'bin/effitag.js',
-        'backfill',
-        `s3://${stack.bucket}/budget/`,
-        '--endpoint',
-        s3Endpoint as string,
-        '--sqs-endpoint',
-        sqsEndpoint as string,
-        '--dynamodb-endpoint',
-        dynamoEndpoint as string,
-        '--weights',
-        weights,
-        '--dry-run',
-        '--json',
-      ],
-      { maxBuffer: 1 << 22 },
-    );
-    const report = JSON.parse(out.stdout);
+    const report = await backfillDryRun(stack.endpoints, `s3://${stack.bucket}/budget/`, weights);
     assert.deepEqual(
       [report.listed, report.enqueued, report.skipped.current, report.errors],
       [2, 0, 2, 0],
-      `both current, nothing to enqueue: ${out.stdout}`,
+      `both current, nothing to enqueue: ${JSON.stringify(report)}`,
     );
   });
 });

@@ -8,10 +8,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { ListObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { parseXML } from '@aws-sdk/xml-builder';
@@ -19,6 +17,7 @@ import xmlParser from 'fast-xml-parser';
 import type { LocalStack } from '../local/stack.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { decodeS3Key } from '../pipeline/events.ts';
+import { backfillDryRun } from './support/effitag-local.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { put, startTestStack, waitForStatus } from './support/local-stack.ts';
 
@@ -84,31 +83,11 @@ describe('keys with control characters and URL-special characters on the embedde
   });
 
   it('effitag backfill --dry-run finds every object current: none gone, none missed', async () => {
-    const { s3Endpoint, sqsEndpoint, dynamoEndpoint } = stack.endpoints;
-    const out = await promisify(execFile)(
-      process.execPath,
-      [
-        'bin/effitag.js',
-        'backfill',
-        `s3://${stack.bucket}/${PREFIX}`,
-        '--endpoint',
-        s3Endpoint as string,
-        '--sqs-endpoint',
-        sqsEndpoint as string,
-        '--dynamodb-endpoint',
-        dynamoEndpoint as string,
-        '--weights',
-        weights,
-        '--dry-run',
-        '--json',
-      ],
-      { maxBuffer: 1 << 22 },
-    );
-    const report = JSON.parse(out.stdout);
+    const report = await backfillDryRun(stack.endpoints, `s3://${stack.bucket}/${PREFIX}`, weights);
     assert.deepEqual(
       [report.listed, report.enqueued, report.skipped.current, report.skipped.gone ?? 0, report.errors],
       [KEYS.length, 0, KEYS.length, 0, 0],
-      `every key listed and current: ${out.stdout}`,
+      `every key listed and current: ${JSON.stringify(report)}`,
     );
   });
 

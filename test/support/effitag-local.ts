@@ -1,7 +1,8 @@
 /** `effitag local` (npm start) as a user runs it, in its own process, for the tests that kill and restart it. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { portFlags } from './local-stack.ts';
 
 export type LocalProcess = ChildProcess & { output(): string };
@@ -63,4 +64,32 @@ export async function startLocal(
   );
   process.env.EFFITAG_DATA_DIR = join(dir, 'data');
   return child;
+}
+
+/** `effitag backfill URL --dry-run --json` against a test stack's endpoints: the report it prints. */
+export async function backfillDryRun(
+  endpoints: { s3Endpoint?: string; sqsEndpoint?: string; dynamoEndpoint?: string },
+  url: string,
+  weights: string,
+): Promise<{ listed: number; enqueued: number; errors: number; skipped: Record<string, number> }> {
+  const out = await promisify(execFile)(
+    process.execPath,
+    [
+      'bin/effitag.js',
+      'backfill',
+      url,
+      '--endpoint',
+      endpoints.s3Endpoint as string,
+      '--sqs-endpoint',
+      endpoints.sqsEndpoint as string,
+      '--dynamodb-endpoint',
+      endpoints.dynamoEndpoint as string,
+      '--weights',
+      weights,
+      '--dry-run',
+      '--json',
+    ],
+    { maxBuffer: 1 << 22 },
+  );
+  return JSON.parse(out.stdout);
 }
