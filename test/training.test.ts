@@ -436,8 +436,9 @@ describe('effitag train', () => {
     // B0 (no pretrained weights here) separates these textures only roughly: 46 to 63 % over runs
     // (the features vary in their last bits from run to run), so the naming itself is checked on the
     // stronger head-only model below.
-    const independent = await scoreArtifact(b0Out(), await freshImages(['grain', 'plain', 'stripes'], 8, 96, 77), false);
-    process.stdout.write(`B0 fine-tuned, scored independently: ${(independent * 100).toFixed(1)} % on 24 new images\n`);
+    // 48 images: at the 46–63 % seen, fewer than 40 % right is a 2 % event (24 images made it 6 %).
+    const independent = await scoreArtifact(b0Out(), await freshImages(['grain', 'plain', 'stripes'], 16, 96, 77), false);
+    process.stdout.write(`B0 fine-tuned, scored independently: ${(independent * 100).toFixed(1)} % on 48 new images\n`);
     assert.ok(independent >= 0.4, `independent accuracy ${independent} (chance 0.33)`);
   });
 
