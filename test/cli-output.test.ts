@@ -6,9 +6,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { printable, table } from '../cli/format.ts';
 import { startDynamoServer } from '../local/dynamo-server.ts';
@@ -19,6 +17,7 @@ import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.t
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { ensureLocalCredentials, type LocalCredentials } from '../pipeline/aws/local-credentials.ts';
 import { DEAD_LETTER_ATTRIBUTES } from '../pipeline/worker-stages.ts';
+import { runEffitag } from './support/effitag-local.ts';
 import { tempDir } from './support/fixtures.ts';
 
 const BUCKET = 'out';
@@ -37,14 +36,7 @@ let dataDir: string;
 let CREDENTIALS: LocalCredentials;
 const stops: (() => Promise<unknown>)[] = [];
 
-const cli = (args: string[]) =>
-  promisify(execFile)(process.execPath, ['bin/effitag.js', ...args], {
-    maxBuffer: 1 << 22,
-    env: { ...process.env, EFFITAG_DATA_DIR: dataDir },
-  }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => e,
-  );
+const cli = (args: string[]) => runEffitag(args, { EFFITAG_DATA_DIR: dataDir });
 
 describe('format: printable', () => {
   it('escapes C0, DEL, C1 and bidi controls, and leaves other text alone', () => {

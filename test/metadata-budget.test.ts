@@ -12,10 +12,10 @@ import { Counters } from '../pipeline/log.ts';
 import { makeRouter } from '../pipeline/router.ts';
 import { taskMessage, type Task } from '../pipeline/task.ts';
 import { makeWorker } from '../pipeline/worker.ts';
-import { parseTiers, type TiersFile } from '../tiers/schema.ts';
+import type { TiersFile } from '../tiers/schema.ts';
 import { gradientImage } from './support/fixtures.ts';
 import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
-import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
+import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore, oneCpuTier } from './support/memory-ports.ts';
 
 const BUCKET = 'photos';
 // ImageNet-1k class 207 is "golden retriever": `golden_retriever=0.900`, 22 bytes.
@@ -25,22 +25,7 @@ const NEARLY_FULL = { notes: 'x'.repeat(1900) };
 /** Leaves no room even for the fixed keys. */
 const FULL = { notes: 'y'.repeat(2000) };
 
-const tiers = (writeBack: 'metadata' | 'both' | 'tags') =>
-  parseTiers({
-    version: 1,
-    tiers: {
-      cpu: {
-        variants: ['b0'],
-        compute: { target: 'lambda-cpu', memoryMb: 2048 },
-        engine: 'ort',
-        batchSize: 8,
-        topK: 3,
-        minConfidence: 0,
-        writeBack,
-      },
-    },
-    routing: { default: { tier: 'cpu' } },
-  });
+const tiers = oneCpuTier;
 
 function world(writeBack: 'metadata' | 'both' | 'tags' = 'metadata', withIndex = true) {
   const store = new MemoryStore();

@@ -9,30 +9,14 @@ import { makeRouter, type RouteOutcome } from '../pipeline/router.ts';
 import { makeWorker, DEAD_LETTER_ATTRIBUTES } from '../pipeline/worker.ts';
 import { StoreError } from '../pipeline/ports.ts';
 import { taskMessage, type Task } from '../pipeline/task.ts';
-import { parseTiers } from '../tiers/schema.ts';
 import { gradientImage } from './support/fixtures.ts';
-import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
+import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore, oneCpuTier } from './support/memory-ports.ts';
 
 const BUCKET = 'photos';
 // ImageNet-1k class 207 is "golden retriever" (WordNet n02099601).
 const GOLDEN_RETRIEVER = 207;
 
-const tiers = (writeBack: 'metadata' | 'tags' | 'index' = 'metadata') =>
-  parseTiers({
-    version: 1,
-    tiers: {
-      cpu: {
-        variants: ['b0'],
-        compute: { target: 'lambda-cpu', memoryMb: 2048 },
-        engine: 'ort',
-        batchSize: 8,
-        topK: 3,
-        minConfidence: 0,
-        writeBack,
-      },
-    },
-    routing: { default: { tier: 'cpu' } },
-  });
+const tiers = oneCpuTier;
 
 function routerWorld() {
   const store = new MemoryStore();

@@ -7,9 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startDynamoServer } from '../local/dynamo-server.ts';
 import { startS3Server } from '../local/s3-server.ts';
@@ -17,6 +15,7 @@ import { dynamoClient, s3Client } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
 import { ensureLocalCredentials } from '../pipeline/aws/local-credentials.ts';
 import { INDEX_TABLE } from '../pipeline/aws/wiring.ts';
+import { runEffitag } from './support/effitag-local.ts';
 import { tempDir } from './support/fixtures.ts';
 
 const BUCKET = 'show';
@@ -28,14 +27,7 @@ let s3: S3Client;
 let index: DynamoTagIndex;
 const stops: (() => Promise<unknown>)[] = [];
 
-const cli = (args: string[]) =>
-  promisify(execFile)(process.execPath, ['bin/effitag.js', ...args], {
-    maxBuffer: 1 << 22,
-    env: { ...process.env, EFFITAG_DATA_DIR: dataDir },
-  }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => e,
-  );
+const cli = (args: string[]) => runEffitag(args, { EFFITAG_DATA_DIR: dataDir });
 
 /** Puts an object with a full metadata budget and, as the worker does, indexes that very upload. */
 async function putIndexed(key: string, opts: { indexedETag?: string; indexedEarlier?: boolean } = {}) {

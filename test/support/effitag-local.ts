@@ -93,3 +93,17 @@ export async function backfillDryRun(
   );
   return JSON.parse(out.stdout);
 }
+
+/** `effitag ARGS` in its own process; resolves with its exit code and output whatever the code. */
+export function runEffitag(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return promisify(execFile)(process.execPath, ['bin/effitag.js', ...args], {
+    maxBuffer: 1 << 22,
+    env: { ...process.env, ...env },
+  }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
+}

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import type { LoadedModel } from '../../inference/engine.ts';
 import type { WeightsManifest } from '../../model/weights.ts';
 import type { ModelCatalog } from '../../pipeline/models.ts';
+import { parseTiers, type TiersFile } from '../../tiers/schema.ts';
 import {
   StoreError,
   type ListPage,
@@ -348,4 +349,23 @@ export class MemoryIndex implements TagIndex {
       }));
     return { hits, scanned: hits.length };
   }
+}
+
+/** One CPU tier of B0 (top 3, no confidence floor) that takes every object, written back as asked. */
+export function oneCpuTier(writeBack: 'metadata' | 'both' | 'tags' | 'index' = 'metadata'): TiersFile {
+  return parseTiers({
+    version: 1,
+    tiers: {
+      cpu: {
+        variants: ['b0'],
+        compute: { target: 'lambda-cpu', memoryMb: 2048 },
+        engine: 'ort',
+        batchSize: 8,
+        topK: 3,
+        minConfidence: 0,
+        writeBack,
+      },
+    },
+    routing: { default: { tier: 'cpu' } },
+  });
 }
