@@ -6,8 +6,6 @@
  * queues says so.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import type { LocalStack } from '../local/stack.ts';
 import { redriveDeadLetters } from '../pipeline/dead-letters.ts';
@@ -16,6 +14,7 @@ import { taskMessage, type Task } from '../pipeline/task.ts';
 import { DEAD_LETTER_ATTRIBUTES, makeWorker } from '../pipeline/worker.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 import { parseTiers } from '../tiers/schema.ts';
+import { runEffitag } from './support/effitag-local.ts';
 import { gradientImage } from './support/fixtures.ts';
 import { put, startTestStack, waitFor } from './support/local-stack.ts';
 import { DEDUPLICATION_WINDOW_MS, fixedCatalog, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
@@ -26,11 +25,7 @@ const TIERS = {
   routing: { default: { tier: 'main' } },
 };
 
-const cli = (args: string[]) =>
-  promisify(execFile)(process.execPath, ['bin/effitag.js', ...args], { maxBuffer: 1 << 22 }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => e,
-  );
+const cli = (args: string[]) => runEffitag(args);
 
 /** A store whose downloads are refused (a missing permission), so every task fails until its last receive. */
 const denying = (s: ObjectStore): ObjectStore => ({

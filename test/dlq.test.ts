@@ -4,14 +4,13 @@
  * redrive` sends them back, and once the fault is gone they are processed.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import type { LocalStack } from '../local/stack.ts';
 import { StoreError, type ObjectStore } from '../pipeline/ports.ts';
 import { taskMessage } from '../pipeline/task.ts';
 import { makeWorker } from '../pipeline/worker.ts';
 import type { TiersFile } from '../tiers/schema.ts';
+import { runEffitag } from './support/effitag-local.ts';
 import { gradientImage } from './support/fixtures.ts';
 import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
 
@@ -21,11 +20,7 @@ const TIERS = {
   routing: { default: { tier: 'main' } },
 };
 
-const cli = (args: string[]) =>
-  promisify(execFile)(process.execPath, ['bin/effitag.js', ...args], { maxBuffer: 1 << 22 }).then(
-    (r) => ({ code: 0, ...r }),
-    (e: { code: number; stdout: string; stderr: string }) => e,
-  );
+const cli = (args: string[]) => runEffitag(args);
 
 describe('dead-letter queues: reasons, list and redrive', () => {
   let stack: LocalStack;

@@ -162,13 +162,19 @@ describe('router: objects of a model not published yet wait (never an error, nev
   });
 });
 
+/** An S3 stand-in of its own with an empty 'weights' bucket. */
+async function weightsBucket(prefix: string) {
+  const server = await startS3Server({ directory: await tempDir(prefix), credentials: CREDENTIALS });
+  const client = s3Client({ s3Endpoint: server.endpoint, credentials: CREDENTIALS });
+  await client.send(new CreateBucketCommand({ Bucket: 'weights' }));
+  return { server, client };
+}
+
 describe('markers from S3, learned lazily', () => {
   let server: Awaited<ReturnType<typeof startS3Server>>;
   let client: S3Client;
   before(async () => {
-    server = await startS3Server({ directory: await tempDir('effitag-markers-s3-'), credentials: CREDENTIALS });
-    client = s3Client({ s3Endpoint: server.endpoint, credentials: CREDENTIALS });
-    await client.send(new CreateBucketCommand({ Bucket: 'weights' }));
+    ({ server, client } = await weightsBucket('effitag-markers-s3-'));
   });
   after(async () => {
     client.destroy();
@@ -359,9 +365,7 @@ describe('weights publish --tiers (every model a tiers file needs, from the loca
   let server: Awaited<ReturnType<typeof startS3Server>>;
   let client: S3Client;
   before(async () => {
-    server = await startS3Server({ directory: await tempDir('effitag-publish-s3-'), credentials: CREDENTIALS });
-    client = s3Client({ s3Endpoint: server.endpoint, credentials: CREDENTIALS });
-    await client.send(new CreateBucketCommand({ Bucket: 'weights' }));
+    ({ server, client } = await weightsBucket('effitag-publish-s3-'));
   });
   after(async () => {
     client.destroy();
