@@ -130,3 +130,43 @@ export class StoreError extends Error {
     this.name = 'StoreError';
   }
 }
+
+/** Which object a vector or a hash belongs to. */
+export interface VectorRef {
+  bucket: string;
+  key: string;
+}
+
+/** One image's embedding: EfficientNet's pooled features, L2-normalized (so dot product = cosine). */
+export interface ImageVector extends VectorRef {
+  vector: Float32Array;
+  /** The object version it was computed from (an overwrite replaces it). */
+  eTag?: string;
+}
+
+export interface VectorHit extends VectorRef {
+  /** Cosine similarity, 1 = same direction. */
+  score: number;
+}
+
+/**
+ * Image embeddings, one index per model identity (`space`: a model and its weights; vectors of
+ * different models never mix, since an index's dimension and metric cannot change). Deployed:
+ * Amazon S3 Vectors; embedded: the S3 Vectors stand-in on loopback; tests: in memory.
+ */
+export interface VectorIndex {
+  /** Store or replace these objects' vectors (the space's index is created on first use). */
+  put(space: string, vectors: readonly ImageVector[]): Promise<void>;
+  /** Forget these objects' vectors (absent ones are no error). */
+  remove(space: string, refs: readonly VectorRef[]): Promise<void>;
+  /** One object's stored vector, or undefined. */
+  get(space: string, ref: VectorRef): Promise<Float32Array | undefined>;
+  /** The nearest objects, best first, within a bucket (and a key prefix when given). */
+  query(
+    space: string,
+    vector: Float32Array,
+    options: { limit: number; bucket: string; prefix?: string; minScore?: number },
+  ): Promise<VectorHit[]>;
+  /** The spaces that hold vectors. */
+  spaces(): Promise<string[]>;
+}

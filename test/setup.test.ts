@@ -19,6 +19,7 @@ const SKIPPED_INSTALL_SCRIPTS: Record<string, string> = {
   'onnxruntime-node': 'downloads CUDA parts from outside the registry; its CPU library ships in the package',
   esbuild: 'verifies its platform binary, which npm installs as an optional dependency (@esbuild/<platform>)',
   'classic-level': 'node-gyp-build finds the prebuilt binaries shipped in the package at run time',
+  usearch: 'node-gyp-build finds the prebuilt binaries shipped in the package (linux-x64, linux-arm64, darwin) at run time',
   'core-js': 'prints a message',
   protobufjs: 'checks the versions of its optional CLI',
 };
