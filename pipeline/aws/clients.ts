@@ -6,6 +6,8 @@ import { auditCalls } from './audit.ts';
 
 export interface Endpoints {
   region?: string;
+  /** AWS CLI profile (credentials, region); absent: the SDK's default chain (AWS_PROFILE included). */
+  profile?: string;
   /** S3-compatible endpoint (path-style); absent for AWS. */
   s3Endpoint?: string;
   sqsEndpoint?: string;
@@ -29,6 +31,7 @@ export function s3Client(e: Endpoints = {}): S3Client {
   return auditCalls(
     new S3Client({
       region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      ...(e.profile ? { profile: e.profile } : {}),
       maxAttempts: 4, // the SDK's own backoff for throttling and 5xx
       requestHandler: requestHandler(e.socketTimeoutMs ?? 120_000),
       ...(e.s3Endpoint
@@ -50,6 +53,7 @@ export function sqsClient(e: Endpoints = {}): SQSClient {
   return auditCalls(
     new SQSClient({
       region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      ...(e.profile ? { profile: e.profile } : {}),
       maxAttempts: 4,
       requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
       ...(e.sqsEndpoint ? { endpoint: e.sqsEndpoint, credentials: e.credentials } : {}),
@@ -62,6 +66,7 @@ export function dynamoClient(e: Endpoints = {}): DynamoDBClient {
   return auditCalls(
     new DynamoDBClient({
       region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      ...(e.profile ? { profile: e.profile } : {}),
       maxAttempts: 6, // on-demand tables throttle briefly when a new tag's partitions warm up
       requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
       ...(e.dynamoEndpoint ? { endpoint: e.dynamoEndpoint, credentials: e.credentials } : {}),

@@ -11,14 +11,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cacheDir } from '../../model/cache-dir.ts';
 import type { TiersFile } from '../../tiers/schema.ts';
-import { directoryCatalog, isPublished, MissingWeightsError, weightsFix, type Markers } from '../models.ts';
+import { MissingWeightsError, type Markers } from '../models.ts';
 import type { Logger } from '../log.ts';
 import { runtimeConfig, type RuntimeConfig } from '../runtime-config.ts';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { dynamoClient, s3Client, sqsClient, type Endpoints } from './clients.ts';
 import { type LocalCredentials, readLocalCredentials } from './local-credentials.ts';
 import { DynamoTagIndex } from './dynamo-index.ts';
-import { s3Markers } from './markers.ts';
 import { S3Store } from './s3-store.ts';
 import { SqsQueue } from './sqs-queue.ts';
 
@@ -205,32 +204,8 @@ export async function pipelineQueues(
 /** Which model is current for each variant: all the router and backfills need of the weights. */
 export type { Markers };
 
-/**
- * The current markers of the models the tiers can choose, from published manifests (`s3://…`,
- * learned lazily: a model not yet published is re-checked after a minute) or a local catalog
- * directory (read on every miss). A missing model is no error here: its objects wait (the router's
- * `waiting-for-weights` drop); the start-up log names what is missing.
- */
-export async function currentMarkers(
-  conn: Connection,
-  tiers: TiersFile,
-  weights: string,
-  log?: Logger,
-  options: { recheckMs?: number } = {},
-): Promise<Markers> {
-  const markers: Markers = weights.startsWith('s3://')
-    ? s3Markers(conn.s3, weights, { ttlMs: options.recheckMs })
-    : directoryCatalog(weights);
-  const missing: string[] = [];
-  for (const m of tiers.models) if (!(await isPublished(markers, m))) missing.push(m);
-  if (missing.length)
-    log?.log('warn', 'weights not published yet: objects of these models wait', {
-      models: missing,
-      location: weights,
-      fix: weightsFix(weights, missing[0]),
-    });
-  return markers;
-}
+/** The models' current markers from a weights location (pipeline/aws/stack-handle.ts). */
+export { currentMarkers } from './stack-handle.ts';
 
 /**
  * Which models the tiers can tag with lack weights. None at all: nothing could ever be tagged, an
