@@ -12,7 +12,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { LocalCredentials } from '../pipeline/aws/local-credentials.ts';
 
-export type Service = 's3' | 'sqs' | 'dynamodb';
+export type Service = 's3' | 'sqs' | 'dynamodb' | 's3vectors';
 
 /** A request as received: nothing decoded or normalised, since the signature covers the bytes sent. */
 export interface ReceivedRequest {

@@ -7,7 +7,7 @@
 import { appendFileSync } from 'node:fs';
 
 export interface AuditedCall {
-  service: 's3' | 'sqs' | 'dynamodb';
+  service: 's3' | 'sqs' | 'dynamodb' | 's3vectors';
   command: string;
   input: Record<string, string>;
   /** HTTP status of the final attempt (after the SDK's retries); absent when no response came. */
@@ -26,6 +26,9 @@ const RESOURCE_PARAMS = [
   'QueueName',
   'TaggingDirective',
   'TableName',
+  // S3 Vectors (pipeline/aws/s3-vectors.ts)
+  'vectorBucketName',
+  'indexName',
 ] as const;
 
 interface MiddlewareClient {
