@@ -19,10 +19,9 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import sharp from 'sharp';
 import { normalizeTag, suggestTags } from '../model/tag-hierarchy.ts';
-import type { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { listDeadLetters } from '../pipeline/dead-letters.ts';
 import { messageOf } from '../pipeline/log.ts';
-import { type ObjectHead, type ObjectStore, StoreError } from '../pipeline/ports.ts';
+import { type MessageQueue, type ObjectHead, type ObjectStore, StoreError } from '../pipeline/ports.ts';
 import { FAILED_TAG, headlineTags, type TagIndex } from '../pipeline/tag-index.ts';
 import { refusal } from './request-guard.ts';
 
@@ -51,7 +50,7 @@ export interface GalleryDeps {
   /** Signs the links to originals (GetObject, 15 minutes). */
   s3: S3Client;
   /** The pipeline's queues by name, for the status view. */
-  queues: () => Promise<{ name: string; queue: SqsQueue }[]>;
+  queues: () => Promise<{ name: string; queue: MessageQueue }[]>;
   /** Thumbnails kept in memory (default 2,000, about 20 MB). */
   cacheEntries?: number;
   /** Index entries a search request reads at most (default 1,000). */
@@ -220,7 +219,13 @@ export function galleryHandler(
 
   async function status() {
     const sources = await deps.queues();
-    const depths = await Promise.all(sources.map(async (s) => ({ queue: s.name, waiting: await s.queue.depth() })));
+    const depths = await Promise.all(
+      sources.map(async (s) => {
+        const d = await s.queue.depth();
+        // Delayed messages are waiting too, only not yet receivable.
+        return { queue: s.name, waiting: d.visible + d.delayed, inFlight: d.inFlight };
+      }),
+    );
     const dead = await listDeadLetters(sources, { limit: 200 });
     const recorded = await deps.index.search({ bucket: deps.bucket, tags: [FAILED_TAG], limit: 100 });
     return {

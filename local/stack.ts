@@ -13,11 +13,11 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Engine, EngineName } from '../inference/engine.ts';
 import { engineChooser } from '../inference/engines.ts';
-import { dynamoClient, s3Client, sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
-import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
+import { sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
+import { type DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
 import { checkWeights, ensureLocalCredentials, INDEX_TABLE, type LocalCredentials, QUEUE_NAMES } from '../pipeline/aws/wiring.ts';
 import { credentialsFile } from '../pipeline/aws/local-credentials.ts';
-import { S3Store } from '../pipeline/aws/s3-store.ts';
+import { EMBEDDED_STACK, openStack, removeStackFile, type StackHandle, writeStackFile } from '../pipeline/aws/stack-handle.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { Counters, jsonLogger, type Logger } from '../pipeline/log.ts';
 import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
@@ -39,6 +39,9 @@ import type { TiersFile } from '../tiers/schema.ts';
 import { startS3Server } from './s3-server.ts';
 import { startDynamoServer } from './dynamo-server.ts';
 import { startSqsServer } from './sqs-server.ts';
+import { EMBEDDED_VECTOR_BUCKET, startS3VectorsServer } from './s3vectors-server.ts';
+import { S3VectorIndex, s3VectorsClient } from '../pipeline/aws/s3-vectors.ts';
+import type { VectorIndex } from '../pipeline/ports.ts';
 
 export { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 
@@ -60,6 +63,8 @@ export interface LocalStackOptions {
   s3Port?: number;
   sqsPort?: number;
   dynamoPort?: number;
+  /** The S3 Vectors stand-in's port (similar images, issue 23); default any free one. */
+  s3vectorsPort?: number;
   /** Where the index keeps its tables; default `<dataDir>.index` (s3rver would take a folder inside dataDir for a bucket). */
   indexDir?: string;
   bucket?: string;
@@ -95,6 +100,9 @@ export interface LocalStackOptions {
 }
 
 export interface LocalStack {
+  /** What `effitag` commands open: written to `handleFile` in the data directory at start, removed at stop. */
+  handle: StackHandle;
+  handleFile: string;
   endpoints: Endpoints;
   /** The key pair the stand-ins accept (also `endpoints.credentials`), and the file it is kept in. */
   credentials: LocalCredentials;
@@ -104,6 +112,8 @@ export interface LocalStack {
   sqs: SQSClient;
   store: ObjectStore;
   index: DynamoTagIndex;
+  /** S3 Vectors stand-in (local/s3vectors-server.ts): its endpoint, port, vector bucket, and the VectorIndex on it. */
+  s3vectors: { endpoint: string; port: number; vectorBucket: string; vectors: VectorIndex };
   intake: SqsQueue;
   tierQueues: Record<string, { queue: SqsQueue; dlq: SqsQueue }>;
   models: ModelCatalog;
@@ -196,18 +206,18 @@ async function createQueues(
   sqs: SQSClient,
   tiers: readonly string[],
   o: { visibility: number; maxReceiveCount: number },
-): Promise<{ intake: SqsQueue; intakeUrl: string; tierQueues: LocalStack['tierQueues'] }> {
+): Promise<Pick<StackHandle, 'intake' | 'tierQueues'>> {
   const redrive = (arn: string) => JSON.stringify({ deadLetterTargetArn: arn, maxReceiveCount: String(o.maxReceiveCount) });
   const VisibilityTimeout = String(o.visibility);
   const intakeDlq = await server.createQueue(QUEUE_NAMES.intakeDeadLetters);
   const intakeQ = await server.createQueue(QUEUE_NAMES.intake, { VisibilityTimeout, RedrivePolicy: redrive(intakeDlq.arn) });
-  const tierQueues: LocalStack['tierQueues'] = {};
+  const tierQueues: StackHandle['tierQueues'] = {};
   for (const tier of tiers) {
     const dlq = await server.createQueue(QUEUE_NAMES.tierDeadLetters(tier), { FifoQueue: 'true' });
     const q = await server.createQueue(QUEUE_NAMES.tier(tier), { FifoQueue: 'true', VisibilityTimeout, RedrivePolicy: redrive(dlq.arn) });
-    tierQueues[tier] = { queue: new SqsQueue(sqs, q.url), dlq: new SqsQueue(sqs, dlq.url) };
+    tierQueues[tier] = { url: q.url, deadLetterUrl: dlq.url };
   }
-  return { intake: new SqsQueue(sqs, intakeQ.url, QUEUE_NAMES.intake), intakeUrl: intakeQ.url, tierQueues };
+  return { intake: { url: intakeQ.url, deadLetterUrl: intakeDlq.url }, tierQueues };
 }
 
 /**
@@ -281,6 +291,24 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const dynamo = dynamoClient({ dynamoEndpoint: dynamoServer.endpoint, credentials });
   await ensureIndexTable(dynamo, INDEX_TABLE);
   const index = new DynamoTagIndex(dynamo, INDEX_TABLE);
+  // --- S3 Vectors hook (issue 23, local/s3vectors-server.ts): embeddings for similar images, kept
+  // beside the data directory (s3rver would take a folder inside it for a bucket).
+  const s3vectorsServer = await startS3VectorsServer({
+    host,
+    port: options.s3vectorsPort,
+    directory: `${options.dataDir.replace(/\/+$/, '')}.vectors`,
+    credentials,
+    trustedOrigins,
+    buckets: [EMBEDDED_VECTOR_BUCKET],
+  });
+  stops.push(() => s3vectorsServer.close());
+  const s3vectors = {
+    endpoint: s3vectorsServer.endpoint,
+    port: s3vectorsServer.port,
+    vectorBucket: EMBEDDED_VECTOR_BUCKET,
+    vectors: new S3VectorIndex({ client: s3VectorsClient({ endpoint: s3vectorsServer.endpoint, credentials }), vectorBucket: EMBEDDED_VECTOR_BUCKET }),
+  };
+  // --- end S3 Vectors hook
   const statePath = options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`;
   // A folder of segments; the single-file journal of earlier versions is taken over.
   const journalDir = statePath.replace(/\.state\.json$|$/, '.journal');
@@ -442,7 +470,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     // In pipeline order, so a task moving forward between two reads is still seen in the later one.
     isIdle: async () => {
       if (s3server.pendingEvents() > 0 || notifications.pending() > 0) return false;
-      for (const q of allQueues) if ((await q.depth()) > 0) return false;
+      for (const q of allQueues) if ((await q.depth()).total > 0) return false;
       return true;
     },
   });
@@ -461,6 +489,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     sqs,
     store,
     index,
+    s3vectors,
     intake,
     tierQueues,
     models,

@@ -1,17 +1,13 @@
 /**
  * Dead-letter queues, for people: what is in each (grouped by the reason the worker recorded, or
- * the reason a message's body gives), and redrive (back to the queue it came from). Works on any
- * SQS endpoint: AWS, or the embedded stack. A queue's DLQ is found from its redrive policy.
+ * the reason a message's body gives), and redrive (back to the queue it came from). Written against
+ * the queue port: SQS on AWS or the embedded stack (a queue's DLQ from its redrive policy), or the
+ * in-memory queues of the tests.
  */
 import type { MessageQueue, QueueMessage } from './ports.ts';
 import { parseTask } from './task.ts';
 import { DEAD_LETTER_ATTRIBUTES } from './worker-stages.ts';
 import { messageOf } from './log.ts';
-
-/** A queue and its dead-letter queue (an SqsQueue, from its redrive policy; in-memory queues in tests). */
-export interface DeadLetterSource extends MessageQueue {
-  deadLetterQueue(): Promise<{ queue: MessageQueue; maxReceives: number } | undefined>;
-}
 
 export interface DeadLetterGroup {
   reason: string;
@@ -67,7 +63,7 @@ async function readAll(queue: MessageQueue, limit: number, holdSeconds: number):
 }
 
 export async function listDeadLetters(
-  sources: readonly { name: string; queue: DeadLetterSource }[],
+  sources: readonly { name: string; queue: MessageQueue }[],
   options: { limit?: number } = {},
 ): Promise<DeadLetterReport[]> {
   const reports: DeadLetterReport[] = [];
@@ -119,7 +115,7 @@ export interface RedriveReport {
  * that fails for good again goes back to the DLQ with its reason (the worker's last receive).
  */
 export async function redriveDeadLetters(
-  source: { name: string; queue: DeadLetterSource },
+  source: { name: string; queue: MessageQueue },
   options: { limit?: number } = {},
 ): Promise<RedriveReport> {
   const dl = await source.queue.deadLetterQueue();

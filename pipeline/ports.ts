@@ -103,6 +103,27 @@ export interface OutgoingMessage {
   attributes?: Record<string, string>;
 }
 
+/**
+ * How many messages a queue holds, as SQS counts them (approximately: ApproximateNumberOfMessages,
+ * …NotVisible and …Delayed).
+ */
+export interface QueueDepth {
+  /** Waiting to be received. */
+  visible: number;
+  /** Received and not yet deleted (or made invisible again), not receivable until their visibility ends. */
+  inFlight: number;
+  /** Sent with a delay that has not yet passed. */
+  delayed: number;
+  /** All three: what a drain waits for. */
+  total: number;
+}
+
+/** A queue's dead-letter queue, and after how many receives the queue moves a message there. */
+export interface DeadLetterQueue {
+  queue: MessageQueue;
+  maxReceives: number;
+}
+
 export interface MessageQueue {
   readonly name: string;
   send(messages: readonly OutgoingMessage[]): Promise<void>;
@@ -110,6 +131,9 @@ export interface MessageQueue {
   delete(messages: readonly QueueMessage[]): Promise<void>;
   /** Make a message visible again after `seconds` (0: at once). */
   setVisibility(message: QueueMessage, seconds: number): Promise<void>;
+  depth(): Promise<QueueDepth>;
+  /** The dead-letter queue (SQS: from the redrive policy); undefined without one. */
+  deadLetterQueue(): Promise<DeadLetterQueue | undefined>;
 }
 
 /**

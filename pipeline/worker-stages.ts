@@ -15,6 +15,7 @@
  */
 import { topK, type Prediction } from '../inference/engine.ts';
 import { decodeImage, ImageError, type DecodedImage } from '../inference/image.ts';
+import { perceptualHash } from '../inference/perceptual-hash.ts';
 import { IMAGENET_LABELS, labelsFor } from '../model/labels.ts';
 import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { mapLimit } from './concurrency.ts';
@@ -26,6 +27,7 @@ import {
   isArchived,
   MAX_COPY_BYTES,
   StoreError,
+  type DeadLetterQueue,
   type MessageQueue,
   type ObjectHead,
   type ObjectStore,
@@ -49,7 +51,7 @@ export interface WorkerContext {
   /** Visibility before a failed message is retried: base · 2^(receives − 1), capped at 15 minutes. */
   retryBaseSeconds: number;
   /** Where a message goes, with its reason, when it fails on its last receive. */
-  deadLetter?: { queue: MessageQueue; maxReceives: number };
+  deadLetter?: DeadLetterQueue;
   /** The tag index, written with every result where the stack has one (required by `writeBack: index` tiers). */
   index?: TagIndex;
 }
@@ -294,12 +296,15 @@ export async function writeResults(ctx: WorkerContext, inferred: Inferred): Prom
   const results = [...inferred.results];
   await mapLimit(inferred.items, ctx.concurrency, async ({ p, predictions, marker, imagenet }) => {
     const at = ctx.now().toISOString();
+    // From the pixels already decoded for the model: no second decode (well under 1 ms).
+    const phash = perceptualHash(p.image);
     let outcome: Outcome;
     try {
       const w = await writeTagged(ctx.store, refOf(p.task), p.head, p.tier.writeBack, predictions, {
         model: marker,
         at,
         etag: p.task.eTag,
+        phash,
       });
       if (w.written) outcome = { status: 'tagged', tags: predictions.length - w.tagsDropped, ...(w.note ? { note: w.note } : {}) };
       else if (ctx.index) {
@@ -318,7 +323,7 @@ export async function writeResults(ctx: WorkerContext, inferred: Inferred): Prom
     }
     if (outcome.status === 'tagged' && ctx.index) {
       try {
-        const put = await ctx.index.put(indexedObject(refOf(p.task), p.head, { marker, at, predictions, imagenet }, ctx.now));
+        const put = await ctx.index.put(indexedObject(refOf(p.task), p.head, { marker, at, predictions, imagenet, phash }, ctx.now));
         ctx.counters.inc(`index.${put.status}`);
       } catch (err) {
         // Retried: the object already carries the tags, so the retry indexes them from its metadata.

@@ -241,7 +241,7 @@ describe('durability: the journal under steady load', () => {
     );
     // Segments are sealed after 10 s and checked once 5 s old: the journal empties within a minute.
     await waitFor('the journal emptied', async () => (journalBytes(dataDir) === 0 ? true : undefined), 60_000);
-    assert.ok((await s.intake.depth()) >= 1, 'the stack was busy throughout');
+    assert.ok((await s.intake.depth()).total >= 1, 'the stack was busy throughout');
   });
 });
 
@@ -359,13 +359,13 @@ describe('durability: dead letters across a restart', () => {
     for (const [i, key] of keys.entries())
       await put(stack, key, await gradientImage(160, 120, 'jpeg', 700 + i), { ContentType: 'image/jpeg' });
     const dlq = stack.tierQueues.main.dlq;
-    await waitFor('three dead letters', async () => ((await dlq.depth()) === 3 ? true : undefined), 60_000);
+    await waitFor('three dead letters', async () => ((await dlq.depth()).total === 3 ? true : undefined), 60_000);
     await stack.stop();
     stack = undefined;
 
     ({ stack } = await startTestStack(TIERS, { dataDir, catchUp: false }));
     const after = stack.tierQueues.main.dlq;
-    assert.equal(await after.depth(), 3, 'the dead letters are back');
+    assert.equal((await after.depth()).total, 3, 'the dead letters are back');
     const messages = await after.receive({ max: 10, waitSeconds: 0 });
     assert.deepEqual(messages.map((m) => JSON.parse(m.body).key).sort(), keys);
     for (const m of messages) assert.match(m.attributes?.['effitag-reason'] ?? '', /the engine broke/, 'with its reason');
@@ -419,8 +419,8 @@ describe('durability: concurrent overwrites of one key', () => {
       }),
     );
     // Each object created is one event on the intake queue (no router drains it).
-    await waitFor('every event handed on', async () => ((await s.intake.depth()) >= created ? true : undefined), 30_000).catch(() => {});
+    await waitFor('every event handed on', async () => ((await s.intake.depth()).total >= created ? true : undefined), 30_000).catch(() => {});
     assert.deepEqual(errors, []);
-    assert.equal(await s.intake.depth(), created, 'one event per object created');
+    assert.equal((await s.intake.depth()).total, created, 'one event per object created');
   });
 });

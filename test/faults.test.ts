@@ -159,7 +159,7 @@ describe('fault injection: SQS unreachable for a few seconds', () => {
       async () => (stack.counters.get('skipped.already-tagged') >= 1 ? true : undefined),
       60_000,
     );
-    await waitFor('the tier queue drained', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined), 60_000);
+    await waitFor('the tier queue drained', async () => ((await stack.tierQueues.main.queue.depth()).total === 0 ? true : undefined), 60_000);
     await assertEndState(stack, s3Proxy, [...before, ...during]);
   });
 });

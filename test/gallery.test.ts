@@ -288,8 +288,8 @@ describe('gallery in headless Chromium', { skip }, () => {
     await page.waitForSelector('#failures');
     const rows = await page.$$eval('#status tr', (trs) => trs.map((tr) => [...tr.children].map((c) => c.textContent)));
     assert.deepEqual(rows, [
-      ['Queue', 'Waiting', 'Dead-lettered'],
-      ['pets', '1', '1'],
+      ['Queue', 'Waiting', 'In flight', 'Dead-lettered'],
+      ['pets', '1', '0', '1'],
     ]);
     assert.equal(await page.textContent('#failures li'), 'pets: 1 × retry: inference: out of memory (e.g. s3://gallery/pets/broken.jpg)');
     assert.deepEqual(await page.$$eval('#recorded li', (els) => els.map((e) => e.textContent)), [

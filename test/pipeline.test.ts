@@ -138,7 +138,7 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     await waitFor('the Copy event to be routed', async () =>
       stack.counters.get('router.dropped.own-write-back') > before.dropped ? true : undefined,
     );
-    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined));
+    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()).total === 0 ? true : undefined));
     assert.equal(probe.images - before.images, 1, 'exactly one inference');
     assert.equal(faults.copies.get('loop/once.jpg'), 1, 'exactly one write');
   });
@@ -166,7 +166,7 @@ describe('tagging pipeline on the embedded stack (real HTTP)', () => {
     await waitFor('both replays to be routed', async () =>
       stack.counters.get('router.enqueued.main') - routedBefore >= 2 ? true : undefined,
     );
-    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined));
+    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()).total === 0 ? true : undefined));
     assert.equal(stack.counters.get('router.enqueued.main') - routedBefore, 2, 'the router saw both replays');
     assert.equal(probe.images, imagesBefore, 'no second inference');
     assert.equal(faults.copies.get(key), 1, 'one write');

@@ -236,7 +236,7 @@ describe('re-uploads on the embedded stack (real S3 events and a FIFO queue)', (
     await waitFor('the second write-back Copy event dropped by the loop guard', async () =>
       stack.counters.get('router.dropped.own-write-back') > ownBefore ? true : undefined,
     );
-    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined));
+    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()).total === 0 ? true : undefined));
     assert.equal(copies.get(key), 2, 'one write-back per upload, none for the Copy events');
   });
 
@@ -260,7 +260,7 @@ describe('re-uploads on the embedded stack (real S3 events and a FIFO queue)', (
       const h = await waitForStatus(stack, k, eA, 30_000);
       assert.equal(h.Metadata!['effitag-status'], 'tagged', k);
     }
-    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()) === 0 ? true : undefined));
+    await waitFor('the task queue to drain', async () => ((await stack.tierQueues.main.queue.depth()).total === 0 ? true : undefined));
     assert.equal((await head(stack, keys[0])).Metadata!['effitag-etag'], eA);
     for (const { dlq } of Object.values(stack.tierQueues))
       assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0, 'nothing in a DLQ');

@@ -409,9 +409,9 @@ describe('end to end on the embedded stack: deploy first, publish after', () => 
     const bTag = await put(s, 'later/b.png', png);
     await waitForStatus(s, 'a.png', aTag, 60_000);
     await waitFor('the waiting drop', async () => (s.counters.get('router.dropped.waiting-for-weights') >= 1 ? true : undefined));
-    await waitFor('the intake queue empty', async () => ((await s.intake.depth()) === 0 ? true : undefined));
+    await waitFor('the intake queue empty', async () => ((await s.intake.depth()).total === 0 ? true : undefined));
     assert.equal((await head(s, 'later/b.png')).Metadata?.['effitag-status'], undefined, 'untagged, waiting');
-    for (const [tier, q] of Object.entries(s.tierQueues)) assert.equal(await q.dlq.depth(), 0, `${tier} DLQ`);
+    for (const [tier, q] of Object.entries(s.tierQueues)) assert.equal((await q.dlq.depth()).total, 0, `${tier} DLQ`);
 
     // Publish: the catalog gains B1 (the embedded stack reads it there), and the CLI publishes the
     // tiers' models to a weights bucket on the stack's S3, then backfills the objects that waited.
@@ -457,7 +457,7 @@ describe('end to end on the embedded stack: deploy first, publish after', () => 
     // New uploads of that tier are tagged directly now.
     const cTag = await put(s, 'later/c.png', png);
     assert.equal((await waitForStatus(s, 'later/c.png', cTag, 60_000)).Metadata?.['effitag-status'], 'tagged');
-    for (const [tier, q] of Object.entries(s.tierQueues)) assert.equal(await q.dlq.depth(), 0, `${tier} DLQ`);
+    for (const [tier, q] of Object.entries(s.tierQueues)) assert.equal((await q.dlq.depth()).total, 0, `${tier} DLQ`);
   });
 });
 
@@ -559,7 +559,7 @@ describe('deployed workers with no weights published yet', () => {
       assert.equal(tagged.Metadata?.['effitag-status'], 'tagged');
       assert.equal(exitCode, undefined, 'still running');
       assert.match(output, /"msg":"weights ready".*"waited":true/);
-      assert.equal(await s.tierQueues.gpu.dlq.depth(), 0);
+      assert.equal((await s.tierQueues.gpu.dlq.depth()).total, 0);
       child.kill('SIGTERM');
       const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 60_000).unref())]);
       assert.equal(code, 0, output.slice(-2000));
@@ -674,7 +674,7 @@ describe('deployed workers with no weights published yet', () => {
       const second = await invoke();
       assert.deepEqual(second.ok?.batchItemFailures, [], stderr.slice(-2000));
       assert.equal((await head(s, 'y.png')).Metadata?.['effitag-status'], 'tagged');
-      assert.equal(await s.tierQueues.cpu.dlq.depth(), 0);
+      assert.equal((await s.tierQueues.cpu.dlq.depth()).total, 0);
     } finally {
       lambda.stdin.end();
       await exited;

@@ -4,7 +4,7 @@
  * QueueUrls and IntakeQueueUrl); each queue's DLQ comes from its redrive policy.
  */
 import type { Command } from 'commander';
-import type { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
+import type { MessageQueue } from '../../pipeline/ports.ts';
 import { connect, embeddedEndpoints, pipelineQueues } from '../../pipeline/aws/wiring.ts';
 import { listDeadLetters, redriveDeadLetters } from '../../pipeline/dead-letters.ts';
 import { parseNumber, printable } from '../format.ts';
@@ -20,7 +20,7 @@ interface DlqOptions {
 }
 
 /** The source queues: `intake` and one per tier (or only --tier's). */
-async function sources(opts: DlqOptions): Promise<{ name: string; queue: SqsQueue }[]> {
+async function sources(opts: DlqOptions): Promise<{ name: string; queue: MessageQueue }[]> {
   const conn = connect(opts.aws ? { kind: 'aws' } : { kind: 'embedded', sqsEndpoint: opts.sqsEndpoint });
   const found = await pipelineQueues(conn, { queueUrls: opts.queueUrls, intakeUrl: opts.intakeUrl });
   const picked = opts.tier ? found.filter((s) => s.name === opts.tier) : found;

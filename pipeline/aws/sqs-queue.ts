@@ -8,7 +8,7 @@ import {
   SendMessageBatchCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
-import type { MessageQueue, OutgoingMessage, QueueMessage } from '../ports.ts';
+import type { MessageQueue, OutgoingMessage, QueueDepth, QueueMessage } from '../ports.ts';
 
 export class SqsQueue implements MessageQueue {
   readonly fifo: boolean;
@@ -99,15 +99,19 @@ export class SqsQueue implements MessageQueue {
     return { queue: new SqsQueue(this.sqs, url, name), maxReceives: Number(policy.maxReceiveCount) };
   }
 
-  /** Messages in the queue: visible, in flight and delayed (SQS's approximate counts). */
-  async depth(): Promise<number> {
+  /** SQS's approximate counts, one GetQueueAttributes. */
+  async depth(): Promise<QueueDepth> {
     const out = await this.sqs.send(
       new GetQueueAttributesCommand({
         QueueUrl: this.url,
         AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
       }),
     );
-    return Object.values(out.Attributes ?? {}).reduce((n, v) => n + Number(v ?? 0), 0);
+    const count = (name: string) => Number(out.Attributes?.[name] ?? 0);
+    const visible = count('ApproximateNumberOfMessages');
+    const inFlight = count('ApproximateNumberOfMessagesNotVisible');
+    const delayed = count('ApproximateNumberOfMessagesDelayed');
+    return { visible, inFlight, delayed, total: visible + inFlight + delayed };
   }
 
   async setVisibility(message: QueueMessage, seconds: number): Promise<void> {

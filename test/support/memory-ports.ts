@@ -19,6 +19,7 @@ import {
   type ObjectRef,
   type ObjectStore,
   type OutgoingMessage,
+  type QueueDepth,
   type QueueMessage,
 } from '../../pipeline/ports.ts';
 
@@ -240,6 +241,14 @@ export class MemoryQueue implements MessageQueue {
   pending(): QueuedMessage[] {
     return this.messages.filter((m) => !m.deleted);
   }
+
+  /** As SQS counts them: in flight = received (or set invisible) and not yet visible again; nothing is sent delayed here. */
+  async depth(): Promise<QueueDepth> {
+    const now = Date.now();
+    const pending = this.pending();
+    const inFlight = pending.filter((m) => m.visibleAt > now).length;
+    return { visible: pending.length - inFlight, inFlight, delayed: 0, total: pending.length };
+  }
 }
 
 /**
@@ -318,6 +327,7 @@ export class MemoryIndex implements TagIndex {
         variant: o.variant,
         size: o.size,
         tags: Object.fromEntries(o.tags.map((t) => [t.tag, t.probability])),
+        ...(o.phash ? { phash: o.phash } : {}),
       }
     );
   }
