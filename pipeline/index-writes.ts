@@ -3,6 +3,7 @@
  * tags, from fresh predictions (the worker) or from tags already written into its metadata (a
  * retried message, `backfill --index`), without running inference again.
  */
+import { isPerceptualHash } from '../inference/perceptual-hash.ts';
 import { isVariantName } from '../model/spec.ts';
 import { scoreTags } from '../model/tag-hierarchy.ts';
 import { decodeTags, KEYS } from './marker.ts';
@@ -15,6 +16,8 @@ export interface Tagging {
   predictions: readonly { label: string; probability: number; index?: number }[];
   /** ImageNet-1k labels roll up through the WordNet hierarchy; a custom model's do not. */
   imagenet: boolean;
+  /** The image's perceptual hash (inference/perceptual-hash.ts), when it was computed. */
+  phash?: string;
 }
 
 const variantOf = (marker: string) => marker.slice(0, marker.lastIndexOf('@')) || marker;
@@ -31,6 +34,7 @@ export function indexedObject(ref: ObjectRef, head: ObjectHead, tagging: Tagging
     marker: tagging.marker,
     at: tagging.at,
     tags: scoreTags(tagging.predictions, { imagenet: tagging.imagenet }),
+    ...(tagging.phash ? { phash: tagging.phash } : {}),
   };
 }
 
@@ -54,7 +58,8 @@ export function taggingFromMetadata(head: ObjectHead): Tagging | undefined {
   const marker = m[KEYS.model];
   // A marker names its model: a variant's ImageNet classifier rolls up through WordNet, a custom model does not.
   const imagenet = isVariantName(marker.slice(0, marker.lastIndexOf('@')));
-  return { marker, at: m[KEYS.at] ?? '', predictions: decodeTags(m[KEYS.tags]), imagenet };
+  const phash = isPerceptualHash(m[KEYS.phash]) ? m[KEYS.phash] : undefined;
+  return { marker, at: m[KEYS.at] ?? '', predictions: decodeTags(m[KEYS.tags]), imagenet, ...(phash ? { phash } : {}) };
 }
 
 /**

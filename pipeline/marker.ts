@@ -14,6 +14,8 @@ export const KEYS = {
   reason: 'effitag-reason',
   /** ETag of the bytes that were classified (a later upload has another). */
   etag: 'effitag-etag',
+  /** The image's 64-bit perceptual hash, 16 hex digits (29 bytes with its key): `effitag dupes`. */
+  phash: 'effitag-phash',
 } as const;
 
 export const METADATA_BUDGET = 2048;
@@ -52,7 +54,21 @@ export interface Encoded {
 export function encodeTagged(
   existing: Record<string, string>,
   predictions: readonly Prediction[],
-  fixed: { model: string; at: string; etag: string },
+  fixed: { model: string; at: string; etag: string; phash?: string },
+): Encoded | undefined {
+  // The perceptual hash rides along only where it costs no tag: the tags are what the object is
+  // read for, and the index record keeps the hash too (where the stack has an index).
+  const { phash, ...plain } = fixed;
+  const without = encodeWith(existing, predictions, plain);
+  if (!phash) return without;
+  const withHash = encodeWith(existing, predictions, fixed);
+  return withHash && (!without || withHash.tagsWritten >= without.tagsWritten) ? withHash : without;
+}
+
+function encodeWith(
+  existing: Record<string, string>,
+  predictions: readonly Prediction[],
+  fixed: { model: string; at: string; etag: string; phash?: string },
 ): Encoded | undefined {
   const base = taggedBase(existing, fixed);
   const room = tagRoom(existing, fixed);
@@ -75,18 +91,22 @@ export function encodeTagged(
  * Bytes left for `effitag-tags` beside the user's keys and EffiTag's fixed keys (negative: not even
  * those fit). The backfill uses it to tell an object the worker could only tag in the index.
  */
-export function tagRoom(existing: Record<string, string>, fixed: { model: string; at: string; etag: string }): number {
+export function tagRoom(existing: Record<string, string>, fixed: { model: string; at: string; etag: string; phash?: string }): number {
   return METADATA_BUDGET - metadataBytes(taggedBase(existing, fixed)) - Buffer.byteLength(KEYS.tags);
 }
 
 /** The user's metadata and EffiTag's fixed keys of a tagged object, before its tags. */
-function taggedBase(existing: Record<string, string>, fixed: { model: string; at: string; etag: string }): Record<string, string> {
+function taggedBase(
+  existing: Record<string, string>,
+  fixed: { model: string; at: string; etag: string; phash?: string },
+): Record<string, string> {
   return {
     ...userMetadata(existing),
     [KEYS.status]: 'tagged',
     [KEYS.model]: fixed.model,
     [KEYS.at]: fixed.at,
     [KEYS.etag]: fixed.etag,
+    ...(fixed.phash ? { [KEYS.phash]: fixed.phash } : {}),
   };
 }
 

@@ -44,6 +44,8 @@ export interface IndexedObject {
   tags: readonly ScoredTag[];
   /** Tagging failed for good (not an image, too large …): indexed under FAILED_TAG only, with this reason. */
   failure?: string;
+  /** The image's 64-bit perceptual hash, 16 hex digits (inference/perceptual-hash.ts): `effitag dupes`. */
+  phash?: string;
 }
 
 export interface IndexRecord {
@@ -56,6 +58,8 @@ export interface IndexRecord {
   variant: string;
   size: number;
   tags: Record<string, number>;
+  /** The perceptual hash (absent for objects tagged before hashing, and failures). */
+  phash?: string;
 }
 
 export interface SearchQuery {

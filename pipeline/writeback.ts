@@ -58,7 +58,7 @@ export async function writeTagged(
   head: ObjectHead,
   mode: WriteBackMode,
   predictions: readonly Prediction[],
-  fixed: { model: string; at: string; etag: string },
+  fixed: { model: string; at: string; etag: string; phash?: string },
 ): Promise<WriteResult> {
   let tagsDropped = 0;
   let metadataFull = false;

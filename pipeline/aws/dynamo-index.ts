@@ -51,6 +51,8 @@ interface StoredRecord {
   t: Record<string, number>;
   /** The failure's reason (a record of a failed tagging). */
   f?: string;
+  /** Perceptual hash (16 hex digits), on the record only: `dupes` reads records, searches do not need it. */
+  ph?: string;
   prev?: { ms: number; tags: string[] }[];
 }
 
@@ -132,6 +134,7 @@ export class DynamoTagIndex implements TagIndex {
         variant: r.v,
         size: r.s,
         tags: r.t,
+        ...(r.ph ? { phash: r.ph } : {}),
       }
     );
   }
@@ -156,7 +159,8 @@ export class DynamoTagIndex implements TagIndex {
       const old = await this.getStored(o.bucket, o.key);
       if (old && old.ms > ms) return { status: 'stale' };
       const sameTags = old && old.ms === ms && JSON.stringify(old.t) === JSON.stringify(tags);
-      if (sameTags && old.e === o.eTag && old.marker === o.marker && !old.prev?.length) return { status: 'unchanged' };
+      if (sameTags && old.e === o.eTag && old.marker === o.marker && old.ph === o.phash && !old.prev?.length)
+        return { status: 'unchanged' };
       // Earlier versions whose entries may survive: the one being replaced, and any a crash left behind.
       prev = [...(old?.prev ?? []), ...(old && !sameTags ? [{ ms: old.ms, tags: Object.keys(old.t) }] : [])];
       const next: StoredRecord = {
@@ -170,6 +174,7 @@ export class DynamoTagIndex implements TagIndex {
         s: o.size,
         t: tags,
         ...(o.failure ? { f: o.failure } : {}),
+        ...(o.phash ? { ph: o.phash } : {}),
         ...(prev.length ? { prev } : {}),
       };
       try {

@@ -1,0 +1,236 @@
+/**
+ * `effitag dupes`: groups of duplicate images under a bucket (and prefix), from what the pipeline
+ * already stored, never from the images again, and never deleting anything.
+ *
+ * - **exact** groups: copies of one picture (resized, recompressed, brightened, watermarked): the
+ *   objects' 64-bit perceptual hashes (inference/perceptual-hash.ts, in each index record) within
+ *   `maxDistance` bits of each other, linked transitively. Whatever the model: a hash is not a model's.
+ * - **near** groups: the same scene that is not the same picture (a burst, a crop, another edit):
+ *   embeddings (the VectorIndex port, one space per model identity: the record's marker) whose
+ *   cosine is at least `minScore`, between objects that are not already in one exact group.
+ *
+ * Two thresholds, one per tier, because one embedding threshold for both is the known source of false
+ * "duplicates" in photo tools (Immich issue 31487). Defaults are measured (README, "Duplicates").
+ */
+import { hammingDistance, isPerceptualHash } from '../inference/perceptual-hash.ts';
+import { mapLimit } from './concurrency.ts';
+import type { VectorIndex } from './ports.ts';
+import type { IndexRecord, TagIndex } from './tag-index.ts';
+
+/**
+ * Bits two hashes may differ by and be one picture. Measured (bench/reference/hashes.json): on 800
+ * images (80 distinct photographs and quadrants, 10 copies of each) precision stays 1.000 up to 15
+ * bits (the first false pair is at 16); 14 keeps a step of margin (DCT hashes split 32/32, so
+ * distances are even).
+ */
+export const DEFAULT_MAX_DISTANCE = 14;
+/**
+ * Cosine two embeddings must reach to be one scene. Not measured yet on official weights (none can
+ * be downloaded here): a conservative value, above what distinct images of one class reach in the
+ * published CLIP/EfficientNet dedup practice (README, "Duplicates", says what is unverified).
+ */
+export const DEFAULT_MIN_SCORE = 0.95;
+/** Neighbours asked for per object (S3 Vectors answers at most 100). */
+const NEIGHBOURS = 20;
+
+export interface DupeGroup {
+  keys: string[];
+  kind: 'exact' | 'near';
+  /** exact: 1 − (largest linking distance)/64; near: the lowest linking cosine. 1 = identical. */
+  score: number;
+  /** exact: the largest Hamming distance that links the group (bits). */
+  distance?: number;
+}
+
+export interface DupesReport {
+  groups: DupeGroup[];
+  /** What was looked at: indexed objects, those with a hash, those with a vector. */
+  checked: { objects: number; hashed: number; vectors: number };
+}
+
+/** An indexed object as the grouping sees it. */
+export interface Candidate {
+  key: string;
+  hash?: string;
+  /** Its vector space (the model marker that tagged it). */
+  space?: string;
+}
+
+/** Bad input for `dupes` (a prefix with nothing indexed, a threshold out of range): one line, nothing changed. */
+export class DupesError extends Error {
+  override name = 'DupesError';
+}
+
+class UnionFind {
+  private readonly parent: number[];
+  constructor(n: number) {
+    this.parent = Array.from({ length: n }, (_, i) => i);
+  }
+  find(i: number): number {
+    let r = i;
+    while (this.parent[r] !== r) r = this.parent[r];
+    while (this.parent[i] !== r) [this.parent[i], i] = [r, this.parent[i]];
+    return r;
+  }
+  union(a: number, b: number): void {
+    const ra = this.find(a),
+      rb = this.find(b);
+    if (ra !== rb) this.parent[Math.max(ra, rb)] = Math.min(ra, rb);
+  }
+}
+
+/**
+ * Exact groups: every pair within `maxDistance` linked (all pairs compared: 10,000 hashes are 50 M
+ * XOR-popcounts, well under a second). Groups have two keys or more, keys sorted, best groups first.
+ */
+export function exactGroups(objects: readonly Candidate[], maxDistance = DEFAULT_MAX_DISTANCE): DupeGroup[] {
+  checkDistance(maxDistance);
+  const hashed = objects.filter((o): o is Candidate & { hash: string } => isPerceptualHash(o.hash));
+  const uf = new UnionFind(hashed.length);
+  const worst = new Map<number, number>();
+  const links: [number, number, number][] = [];
+  for (let i = 0; i < hashed.length; i++)
+    for (let j = i + 1; j < hashed.length; j++) {
+      const d = hammingDistance(hashed[i].hash, hashed[j].hash);
+      if (d <= maxDistance) {
+        uf.union(i, j);
+        links.push([i, j, d]);
+      }
+    }
+  for (const [i, , d] of links) {
+    const r = uf.find(i);
+    worst.set(r, Math.max(worst.get(r) ?? 0, d));
+  }
+  return collect(
+    hashed.map((o, i) => [o.key, uf.find(i)] as const),
+    (root) => {
+      const distance = worst.get(root) ?? 0;
+      return { kind: 'exact', score: round(1 - distance / 64), distance };
+    },
+  );
+}
+
+/**
+ * Near groups: each object's nearest neighbours in its own space (same bucket and prefix) at
+ * `minScore` or more, linked transitively; an exact group counts as one node, so a near group joins
+ * at least two things that are not copies of each other. Objects without a vector are left out.
+ */
+export async function nearGroups(
+  objects: readonly Candidate[],
+  vectors: VectorIndex,
+  o: { bucket: string; prefix?: string; minScore?: number; exact?: readonly DupeGroup[]; concurrency?: number },
+): Promise<{ groups: DupeGroup[]; vectors: number }> {
+  const minScore = o.minScore ?? DEFAULT_MIN_SCORE;
+  checkScore(minScore);
+  const withSpace = objects.filter((c): c is Candidate & { space: string } => Boolean(c.space));
+  const index = new Map(withSpace.map((c, i) => [c.key, i]));
+  const uf = new UnionFind(withSpace.length);
+  // Exact copies are one node: join them first, so a near link to any of them joins the group.
+  for (const g of o.exact ?? []) {
+    const members = g.keys.map((k) => index.get(k)).filter((i): i is number => i !== undefined);
+    for (const m of members.slice(1)) uf.union(members[0], m);
+  }
+  const nodeOf = withSpace.map((_, i) => uf.find(i));
+  const nearUf = new UnionFind(withSpace.length);
+  const lowest = new Map<string, number>(); // "a\nb" of node roots → link score
+  let found = 0;
+  await mapLimit(withSpace, o.concurrency ?? 8, async (c, i) => {
+    const vector = await vectors.get(c.space, { bucket: o.bucket, key: c.key });
+    if (!vector) return;
+    found++;
+    const hits = await vectors.query(c.space, vector, {
+      limit: NEIGHBOURS,
+      bucket: o.bucket,
+      ...(o.prefix ? { prefix: o.prefix } : {}),
+      minScore,
+    });
+    for (const h of hits) {
+      const j = index.get(h.key);
+      // Another space's object never links (a query answers within its space; this guards a stand-in that does not).
+      if (j === undefined || j === i || h.score < minScore || withSpace[j].space !== c.space) continue;
+      if (nodeOf[i] === nodeOf[j]) continue; // copies of each other: the exact group has them
+      nearUf.union(nodeOf[i], nodeOf[j]);
+      const link = [nodeOf[i], nodeOf[j]].sort((a, b) => a - b).join('\n');
+      lowest.set(link, Math.max(lowest.get(link) ?? -1, h.score));
+    }
+  });
+  const score = new Map<number, number>();
+  for (const [link, s] of lowest) {
+    const r = nearUf.find(Number(link.split('\n')[0]));
+    score.set(r, Math.min(score.get(r) ?? 1, s));
+  }
+  const groups = collect(
+    withSpace.map((c, i) => [c.key, nearUf.find(nodeOf[i])] as const),
+    (root) => ({ kind: 'near', score: round(score.get(root) ?? minScore) }),
+    // A near group must join two nodes (two exact groups, or singletons), not one exact group alone.
+    (members) => new Set(members.map((k) => nodeOf[index.get(k)!])).size >= 2,
+  );
+  return { groups, vectors: found };
+}
+
+/** Keys by group root → groups of two or more, keys sorted, highest score first then first key. */
+function collect(
+  memberships: readonly (readonly [string, number])[],
+  describe: (root: number) => Omit<DupeGroup, 'keys'>,
+  keep: (keys: string[]) => boolean = () => true,
+): DupeGroup[] {
+  const byRoot = new Map<number, string[]>();
+  for (const [key, root] of memberships) byRoot.set(root, [...(byRoot.get(root) ?? []), key]);
+  return [...byRoot]
+    .filter(([, keys]) => keys.length >= 2 && keep(keys))
+    .map(([root, keys]) => ({ keys: keys.sort(), ...describe(root) }))
+    .sort((a, b) => b.score - a.score || a.keys[0].localeCompare(b.keys[0]));
+}
+
+const round = (x: number) => Math.round(x * 10_000) / 10_000;
+
+function checkDistance(d: number): void {
+  if (!(Number.isInteger(d) && d >= 0 && d <= 64))
+    throw new DupesError(`--max-distance must be a whole number of bits from 0 to 64 (got ${d})`);
+}
+
+function checkScore(s: number): void {
+  if (!(s > 0 && s <= 1)) throw new DupesError(`--min-score must be a cosine above 0 and at most 1 (got ${s})`);
+}
+
+/** The indexed objects under a bucket and prefix (failed taggings left out), from the tag index. */
+export async function indexedCandidates(index: TagIndex, bucket: string, prefix = '', concurrency = 16): Promise<Candidate[]> {
+  const keys: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await index.keys(bucket, { prefix, cursor });
+    keys.push(...page.keys);
+    cursor = page.cursor;
+  } while (cursor);
+  const records = await mapLimit(keys, concurrency, async (key) => [key, await index.get(bucket, key)] as const);
+  return records
+    .filter((r): r is readonly [string, IndexRecord] => r[1] !== undefined && !r[1].failed)
+    .map(([key, r]) => ({ key, ...(r.phash ? { hash: r.phash } : {}), ...(r.marker ? { space: r.marker } : {}) }));
+}
+
+/**
+ * The whole command's work: read the index (and the vectors when there is a vector index), group,
+ * report. Reads only. Throws DupesError for a target with nothing to compare.
+ */
+export async function findDupes(
+  deps: { index: TagIndex; vectors?: VectorIndex },
+  target: { bucket: string; prefix?: string },
+  o: { maxDistance?: number; minScore?: number } = {},
+): Promise<DupesReport> {
+  const maxDistance = o.maxDistance ?? DEFAULT_MAX_DISTANCE;
+  checkDistance(maxDistance);
+  if (o.minScore !== undefined) checkScore(o.minScore);
+  const where = `s3://${target.bucket}/${target.prefix ?? ''}`;
+  const objects = await indexedCandidates(deps.index, target.bucket, target.prefix ?? '');
+  if (!objects.length) throw new DupesError(`nothing indexed under ${where}: tag images there first (or check the bucket and prefix)`);
+  const hashed = objects.filter((c) => c.hash).length;
+  const exact = exactGroups(objects, maxDistance);
+  const near = deps.vectors
+    ? await nearGroups(objects, deps.vectors, { bucket: target.bucket, prefix: target.prefix || undefined, minScore: o.minScore, exact })
+    : { groups: [], vectors: 0 };
+  if (!hashed && !near.vectors)
+    throw new DupesError(
+      `${objects.length} object(s) indexed under ${where}, none with a perceptual hash or an embedding (tagged before EffiTag stored them): tag them again to compare them`,
+    );
+  return { groups: [...exact, ...near.groups], checked: { objects: objects.length, hashed, vectors: near.vectors } };
+}
