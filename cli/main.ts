@@ -1,5 +1,5 @@
 /** `effitag` command-line entry point. */
-import { messageOf } from '../pipeline/log.ts';
+import { messageOf } from '../base/errors.ts';
 import { awsHint } from './aws-hints.ts';
 import { printable } from './format.ts';
 import { buildProgram } from './program.ts';

@@ -13,6 +13,7 @@
  * Only the gallery's own page may call it: requests naming another Host or coming from another
  * origin are refused (DNS rebinding would otherwise hand any web page the keys and signed links).
  */
+import { messageOf } from '../base/errors.ts';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -20,7 +21,6 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import sharp from 'sharp';
 import { normalizeTag, suggestTags } from '../model/tag-hierarchy.ts';
 import { listDeadLetters } from '../pipeline/dead-letters.ts';
-import { messageOf } from '../pipeline/log.ts';
 import { type MessageQueue, type ObjectHead, type ObjectStore, StoreError } from '../pipeline/ports.ts';
 import { FAILED_TAG, headlineTags, type TagIndex } from '../pipeline/tag-index.ts';
 import { refusal } from './request-guard.ts';

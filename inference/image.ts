@@ -6,6 +6,7 @@
  * with a Lanczos-3 filter and centre-crop the longer side (sharp `fit: 'cover'`). An image already at
  * the model's resolution is passed through unresampled.
  */
+import { messageOf } from '../base/errors.ts';
 import sharp, { type Metadata, type Sharp } from 'sharp';
 import { decodeHeif } from './heif.ts';
 import { sniffFormat } from './image-format.ts';
@@ -104,7 +105,7 @@ async function decodeHevc(input: Uint8Array, maxPixels: number): Promise<{ image
     px = await decodeHeif(input, maxPixels);
   } catch (err) {
     if ((err as { tooManyPixels?: boolean }).tooManyPixels) throw new ImageError('too-many-pixels', (err as Error).message);
-    throw new ImageError('undecodable', `cannot decode HEIC: ${err instanceof Error ? err.message : String(err)}`);
+    throw new ImageError('undecodable', `cannot decode HEIC: ${messageOf(err)}`);
   }
   const raw = { width: px.width, height: px.height, channels: 4 as const };
   let oriented = sharp(px.rgba, { raw });
@@ -133,7 +134,7 @@ async function decodeHevc(input: Uint8Array, maxPixels: number): Promise<{ image
 
 function classifySharpError(err: unknown): ImageError {
   if (err instanceof ImageError) return err;
-  const message = err instanceof Error ? err.message : String(err);
+  const message = messageOf(err);
   if (/pixel limit/i.test(message)) return new ImageError('too-many-pixels', `image exceeds the pixel limit (${message})`);
   if (/unsupported image format/i.test(message)) return new ImageError('unsupported-format', message);
   if (/timeout/i.test(message)) return new ImageError('undecodable', `decoding took over ${DECODE_TIMEOUT_SECONDS} s: ${message}`);

@@ -6,6 +6,7 @@
  * The session lives on a worker thread (ort-session-thread.mjs): onnxruntime-node runs inference
  * synchronously on its calling thread, which would stall every download and queue call meanwhile.
  */
+import { messageOf } from '../base/errors.ts';
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
@@ -71,7 +72,7 @@ export function ortEngine(options: OrtOptions = {}): Engine {
           provider = 'cuda';
         } catch (err) {
           if (options.provider === 'cuda') throw err;
-          log(`onnxruntime: CUDA provider unavailable (${err instanceof Error ? err.message.split('\n')[0] : String(err)}); using CPU`);
+          log(`onnxruntime: CUDA provider unavailable (${messageOf(err).split('\n')[0]}); using CPU`);
           session = await startSessionThread(exported.path, { ...base, executionProviders: ['cpu'] });
         }
       } else {

@@ -20,6 +20,7 @@
  * existing folder), the pass lists the whole bucket once instead, journalling what it enqueues. A
  * pass that fails (the stand-in answering errors) is retried by the stack with backoff.
  */
+import { messageOf } from '../base/errors.ts';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, renameSync, statSync, writeSync } from 'node:fs';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -287,7 +288,7 @@ export function watchIdle(opts: {
       for (const w of waiters) w(at);
       waiters = [];
     } catch (err) {
-      opts.log.log('warn', 'idle check failed', { error: String(err) });
+      opts.log.log('warn', 'idle check failed', { error: messageOf(err) });
     }
   };
   const loop = () => {
@@ -362,7 +363,7 @@ export async function catchUpOnce(
         });
       } catch (err) {
         report.errors++;
-        if (report.errorSamples.length < 10) report.errorSamples.push(`${object.key}: ${String(err)}`);
+        if (report.errorSamples.length < 10) report.errorSamples.push(`${object.key}: ${messageOf(err)}`);
       }
     });
     await batcher.flush();

@@ -15,6 +15,7 @@
  *
  * `foreignRequestRefusal` is the Host/Origin part alone, for any loopback server (the gallery).
  */
+import { messageOf } from '../base/errors.ts';
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
@@ -368,7 +369,7 @@ export function guardHttpServer(server: Server, guard: RequestGuard): void {
       for (const handler of handlers) handler.call(server, replay, res);
     })().catch((err) => {
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/x-amz-json-1.0' });
-      res.end(jsonError({ status: 500, code: 'InternalFailure', message: String(err) }));
+      res.end(jsonError({ status: 500, code: 'InternalFailure', message: messageOf(err) }));
     });
   });
 }

@@ -7,6 +7,7 @@
  * - the router, polling the intake queue as its Lambda event source would;
  * - a worker per tier on that tier's engine, the same code the Lambda and GPU tasks run.
  */
+import { messageOf } from '../base/errors.ts';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { mkdir } from 'node:fs/promises';
@@ -235,7 +236,7 @@ function pollIntake(intake: SqsQueue, router: Router, log: Logger): { stop(): Pr
       const retry = new Set(await routeBatch(router, messages, log));
       await intake
         .delete(messages.filter((m) => !retry.has(m.id)))
-        .catch((err) => log.log('warn', 'intake delete failed', { error: String(err) }));
+        .catch((err) => log.log('warn', 'intake delete failed', { error: messageOf(err) }));
       for (const m of messages.filter((x) => retry.has(x.id))) {
         await intake.setVisibility(m, Math.min(60, 2 ** m.receiveCount)).catch(() => {});
       }
@@ -306,7 +307,10 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     endpoint: s3vectorsServer.endpoint,
     port: s3vectorsServer.port,
     vectorBucket: EMBEDDED_VECTOR_BUCKET,
-    vectors: new S3VectorIndex({ client: s3VectorsClient({ endpoint: s3vectorsServer.endpoint, credentials }), vectorBucket: EMBEDDED_VECTOR_BUCKET }),
+    vectors: new S3VectorIndex({
+      client: s3VectorsClient({ endpoint: s3vectorsServer.endpoint, credentials }),
+      vectorBucket: EMBEDDED_VECTOR_BUCKET,
+    }),
   };
   // --- end S3 Vectors hook
   const statePath = options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`;
@@ -331,7 +335,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     onObjectCreated: (body) => notifications.add(body),
     onObjectRemoved: (body) => notifications.add(body),
     onAccepted: (object) => journal.append(object),
-    onError: (err) => log.log('error', 'event forwarding failed', { error: String(err) }),
+    onError: (err) => log.log('error', 'event forwarding failed', { error: messageOf(err) }),
   });
   stops.unshift(async () => {
     await s3server.close();
@@ -343,7 +347,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         log.log('warn', 'objects a crash left torn moved aside', { to: `${options.dataDir.replace(/\/+$/, '')}.torn`, keys: r.torn });
       if (r.partials) log.log('info', 'temporary files of interrupted writes removed', { files: r.partials });
     },
-    (err) => log.log('warn', 'start-up sweep failed', { error: String(err) }),
+    (err) => log.log('warn', 'start-up sweep failed', { error: messageOf(err) }),
   );
   const endpoints: Endpoints = {
     s3Endpoint: s3server.endpoint,
@@ -422,7 +426,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       } catch (err) {
         if (catchUpAbort.signal.aborted) return undefined;
         counters.inc('catch-up.failed');
-        log.log('error', 'catch-up failed; retrying', { error: String(err), attempt, retryInMs: waitMs });
+        log.log('error', 'catch-up failed; retrying', { error: messageOf(err), attempt, retryInMs: waitMs });
         await new Promise<void>((r) => {
           const timer = setTimeout(r, waitMs);
           catchUpAbort.signal.addEventListener(
@@ -500,7 +504,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     settled: () => idle.settled(),
     journal,
     async stop() {
-      for (const s of stops) await s().catch((err) => log.log('warn', 'stop step failed', { error: String(err) }));
+      for (const s of stops) await s().catch((err) => log.log('warn', 'stop step failed', { error: messageOf(err) }));
       s3.destroy();
       if (pipelineS3 !== s3) pipelineS3.destroy();
       sqs.destroy();

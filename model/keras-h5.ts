@@ -6,6 +6,7 @@
  * each layer group carries `weight_names`, and each weight is the dataset `<layer>/<weight name>`.
  * Weights are matched by these names, never by order.
  */
+import { messageOf } from '../base/errors.ts';
 import { open } from 'node:fs/promises';
 import h5wasm from 'h5wasm/node';
 
@@ -91,7 +92,7 @@ export async function readKerasWeights(path: string): Promise<KerasWeightFile> {
   try {
     file = new lib.File(path, 'r');
   } catch (err) {
-    throw new Error(`${path}: not a readable HDF5 file (${err instanceof Error ? err.message : String(err)})`);
+    throw new Error(`${path}: not a readable HDF5 file (${messageOf(err)})`);
   }
   try {
     const root = (file.get('model_weights') as H5Group | null) ?? file;

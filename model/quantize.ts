@@ -7,6 +7,7 @@
  * The result is an ordinary artifact (same float weights.bin, same hash) whose manifest carries the
  * ranges and the gate's figures; the onnxruntime engine exports it as a QDQ graph (model/onnx/export.ts).
  */
+import { messageOf } from '../base/errors.ts';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
@@ -192,7 +193,7 @@ export async function quantizeArtifact(options: QuantizeOptions): Promise<Quanti
       hash.update(path).update(createHash('sha256').update(bytes).digest());
     } catch (err) {
       skipped++;
-      log(`skipped ${path}: ${err instanceof Error ? err.message : String(err)}`);
+      log(`skipped ${path}: ${messageOf(err)}`);
     }
   }
   const heldOutCount = Math.max(1, Math.round(decoded.length * (options.heldOut ?? 0.25)));

@@ -5,6 +5,7 @@
  * installs tfjs-node-gpu, and this picks it up at run time. `EFFITAG_TFJS_BACKEND` (or an explicit
  * argument) forces one backend, and fails loudly if it cannot load.
  */
+import { messageOf } from '../base/errors.ts';
 import * as tf from '@tensorflow/tfjs';
 
 export type TfjsBackend = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
@@ -64,7 +65,7 @@ async function resolve(forced: TfjsBackend | undefined, log: (msg: string) => vo
       log(`tfjs backend: ${name} (tfjs '${tf.getBackend()}')${skipped.length ? `; skipped ${skipped.map((s) => s.name).join(', ')}` : ''}`);
       return { name, tfjsName, skipped };
     } catch (err) {
-      const reason = err instanceof Error ? err.message.split('\n')[0] : String(err);
+      const reason = messageOf(err).split('\n')[0];
       if (forced) throw new Error(`tfjs backend "${name}" was requested but cannot load: ${reason}`);
       skipped.push({ name, reason });
     }

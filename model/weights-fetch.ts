@@ -6,6 +6,7 @@
  *   weights/<variant>[-notop]/ the converted artifact
  * A download goes to a temporary file and is renamed into the cache only after its MD5 matched.
  */
+import { messageOf } from '../base/errors.ts';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
@@ -137,7 +138,7 @@ async function download(url: string, md5: string, dest: string, options: FetchOp
   try {
     response = await fetchImpl(url, { signal: AbortSignal.timeout(10 * 60_000) });
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err instanceof Error ? err.message : String(err));
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? messageOf(err);
     throw new WeightsFetchError(
       `cannot download ${url} (${cause}); this machine looks offline or cannot reach the host.\n` +
         `Download the file elsewhere (MD5 ${md5}) and run: effitag weights import --keras FILE --variant ${options.variant} --out DIR`,
@@ -159,9 +160,7 @@ async function download(url: string, md5: string, dest: string, options: FetchOp
     await pipeline(body, createWriteStream(tmp));
   } catch (err) {
     await rm(tmp, { force: true });
-    throw new WeightsFetchError(
-      `download of ${url} broke off after ${received} bytes: ${err instanceof Error ? err.message : String(err)}`,
-    );
+    throw new WeightsFetchError(`download of ${url} broke off after ${received} bytes: ${messageOf(err)}`);
   } finally {
     options.progress?.stop();
   }

@@ -12,9 +12,10 @@
  *   keys completes, so a killed run resumes with `StartAfter` and redoes only the chunks that were
  *   in flight; the queue's deduplication drops those repeats.
  */
+import { messageOf } from '../base/errors.ts';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { messageOf, type Counters } from './log.ts';
+import type { Counters } from './log.ts';
 import { ARCHIVED_STORAGE_CLASSES, type ListedObject, type ListPage, type MessageQueue, type ObjectStore } from './ports.ts';
 import type { BackfillFilter } from './backfill-filter.ts';
 import type { Router } from './router.ts';
@@ -79,7 +80,7 @@ export function fileCheckpoint(path: string): CheckpointStore {
         return JSON.parse(await readFile(path, 'utf8')) as Checkpoint;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw new Error(`cannot read checkpoint ${path}: ${String(err)}`);
+        throw new Error(`cannot read checkpoint ${path}: ${messageOf(err)}`);
       }
     },
     async save(c) {

@@ -4,10 +4,10 @@
  * the queue port: SQS on AWS or the embedded stack (a queue's DLQ from its redrive policy), or the
  * in-memory queues of the tests.
  */
+import { messageOf } from '../base/errors.ts';
 import type { MessageQueue, QueueMessage } from './ports.ts';
 import { parseTask } from './task.ts';
 import { DEAD_LETTER_ATTRIBUTES } from './worker-stages.ts';
-import { messageOf } from './log.ts';
 
 export interface DeadLetterGroup {
   reason: string;

@@ -3,9 +3,9 @@
  * was unreachable), from the tags their metadata already carries. No inference, no queue, no write
  * to the objects: a listing, one HEAD per object, and the index writes.
  */
+import { messageOf } from '../base/errors.ts';
 import { mapLimit } from './concurrency.ts';
 import { indexFromMetadata } from './index-writes.ts';
-import { messageOf } from './log.ts';
 import { StoreError, type ObjectStore } from './ports.ts';
 import type { TagIndex } from './tag-index.ts';
 

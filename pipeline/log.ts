@@ -6,11 +6,6 @@
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
-/** An error's message (or the thrown value, stringified): what logs and recorded reasons carry. */
-export function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 export interface Logger {
   log(level: Level, msg: string, fields?: Record<string, unknown>): void;
   child(fields: Record<string, unknown>): Logger;

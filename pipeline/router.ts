@@ -9,6 +9,7 @@
  * event get the same FIFO deduplication id (its sequencer is part of it), so the queue keeps one; a
  * new upload of the same bytes has its own.
  */
+import { messageOf } from '../base/errors.ts';
 import { imageSize } from 'image-size';
 import { sniffFormat } from '../inference/image-format.ts';
 import { chooseVariant } from '../tiers/choose.ts';
@@ -341,7 +342,7 @@ export async function routeBatch(
       await router.handleBody(m.body);
     } catch (err) {
       const permanent = (err as { permanent?: boolean }).permanent === true;
-      log.log(permanent ? 'error' : 'warn', 'routing failed', { messageId: m.id, error: String(err), permanent });
+      log.log(permanent ? 'error' : 'warn', 'routing failed', { messageId: m.id, error: messageOf(err), permanent });
       if (!permanent) retry.push(m.id);
     }
   });

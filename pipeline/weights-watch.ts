@@ -7,8 +7,9 @@
  * stack back. Other failures (a corrupt artifact, access denied) are real: thrown at start, logged
  * at error afterwards.
  */
+import { messageOf } from '../base/errors.ts';
 import { modelHash, type WeightsManifest } from '../model/weights.ts';
-import { messageOf, type Logger } from './log.ts';
+import type { Logger } from './log.ts';
 import { modelMarker } from './marker.ts';
 import { modelId, weightsFix } from './models.ts';
 

@@ -13,13 +13,14 @@
  *
  * A message is deleted only once its object carries the result (or the reason it cannot).
  */
+import { messageOf } from '../base/errors.ts';
 import { topK, type Prediction } from '../inference/engine.ts';
 import { decodeImage, ImageError, type DecodedImage } from '../inference/image.ts';
 import { perceptualHash } from '../inference/perceptual-hash.ts';
 import { IMAGENET_LABELS, labelsFor } from '../model/labels.ts';
 import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { mapLimit } from './concurrency.ts';
-import { messageOf, type Counters, type Logger } from './log.ts';
+import type { Counters, Logger } from './log.ts';
 import { indexedState, taggingInIndex } from './backfill-filter.ts';
 import { KEYS } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
@@ -361,7 +362,7 @@ export async function deadLetter(ctx: WorkerContext, results: MessageResult[]): 
       ]);
       r.outcome = { status: 'dead-lettered', reason };
     } catch (err) {
-      ctx.log.log('warn', 'could not dead-letter; the redrive policy will', { error: String(err) });
+      ctx.log.log('warn', 'could not dead-letter; the redrive policy will', { error: messageOf(err) });
     }
   }
 }
@@ -399,6 +400,8 @@ export async function settle(ctx: WorkerContext, results: MessageResult[]): Prom
   for (const r of results) {
     if (isDone(r.outcome)) continue;
     const delay = Math.min(900, ctx.retryBaseSeconds * 2 ** Math.max(0, r.message.receiveCount - 1));
-    await ctx.queue.setVisibility(r.message, delay).catch((err) => ctx.log.log('warn', 'could not set visibility', { error: String(err) }));
+    await ctx.queue
+      .setVisibility(r.message, delay)
+      .catch((err) => ctx.log.log('warn', 'could not set visibility', { error: messageOf(err) }));
   }
 }

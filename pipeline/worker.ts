@@ -17,7 +17,8 @@
  * second worker, and a worker that dies gives its messages back within one lease, not within a
  * visibility timeout sized for the longest batch.
  */
-import { Counters, messageOf, silentLogger, type Logger } from './log.ts';
+import { messageOf } from '../base/errors.ts';
+import { Counters, silentLogger, type Logger } from './log.ts';
 import type { ModelCatalog } from './models.ts';
 import type { MessageQueue, ObjectStore, QueueMessage } from './ports.ts';
 import type { TagIndex } from './tag-index.ts';
@@ -90,7 +91,7 @@ function leaseKeeper(queue: MessageQueue, log: Logger, leaseSeconds: number | un
       timer = setInterval(
         () => {
           for (const m of held.values())
-            queue.setVisibility(m, leaseSeconds).catch((err) => log.log('warn', 'could not renew a lease', { error: String(err) }));
+            queue.setVisibility(m, leaseSeconds).catch((err) => log.log('warn', 'could not renew a lease', { error: messageOf(err) }));
         },
         (leaseSeconds * 1000) / 3,
       );

@@ -3,6 +3,7 @@
  * effitag:tiersFile=…`), `EFFITAG_TIERS_FILE`, the `effitag:tiersFile` context in cdk.json, then the
  * shipped `tiers/defaults.json`.
  */
+import { messageOf } from '../base/errors.ts';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,12 +29,12 @@ export function readTiersJson(path: string): unknown {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read tiers file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new Error(`cannot read tiers file ${path}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`);
   }
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new Error(`${path}: not valid JSON (${err instanceof Error ? err.message : String(err)})`);
+    throw new Error(`${path}: not valid JSON (${messageOf(err)})`);
   }
 }
 

@@ -1,3 +1,4 @@
+import { messageOf } from '../../base/errors.ts';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -317,7 +318,7 @@ function registerShow(program: Command): void {
         // only (pipeline/worker-stages.ts), so "untagged" would be wrong. A record counts only if it
         // is of this very upload: these bytes, and not an earlier upload of them.
         const held = await indexedTagging(conn, opts.table, m[1], m[2]).catch((err) => {
-          process.stderr.write(`${printable(`note: the tag index could not be read (${String(err)})`)}\n`);
+          process.stderr.write(`${printable(`note: the tag index could not be read (${messageOf(err)})`)}\n`);
           return undefined;
         });
         const eTag = (h.ETag ?? '').replace(/"/g, '');

@@ -12,6 +12,7 @@
  * drain the queue some 50× slower at GPU prices. `EFFITAG_ENGINE=ort` overrides the tier's engine
  * (the deploy rehearsal runs this entry point that way, on a machine without a GPU).
  */
+import { messageOf } from '../../base/errors.ts';
 import { checkGpu } from './check-gpu.ts';
 import { assertGpuDevice, tf, useTfjsBackend } from '../../model/tfjs-backend.ts';
 import { deployedWorker } from '../../pipeline/aws/worker-runtime.ts';
@@ -77,9 +78,7 @@ if (process.argv.includes('--check-gpu')) {
       process.exit(result.gpuDevice ? 0 : 1);
     },
     (err) => {
-      process.stderr.write(
-        `${JSON.stringify({ level: 'error', msg: 'GPU check failed', error: String(err instanceof Error ? err.message : err) })}\n`,
-      );
+      process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'GPU check failed', error: messageOf(err) })}\n`);
       process.exit(1);
     },
   );
@@ -89,7 +88,7 @@ if (process.argv.includes('--check-gpu')) {
   main().then(
     () => process.exit(0),
     (err) => {
-      process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'worker failed', error: String(err) })}\n`);
+      process.stderr.write(`${JSON.stringify({ level: 'error', msg: 'worker failed', error: messageOf(err) })}\n`);
       process.exit(1);
     },
   );

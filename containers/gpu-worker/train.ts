@@ -4,6 +4,7 @@
  * not load is an error, not a silent CPU run). For example, as a one-off ECS task:
  *   node train.mjs --data s3://bucket/labelled/ --aws --name products --base b0 --weights /var/effitag/weights/b0
  */
+import { messageOf } from '../../base/errors.ts';
 import { Command } from 'commander';
 import { registerTrainCommand } from '../../cli/commands/train.ts';
 
@@ -11,6 +12,6 @@ const program = new Command('train.mjs');
 registerTrainCommand(program);
 // `node train.mjs --data …` reads as `effitag train --data …`.
 program.parseAsync([process.argv[0], process.argv[1], 'train', ...process.argv.slice(2)]).catch((err: unknown) => {
-  process.stderr.write(`train: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`train: ${messageOf(err)}\n`);
   process.exit(1);
 });
