@@ -22,6 +22,7 @@
  * queue's backlog (ApproximateNumberOfMessagesVisible + ApproximateNumberOfMessagesNotVisible, one
  * queue). Anything else throws, naming the resource, rather than being evaluated wrongly.
  */
+import { ENV } from '../base/runtime-names.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: template JSON, checked field by field where it is read
 type Json = any;
@@ -118,7 +119,7 @@ function tierOfService(template: CfnTemplate, service: string): string {
   const td = refOf(template.Resources[service]?.Properties?.TaskDefinition);
   const containers: Json[] = (td && template.Resources[td]?.Properties?.ContainerDefinitions) || [];
   for (const c of containers) {
-    const tier = (c.Environment ?? []).find((e: { Name: string }) => e.Name === 'EFFITAG_TIER')?.Value;
+    const tier = (c.Environment ?? []).find((e: { Name: string }) => e.Name === ENV.tier)?.Value;
     if (typeof tier === 'string') return tier;
   }
   return service;

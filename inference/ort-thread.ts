@@ -1,4 +1,5 @@
 /** Client side of inference/ort-session-thread.mjs: one session on one worker thread. */
+import { ENV } from '../base/runtime-names.ts';
 import { Worker } from 'node:worker_threads';
 import type * as ort from 'onnxruntime-node';
 
@@ -10,7 +11,7 @@ export interface SessionThread {
 
 /** Where the thread script is: beside this module, or EFFITAG_ORT_THREAD_SCRIPT in bundled deployments. */
 export function threadScriptUrl(): URL {
-  const override = process.env.EFFITAG_ORT_THREAD_SCRIPT;
+  const override = process.env[ENV.ortThreadScript];
   return override ? new URL(`file://${override}`) : new URL('./ort-session-thread.mjs', import.meta.url);
 }
 

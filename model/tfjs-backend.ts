@@ -5,6 +5,7 @@
  * installs tfjs-node-gpu, and this picks it up at run time. `EFFITAG_TFJS_BACKEND` (or an explicit
  * argument) forces one backend, and fails loudly if it cannot load.
  */
+import { ENV } from '../base/runtime-names.ts';
 import { messageOf } from '../base/errors.ts';
 import * as tf from '@tensorflow/tfjs';
 
@@ -80,7 +81,7 @@ export async function useTfjsBackend(
   prefer?: string,
   log: (msg: string) => void = (m) => process.stderr.write(`${m}\n`),
 ): Promise<ResolvedBackend> {
-  const forcedName = prefer ?? process.env.EFFITAG_TFJS_BACKEND;
+  const forcedName = prefer ?? process.env[ENV.tfjsBackend];
   const forced = forcedName ? parseBackend(forcedName) : undefined;
   if (!resolved || forced) {
     const attempt = resolve(forced, log);

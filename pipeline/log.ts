@@ -3,6 +3,7 @@
  * Embedded Metric Format, so on Lambda and ECS (awslogs) they become metrics with no API calls:
  * namespace EffiTag, dimensions Tier and Outcome/Reason.
  */
+import { ENV } from '../base/runtime-names.ts';
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
@@ -12,7 +13,7 @@ export interface Logger {
 }
 
 export function jsonLogger(options: { level?: Level; write?: (line: string) => void; base?: Record<string, unknown> } = {}): Logger {
-  const min = ORDER[options.level ?? ((process.env.EFFITAG_LOG_LEVEL as Level) || 'info')] ?? 20;
+  const min = ORDER[options.level ?? ((process.env[ENV.logLevel] as Level) || 'info')] ?? 20;
   const write = options.write ?? ((line: string) => process.stderr.write(`${line}\n`));
   const base = options.base ?? {};
   return {

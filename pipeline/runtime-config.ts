@@ -2,45 +2,13 @@
  * The deployment contract: the environment variables the CDK stack gives every deployed runtime
  * (router and backfill Lambdas, CPU worker Lambdas, GPU containers). The constructs write them with
  * `encodeStackEnv`/`encodeTierEnv`; the runtimes read them with `runtimeConfig`/`workerConfig`.
- * One list of names (`ENV`), one encoder, one decoder: a variable cannot be written under one name
- * and read under another, and the GPU Dockerfile's defaults are checked against `ENV` by a test.
+ * One list of names (`ENV`, base/runtime-names.ts, where every layer can read it), one encoder, one
+ * decoder: a variable cannot be written under one name and read under another, and the GPU
+ * Dockerfile's defaults are checked against `ENV` by a test.
  */
+import { ENV, type EnvName } from '../base/runtime-names.ts';
 import type { EngineName } from '../inference/engine.ts';
 import { parseTiers, type Tier, type TiersFile } from '../tiers/schema.ts';
-
-export const ENV = {
-  /** The validated tiers file (JSON), baked in at synth time. */
-  tiers: 'EFFITAG_TIERS',
-  /** Tier name → task queue URL (JSON). */
-  queueUrls: 'EFFITAG_QUEUE_URLS',
-  /** s3://bucket/prefix of the published weights. */
-  weights: 'EFFITAG_WEIGHTS',
-  /** The tag index's DynamoDB table (pipeline/tag-index.ts); absent: no index. */
-  indexTable: 'EFFITAG_INDEX_TABLE',
-  logLevel: 'EFFITAG_LOG_LEVEL',
-  /** The tier a worker serves (workers only). */
-  tier: 'EFFITAG_TIER',
-  /** Local catalog directory the worker syncs weights into (default /tmp/effitag-weights). */
-  weightsDir: 'EFFITAG_WEIGHTS_DIR',
-  /** Where exported ONNX graphs are cached (read by model/weights-fetch.ts). */
-  cacheDir: 'EFFITAG_CACHE_DIR',
-  /** tfjs backend the tfjs engine must use (`tensorflow-gpu` on GPU images). */
-  tfjsBackend: 'EFFITAG_TFJS_BACKEND',
-  /** Overrides the tier's engine (the deploy rehearsal runs the GPU entry point on `ort`). */
-  engine: 'EFFITAG_ENGINE',
-  /** The long-running worker's lease on a batch, in seconds (GPU containers; default 60). */
-  leaseSeconds: 'EFFITAG_LEASE_SECONDS',
-  /** onnxruntime's session thread script in bundled deployments (read by inference/ort-thread.ts). */
-  ortThreadScript: 'EFFITAG_ORT_THREAD_SCRIPT',
-  /**
-   * How often weights not published yet are looked for again, in seconds (default 60): the routers'
-   * "not published" is believed this long, and waiting workers poll up to this interval. Not set by
-   * the stack; the deploy rehearsal shortens it.
-   */
-  weightsRecheckSeconds: 'EFFITAG_WEIGHTS_RECHECK_SECONDS',
-} as const;
-
-export type EnvName = (typeof ENV)[keyof typeof ENV];
 
 /** Lambda environment variables are limited to 4 KB in all; the tiers file gets most of it. */
 export const MAX_TIERS_ENV_BYTES = 3000;

@@ -5,7 +5,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { encodeStackEnv, encodeTierEnv, ENV, weightsRecheckMs, workerConfig } from '../pipeline/runtime-config.ts';
+import { ENV } from '../base/runtime-names.ts';
+import { encodeStackEnv, encodeTierEnv, weightsRecheckMs, workerConfig } from '../pipeline/runtime-config.ts';
 import { loadTiers } from '../tiers/load.ts';
 import { parseTiers } from '../tiers/schema.ts';
 

@@ -1,3 +1,4 @@
+import { ENV } from '../../base/runtime-names.ts';
 import { messageOf } from '../../base/errors.ts';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
@@ -95,7 +96,7 @@ function registerLocal(program: Command): void {
     .option('--weights <dir>', 'weights catalog, DIR/<variant>/ (env EFFITAG_WEIGHTS_DIR; default: the weights cache)')
     .option('--bucket <name>', 'bucket to create and watch', 'effitag-local')
     .option('--engine <engine>', `run every tier on this engine (${ENGINE_NAMES.join(' | ')}); default: each tier's own`)
-    .option('--log-level <level>', 'debug | info | warn | error', env('EFFITAG_LOG_LEVEL', 'info'))
+    .option('--log-level <level>', 'debug | info | warn | error', env(ENV.logLevel, 'info'))
     .option('--no-router', 'do not route uploads (objects are stored, nothing is enqueued)')
     .option('--no-workers', 'do not run workers (tasks stay in the queues, e.g. to inspect a backfill)')
     .action(async (opts: LocalOptions) => {
@@ -105,7 +106,7 @@ function registerLocal(program: Command): void {
         );
       }
       const { path: tiersPath, config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? LOCAL_TIERS_FILE);
-      const weightsDir = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? defaultWeightsDir());
+      const weightsDir = resolve(opts.weights ?? process.env[ENV.weightsDir] ?? defaultWeightsDir());
       const log = jsonLogger({ level: opts.logLevel as Level });
       const engine = opts.engine
         ? createEngine(opts.engine, { ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } })

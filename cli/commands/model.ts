@@ -1,3 +1,4 @@
+import { ENV } from '../../base/runtime-names.ts';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -18,7 +19,7 @@ export function registerModelCommands(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean; weights?: string }) => {
       const infos = OFFICIAL_VARIANTS.map((v) => variantInfo(v));
-      const catalog = resolve(opts.weights ?? process.env.EFFITAG_WEIGHTS_DIR ?? defaultWeightsDir());
+      const catalog = resolve(opts.weights ?? process.env[ENV.weightsDir] ?? defaultWeightsDir());
       const custom = await customModels(catalog);
       if (opts.json) return void process.stdout.write(`${JSON.stringify({ variants: infos, custom }, null, 2)}\n`);
       process.stdout.write(

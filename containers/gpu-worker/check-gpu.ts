@@ -4,6 +4,7 @@
  * times the first batch (PTX JIT on A10G/L4 without a warm CUDA cache, cuDNN autotuning) against the
  * steady state. Prints one JSON line; exits 0 only when TensorFlow ran on a GPU device.
  */
+import { ENV } from '../../base/runtime-names.ts';
 import { assertGpuDevice, tf, useTfjsBackend } from '../../model/tfjs-backend.ts';
 import { planModel } from '../../model/plan.ts';
 import { randomWeights } from '../../model/random-weights.ts';
@@ -27,7 +28,7 @@ export interface GpuCheck {
 export async function checkGpu(options: { variant?: string; batch?: number; runs?: number; backend?: string } = {}): Promise<GpuCheck> {
   const variant = options.variant ?? 'b0';
   const batch = options.batch ?? 32;
-  const resolved = await useTfjsBackend(options.backend ?? process.env.EFFITAG_TFJS_BACKEND ?? 'tensorflow-gpu', () => {});
+  const resolved = await useTfjsBackend(options.backend ?? process.env[ENV.tfjsBackend] ?? 'tensorflow-gpu', () => {});
   let error: string | undefined;
   try {
     assertGpuDevice(tf.backend());
