@@ -7,6 +7,7 @@
  * The result is an ordinary artifact (same float weights.bin, same hash) whose manifest carries the
  * ranges and the gate's figures; the onnxruntime engine exports it as a QDQ graph (model/onnx/export.ts).
  */
+import { parseS3Folder } from '../base/s3-url.ts';
 import { messageOf } from '../base/errors.ts';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
@@ -16,7 +17,6 @@ import { decodeImage, toBatch, type DecodedImage } from '../inference/image.ts';
 import { exportOnnx, exportProbed } from './onnx/export.ts';
 import { seededRandom } from './random-weights.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
-import { parseS3Url } from '../pipeline/aws/s3-weights.ts';
 import { loadArtifact, planFor, writeArtifact, type QuantizationRecord, type WeightsManifest } from './weights.ts';
 
 /** Where calibration images come from (a folder, an S3 prefix): paths, and their bytes. */
@@ -42,7 +42,7 @@ export function folderCalibrationSource(dir: string): CalibrationSource {
 
 /** Every image object under an S3 prefix. */
 export function s3CalibrationSource(store: ObjectStore, url: string, maxBytes = 50 * 1024 * 1024): CalibrationSource {
-  const { bucket, prefix } = parseS3Url(url);
+  const { bucket, prefix } = parseS3Folder(url);
   return {
     describe: url,
     async list() {

@@ -12,6 +12,7 @@
  * Before the first deploy (no stack yet) the stack-dependent checks are skipped and the rest run from
  * the deploy's context (bucket, prefixes, events mode, VPC).
  */
+import { parseS3Folder } from '../base/s3-url.ts';
 import type { EventsMode } from '../cdk/config.ts';
 import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { encodeS3Key } from './events.ts';
@@ -203,10 +204,13 @@ export function queueArnOf(url: string): string | undefined {
   return m ? `arn:${url.includes('.amazonaws.com.cn') ? 'aws-cn' : 'aws'}:sqs:${m[1]}:${m[2]}:${m[3]}` : undefined;
 }
 
+/** A stack's weights location, or undefined where it is not an S3 URL: the report goes on without it. */
 function parseLocation(url: string): { bucket: string; prefix: string } | undefined {
-  const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
-  if (!m) return undefined;
-  return { bucket: m[1], prefix: m[2] && !m[2].endsWith('/') ? `${m[2]}/` : m[2] };
+  try {
+    return parseS3Folder(url);
+  } catch {
+    return undefined;
+  }
 }
 
 const describe = (err: unknown) => (err as { name?: string }).name ?? String(err);

@@ -1,3 +1,4 @@
+import { parseS3Url } from '../../base/s3-url.ts';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
@@ -61,12 +62,6 @@ const date = (name: string) => (v: string) => {
   return d;
 };
 
-export function parseTarget(url: string): { bucket: string; prefix: string } {
-  const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
-  if (!m) throw new Error(`expected s3://bucket[/prefix], got ${url}`);
-  return { bucket: m[1], prefix: m[2] };
-}
-
 export function registerBackfillCommand(program: Command): void {
   program
     .command('backfill')
@@ -100,7 +95,7 @@ export function registerBackfillCommand(program: Command): void {
     .option('--table <name>', 'the stack output IndexTable (AWS, with --index or index-only tiers; env EFFITAG_INDEX_TABLE)')
     .option('--dynamodb-endpoint <url>', 'local stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
     .action(async (target: string, opts: BackfillCli) => {
-      const { bucket, prefix } = parseTarget(target);
+      const { bucket, prefix } = parseS3Url(target);
       if (opts.prune && !opts.index) throw new Error('--prune works with --index');
       if (opts.index) return indexBackfill(bucket, prefix, opts);
       if (opts.onlyMissing && opts.modelOlderThan) throw new Error('--only-missing and --model-older-than exclude each other');

@@ -1,3 +1,4 @@
+import { parseS3Object } from '../../base/s3-url.ts';
 import { ENV } from '../../base/runtime-names.ts';
 import { messageOf } from '../../base/errors.ts';
 import { readdir, readFile, stat } from 'node:fs/promises';
@@ -304,13 +305,11 @@ function registerShow(program: Command): void {
     .option('--table <name>', 'the stack output IndexTable (AWS; env EFFITAG_INDEX_TABLE)')
     .option('--json', 'machine-readable output')
     .action(async (url: string, opts: { aws?: boolean; endpoint: string; dynamodbEndpoint: string; table?: string; json?: boolean }) => {
-      // `s`: a key may hold a carriage return or a line feed (S3 takes any UTF-8), which `.` skips.
-      const m = /^s3:\/\/([^/]+)\/(.+)$/s.exec(url);
-      if (!m) throw new Error(`expected s3://bucket/key, got ${url}`);
+      const { bucket, key } = parseS3Object(url);
       const conn = connect(placeFromFlags({ ...opts, dynamoEndpoint: opts.dynamodbEndpoint }));
-      const h = await conn.s3.send(new HeadObjectCommand({ Bucket: m[1], Key: m[2] })).catch((err) => {
+      const h = await conn.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).catch((err) => {
         // A HEAD's 404 has no body, so the SDK can only call it NotFound (AWS) or UnknownError.
-        if (err?.$metadata?.httpStatusCode === 404) throw new Error(`no such object s3://${m[1]}/${m[2]}`);
+        if (err?.$metadata?.httpStatusCode === 404) throw new Error(`no such object s3://${bucket}/${key}`);
         throw err;
       });
       const meta = h.Metadata ?? {};
@@ -318,7 +317,7 @@ function registerShow(program: Command): void {
         // No marker on the object: with a full metadata budget the worker tags through the index
         // only (pipeline/worker-stages.ts), so "untagged" would be wrong. A record counts only if it
         // is of this very upload: these bytes, and not an earlier upload of them.
-        const held = await indexedTagging(conn, opts.table, m[1], m[2]).catch((err) => {
+        const held = await indexedTagging(conn, opts.table, bucket, key).catch((err) => {
           process.stderr.write(`${printable(`note: the tag index could not be read (${messageOf(err)})`)}\n`);
           return undefined;
         });

@@ -1,10 +1,10 @@
 /** `effitag search`: objects by tag, from the tag index of the embedded stack or a deployed stack. */
+import { parseS3Url } from '../../base/s3-url.ts';
 import type { Command } from 'commander';
 import { normalizeTag, suggestTags } from '../../model/tag-hierarchy.ts';
 import { connect, embeddedEndpoints, placeFromFlags, tagIndex } from '../../pipeline/aws/wiring.ts';
 import { FAILED_TAG, headlineTags, type SearchHit } from '../../pipeline/tag-index.ts';
 import { parseNumber, printable, table } from '../format.ts';
-import { parseTarget } from './backfill.ts';
 
 interface SearchCli {
   tag: string[];
@@ -39,7 +39,7 @@ export function registerSearchCommand(program: Command): void {
     .option('--table <name>', 'the stack output IndexTable (AWS; env EFFITAG_INDEX_TABLE)')
     .option('--dynamodb-endpoint <url>', 'the embedded stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
     .action(async (target: string, opts: SearchCli) => {
-      const { bucket, prefix } = parseTarget(target);
+      const { bucket, prefix } = parseS3Url(target);
       if (opts.failed && opts.tag.length) throw new Error('--failed lists failures; it takes no --tag');
       const tags = opts.failed ? [FAILED_TAG] : opts.tag.map(normalizeTag).filter(Boolean);
       for (const t of opts.failed ? [] : tags)

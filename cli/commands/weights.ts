@@ -1,3 +1,4 @@
+import { parseS3Folder, parseS3Url } from '../../base/s3-url.ts';
 import type { Command } from 'commander';
 import { byteProgress } from '../progress.ts';
 import { fetchWeights } from '../../model/weights-fetch.ts';
@@ -6,11 +7,10 @@ import { parseNumber, thousands } from '../format.ts';
 import { ensureOnnx } from '../../model/onnx/cache.ts';
 import { resolve } from 'node:path';
 import { MARKER_MISSING_TTL_MS } from '../../pipeline/aws/markers.ts';
-import { parseS3Url, publishTiersWeights, publishWeights } from '../../pipeline/aws/s3-weights.ts';
+import { publishTiersWeights, publishWeights } from '../../pipeline/aws/s3-weights.ts';
 import { connect, defaultWeightsDir, LOCAL_CREDENTIALS, placeFromFlags } from '../../pipeline/aws/wiring.ts';
 import { folderCalibrationSource, quantizeArtifact, s3CalibrationSource } from '../../model/quantize.ts';
 import { loadTiers } from '../../tiers/load.ts';
-import { parseTarget } from './backfill.ts';
 
 export function registerWeightsCommands(program: Command): void {
   const weights = program.command('weights').description('official Keras weights → EffiTag weights artifacts');
@@ -130,10 +130,10 @@ export function registerWeightsCommands(program: Command): void {
     )
     .argument('<s3url>', "the stack's weights location, s3://bucket/prefix")
     .action(async (url: string, opts: PublishCli) => {
-      parseS3Url(url);
+      parseS3Folder(url);
       if (opts.allowMissing && !opts.tiers) throw new Error('--allow-missing works with --tiers');
       if (opts.backfillStateMachine && !opts.backfill) throw new Error('--backfill-state-machine needs --backfill s3://bucket[/prefix]');
-      const backfill = opts.backfill ? parseTarget(opts.backfill) : undefined;
+      const backfill = opts.backfill ? parseS3Url(opts.backfill) : undefined;
       // EFFITAG_S3_ENDPOINT: publish to an S3-compatible endpoint (the embedded stack, a test) instead of AWS.
       const endpoint = process.env.EFFITAG_S3_ENDPOINT;
       const { s3 } = connect(
@@ -150,7 +150,7 @@ export function registerWeightsCommands(program: Command): void {
             }
           : { kind: 'aws' },
       );
-      const bucketOf = `s3://${url.replace(/^s3:\/\//, '').split('/')[0]}`;
+      const bucketOf = `s3://${parseS3Url(url).bucket}`;
       if (opts.tiers) {
         if (opts.variant) throw new Error('--variant checks one artifact; with --tiers each model is checked against its folder');
         const { path, config } = loadTiers(opts.tiers);

@@ -1,13 +1,13 @@
 /** A training data set under an S3 prefix (`s3://BUCKET/PREFIX/<label>/<image>`), read through the object store. */
+import { parseS3Folder } from '../../base/s3-url.ts';
 import { UnreadableImage, type ImageSource } from '../../training/dataset.ts';
 import { StoreError, type ObjectStore, type StoreErrorKind } from '../ports.ts';
-import { parseS3Url } from './s3-weights.ts';
 
 const PER_OBJECT: StoreErrorKind[] = ['not-found', 'too-large', 'archived', 'unreadable', 'precondition'];
 
 /** Images are read whole, up to `maxBytes` each (larger ones are skipped as unreadable by the loader). */
 export function s3ImageSource(store: ObjectStore, url: string, maxBytes = 50 * 1024 * 1024): ImageSource {
-  const { bucket, prefix } = parseS3Url(url);
+  const { bucket, prefix } = parseS3Folder(url);
   return {
     describe: url,
     async list() {

@@ -3,6 +3,7 @@
  * (what `effitag weights publish` uploads). At start a worker downloads the variants its tiers use
  * into a local catalog directory; `loadArtifact` then checks every file against its content hash.
  */
+import { parseS3Folder } from '../../base/s3-url.ts';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, stat } from 'node:fs/promises';
@@ -11,12 +12,6 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { loadArtifact, readManifest, type WeightsManifest } from '../../model/weights.ts';
 import { modelId } from '../models.ts';
-
-export function parseS3Url(url: string): { bucket: string; prefix: string } {
-  const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
-  if (!m) throw new Error(`expected s3://bucket/prefix, got ${url}`);
-  return { bucket: m[1], prefix: m[2] && !m[2].endsWith('/') ? `${m[2]}/` : m[2] };
-}
 
 async function download(s3: S3Client, bucket: string, key: string, dest: string): Promise<void> {
   const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
@@ -33,7 +28,7 @@ export function isMissingObject(err: unknown): boolean {
 
 /** One model's published manifest: undefined while none is published. */
 export async function readPublishedManifest(s3: S3Client, location: string, model: string): Promise<WeightsManifest | undefined> {
-  const { bucket, prefix } = parseS3Url(location);
+  const { bucket, prefix } = parseS3Folder(location);
   const key = `${prefix}${model}/manifest.json`;
   try {
     const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
@@ -56,7 +51,7 @@ export async function readPublishedManifest(s3: S3Client, location: string, mode
 export async function syncModel(s3: S3Client, location: string, model: string, localDir: string): Promise<WeightsManifest | undefined> {
   const remote = await readPublishedManifest(s3, location, model);
   if (!remote) return undefined;
-  const { bucket, prefix } = parseS3Url(location);
+  const { bucket, prefix } = parseS3Folder(location);
   const dir = join(localDir, model);
   await mkdir(dir, { recursive: true });
   const local = await readManifest(dir).catch(() => undefined);
@@ -94,7 +89,7 @@ export async function syncWeights(
 /** Upload an artifact (`effitag weights publish`). */
 export async function publishWeights(s3: S3Client, dir: string, location: string): Promise<{ manifest: WeightsManifest; keys: string[] }> {
   const artifact = await loadArtifact(dir); // refuse to publish a corrupt artifact
-  const { bucket, prefix } = parseS3Url(location);
+  const { bucket, prefix } = parseS3Folder(location);
   const base = `${prefix}${modelId(artifact.manifest)}/`;
   const keys = [`${base}weights.bin`, `${base}manifest.json`];
   // weights.bin first: a reader that sees the new manifest finds the matching bytes.
