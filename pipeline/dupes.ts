@@ -105,7 +105,7 @@ export function exactGroups(objects: readonly Candidate[], maxDistance = DEFAULT
     hashed.map((o, i) => [o.key, uf.find(i)] as const),
     (root) => {
       const distance = worst.get(root) ?? 0;
-      return { kind: 'exact', score: round(1 - distance / 64), distance };
+      return { kind: 'exact', score: 1 - distance / 64, distance };
     },
   );
 }
@@ -134,26 +134,30 @@ export async function nearGroups(
   const nearUf = new UnionFind(withSpace.length);
   const lowest = new Map<string, number>(); // "a\nb" of node roots → link score
   let found = 0;
-  await mapLimit(withSpace, o.concurrency ?? 8, async (c, i) => {
-    const vector = await vectors.get(c.space, { bucket: o.bucket, key: c.key });
-    if (!vector) return;
-    found++;
-    const hits = await vectors.query(c.space, vector, {
-      limit: NEIGHBOURS,
-      bucket: o.bucket,
-      ...(o.prefix ? { prefix: o.prefix } : {}),
-      minScore,
-    });
-    for (const h of hits) {
-      const j = index.get(h.key);
-      // Another space's object never links (a query answers within its space; this guards a stand-in that does not).
-      if (j === undefined || j === i || h.score < minScore || withSpace[j].space !== c.space) continue;
-      if (nodeOf[i] === nodeOf[j]) continue; // copies of each other: the exact group has them
-      nearUf.union(nodeOf[i], nodeOf[j]);
-      const link = [nodeOf[i], nodeOf[j]].sort((a, b) => a - b).join('\n');
-      lowest.set(link, Math.max(lowest.get(link) ?? -1, h.score));
-    }
-  });
+  await mapLimit(
+    withSpace.map((c, i) => ({ c, i })),
+    o.concurrency ?? 8,
+    async ({ c, i }) => {
+      const vector = await vectors.get(c.space, { bucket: o.bucket, key: c.key });
+      if (!vector) return;
+      found++;
+      const hits = await vectors.query(c.space, vector, {
+        limit: NEIGHBOURS,
+        bucket: o.bucket,
+        ...(o.prefix ? { prefix: o.prefix } : {}),
+        minScore,
+      });
+      for (const h of hits) {
+        const j = index.get(h.key);
+        // Another space's object never links (a query answers within its space; this guards a stand-in that does not).
+        if (j === undefined || j === i || h.score < minScore || withSpace[j].space !== c.space) continue;
+        if (nodeOf[i] === nodeOf[j]) continue; // copies of each other: the exact group has them
+        nearUf.union(nodeOf[i], nodeOf[j]);
+        const link = [nodeOf[i], nodeOf[j]].sort((a, b) => a - b).join('\n');
+        lowest.set(link, Math.max(lowest.get(link) ?? -1, h.score));
+      }
+    },
+  );
   const score = new Map<number, number>();
   for (const [link, s] of lowest) {
     const r = nearUf.find(Number(link.split('\n')[0]));
