@@ -19,7 +19,7 @@ import { judge, type StageRecord } from '../training/report.ts';
 import { train } from '../training/train.ts';
 import { tempDir } from './support/fixtures.ts';
 import { writePatternDataset } from './support/shapes.ts';
-import { buildNet, disposeNet, earlyStopper, fitStage, heldOutScores, readWeights } from '../training/trainer.ts';
+import { buildNet, disposeNet, earlyStopper, fitStage, heldOutScores, heldOutStopper, PLATEAU, readWeights } from '../training/trainer.ts';
 
 const record = (over: Partial<StageRecord>): StageRecord => ({
   phase: 'scratch',
@@ -52,6 +52,69 @@ describe('early stopping', () => {
     const scores = heldOutScores([Float32Array.from([0.5, 0.5]), Float32Array.from([0.9, 0.1])], [1, 0]);
     assert.ok(Math.abs(scores.loss - (-Math.log(0.5) - Math.log(0.9)) / 2) < 1e-6);
     assert.equal(scores.accuracy, 0.5);
+  });
+
+  it('a stage keeps the epoch with the best held-out accuracy (loss breaks ties) and goes on while either score improves', () => {
+    const s = heldOutStopper(2);
+    assert.equal(s.improved({ accuracy: 0.5, loss: 1 }), true);
+    // Over 64 held-out images the loss jumps while accuracy climbs: a loss-only stopper ended runs at 67 %.
+    assert.equal(s.improved({ accuracy: 0.6, loss: 1.3 }), true, 'higher accuracy with a worse loss is the best epoch');
+    assert.equal(s.improved({ accuracy: 0.55, loss: 0.9 }), false, 'a lower loss than ever is progress, not the best epoch');
+    assert.equal(s.stale, 0, 'progress resets patience');
+    assert.equal(s.improved({ accuracy: 0.6, loss: 1.2 }), true, 'equal accuracy, lower loss than the kept epoch’s');
+    assert.equal(s.improved({ accuracy: 0.6, loss: 1.1999 }), false, 'under 0.1 % lower is no improvement');
+    assert.equal(s.exhausted, false);
+    assert.equal(s.improved({ accuracy: 0.58, loss: 0.95 }), false);
+    assert.equal(s.stale, 2);
+    assert.equal(s.exhausted, true);
+  });
+
+  it('a stage halves its learning rate after every 2 epochs without an improvement', async () => {
+    const plan = planModel('custom-w0.25-d0.25-r32', { classes: 2 });
+    const rand = seededRandom(6);
+    const samples: Sample[] = Array.from({ length: 4 }, (_, i) => ({
+      path: `${i}`,
+      label: i % 2,
+      pixels: new Uint8Array(40 * 40 * 3).map(() => rand() * 255),
+    }));
+    const [stage] = stages(
+      { size: { from: 32, to: 32 }, randAugment: { from: 0, to: 0 }, mixup: { from: 0, to: 0 }, dropout: { from: 0, to: 0 } },
+      1,
+    );
+    const net = buildNet(plan, randomWeights(plan, 1));
+    try {
+      const rates: number[] = [];
+      const scores = [
+        { accuracy: 0.5, loss: 1 },
+        { accuracy: 0.5, loss: 1 },
+        { accuracy: 0.5, loss: 1 },
+        { accuracy: 0.75, loss: 1 },
+        { accuracy: 0.5, loss: 1 },
+        { accuracy: 0.5, loss: 1 },
+        { accuracy: 0.5, loss: 1 },
+        { accuracy: 0.5, loss: 1 },
+      ];
+      let calls = 0;
+      const outcome = await fitStage(net, samples, {
+        stage,
+        epochs: 40,
+        batchSize: 4,
+        learningRate: 0.04,
+        classes: 2,
+        masterSize: 40,
+        rand,
+        patience: 4,
+        validate: async () => scores[calls++],
+        onEpoch: (_, r) => rates.push(r.learningRate),
+      });
+      assert.equal(PLATEAU, 2);
+      // Best at epochs 1 and 4; stale 1, 2 (halved), best, 1, 2 (halved), 3, 4: stopped.
+      assert.deepEqual(rates, [0.04, 0.04, 0.04, 0.02, 0.02, 0.02, 0.01, 0.01]);
+      assert.equal(outcome.stop, 'converged');
+      assert.equal(outcome.best?.epoch, 3);
+    } finally {
+      disposeNet(net);
+    }
   });
 
   it('a stage stops `patience` epochs after its best held-out loss and restores that epoch’s weights; a deadline stops it unconverged', async () => {

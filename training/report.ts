@@ -83,7 +83,7 @@ export function judge(
       ? 'fixed schedule (--epochs): convergence not checked'
       : converged
         ? 'converged'
-        : `did not converge: the ${stop === 'time-budget' ? 'time budget ran out (raise --time-budget)' : 'epoch budget ran out (raise --max-epochs)'} while the held-out loss was still falling`;
+        : `did not converge: the ${stop === 'time-budget' ? 'time budget ran out (raise --time-budget)' : 'epoch budget ran out (raise --max-epochs)'} while the held-out scores were still improving`;
   const alerts: string[] = [];
   const chance = 1 / classes;
   if (accuracy < chance + 0.25 * (1 - chance))

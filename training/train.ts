@@ -27,7 +27,16 @@ import { loadDataset, type Dataset, type ImageSource } from './dataset.ts';
 import { extractFeatures, trainHead } from './head.ts';
 import { progressiveRanges, stages as planStages, type ProgressiveRanges, type Stage } from './progressive.ts';
 import { argmax, evaluate, judge, reportHtml, type EpochPoint, type TrainingReport } from './report.ts';
-import { buildNet, disposeNet, fitStage, heldOutScores, predictAll, readWeights, recalibrateBatchNorm } from './trainer.ts';
+import {
+  buildNet,
+  disposeNet,
+  fitStage,
+  frozenOnOnnxruntime,
+  heldOutScores,
+  predictAll,
+  readWeights,
+  recalibrateBatchNorm,
+} from './trainer.ts';
 
 /** Progress of long steps, drawn by the CLI (bars) or ignored. */
 export interface TrainProgress {
@@ -49,15 +58,17 @@ export interface TrainOptions {
   seed?: number;
   /**
    * Epochs per progressive stage (fine-tune or scratch), a fixed schedule. 0: head only. Unset: each
-   * stage (and the head phase) runs until its held-out loss stops improving (`patience` epochs),
-   * restoring the best epoch's weights, within `maxEpochs` per stage and `timeBudget` in all.
+   * stage runs until neither its held-out accuracy nor its loss has improved for `patience` epochs
+   * (halving the learning rate on the way, trainer.ts heldOutStopper), restoring the best epoch's
+   * weights; the head phase until its held-out loss stops improving; within `maxEpochs` per stage and
+   * `timeBudget` in all.
    */
   epochs?: number;
   /** Early stopping's most epochs per stage (default 40; the head phase: 200). */
   maxEpochs?: number;
   /** Early stopping's time budget for the whole run, seconds (default 1800): shared out over the phases left. */
   timeBudget?: number;
-  /** Epochs without a better held-out loss before a stage stops (default 3; the head phase: 10). */
+  /** Epochs without a better held-out accuracy or loss before a stage stops (default 5; the head phase: 10, on its loss). */
   patience?: number;
   stages: number;
   progressive?: boolean;
@@ -273,7 +284,10 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     phaseStart = performance.now();
     // Built afresh per stage: the size changes, the weights carry over by name.
     const net = buildNet(planModel(variant, { classes, resolution: stage.size }), weights, cut);
+    let closeFrozen = async () => {};
     try {
+      // Fine-tuning: the frozen part on onnxruntime, as the head phase's features.
+      closeFrozen = await frozenOnOnnxruntime(net, join(checkpoints, 'work'));
       const sbar = progress();
       sbar.start(`${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px`, stageEpochs);
       // Scored as at inference: from scratch, BatchNorm's statistics re-estimated at this size first.
@@ -290,7 +304,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         ...(early
           ? {
               validate,
-              patience: options.patience ?? 3,
+              patience: options.patience ?? 5,
               deadline: shareOf(
                 stage.size ** 2,
                 schedule.filter((s) => s.index >= stage.index).reduce((sum, s) => sum + s.size ** 2, 0),
@@ -349,6 +363,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       );
       weights = readWeights(net);
     } finally {
+      await closeFrozen();
       disposeNet(net);
     }
     await checkpoint(id, weights);

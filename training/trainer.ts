@@ -3,6 +3,11 @@
  * evaluation, BatchNorm recalibration, and moving weights between models built at different image
  * sizes (progressive learning rebuilds the network per stage; weights do not depend on the size).
  */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { startSessionThread, type SessionThread } from '../inference/ort-thread.ts';
+import { exportOnnx } from '../model/onnx/export.ts';
 import { tf } from '../model/tfjs-backend.ts';
 import { assignWeights, buildTfjsModel, buildTfjsModelAfter, type TfjsModel } from '../model/tfjs-model.ts';
 import type { ModelPlan } from '../model/plan.ts';
@@ -19,8 +24,11 @@ import type { Stage } from './progressive.ts';
  */
 export interface Net {
   plan: ModelPlan;
-  /** The whole network, holding the frozen part's weights; `toCut` runs it up to the cut. */
-  frozen?: { whole: TfjsModel; toCut: tf.LayersModel };
+  /**
+   * The whole network, holding the frozen part's weights; `toCut` runs it up to the cut on tfjs, and
+   * `ort`, once `frozenOnOnnxruntime` has started it, on onnxruntime (what the stages use).
+   */
+  frozen?: { whole: TfjsModel; toCut: tf.LayersModel; cut: string; ort?: SessionThread };
   /** What learns: the whole network, or the part after the cut. */
   learning: TfjsModel;
   /** BatchNorm in the learning part runs in inference mode (fine-tuning, as Keras runs a frozen BatchNorm). */
@@ -44,7 +52,7 @@ export function buildNet(plan: ModelPlan, weights: ReadonlyMap<string, Float32Ar
     if (from && layer.getWeights().length) layer.setWeights(from.getWeights());
   }
   const toCut = tf.model({ inputs: whole.model.inputs, outputs: whole.model.getLayer(cut).output as tf.SymbolicTensor });
-  const net: Net = { plan, frozen: { whole, toCut }, learning, frozenBatchNorm: true };
+  const net: Net = { plan, frozen: { whole, toCut, cut }, learning, frozenBatchNorm: true };
   // tfjs ignores `trainable` on BatchNorm and would normalise by batch statistics in training mode.
   for (const layer of learning.model.layers) {
     if (layer.getClassName() !== 'BatchNormalization') continue;
@@ -73,9 +81,50 @@ export function disposeNet(net: Net): void {
   net.frozen?.whole.model.dispose();
 }
 
+/**
+ * Run a fine-tuned net's frozen part on onnxruntime from now on: the plan up to the cut, exported with
+ * the frozen weights (in inference mode, as `toCut` runs it) and opened on a session thread. The frozen
+ * part is most of the work of a fine-tuning step (B0 at 224 px with block 7 unfrozen: 4.1 images/s
+ * on tfjs wasm), and onnxruntime runs it several times faster. Returns the closer (the thread keeps the
+ * process alive until it is closed). A net without a frozen part needs nothing.
+ */
+export async function frozenOnOnnxruntime(net: Net, workDir: string): Promise<() => Promise<void>> {
+  const frozen = net.frozen;
+  if (!frozen) return async () => {};
+  const cut = frozen.cut;
+  const at = net.plan.nodes.findIndex((n) => n.name === cut);
+  if (at < 0) throw new Error(`the frozen part ends at ${cut}, which ${net.plan.spec.variant} lacks`);
+  const plan = { ...net.plan, includeTop: false, nodes: net.plan.nodes.slice(0, at + 1), output: cut };
+  const weights = readWeights(net);
+  const names = new Set(plan.nodes.flatMap((n) => n.weights.map((w) => w.name)));
+  await mkdir(workDir, { recursive: true });
+  const path = join(workDir, `frozen-${net.plan.spec.variant}-r${net.plan.resolution}-${cut}.onnx`);
+  await writeFile(path, exportOnnx(plan, new Map([...weights].filter(([n]) => names.has(n)))));
+  try {
+    frozen.ort = await startSessionThread(path, {
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: availableParallelism(),
+      executionProviders: ['cpu'],
+    });
+  } finally {
+    // The session has read the graph; the file is not needed again.
+    await rm(path, { force: true });
+  }
+  return async () => {
+    const ort = frozen.ort;
+    frozen.ort = undefined;
+    await ort?.close();
+  };
+}
+
 /** The learning part's input for a batch of images: the images, or the frozen part's output at the cut. */
-function learningInput(net: Net, x: tf.Tensor4D): tf.Tensor {
-  return net.frozen ? tf.tidy(() => net.frozen!.toCut.predict(x) as tf.Tensor) : x;
+export async function learningInput(net: Net, x: tf.Tensor4D): Promise<tf.Tensor> {
+  if (!net.frozen) return x;
+  if (!net.frozen.ort) return tf.tidy(() => net.frozen!.toCut.predict(x) as tf.Tensor);
+  // A copy of our own: the session thread takes over (transfers) the buffer it is given.
+  const pixels = ((await x.data()) as Float32Array).slice();
+  const out = await net.frozen.ort.run(pixels, x.shape);
+  return tf.tensor(out.data, [...out.dims]);
 }
 
 /** Set the classifier's dropout (not stochastic depth) to a stage's rate. */
@@ -100,6 +149,8 @@ export interface EpochResult {
   loss: number;
   images: number;
   seconds: number;
+  /** Adam's step size during this epoch. */
+  learningRate: number;
   /** With early stopping: this epoch's held-out scores. */
   valLoss?: number;
   valAccuracy?: number;
@@ -117,9 +168,10 @@ export interface FitStageOptions {
   onBatch?: (done: number, total: number, loss: number) => void;
   onEpoch?: (epoch: number, result: EpochResult) => void;
   /**
-   * Early stopping: scored after every epoch; the stage ends when the held-out loss has not improved
-   * for `patience` epochs and the weights of the best epoch are restored (Keras' EarlyStopping with
-   * restore_best_weights). Without it, `epochs` epochs run (a fixed schedule).
+   * Early stopping: scored after every epoch; the stage ends when neither held-out score has improved
+   * for `patience` epochs (heldOutStopper), halving the learning rate every `PLATEAU` epochs without an
+   * improvement, and the weights of the best epoch are restored (Keras' EarlyStopping with
+   * restore_best_weights, and ReduceLROnPlateau). Without it, `epochs` epochs run (a fixed schedule).
    */
   validate?: () => Promise<HeldOut>;
   patience?: number;
@@ -127,13 +179,16 @@ export interface FitStageOptions {
   deadline?: number;
 }
 
+/** Epochs without an improvement after which a stage halves its learning rate (early stopping only). */
+export const PLATEAU = 2;
+
 /** Held-out loss (mean cross-entropy) and accuracy. */
 export interface HeldOut {
   loss: number;
   accuracy: number;
 }
 
-/** Why a stage or phase ended: the held-out loss stopped improving, or a budget ran out first, or a fixed schedule. */
+/** Why a stage or phase ended: its held-out scores stopped improving, or a budget ran out first, or a fixed schedule. */
 export type StopReason = 'converged' | 'max-epochs' | 'time-budget' | 'fixed';
 
 export interface StageOutcome {
@@ -181,6 +236,41 @@ export function earlyStopper(patience: number) {
   };
 }
 
+/**
+ * The stages' early stopping, on both held-out scores. An epoch is the best yet when its accuracy is
+ * higher, or equal with a 0.1 % lower loss: that epoch's weights are kept. The stage goes on while
+ * either score still improves (a lower loss than any before, or a best epoch), and ends `patience`
+ * epochs after the last improvement. Loss alone stopped a from-scratch run at 67 %: over 64 held-out
+ * images it jumps by ±0.3 from epoch to epoch while accuracy still climbs (measured: README, Training).
+ * `stale` (epochs since an improvement) drives the learning rate's halving on a plateau.
+ */
+export function heldOutStopper(patience: number) {
+  let bestAccuracy = Number.NEGATIVE_INFINITY;
+  let bestKeptLoss = Number.POSITIVE_INFINITY;
+  let bestLoss = Number.POSITIVE_INFINITY;
+  let stale = 0;
+  return {
+    /** True when this epoch is the best so far (the caller snapshots its weights). */
+    improved(scores: HeldOut): boolean {
+      const best = scores.accuracy > bestAccuracy || (scores.accuracy === bestAccuracy && scores.loss < bestKeptLoss * 0.999);
+      const lower = scores.loss < bestLoss * 0.999;
+      if (best) {
+        bestAccuracy = scores.accuracy;
+        bestKeptLoss = scores.loss;
+      }
+      if (lower) bestLoss = scores.loss;
+      stale = best || lower ? 0 : stale + 1;
+      return best;
+    },
+    get stale() {
+      return stale;
+    },
+    get exhausted() {
+      return stale >= patience;
+    },
+  };
+}
+
 /** Weighted categorical cross-entropy on (soft) labels: mean over the batch of w(y) · −Σ y log p. */
 export function weightedCrossEntropy(y: tf.Tensor2D, p: tf.Tensor2D, classWeights?: tf.Tensor1D): tf.Scalar {
   const perImage = y
@@ -193,7 +283,7 @@ export function weightedCrossEntropy(y: tf.Tensor2D, p: tf.Tensor2D, classWeight
 
 /**
  * Train one stage: up to `epochs` passes over `train`, shuffled, augmented as the stage says; with
- * `validate`, until the held-out loss stops improving (see FitStageOptions).
+ * `validate`, until the held-out scores stop improving (see FitStageOptions).
  */
 export async function fitStage(net: Net, train: readonly Sample[], options: FitStageOptions): Promise<StageOutcome> {
   const optimizer = tf.train.adam(options.learningRate);
@@ -202,7 +292,9 @@ export async function fitStage(net: Net, train: readonly Sample[], options: FitS
   setDropout(net, options.stage.dropout);
   const results: EpochResult[] = [];
   const batches = Math.ceil(train.length / options.batchSize);
-  const stopper = earlyStopper(options.patience ?? 3);
+  const stopper = heldOutStopper(options.patience ?? 5);
+  // Adam's step size, halved after every `PLATEAU` epochs without an improvement (Keras' ReduceLROnPlateau).
+  const adam = optimizer as unknown as { learningRate: number };
   let snapshot: tf.Tensor[] | undefined;
   let best: StageOutcome['best'];
   let stop: StopReason = options.validate ? 'max-epochs' : 'fixed';
@@ -224,7 +316,7 @@ export async function fitStage(net: Net, train: readonly Sample[], options: FitS
           rand: options.rand,
         });
         reseedDropout(net, options.rand);
-        const input = learningInput(net, x);
+        const input = await learningInput(net, x);
         const loss = optimizer.minimize(
           () => weightedCrossEntropy(y, net.learning.model.apply(input, { training: true }) as tf.Tensor2D, weights),
           true,
@@ -238,18 +330,24 @@ export async function fitStage(net: Net, train: readonly Sample[], options: FitS
         lossSum += value * batch.length;
         options.onBatch?.(b + 1, batches, value);
       }
-      const result = { loss: lossSum / train.length, images: train.length, seconds: (performance.now() - started) / 1000 };
+      const result = {
+        loss: lossSum / train.length,
+        images: train.length,
+        seconds: (performance.now() - started) / 1000,
+        learningRate: adam.learningRate,
+      };
       results.push(result);
       let scores: HeldOut | undefined;
       if (options.validate) {
         scores = await options.validate();
-        if (stopper.improved(scores.loss)) {
+        if (stopper.improved(scores)) {
           // Every weight, BatchNorm statistics included: a copy the optimizer's updates do not touch.
           tf.dispose(snapshot ?? []);
           snapshot = net.learning.model.getWeights().map((w) => w.clone());
           best = { ...scores, epoch };
         }
       }
+      if (options.validate && stopper.stale > 0 && stopper.stale % PLATEAU === 0) adam.learningRate /= 2;
       options.onEpoch?.(epoch, { ...result, ...(scores ? { valLoss: scores.loss, valAccuracy: scores.accuracy } : {}) });
       await tf.nextFrame?.();
       if (stopper.exhausted && options.validate) {
@@ -300,11 +398,11 @@ export async function predictAll(
 ): Promise<Float32Array[]> {
   const out: Float32Array[] = [];
   for (let i = 0; i < samples.length; i += batchSize) {
-    const p = tf.tidy(
-      () => net.learning.model.predict(learningInput(net, evalBatch(samples.slice(i, i + batchSize), masterSize, size))) as tf.Tensor2D,
-    );
+    const x = evalBatch(samples.slice(i, i + batchSize), masterSize, size);
+    const input = await learningInput(net, x);
+    const p = tf.tidy(() => net.learning.model.predict(input) as tf.Tensor2D);
     const rows = (await p.array()) as number[][];
-    p.dispose();
+    tf.dispose([x, input, p]);
     for (const r of rows) out.push(Float32Array.from(r));
   }
   return out;

@@ -1,7 +1,8 @@
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { s3ImageSource } from '../../pipeline/aws/s3-images.ts';
-import { connect, defaultWeightsDir, placeFromFlags } from '../../pipeline/aws/wiring.ts';
+import { defaultWeightsDir } from '../../pipeline/aws/wiring.ts';
+import { openCommandStack } from '../stack.ts';
 import { folderSource } from '../../training/dataset.ts';
 import { parseRange, progressiveRanges, stages, type ProgressiveRanges } from '../../training/progressive.ts';
 import { train } from '../../training/train.ts';
@@ -36,8 +37,6 @@ interface TrainFlags {
   backend?: string;
   resume?: boolean;
   dryRun?: boolean;
-  aws?: boolean;
-  endpoint?: string;
 }
 
 export function registerTrainCommand(program: Command): void {
@@ -56,7 +55,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--seed <n>', 'seed of the split, augmentation and initialisation', parseNumber('--seed', 0, 2 ** 31, true), 1)
     .option(
       '--epochs <n>',
-      'a fixed schedule: epochs per progressive stage (0: head only); default: each stage until its held-out loss stops improving',
+      'a fixed schedule: epochs per progressive stage (0: head only); default: each stage until its held-out accuracy and loss stop improving',
       parseNumber('--epochs', 0, 1000, true),
     )
     .option('--max-epochs <n>', 'early stopping: most epochs per stage', parseNumber('--max-epochs', 1, 1000, true), 40)
@@ -68,7 +67,7 @@ export function registerTrainCommand(program: Command): void {
     )
     .option(
       '--patience <n>',
-      'early stopping: epochs without a better held-out loss before a stage stops (default 3; the head phase 10)',
+      'early stopping: epochs without a better held-out accuracy or loss before a stage stops (default 5, the learning rate halved every 2; the head phase 10, on its loss)',
       parseNumber('--patience', 1, 1000, true),
     )
     .option('--stages <n>', 'progressive learning stages', parseNumber('--stages', 1, 20, true), 4)
@@ -100,9 +99,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--backend <backend>', 'tfjs backend: tensorflow-gpu | tensorflow | wasm | cpu (default: the first that loads)')
     .option('--resume', 'continue after the last checkpoint in OUT/checkpoints')
     .option('--dry-run', 'print the stages and exit')
-    .option('--aws', 'read s3:// data with AWS credentials (default: the embedded stack)')
-    .option('--endpoint <url>', 'S3-compatible endpoint for s3:// data')
-    .action(async (opts: TrainFlags) => {
+    .action(async (opts: TrainFlags, command: Command) => {
       const ranges: Partial<ProgressiveRanges> = {};
       if (opts.sizes) ranges.size = parseRange(opts.sizes, '--sizes');
       if (opts.randaug) ranges.randAugment = parseRange(opts.randaug, '--randaug');
@@ -118,7 +115,8 @@ export function registerTrainCommand(program: Command): void {
         );
         return;
       }
-      const conn = opts.data.startsWith('s3://') ? connect(placeFromFlags({ aws: opts.aws, endpoint: opts.endpoint })) : undefined;
+      // s3:// data is read from the stack --stack names (the embedded one by default).
+      const conn = opts.data.startsWith('s3://') ? await openCommandStack(command) : undefined;
       try {
         const result = await train({
           source: conn ? s3ImageSource(conn.store, opts.data) : folderSource(resolve(opts.data)),
