@@ -19,6 +19,7 @@ import { createStorage } from './constructs/storage.ts';
 import { TagIndexTable } from './constructs/tag-index.ts';
 import { TierQueue } from './constructs/tier-queues.ts';
 import { Backfill } from './constructs/backfill.ts';
+import { SimilarImages } from './constructs/similar-images.ts';
 
 export interface EffiTagStackProps extends StackProps {
   config: EffiTagConfig;
@@ -32,6 +33,8 @@ export class EffiTagStack extends Stack {
   readonly accessLogs?: s3.Bucket;
   readonly backfill: Backfill;
   readonly index?: TagIndexTable;
+  /** Image embeddings (issue 23): the S3 Vectors bucket and an index per model. */
+  readonly similar: SimilarImages;
 
   constructor(scope: Construct, id: string, props: EffiTagStackProps) {
     super(scope, id, props);
@@ -53,10 +56,17 @@ export class EffiTagStack extends Stack {
       this.tierQueues[tier.name] = new TierQueue(this, `Tier-${tier.name}`, { tierName: tier.name, tier, batchTimeout });
     }
     this.index = config.index ? new TagIndexTable(this, 'TagIndex') : undefined;
+    this.similar = new SimilarImages(this, 'SimilarImages', { tiers: config.tiers });
     const queueUrlsJson = this.toJsonString(Object.fromEntries(Object.entries(this.tierQueues).map(([n, q]) => [n, q.queue.queueUrl])));
     let environment: Record<string, string>;
     try {
-      environment = encodeStackEnv({ tiers: config.tiers, queueUrlsJson, weightsLocation, indexTable: this.index?.table.tableName });
+      environment = encodeStackEnv({
+        tiers: config.tiers,
+        queueUrlsJson,
+        weightsLocation,
+        indexTable: this.index?.table.tableName,
+        vectorBucket: this.similar.bucketName,
+      });
     } catch (err) {
       throw new Error(`${config.tiersFile}: ${(err as Error).message}`);
     }
@@ -85,6 +95,7 @@ export class EffiTagStack extends Stack {
       const services = gpuTiers.map((tier) => {
         const { queue, dlq } = this.tierQueues[tier.name];
         const service = new GpuTier(this, `Gpu-${tier.name}`, { ...shared, ...gpu, tierName: tier.name, tier, queue, dlq }).service;
+        this.similar.grant(service.taskDefinition.taskRole, 'worker');
         observed[tier.name].service = service;
         return service;
       });
@@ -104,7 +115,10 @@ export class EffiTagStack extends Stack {
         dlq,
         layer: layers.get(arch.name)!,
       }).fn;
+      this.similar.grant(observed[tier.name].fn!, 'worker');
     }
+
+    this.similar.grant(ingest.router, 'router');
 
     const backfill = new Backfill(this, 'Backfill', { ...shared, accessLogs: this.accessLogs, tierQueues: taskQueues });
     this.backfill = backfill;
@@ -139,6 +153,14 @@ export class EffiTagStack extends Stack {
         value: this.index.table.tableName,
         description: 'effitag search|gallery --aws --table <this> (EFFITAG_INDEX_TABLE)',
       });
+    new CfnOutput(this, 'VectorBucket', {
+      value: this.similar.bucketName,
+      description: 'S3 Vectors bucket of the image embeddings (effitag similar|dupes --aws)',
+    });
+    new CfnOutput(this, 'VectorReaderPolicy', {
+      value: this.similar.readerPolicy.managedPolicyArn,
+      description: 'Attach to whoever runs effitag similar|dupes|gallery --aws',
+    });
     new CfnOutput(this, 'AlarmTopic', { value: observability.topic.topicArn });
   }
 }

@@ -19,6 +19,7 @@ export function encodeStackEnv(values: {
   queueUrlsJson: string;
   weightsLocation: string;
   indexTable?: string;
+  vectorBucket?: string;
   logLevel?: string;
 }): Record<string, string> {
   const tiersJson = JSON.stringify(values.tiers.input);
@@ -30,6 +31,7 @@ export function encodeStackEnv(values: {
     [ENV.queueUrls]: values.queueUrlsJson,
     [ENV.weights]: values.weightsLocation,
     ...(values.indexTable ? { [ENV.indexTable]: values.indexTable } : {}),
+    ...(values.vectorBucket ? { [ENV.vectorBucket]: values.vectorBucket } : {}),
     [ENV.logLevel]: values.logLevel ?? 'info',
   };
 }
@@ -56,6 +58,8 @@ export interface RuntimeConfig {
   weightsDir: string;
   /** The tag index's table, when the stack has one. */
   indexTable?: string;
+  /** The S3 Vectors bucket of the image embeddings, when the stack has one. */
+  vectorBucket?: string;
   /** The tier this runtime serves (workers only). */
   tier?: string;
   /** How long a missing model is believed missing before its weights are looked for again. */
@@ -99,6 +103,7 @@ export function runtimeConfig(env: NodeJS.ProcessEnv = process.env): RuntimeConf
     weightsLocation: required(env, ENV.weights),
     weightsDir: env[ENV.weightsDir] ?? '/tmp/effitag-weights',
     indexTable: env[ENV.indexTable] || undefined,
+    vectorBucket: env[ENV.vectorBucket] || undefined,
     tier,
     weightsRecheckMs: weightsRecheckMs(env),
   };

@@ -48,7 +48,7 @@ describe('cdk destroy: disposable resources go, user data stays', () => {
     assert.equal(keys[0][1].Properties?.PendingWindowInDays, 7);
   });
 
-  it('kept: the tagged bucket, the weights, the access logs and the tag index; nothing else but log groups', () => {
+  it('kept: the tagged bucket, the weights, the access logs, the tag index and the embeddings; nothing else but log groups', () => {
     const retained = entries
       .filter(([, r]) => r.DeletionPolicy === 'Retain')
       .map(([id, r]) => `${r.Type} ${id.replace(/[0-9A-F]{8}$/, '')}`);
@@ -58,6 +58,9 @@ describe('cdk destroy: disposable resources go, user data stays', () => {
       'AWS::S3::Bucket AccessLogs',
       'AWS::S3::Bucket Bucket',
       'AWS::S3::Bucket Weights',
+      // Embeddings (issue 23): computed again only by running every model again (backfill --embeddings).
+      ...['b0', 'b1', 'b2', 'b3', 'b5', 'b7', 'v2m', 'v2s'].map((m) => `AWS::S3Vectors::Index SimilarImagesIndex${m}`),
+      'AWS::S3Vectors::VectorBucket SimilarImagesBucket',
     ]);
     // Log groups are kept for a post-mortem and empty themselves (one month's retention; no cost once empty).
     for (const [, r] of entries.filter(([, r]) => r.Type === 'AWS::Logs::LogGroup' && r.DeletionPolicy === 'Retain'))

@@ -54,6 +54,10 @@ export function auditCalls<C extends MiddlewareClient>(
         // BatchWriteItem names its table as the key of RequestItems.
         const batch = args.input.RequestItems;
         if (batch && typeof batch === 'object') input.TableName = Object.keys(batch)[0];
+        // S3 Vectors authorizes reading data or metadata (a filter, returnMetadata, returnData) as s3vectors:GetVectors too.
+        const a = args.input;
+        if (service === 's3vectors' && (a.filter !== undefined || a.returnMetadata === true || a.returnData === true))
+          input.readsVectors = 'true';
         const command = (context.commandName ?? 'Unknown').replace(/Command$/, '');
         try {
           const out = await next(args);

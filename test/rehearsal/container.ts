@@ -119,6 +119,7 @@ export async function startGpuContainer(
     AWS_ENDPOINT_URL_S3: world.s3Endpoint,
     AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
     AWS_ENDPOINT_URL_DYNAMODB: world.dynamoEndpoint,
+    AWS_ENDPOINT_URL_S3VECTORS: world.s3vectorsEndpoint,
     EFFITAG_AUDIT_LOG: auditLog,
     EFFITAG_WEIGHTS_RECHECK_SECONDS: String(WEIGHTS_RECHECK_SECONDS),
     // No GPU here: the tier's engine is replaced by the CPU one.

@@ -9,7 +9,7 @@ import { runSimulation } from '@cloud-copilot/iam-simulate';
 import { readFileSync, existsSync } from 'node:fs';
 import type { AuditedCall } from '../../pipeline/aws/audit.ts';
 import { parseCopySource } from '../../local/s3-server.ts';
-import { ACCOUNT, type Assembly, type Resolver } from './template.ts';
+import { ACCOUNT, REGION, type Assembly, type Resolver } from './template.ts';
 
 export interface IamRequest {
   action: string;
@@ -36,6 +36,7 @@ export function iamRequestsOf(
 ): IamRequest[] | undefined {
   const i = c.input;
   const call = `${c.service}:${c.command}`;
+  if (c.service === 's3vectors') return s3VectorsRequests(c);
   if (c.service === 'dynamodb') {
     // DynamoDB's actions are named after its operations (BatchWriteItem is authorized as itself).
     const table = tableArnOf(i.TableName ?? '');
@@ -99,6 +100,38 @@ export function iamRequestsOf(
     } as Record<string, string>
   )[c.command];
   return action ? [{ action, resource: queue, context: {}, call }] : undefined;
+}
+
+/**
+ * S3 Vectors: actions are named after operations, on the index ARN (ListIndexes and the bucket
+ * operations on the vector bucket's). Reading data or metadata (QueryVectors with a filter or
+ * returnMetadata, ListVectors with returnData/returnMetadata) is authorized as GetVectors too.
+ */
+function s3VectorsRequests(c: AuditedCall): IamRequest[] | undefined {
+  const i = c.input;
+  const call = `${c.service}:${c.command}`;
+  if (!i.vectorBucketName) return undefined;
+  const bucketArn = `arn:aws:s3vectors:${REGION}:${ACCOUNT}:bucket/${i.vectorBucketName}`;
+  const onBucket = (action: string) => ({ action: `s3vectors:${action}`, resource: bucketArn, context: {}, call });
+  const onIndex = (action: string) => ({ action: `s3vectors:${action}`, resource: `${bucketArn}/index/${i.indexName}`, context: {}, call });
+  switch (c.command) {
+    case 'ListIndexes':
+    case 'GetVectorBucket':
+    case 'CreateVectorBucket':
+      return [onBucket(c.command)];
+    case 'QueryVectors':
+    case 'ListVectors':
+      return i.indexName ? [onIndex(c.command), ...(i.readsVectors ? [onIndex('GetVectors')] : [])] : undefined;
+    case 'PutVectors':
+    case 'DeleteVectors':
+    case 'GetVectors':
+    case 'CreateIndex':
+    case 'GetIndex':
+    case 'DeleteIndex':
+      return i.indexName ? [onIndex(c.command)] : undefined;
+    default:
+      return undefined;
+  }
 }
 
 export function readAudit(file: string): AuditedCall[] {

@@ -8,6 +8,9 @@
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { CreateTableCommand, type KeySchemaElement, type AttributeDefinition } from '@aws-sdk/client-dynamodb';
 import { startDynamoServer } from '../../local/dynamo-server.ts';
+import { startS3VectorsServer } from '../../local/s3vectors-server.ts';
+import { CreateIndexCommand, CreateVectorBucketCommand } from '@aws-sdk/client-s3vectors';
+import { s3VectorsClient } from '../../pipeline/aws/s3-vectors.ts';
 import { startSqsServer } from '../../local/sqs-server.ts';
 import { dynamoClient, s3Client, sqsClient } from '../../pipeline/aws/clients.ts';
 import { SqsQueue } from '../../pipeline/aws/sqs-queue.ts';
@@ -29,6 +32,8 @@ export interface World {
   s3Endpoint: string;
   sqsEndpoint: string;
   dynamoEndpoint: string;
+  /** The embedded S3 Vectors, holding the template's vector buckets and indexes (issue 23). */
+  s3vectorsEndpoint: string;
   /** An operator's S3 client (uploads, checks); its calls are not attributed to any role. */
   s3: S3Client;
   resolver: Resolver;
@@ -119,6 +124,36 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
     tableArns.set(name, arn);
   }
 
+  // S3 Vectors: the template's vector buckets and indexes, as CloudFormation would create them.
+  const vectorsServer = await startS3VectorsServer({ credentials: CREDENTIALS });
+  stops.push(() => vectorsServer.close());
+  const vectors = s3VectorsClient({ endpoint: vectorsServer.endpoint, credentials: CREDENTIALS });
+  stops.push(async () => vectors.destroy());
+  for (const [id, r] of assembly.ofType('AWS::S3Vectors::VectorBucket')) {
+    const name = (r.Properties?.VectorBucketName as string | undefined) ?? `rh-${id.toLowerCase()}`.slice(0, 63);
+    await vectors.send(new CreateVectorBucketCommand({ vectorBucketName: name }));
+    const arn = `arn:aws:s3vectors:${REGION}:${ACCOUNT}:bucket/${name}`;
+    physical.set(id, { ref: arn, attributes: { VectorBucketArn: arn } });
+  }
+  for (const [id, r] of assembly.ofType('AWS::S3Vectors::Index')) {
+    const p = resolver.resolve(r.Properties) as Record<string, any>;
+    const bucket = (p.VectorBucketName as string | undefined) ?? String(p.VectorBucketArn).split('/')[1];
+    await vectors.send(
+      new CreateIndexCommand({
+        vectorBucketName: bucket,
+        indexName: p.IndexName,
+        dataType: p.DataType,
+        dimension: p.Dimension,
+        distanceMetric: p.DistanceMetric,
+        metadataConfiguration: p.MetadataConfiguration
+          ? { nonFilterableMetadataKeys: p.MetadataConfiguration.NonFilterableMetadataKeys }
+          : undefined,
+      }),
+    );
+    const arn = `arn:aws:s3vectors:${REGION}:${ACCOUNT}:bucket/${bucket}/index/${p.IndexName}`;
+    physical.set(id, { ref: arn, attributes: { IndexArn: arn } });
+  }
+
   const dataDir = options.dataDir ?? runTemp('s3-');
   const notifications: { event: string; bucket: string; queue: SqsQueue; prefix: string; suffix: string }[] = [];
   const eventRules: { detailTypes: string[]; buckets: string[]; prefixes: string[] | undefined; queue: SqsQueue }[] = [];
@@ -192,6 +227,7 @@ export async function startWorld(assembly: Assembly, options: { dataDir?: string
     s3Endpoint: s3server.endpoint,
     sqsEndpoint: sqsServer.endpoint,
     dynamoEndpoint: dynamoServer.endpoint,
+    s3vectorsEndpoint: vectorsServer.endpoint,
     s3,
     resolver,
     physical,
