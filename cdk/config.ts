@@ -26,20 +26,60 @@ import type { Node } from 'constructs';
 import { readTiersJson, resolveTiersPath } from '../tiers/load.ts';
 import { parseTiers, type TiersFile } from '../tiers/schema.ts';
 
+/** The stack's configuration, read from the cdk context (`-c effitag:…`) by {@link configFromContext}. */
 export interface EffiTagConfig {
-  tiersFile: string;
-  tiers: TiersFile;
-  bucketName?: string;
-  bucketKmsKeyArn?: string;
-  prefixes: string[];
-  weightsBucket?: string;
-  weightsPrefix: string;
-  vpcId?: string;
-  alarmEmail?: string;
-  /** Keep the tag index (a DynamoDB table the workers write). */
-  index: boolean;
-  /** How uploads reach the intake queue. */
-  events: EventsMode;
+  /**
+   * The tiers file's path (`effitag:tiersFile`).
+   * @default - EFFITAG_TIERS_FILE, else tiers/defaults.json
+   */
+  readonly tiersFile: string;
+  /** The tiers file, parsed. */
+  readonly tiers: TiersFile;
+  /**
+   * Tag this existing bucket (`effitag:bucketName`).
+   * @default - a created bucket
+   */
+  readonly bucketName?: string;
+  /**
+   * The bucket's SSE-KMS key (`effitag:bucketKmsKeyArn`).
+   * @default - no KMS grants (S3-managed encryption)
+   */
+  readonly bucketKmsKeyArn?: string;
+  /**
+   * The watched prefixes (`effitag:prefixes`, comma-separated; '' = the whole bucket).
+   * @default [''] (the whole bucket)
+   */
+  readonly prefixes: string[];
+  /**
+   * The weights bucket (`effitag:weightsBucket`).
+   * @default - a created, versioned bucket
+   */
+  readonly weightsBucket?: string;
+  /**
+   * The weights' key prefix (`effitag:weightsPrefix`).
+   * @default 'weights/'
+   */
+  readonly weightsPrefix: string;
+  /**
+   * The VPC the GPU tiers run in (`effitag:vpcId`); binds the stack to the CLI's account and region.
+   * @default - a created minimal VPC (public subnets, no NAT)
+   */
+  readonly vpcId?: string;
+  /**
+   * An address the alarm topic e-mails (`effitag:alarmEmail`).
+   * @default - no subscription
+   */
+  readonly alarmEmail?: string;
+  /**
+   * Keep the tag index, a DynamoDB table the workers write (`effitag:index`).
+   * @default true
+   */
+  readonly index: boolean;
+  /**
+   * How uploads reach the intake queue (`effitag:events`).
+   * @default - 'eventbridge' for an existing bucket, 's3' for a created one
+   */
+  readonly events: EventsMode;
 }
 
 export const EVENTS_MODES = ['s3', 'eventbridge'] as const;

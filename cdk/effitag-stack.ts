@@ -21,8 +21,10 @@ import { TierQueue } from './constructs/tier-queues.ts';
 import { Backfill } from './constructs/backfill.ts';
 import { SimilarImages } from './constructs/similar-images.ts';
 
+/** Properties of an {@link EffiTagStack}. */
 export interface EffiTagStackProps extends StackProps {
-  config: EffiTagConfig;
+  /** What to deploy: the tiers, buckets, prefixes and options read from the cdk context (cdk/config.ts). */
+  readonly config: EffiTagConfig;
 }
 
 export class EffiTagStack extends Stack {

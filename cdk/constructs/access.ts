@@ -3,11 +3,17 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 
+/** A bucket (or a prefix of one) that roles are granted on, with its SSE-KMS key's grant. */
 export interface BucketAccess {
-  bucket: s3.IBucket;
-  prefix: string;
-  /** Grants on the bucket's SSE-KMS key, only when the bucket uses one. */
-  grantKms?: (grantee: iam.IGrantable, actions: string[]) => void;
+  /** The bucket. */
+  readonly bucket: s3.IBucket;
+  /** The key prefix the grants are scoped to ('' = the whole bucket). */
+  readonly prefix: string;
+  /**
+   * Grants on the bucket's SSE-KMS key, only when the bucket uses one.
+   * @default - no KMS grant (the bucket is encrypted with S3-managed keys)
+   */
+  readonly grantKms?: (grantee: iam.IGrantable, actions: string[]) => void;
 }
 
 /** Object ARNs scoped to the watched prefixes ('' = every object). */

@@ -25,19 +25,38 @@ import { effitagFunction } from './bundling.ts';
 /** Defaults merged under the execution input (the bucket defaults to the stack's tagged bucket). */
 export const BACKFILL_DEFAULTS = { prefix: '', filter: { mode: 'stale' }, since: null, until: null };
 
+/** Properties of a {@link Backfill}. */
 export interface BackfillProps {
-  bucket: BucketAccess;
-  prefixes: string[];
-  weights: BucketAccess;
-  tierQueues: Record<string, sqs.IQueue>;
-  environment: Record<string, string>;
-  /** Batches processed at once. Default 10. */
-  maxConcurrency?: number;
-  /** Keys per child batch. Default 500. */
-  batchSize?: number;
-  accessLogs?: s3.IBucket;
-  /** The tag index: what an index-only tier has tagged is read from it. */
-  index?: TagIndexTable;
+  /** The tagged bucket: the batches read object headers under the watched prefixes. */
+  readonly bucket: BucketAccess;
+  /** The watched prefixes ('' = the whole bucket). */
+  readonly prefixes: string[];
+  /** Where the weights are published: the router reads model manifests there. */
+  readonly weights: BucketAccess;
+  /** Each tier's task queue, by tier name: the batches enqueue into them. */
+  readonly tierQueues: Record<string, sqs.IQueue>;
+  /** The runtime contract's environment (pipeline/runtime-config.ts `encodeStackEnv`). */
+  readonly environment: Record<string, string>;
+  /**
+   * Batches processed at once.
+   * @default 10
+   */
+  readonly maxConcurrency?: number;
+  /**
+   * Keys per child batch.
+   * @default 500
+   */
+  readonly batchSize?: number;
+  /**
+   * Where the results bucket logs its access.
+   * @default - no access logging for the results bucket
+   */
+  readonly accessLogs?: s3.IBucket;
+  /**
+   * The tag index: what an index-only tier has tagged is read from it.
+   * @default - no index: every object's marker is read from its metadata
+   */
+  readonly index?: TagIndexTable;
 }
 
 export class Backfill extends Construct {

@@ -60,19 +60,31 @@ export class CpuRuntimeLayer extends Construct {
   }
 }
 
+/** Properties of a {@link CpuTier}. */
 export interface CpuTierProps {
-  tierName: string;
-  tier: TierOf<'lambda-cpu'>;
-  queue: sqs.IQueue;
+  /** The tier's name in the tiers file. */
+  readonly tierName: string;
+  /** The tier, as `parseTiers` resolved it. */
+  readonly tier: TierOf<'lambda-cpu'>;
+  /** The tier's task queue (the function's event source). */
+  readonly queue: sqs.IQueue;
   /** The queue's dead-letter queue: the worker moves a message there, with its reason, on its last receive. */
-  dlq: sqs.IQueue;
-  bucket: BucketAccess;
-  prefixes: string[];
-  weights: BucketAccess;
-  /** The tag index the worker writes with each result. */
-  index?: TagIndexTable;
-  environment: Record<string, string>;
-  layer: lambda.ILayerVersion;
+  readonly dlq: sqs.IQueue;
+  /** The tagged bucket: the worker reads and rewrites objects under the watched prefixes. */
+  readonly bucket: BucketAccess;
+  /** The watched prefixes ('' = the whole bucket). */
+  readonly prefixes: string[];
+  /** Where the weights are published: the worker reads them. */
+  readonly weights: BucketAccess;
+  /**
+   * The tag index the worker writes with each result.
+   * @default - no index: results are written onto the objects only
+   */
+  readonly index?: TagIndexTable;
+  /** The runtime contract's environment (pipeline/runtime-config.ts `encodeStackEnv`). */
+  readonly environment: Record<string, string>;
+  /** The onnxruntime/sharp layer for the function's architecture. */
+  readonly layer: lambda.ILayerVersion;
 }
 
 export class CpuTier extends Construct {

@@ -9,10 +9,14 @@ import * as ecs from 'aws-cdk-lib/aws-ecs';
 import type { IConstruct } from 'constructs';
 import { GPU_WORKER_DOCKERFILE, gpuWorkerContextRules, REPO_ROOT } from './bundling.ts';
 
+/** What the GPU tiers share: the VPC, the ECS cluster and the worker image. */
 export interface GpuCluster {
-  vpc: ec2.IVpc;
-  cluster: ecs.Cluster;
-  image: DockerImageAsset;
+  /** The given VPC, or a created minimal one (public subnets, no NAT). */
+  readonly vpc: ec2.IVpc;
+  /** The ECS cluster every GPU tier's service runs in. */
+  readonly cluster: ecs.Cluster;
+  /** The GPU worker image (containers/gpu-worker/Dockerfile). */
+  readonly image: DockerImageAsset;
 }
 
 export function createGpuCluster(stack: Stack, props: { vpcId?: string }): GpuCluster {

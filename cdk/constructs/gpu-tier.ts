@@ -63,21 +63,35 @@ export function backlogSteps(maxTasks: number): appscaling.ScalingInterval[] {
   return steps;
 }
 
+/** Properties of a {@link GpuTier}. */
 export interface GpuTierProps {
-  tierName: string;
-  tier: TierOf<'ecs-gpu'>;
-  cluster: ecs.Cluster;
-  vpc: ec2.IVpc;
-  image: DockerImageAsset;
-  queue: sqs.IQueue;
+  /** The tier's name in the tiers file. */
+  readonly tierName: string;
+  /** The tier, as `parseTiers` resolved it. */
+  readonly tier: TierOf<'ecs-gpu'>;
+  /** The ECS cluster the tier's service runs in. */
+  readonly cluster: ecs.Cluster;
+  /** The VPC the tier's instances start in. */
+  readonly vpc: ec2.IVpc;
+  /** The GPU worker image. */
+  readonly image: DockerImageAsset;
+  /** The tier's task queue (its backlog scales the service). */
+  readonly queue: sqs.IQueue;
   /** The queue's dead-letter queue: the worker moves a message there, with its reason, on its last receive. */
-  dlq: sqs.IQueue;
-  bucket: BucketAccess;
-  prefixes: string[];
-  weights: BucketAccess;
-  /** The tag index the worker writes with each result. */
-  index?: TagIndexTable;
-  environment: Record<string, string>;
+  readonly dlq: sqs.IQueue;
+  /** The tagged bucket: the worker reads and rewrites objects under the watched prefixes. */
+  readonly bucket: BucketAccess;
+  /** The watched prefixes ('' = the whole bucket). */
+  readonly prefixes: string[];
+  /** Where the weights are published: the worker reads them. */
+  readonly weights: BucketAccess;
+  /**
+   * The tag index the worker writes with each result.
+   * @default - no index: results are written onto the objects only
+   */
+  readonly index?: TagIndexTable;
+  /** The runtime contract's environment (pipeline/runtime-config.ts `encodeStackEnv`). */
+  readonly environment: Record<string, string>;
 }
 
 export class GpuTier extends Construct {

@@ -27,16 +27,28 @@ import type { BucketAccess } from './access.ts';
 import type { TagIndexTable } from './tag-index.ts';
 import { grantRouting } from './worker-permissions.ts';
 
+/** Properties of an {@link Ingest}. */
 export interface IngestProps {
-  bucket: BucketAccess;
-  prefixes: string[];
-  /** How the bucket's events reach the intake queue; default `s3`. */
-  events?: EventsMode;
-  tierQueues: Record<string, sqs.IQueue>;
-  runtimeEnvironment: Record<string, string>;
-  weights: BucketAccess;
-  /** The tag index: ObjectRemoved notifications reach the router, which deletes the entries. */
-  index?: TagIndexTable;
+  /** The tagged bucket whose uploads are routed. */
+  readonly bucket: BucketAccess;
+  /** The watched prefixes ('' = the whole bucket). */
+  readonly prefixes: string[];
+  /**
+   * How the bucket's events reach the intake queue.
+   * @default 's3' (S3 notification rules)
+   */
+  readonly events?: EventsMode;
+  /** Each tier's task queue, by tier name: the router sends into them. */
+  readonly tierQueues: Record<string, sqs.IQueue>;
+  /** The runtime contract's environment (pipeline/runtime-config.ts `encodeStackEnv`). */
+  readonly runtimeEnvironment: Record<string, string>;
+  /** Where the weights are published: the router reads model manifests there. */
+  readonly weights: BucketAccess;
+  /**
+   * The tag index: ObjectRemoved notifications reach the router, which deletes the entries.
+   * @default - no index: only object-created events are subscribed
+   */
+  readonly index?: TagIndexTable;
 }
 
 export class Ingest extends Construct {

@@ -27,15 +27,40 @@ import { Construct } from 'constructs';
  */
 export const GPU_COLD_START = Duration.minutes(30);
 
+/** Properties of an {@link Observability}. */
 export interface ObservabilityProps {
-  tiers: Record<string, { queue: sqs.IQueue; dlq: sqs.IQueue; service?: ecs.Ec2Service; fn?: lambda.IFunction }>;
-  intake: sqs.IQueue;
-  intakeDlq: sqs.IQueue;
-  router: lambda.IFunction;
-  clusterName?: string;
-  alarmEmail?: string;
-  maxQueueAge?: Duration;
-  backfill?: sfn.StateMachine;
+  /** Each tier's queue, DLQ and compute (a GPU tier's service, a CPU tier's function), by tier name. */
+  readonly tiers: Record<
+    string,
+    { readonly queue: sqs.IQueue; readonly dlq: sqs.IQueue; readonly service?: ecs.Ec2Service; readonly fn?: lambda.IFunction }
+  >;
+  /** The intake queue. */
+  readonly intake: sqs.IQueue;
+  /** The intake queue's DLQ: any message in it raises an alarm. */
+  readonly intakeDlq: sqs.IQueue;
+  /** The router function. */
+  readonly router: lambda.IFunction;
+  /**
+   * The GPU tiers' ECS cluster, for the running-tasks widget.
+   * @default - no running-tasks widget
+   */
+  readonly clusterName?: string;
+  /**
+   * An address the alarm topic e-mails.
+   * @default - no subscription: the alarms publish to the topic only
+   */
+  readonly alarmEmail?: string;
+  /**
+   * How long the oldest task may wait on a CPU tier before its alarm; GPU tiers get 30 minutes more
+   * for a scale-from-zero.
+   * @default Duration.minutes(30)
+   */
+  readonly maxQueueAge?: Duration;
+  /**
+   * The backfill state machine, for its progress widget.
+   * @default - no backfill widget
+   */
+  readonly backfill?: sfn.StateMachine;
 }
 
 export class Observability extends Construct {

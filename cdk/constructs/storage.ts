@@ -9,23 +9,37 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { kmsGrant, type BucketAccess } from './access.ts';
 
+/** Properties of the stack's buckets ({@link createStorage}). */
 export interface StorageProps {
-  /** Tag this existing bucket; default: create one. */
+  /**
+   * Tag this existing bucket.
+   * @default - a created bucket (retained on `cdk destroy`)
+   */
   readonly bucketName?: string;
-  /** The bucket's SSE-KMS key; grants kms:Decrypt/GenerateDataKey only when given. */
+  /**
+   * The bucket's SSE-KMS key; grants kms:Decrypt/GenerateDataKey only when given.
+   * @default - no KMS grants (S3-managed encryption)
+   */
   readonly bucketKmsKeyArn?: string;
-  /** Where `effitag weights publish` puts the weights; default: a created, versioned bucket. */
+  /**
+   * Where `effitag weights publish` puts the weights.
+   * @default - a created, versioned bucket
+   */
   readonly weightsBucket?: string;
+  /** The key prefix of the weights in the weights bucket (the context's default is `weights/`). */
   readonly weightsPrefix: string;
 }
 
+/** The stack's buckets, as the constructs are granted on them. */
 export interface Storage {
-  images: BucketAccess;
-  weights: BucketAccess;
+  /** The tagged bucket. */
+  readonly images: BucketAccess;
+  /** The weights bucket and prefix. */
+  readonly weights: BucketAccess;
   /** `s3://bucket/prefix` of the published weights (EFFITAG_WEIGHTS). */
-  weightsLocation: string;
+  readonly weightsLocation: string;
   /** Only when the stack creates a bucket that logs to it. */
-  accessLogs?: s3.Bucket;
+  readonly accessLogs?: s3.Bucket;
 }
 
 const SAFE = {

@@ -10,13 +10,19 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import type { Tier } from '../../tiers/schema.ts';
 
+/** Properties of a {@link TierQueue}. */
 export interface TierQueueProps {
-  tierName: string;
-  tier: Tier;
+  /** The tier's name in the tiers file. */
+  readonly tierName: string;
+  /** The tier, as `parseTiers` resolved it. */
+  readonly tier: Tier;
   /** How long one batch may take on this tier's compute; the visibility timeout is derived from it. */
-  batchTimeout: Duration;
-  /** Receives before a task goes to the DLQ. Default 5. */
-  maxReceiveCount?: number;
+  readonly batchTimeout: Duration;
+  /**
+   * Receives before a task goes to the DLQ.
+   * @default 5
+   */
+  readonly maxReceiveCount?: number;
 }
 
 export class TierQueue extends Construct {
