@@ -8,6 +8,8 @@
  *   GET /api/search           ?tag=…&tag=…&prefix=…&minP=…&cursor=…&limit=…  → hits with thumb and original URLs
  *   GET /api/suggest?q=…      tag suggestions from the WordNet hierarchy
  *   GET /api/status           queue depths, dead-lettered work with its reasons, failures recorded on objects
+ *   GET /api/similar?key=…    the images most like one (its embedding's nearest, same model), best first
+ *   GET /api/dupes?prefix=…   duplicate groups (pipeline/dupes.ts: exact by perceptual hash, near by embedding)
  *   GET /thumb?key=…&etag=…   a WebP thumbnail (cached by the object's real ETag; `etag` only lets the browser keep it)
  *
  * Only the gallery's own page may call it: requests naming another Host or coming from another
@@ -21,7 +23,8 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import sharp from 'sharp';
 import { normalizeTag, suggestTags } from '../model/tag-hierarchy.ts';
 import { listDeadLetters } from '../pipeline/dead-letters.ts';
-import { type MessageQueue, type ObjectHead, type ObjectStore, StoreError } from '../pipeline/ports.ts';
+import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, DupesError, findDupes } from '../pipeline/dupes.ts';
+import { type MessageQueue, type ObjectHead, type ObjectStore, StoreError, type VectorIndex } from '../pipeline/ports.ts';
 import { FAILED_TAG, headlineTags, type TagIndex } from '../pipeline/tag-index.ts';
 import { refusal } from './request-guard.ts';
 
@@ -40,6 +43,8 @@ const THUMB_CONCURRENCY = 2;
 /** One decode may take this long; past it the placeholder (and the refusal is remembered for that ETag). */
 const THUMB_TIMEOUT_S = 10;
 const PAGE_SIZE = 60;
+/** Duplicate groups the page gets at most (the CLI lists them all). */
+const DUPE_GROUPS_SHOWN = 200;
 /** Index entries one search request reads at most; past it the page comes back short, with a cursor. */
 const SEARCH_MAX_SCANNED = 1000;
 
@@ -51,6 +56,8 @@ export interface GalleryDeps {
   s3: S3Client;
   /** The pipeline's queues by name, for the status view. */
   queues: () => Promise<{ name: string; queue: MessageQueue }[]>;
+  /** Image embeddings (issue 23), for "Similar" and the near duplicates; without it, Similar says so. */
+  vectors?: VectorIndex;
   /** Thumbnails kept in memory (default 2,000, about 20 MB). */
   cacheEntries?: number;
   /** Index entries a search request reads at most (default 1,000). */
@@ -235,6 +242,71 @@ export function galleryHandler(
     };
   }
 
+  /** An image and its links, as the page shows it (tags from its index record when it has one). */
+  async function shown(key: string, tags?: Record<string, number>) {
+    const rec = tags ? undefined : await deps.index.get(deps.bucket, key);
+    return {
+      key,
+      tags: headlineTags(tags ?? rec?.tags ?? {}, []),
+      thumb: `/thumb?${new URLSearchParams({ key, ...(rec ? { etag: rec.eTag } : {}) })}`,
+      original: await getSignedUrl(deps.s3, new GetObjectCommand({ Bucket: deps.bucket, Key: key }), { expiresIn: 900 }),
+    };
+  }
+
+  /** The images most like one: its own vector, queried in its model's space; itself left out. */
+  async function similar(url: URL) {
+    const key = url.searchParams.get('key') ?? '';
+    const problem = key ? (Buffer.byteLength(key) > 1024 ? 'key longer than 1,024 bytes' : undefined) : 'key required';
+    if (problem) throw new BadRequest(problem);
+    const limitParam = url.searchParams.get('limit') || undefined;
+    const limit = limitParam === undefined ? PAGE_SIZE : Number(limitParam);
+    if (!(Number.isInteger(limit) && limit >= 1 && limit <= 99))
+      throw new BadRequest(`limit must be an integer from 1 to 99, got "${limitParam}"`);
+    if (!deps.vectors) throw new BadRequest('this stack keeps no image embeddings (no vector index): Similar is not available');
+    const record = await deps.index.get(deps.bucket, key);
+    if (!record || record.failed) throw new BadRequest(`${key} is not indexed (not tagged yet, or its tagging failed)`);
+    const vector = await deps.vectors.get(record.marker, { bucket: deps.bucket, key });
+    if (!vector) throw new BadRequest(`${key} has no embedding under its model ${record.marker} (tagged before embeddings were kept)`);
+    const found = await deps.vectors.query(record.marker, vector, { limit: limit + 1, bucket: deps.bucket });
+    const hits = found
+      .filter((h) => h.key !== key)
+      .slice(0, limit)
+      .sort((a, b) => b.score - a.score);
+    return {
+      bucket: deps.bucket,
+      key,
+      model: record.marker,
+      hits: await Promise.all(hits.map(async (h) => ({ ...(await shown(h.key)), score: h.score }))),
+    };
+  }
+
+  async function dupes(url: URL) {
+    const number = (name: string, fallback: number) => {
+      const v = url.searchParams.get(name) || undefined;
+      const n = v === undefined ? fallback : Number(v);
+      if (!Number.isFinite(n)) throw new BadRequest(`${name} must be a number, got "${v}"`);
+      return n;
+    };
+    const prefix = url.searchParams.get('prefix') || undefined;
+    try {
+      const report = await findDupes(
+        { index: deps.index, vectors: deps.vectors },
+        { bucket: deps.bucket, prefix },
+        { maxDistance: number('maxDistance', DEFAULT_MAX_DISTANCE), minScore: number('minScore', DEFAULT_MIN_SCORE) },
+      );
+      const groups = report.groups.slice(0, DUPE_GROUPS_SHOWN);
+      return {
+        bucket: deps.bucket,
+        checked: report.checked,
+        total: report.groups.length,
+        groups: await Promise.all(groups.map(async (g) => ({ ...g, images: await Promise.all(g.keys.map((k) => shown(k))) }))),
+      };
+    } catch (err) {
+      if (err instanceof DupesError) throw new BadRequest(err.message);
+      throw err;
+    }
+  }
+
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://gallery');
     const route = async () => {
@@ -255,6 +327,10 @@ export function galleryHandler(
           return json(res, 200, suggestTags(url.searchParams.get('q') ?? '', 12));
         case '/api/status':
           return json(res, 200, await status());
+        case '/api/similar':
+          return json(res, 200, await similar(url));
+        case '/api/dupes':
+          return json(res, 200, await dupes(url));
         case '/thumb': {
           const key = url.searchParams.get('key') ?? '';
           const problem = thumbnailKeyProblem(key);
