@@ -38,7 +38,10 @@ export interface Storage {
   readonly weights: BucketAccess;
   /** `s3://bucket/prefix` of the published weights (EFFITAG_WEIGHTS). */
   readonly weightsLocation: string;
-  /** Only when the stack creates a bucket that logs to it. */
+  /**
+   * The access-log bucket, when the stack creates a bucket that logs to it.
+   * @default - none: both buckets were given, and the stack creates no access-log bucket
+   */
   readonly accessLogs?: s3.Bucket;
 }
 
