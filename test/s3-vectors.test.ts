@@ -12,6 +12,7 @@ import { startS3VectorsServer } from '../local/s3vectors-server.ts';
 import { keyDirs, prefixFilter, S3VectorIndex, s3VectorsClient, vectorIndexName, vectorKey } from '../pipeline/aws/s3-vectors.ts';
 import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
 import type { StoreError } from '../pipeline/ports.ts';
+import { S3_VECTORS_PRICES, vectorCost, vectorLogicalBytes } from '../tiers/prices.ts';
 import { MemoryVectorIndex } from './support/memory-vectors.ts';
 
 const credentials = generateCredentials();
@@ -365,5 +366,25 @@ describe('the embedded S3 Vectors keeps its vectors across restarts', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('S3 Vectors prices (tiers/prices.ts)', () => {
+  test('per 1M B0 images: bytes as the adapter stores them, storage and writes per logical GB, queries per call plus per TB processed', () => {
+    const b0 = vectorLogicalBytes({ dimension: 1280 });
+    assert.equal(b0.processed, 4 * 1280 + 64 + 100, 'float32 data, the hex key, filterable metadata');
+    assert.equal(b0.stored, b0.processed + 110, 'plus the S3 key and ETag');
+    const cost = vectorCost(1_000_000, 1280);
+    assert.ok(Math.abs(cost.storedGb - (1e6 * b0.stored) / 1e9) < 1e-9);
+    assert.ok(Math.abs(cost.storagePerMonth - cost.storedGb * S3_VECTORS_PRICES.storagePerGbMonth) < 1e-9);
+    assert.ok(Math.abs(cost.writes - cost.storedGb * S3_VECTORS_PRICES.putPerGb) < 1e-9);
+    // The first 100,000 vectors of the index at the first rate, the other 900,000 at the second.
+    const tb = (n: number) => (n * b0.processed) / 1e12;
+    const perQuery = tb(100_000) * S3_VECTORS_PRICES.queryPerTbFirst100k + tb(900_000) * S3_VECTORS_PRICES.queryPerTbOver100k;
+    assert.ok(Math.abs(cost.perMillionQueries - (S3_VECTORS_PRICES.queryPerMillionCalls + 1e6 * perQuery)) < 1e-9);
+    // Below 100,000 vectors only the first rate applies; a wider model stores and processes more.
+    const small = vectorCost(50_000, 1280);
+    assert.ok(Math.abs(small.perMillionQueries - (2.5 + 1e6 * tb(50_000) * S3_VECTORS_PRICES.queryPerTbFirst100k)) < 1e-9);
+    assert.ok(vectorCost(1_000_000, 2560).storagePerMonth > 1.9 * cost.storagePerMonth);
   });
 });

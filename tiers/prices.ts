@@ -72,6 +72,65 @@ export const PIPELINE_REQUESTS_PER_MILLION = writeBackRequestsPerMillion('metada
 export const DYNAMODB_PRICES = { perMillionWrites: 0.625, perMillionReads: 0.125, storagePerGbMonth: 0.25, pitrPerGbMonth: 0.2 } as const;
 
 /**
+ * Amazon S3 Vectors, us-east-1 (similar images, issue 23; pipeline/aws/s3-vectors.ts): storage per
+ * logical GB-month, writes per logical GB put, queries per million calls plus per TB of data
+ * processed, which is the queried index's vectors (data, key and filterable metadata) times their
+ * number, the first 100,000 vectors of an index at one rate and the rest at another. Checked on
+ * 2026-12-07 against what pages quoting the S3 pricing page say (2025-12 general availability to
+ * 2026-09): storage, PUT and per-call figures agree across them; the per-TB rates are the launch
+ * figures and were not found in a primary source here (unverified), and on 2026-06-16 AWS cut the
+ * rate for indexes over 10 million vectors by up to 80 % (so past that size this overstates).
+ */
+export const S3_VECTORS_PRICES = {
+  asOf: '2026-09 (us-east-1; per-TB query rates unverified)',
+  storagePerGbMonth: 0.06,
+  putPerGb: 0.2,
+  queryPerMillionCalls: 2.5,
+  queryPerTbFirst100k: 0.004,
+  queryPerTbOver100k: 0.002,
+} as const;
+
+/**
+ * Logical bytes of one vector as S3 Vectors bills them, as pipeline/aws/s3-vectors.ts stores it: 4 per
+ * dimension, the 64-character key (a SHA-256 in hex), filterable metadata (bucket, space, the key's
+ * folders: about 100 bytes) and non-filterable metadata (the S3 key and ETag: about 110 bytes).
+ */
+export function vectorLogicalBytes(o: { dimension: number; keyBytes?: number; filterableBytes?: number; otherMetadataBytes?: number }): {
+  stored: number;
+  /** What a query processes per vector: data, key and filterable metadata. */
+  processed: number;
+} {
+  const processed = 4 * o.dimension + (o.keyBytes ?? 64) + (o.filterableBytes ?? 100);
+  return { processed, stored: processed + (o.otherMetadataBytes ?? 110) };
+}
+
+export interface VectorCost {
+  /** Logical GB stored for `images` vectors. */
+  storedGb: number;
+  /** $ a month to keep them. */
+  storagePerMonth: number;
+  /** $ once, to write them (a backfill or the uploads themselves; an overwrite writes again). */
+  writes: number;
+  /** $ for one million similarity queries against an index holding them (`effitag similar`; `dupes` makes one per image). */
+  perMillionQueries: number;
+}
+
+/** What S3 Vectors costs for `images` images with one `dimension`-wide vector each (one model's index). */
+export function vectorCost(images: number, dimension: number, prices: typeof S3_VECTORS_PRICES = S3_VECTORS_PRICES): VectorCost {
+  const size = vectorLogicalBytes({ dimension });
+  const storedGb = (images * size.stored) / 1e9;
+  const first = Math.min(images, 100_000);
+  const perQueryTb =
+    (first * size.processed * prices.queryPerTbFirst100k + (images - first) * size.processed * prices.queryPerTbOver100k) / 1e12;
+  return {
+    storedGb,
+    storagePerMonth: storedGb * prices.storagePerGbMonth,
+    writes: storedGb * prices.putPerGb,
+    perMillionQueries: prices.queryPerMillionCalls + 1e6 * perQueryTb,
+  };
+}
+
+/**
  * What the stack costs while nothing is uploaded, us-east-1 list prices, $ per month: a
  * standard-resolution CloudWatch alarm is billed per metric it reads (a metric-math alarm on
  * visible + in-flight reads two), a dashboard $3 (an account's first 3 are free, as are its first 10
