@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V] [--isolated]`
- * Suites: engines (default), int8, pipeline, backfill, catch-up, journal, search, train. Results print as a table and are written to
+ * Suites: engines (default), int8, pipeline, backfill, catch-up, journal, search, hashes, train. Results print as a table and are written to
  * bench/results/<suite>.json (untracked: a fresh measurement). The figures the README and `tiers cost`
  * quote are a copy of one such file, committed under bench/reference/ with the machine it ran on.
  */
@@ -16,6 +16,7 @@ import { benchBackfill } from './backfill.ts';
 import { benchCatchUp } from './catch-up.ts';
 import { benchJournal } from './journal.ts';
 import { benchSearch } from './search.ts';
+import { benchHashes } from './hashes.ts';
 import { benchTrain } from './train.ts';
 import type { BenchContext } from './util.ts';
 import type { EngineName } from '../inference/engine.ts';
@@ -31,7 +32,7 @@ type Options = {
 };
 
 const program = new Command('bench')
-  .argument('[suite]', 'engines | int8 | pipeline | backfill | catch-up | journal | search | train', 'engines')
+  .argument('[suite]', 'engines | int8 | pipeline | backfill | catch-up | journal | search | hashes | train', 'engines')
   .option('--runs <n>', 'engines, pipeline: timed runs per measurement, median reported (default 5 and 3)', (v) => Number(v))
   .option('--quick', 'B0 only, batches 1 and 8')
   .option('--variant <v>', 'pipeline: the variant the tier runs', 'b0')
@@ -86,6 +87,9 @@ const program = new Command('bench')
           galleryImages: opts.quick ? 1_000 : 10_000,
           concurrency: 16,
         });
+      } else if (suite === 'hashes') {
+        // Near-duplicates of real photographs: the perceptual hash's precision and recall (bench/hashes.ts).
+        result = await benchHashes(ctx);
       } else if (suite === 'train') {
         result = await benchTrain(ctx, {
           variant: 'custom-w0.25-d0.25-r64',
