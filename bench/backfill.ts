@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
-import { connect, currentMarkers, tierQueues } from '../pipeline/aws/wiring.ts';
+import { openStack } from '../pipeline/aws/stack-handle.ts';
 import { runBackfill, TaskBatcher } from '../pipeline/backfill.ts';
 import { makeRouter } from '../pipeline/router.ts';
 import { parseTiers } from '../tiers/schema.ts';
@@ -20,7 +20,7 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
   const weightsDir = await writeBenchWeights(join(ctx.workDir, 'weights'));
   const stack = await spawnLocalStack(ctx, { weightsDir, tiers: TIERS, args: ['--no-router', '--no-workers'] });
   try {
-    const conn = connect(stack.place);
+    const conn = openStack(stack.handle);
     const { s3, store } = conn;
     const png = await sharp({ create: { width: 320, height: 240, channels: 3, background: '#808080' } })
       .png()
@@ -36,13 +36,13 @@ export async function benchBackfill(ctx: BenchContext, opts: { objects: number; 
     ctx.log(`uploaded ${opts.objects} objects in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
     const tiers = parseTiers(TIERS);
-    const queues = await tierQueues(conn, tiers);
+    const { queues } = conn;
     const batcher = new TaskBatcher(queues);
     const router = makeRouter({
       store,
       queues: {},
       tiers,
-      models: await currentMarkers(conn, tiers, weightsDir),
+      models: await conn.markers(tiers),
       sink: (t) => batcher.add(t),
     });
     // Live heap (after a full GC; npm run bench passes --expose-gc) when the run passes each quarter,

@@ -22,7 +22,7 @@ import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { ortEngine, WORKER_ORT_OPTIONS } from '../inference/ort-engine.ts';
 import { decodeImage } from '../inference/image.ts';
 import { startLocalStack } from '../local/stack.ts';
-import { connect, tierQueues } from '../pipeline/aws/wiring.ts';
+import { openStack } from '../pipeline/aws/stack-handle.ts';
 import { Counters, silentLogger } from '../pipeline/log.ts';
 import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
 import type { MessageQueue, ObjectStore } from '../pipeline/ports.ts';
@@ -213,9 +213,9 @@ async function isolatedStack(ctx: BenchContext, weightsDir: string, opts: Pipeli
     args: ['--no-workers'],
     cpus: `1-${cores - 1}`,
   });
-  const conn = connect(proc.place);
+  const conn = openStack(proc.handle);
   const { s3, sqs, store } = conn;
-  const { bench: queue } = await tierQueues(conn, parseTiers(benchTiers(opts.batch, opts.variant)));
+  const { bench: queue } = conn.queues;
   const url = queue.url;
   const models = directoryCatalog(weightsDir, ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }));
   return {

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Place } from '../pipeline/aws/wiring.ts';
+import { resolveEmbeddedStack, type StackHandle } from '../pipeline/aws/stack-handle.ts';
 import { planModel } from '../model/plan.ts';
 import { randomWeights } from '../model/random-weights.ts';
 import { writeArtifact } from '../model/weights.ts';
@@ -44,7 +44,8 @@ export async function writeBenchWeights(dir: string, variant = 'b0'): Promise<st
 }
 
 export interface StackProcess {
-  place: Place;
+  /** The stack's handle, as `effitag` commands find it (its data directory's handle file). */
+  handle: StackHandle;
   /** The process's CPU time so far (utime + stime), ms. */
   cpuMs(): number;
   stop(): Promise<void>;
@@ -88,13 +89,7 @@ export async function spawnLocalStack(
     child.once('exit', (code) => reject(new Error(`effitag local exited (${code})`)));
   });
   return {
-    place: {
-      kind: 'embedded',
-      s3Endpoint: `http://127.0.0.1:${s3Port}`,
-      sqsEndpoint: `http://127.0.0.1:${sqsPort}`,
-      dynamoEndpoint: `http://127.0.0.1:${dynamoPort}`,
-      dataDir: join(ctx.workDir, `s3-${s3Port}`), // its credentials
-    },
+    handle: resolveEmbeddedStack(join(ctx.workDir, `s3-${s3Port}`)),
     cpuMs() {
       // taskset execs node in place, so the pid is the stack's either way.
       const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');

@@ -7,9 +7,11 @@ import { registerLocalCommands } from './commands/local.ts';
 import { registerBackfillCommand } from './commands/backfill.ts';
 import { registerDlqCommands } from './commands/dlq.ts';
 import { registerSearchCommand } from './commands/search.ts';
+import { registerDupesCommand } from './commands/dupes.ts';
 import { registerGalleryCommand } from './commands/gallery.ts';
 import { registerTrainCommand } from './commands/train.ts';
 import { registerPreflightCommand } from './commands/preflight.ts';
+import { addStackOptions } from './stack.ts';
 
 export function buildProgram(): Command {
   const program = new Command('effitag')
@@ -17,6 +19,8 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(str) });
+  // Which stack: named once, for every command (cli/stack.ts).
+  addStackOptions(program);
   registerModelCommands(program);
   registerWeightsCommands(program);
   registerPredictCommand(program);
@@ -25,6 +29,7 @@ export function buildProgram(): Command {
   registerBackfillCommand(program);
   registerDlqCommands(program);
   registerSearchCommand(program);
+  registerDupesCommand(program);
   registerGalleryCommand(program);
   registerTrainCommand(program);
   registerPreflightCommand(program);

@@ -41,7 +41,7 @@ describe('effitag backfill on the embedded stack: objects tagged in the index on
       60_000,
     );
 
-    const report = await backfillDryRun(stack.endpoints, `s3://${stack.bucket}/budget/`, weights);
+    const report = await backfillDryRun(`s3://${stack.bucket}/budget/`);
     assert.deepEqual(
       [report.listed, report.enqueued, report.skipped.current, report.errors],
       [2, 0, 2, 0],

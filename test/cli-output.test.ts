@@ -19,6 +19,7 @@ import { ensureLocalCredentials, type LocalCredentials } from '../pipeline/aws/l
 import { DEAD_LETTER_ATTRIBUTES } from '../pipeline/worker-stages.ts';
 import { runEffitag } from './support/effitag-local.ts';
 import { tempDir } from './support/fixtures.ts';
+import { standInHandle } from './support/local-stack.ts';
 
 const BUCKET = 'out';
 /** Retitles an xterm; then clears the screen and moves the cursor home. */
@@ -60,11 +61,8 @@ describe('CLI output for people', () => {
       () => dynamo.close(),
       () => sqsServer.close(),
     );
-    flags = {
-      s3: ['--endpoint', s3server.endpoint],
-      dynamo: ['--dynamodb-endpoint', dynamo.endpoint],
-      sqs: ['--sqs-endpoint', sqsServer.endpoint],
-    };
+    // No stack flags: the CLI finds the stand-ins through a handle in the data directory, as it finds `npm start`'s.
+    flags = { s3: [], dynamo: [], sqs: [] };
     const s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials: CREDENTIALS });
     await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
     // A tagged object whose key and label (percent-encoded in the metadata) carry escapes.
@@ -101,9 +99,17 @@ describe('CLI output for people', () => {
 
     const sqs = sqsClient({ sqsEndpoint: sqsServer.endpoint, credentials: CREDENTIALS });
     const dlq = await sqsServer.createQueue('effitag-main-dlq.fifo', { FifoQueue: 'true' });
-    await sqsServer.createQueue('effitag-main.fifo', {
+    const main = await sqsServer.createQueue('effitag-main.fifo', {
       FifoQueue: 'true',
       RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlq.arn, maxReceiveCount: '3' }),
+    });
+    standInHandle(dataDir, {
+      credentials: CREDENTIALS,
+      s3: s3server.endpoint,
+      sqs: sqsServer.endpoint,
+      dynamodb: dynamo.endpoint,
+      buckets: [BUCKET],
+      tierQueues: { main: { url: main.url, deadLetterUrl: dlq.url } },
     });
     await new SqsQueue(sqs, dlq.url).send([
       {

@@ -129,7 +129,7 @@ describe('DLQ redrive on FIFO queues', () => {
   });
 
   it('`dlq redrive` on empty dead-letter queues says there was nothing to send back', async () => {
-    const out = await cli(['dlq', 'redrive', '--sqs-endpoint', stack.endpoints.sqsEndpoint!]);
+    const out = await cli(['dlq', 'redrive']);
     assert.equal(out.code, 0, out.stderr);
     assert.match(out.stdout, /^intake: nothing to send back \(effitag-intake-dlq is empty\)$/m);
     assert.match(out.stdout, /^main: nothing to send back \(effitag-main-dlq\.fifo is empty\)$/m);

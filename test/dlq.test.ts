@@ -86,8 +86,7 @@ describe('dead-letter queues: reasons, list and redrive', () => {
     );
     await failing.stop();
 
-    const sqsEndpoint = stack.endpoints.sqsEndpoint!;
-    const listed = await cli(['dlq', 'list', '--json', '--sqs-endpoint', sqsEndpoint]);
+    const listed = await cli(['dlq', 'list', '--json']);
     assert.equal(listed.code, 0, listed.stderr);
     const reports = JSON.parse(listed.stdout) as {
       source: string;
@@ -109,11 +108,11 @@ describe('dead-letter queues: reasons, list and redrive', () => {
       ].sort(),
     );
     assert.equal(reports.find((r) => r.source === 'intake')!.messages, 0);
-    const text = await cli(['dlq', 'list', '--tier', 'main', '--sqs-endpoint', sqsEndpoint]);
+    const text = await cli(['dlq', 'list', '--tier', 'main']);
     assert.match(text.stdout, /^main → effitag-main-dlq\.fifo: 3 message\(s\)$/m);
     assert.match(text.stdout, /^\s+1\s+retry: access denied downloading\n\s+e\.g\. s3:\/\/effitag-local\/dlq\/photo\.jpg$/m);
 
-    const redriven = await cli(['dlq', 'redrive', '--tier', 'main', '--sqs-endpoint', sqsEndpoint]);
+    const redriven = await cli(['dlq', 'redrive', '--tier', 'main']);
     assert.equal(redriven.code, 0, redriven.stderr);
     assert.match(redriven.stdout, /^main: 3 message\(s\) sent back$/m);
     assert.equal((await dlq.receive({ max: 10, waitSeconds: 0 })).length, 0, 'the DLQ is empty');

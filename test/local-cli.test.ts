@@ -70,21 +70,11 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     // An iPhone-style HEIC photo (HEVC, made by heif-enc) goes through the same stack.
     const heicDir = await tempDir();
     await writeFile(join(heicDir, 'IMG_0001.heic'), readFileSync(join(HEIC_FIXTURES, 'photo.heic')));
-    const heic = await cli([
-      'tag',
-      join(heicDir, 'IMG_0001.heic'),
-      '--endpoint',
-      `http://127.0.0.1:${s3Port}`,
-      '--prefix',
-      'phone/',
-      '--json',
-      '--timeout',
-      '30',
-    ]);
+    const heic = await cli(['tag', join(heicDir, 'IMG_0001.heic'), '--prefix', 'phone/', '--json', '--timeout', '30']);
     assert.equal(heic.code, 0, heic.stderr);
     assert.equal(JSON.parse(heic.stdout.trim()).status, 'tagged');
-    const endpoint = `http://127.0.0.1:${s3Port}`;
-    const tagged = await cli(['tag', join(dir, 'cat photo.jpg'), '--endpoint', endpoint, '--json', '--timeout', '30']);
+    // No port flags: the stack runs on other ports than the defaults, and its handle says which.
+    const tagged = await cli(['tag', join(dir, 'cat photo.jpg'), '--json', '--timeout', '30']);
     assert.equal(tagged.code, 0, tagged.stderr);
     const result = JSON.parse(tagged.stdout.trim());
     assert.equal(result.object, 's3://effitag-local/uploads/cat photo.jpg');
@@ -93,21 +83,10 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     assert.ok(result.tags.length >= 1 && result.tags.length <= 5);
     for (let i = 1; i < result.tags.length; i++) assert.ok(result.tags[i - 1].probability >= result.tags[i].probability);
 
-    const shown = await cli(['show', 's3://effitag-local/uploads/cat photo.jpg', '--endpoint', endpoint]);
+    const shown = await cli(['show', 's3://effitag-local/uploads/cat photo.jpg']);
     assert.match(shown.stdout, /tagged by b0@[0-9a-f]{12}/);
 
-    const backfill = await cli([
-      'backfill',
-      's3://effitag-local/uploads/',
-      '--endpoint',
-      endpoint,
-      '--sqs-endpoint',
-      `http://127.0.0.1:${sqsPort}`,
-      '--weights',
-      join(dir, 'weights'),
-      '--dry-run',
-      '--json',
-    ]);
+    const backfill = await cli(['backfill', 's3://effitag-local/uploads/', '--dry-run', '--json']);
     assert.equal(backfill.code, 0, backfill.stderr);
     const report = JSON.parse(backfill.stdout);
     assert.deepEqual([report.listed, report.enqueued, report.skipped.current, report.dryRun], [1, 0, 1, true]);

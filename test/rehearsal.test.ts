@@ -192,6 +192,11 @@ describe('deploy rehearsal: tiers/defaults.json, deployed as the README says, ru
     );
   });
 
+  it('`effitag --stack EffiTag search` lists the same, the stack named once (its index table from its CloudFormation outputs)', () => {
+    assert.ok(report.indexed.length > 0);
+    assert.deepEqual(report.searchedWithStack, report.indexed);
+  });
+
   it('IAM: every call every principal made is allowed by its policies in the template', () => {
     assert.deepEqual(
       report.denied.map((v) => `${v.role} ${v.action} ${v.resource} ${v.result}`),

@@ -45,7 +45,6 @@ const TIERS = {
 };
 
 let stack: LocalStack;
-let weightsDir: string;
 
 /** `effitag …` as a process; asynchronously, since the stack's servers run in this process and must keep answering. */
 const effitag = (...args: string[]) =>
@@ -66,7 +65,6 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
   const etags: Record<string, string> = {};
   before(async () => {
     const weights = await tempDir('effitag-arranged-');
-    weightsDir = weights;
     await arrangedArtifact(join(weights, 'b0'), 'b0', { [cls('golden retriever')]: 12, [cls('tennis ball')]: 11 });
     await arrangedArtifact(join(weights, 'b1'), 'b1', { [cls('sports car')]: 12, [cls('tennis ball')]: 11 });
     ({ stack } = await startTestStack(TIERS, { weightsDir: weights, engine: ortEngine({ log: () => {} }) }));
@@ -128,8 +126,7 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
   });
 
   it('`effitag search` prints the same objects, as JSON and as a table', async () => {
-    const cli = (...args: string[]) =>
-      effitag('search', `s3://${stack.bucket}`, '--dynamodb-endpoint', stack.endpoints.dynamoEndpoint!, ...args);
+    const cli = (...args: string[]) => effitag('search', `s3://${stack.bucket}`, ...args);
     const both = await cli('--tag', 'Dog', '--tag', 'tennis_ball', '--json');
     assert.equal(both.status, 0, both.stderr);
     const out = JSON.parse(both.stdout);
@@ -174,17 +171,7 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
   });
 
   it('`effitag backfill --index --prune` finds everything already indexed (metadata and index-only tiers alike), and nothing to prune', async () => {
-    const report = await json(
-      'backfill',
-      `s3://${stack.bucket}`,
-      '--index',
-      '--prune',
-      '--json',
-      '--endpoint',
-      stack.endpoints.s3Endpoint!,
-      '--dynamodb-endpoint',
-      stack.endpoints.dynamoEndpoint!,
-    );
+    const report = await json('backfill', `s3://${stack.bucket}`, '--index', '--prune', '--json');
     // pets/b.jpg (metadata, current model), cars/c.jpg (index only), the two recorded failures; pets/notes.txt (not an image: never tagged).
     assert.deepEqual([report.listed, report.indexed, report.unchanged, report.untagged, report.errors], [5, 0, 4, 1, 0]);
     // The deletions reached the index as events: nothing left to prune among its 4 records.
@@ -194,22 +181,7 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
   it('a backfill reads what an index-only tier has tagged from the index: nothing current is enqueued again', async () => {
     const dir = await tempDir('effitag-search-cli-');
     await writeFile(join(dir, 'tiers.json'), JSON.stringify(TIERS));
-    const report = await json(
-      'backfill',
-      `s3://${stack.bucket}`,
-      '--dry-run',
-      '--json',
-      '--tiers',
-      join(dir, 'tiers.json'),
-      '--weights',
-      weightsDir,
-      '--endpoint',
-      stack.endpoints.s3Endpoint!,
-      '--sqs-endpoint',
-      stack.endpoints.sqsEndpoint!,
-      '--dynamodb-endpoint',
-      stack.endpoints.dynamoEndpoint!,
-    );
+    const report = await json('backfill', `s3://${stack.bucket}`, '--dry-run', '--json', '--tiers', join(dir, 'tiers.json'));
     // cars/c.jpg carries nothing on the object; its index record says it is current.
     assert.equal(report.enqueued, 0, JSON.stringify(report));
     // Backfills leave what is not an image alone, even when named like one (the two broken files).

@@ -17,6 +17,7 @@ import { ensureLocalCredentials } from '../pipeline/aws/local-credentials.ts';
 import { INDEX_TABLE } from '../pipeline/aws/wiring.ts';
 import { runEffitag } from './support/effitag-local.ts';
 import { tempDir } from './support/fixtures.ts';
+import { standInHandle } from './support/local-stack.ts';
 
 const BUCKET = 'show';
 const FULL = { note: 'x'.repeat(1_900) };
@@ -62,7 +63,9 @@ describe('effitag show: tagging held in the index', () => {
       () => s3server.close(),
       () => dynamo.close(),
     );
-    flags = ['--endpoint', s3server.endpoint, '--dynamodb-endpoint', dynamo.endpoint];
+    // The CLI finds the stand-ins as it finds `npm start`'s stack: through a handle in its data directory.
+    standInHandle(dataDir, { credentials, s3: s3server.endpoint, dynamodb: dynamo.endpoint, buckets: [BUCKET] });
+    flags = [];
     s3 = s3Client({ s3Endpoint: s3server.endpoint, credentials });
     await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
     const ddb = dynamoClient({ dynamoEndpoint: dynamo.endpoint, credentials });

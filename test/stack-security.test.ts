@@ -157,9 +157,9 @@ describe('the embedded stack answers only its owner', () => {
     assert.ok(same(second.credentials, first.credentials));
   });
 
-  it('`effitag` commands find the credentials through EFFITAG_DATA_DIR, and say where to look when there are none', async () => {
+  it('`effitag` commands find the stack (its handle: ports, credentials) through EFFITAG_DATA_DIR, and say where to look when there is none', async () => {
     const run = (env: NodeJS.ProcessEnv) =>
-      promisify(execFile)(process.execPath, ['bin/effitag.js', 'dlq', 'list', '--json', '--sqs-endpoint', stack.endpoints.sqsEndpoint!], {
+      promisify(execFile)(process.execPath, ['bin/effitag.js', 'dlq', 'list', '--json'], {
         env: { ...process.env, ...env },
       }).then(
         (r) => ({ code: 0, ...r }),
@@ -169,7 +169,7 @@ describe('the embedded stack answers only its owner', () => {
     assert.equal(ok.code, 0, ok.stderr);
     const none = await run({ EFFITAG_DATA_DIR: join(root, 'elsewhere') });
     assert.notEqual(none.code, 0);
-    assert.match(none.stderr, /no embedded-stack credentials in .*elsewhere.*start the stack first/s);
+    assert.match(none.stderr, /no embedded stack is running for .*elsewhere.*start it \(npm start\)/s);
   });
 
   it('the SDK works unchanged with the credentials: signed requests and presigned links', async () => {

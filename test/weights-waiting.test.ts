@@ -438,12 +438,8 @@ describe('end to end on the embedded stack: deploy first, publish after', () => 
       {
         env: {
           ...process.env,
-          EFFITAG_S3_ENDPOINT: s.endpoints.s3Endpoint,
-          EFFITAG_SQS_ENDPOINT: s.endpoints.sqsEndpoint,
-          // The stack's own key pair: its stand-ins accept nothing else.
+          // The embedded stack (the default --stack), found through its handle: no endpoint or key flags.
           ...(s.credentialsFile ? { EFFITAG_DATA_DIR: dirname(s.credentialsFile) } : {}),
-          AWS_ACCESS_KEY_ID: s.endpoints.credentials!.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: s.endpoints.credentials!.secretAccessKey,
           EFFITAG_LOG_LEVEL: 'warn',
         },
       },

@@ -12,22 +12,13 @@ import {
   type BackfillFilter,
   type BackfillReport,
 } from '../../pipeline/backfill.ts';
-import {
-  connect,
-  currentMarkers,
-  defaultWeightsDir,
-  embeddedEndpoints,
-  LOCAL_TIERS_FILE,
-  placeFromFlags,
-  tagIndex,
-  tierQueues,
-} from '../../pipeline/aws/wiring.ts';
+import { stackTiers } from '../../pipeline/aws/stack-handle.ts';
 import { indexExisting, pruneIndex } from '../../pipeline/index-backfill.ts';
 import { Counters, jsonLogger } from '../../pipeline/log.ts';
 import { makeRouter } from '../../pipeline/router.ts';
 import { estimateCosts, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
-import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber, table } from '../format.ts';
+import { commandStack, openCommandStack } from '../stack.ts';
 
 interface BackfillCli {
   tier?: string;
@@ -41,19 +32,11 @@ interface BackfillCli {
   resume?: boolean;
   checkpoint?: string;
   concurrency: number;
-  aws?: boolean;
-  endpoint: string;
-  sqsEndpoint: string;
   tiers?: string;
-  weights?: string;
-  queueUrls?: string;
   remote?: boolean;
-  stateMachine?: string;
   json?: boolean;
   index?: boolean;
   prune?: boolean;
-  table?: string;
-  dynamodbEndpoint: string;
 }
 
 const date = (name: string) => (v: string) => {
@@ -78,26 +61,18 @@ export function registerBackfillCommand(program: Command): void {
     .option('--concurrency <n>', 'objects decided at once', parseNumber('--concurrency', 1, 512, true), 32)
     .option('--resume', 'continue an interrupted run from its checkpoint')
     .option('--checkpoint <file>', 'checkpoint file (default: in the cache, per bucket/prefix)')
-    .option('--aws', 'real AWS (credentials from the environment) instead of the local stack')
-    .option('--endpoint <url>', 'local stack S3 endpoint', embeddedEndpoints().s3Endpoint)
-    .option('--sqs-endpoint <url>', 'local stack SQS endpoint', embeddedEndpoints().sqsEndpoint)
-    .option('--tiers <file>', "tiers file (must be the stack's; default: tiers/local.json locally, $EFFITAG_TIERS_FILE)")
-    .option('--weights <location>', 'weights: a catalog directory (local) or s3://bucket/prefix (AWS; env EFFITAG_WEIGHTS)')
-    .option('--queue-urls <json>', 'tier → queue URL (AWS; env EFFITAG_QUEUE_URLS, the stack output QueueUrls)')
-    .option('--remote', "start the stack's Step Functions backfill instead of listing from here (AWS, large buckets)")
-    .option('--state-machine <arn>', 'the stack output BackfillStateMachine (env EFFITAG_BACKFILL_STATE_MACHINE)')
+    .option('--tiers <file>', "tiers file (must be the stack's; default: the stack's own, else $EFFITAG_TIERS_FILE)")
+    .option('--remote', "start the stack's Step Functions backfill instead of listing from here (a deployed stack; large buckets)")
     .option('--json', 'print the report as JSON')
     .option('--index', 'fill the tag index from tags already in object metadata: no inference, nothing enqueued, objects untouched')
     .option(
       '--prune',
       'with --index: also unindex objects deleted while no event reached the index (a scan of the index and a HEAD per key)',
     )
-    .option('--table <name>', 'the stack output IndexTable (AWS, with --index or index-only tiers; env EFFITAG_INDEX_TABLE)')
-    .option('--dynamodb-endpoint <url>', 'local stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
-    .action(async (target: string, opts: BackfillCli) => {
+    .action(async (target: string, opts: BackfillCli, command: Command) => {
       const { bucket, prefix } = parseS3Url(target);
       if (opts.prune && !opts.index) throw new Error('--prune works with --index');
-      if (opts.index) return indexBackfill(bucket, prefix, opts);
+      if (opts.index) return indexBackfill(bucket, prefix, opts, command);
       if (opts.onlyMissing && opts.modelOlderThan) throw new Error('--only-missing and --model-older-than exclude each other');
       const filter: BackfillFilter = {
         mode: opts.onlyMissing ? 'missing' : opts.modelOlderThan ? 'older' : 'stale',
@@ -106,40 +81,46 @@ export function registerBackfillCommand(program: Command): void {
       };
 
       if (opts.remote) {
-        const arn = opts.stateMachine ?? process.env.EFFITAG_BACKFILL_STATE_MACHINE;
-        if (!arn) throw new Error('--remote needs --state-machine ARN (the stack output BackfillStateMachine)');
+        const handle = await commandStack(command);
+        const arn = handle.backfillStateMachine;
+        if (!arn)
+          throw new Error(
+            `--remote runs a deployed stack's backfill state machine; stack ${handle.name} has none (name one: --stack NAME)`,
+          );
         const input = { bucket, prefix, filter, since: opts.since?.toISOString() ?? null, until: opts.until?.toISOString() ?? null };
-        const out = await new SFNClient({}).send(
+        const sfn = new SFNClient({
+          ...(handle.region ? { region: handle.region } : {}),
+          ...(handle.profile ? { profile: handle.profile } : {}),
+        });
+        const out = await sfn.send(
           new StartExecutionCommand({ stateMachineArn: arn, input: JSON.stringify(input), name: `backfill-${Date.now()}` }),
         );
+        sfn.destroy();
         process.stdout.write(
           `started ${out.executionArn}\nwatch it in the Step Functions console or the EffiTag dashboard (Backfill widgets)\n`,
         );
         return;
       }
 
-      const { config: tiers } = loadTiers(opts.tiers ?? process.env.EFFITAG_TIERS_FILE ?? (opts.aws ? undefined : LOCAL_TIERS_FILE));
+      const conn = await openCommandStack(command);
+      const { config: tiers } = stackTiers(conn.handle, opts.tiers);
       if (opts.tier && !tiers.tiers[opts.tier])
         throw new Error(`--tier ${opts.tier}: no such tier; defined: ${Object.keys(tiers.tiers).join(', ')}`);
-      const conn = connect(placeFromFlags({ ...opts, dynamoEndpoint: opts.dynamodbEndpoint }));
-      const { store } = conn;
-      const weights = opts.weights ?? process.env.EFFITAG_WEIGHTS ?? (opts.aws ? undefined : defaultWeightsDir());
-      if (!weights) throw new Error('--weights (or EFFITAG_WEIGHTS) is needed: the stack output WeightsLocation');
-      const models = await currentMarkers(conn, tiers, weights);
-      const urls = opts.queueUrls ?? process.env.EFFITAG_QUEUE_URLS;
-      const queues = await tierQueues(conn, tiers, urls ? (JSON.parse(urls) as Record<string, string>) : undefined);
+      const { store, queues } = conn;
+      for (const tier of Object.keys(tiers.tiers))
+        if (!queues[tier]) throw new Error(`stack ${conn.handle.name} has no queue for tier ${tier}: is --tiers the stack's?`);
+      const models = await conn.markers(tiers);
       const batcher = new TaskBatcher(queues);
       const counters = new Counters();
       // Whether an object is tagged may be in the index alone: always for a tier that writes back to
       // the index only, and for a metadata or tags tier when the object had no room for the marker
       // (pipeline/backfill-filter.ts taggingInIndex). Without the index such objects are enqueued
-      // again on every backfill. The embedded stack always has one; on AWS it takes --table.
-      const indexOnly = Object.values(tiers.tiers).some((t) => t.writeBack === 'index');
-      const tableGiven = Boolean(opts.table ?? process.env.EFFITAG_INDEX_TABLE);
-      const index = indexOnly || tableGiven || conn.place.kind !== 'aws' ? tagIndex(conn, opts.table) : undefined;
+      // again on every backfill. A stack has one unless deployed without (-c effitag:index=false).
+      const indexOnly = tiers.indexOnlyTiers.length > 0;
+      const index = indexOnly ? conn.requireIndex() : conn.index;
       if (!index)
         process.stderr.write(
-          'note: no --table (the stack output IndexTable): objects tagged in the index only (no room in their metadata, or 10 user tags) are enqueued again\n',
+          `note: stack ${conn.handle.name} has no tag index: objects tagged in the index only (no room in their metadata, or 10 user tags) are enqueued again\n`,
         );
       const router = makeRouter({
         store,
@@ -233,7 +214,7 @@ export function registerBackfillCommand(program: Command): void {
 }
 
 /** `backfill --index`: the index from metadata, with a progress bar; exit 1 on errors. */
-async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli): Promise<void> {
+async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli, command: Command): Promise<void> {
   const refused = (['dryRun', 'remote', 'tier', 'onlyMissing', 'modelOlderThan', 'retryFailed', 'resume', 'rate'] as const).filter(
     (k) => opts[k],
   );
@@ -241,7 +222,8 @@ async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli):
     throw new Error(
       `--index reads metadata only; it does not take ${refused.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`,
     );
-  const conn = connect(placeFromFlags({ ...opts, dynamoEndpoint: opts.dynamodbEndpoint }));
+  const conn = await openCommandStack(command);
+  const index = conn.requireIndex();
   const bar =
     process.stderr.isTTY && !opts.json
       ? new cliProgress.SingleBar(
@@ -256,7 +238,7 @@ async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli):
   const started = performance.now();
   try {
     const report = await indexExisting(
-      { store: conn.store, index: tagIndex(conn, opts.table) },
+      { store: conn.store, index },
       {
         bucket,
         prefix: prefix || undefined,
@@ -273,7 +255,7 @@ async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli):
     bar?.stop();
     const pruned = opts.prune
       ? await pruneIndex(
-          { store: conn.store, index: tagIndex(conn, opts.table) },
+          { store: conn.store, index },
           { bucket, prefix: prefix || undefined, concurrency: opts.concurrency, signal: abort.signal },
         )
       : undefined;

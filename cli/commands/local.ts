@@ -7,18 +7,8 @@ import type { Command } from 'commander';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createEngine, ENGINE_NAMES } from '../../inference/engines.ts';
 import { WORKER_ORT_OPTIONS } from '../../inference/ort-engine.ts';
-import {
-  connect,
-  defaultWeightsDir,
-  EMBEDDED_PORTS,
-  embeddedEndpoints,
-  defaultDataDir,
-  LOCAL_TIERS_FILE,
-  placeFromFlags,
-  QUEUE_NAMES,
-  tagIndex,
-  type Connection,
-} from '../../pipeline/aws/wiring.ts';
+import { defaultWeightsDir, EMBEDDED_PORTS, defaultDataDir, LOCAL_TIERS_FILE, QUEUE_NAMES } from '../../pipeline/aws/wiring.ts';
+import type { OpenStack } from '../../pipeline/aws/stack-handle.ts';
 import { jsonLogger, type Level } from '../../pipeline/log.ts';
 import { decodeTags, KEYS } from '../../pipeline/marker.ts';
 import { MissingWeightsError } from '../../pipeline/models.ts';
@@ -28,6 +18,7 @@ import { startGallery } from '../../gallery/server.ts';
 import { startLocalStack } from '../../local/stack.ts';
 import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber, printable } from '../format.ts';
+import { openCommandStack } from '../stack.ts';
 
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
 /** A path as one shell word (quoted when it has anything but plain characters). */
@@ -160,6 +151,7 @@ function registerLocal(program: Command): void {
               index: stack.index,
               store: stack.store,
               s3: stack.s3,
+              vectors: stack.s3vectors.vectors,
               queues: async () => [
                 { name: 'intake', queue: stack.intake },
                 ...Object.entries(stack.tierQueues).map(([name, q]) => ({ name, queue: q.queue })),
@@ -183,25 +175,11 @@ function registerLocal(program: Command): void {
           }`,
           '',
           `Credentials: the stand-ins accept only requests signed with these (kept owner-only in ${stack.credentialsFile};`,
-          '`effitag` commands read them there). For the AWS CLI or SDK, in your shell:',
+          `\`effitag\` commands read them, and the ports, from the stack's handle ${stack.handleFile}). For the AWS CLI or SDK, in your shell:`,
           `  export AWS_ACCESS_KEY_ID=${stack.credentials.accessKeyId} AWS_SECRET_ACCESS_KEY=${stack.credentials.secretAccessKey} AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1${
-            // What another shell needs for the `npx effitag` lines below: the data directory (its
-            // credentials) and ports unless they are the defaults, whatever this shell's environment holds.
-            [
-              ...(resolve(opts.data) === defaultDataDir({}) ? [] : [`EFFITAG_DATA_DIR=${shellWord(resolve(opts.data))}`]),
-              ...(
-                [
-                  ['EFFITAG_S3_PORT', stack.endpoints.s3Endpoint, EMBEDDED_PORTS.s3],
-                  ['EFFITAG_SQS_PORT', stack.endpoints.sqsEndpoint, EMBEDDED_PORTS.sqs],
-                  ['EFFITAG_DYNAMODB_PORT', stack.endpoints.dynamoEndpoint, EMBEDDED_PORTS.dynamodb],
-                ] as const
-              )
-                .map(([name, endpoint, port]) => [name, endpoint ? new URL(endpoint).port : String(port), port] as const)
-                .filter(([, actual, port]) => actual !== String(port))
-                .map(([name, actual]) => `${name}=${actual}`),
-            ]
-              .map((setting) => ` ${setting}`)
-              .join('')
+            // What another shell needs for the `npx effitag` lines below: the data directory, unless it
+            // is the default. Its handle file there gives them the ports and key pair (no port variables).
+            resolve(opts.data) === defaultDataDir({}) ? '' : ` EFFITAG_DATA_DIR=${shellWord(resolve(opts.data))}`
           }`,
           '',
           'Upload an image and watch it get tagged:',
@@ -241,52 +219,48 @@ function registerTag(program: Command): void {
     .command('tag')
     .description("upload images (files or directories) and print each object's tags when they land")
     .argument('<paths...>', 'image files or directories')
-    .option('--bucket <name>', "bucket (default: the local stack's; with --aws, a real bucket)", 'effitag-local')
+    .option('--bucket <name>', "bucket (default: the stack's)")
     .option('--prefix <prefix>', 'key prefix', 'uploads/')
-    .option('--aws', 'use AWS credentials and endpoints instead of the local stack')
-    .option('--endpoint <url>', 'S3 endpoint of the local stack', embeddedEndpoints().s3Endpoint)
     .option('--timeout <s>', 'seconds to wait for tags', parseNumber('--timeout', 1, 3600), 120)
     .option('--json', 'print one JSON object per image')
-    .action(
-      async (
-        paths: string[],
-        opts: { bucket: string; prefix: string; aws?: boolean; endpoint: string; timeout: number; json?: boolean },
-      ) => {
-        const { s3 } = connect(placeFromFlags(opts));
-        const files = (await Promise.all(paths.map(expand))).flat();
-        if (files.length === 0) throw new Error('no files to upload');
-        const uploads = await Promise.all(
-          files.map(async ({ file, base }) => {
-            const key = `${opts.prefix}${relative(base, file).split('\\').join('/')}`;
-            const out = await s3.send(
-              new PutObjectCommand({ Bucket: opts.bucket, Key: key, Body: await readFile(file), ContentType: contentType(file) }),
-            );
-            return { file, key, eTag: (out.ETag ?? '').replace(/"/g, '') };
-          }),
-        );
-        const deadline = Date.now() + opts.timeout * 1000;
-        let pending = uploads;
-        let failures = 0;
-        while (pending.length && Date.now() < deadline) {
-          const still: typeof pending = [];
-          for (const u of pending) {
-            const h = await s3.send(new HeadObjectCommand({ Bucket: opts.bucket, Key: u.key }));
-            const m = h.Metadata ?? {};
-            if (m[KEYS.etag] === u.eTag && m[KEYS.status]) {
-              if (m[KEYS.status] !== 'tagged') failures++;
-              print(opts.json, u.file, `s3://${opts.bucket}/${u.key}`, m);
-            } else still.push(u);
-          }
-          pending = still;
-          if (pending.length) await new Promise((r) => setTimeout(r, 500));
-        }
-        for (const u of pending)
-          process.stderr.write(
-            `${printable(`${u.file}: no tags after ${opts.timeout}s (is the stack running? see effitag show s3://${opts.bucket}/${u.key})`)}\n`,
+    .action(async (paths: string[], o: { bucket?: string; prefix: string; timeout: number; json?: boolean }, command: Command) => {
+      const { s3, handle } = await openCommandStack(command);
+      const bucket = o.bucket ?? handle.buckets[0];
+      if (!bucket) throw new Error(`which bucket? stack ${handle.name} names none: pass --bucket`);
+      const opts = { ...o, bucket };
+      const files = (await Promise.all(paths.map(expand))).flat();
+      if (files.length === 0) throw new Error('no files to upload');
+      const uploads = await Promise.all(
+        files.map(async ({ file, base }) => {
+          const key = `${opts.prefix}${relative(base, file).split('\\').join('/')}`;
+          const out = await s3.send(
+            new PutObjectCommand({ Bucket: opts.bucket, Key: key, Body: await readFile(file), ContentType: contentType(file) }),
           );
-        if (pending.length || failures) process.exitCode = 1;
-      },
-    );
+          return { file, key, eTag: (out.ETag ?? '').replace(/"/g, '') };
+        }),
+      );
+      const deadline = Date.now() + opts.timeout * 1000;
+      let pending = uploads;
+      let failures = 0;
+      while (pending.length && Date.now() < deadline) {
+        const still: typeof pending = [];
+        for (const u of pending) {
+          const h = await s3.send(new HeadObjectCommand({ Bucket: opts.bucket, Key: u.key }));
+          const m = h.Metadata ?? {};
+          if (m[KEYS.etag] === u.eTag && m[KEYS.status]) {
+            if (m[KEYS.status] !== 'tagged') failures++;
+            print(opts.json, u.file, `s3://${opts.bucket}/${u.key}`, m);
+          } else still.push(u);
+        }
+        pending = still;
+        if (pending.length) await new Promise((r) => setTimeout(r, 500));
+      }
+      for (const u of pending)
+        process.stderr.write(
+          `${printable(`${u.file}: no tags after ${opts.timeout}s (is the stack running? see effitag show s3://${opts.bucket}/${u.key})`)}\n`,
+        );
+      if (pending.length || failures) process.exitCode = 1;
+    });
 }
 
 /** `effitag show`: an object's tags and status. */
@@ -295,18 +269,10 @@ function registerShow(program: Command): void {
     .command('show')
     .description("print an object's EffiTag tags and status")
     .argument('<url>', 's3://bucket/key')
-    .option('--aws', 'real AWS instead of the local stack')
-    .option('--endpoint <url>', 'S3 endpoint of the local stack', embeddedEndpoints().s3Endpoint)
-    .option(
-      '--dynamodb-endpoint <url>',
-      'the local stack DynamoDB endpoint (the tag index: an object with no room in its metadata is tagged there)',
-      embeddedEndpoints().dynamoEndpoint,
-    )
-    .option('--table <name>', 'the stack output IndexTable (AWS; env EFFITAG_INDEX_TABLE)')
     .option('--json', 'machine-readable output')
-    .action(async (url: string, opts: { aws?: boolean; endpoint: string; dynamodbEndpoint: string; table?: string; json?: boolean }) => {
+    .action(async (url: string, opts: { json?: boolean }, command: Command) => {
       const { bucket, key } = parseS3Object(url);
-      const conn = connect(placeFromFlags({ ...opts, dynamoEndpoint: opts.dynamodbEndpoint }));
+      const conn = await openCommandStack(command);
       const h = await conn.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).catch((err) => {
         // A HEAD's 404 has no body, so the SDK can only call it NotFound (AWS) or UnknownError.
         if (err?.$metadata?.httpStatusCode === 404) throw new Error(`no such object s3://${bucket}/${key}`);
@@ -317,7 +283,7 @@ function registerShow(program: Command): void {
         // No marker on the object: with a full metadata budget the worker tags through the index
         // only (pipeline/worker-stages.ts), so "untagged" would be wrong. A record counts only if it
         // is of this very upload: these bytes, and not an earlier upload of them.
-        const held = await indexedTagging(conn, opts.table, bucket, key).catch((err) => {
+        const held = await indexedTagging(conn, bucket, key).catch((err) => {
           process.stderr.write(`${printable(`note: the tag index could not be read (${messageOf(err)})`)}\n`);
           return undefined;
         });
@@ -330,10 +296,9 @@ function registerShow(program: Command): void {
     });
 }
 
-/** The index's record of an object; none where there is no index to ask (AWS without --table). */
-async function indexedTagging(conn: Connection, table: string | undefined, bucket: string, key: string) {
-  if (conn.place.kind === 'aws' && !(table ?? process.env.EFFITAG_INDEX_TABLE)) return undefined;
-  return tagIndex(conn, table).get(bucket, key);
+/** The index's record of an object; none where the stack has no index. */
+async function indexedTagging(conn: OpenStack, bucket: string, key: string) {
+  return conn.index?.get(bucket, key);
 }
 
 /** An object tagged (or failed) in the index only, printed as `print` prints a marker. */

@@ -12,6 +12,8 @@ import type { Node } from 'constructs';
 import { configFromContext } from '../../cdk/config.ts';
 import { preflight, type CheckStatus, type PreflightAws, type PreflightReport } from '../../pipeline/preflight.ts';
 import { printable, table } from '../format.ts';
+import { EMBEDDED_STACK } from '../../pipeline/aws/stack-handle.ts';
+import { stackSelection } from '../stack.ts';
 
 interface PreflightCli {
   stack?: string;
@@ -75,8 +77,6 @@ export function registerPreflightCommand(program: Command): void {
     .description(
       'what a deployed stack still lacks before the first upload (weights per model, GPU instance types in its zones, GPU vCPU and Lambda concurrency quotas), and before a deploy onto an existing bucket, the notification rules S3 would refuse; exit 1 when something is missing',
     )
-    .option('--stack <name>', 'the stack name (context effitag:stackName; default EffiTag)')
-    .option('--region <region>', 'AWS region (default: AWS_REGION or the profile)')
     .option('--tiers <file>', 'the tiers file the stack is deployed with (default: context effitag:tiersFile, else tiers/defaults.json)')
     .option(
       '-c, --context <key=value>',
@@ -85,9 +85,13 @@ export function registerPreflightCommand(program: Command): void {
       [] as string[],
     )
     .option('--json', 'print the report as JSON')
-    .action(async (opts: PreflightCli) => {
+    .action(async (opts: PreflightCli, command: Command) => {
+      // The program's --stack names the stack (context effitag:stackName, else EffiTag, when it names
+      // none or the embedded one: preflight is about deploys); --region as everywhere.
+      const { stack, region } = stackSelection(command);
+      const deployed = { ...opts, stack: stack === EMBEDDED_STACK ? undefined : stack, region };
       // Loaded here: the EC2 client alone takes a while to import, and no other command needs these clients.
       const { awsPreflight } = await import('../../pipeline/aws/preflight-aws.ts');
-      process.exitCode = await runPreflight(opts, awsPreflight(opts.region), (s) => process.stdout.write(s));
+      process.exitCode = await runPreflight(deployed, awsPreflight(region), (s) => process.stdout.write(s));
     });
 }

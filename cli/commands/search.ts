@@ -1,8 +1,8 @@
-/** `effitag search`: objects by tag, from the tag index of the embedded stack or a deployed stack. */
+/** `effitag search`: objects by tag, from the tag index of the stack (`--stack`: the embedded one, or a deployed one). */
 import { parseS3Url } from '../../base/s3-url.ts';
 import type { Command } from 'commander';
 import { normalizeTag, suggestTags } from '../../model/tag-hierarchy.ts';
-import { connect, embeddedEndpoints, placeFromFlags, tagIndex } from '../../pipeline/aws/wiring.ts';
+import { openCommandStack } from '../stack.ts';
 import { FAILED_TAG, headlineTags, type SearchHit } from '../../pipeline/tag-index.ts';
 import { parseNumber, printable, table } from '../format.ts';
 
@@ -12,9 +12,6 @@ interface SearchCli {
   limit: number;
   cursor?: string;
   json?: boolean;
-  aws?: boolean;
-  table?: string;
-  dynamodbEndpoint?: string;
   failed?: boolean;
 }
 
@@ -35,10 +32,7 @@ export function registerSearchCommand(program: Command): void {
     .option('--cursor <cursor>', 'continue after a previous search (its printed cursor)')
     .option('--failed', 'objects whose tagging failed for good, with the reason (instead of --tag)')
     .option('--json', 'print {hits, cursor} as JSON (keys as they are; the table escapes control characters)')
-    .option('--aws', "a deployed stack's index (credentials from the environment) instead of the embedded stack's")
-    .option('--table <name>', 'the stack output IndexTable (AWS; env EFFITAG_INDEX_TABLE)')
-    .option('--dynamodb-endpoint <url>', 'the embedded stack DynamoDB endpoint', embeddedEndpoints().dynamoEndpoint)
-    .action(async (target: string, opts: SearchCli) => {
+    .action(async (target: string, opts: SearchCli, command: Command) => {
       const { bucket, prefix } = parseS3Url(target);
       if (opts.failed && opts.tag.length) throw new Error('--failed lists failures; it takes no --tag');
       const tags = opts.failed ? [FAILED_TAG] : opts.tag.map(normalizeTag).filter(Boolean);
@@ -49,9 +43,9 @@ export function registerSearchCommand(program: Command): void {
             `note: "${printable(t)}" is no ImageNet class or category${near.length ? ` (did you mean: ${near.join(', ')}?)` : ''}; searching anyway (custom labels)\n`,
           );
         }
-      const conn = connect(placeFromFlags({ aws: opts.aws, dynamoEndpoint: opts.dynamodbEndpoint }));
+      const conn = await openCommandStack(command);
       try {
-        const index = tagIndex(conn, opts.table);
+        const index = conn.requireIndex();
         const hits: SearchHit[] = [];
         let cursor = opts.cursor;
         do {

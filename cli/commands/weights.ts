@@ -8,9 +8,11 @@ import { ensureOnnx } from '../../model/onnx/cache.ts';
 import { resolve } from 'node:path';
 import { MARKER_MISSING_TTL_MS } from '../../pipeline/aws/markers.ts';
 import { publishTiersWeights, publishWeights } from '../../pipeline/aws/s3-weights.ts';
-import { connect, defaultWeightsDir, LOCAL_CREDENTIALS, placeFromFlags } from '../../pipeline/aws/wiring.ts';
+import { defaultWeightsDir } from '../../pipeline/aws/wiring.ts';
 import { folderCalibrationSource, quantizeArtifact, s3CalibrationSource } from '../../model/quantize.ts';
 import { loadTiers } from '../../tiers/load.ts';
+import { openCommandStack, stackArgs } from '../stack.ts';
+import type { StackHandle } from '../../pipeline/aws/stack-handle.ts';
 
 export function registerWeightsCommands(program: Command): void {
   const weights = program.command('weights').description('official Keras weights → EffiTag weights artifacts');
@@ -69,22 +71,16 @@ export function registerWeightsCommands(program: Command): void {
     .option('--images <n>', 'most images to read (a quarter held out for the check)', parseNumber('--images', 2, 100_000), 200)
     .option('--ops <ops>', 'int8 ops: all (convolutions, swish, squeeze-and-excite, adds) or conv (convolutions only)', 'all')
     .option('--force', 'write the model even below 99 % top-1 agreement (the manifest records the figures)')
-    .option('--aws', 'read s3:// images with AWS credentials (default: the embedded stack)')
-    .option('--endpoint <url>', 'S3-compatible endpoint for s3:// images')
+    .option('--json', 'print the result as JSON')
     .action(
-      async (opts: {
-        weights: string;
-        calibrate: string;
-        out: string;
-        images: number;
-        ops: string;
-        force?: boolean;
-        aws?: boolean;
-        endpoint?: string;
-      }) => {
+      async (
+        opts: { weights: string; calibrate: string; out: string; images: number; ops: string; force?: boolean; json?: boolean },
+        command: Command,
+      ) => {
         if (opts.ops !== 'all' && opts.ops !== 'conv') throw new Error('--ops must be all or conv');
+        // s3:// images are read from the stack --stack names (the embedded one by default).
         const source = opts.calibrate.startsWith('s3://')
-          ? s3CalibrationSource(connect(placeFromFlags({ aws: opts.aws, endpoint: opts.endpoint })).store, opts.calibrate)
+          ? s3CalibrationSource((await openCommandStack(command)).store, opts.calibrate)
           : folderCalibrationSource(resolve(opts.calibrate));
         const r = await quantizeArtifact({
           weightsDir: resolve(opts.weights),
@@ -96,6 +92,10 @@ export function registerWeightsCommands(program: Command): void {
           log: (m) => process.stderr.write(`${m}\n`),
         });
         const a = r.record.agreement[0];
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify({ out: opts.out, variant: r.manifest.variant, ...r.record }, null, 2)}\n`);
+          return;
+        }
         process.stdout.write(
           `${opts.out}: int8 ${r.manifest.variant} (${r.record.ops} ops), top-1 agreement ${(100 * a.top1).toFixed(1)} %, top-5 overlap ${(100 * a.top5Overlap).toFixed(1)} % on ${a.images} held-out image(s) at ${a.resolution}${r.record.forced ? ' (FORCED below the 99 % gate)' : ''}\n`,
         );
@@ -105,7 +105,7 @@ export function registerWeightsCommands(program: Command): void {
   weights
     .command('publish')
     .description(
-      'upload weights to S3 for the deployed stack (s3://bucket/prefix/<variant>/, or <NAME>/ for a custom model): one artifact, or with --tiers every model a tiers file needs',
+      "upload weights to the stack's S3 (s3://bucket/prefix/<variant>/, or <NAME>/ for a custom model): one artifact, or with --tiers every model a tiers file needs",
     )
     .option(
       '--weights <dir>',
@@ -119,37 +119,33 @@ export function registerWeightsCommands(program: Command): void {
       'after publishing, tag what waited: backfill s3://bucket[/prefix] (the watched bucket) for objects without tags',
     )
     .option(
-      '--backfill-state-machine <arn>',
-      "AWS: start the stack's backfill state machine (the stack output BackfillStateMachine; env EFFITAG_BACKFILL_STATE_MACHINE); without it the command to run is printed",
-    )
-    .option(
       '--backfill-delay <seconds>',
       "wait this long before the backfill: routers re-read a missing model's manifest once a minute",
       parseNumber('--backfill-delay', 0, 3600),
       MARKER_MISSING_TTL_MS / 1000,
     )
-    .argument('<s3url>', "the stack's weights location, s3://bucket/prefix")
-    .action(async (url: string, opts: PublishCli) => {
-      parseS3Folder(url);
+    .option('--json', 'print what was published as JSON')
+    .argument('[s3url]', "where to publish, s3://bucket/prefix (default: the stack's weights location, the output WeightsLocation)")
+    .action(async (urlArg: string | undefined, opts: PublishCli, command: Command) => {
       if (opts.allowMissing && !opts.tiers) throw new Error('--allow-missing works with --tiers');
-      if (opts.backfillStateMachine && !opts.backfill) throw new Error('--backfill-state-machine needs --backfill s3://bucket[/prefix]');
       const backfill = opts.backfill ? parseS3Url(opts.backfill) : undefined;
-      // EFFITAG_S3_ENDPOINT: publish to an S3-compatible endpoint (the embedded stack, a test) instead of AWS.
-      const endpoint = process.env.EFFITAG_S3_ENDPOINT;
-      const { s3 } = connect(
-        endpoint
-          ? {
-              kind: 'endpoint',
-              endpoints: {
-                s3Endpoint: endpoint,
-                credentials: {
-                  accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? LOCAL_CREDENTIALS.accessKeyId,
-                  secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? LOCAL_CREDENTIALS.secretAccessKey,
-                },
-              },
-            }
-          : { kind: 'aws' },
-      );
+      // The stack --stack names (the embedded one by default): its S3, and a deployed stack's WeightsLocation.
+      const stack = await openCommandStack(command);
+      const url =
+        urlArg ??
+        (stack.handle.weightsLocation.startsWith('s3://') ? stack.handle.weightsLocation : undefined) ??
+        (() => {
+          throw new Error(
+            `stack ${stack.handle.name} reads its weights from the folder ${stack.handle.weightsLocation}, not S3: name where to publish (s3://bucket/prefix)`,
+          );
+        })();
+      parseS3Folder(url);
+      const { s3 } = stack;
+      const results: unknown[] = [];
+      const say = (line: string, result: unknown) => {
+        results.push(result);
+        if (!opts.json) process.stdout.write(line);
+      };
       const bucketOf = `s3://${parseS3Url(url).bucket}`;
       if (opts.tiers) {
         if (opts.variant) throw new Error('--variant checks one artifact; with --tiers each model is checked against its folder');
@@ -163,8 +159,13 @@ export function registerWeightsCommands(program: Command): void {
           tiersPath: path,
         });
         for (const p of r.published)
-          process.stdout.write(`published ${p.model} (sha256 ${p.sha256}) to ${p.keys.map((k) => `${bucketOf}/${k}`).join(', ')}\n`);
-        for (const m of r.unchanged) process.stdout.write(`already published ${m} (same sha256)\n`);
+          say(`published ${p.model} (sha256 ${p.sha256}) to ${p.keys.map((k) => `${bucketOf}/${k}`).join(', ')}\n`, {
+            published: p.model,
+            sha256: p.sha256,
+            objects: p.keys.map((k) => `${bucketOf}/${k}`),
+          });
+        for (const m of r.unchanged) say(`already published ${m} (same sha256)\n`, { unchanged: m });
+        for (const m of r.lacking) results.push({ lacking: m });
         if (r.lacking.length)
           process.stderr.write(`not published (not in ${catalog}): ${r.lacking.join(', ')}; objects of these models wait until they are\n`);
       } else {
@@ -172,11 +173,15 @@ export function registerWeightsCommands(program: Command): void {
         const m = await readManifest(opts.weights);
         if (opts.variant && m.variant !== opts.variant) throw new Error(`${opts.weights} holds ${m.variant}, not ${opts.variant}`);
         const r = await publishWeights(s3, opts.weights, url);
-        process.stdout.write(
-          `published ${r.manifest.variant} (sha256 ${r.manifest.sha256}) to ${r.keys.map((k) => `${bucketOf}/${k}`).join(', ')}\n`,
-        );
+        say(`published ${r.manifest.variant} (sha256 ${r.manifest.sha256}) to ${r.keys.map((k) => `${bucketOf}/${k}`).join(', ')}\n`, {
+          published: r.manifest.variant,
+          sha256: r.manifest.sha256,
+          objects: r.keys.map((k) => `${bucketOf}/${k}`),
+        });
       }
-      if (backfill) await catchUp(program, backfill, url, opts, endpoint);
+      if (opts.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+      stack.close();
+      if (backfill) await catchUp(program, command, backfill, opts, stack.handle);
     });
 }
 
@@ -186,42 +191,31 @@ interface PublishCli {
   tiers?: string;
   allowMissing?: boolean;
   backfill?: string;
-  backfillStateMachine?: string;
   backfillDelay: number;
+  json?: boolean;
 }
 
 /**
  * Tag what waited for these weights: objects uploaded before they were published carry no tags, so
  * a backfill of objects without tags (`--only-missing`) finds them. The routers re-read a missing
  * model's manifest once a minute, so the backfill starts after that delay: uploads in between are
- * covered too. AWS: the stack's state machine (or the command, printed); an explicit endpoint: the
- * `effitag backfill` path, here.
+ * covered too. A deployed stack: its state machine (`backfill --remote`); the embedded stack: the
+ * `effitag backfill` path, here. Either on the same `--stack`.
  */
 async function catchUp(
   program: Command,
+  command: Command,
   target: { bucket: string; prefix: string },
-  weights: string,
   opts: PublishCli,
-  endpoint: string | undefined,
+  handle: StackHandle,
 ): Promise<void> {
   const url = `s3://${target.bucket}${target.prefix ? `/${target.prefix}` : ''}`;
-  const arn = opts.backfillStateMachine ?? process.env.EFFITAG_BACKFILL_STATE_MACHINE;
-  if (!endpoint && !arn) {
-    process.stdout.write(
-      `to tag what waited, in ${opts.backfillDelay} s (once the routers see the new weights) run:\n` +
-        `  npx effitag backfill ${url} --remote --state-machine <the stack output BackfillStateMachine> --only-missing\n`,
-    );
-    return;
-  }
   if (opts.backfillDelay > 0) {
     process.stderr.write(`waiting ${opts.backfillDelay} s for the routers to see the new weights, then backfilling ${url}\n`);
     await new Promise((r) => setTimeout(r, opts.backfillDelay * 1000));
   }
-  const args = ['backfill', url, '--only-missing'];
-  if (endpoint) {
-    args.push('--endpoint', endpoint, '--weights', weights);
-    if (process.env.EFFITAG_SQS_ENDPOINT) args.push('--sqs-endpoint', process.env.EFFITAG_SQS_ENDPOINT);
-    if (opts.tiers) args.push('--tiers', opts.tiers);
-  } else args.push('--remote', '--state-machine', arn!);
+  const args = [...stackArgs(command), 'backfill', url, '--only-missing'];
+  if (handle.backfillStateMachine) args.push('--remote');
+  else if (opts.tiers) args.push('--tiers', opts.tiers);
   await program.parseAsync(args, { from: 'user' });
 }

@@ -3,7 +3,7 @@
  * the same retry settings as the deployed clients. Read-only calls only. Not exercised by the tests
  * (no AWS account here); the logic it feeds is pipeline/preflight.ts, tested with a fake.
  */
-import { CloudFormationClient, DescribeStacksCommand, paginateListStackResources } from '@aws-sdk/client-cloudformation';
+import { CloudFormationClient, paginateListStackResources } from '@aws-sdk/client-cloudformation';
 import {
   DescribeAvailabilityZonesCommand,
   DescribeInstanceTypesCommand,
@@ -16,6 +16,7 @@ import { GetBucketNotificationConfigurationCommand, HeadObjectCommand } from '@a
 import { GetAWSDefaultServiceQuotaCommand, GetServiceQuotaCommand, ServiceQuotasClient } from '@aws-sdk/client-service-quotas';
 import type { BucketNotificationConfig, HeadResult, PreflightAws, StackResource } from '../preflight.ts';
 import { s3Client } from './clients.ts';
+import { describeStackOutputs } from './stack-handle.ts';
 
 const status = (err: unknown) => (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
 const named = (err: unknown, ...names: string[]) => names.includes((err as { name?: string }).name ?? '');
@@ -29,18 +30,8 @@ export function awsPreflight(region?: string): PreflightAws {
   const s3 = s3Client({ region: region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION });
 
   return {
-    async stackOutputs(stackName) {
-      try {
-        const out = await cfn.send(new DescribeStacksCommand({ StackName: stackName }));
-        const stack = out.Stacks?.[0];
-        if (!stack) return undefined;
-        return Object.fromEntries((stack.Outputs ?? []).map((o) => [o.OutputKey ?? '', o.OutputValue ?? '']));
-      } catch (err) {
-        // CloudFormation answers a missing stack with a ValidationError "Stack with id NAME does not exist".
-        if (named(err, 'ValidationError') && /does not exist/.test((err as Error).message)) return undefined;
-        throw err;
-      }
-    },
+    // The one place stack outputs are read (pipeline/aws/stack-handle.ts): `--stack NAME` reads them there too.
+    stackOutputs: (stackName) => describeStackOutputs(stackName, { region }),
 
     async stackResources(stackName) {
       const resources: StackResource[] = [];

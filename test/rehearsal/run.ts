@@ -41,7 +41,8 @@ import { evaluateCalls, readAudit, unusedGrants, type Verdict } from './iam.ts';
 import { copyTree, nodeFunctions, startLambda, type LambdaFunction, type StartLambdaOptions } from './lambda.ts';
 import { cached, runTemp } from './paths.ts';
 import { runBackfillStateMachine, stateMachineOf } from './state-machine.ts';
-import { SHIPPED_TIERS, synthesize, type Assembly, type Resolver } from './template.ts';
+import { REGION, SHIPPED_TIERS, synthesize, type Assembly, type Resolver } from './template.ts';
+import { type CloudFormationStandIn, resolvedOutputs, startCloudFormation } from './cloudformation.ts';
 import { CREDENTIALS, startWorld, WEIGHTS_RECHECK_SECONDS, type World } from './world.ts';
 
 export interface PrincipalReport {
@@ -88,6 +89,8 @@ export interface RehearsalReport {
   deadLetters: Record<string, number>;
   /** Keys the deployed workers put into the stack's tag index (its table, on dynalite). */
   indexed: string[];
+  /** What `effitag --stack EffiTag search s3://BUCKET` listed (no table: no search). */
+  searchedWithStack?: string[];
   routerInvocations: EventSource['invocations'];
   workerInvocations: EventSource['invocations'];
   backfill: { input: Record<string, unknown>; batches: number; results: unknown[] };
@@ -197,16 +200,27 @@ export async function weightsCatalog(models: readonly string[]): Promise<string>
   return catalog;
 }
 
-/** `npx effitag ARGS` against the stand-ins, as an operator runs it. */
-async function effitag(world: World, args: string[]): Promise<{ stdout: string; stderr: string }> {
-  return promisify(execFile)(process.execPath, [join(REPO_ROOT, 'bin', 'effitag.js'), ...args], {
+/** The rehearsed stack's name, as `cdk deploy` names it (and `--stack` takes it). */
+export const STACK_NAME = 'EffiTag';
+
+/**
+ * `npx effitag --stack EffiTag ARGS` against the stand-ins, as an operator runs it: the stack named
+ * once, its outputs read from (the rehearsal's) CloudFormation; as the runtimes, the SDK is pointed
+ * at the stand-ins by AWS_ENDPOINT_URL_*, and nothing else differs from AWS.
+ */
+async function effitag(world: World, cfn: CloudFormationStandIn, args: string[]): Promise<{ stdout: string; stderr: string }> {
+  return promisify(execFile)(process.execPath, [join(REPO_ROOT, 'bin', 'effitag.js'), '--stack', STACK_NAME, ...args], {
     cwd: REPO_ROOT,
     maxBuffer: 16 * 1024 * 1024,
     env: {
       ...process.env,
-      EFFITAG_S3_ENDPOINT: world.s3Endpoint,
+      AWS_ENDPOINT_URL_CLOUDFORMATION: cfn.endpoint,
+      AWS_ENDPOINT_URL_S3: world.s3Endpoint,
+      AWS_ENDPOINT_URL_SQS: world.sqsEndpoint,
+      AWS_ENDPOINT_URL_DYNAMODB: world.dynamoEndpoint,
       AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
       AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
+      AWS_REGION: REGION,
     },
   });
 }
@@ -249,6 +263,7 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
   log(`synthesizing ${tiersFile}, events from ${events === 's3' ? 'S3 notifications' : 'EventBridge'} (cdk synth) …`);
   const assembly = options.assembly ?? (await synthesize({ tiersFile, context: { 'effitag:events': events } }));
   const world: World = await startWorld(assembly);
+  const cfn = await startCloudFormation({ [STACK_NAME]: resolvedOutputs(assembly, world.resolver) });
   const lambdas: LambdaFunction[] = [];
   const sources: EventSource[] = [];
   const containers: Container[] = [];
@@ -257,8 +272,6 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
   try {
     const { bucketId, intakeId } = bucketAndIntake(assembly);
     const bucket = world.bucketName(bucketId);
-    const anyFn = assembly.template.Resources[nodeFunctions(assembly)[0]];
-    const weightsLocation = world.resolver.resolve(anyFn.Properties!.Environment.Variables.EFFITAG_WEIGHTS) as string;
     // Weights a tier names in another bucket of the user's (examples/tiers: a custom network): the
     // bucket exists, nothing is published there yet.
     for (const t of Object.values(config.tiers)) {
@@ -349,7 +362,8 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
 
     // 3. Publish with the CLI, then the catch-up backfill through the state machine.
     const publish = step('publish');
-    const published = await effitag(world, [
+    // No location: the stack's output WeightsLocation.
+    const published = await effitag(world, cfn, [
       'weights',
       'publish',
       '--tiers',
@@ -357,7 +371,6 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
       '--weights',
       catalog,
       '--allow-missing',
-      weightsLocation,
     ]);
     publish.notes.push(
       ...(published.stdout + published.stderr)
@@ -465,12 +478,16 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
     for (const key of fullScenario ? Object.values(SCENARIO) : [SCENARIO.legacy]) objects[key] = await stateOf(world, bucket, key);
     const [tableId] = assembly.ofType('AWS::DynamoDB::Table').map(([id]) => id);
     let indexed: string[] = [];
+    let searchedWithStack: string[] | undefined;
     if (tableId) {
       const dynamo = dynamoClient({ dynamoEndpoint: world.dynamoEndpoint, credentials: CREDENTIALS });
       indexed = (await new DynamoTagIndex(dynamo, world.physical.get(tableId)!.ref).search({ bucket, tags: [], limit: 100 })).hits
         .map((h) => h.key)
         .sort();
       dynamo.destroy();
+      // The same through the CLI, the stack named once (`effitag search --stack EffiTag`): its table from its outputs.
+      const searched = await effitag(world, cfn, ['search', `s3://${bucket}`, '--limit', '100', '--json']);
+      searchedWithStack = (JSON.parse(searched.stdout) as { hits: { key: string }[] }).hits.map((h) => h.key).sort();
     }
     const deadLetters: Record<string, number> = {};
     for (const [id, q] of world.queues) {
@@ -508,6 +525,7 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
       container: { taskDefinition: tasks[0]?.taskDefinition, exitCode: tasks[0]?.exitCode ?? null, output: tasks[0]?.output ?? '' },
       objects,
       indexed,
+      searchedWithStack,
       deadLetters,
       routerInvocations: sources.filter((s) => s.queueId === intakeId).flatMap((s) => s.invocations),
       workerInvocations: sources.filter((s) => s.queueId !== intakeId).flatMap((s) => s.invocations),
@@ -532,6 +550,7 @@ export async function runRehearsal(options: RehearsalOptions = {}): Promise<Rehe
     for (const s of sources) s.stop();
     for (const c of containers) await c.stop().catch(() => {});
     for (const f of lambdas) await f.stop().catch(() => {});
+    await cfn.close();
     await world.stop();
   }
 }
@@ -722,6 +741,10 @@ export function rehearsalProblems(report: RehearsalReport): string[] {
     if (CHEAP_MODELS.includes(u.model) !== tagged) problems.push(`${u.key}: ${u.after?.['effitag-status'] ?? 'untagged'} after publishing`);
   }
   for (const [q, n] of Object.entries(report.deadLetters)) if (n) problems.push(`${q}: ${n} message(s)`);
+  if (report.searchedWithStack && report.searchedWithStack.join() !== report.indexed.join())
+    problems.push(
+      `effitag --stack ${STACK_NAME} search listed ${report.searchedWithStack.join(', ')}, the index holds ${report.indexed.join(', ')}`,
+    );
   for (const t of report.scaling) problems.push(...t.problems.map((p) => `scaling ${t.tier}: ${p}`));
   return problems;
 }

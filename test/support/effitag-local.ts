@@ -66,31 +66,16 @@ export async function startLocal(
   return child;
 }
 
-/** `effitag backfill URL --dry-run --json` against a test stack's endpoints: the report it prints. */
+/**
+ * `effitag backfill URL --dry-run --json` on the test's stack, found as a user's is: through its
+ * handle in EFFITAG_DATA_DIR (startTestStack and startLocal set it). The report it prints.
+ */
 export async function backfillDryRun(
-  endpoints: { s3Endpoint?: string; sqsEndpoint?: string; dynamoEndpoint?: string },
   url: string,
-  weights: string,
 ): Promise<{ listed: number; enqueued: number; errors: number; skipped: Record<string, number> }> {
-  const out = await promisify(execFile)(
-    process.execPath,
-    [
-      'bin/effitag.js',
-      'backfill',
-      url,
-      '--endpoint',
-      endpoints.s3Endpoint as string,
-      '--sqs-endpoint',
-      endpoints.sqsEndpoint as string,
-      '--dynamodb-endpoint',
-      endpoints.dynamoEndpoint as string,
-      '--weights',
-      weights,
-      '--dry-run',
-      '--json',
-    ],
-    { maxBuffer: 1 << 22 },
-  );
+  const out = await promisify(execFile)(process.execPath, ['bin/effitag.js', 'backfill', url, '--dry-run', '--json'], {
+    maxBuffer: 1 << 22,
+  });
   return JSON.parse(out.stdout);
 }
 

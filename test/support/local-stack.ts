@@ -5,6 +5,9 @@ import { ortEngine } from '../../inference/ort-engine.ts';
 import type { Engine, LoadedModel } from '../../inference/engine.ts';
 import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../local/stack.ts';
 import { silentLogger } from '../../pipeline/log.ts';
+import type { LocalCredentials } from '../../pipeline/aws/local-credentials.ts';
+import { EMBEDDED_STACK, type StackHandle, writeStackFile } from '../../pipeline/aws/stack-handle.ts';
+import { INDEX_TABLE } from '../../pipeline/aws/wiring.ts';
 import { parseTiers, type TiersFile } from '../../tiers/schema.ts';
 import { randomArtifact, tempDir } from './fixtures.ts';
 
@@ -112,4 +115,37 @@ export function portFlags(ports: { s3: number; sqs: number; dynamodb?: number; g
     String(ports.dynamodb ?? 0),
     ...(ports.gallery === undefined ? ['--no-gallery'] : ['--gallery-port', String(ports.gallery)]),
   ];
+}
+
+/**
+ * A handle file for stand-ins a test started by hand (no `startLocalStack`): `effitag` commands run
+ * with EFFITAG_DATA_DIR=dataDir then find them as they find `npm start`'s stack.
+ */
+export function standInHandle(
+  dataDir: string,
+  o: Partial<Pick<StackHandle, 'intake' | 'tierQueues' | 'buckets' | 'weightsLocation'>> & {
+    credentials: LocalCredentials;
+    s3?: string;
+    sqs?: string;
+    dynamodb?: string;
+  },
+): StackHandle {
+  const handle: StackHandle = {
+    name: EMBEDDED_STACK,
+    kind: 'embedded',
+    region: 'us-east-1',
+    buckets: o.buckets ?? [],
+    weightsLocation: o.weightsLocation ?? join(dataDir, 'no-weights'),
+    ...(o.intake ? { intake: o.intake } : {}),
+    tierQueues: o.tierQueues ?? {},
+    indexTable: INDEX_TABLE,
+    endpoints: {
+      ...(o.s3 ? { s3: o.s3 } : {}),
+      ...(o.sqs ? { sqs: o.sqs } : {}),
+      ...(o.dynamodb ? { dynamodb: o.dynamodb } : {}),
+    },
+    credentials: o.credentials,
+  };
+  writeStackFile(dataDir, handle);
+  return handle;
 }

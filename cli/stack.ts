@@ -1,0 +1,59 @@
+/**
+ * The program-level stack options every command shares: `--stack NAME` (env EFFITAG_STACK; default
+ * the embedded stack that `npm start` runs), and `--region`/`--profile` as the AWS CLI has them
+ * (env AWS_REGION, AWS_PROFILE). A command asks for its stack here and gets one handle
+ * (pipeline/aws/stack-handle.ts): no command has a flag of its own for endpoints, queues or tables.
+ */
+import { type Command, Option } from 'commander';
+import {
+  EMBEDDED_STACK,
+  type OpenStack,
+  openStack,
+  resolveStackHandle,
+  type StackHandle,
+  type StackSelection,
+} from '../pipeline/aws/stack-handle.ts';
+
+export function addStackOptions(program: Command): Command {
+  return program
+    .addOption(
+      new Option(
+        '--stack <name>',
+        `the stack to work on: "${EMBEDDED_STACK}" (npm start's, found through its data directory, EFFITAG_DATA_DIR) or a deployed stack's CloudFormation name, whose outputs say the rest`,
+      ).env('EFFITAG_STACK'),
+    )
+    .addOption(new Option('--region <region>', "AWS region of a deployed stack (as the AWS CLI: default AWS_REGION, or the profile's)"))
+    .addOption(new Option('--profile <name>', 'AWS CLI profile for a deployed stack (default AWS_PROFILE)'))
+    .hook('preAction', (_program, action) => {
+      // As the AWS CLI's: every SDK client of the command (Step Functions, preflight's) honours them.
+      const { region, profile } = stackSelection(action);
+      if (region) process.env.AWS_REGION = region;
+      if (profile) process.env.AWS_PROFILE = profile;
+    });
+}
+
+/** The program-level selection, whichever subcommand `command` is. */
+export function stackSelection(command: Command): StackSelection {
+  const o = command.optsWithGlobals() as StackSelection;
+  return { stack: o.stack, region: o.region, profile: o.profile };
+}
+
+/** The handle of the stack the command line names. */
+export function commandStack(command: Command): Promise<StackHandle> {
+  return resolveStackHandle(stackSelection(command));
+}
+
+/** The stack the command line names, opened; the caller closes it. */
+export async function openCommandStack(command: Command): Promise<OpenStack> {
+  return openStack(await commandStack(command));
+}
+
+/** `--stack …` (and region, profile) as given, to pass on to another `effitag` command line. */
+export function stackArgs(command: Command): string[] {
+  const s = stackSelection(command);
+  return [
+    ...(s.stack ? ['--stack', s.stack] : []),
+    ...(s.region ? ['--region', s.region] : []),
+    ...(s.profile ? ['--profile', s.profile] : []),
+  ];
+}

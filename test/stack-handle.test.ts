@@ -1,0 +1,288 @@
+/**
+ * One stack handle (issue 22): the three resolvers (a runtime's environment, a deployed stack's
+ * CloudFormation outputs, the embedded stack's handle file), `--stack` on the CLI, and the two flows
+ * it is for: `effitag search --stack NAME` against a deployed stack with no other stack flag, and
+ * `npm start` on other ports followed by `effitag tag` with no port flag.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, statSync, chmodSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startDynamoServer } from '../local/dynamo-server.ts';
+import { dynamoClient } from '../pipeline/aws/clients.ts';
+import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
+import { ensureLocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import {
+  EMBEDDED_STACK,
+  handleFromEnvironment,
+  handleFromOutputs,
+  openStack,
+  resolveDeployedStack,
+  resolveEmbeddedStack,
+  resolveStackHandle,
+  StackNotRunningError,
+  stackFile,
+  stackTiers,
+  writeStackFile,
+} from '../pipeline/aws/stack-handle.ts';
+import { encodeStackEnv } from '../pipeline/runtime-config.ts';
+import { parseTiers } from '../tiers/schema.ts';
+import { startCloudFormation, type CloudFormationStandIn } from './rehearsal/cloudformation.ts';
+import { freePort, runEffitag, startLocal } from './support/effitag-local.ts';
+import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
+import { standInHandle } from './support/local-stack.ts';
+
+const TIERS = parseTiers(JSON.parse(readFileSync('tiers/local.json', 'utf8')));
+
+const OUTPUTS = {
+  BucketName: 'photos-bucket',
+  WeightsLocation: 's3://photos-weights/models/',
+  IntakeQueueUrl: 'https://sqs.eu-west-1.amazonaws.com/111111111111/Photos-Intake',
+  QueueUrls: JSON.stringify({ cpu: 'https://sqs.eu-west-1.amazonaws.com/111111111111/Photos-cpu.fifo' }),
+  IndexTable: 'Photos-Index',
+  BackfillStateMachine: 'arn:aws:states:eu-west-1:111111111111:stateMachine:Photos-Backfill',
+  DashboardName: 'Photos',
+};
+
+describe('stack handle: resolvers', () => {
+  it("a deployed stack's outputs make its handle; an output missing or garbled is named", () => {
+    const h = handleFromOutputs('Photos', OUTPUTS, { region: 'eu-west-1', profile: 'work' });
+    assert.deepEqual(
+      {
+        kind: h.kind,
+        buckets: h.buckets,
+        weights: h.weightsLocation,
+        intake: h.intake?.url,
+        tiers: Object.keys(h.tierQueues),
+        table: h.indexTable,
+        sm: h.backfillStateMachine,
+        region: h.region,
+        profile: h.profile,
+        endpoints: h.endpoints,
+      },
+      {
+        kind: 'deployed',
+        buckets: ['photos-bucket'],
+        weights: 's3://photos-weights/models/',
+        intake: OUTPUTS.IntakeQueueUrl,
+        tiers: ['cpu'],
+        table: 'Photos-Index',
+        sm: OUTPUTS.BackfillStateMachine,
+        region: 'eu-west-1',
+        profile: 'work',
+        endpoints: {},
+      },
+    );
+    const { BucketName: _, ...noBucket } = OUTPUTS;
+    assert.throws(() => handleFromOutputs('Photos', noBucket), /stack Photos: its outputs lack or garble BucketName/);
+    assert.throws(() => handleFromOutputs('Photos', { ...OUTPUTS, QueueUrls: '[1' }), /QueueUrls is not a JSON object/);
+    // A stack deployed without an index has no IndexTable output: no index, and a clear error where one is needed.
+    const { IndexTable: __, ...noIndex } = OUTPUTS;
+    const open = openStack(handleFromOutputs('Photos', noIndex));
+    try {
+      assert.equal(open.index, undefined);
+      assert.throws(() => open.requireIndex(), /stack Photos has no tag index/);
+    } finally {
+      open.close();
+    }
+  });
+
+  it("a runtime's environment (the CDK contract) makes its handle: queues, index, weights, tiers", () => {
+    const [tier] = Object.keys(TIERS.tiers);
+    const env = {
+      ...encodeStackEnv({
+        tiers: TIERS,
+        queueUrlsJson: JSON.stringify({ [tier]: 'https://sqs/q-cpu.fifo' }),
+        weightsLocation: 's3://w/m/',
+        indexTable: 'T',
+      }),
+      AWS_REGION: 'eu-central-1',
+    };
+    const h = handleFromEnvironment(env);
+    assert.equal(h.kind, 'runtime');
+    assert.deepEqual(h.tierQueues, { [tier]: { url: 'https://sqs/q-cpu.fifo' } });
+    assert.equal(h.indexTable, 'T');
+    assert.equal(h.weightsLocation, 's3://w/m/');
+    assert.equal(h.region, 'eu-central-1');
+    assert.deepEqual(stackTiers(h).config.input, TIERS.input);
+    const open = openStack(h);
+    try {
+      assert.deepEqual(Object.keys(open.queues), [tier]);
+      assert.equal(open.queues[tier].url, 'https://sqs/q-cpu.fifo');
+      assert.ok(open.index);
+    } finally {
+      open.close();
+    }
+  });
+
+  it('the embedded stack is found through the handle file in its data directory (owner-only); none, stale or garbled: one clear line', async () => {
+    const dataDir = join(await tempDir('effitag-handle-'), 'data');
+    const credentials = ensureLocalCredentials(dataDir);
+    assert.throws(
+      () => resolveEmbeddedStack(dataDir),
+      (err: Error) =>
+        err instanceof StackNotRunningError &&
+        /^no embedded stack is running for .*data \(no \.effitag-stack\.json there\): start it \(npm start\)/.test(err.message) &&
+        !err.message.includes('\n'),
+    );
+    const written = standInHandle(dataDir, { credentials, s3: 'http://127.0.0.1:1111', sqs: 'http://127.0.0.1:2222', buckets: ['b'] });
+    assert.equal(statSync(stackFile(dataDir)).mode & 0o777, 0o600, 'owner-only: it holds the key pair');
+    const read = resolveEmbeddedStack(dataDir);
+    assert.equal(read.name, EMBEDDED_STACK);
+    assert.deepEqual(read.endpoints, written.endpoints);
+    assert.deepEqual(read.credentials, credentials);
+    // Selected by default, through EFFITAG_DATA_DIR, as the CLI selects it.
+    assert.deepEqual((await resolveStackHandle({}, { EFFITAG_DATA_DIR: dataDir })).endpoints, written.endpoints);
+    // A handle others could read is tightened on read.
+    chmodSync(stackFile(dataDir), 0o644);
+    resolveEmbeddedStack(dataDir);
+    assert.equal(statSync(stackFile(dataDir)).mode & 0o777, 0o600);
+    // Stale: the process that wrote it is gone (a crash, kill -9).
+    const dead = 2 ** 22 + 12_345; // above Linux's pid_max default: no such process
+    writeStackFile(dataDir, written, dead);
+    assert.throws(
+      () => resolveEmbeddedStack(dataDir),
+      new RegExp(`the embedded stack for .*data is not running \\(its handle names process ${dead}, .*which has exited\\): start it again`),
+    );
+    writeFileSync(stackFile(dataDir), '{"pid": 1}');
+    assert.throws(() => resolveEmbeddedStack(dataDir), /is not an embedded-stack handle; delete it and start the stack again/);
+  });
+});
+
+describe('--stack NAME: a deployed stack by its name, its outputs read from CloudFormation', () => {
+  let cfn: CloudFormationStandIn;
+  let dataDir: string;
+  const stops: (() => Promise<unknown>)[] = [];
+  let env: NodeJS.ProcessEnv;
+
+  before(async () => {
+    // "AWS": a DynamoDB and a CloudFormation that the SDK reaches through AWS_ENDPOINT_URL_*, as the
+    // deploy rehearsal's runtimes do; credentials from the environment, as on a user's machine.
+    const keys = ensureLocalCredentials(join(await tempDir('effitag-aws-keys-'), 'keys'));
+    const dynamo = await startDynamoServer({ credentials: keys });
+    stops.push(() => dynamo.close());
+    const ddb = dynamoClient({ dynamoEndpoint: dynamo.endpoint, credentials: keys });
+    await ensureIndexTable(ddb, OUTPUTS.IndexTable);
+    const index = new DynamoTagIndex(ddb, OUTPUTS.IndexTable);
+    for (const [key, tag] of [
+      ['cats/a.jpg', 'tabby'],
+      ['dogs/b.jpg', 'golden retriever'],
+    ] as const)
+      await index.put({
+        bucket: OUTPUTS.BucketName,
+        key,
+        eTag: `e-${key}`,
+        lastModified: new Date(Date.UTC(2026, 0, 2)),
+        size: 1,
+        variant: 'b0',
+        marker: 'b0@test',
+        at: new Date().toISOString(),
+        tags: [{ tag, probability: 0.9, leaf: true }],
+      });
+    ddb.destroy();
+    cfn = await startCloudFormation({ Photos: OUTPUTS });
+    stops.push(() => cfn.close());
+    // No embedded stack anywhere: the data directory is empty.
+    dataDir = join(await tempDir('effitag-no-stack-'), 'data');
+    env = {
+      EFFITAG_DATA_DIR: dataDir,
+      AWS_ENDPOINT_URL_CLOUDFORMATION: cfn.endpoint,
+      AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
+      AWS_ACCESS_KEY_ID: keys.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: keys.secretAccessKey,
+      AWS_REGION: 'eu-west-1',
+    };
+  });
+  after(async () => {
+    for (const s of stops) await s().catch(() => {});
+  });
+
+  it('`effitag search --stack Photos` finds by tag with no other stack flag; EFFITAG_STACK does the same', async () => {
+    const r = await runEffitag(['search', '--stack', 'Photos', `s3://${OUTPUTS.BucketName}`, '--tag', 'golden retriever', '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(
+      JSON.parse(r.stdout).hits.map((h: { key: string }) => h.key),
+      ['dogs/b.jpg'],
+    );
+    assert.deepEqual(cfn.asked, ['Photos'], 'the outputs were read from CloudFormation, once');
+    // Program-level: before the command as well as after it, or from the environment.
+    const before = await runEffitag(['--stack', 'Photos', 'search', `s3://${OUTPUTS.BucketName}`, '--tag', 'tabby', '--json'], env);
+    assert.deepEqual(
+      JSON.parse(before.stdout).hits.map((h: { key: string }) => h.key),
+      ['cats/a.jpg'],
+    );
+    const fromEnv = await runEffitag(['search', `s3://${OUTPUTS.BucketName}`, '--tag', 'tabby', '--json'], {
+      ...env,
+      EFFITAG_STACK: 'Photos',
+    });
+    assert.equal(fromEnv.code, 0, fromEnv.stderr);
+    assert.equal(JSON.parse(fromEnv.stdout).hits.length, 1);
+  });
+
+  it('a stack that does not exist, or no embedded stack running: one line saying what to do', async () => {
+    const none = await runEffitag(['search', '--stack', 'Nope', `s3://${OUTPUTS.BucketName}`, '--tag', 'dog'], env);
+    assert.equal(none.code, 1);
+    assert.equal(
+      none.stderr,
+      'effitag: no stack Nope in eu-west-1: deploy it (npx cdk deploy), or check --stack, --region and --profile\n',
+    );
+    await assert.rejects(
+      resolveDeployedStack('Nope', {}, async () => undefined),
+      /no stack Nope: deploy it/,
+    );
+    const embedded = await runEffitag(['search', `s3://${OUTPUTS.BucketName}`, '--tag', 'dog'], env);
+    assert.equal(embedded.code, 1);
+    assert.match(
+      embedded.stderr,
+      /^effitag: no embedded stack is running for .*: start it \(npm start\), set EFFITAG_DATA_DIR .*--stack NAME\n$/,
+    );
+  });
+
+  it('the per-command stack flags are gone: --aws, --table, --dynamodb-endpoint are unknown options', async () => {
+    for (const flag of ['--aws', '--table=x', '--dynamodb-endpoint=http://127.0.0.1:1', '--queue-urls={}', '--endpoint=http://x']) {
+      const r = await runEffitag(['search', `s3://${OUTPUTS.BucketName}`, flag], env);
+      assert.equal(r.code, 1, flag);
+      assert.ok(r.stderr.startsWith(`error: unknown option '${flag}'`), `${flag}: ${r.stderr}`);
+    }
+  });
+});
+
+describe('npm start on other ports, then `effitag tag` with no port flags', () => {
+  const children: ChildProcess[] = [];
+  after(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
+
+  it("tags through the stack's handle; once the stack stops, says so instead of timing out", async () => {
+    const dir = await tempDir('effitag-other-ports-');
+    await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
+    const ports = { s3: await freePort(), sqs: await freePort(), dynamodb: await freePort() };
+    const stack = await startLocal(dir, ports, {}, children);
+    const handle = JSON.parse(readFileSync(stackFile(join(dir, 'data')), 'utf8'));
+    assert.equal(handle.pid, stack.pid);
+    assert.equal(handle.handle.endpoints.s3, `http://127.0.0.1:${ports.s3}`);
+    assert.equal(handle.handle.endpoints.sqs, `http://127.0.0.1:${ports.sqs}`);
+    // The banner needs no port variables for another shell: the data directory says it all.
+    assert.doesNotMatch(stack.output(), /EFFITAG_(S3|SQS|DYNAMODB)_PORT/);
+    assert.match(stack.output(), /EFFITAG_DATA_DIR=/);
+
+    const photo = join(dir, 'photo.jpg');
+    await writeFile(photo, await gradientImage(200, 160, 'jpeg', 5));
+    const env = { EFFITAG_DATA_DIR: join(dir, 'data') };
+    const tagged = await runEffitag(['tag', photo, '--json', '--timeout', '60'], env);
+    assert.equal(tagged.code, 0, tagged.stderr);
+    const result = JSON.parse(tagged.stdout.trim());
+    assert.equal(result.object, 's3://effitag-local/uploads/photo.jpg');
+    assert.equal(result.status, 'tagged');
+
+    const exited = new Promise((r) => stack.once('exit', r));
+    stack.kill('SIGTERM');
+    await exited;
+    assert.equal(existsSync(stackFile(join(dir, 'data'))), false, 'the handle is removed at stop');
+    const after = await runEffitag(['tag', photo, '--timeout', '5'], env);
+    assert.equal(after.code, 1);
+    assert.match(after.stderr, /^effitag: no embedded stack is running for .*data/);
+  });
+});
