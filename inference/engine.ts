@@ -12,6 +12,12 @@ export interface Prediction {
   probability: number;
 }
 
+/** One image's outputs from one inference. */
+export interface ImageOutputs {
+  probabilities: Float32Array;
+  features: Float32Array;
+}
+
 export interface LoadedModel {
   /** Engine name and the concrete backend it runs on, e.g. `ort (cpu)`, `tfjs (wasm)`. */
   readonly description: string;
@@ -21,6 +27,12 @@ export interface LoadedModel {
   readonly manifest: WeightsManifest;
   /** Class probabilities for each image (softmax output), one Float32Array per image. */
   classify(images: readonly DecodedImage[]): Promise<Float32Array[]>;
+  /**
+   * The same inference, also returning each image's pooled features (the global average pool before
+   * the classifier; 1,280 values for B0), unnormalized: image embeddings at no second inference.
+   * Absent on engines (and test doubles) that cannot; callers then fall back to `classify`.
+   */
+  classifyWithFeatures?(images: readonly DecodedImage[]): Promise<ImageOutputs[]>;
   dispose(): Promise<void>;
 }
 

@@ -93,6 +93,18 @@ export function ortEngine(options: OrtOptions = {}): Engine {
           const { data } = await session.run(toBatch(images), [images.length, resolution, resolution, 3]);
           return images.map((_, i) => data.slice(i * classes, (i + 1) * classes));
         },
+        async classifyWithFeatures(images) {
+          if (images.length === 0) return [];
+          const { data, outputs } = await session.run(toBatch(images), [images.length, resolution, resolution, 3]);
+          // The export's second output (model/onnx/export.ts); an export without it is a bug, not a fallback.
+          const pooled = outputs[1];
+          if (!pooled) throw new Error(`${exported.path} has no pooled features output (an export older than this code?)`);
+          const width = pooled.dims[1];
+          return images.map((_, i) => ({
+            probabilities: data.slice(i * classes, (i + 1) * classes),
+            features: pooled.data.slice(i * width, (i + 1) * width),
+          }));
+        },
         async dispose() {
           await session.close();
         },

@@ -26,9 +26,15 @@ parentPort.on('message', async (msg) => {
   try {
     const input = new ort.Tensor('float32', new Float32Array(msg.buffer), msg.dims);
     const out = await session.run({ [session.inputNames[0]]: input });
-    const result = out[session.outputNames[0]];
-    const data = Float32Array.from(result.data);
-    parentPort.postMessage({ type: 'result', id: msg.id, buffer: data.buffer, dims: result.dims }, [data.buffer]);
+    // Every output, in the graph's order (a classifier's probabilities, then its pooled features).
+    const outputs = session.outputNames.map((name) => {
+      const data = Float32Array.from(out[name].data);
+      return { buffer: data.buffer, dims: out[name].dims };
+    });
+    parentPort.postMessage(
+      { type: 'result', id: msg.id, outputs },
+      outputs.map((o) => o.buffer),
+    );
   } catch (err) {
     parentPort.postMessage({ type: 'result', id: msg.id, error: err instanceof Error ? err.message : String(err) });
   }

@@ -3,9 +3,17 @@ import { ENV } from '../base/runtime-names.ts';
 import { Worker } from 'node:worker_threads';
 import type * as ort from 'onnxruntime-node';
 
+export interface SessionOutput {
+  data: Float32Array;
+  dims: readonly number[];
+}
+
 export interface SessionThread {
-  /** Run one batch. `data`'s buffer is transferred to the thread (no copy): the caller must not use it afterwards. */
-  run(data: Float32Array, dims: readonly number[]): Promise<{ data: Float32Array; dims: readonly number[] }>;
+  /**
+   * Run one batch: the first output (`data`, `dims`) and every output in the graph's order (`outputs`).
+   * `data`'s buffer is transferred to the thread (no copy): the caller must not use it afterwards.
+   */
+  run(data: Float32Array, dims: readonly number[]): Promise<SessionOutput & { outputs: SessionOutput[] }>;
   close(): Promise<void>;
 }
 
@@ -18,7 +26,7 @@ export function threadScriptUrl(): URL {
 export function startSessionThread(path: string, options: ort.InferenceSession.SessionOptions): Promise<SessionThread> {
   // No loader flags for the thread: it is plain JavaScript.
   const worker = new Worker(threadScriptUrl(), { workerData: { path, options }, execArgv: [] });
-  const pending = new Map<number, { resolve: (v: { data: Float32Array; dims: readonly number[] }) => void; reject: (e: Error) => void }>();
+  const pending = new Map<number, { resolve: (v: SessionOutput & { outputs: SessionOutput[] }) => void; reject: (e: Error) => void }>();
   let nextId = 0;
   return new Promise((resolveStart, rejectStart) => {
     const fail = (err: Error) => {
@@ -30,7 +38,7 @@ export function startSessionThread(path: string, options: ort.InferenceSession.S
     worker.on('exit', (code) => {
       if (pending.size) fail(new Error(`onnxruntime thread exited (${code})`));
     });
-    worker.on('message', (msg: { type: string; id?: number; buffer?: ArrayBuffer; dims?: number[]; error?: string }) => {
+    worker.on('message', (msg: { type: string; id?: number; outputs?: { buffer: ArrayBuffer; dims: number[] }[]; error?: string }) => {
       if (msg.type === 'failed') {
         void worker.terminate();
         fail(new Error(msg.error));
@@ -59,7 +67,10 @@ export function startSessionThread(path: string, options: ort.InferenceSession.S
       if (!p) return;
       pending.delete(msg.id!);
       if (msg.error) p.reject(new Error(msg.error));
-      else p.resolve({ data: new Float32Array(msg.buffer!), dims: msg.dims! });
+      else {
+        const outputs = msg.outputs!.map((o) => ({ data: new Float32Array(o.buffer), dims: o.dims }));
+        p.resolve({ ...outputs[0], outputs });
+      }
     });
   });
 }

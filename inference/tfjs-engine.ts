@@ -19,6 +19,7 @@ export function tfjsEngine(options: { backend?: string } = {}): Engine {
       const { resolution } = built.plan;
       const classes = built.plan.classes;
       if (!classes) throw new Error(`${weightsDir}: weights without a classifier top cannot tag images`);
+      let features: tf.LayersModel | undefined;
       return {
         description: `tfjs (${backend.name})`,
         variant: artifact.manifest.variant,
@@ -31,6 +32,23 @@ export function tfjsEngine(options: { backend?: string } = {}): Engine {
           const data = (await output.data()) as Float32Array;
           tf.dispose([input, output]);
           return images.map((_, i) => data.slice(i * classes, (i + 1) * classes));
+        },
+        async classifyWithFeatures(images) {
+          if (images.length === 0) return [];
+          // One pass through a second model over the same layers: probabilities and the head's pool.
+          features ??= tf.model({
+            inputs: built.model.inputs,
+            outputs: [built.model.outputs[0], built.model.getLayer('avg_pool').output as tf.SymbolicTensor],
+          });
+          const input = tf.tensor4d(toBatch(images), [images.length, resolution, resolution, 3]);
+          const [probs, pooled] = features.predict(input) as tf.Tensor[];
+          const [p, f] = [(await probs.data()) as Float32Array, (await pooled.data()) as Float32Array];
+          tf.dispose([input, probs, pooled]);
+          const width = pooled.shape[1]!;
+          return images.map((_, i) => ({
+            probabilities: p.slice(i * classes, (i + 1) * classes),
+            features: f.slice(i * width, (i + 1) * width),
+          }));
         },
         async dispose() {
           built.model.dispose();

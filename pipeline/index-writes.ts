@@ -1,13 +1,17 @@
 /**
  * What the pipeline writes to the tag index (pipeline/tag-index.ts): an object's leaf and rolled-up
  * tags, from fresh predictions (the worker) or from tags already written into its metadata (a
- * retried message, `backfill --index`), without running inference again.
+ * retried message, `backfill --index`), without running inference again. And to the vector index:
+ * each tagged object's embedding, in its model's space.
  */
 import { isPerceptualHash } from '../inference/perceptual-hash.ts';
 import { isVariantName } from '../model/spec.ts';
+import { modelFor, type TiersFile } from '../tiers/schema.ts';
 import { scoreTags } from '../model/tag-hierarchy.ts';
 import { decodeTags, KEYS } from './marker.ts';
-import type { ObjectHead, ObjectRef } from './ports.ts';
+import type { Markers } from './models.ts';
+import { messageOf } from '../base/errors.ts';
+import type { ObjectHead, ObjectRef, VectorIndex, VectorRef } from './ports.ts';
 import type { IndexedObject, PutResult, TagIndex } from './tag-index.ts';
 
 export interface Tagging {
@@ -78,4 +82,94 @@ export async function indexFromMetadata(
   if (!tagging) return held?.eTag === head.eTag ? { status: 'unchanged' } : { status: 'missing' };
   if (held && held.eTag === head.eTag && held.marker === tagging.marker) return { status: 'unchanged' };
   return index.put(indexedObject(ref, head, tagging, now));
+}
+
+/**
+ * Pooled features scaled to unit length (so a dot product is the cosine), or undefined when they
+ * cannot be (all zero, or not finite): such a vector would match nothing, or everything.
+ */
+export function unitVector(features: Float32Array): Float32Array | undefined {
+  let sum = 0;
+  for (const v of features) sum += v * v;
+  const norm = Math.sqrt(sum);
+  if (!(norm > 0) || !Number.isFinite(norm)) return undefined;
+  const out = new Float32Array(features.length);
+  for (let i = 0; i < features.length; i++) out[i] = features[i] / norm;
+  return out;
+}
+
+/** One tagged object version's embedding; no `space`/`vector`: its tier stores none (an old one goes). */
+export interface VectorWrite {
+  ref: VectorRef;
+  eTag: string;
+  space?: string;
+  vector?: Float32Array;
+}
+
+export interface VectorWriteFailure {
+  action: 'put' | 'remove';
+  space: string;
+  refs: VectorRef[];
+  error: string;
+}
+
+/** The model a space belongs to: `b0@1a2b3c4d5e6f` → `b0`. */
+export const modelOfSpace = (space: string): string => (space.lastIndexOf('@') > 0 ? space.slice(0, space.lastIndexOf('@')) : space);
+
+/**
+ * The spaces the tiers write to now: each model's current marker (models without published weights
+ * are left out). What an overwrite or a removal must clear, without listing the vector index (on S3
+ * Vectors, listing spaces reads every vector).
+ */
+export function tierSpaces(tiers: TiersFile, markers: Markers): string[] {
+  const spaces = new Set<string>();
+  for (const tier of Object.values(tiers.tiers))
+    for (const variant of tier.variants)
+      try {
+        spaces.add(markers.marker(modelFor(tier, variant)));
+      } catch {
+        // Not published yet: nothing of it is stored.
+      }
+  return [...spaces].sort();
+}
+
+/**
+ * Store each object's vector in its space (one call per space), after taking the object out of the
+ * spaces of the tiers' other models (`spaces`): an overwrite replaces the vector, also when the new
+ * version is tagged by another model or on a tier without embeddings (then it leaves every space).
+ * The same model's older weights need nothing: a space is a model's index, and the object's vector
+ * there is replaced. Failures are returned, never thrown: the caller decides (the worker keeps the
+ * tags and logs them).
+ */
+export async function writeVectors(
+  index: VectorIndex,
+  writes: readonly VectorWrite[],
+  spaces: readonly string[],
+): Promise<{ stored: number; failed: VectorWriteFailure[] }> {
+  const failed: VectorWriteFailure[] = [];
+  let stored = 0;
+  for (const space of spaces) {
+    const model = modelOfSpace(space);
+    const stale = writes.filter((w) => !w.space || modelOfSpace(w.space) !== model).map((w) => w.ref);
+    if (!stale.length) continue;
+    try {
+      await index.remove(space, stale);
+    } catch (err) {
+      failed.push({ action: 'remove', space, refs: stale, error: messageOf(err) });
+    }
+  }
+  const bySpace = new Map<string, VectorWrite[]>();
+  for (const w of writes) if (w.space && w.vector) bySpace.set(w.space, [...(bySpace.get(w.space) ?? []), w]);
+  for (const [space, ws] of bySpace) {
+    try {
+      await index.put(
+        space,
+        ws.map((w) => ({ ...w.ref, vector: w.vector!, eTag: w.eTag })),
+      );
+      stored += ws.length;
+    } catch (err) {
+      failed.push({ action: 'put', space, refs: ws.map((w) => w.ref), error: messageOf(err) });
+    }
+  }
+  return { stored, failed };
 }

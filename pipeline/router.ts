@@ -17,11 +17,12 @@ import { routeObject } from '../tiers/route.ts';
 import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { backfillDrop, indexedState, taggingInIndex, type BackfillDrop, type BackfillFilter } from './backfill-filter.ts';
 import { mapLimit } from './concurrency.ts';
+import { tierSpaces } from './index-writes.ts';
 import { parseEventBody, type ObjectCreated, type ObjectRemoved } from './events.ts';
 import { Counters, silentLogger, type Logger } from './log.ts';
 import { KEYS } from './marker.ts';
 import { isPublished, weightsFix, type Markers } from './models.ts';
-import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore } from './ports.ts';
+import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore, type VectorIndex } from './ports.ts';
 import type { TagIndex } from './tag-index.ts';
 import { revisionOf, taskMessage, type Task } from './task.ts';
 
@@ -65,13 +66,15 @@ export interface RouterDeps {
   sink?: (task: Task) => Promise<void>;
   /** The tag index: ObjectRemoved events delete an object's entries. */
   index?: TagIndex;
+  /** Image embeddings: ObjectRemoved events delete an object's vector too (from every space). */
+  vectors?: VectorIndex;
   log?: Logger;
   counters?: Counters;
   now?: () => Date;
 }
 
 /** What the router's stages share. */
-export type RouterContext = Required<Omit<RouterDeps, 'sink' | 'index'>> & Pick<RouterDeps, 'sink' | 'index'>;
+export type RouterContext = Required<Omit<RouterDeps, 'sink' | 'index' | 'vectors'>> & Pick<RouterDeps, 'sink' | 'index' | 'vectors'>;
 
 export type RouteOutcome =
   | { object: ObjectCreated; action: 'enqueued'; task: Task }
@@ -275,7 +278,7 @@ export async function sendTask(ctx: RouterContext, task: Task): Promise<void> {
  * holds (a re-upload after the delete). A failure throws, so the event is retried.
  */
 export async function unindex(ctx: RouterContext, removed: ObjectRemoved): Promise<void> {
-  if (!ctx.index) {
+  if (!ctx.index && !ctx.vectors) {
     ctx.counters.inc('router.removed.no-index');
     return;
   }
@@ -287,7 +290,10 @@ export async function unindex(ctx: RouterContext, removed: ObjectRemoved): Promi
     if (!(err instanceof StoreError && err.kind === 'not-found')) throw err;
   }
   const removedAt = removed.eventTime ? new Date(removed.eventTime) : ctx.now();
-  const entries = await ctx.index.remove(removed.bucket, removed.key, removedAt);
+  const entries = ctx.index ? await ctx.index.remove(removed.bucket, removed.key, removedAt) : 0;
+  // Its vector goes from every model's space (whichever tagged it); a failure throws: the event is retried.
+  if (ctx.vectors)
+    for (const space of tierSpaces(ctx.tiers, ctx.models)) await ctx.vectors.remove(space, [{ bucket: removed.bucket, key: removed.key }]);
   ctx.counters.inc('router.removed');
   ctx.log.log('info', 'removed from the index', { bucket: removed.bucket, key: removed.key, entries });
 }

@@ -7,7 +7,8 @@
  *   prepareTask    → download (If-Match on the task's ETag), skip what is archived or already
  *                    tagged by the current model, decode under byte and pixel limits
  *   inferPrepared  → the engine, grouped by variant
- *   writeResults   → tags onto the objects (metadata / object tags)
+ *   writeResults   → tags onto the objects (metadata / object tags), then the tag index and
+ *                    the image embeddings (the vector index)
  *   deadLetter     → a failure on its last receive goes to the DLQ with its reason
  *   settle         → done messages deleted, the rest retried with backoff
  *
@@ -33,8 +34,9 @@ import {
   type ObjectHead,
   type ObjectStore,
   type QueueMessage,
+  type VectorIndex,
 } from './ports.ts';
-import { failureEntry, indexedObject, indexFromMetadata } from './index-writes.ts';
+import { failureEntry, indexedObject, indexFromMetadata, tierSpaces, unitVector, writeVectors, type VectorWrite } from './index-writes.ts';
 import type { TagIndex } from './tag-index.ts';
 import { objectVersionIdentity, parseTask, taskMessage, type Task } from './task.ts';
 import { writeFailure, writeTagged } from './writeback.ts';
@@ -55,6 +57,8 @@ export interface WorkerContext {
   deadLetter?: DeadLetterQueue;
   /** The tag index, written with every result where the stack has one (required by `writeBack: index` tiers). */
   index?: TagIndex;
+  /** Image embeddings, one space per model marker (absent: none are stored; `embeddings: false` tiers store none). */
+  vectors?: VectorIndex;
 }
 
 export type Outcome =
@@ -101,7 +105,8 @@ export interface PreparedBatch {
 
 export interface Inferred {
   results: MessageResult[];
-  items: { p: Prepared; predictions: Prediction[]; marker: string; imagenet: boolean }[];
+  /** `vector`: the image's L2-normalized pooled features, where its tier stores embeddings. */
+  items: { p: Prepared; predictions: Prediction[]; marker: string; imagenet: boolean; vector?: Float32Array }[];
 }
 
 const refOf = (t: Task) => ({ bucket: t.bucket, key: t.key, versionId: t.versionId });
@@ -275,14 +280,22 @@ export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): P
     try {
       const model = await ctx.models.load(id);
       const labels = labelsFor(model.manifest);
-      const probabilities = await model.classify(group.map((p) => p.image));
+      const images = group.map((p) => p.image);
+      // Embeddings come out of the same inference (the export's second output), when any tier here wants them.
+      const embed = ctx.vectors && model.classifyWithFeatures && group.some((p) => p.tier.embeddings);
+      const outputs = embed
+        ? await model.classifyWithFeatures!(images)
+        : (await model.classify(images)).map((probabilities) => ({ probabilities, features: undefined }));
       ctx.counters.inc(`inferred.${id}`, group.length);
       const marker = ctx.models.marker(id);
       group.forEach((p, i) => {
-        const predictions = topK(probabilities[i], p.tier.topK, labels).filter(
+        const predictions = topK(outputs[i].probabilities, p.tier.topK, labels).filter(
           (x, rank) => rank === 0 || x.probability >= p.tier.minConfidence,
         );
-        items.push({ p, marker, predictions, imagenet: labels === IMAGENET_LABELS });
+        const features = p.tier.embeddings ? outputs[i].features : undefined;
+        const vector = features && unitVector(features);
+        if (features && !vector) ctx.counters.inc('vectors.degenerate');
+        items.push({ p, marker, predictions, imagenet: labels === IMAGENET_LABELS, ...(vector ? { vector } : {}) });
       });
     } catch (err) {
       for (const p of group)
@@ -295,7 +308,8 @@ export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): P
 /** Write each result back onto its object (If-Match on the ETag that was read), then into the index. */
 export async function writeResults(ctx: WorkerContext, inferred: Inferred): Promise<MessageResult[]> {
   const results = [...inferred.results];
-  await mapLimit(inferred.items, ctx.concurrency, async ({ p, predictions, marker, imagenet }) => {
+  const vectorWrites: VectorWrite[] = [];
+  await mapLimit(inferred.items, ctx.concurrency, async ({ p, predictions, marker, imagenet, vector }) => {
     const at = ctx.now().toISOString();
     // From the pixels already decoded for the model: no second decode (well under 1 ms).
     const phash = perceptualHash(p.image);
@@ -331,8 +345,22 @@ export async function writeResults(ctx: WorkerContext, inferred: Inferred): Prom
         outcome = { status: 'retry', reason: `indexing: ${messageOf(err)}` };
       }
     }
+    // The tagged version's embedding, in its model's space (or, on a tier without embeddings, none).
+    if (outcome.status === 'tagged' && ctx.vectors)
+      vectorWrites.push({ ref: { bucket: p.task.bucket, key: p.task.key }, eTag: p.task.eTag, space: vector ? marker : undefined, vector });
     results.push({ message: p.message, task: p.task, outcome });
   });
+  if (ctx.vectors && vectorWrites.length) {
+    // A vector that cannot be written loses no tags: the object is tagged and its message done; the
+    // failure is logged and counted (`vectors.failed`), and `effitag backfill --embeddings` adds it later.
+    // Retrying the message instead would find the object tagged and skip it, vector still missing.
+    const { stored, failed } = await writeVectors(ctx.vectors, vectorWrites, tierSpaces(ctx.tiers, ctx.models));
+    if (stored) ctx.counters.inc('vectors.stored', stored);
+    for (const f of failed) {
+      ctx.counters.inc('vectors.failed', f.refs.length);
+      ctx.log.log('warn', `vector index ${f.action} failed; the tags are kept`, { space: f.space, objects: f.refs.length, error: f.error });
+    }
+  }
   return results;
 }
 

@@ -20,7 +20,7 @@
 import { messageOf } from '../base/errors.ts';
 import { Counters, silentLogger, type Logger } from './log.ts';
 import type { ModelCatalog } from './models.ts';
-import type { MessageQueue, ObjectStore, QueueMessage } from './ports.ts';
+import type { MessageQueue, ObjectStore, QueueMessage, VectorIndex } from './ports.ts';
 import type { TagIndex } from './tag-index.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 import {
@@ -63,6 +63,8 @@ export interface WorkerDeps {
   options?: WorkerOptions;
   /** The tag index (pipeline/tag-index.ts): written with every result; required by `writeBack: index` tiers. */
   index?: TagIndex;
+  /** Image embeddings (pipeline/ports.ts VectorIndex): one vector per tagged object, where its tier stores them. */
+  vectors?: VectorIndex;
 }
 
 export interface Worker {
@@ -122,6 +124,7 @@ export function makeWorker(deps: WorkerDeps): Worker {
     retryBaseSeconds: opts.retryBaseSeconds,
     deadLetter: opts.deadLetter,
     index: deps.index,
+    vectors: deps.vectors,
   };
   const { queue, log, counters } = ctx;
   const leases = leaseKeeper(queue, log, opts.visibilitySeconds);

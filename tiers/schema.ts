@@ -88,6 +88,11 @@ export const tierSchema = z
     writeBack: z.enum(['metadata', 'tags', 'both', 'index']).default('metadata'),
     /** May objects be sent here by the `x-amz-meta-effitag-tier` override? */
     acceptsOverrides: z.boolean().default(false),
+    /**
+     * Store each image's embedding (the model's pooled features, from the same inference as its tags)
+     * in the vector index, for `effitag similar`. Off: none stored, and an overwrite removes the old one.
+     */
+    embeddings: z.boolean().default(true),
     /** Images per second per variant on this tier's hardware, for `tiers cost` (else the benchmark JSON). */
     throughput: z.record(z.string(), z.number().positive()).optional(),
   })

@@ -1,7 +1,8 @@
 /**
  * ONNX export of a built variant with its weights, from the same layer plan the tfjs model is built
  * from. The graph takes raw NHWC float pixels in [0, 255] with a dynamic batch and returns softmax
- * probabilities (or pooled features without top). On the way:
+ * probabilities and, second, the pooled features they are computed from (or only the pooled features
+ * without top). On the way:
  *
  * - preprocessing (rescale + normalisation) becomes one per-channel Mul + Add on the input;
  * - every BatchNorm is folded into the convolution before it (W·s, b·s + β − μ·s, s = γ/√(σ²+ε));
@@ -29,8 +30,14 @@ export interface QuantizeSpec {
   floatSqueezeExcite: boolean;
 }
 
-/** Bump when the exported graph changes, so cached exports are regenerated. */
-export const EXPORTER_VERSION = 3;
+/**
+ * Bump when the exported graph changes, so cached exports are regenerated (it is part of the cache
+ * file name, model/onnx/cache.ts). 4: a model with a top also outputs its pooled `features`.
+ */
+export const EXPORTER_VERSION = 4;
+
+/** The second output of a graph with a classifier top: the pooled features (global average pool, before dropout and the classifier). */
+export const FEATURES_OUTPUT = 'features';
 const OPSET = 17;
 
 interface OnnxNode {
@@ -425,6 +432,11 @@ export function exportOnnx(
   const outputName = plan.includeTop ? 'probabilities' : 'features';
   if (outShape.length === 3) output = g.node('Transpose', 'to_nhwc', [output], [attrInts('perm', [0, 2, 3, 1])]);
   g.node('Identity', outputName, [output]);
+  // With a top, the pooled features too (second, so readers of the first output are unchanged): the
+  // worker's image embeddings come from the same inference as the tags. The head's pool is the
+  // plan's last global pooling (the squeeze-and-excite ones come before it).
+  const pool = plan.includeTop ? [...plan.nodes].reverse().find((n) => n.op === 'gap' || n.op === 'gmp') : undefined;
+  if (pool) g.node('Identity', FEATURES_OUTPUT, [g.tensorOf.get(pool.name)!]);
 
   const dim = (v: number | string) => (typeof v === 'string' ? { dim_param: v } : { dim_value: v });
   const valueInfo = (name: string, dims: (number | string)[]) => ({
@@ -453,6 +465,7 @@ export function exportOnnx(
       input: [valueInfo(inputName, ['N', plan.resolution, plan.resolution, 3])],
       output: [
         valueInfo(outputName, ['N', ...(outShape.length === 3 ? [outShape[0], outShape[1], outShape[2]] : [outShape[0]])]),
+        ...(pool ? [valueInfo(FEATURES_OUTPUT, ['N', pool.outShape.at(-1)!])] : []),
         // Probes: shapes left to onnxruntime's inference (element type only).
         ...probes.map((name) => ({ name, type: { tensor_type: { elem_type: TensorType.FLOAT } } })),
       ],
