@@ -5,6 +5,7 @@
  * `buildProgram()` builds (cli/program.ts); no example is run.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { describe, it } from 'node:test';
@@ -245,6 +246,22 @@ describe('docs: README.md and docs/*.md follow the tree and the CLI', () => {
     assert.match(brokenLink('README.md', 'docs/no-such-page.md') ?? '', /no such file/);
     assert.match(brokenLink('README.md', 'docs/deploy.md#no-such-heading') ?? '', /has no heading/);
     assert.equal(brokenLink('docs/deploy.md', '../README.md#layout'), undefined);
+  });
+
+  it('every EFFITAG_* variable the docs name is one the code reads', () => {
+    const code = execFileSync('git', ['ls-files', '*.ts', '*.mjs', '*.js', '.ci/run'], { cwd: root, encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map((f) => (existsSync(join(root, f)) ? readFileSync(join(root, f), 'utf8') : ''))
+      .join('\n');
+    const named = new Set(
+      pages.flatMap((page) => [...readFileSync(join(root, page), 'utf8').matchAll(/\bEFFITAG_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => m[0])),
+    );
+    assert.ok(named.size >= 10, `the docs name the variables (${named.size} found)`);
+    assert.deepEqual(
+      [...named].filter((v) => !code.includes(v)),
+      [],
+    );
   });
 
   it('no hand-kept test counts (they go stale with every new test)', () => {
