@@ -115,11 +115,9 @@ export function configFromContext(node: Node, cwd = process.cwd()): EffiTagConfi
           );
       }
   const index = str(node, 'effitag:index') !== 'false';
-  const indexOnly = Object.entries(tiers.tiers).filter(([, t]) => t.writeBack === 'index');
+  const indexOnly = tiers.indexOnlyTiers;
   if (!index && indexOnly.length)
-    throw new Error(
-      `effitag:index=false, but tier ${indexOnly.map(([n]) => n).join(', ')} writes back to the index only (writeBack: index)`,
-    );
+    throw new Error(`effitag:index=false, but tier ${indexOnly.join(', ')} writes back to the index only (writeBack: index)`);
   return {
     tiersFile,
     index,

@@ -107,11 +107,9 @@ function leaseKeeper(queue: MessageQueue, log: Logger, leaseSeconds: number | un
 
 export function makeWorker(deps: WorkerDeps): Worker {
   const opts = { batchSize: 8, waitSeconds: 20, retryBaseSeconds: 5, downloadConcurrency: 16, ...deps.options };
-  const indexOnly = Object.entries(deps.tiers.tiers).filter(([, t]) => t.writeBack === 'index');
+  const indexOnly = deps.tiers.indexOnlyTiers;
   if (indexOnly.length && !deps.index)
-    throw new Error(
-      `tier ${indexOnly.map(([n]) => n).join(', ')} writes back to the tag index, and none is configured (EFFITAG_INDEX_TABLE)`,
-    );
+    throw new Error(`tier ${indexOnly.join(', ')} writes back to the tag index, and none is configured (EFFITAG_INDEX_TABLE)`);
   const ctx: WorkerContext = {
     store: deps.store,
     queue: deps.queue,

@@ -153,6 +153,8 @@ export type Tier = Omit<TierInput, 'variants' | 'throughput' | 'compute'> & {
   readonly name: string;
   /** Canonical variant names, in the file's order. */
   readonly variants: readonly string[];
+  /** The models it tags with (weights must be published for each): its custom model, else its variants. */
+  readonly models: readonly string[];
   readonly throughput?: Readonly<Record<string, number>>;
 } & ({ readonly kind: 'lambda-cpu'; readonly compute: LambdaCompute } | { readonly kind: 'ecs-gpu'; readonly compute: GpuCompute });
 
@@ -171,6 +173,11 @@ export interface TiersFile {
   readonly variants: readonly string[];
   /** Every model some tier tags with: its variants, or its custom model's name (what weights must exist for). */
   readonly models: readonly string[];
+  /**
+   * The tiers that write back to the tag index only (`writeBack: index`): a stack, a worker or a
+   * backfill serving them needs an index, since nothing of their results is on the objects.
+   */
+  readonly indexOnlyTiers: readonly string[];
 }
 
 /**
@@ -207,7 +214,8 @@ function resolveTiers(input: TiersInput): TiersFile {
   for (const [name, t] of Object.entries(input.tiers)) {
     const variants = [...new Set(t.variants.map(variantName))];
     const throughput = t.throughput && Object.fromEntries(Object.entries(t.throughput).map(([k, v]) => [decodeVariant(k).variant, v]));
-    const common = { ...t, name, variants, ...(throughput ? { throughput } : {}) };
+    const models = t.model ? [t.model] : variants;
+    const common = { ...t, name, variants, models, ...(throughput ? { throughput } : {}) };
     tiers[name] =
       t.compute.target === 'lambda-cpu'
         ? { ...common, kind: 'lambda-cpu', compute: t.compute }
@@ -220,7 +228,10 @@ function resolveTiers(input: TiersInput): TiersFile {
     prices: input.prices,
     resolutionTolerance: input.resolutionTolerance,
     variants: [...new Set(Object.values(tiers).flatMap((t) => t.variants))],
-    models: [...new Set(Object.values(tiers).flatMap((t) => (t.model ? [t.model] : t.variants)))],
+    models: [...new Set(Object.values(tiers).flatMap((t) => t.models))],
+    indexOnlyTiers: Object.values(tiers)
+      .filter((t) => t.writeBack === 'index')
+      .map((t) => t.name),
   };
 }
 

@@ -71,7 +71,7 @@ export async function deployedWorker(options: {
   const models = waitingCatalog(directoryCatalog(config.weightsDir, engine), { kick: () => weights?.kick() }, config.weightsLocation);
   weights = await watchWeights({
     source: { location: config.weightsLocation, sync: (model) => syncModel(s3, config.weightsLocation, model, config.weightsDir) },
-    models: config.served.model ? [config.served.model] : config.served.variants,
+    models: config.served.models,
     log,
     poll: options.poll,
     // Polls from 10 s, doubling up to the recheck interval (EFFITAG_WEIGHTS_RECHECK_SECONDS).
