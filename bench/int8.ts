@@ -1,17 +1,26 @@
 /**
- * The int8 engine against the float one: for each variant at its resolution, the float artifact and
- * its `weights quantize` result on the ort engine (2 intra-op threads, spinning, batch 8), timed in
- * interleaved rounds so both see the same machine load; the ratio is what to read. Random weights:
- * speed does not depend on the values, but the quality gate is meaningless on them, so quantization is
- * forced (the gate's figures on real photographs: README, Engines).
+ * The project's float export and its int8 quantization against a reference export of the same network
+ * (torchvision's EfficientNet exported by PyTorch: scripts/reference-export/export.py), for each variant
+ * at its resolution, timed in interleaved rounds so all three see the same machine load: the ratios are
+ * what to read on a shared machine. All three run as the ort engine runs a model: a session on a worker
+ * thread (2 intra-op threads, idle threads sleeping as pipeline workers run them), fed normalised NCHW
+ * batches packed by toNchwBatch. Where PyTorch is missing the reference is skipped, and said so.
  *
- * Images per second per core and the decode share: decoding (sharp, a 1024×768 JPEG to the model's
- * size, 2 in flight per core) is CPU time too; its share is decode CPU-ms / (decode + inference CPU-ms).
+ * Random weights: speed does not depend on the values, but the quality gate is meaningless on them, so
+ * quantization is forced (the gate's figures on real photographs: bench/gate.ts, README, Engines).
+ *
+ * Per image: wall ms (batch time / batch) and CPU-ms (the process's CPU time over the batch / batch, all
+ * threads); images per second per core = 1000 / CPU-ms, which other work on the machine disturbs less
+ * than wall time. Decoding (sharp, a 1024×768 JPEG to the model's size, 2 in flight per core) is CPU
+ * time too: its share is decode CPU-ms / (decode + inference CPU-ms).
  */
-import { cpus } from 'node:os';
+import { spawn } from 'node:child_process';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { decodeImage, type DecodedImage } from '../inference/image.ts';
+import { fileURLToPath } from 'node:url';
+import { decodeImage, toNchwBatch, type DecodedImage } from '../inference/image.ts';
 import { ortEngine } from '../inference/ort-engine.ts';
+import { startSessionThread } from '../inference/ort-thread.ts';
 import { planModel } from '../model/plan.ts';
 import { quantizeArtifact } from '../model/quantize.ts';
 import { randomWeights } from '../model/random-weights.ts';
@@ -19,32 +28,85 @@ import { writeArtifact } from '../model/weights.ts';
 import { syntheticJpeg } from './images.ts';
 import { cpuMsSince, median, type BenchContext } from './util.ts';
 
+export interface EngineFigures {
+  msPerImage: number;
+  cpuMsPerImage: number;
+  imagesPerSecondPerCore: number;
+  /** Decoding's share of all CPU time per image (decode + this inference). */
+  decodeShare: number;
+}
+
 export interface Int8Row {
   variant: string;
   resolution: number;
   batch: number;
-  floatMsPerImage: number;
-  int8MsPerImage: number;
-  /** Per core: images/s ÷ intra-op threads (both threads busy while a batch runs). */
-  floatImagesPerSecondPerCore: number;
-  int8ImagesPerSecondPerCore: number;
+  threads: number;
+  float: EngineFigures;
+  int8: EngineFigures;
+  /** torchvision's export; absent where it could not be made (`referenceUnavailable` says why). */
+  reference?: EngineFigures;
+  /** Speed ratios: medians of the per-round ratios (wall), and of CPU-ms per image. */
   int8OverFloat: number;
-  /** Decode CPU-ms per image, and its share of all CPU time per image with each engine. */
+  int8OverFloatCpu: number;
+  floatOverReference?: number;
+  floatOverReferenceCpu?: number;
+  int8OverReference?: number;
+  int8OverReferenceCpu?: number;
   decodeCpuMsPerImage: number;
-  decodeShareFloat: number;
-  decodeShareInt8: number;
-  /** Each round's int8/float ratio (interleaved). */
-  rounds: number[];
+  /** Each round's wall time per image, per model. */
+  rounds: Record<string, number[]>;
 }
 
 const THREADS = 2;
 const BATCH = 8;
+const SCRIPT = fileURLToPath(new URL('../scripts/reference-export/export.py', import.meta.url));
 
-export async function benchInt8(ctx: BenchContext, opts: { variants: string[]; runs: number }) {
+/** torchvision's preprocessing (ImageNet mean and std on [0, 1] pixels) as x·scale + shift on raw [0, 255]. */
+const TORCHVISION = (() => {
+  const mean = [0.485, 0.456, 0.406],
+    std = [0.229, 0.224, 0.225];
+  return { scale: std.map((s) => 1 / (255 * s)), shift: mean.map((m, c) => -m / std[c]) };
+})();
+
+function run(cmd: string, args: string[]): Promise<{ code: number | null; out: string; error?: Error }> {
+  return new Promise((resolve) => {
+    let out = '';
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('error', (error) => resolve({ code: null, out, error }));
+    child.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+/**
+ * torchvision's EfficientNet `variant` at `resolution` as ONNX, by the committed script, with the first
+ * Python that has PyTorch (EFFITAG_PYTHON, python3, Debian's /usr/bin/python3). A reason where none can.
+ */
+export async function referenceExport(
+  variant: string,
+  resolution: number,
+  out: string,
+): Promise<{ path: string } | { unavailable: string }> {
+  if (!/^b[0-7]$/.test(variant)) return { unavailable: `torchvision has no ${variant}` };
+  const pythons = [process.env.EFFITAG_PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => !!p);
+  const reasons: string[] = [];
+  for (const python of [...new Set(pythons)]) {
+    const r = await run(python, [SCRIPT, '--variant', variant, '--resolution', String(resolution), '--out', out]);
+    if (r.code === 0) return { path: out };
+    reasons.push(`${python}: ${r.error ? r.error.message : (r.out.trim().split('\n').at(-1) ?? `exit ${r.code}`)}`);
+  }
+  return { unavailable: reasons.join('; ') };
+}
+
+export async function benchInt8(ctx: BenchContext, opts: { variants: string[]; runs: number; reference?: boolean }) {
   const rows: Int8Row[] = [];
+  const unavailable: string[] = [];
+  const load = [loadavg()[0]];
   const jpegs = await Promise.all(Array.from({ length: 12 }, (_, i) => syntheticJpeg(640 + 32 * i, 480 + 16 * i, i + 1)));
   for (const variant of opts.variants) {
     const plan = planModel(variant);
+    const R = plan.resolution;
     const floatDir = join(ctx.workDir, `${variant}-float`);
     const int8Dir = join(ctx.workDir, `${variant}-int8`);
     await writeArtifact(floatDir, plan, randomWeights(plan, 1), { kind: 'random', note: 'benchmark' });
@@ -55,63 +117,114 @@ export async function benchInt8(ctx: BenchContext, opts: { variants: string[]; r
       images: jpegs.length,
       source: { describe: 'synthetic JPEGs', list: async () => jpegs.map((_, i) => String(i)), read: async (p) => jpegs[Number(p)] },
     });
-    const images: DecodedImage[] = await Promise.all(jpegs.slice(0, BATCH).map((j) => decodeImage(j, plan.resolution)));
+    const images: DecodedImage[] = await Promise.all(jpegs.slice(0, BATCH).map((j) => decodeImage(j, R)));
 
     // Decode: CPU per image with enough in flight to keep the cores busy.
     const inFlight = 2 * cpus().length;
     const big = await syntheticJpeg(1024, 768);
-    await Promise.all(Array.from({ length: inFlight }, () => decodeImage(big, plan.resolution)));
+    await Promise.all(Array.from({ length: inFlight }, () => decodeImage(big, R)));
     const c0 = process.cpuUsage();
     const n = 32;
-    for (let done = 0; done < n; done += inFlight)
-      await Promise.all(Array.from({ length: inFlight }, () => decodeImage(big, plan.resolution)));
+    for (let done = 0; done < n; done += inFlight) await Promise.all(Array.from({ length: inFlight }, () => decodeImage(big, R)));
     const decodeCpu = cpuMsSince(c0) / n;
 
-    const engine = ortEngine({ threads: THREADS, log: () => {}, spinning: true });
-    const models = { float: await engine.load(floatDir), int8: await engine.load(int8Dir) };
-    const times = { float: [] as number[], int8: [] as number[] };
+    // The three models, each behind `classify(images)` as the engine runs it.
+    const engine = ortEngine({ threads: THREADS, log: () => {}, spinning: false });
+    const float = await engine.load(floatDir);
+    const int8 = await engine.load(int8Dir);
+    const models: Record<string, { classify(i: DecodedImage[]): Promise<unknown>; dispose(): Promise<void> }> = { float, int8 };
+    if (opts.reference !== false) {
+      const ref = await referenceExport(variant, R, join(ctx.workDir, `${variant}-reference.onnx`));
+      if ('path' in ref) {
+        const session = await startSessionThread(ref.path, {
+          graphOptimizationLevel: 'all',
+          intraOpNumThreads: THREADS,
+          interOpNumThreads: 1,
+          executionMode: 'sequential',
+          executionProviders: ['cpu'],
+          extra: { session: { intra_op: { allow_spinning: '0' } } },
+        });
+        models.reference = {
+          classify: (batch) => session.run(toNchwBatch(batch, TORCHVISION.scale, TORCHVISION.shift), [batch.length, 3, R, R]),
+          dispose: () => session.close(),
+        };
+      } else {
+        unavailable.push(`${variant}: ${ref.unavailable}`);
+        ctx.log(`${variant}: reference export unavailable (${ref.unavailable}); float and int8 only`);
+      }
+    }
+    const names = Object.keys(models);
+    const wall: Record<string, number[]> = Object.fromEntries(names.map((k) => [k, []]));
+    const cpu: Record<string, number[]> = Object.fromEntries(names.map((k) => [k, []]));
     try {
-      for (const m of Object.values(models)) await m.classify(images); // warm-up
+      for (const k of names) await models[k].classify(images); // warm-up (graph optimisation, allocation)
       for (let r = 0; r < opts.runs; r++) {
-        // Alternate which goes first, so neither always follows the other.
-        const order = r % 2 ? (['int8', 'float'] as const) : (['float', 'int8'] as const);
+        // Rotate the order, so none always follows another.
+        const order = names.map((_, i) => names[(i + r) % names.length]);
         for (const k of order) {
+          const c = process.cpuUsage();
           const t0 = performance.now();
           await models[k].classify(images);
-          times[k].push((performance.now() - t0) / BATCH);
+          wall[k].push((performance.now() - t0) / BATCH);
+          cpu[k].push(cpuMsSince(c) / BATCH);
         }
+        load.push(loadavg()[0]);
       }
     } finally {
-      await models.float.dispose();
-      await models.int8.dispose();
+      for (const m of Object.values(models)) await m.dispose();
     }
-    const [f, q] = [median(times.float), median(times.int8)];
-    const share = (ms: number) => decodeCpu / (decodeCpu + ms * THREADS);
+    const figures = (k: string): EngineFigures => {
+      const c = median(cpu[k]);
+      return { msPerImage: median(wall[k]), cpuMsPerImage: c, imagesPerSecondPerCore: 1000 / c, decodeShare: decodeCpu / (decodeCpu + c) };
+    };
+    /** How many times faster `a` runs than `b`: the median of the per-round wall ratios, and the ratio of median CPU-ms. */
+    const faster = (a: string, b: string) => [median(wall[b].map((t, i) => t / wall[a][i])), median(cpu[b]) / median(cpu[a])];
+    const [qf, qfCpu] = faster('int8', 'float');
     const row: Int8Row = {
       variant,
-      resolution: plan.resolution,
+      resolution: R,
       batch: BATCH,
-      floatMsPerImage: f,
-      int8MsPerImage: q,
-      floatImagesPerSecondPerCore: 1000 / f / THREADS,
-      int8ImagesPerSecondPerCore: 1000 / q / THREADS,
-      int8OverFloat: f / q,
+      threads: THREADS,
+      float: figures('float'),
+      int8: figures('int8'),
+      int8OverFloat: qf,
+      int8OverFloatCpu: qfCpu,
       decodeCpuMsPerImage: decodeCpu,
-      decodeShareFloat: share(f),
-      decodeShareInt8: share(q),
-      rounds: times.float.map((t, i) => t / times.int8[i]),
+      rounds: wall,
     };
+    if (models.reference) {
+      row.reference = figures('reference');
+      [row.floatOverReference, row.floatOverReferenceCpu] = faster('float', 'reference');
+      [row.int8OverReference, row.int8OverReferenceCpu] = faster('int8', 'reference');
+    }
     rows.push(row);
+    const show = (k: string, f: EngineFigures) =>
+      `${k} ${f.msPerImage.toFixed(1)} ms, ${f.cpuMsPerImage.toFixed(1)} CPU-ms/image (${f.imagesPerSecondPerCore.toFixed(1)} images/s/core; decode ${(100 * f.decodeShare).toFixed(0)} % of CPU)`;
+    const x = (v: number | undefined, c: number | undefined) => (v === undefined ? 'n/a' : `${v.toFixed(2)}× (CPU ${c!.toFixed(2)}×)`);
     ctx.log(
-      `${variant.padEnd(4)} ${plan.resolution}px batch ${BATCH}: float ${f.toFixed(1)} ms/image (${row.floatImagesPerSecondPerCore.toFixed(1)} images/s/core), int8 ${q.toFixed(1)} ms/image (${row.int8ImagesPerSecondPerCore.toFixed(1)} images/s/core): int8 ${row.int8OverFloat.toFixed(2)}× float (rounds ${row.rounds.map((x) => x.toFixed(2)).join(' ')}); decode ${decodeCpu.toFixed(1)} CPU-ms/image = ${(100 * row.decodeShareFloat).toFixed(0)} % of float's CPU, ${(100 * row.decodeShareInt8).toFixed(0)} % of int8's`,
+      `${variant.padEnd(4)} ${R}px batch ${BATCH}, ${THREADS} threads, ${opts.runs} interleaved rounds: ${names.map((k) => show(k, figures(k))).join('; ')}`,
+    );
+    ctx.log(
+      `     float/reference ${x(row.floatOverReference, row.floatOverReferenceCpu)}, int8/reference ${x(row.int8OverReference, row.int8OverReferenceCpu)}, int8/float ${x(qf, qfCpu)}; decode ${decodeCpu.toFixed(1)} CPU-ms/image`,
     );
   }
+  const b0 = rows.find((r) => r.variant === 'b0');
   return {
-    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
+    machine: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model,
+      node: process.version,
+      loadAverage: { min: Math.min(...load), median: median(load), max: Math.max(...load) },
+    },
     rows,
+    ...(unavailable.length ? { referenceUnavailable: unavailable } : {}),
     summary: {
-      int8OverFloatB0: rows.find((r) => r.variant === 'b0')?.int8OverFloat,
-      goal: 'int8 ≥ 2× the float export on B0 (issue 25: against a reference export, which cannot be made here)',
+      floatOverReferenceB0: b0?.floatOverReference,
+      floatOverReferenceCpuB0: b0?.floatOverReferenceCpu,
+      int8OverReferenceB0: b0?.int8OverReference,
+      int8OverReferenceCpuB0: b0?.int8OverReferenceCpu,
+      int8OverFloatB0: b0?.int8OverFloat,
+      goals: 'float ≥ 1.0× the reference export; int8 ≥ 2× the float reference export on B0 (issue 25)',
     },
   };
 }

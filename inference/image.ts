@@ -141,6 +141,38 @@ function classifySharpError(err: unknown): ImageError {
   return new ImageError('undecodable', `cannot decode image: ${message}`);
 }
 
+/**
+ * Pack decoded images into one NCHW float32 batch of normalised values (x·scale[c] + shift[c]), the
+ * input of the engine's ONNX export (model/onnx/cache.ts ensureOnnx with layout 'nchw' gives the
+ * factors): the bytes are converted to floats here anyway, so the layout change and the
+ * normalisation cost nothing, where they were three passes over the batch in the graph.
+ */
+export function toNchwBatch(
+  images: readonly DecodedImage[],
+  scale: readonly number[] = [1, 1, 1],
+  shift: readonly number[] = [0, 0, 0],
+): Float32Array {
+  if (images.length === 0) return new Float32Array(0);
+  const size = images[0].size;
+  const plane = size * size;
+  const out = new Float32Array(images.length * 3 * plane);
+  const [sr, sg, sb] = scale,
+    [hr, hg, hb] = shift;
+  images.forEach((img, i) => {
+    if (img.size !== size) throw new Error(`mixed image sizes in one batch (${img.size} vs ${size})`);
+    const px = img.pixels;
+    const r = i * 3 * plane,
+      g = r + plane,
+      b = g + plane;
+    for (let p = 0, q = 0; p < plane; p++, q += 3) {
+      out[r + p] = px[q] * sr + hr;
+      out[g + p] = px[q + 1] * sg + hg;
+      out[b + p] = px[q + 2] * sb + hb;
+    }
+  });
+  return out;
+}
+
 /** Pack decoded images into one NHWC float32 batch of raw [0,255] values (the models normalise inside). */
 export function toBatch(images: readonly DecodedImage[]): Float32Array {
   if (images.length === 0) return new Float32Array(0);

@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { ensureOnnx } from '../model/onnx/cache.ts';
 import type { Engine, LoadedModel } from './engine.ts';
-import { toBatch } from './image.ts';
+import { toNchwBatch } from './image.ts';
 import { startSessionThread, type SessionThread } from './ort-thread.ts';
 
 function cudaInstalled(): boolean {
@@ -49,8 +49,8 @@ export function ortEngine(options: OrtOptions = {}): Engine {
   return {
     name: 'ort',
     async load(weightsDir, { variant } = {}): Promise<LoadedModel> {
-      const exported = await ensureOnnx(weightsDir, { variant });
-      const { manifest } = exported;
+      const exported = await ensureOnnx(weightsDir, { variant, layout: 'nchw' });
+      const { manifest, input } = exported;
       if (!manifest.includeTop) throw new Error(`${weightsDir}: weights without a classifier top cannot tag images`);
       const threads = options.threads ?? availableParallelism();
       const env = process.env.EFFITAG_ORT_SPINNING;
@@ -89,13 +89,18 @@ export function ortEngine(options: OrtOptions = {}): Engine {
         manifest,
         async classify(images) {
           if (images.length === 0) return [];
-          // toBatch makes a fresh buffer, so handing it to the thread costs no copy.
-          const { data } = await session.run(toBatch(images), [images.length, resolution, resolution, 3]);
+          // The export takes normalised NCHW pixels (ensureOnnx's input); toNchwBatch makes a fresh buffer, so handing it to the thread costs no copy.
+          const { data } = await session.run(toNchwBatch(images, input.scale, input.shift), [images.length, 3, resolution, resolution]);
           return images.map((_, i) => data.slice(i * classes, (i + 1) * classes));
         },
         async classifyWithFeatures(images) {
           if (images.length === 0) return [];
-          const { data, outputs } = await session.run(toBatch(images), [images.length, resolution, resolution, 3]);
+          const { data, outputs } = await session.run(toNchwBatch(images, input.scale, input.shift), [
+            images.length,
+            3,
+            resolution,
+            resolution,
+          ]);
           // The export's second output (model/onnx/export.ts); an export without it is a bug, not a fallback.
           const pooled = outputs[1];
           if (!pooled) throw new Error(`${exported.path} has no pooled features output (an export older than this code?)`);

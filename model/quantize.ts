@@ -13,8 +13,8 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { decodeImage, toBatch, type DecodedImage } from '../inference/image.ts';
-import { exportOnnx, exportProbed } from './onnx/export.ts';
+import { decodeImage, toBatch, toNchwBatch, type DecodedImage } from '../inference/image.ts';
+import { exportOnnx, exportProbed, inputNormalization } from './onnx/export.ts';
 import { seededRandom } from './random-weights.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
 import { loadArtifact, planFor, writeArtifact, type QuantizationRecord, type WeightsManifest } from './weights.ts';
@@ -106,10 +106,17 @@ async function session(bytes: Uint8Array, threads: number): Promise<ort.Inferenc
   });
 }
 
-async function* batches(images: readonly DecodedImage[], resolution: number) {
+/** Batches as a graph takes them: raw NHWC (the probed calibration graph) or normalised NCHW (the engine's export). */
+type Input = { layout: 'nhwc' } | { layout: 'nchw'; scale: number[]; shift: number[] };
+
+async function* batches(images: readonly DecodedImage[], resolution: number, input: Input = { layout: 'nhwc' }) {
   for (let i = 0; i < images.length; i += BATCH) {
     const chunk = images.slice(i, i + BATCH);
-    yield { chunk, feed: { images: new ort.Tensor('float32', toBatch(chunk), [chunk.length, resolution, resolution, 3]) } };
+    const tensor =
+      input.layout === 'nchw'
+        ? new ort.Tensor('float32', toNchwBatch(chunk, input.scale, input.shift), [chunk.length, 3, resolution, resolution])
+        : new ort.Tensor('float32', toBatch(chunk), [chunk.length, resolution, resolution, 3]);
+    yield { chunk, feed: { images: tensor } };
   }
 }
 
@@ -143,9 +150,9 @@ export function agreement(
   return { images: n, top1: n ? same / n : 0, top5Overlap: n ? overlap / n : 0 };
 }
 
-async function outputs(s: ort.InferenceSession, images: readonly DecodedImage[], resolution: number): Promise<Float32Array> {
+async function outputs(s: ort.InferenceSession, images: readonly DecodedImage[], resolution: number, input: Input): Promise<Float32Array> {
   const parts: Float32Array[] = [];
-  for await (const { feed } of batches(images, resolution))
+  for await (const { feed } of batches(images, resolution, input))
     parts.push((await s.run(feed, ['probabilities'])).probabilities.data as Float32Array);
   const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
   let o = 0;
@@ -227,17 +234,18 @@ export async function quantizeArtifact(options: QuantizeOptions): Promise<Quanti
     await probeSession.release();
   }
 
-  // Gate: the float graph and the int8 graph on the held-out images.
+  // Gate: the float graph and the int8 graph on the held-out images, as the engine runs them (NCHW export).
   const floatSqueezeExcite = options.floatSqueezeExcite ?? false;
   const ops = options.ops ?? 'all';
-  const floatBytes = exportOnnx(plan, artifact.weights);
-  const int8Bytes = exportOnnx(plan, artifact.weights, { quantize: { ranges, ops, floatSqueezeExcite } });
+  const input: Input = { layout: 'nchw', ...inputNormalization(plan, artifact.weights) };
+  const floatBytes = exportOnnx(plan, artifact.weights, { layout: 'nchw' });
+  const int8Bytes = exportOnnx(plan, artifact.weights, { layout: 'nchw', quantize: { ranges, ops, floatSqueezeExcite } });
   const [floatSession, int8Session] = [await session(floatBytes, threads), await session(int8Bytes, threads)];
   let figures: ReturnType<typeof agreement>;
   try {
     figures = agreement(
-      await outputs(floatSession, heldOut, resolution),
-      await outputs(int8Session, heldOut, resolution),
+      await outputs(floatSession, heldOut, resolution, input),
+      await outputs(int8Session, heldOut, resolution, input),
       manifest.classes,
     );
   } finally {

@@ -125,6 +125,18 @@ function quantizeGraph(g: GraphWriter, spec: QuantizeSpec): void {
   const scaleOf = new Map<string, number>();
   const dqOf = new Map<string, string>();
   const original = g.nodes.splice(0);
+  const quantize = (t: string, range: [number, number] | undefined) => {
+    if (!range) throw new Error(`int8 export: no calibrated range for ${t}`);
+    const { scale, zeroPoint } = activationQuant(range);
+    const sc = g.init(`${t}/q_scale`, [], Float32Array.of(scale));
+    const z = g.init(`${t}/q_zero`, [], Uint8Array.of(zeroPoint), TensorType.UINT8);
+    const q = g.node('QuantizeLinear', `${t}/quantize`, [t, sc, z]);
+    dqOf.set(t, g.node('DequantizeLinear', `${t}/dequantize`, [q, sc, z]));
+    scaleOf.set(t, scale);
+  };
+  // The graph input, where the stem convolution reads it directly (the NCHW graph): its range is the stem input's.
+  const produced = new Set(original.flatMap((n) => n.output));
+  for (const t of tensors) if (!produced.has(t) && !inits.has(t)) quantize(t, spec.ranges[t] ?? spec.ranges[STEM_INPUT]);
   for (const n of original) {
     const input = n.input.map((i) => dqOf.get(i) ?? i);
     if (convs.has(n)) {
@@ -136,15 +148,7 @@ function quantizeGraph(g: GraphWriter, spec: QuantizeSpec): void {
     }
     g.nodes.push({ ...n, input });
     const t = n.output[0];
-    if (!tensors.has(t)) continue;
-    const range = spec.ranges[t];
-    if (!range) throw new Error(`int8 export: no calibrated range for ${t}`);
-    const { scale, zeroPoint } = activationQuant(range);
-    const sc = g.init(`${t}/q_scale`, [], Float32Array.of(scale));
-    const z = g.init(`${t}/q_zero`, [], Uint8Array.of(zeroPoint), TensorType.UINT8);
-    const q = g.node('QuantizeLinear', `${t}/quantize`, [t, sc, z]);
-    dqOf.set(t, g.node('DequantizeLinear', `${t}/dequantize`, [q, sc, z]));
-    scaleOf.set(t, scale);
+    if (tensors.has(t)) quantize(t, spec.ranges[t]);
   }
   // Drop the float weights the integer ones replaced.
   const used = new Set(g.nodes.flatMap((n) => n.input));
@@ -225,6 +229,14 @@ export interface ExportOptions {
   probe?: boolean;
   /** Emit the int8 (QDQ) graph with these ranges. */
   quantize?: QuantizeSpec;
+  /**
+   * The input (default 'nhwc'): raw [0, 255] NHWC pixels, normalised inside the graph, as tfjs, training
+   * and the parity scripts feed them. 'nchw', the engine's: normalised NCHW pixels, the caller applying
+   * `inputNormalization` while it packs the batch (inference/image.ts toNchwBatch), as torchvision's
+   * export takes them; the graph then starts at the stem convolution (no Mul, Add, Transpose passes
+   * over the input: measured in README, Engines).
+   */
+  layout?: 'nhwc' | 'nchw';
 }
 
 /** The float graph that also outputs every tensor a convolution reads or writes (calibration), and their names. */
@@ -233,6 +245,49 @@ export function exportProbed(plan: ModelPlan, weights: ReadonlyMap<string, Float
   const bytes = exportOnnx(plan, weights, { probe: true }, probes);
   return { bytes, probes };
 }
+
+/**
+ * The plan's input preprocessing (its leading rescale and normalisation layers) as one per-channel
+ * y = x·scale + shift on raw [0, 255] pixels; `last` is the last of those layers (`layers`).
+ */
+export function inputNormalization(
+  plan: ModelPlan,
+  weights: ReadonlyMap<string, Float32Array>,
+): { scale: number[]; shift: number[]; last: string; layers: string[] } {
+  const scale = [1, 1, 1],
+    shift = [0, 0, 0];
+  const consumers = new Map<string, LayerNode[]>();
+  for (const n of plan.nodes) for (const i of n.inputs) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+  const single = (name: string) => {
+    const c = consumers.get(name) ?? [];
+    return c.length === 1 ? c[0] : undefined;
+  };
+  let last = plan.nodes[0].name;
+  const layers: string[] = [];
+  for (let next = single(last); next && (next.op === 'rescale' || next.op === 'normalize'); next = single(last)) {
+    for (let c = 0; c < 3; c++) {
+      if (next.op === 'rescale') {
+        scale[c] *= next.scale;
+        shift[c] = shift[c] * next.scale + next.offset;
+      } else {
+        const mean = next.constant ? next.constant.mean[c] : weight(weights, `${next.name}/mean:0`)[c];
+        const variance = next.constant ? next.constant.variance[c] : weight(weights, `${next.name}/variance:0`)[c];
+        const inv = 1 / Math.max(Math.sqrt(variance), 1e-7);
+        scale[c] *= inv;
+        shift[c] = (shift[c] - mean) * inv;
+      }
+    }
+    layers.push(next.name);
+    last = next.name;
+  }
+  return { scale, shift, last, layers };
+}
+
+/**
+ * The stem convolution's input: in the NHWC graph the transposed, normalised pixels; in the NCHW graph
+ * the graph input itself. Its calibrated range is recorded under this name for both.
+ */
+const STEM_INPUT = 'to_nchw';
 
 export function exportOnnx(
   plan: ModelPlan,
@@ -249,31 +304,18 @@ export function exportOnnx(
     return c.length === 1 ? c[0] : undefined;
   };
 
-  // Input preprocessing: fold rescale(s) and normalisation into y = x·a + b per channel (NHWC, last axis).
-  const a = [1, 1, 1],
-    b = [0, 0, 0];
-  let cursor = plan.nodes[0].name;
-  const skipped = new Set<string>();
-  for (let next = single(cursor); next && (next.op === 'rescale' || next.op === 'normalize'); next = single(cursor)) {
-    for (let c = 0; c < 3; c++) {
-      if (next.op === 'rescale') {
-        a[c] *= next.scale;
-        b[c] = b[c] * next.scale + next.offset;
-      } else {
-        const mean = next.constant ? next.constant.mean[c] : weight(weights, `${next.name}/mean:0`)[c];
-        const variance = next.constant ? next.constant.variance[c] : weight(weights, `${next.name}/variance:0`)[c];
-        const inv = 1 / Math.max(Math.sqrt(variance), 1e-7);
-        a[c] *= inv;
-        b[c] = (b[c] - mean) * inv;
-      }
-    }
-    skipped.add(next.name);
-    cursor = next.name;
-  }
+  // Input preprocessing: rescale(s) and normalisation as y = x·scale + shift per channel, in the graph
+  // (NHWC) or applied by the caller as it packs the batch (NCHW: toNchwBatch).
+  const { scale: a, shift: b, last: cursor, layers } = inputNormalization(plan, weights);
+  const skipped = new Set<string>(layers);
   const inputName = 'images';
-  let x = g.node('Mul', 'preprocess_scale', [inputName, g.init('preprocess_scale_value', [3], Float32Array.from(a))]);
-  x = g.node('Add', 'preprocess_shift', [x, g.init('preprocess_shift_value', [3], Float32Array.from(b))]);
-  x = g.node('Transpose', 'to_nchw', [x], [attrInts('perm', [0, 3, 1, 2])]);
+  const nchw = options.layout === 'nchw';
+  let x = inputName;
+  if (!nchw) {
+    x = g.node('Mul', 'preprocess_scale', [inputName, g.init('preprocess_scale_value', [3], Float32Array.from(a))]);
+    x = g.node('Add', 'preprocess_shift', [x, g.init('preprocess_shift_value', [3], Float32Array.from(b))]);
+    x = g.node('Transpose', STEM_INPUT, [x], [attrInts('perm', [0, 3, 1, 2])]);
+  }
   g.tensorOf.set(cursor, x);
 
   const shapeOf = (name: string) => byName.get(name)!.outShape;
@@ -448,11 +490,16 @@ export function exportOnnx(
     producer_name: 'effitag',
     producer_version: `exporter-${EXPORTER_VERSION}`,
     model_version: 1,
-    doc_string: `EfficientNet ${plan.spec.variant}: raw NHWC [0,255] pixels in, ${outputName} out`,
+    doc_string: `EfficientNet ${plan.spec.variant}: ${nchw ? 'normalised NCHW pixels (metadata input_scale, input_shift)' : 'raw NHWC [0,255] pixels'} in, ${outputName} out`,
     opset_import: [{ domain: '', version: OPSET }],
-    metadata_props: Object.entries({ variant: plan.spec.variant, resolution: String(plan.resolution), ...options.metadata }).map(
-      ([key, value]) => ({ key, value }),
-    ),
+    metadata_props: Object.entries({
+      variant: plan.spec.variant,
+      resolution: String(plan.resolution),
+      input_layout: nchw ? 'NCHW' : 'NHWC',
+      // The NCHW graph takes normalised pixels: x·input_scale + input_shift per channel (RGB).
+      ...(nchw ? { input_scale: a.join(','), input_shift: b.join(',') } : {}),
+      ...options.metadata,
+    }).map(([key, value]) => ({ key, value })),
     graph: {
       name: `efficientnet_${plan.spec.variant.replace(/[^a-z0-9]/g, '_')}`,
       node: g.nodes,
@@ -462,7 +509,7 @@ export function exportOnnx(
         dims: t.dims.map((d) => d),
         raw_data: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
       })),
-      input: [valueInfo(inputName, ['N', plan.resolution, plan.resolution, 3])],
+      input: [valueInfo(inputName, nchw ? ['N', 3, plan.resolution, plan.resolution] : ['N', plan.resolution, plan.resolution, 3])],
       output: [
         valueInfo(outputName, ['N', ...(outShape.length === 3 ? [outShape[0], outShape[1], outShape[2]] : [outShape[0]])]),
         ...(pool ? [valueInfo(FEATURES_OUTPUT, ['N', pool.outShape.at(-1)!])] : []),
