@@ -1,5 +1,5 @@
 /**
- * The docs follow the code: every relative link in README.md and docs/*.md resolves (the file, and
+ * The docs follow the code: every relative link in README.md, cdk/README.md and docs/*.md resolves (the file, and
  * for `#anchor` a heading of it, slugged as GitHub slugs headings), and every `effitag …` example in
  * them names a real command with real options of the CLI. The CLI is read from the program
  * `buildProgram()` builds (cli/program.ts); no example is run.
@@ -15,6 +15,7 @@ import { buildProgram } from '../cli/program.ts';
 const root = join(import.meta.dirname, '..');
 const pages = [
   'README.md',
+  'cdk/README.md',
   ...readdirSync(join(root, 'docs'))
     .filter((f) => f.endsWith('.md'))
     .sort()
