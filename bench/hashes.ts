@@ -19,7 +19,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import sharp from 'sharp';
+import sharp, { type OverlayOptions } from 'sharp';
 import { decodeImage } from '../inference/image.ts';
 import { differenceHash, hammingDistance, perceptualHash } from '../inference/perceptual-hash.ts';
 import { DEFAULT_MAX_DISTANCE } from '../pipeline/dupes.ts';
@@ -69,7 +69,7 @@ export interface Sample {
 }
 
 /** A semi-transparent text watermark about a third of the image wide, in the lower right corner. */
-function watermark(width: number, height: number): sharp.OverlayOptions {
+function watermark(width: number, height: number): OverlayOptions {
   const w = Math.max(40, Math.round(width / 3));
   const h = Math.max(12, Math.round(w / 5));
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}"><text x="2" y="${Math.round(h * 0.8)}" font-family="sans-serif" font-size="${Math.round(h * 0.75)}" fill="white" fill-opacity="0.7" stroke="black" stroke-opacity="0.5">© EffiTag 2026</text></svg>`;
