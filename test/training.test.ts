@@ -22,7 +22,7 @@ import { startS3Server } from '../local/s3-server.ts';
 import { loadArtifact } from '../model/weights.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
 import { markersFromS3 } from '../pipeline/aws/markers.ts';
-import { s3ImageSource } from '../pipeline/aws/s3-images.ts';
+import { s3ImageSource } from '../cli/s3-images.ts';
 import { publishWeights, syncWeights } from '../pipeline/aws/s3-weights.ts';
 import { directoryCatalog } from '../pipeline/models.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';

@@ -1,6 +1,6 @@
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { s3ImageSource } from '../../pipeline/aws/s3-images.ts';
+import { s3ImageSource } from '../s3-images.ts';
 import { defaultWeightsDir } from '../../pipeline/aws/wiring.ts';
 import { openCommandStack } from '../stack.ts';
 import { folderSource } from '../../training/dataset.ts';

@@ -1,7 +1,12 @@
-/** A training data set under an S3 prefix (`s3://BUCKET/PREFIX/<label>/<image>`), read through the object store. */
-import { parseS3Folder } from '../../base/s3-url.ts';
-import { UnreadableImage, type ImageSource } from '../../training/dataset.ts';
-import { StoreError, type ObjectStore, type StoreErrorKind } from '../ports.ts';
+/**
+ * A training data set under an S3 prefix (`s3://BUCKET/PREFIX/<label>/<image>`), read through the
+ * object store: `effitag train --data s3://…`. An adapter between two layers that do not know each
+ * other, the pipeline's object-store port and training's ImageSource, so it lives here with the
+ * commands that compose them: training stays free of the pipeline, and the pipeline of training.
+ */
+import { parseS3Folder } from '../base/s3-url.ts';
+import { StoreError, type ObjectStore, type StoreErrorKind } from '../pipeline/ports.ts';
+import { UnreadableImage, type ImageSource } from '../training/dataset.ts';
 
 const PER_OBJECT: StoreErrorKind[] = ['not-found', 'too-large', 'archived', 'unreadable', 'precondition'];
 
