@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ortEngine } from '../inference/ort-engine.ts';
-import { startLocalStack } from '../local/stack.ts';
+import { startEmbeddedStack } from '../local/stack.ts';
 import { settledState, uploadJournal } from '../local/catch-up.ts';
 import { modelMarker } from '../pipeline/marker.ts';
 import { jsonLogger } from '../pipeline/log.ts';
@@ -78,7 +78,7 @@ export async function benchCatchUp(ctx: BenchContext, o: { objects: number }) {
     process.env.EFFITAG_AUDIT_LOG = audit;
     const cpu = process.cpuUsage();
     const t0 = performance.now();
-    const stack = await startLocalStack({
+    const stack = await startEmbeddedStack({
       dataDir: data,
       statePath,
       tiers: parseTiers(benchTiers(8)),

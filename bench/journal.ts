@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Engine } from '../inference/engine.ts';
 import { ortEngine } from '../inference/ort-engine.ts';
-import { startLocalStack } from '../local/stack.ts';
+import { startEmbeddedStack } from '../local/stack.ts';
 import type { Logger } from '../pipeline/log.ts';
 import { parseTiers } from '../tiers/schema.ts';
 import { gradientImage } from '../test/support/fixtures.ts';
@@ -78,7 +78,7 @@ export async function benchJournal(ctx: BenchContext, o: { minutes: number; rate
   const data = join(ctx.workDir, 'data');
   const journalDir = `${data}.journal`;
   const trims: Trim[] = [];
-  const stack = await startLocalStack({
+  const stack = await startEmbeddedStack({
     dataDir: data,
     tiers: parseTiers(benchTiers(8)),
     weightsDir: weights,

@@ -21,7 +21,7 @@ import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { ortEngine, WORKER_ORT_OPTIONS } from '../inference/ort-engine.ts';
 import { decodeImage } from '../inference/image.ts';
-import { startLocalStack } from '../local/stack.ts';
+import { startEmbeddedStack } from '../local/stack.ts';
 import { openStack } from '../pipeline/aws/stack-handle.ts';
 import { Counters, silentLogger } from '../pipeline/log.ts';
 import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
@@ -184,7 +184,7 @@ interface BenchStack {
 
 /** The embedded stack in this process, sharing its cores with the worker. */
 async function inProcessStack(ctx: BenchContext, weightsDir: string, tiers: TiersFile, run: number): Promise<BenchStack> {
-  const stack = await startLocalStack({
+  const stack = await startEmbeddedStack({
     dataDir: join(ctx.workDir, `s3-${run}`),
     tiers,
     weightsDir,

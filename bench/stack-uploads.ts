@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startLocalStack } from '../local/stack.ts';
+import { startEmbeddedStack } from '../local/stack.ts';
 import { silentLogger } from '../pipeline/log.ts';
 import { parseTiers } from '../tiers/schema.ts';
 import { benchTiers, median, writeBenchWeights } from './util.ts';
@@ -32,7 +32,7 @@ const body = new Uint8Array(Number(values.bytes)).fill(7);
 const work = await mkdtemp(join(tmpdir(), 'effitag-bench-uploads-'));
 try {
   const weightsDir = await writeBenchWeights(join(work, 'weights'));
-  const stack = await startLocalStack({
+  const stack = await startEmbeddedStack({
     dataDir: join(work, 'data'),
     tiers: parseTiers(benchTiers(8)),
     weightsDir,

@@ -3,7 +3,7 @@
  * on loopback by default like the S3 and SQS stand-ins. Tables are created at once (no CREATING wait).
  */
 import dynalite from 'dynalite';
-import type { LocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import type { EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
 import { guardHttpServer, RequestGuard } from './request-guard.ts';
 import { clientEndpoint } from './s3-server.ts';
 
@@ -20,7 +20,7 @@ export async function startDynamoServer(options: {
   port?: number;
   directory?: string;
   /** The only credentials it accepts requests signed with (local/request-guard.ts); dynalite checks none. */
-  credentials: LocalCredentials;
+  credentials: EmbeddedCredentials;
   /** Pages that may call it from a browser (the stack's gallery); any other Origin is refused. */
   trustedOrigins?: readonly string[];
 }): Promise<RunningDynamo> {

@@ -20,7 +20,7 @@ import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } fro
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
-import type { LocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import type { EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
 import { checkSignature, type ReceivedRequest, type Service, type SignatureFailure } from './sigv4.ts';
 
 /** Who may talk to a loopback server from where. */
@@ -107,7 +107,7 @@ export class RequestGuard {
   constructor(
     readonly options: {
       service: Service;
-      credentials: LocalCredentials;
+      credentials: EmbeddedCredentials;
       listenHost?: string;
       trustedOrigins?: readonly string[];
     },
@@ -243,7 +243,7 @@ const s3rverAccounts = createRequire(import.meta.url)('s3rver/lib/models/account
  */
 export function guardS3rver(
   server: { middleware: unknown[]; store: unknown },
-  o: { credentials: LocalCredentials; listenHost?: string; trustedOrigins?: readonly string[] },
+  o: { credentials: EmbeddedCredentials; listenHost?: string; trustedOrigins?: readonly string[] },
 ): RequestGuard {
   const guard = new RequestGuard({ service: 's3', ...o });
   server.middleware.unshift(s3GuardMiddleware(guard));

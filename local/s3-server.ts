@@ -20,7 +20,7 @@ import { dirname, join, relative } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import S3rver from 's3rver';
-import type { LocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import type { EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
 import { encodeS3Key, type ObjectCreated } from '../pipeline/events.ts';
 import { guardS3rver } from './request-guard.ts';
 
@@ -29,7 +29,7 @@ export interface S3ServerOptions {
   port?: number;
   directory: string;
   /** The only credentials it accepts requests signed with (local/request-guard.ts). */
-  credentials: LocalCredentials;
+  credentials: EmbeddedCredentials;
   /** Pages that may call it from a browser (the stack's gallery); any other Origin is refused. */
   trustedOrigins?: readonly string[];
   /** Called with an S3 notification body for every object created. */

@@ -10,7 +10,7 @@
 import { createHash, createHmac, type Hash, type Hmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { SignatureV4 } from '@smithy/signature-v4';
-import type { LocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import type { EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
 
 export type Service = 's3' | 'sqs' | 'dynamodb' | 's3vectors';
 
@@ -34,7 +34,7 @@ export type SignatureFailure =
   | { kind: 'expired'; message: string };
 
 export interface SignatureCheck {
-  credentials: LocalCredentials;
+  credentials: EmbeddedCredentials;
   service: Service;
   /** Default: the clock. */
   now?: Date;

@@ -13,7 +13,7 @@ import { CreateQueueCommand, GetQueueAttributesCommand, GetQueueUrlCommand, Send
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { buildApp } from 'fauxqs';
 import { sqsClient } from '../pipeline/aws/clients.ts';
-import type { LocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import type { EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
 import { guardFastify, RequestGuard } from './request-guard.ts';
 import { clientEndpoint } from './s3-server.ts';
 
@@ -82,7 +82,7 @@ export async function startSqsServer(options: {
   host?: string;
   port?: number;
   /** The only credentials it accepts requests signed with (local/request-guard.ts); its own client signs with them. */
-  credentials: LocalCredentials;
+  credentials: EmbeddedCredentials;
   /** Pages that may call it from a browser (the stack's gallery); any other Origin is refused. */
   trustedOrigins?: readonly string[];
 }): Promise<RunningSqs> {

@@ -16,7 +16,7 @@ import type { Engine, EngineName } from '../inference/engine.ts';
 import { engineChooser } from '../inference/engines.ts';
 import { sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
 import { type DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
-import { checkWeights, ensureLocalCredentials, INDEX_TABLE, type LocalCredentials, QUEUE_NAMES } from '../pipeline/aws/wiring.ts';
+import { checkWeights, ensureEmbeddedCredentials, INDEX_TABLE, type EmbeddedCredentials, QUEUE_NAMES } from '../pipeline/aws/wiring.ts';
 import { credentialsFile } from '../pipeline/aws/local-credentials.ts';
 import { EMBEDDED_STACK, openStack, removeStackFile, type StackHandle, writeStackFile } from '../pipeline/aws/stack-handle.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
@@ -44,9 +44,9 @@ import { EMBEDDED_VECTOR_BUCKET, startS3VectorsServer } from './s3vectors-server
 import { S3VectorIndex, s3VectorsClient } from '../pipeline/aws/s3-vectors.ts';
 import type { VectorIndex } from '../pipeline/ports.ts';
 
-export { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
+export { EMBEDDED_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 
-export interface LocalStackOptions {
+export interface EmbeddedStackOptions {
   dataDir: string;
   tiers: TiersFile;
   /** Weights catalog: `DIR/<variant>/manifest.json` (or one artifact). */
@@ -100,13 +100,13 @@ export interface LocalStackOptions {
   catchUpRetry?: { firstMs?: number; maxMs?: number };
 }
 
-export interface LocalStack {
+export interface EmbeddedStack {
   /** What `effitag` commands open: written to `handleFile` in the data directory at start, removed at stop. */
   handle: StackHandle;
   handleFile: string;
   endpoints: Endpoints;
   /** The key pair the stand-ins accept (also `endpoints.credentials`), and the file it is kept in. */
-  credentials: LocalCredentials;
+  credentials: EmbeddedCredentials;
   credentialsFile: string;
   bucket: string;
   s3: S3Client;
@@ -251,7 +251,7 @@ function pollIntake(intake: SqsQueue, router: Router, log: Logger): { stop(): Pr
   };
 }
 
-export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
+export async function startEmbeddedStack(options: EmbeddedStackOptions): Promise<EmbeddedStack> {
   const host = options.host ?? '127.0.0.1';
   const log = options.log ?? jsonLogger();
   const counters = new Counters();
@@ -267,7 +267,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   checkWeights(options.tiers, models, log);
 
   // The stack's own key pair, per data directory: the stand-ins accept nothing signed otherwise.
-  const credentials = ensureLocalCredentials(options.dataDir);
+  const credentials = ensureEmbeddedCredentials(options.dataDir);
   const trustedOrigins = options.trustedOrigins;
   const sqsServer = await startSqsServer({ host, port: options.sqsPort, credentials, trustedOrigins });
   const sqsEndpoint = sqsServer.endpoint;

@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { backfillDryRun } from './support/effitag-local.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { put, startTestStack, waitFor, waitForStatus } from './support/local-stack.ts';
@@ -17,7 +17,7 @@ import { put, startTestStack, waitFor, waitForStatus } from './support/local-sta
 const NEARLY_FULL = { notes: 'x'.repeat(1900) };
 
 describe('effitag backfill on the embedded stack: objects tagged in the index only', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let weights: string;
   before(async () => {
     weights = await tempDir('effitag-weights-');

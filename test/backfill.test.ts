@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { lastModifiedOf } from '../functions/backfill-batch.ts';
 import { fileCheckpoint, resumePoint, runBackfill, TaskBatcher, type BackfillOptions, type Checkpoint } from '../pipeline/backfill.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
@@ -19,7 +19,7 @@ const TIERS = {
 };
 
 describe('backfill on the embedded stack', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let config: TiersFile;
   let current: string;
   const OLD = 'b0@000000000000';

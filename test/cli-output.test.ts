@@ -15,7 +15,7 @@ import { startSqsServer } from '../local/sqs-server.ts';
 import { dynamoClient, s3Client, sqsClient } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
-import { ensureLocalCredentials, type LocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import { ensureEmbeddedCredentials, type EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
 import { DEAD_LETTER_ATTRIBUTES } from '../pipeline/worker-stages.ts';
 import { runEffitag } from './support/effitag-local.ts';
 import { tempDir } from './support/fixtures.ts';
@@ -34,7 +34,7 @@ const RAW = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/;
 let flags: { s3: string[]; dynamo: string[]; sqs: string[] };
 /** The stand-ins' credentials, in a data directory where the CLI finds them (EFFITAG_DATA_DIR), as it finds `npm start`'s. */
 let dataDir: string;
-let CREDENTIALS: LocalCredentials;
+let CREDENTIALS: EmbeddedCredentials;
 const stops: (() => Promise<unknown>)[] = [];
 
 const cli = (args: string[]) => runEffitag(args, { EFFITAG_DATA_DIR: dataDir });
@@ -52,7 +52,7 @@ describe('CLI output for people', () => {
   before(async () => {
     const dir = await tempDir('effitag-cli-out-');
     dataDir = join(dir, 'data');
-    CREDENTIALS = ensureLocalCredentials(dataDir);
+    CREDENTIALS = ensureEmbeddedCredentials(dataDir);
     const s3server = await startS3Server({ directory: join(dir, 's3'), credentials: CREDENTIALS });
     const dynamo = await startDynamoServer({ credentials: CREDENTIALS });
     const sqsServer = await startSqsServer({ credentials: CREDENTIALS });

@@ -14,7 +14,7 @@ import { ListObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { parseXML } from '@aws-sdk/xml-builder';
 import xmlParser from 'fast-xml-parser';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { S3Store } from '../pipeline/aws/s3-store.ts';
 import { decodeS3Key } from '../pipeline/events.ts';
 import { backfillDryRun } from './support/effitag-local.ts';
@@ -42,7 +42,7 @@ const KEYS = [
 const XML_CHARS = /^[\t\n\r\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]*$/u;
 
 describe('keys with control characters and URL-special characters on the embedded stack', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let weights: string;
   before(async () => {
     weights = await tempDir('effitag-weights-');

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { redriveDeadLetters } from '../pipeline/dead-letters.ts';
 import { StoreError, type ObjectStore, type QueueMessage } from '../pipeline/ports.ts';
 import { taskMessage, type Task } from '../pipeline/task.ts';
@@ -41,7 +41,7 @@ const denying = (s: ObjectStore): ObjectStore => ({
 });
 
 describe('DLQ redrive on FIFO queues', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let config: TiersFile;
   before(async () => {
     // No live router or worker: the test moves every message itself.
@@ -52,7 +52,7 @@ describe('DLQ redrive on FIFO queues', () => {
   });
 
   /** Receive until `want` messages came back or the deadline passes (the queue answers at once). */
-  async function receiveAll(queue: LocalStack['intake'], want: number): Promise<QueueMessage[]> {
+  async function receiveAll(queue: EmbeddedStack['intake'], want: number): Promise<QueueMessage[]> {
     const got: QueueMessage[] = [];
     await waitFor(`${want} message(s)`, async () => {
       got.push(...(await queue.receive({ max: 10, waitSeconds: 0, visibilitySeconds: 60 })));

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { StoreError, type ObjectStore } from '../pipeline/ports.ts';
 import { taskMessage } from '../pipeline/task.ts';
 import { makeWorker } from '../pipeline/worker.ts';
@@ -23,7 +23,7 @@ const TIERS = {
 const cli = (args: string[]) => runEffitag(args);
 
 describe('dead-letter queues: reasons, list and redrive', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let config: TiersFile;
   after(async () => {
     await stack?.stop();

@@ -23,9 +23,9 @@ import {
 } from '@aws-sdk/client-s3';
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
-import { LOCAL_CREDENTIALS } from '../pipeline/aws/wiring.ts';
+import { EMBEDDED_CREDENTIALS } from '../pipeline/aws/wiring.ts';
 import type { Logger } from '../pipeline/log.ts';
 import type { ListPage, ObjectStore } from '../pipeline/ports.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
@@ -41,7 +41,7 @@ const TIERS = {
 };
 const BUCKET = 'effitag-local';
 /** The started stack's key pair, as a plain object (the SDK annotates the credentials it is given). */
-const credentialsOf = () => ({ accessKeyId: LOCAL_CREDENTIALS.accessKeyId, secretAccessKey: LOCAL_CREDENTIALS.secretAccessKey });
+const credentialsOf = () => ({ accessKeyId: EMBEDDED_CREDENTIALS.accessKeyId, secretAccessKey: EMBEDDED_CREDENTIALS.secretAccessKey });
 const md5 = (b: Uint8Array) => createHash('md5').update(b).digest('hex');
 
 async function kill9(child: ChildProcess) {
@@ -173,7 +173,7 @@ async function tearJournal(dataDir: string) {
 }
 
 describe('durability: a journal a crash cut mid-line', () => {
-  let stack: LocalStack | undefined;
+  let stack: EmbeddedStack | undefined;
   after(async () => {
     await stack?.stop();
   });
@@ -218,7 +218,7 @@ const journalBytes = (dataDir: string) => {
 };
 
 describe('durability: the journal under steady load', () => {
-  let stack: LocalStack | undefined;
+  let stack: EmbeddedStack | undefined;
   after(async () => {
     await stack?.stop();
   });
@@ -246,7 +246,7 @@ describe('durability: the journal under steady load', () => {
 });
 
 describe('durability: upgrading a folder with the single-file journal of earlier versions', () => {
-  let stack: LocalStack | undefined;
+  let stack: EmbeddedStack | undefined;
   after(async () => {
     await stack?.stop();
   });
@@ -275,7 +275,7 @@ describe('durability: upgrading a folder with the single-file journal of earlier
 });
 
 describe('durability: torn objects an older version left, and a failing LIST at catch-up', () => {
-  let stack: LocalStack | undefined;
+  let stack: EmbeddedStack | undefined;
   after(async () => {
     await stack?.stop();
   });
@@ -343,7 +343,7 @@ describe('durability: torn objects an older version left, and a failing LIST at 
 });
 
 describe('durability: dead letters across a restart', () => {
-  let stack: LocalStack | undefined;
+  let stack: EmbeddedStack | undefined;
   after(async () => {
     await stack?.stop();
   });
@@ -373,7 +373,7 @@ describe('durability: dead letters across a restart', () => {
 });
 
 describe('durability: concurrent overwrites of one key', () => {
-  let stack: LocalStack | undefined;
+  let stack: EmbeddedStack | undefined;
   after(async () => {
     await stack?.stop();
   });
@@ -419,7 +419,9 @@ describe('durability: concurrent overwrites of one key', () => {
       }),
     );
     // Each object created is one event on the intake queue (no router drains it).
-    await waitFor('every event handed on', async () => ((await s.intake.depth()).total >= created ? true : undefined), 30_000).catch(() => {});
+    await waitFor('every event handed on', async () => ((await s.intake.depth()).total >= created ? true : undefined), 30_000).catch(
+      () => {},
+    );
     assert.deepEqual(errors, []);
     assert.equal((await s.intake.depth()).total, created, 'one event per object created');
   });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { after, describe, it } from 'node:test';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { gradientImage } from './support/fixtures.ts';
 import { startFaultProxy, type FaultProxy } from './support/fault-proxy.ts';
 import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
@@ -23,7 +23,7 @@ const TIERS = {
 const md5 = (b: Uint8Array) => createHash('md5').update(b).digest('hex');
 
 /** Upload `n` images with user metadata; returns what each object must still hold at the end. */
-async function upload(stack: LocalStack, prefix: string, n: number, seed: number) {
+async function upload(stack: EmbeddedStack, prefix: string, n: number, seed: number) {
   const objects: { key: string; md5: string; owner: string }[] = [];
   await Promise.all(
     Array.from({ length: n }, async (_, i) => {
@@ -36,7 +36,7 @@ async function upload(stack: LocalStack, prefix: string, n: number, seed: number
   return objects;
 }
 
-async function assertEndState(stack: LocalStack, proxy: FaultProxy, objects: Awaited<ReturnType<typeof upload>>) {
+async function assertEndState(stack: EmbeddedStack, proxy: FaultProxy, objects: Awaited<ReturnType<typeof upload>>) {
   for (const o of objects) {
     const h = await head(stack, o.key);
     assert.equal(h.Metadata?.['effitag-status'], 'tagged', o.key);
@@ -52,12 +52,12 @@ async function assertEndState(stack: LocalStack, proxy: FaultProxy, objects: Awa
 }
 
 /** What the workers dead-lettered so far (their counters). */
-const lost = (stack: LocalStack) =>
+const lost = (stack: EmbeddedStack) =>
   Object.entries(stack.counters.snapshot())
     .filter(([name, n]) => n > 0 && name.startsWith('dead-lettered.'))
     .map(([name]) => name);
 
-const allTagged = (stack: LocalStack, objects: { key: string }[], timeoutMs: number) =>
+const allTagged = (stack: EmbeddedStack, objects: { key: string }[], timeoutMs: number) =>
   waitFor(
     'every object tagged',
     async () => {
@@ -73,7 +73,7 @@ const tierDelete = (req: { headers: Record<string, unknown> }, body: Buffer) =>
   String(req.headers['x-amz-target'] ?? '').endsWith('.DeleteMessageBatch') && /\.fifo/.test(body.toString('utf8'));
 
 describe('fault injection: S3 answering 503 SlowDown and 500 InternalError', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let proxy: FaultProxy;
   after(async () => {
     await stack?.stop();
@@ -104,7 +104,7 @@ describe('fault injection: S3 answering 503 SlowDown and 500 InternalError', () 
 });
 
 describe('fault injection: SQS unreachable for a few seconds', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let s3Proxy: FaultProxy, sqsProxy: FaultProxy;
   after(async () => {
     await stack?.stop();
@@ -159,7 +159,11 @@ describe('fault injection: SQS unreachable for a few seconds', () => {
       async () => (stack.counters.get('skipped.already-tagged') >= 1 ? true : undefined),
       60_000,
     );
-    await waitFor('the tier queue drained', async () => ((await stack.tierQueues.main.queue.depth()).total === 0 ? true : undefined), 60_000);
+    await waitFor(
+      'the tier queue drained',
+      async () => ((await stack.tierQueues.main.queue.depth()).total === 0 ? true : undefined),
+      60_000,
+    );
     await assertEndState(stack, s3Proxy, [...before, ...during]);
   });
 });

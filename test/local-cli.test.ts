@@ -12,7 +12,7 @@ import { freePort, startLocal } from './support/effitag-local.ts';
 import { portFlags, waitFor } from './support/local-stack.ts';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { s3Client } from '../pipeline/aws/clients.ts';
-import { LOCAL_CREDENTIALS } from '../local/stack.ts';
+import { EMBEDDED_CREDENTIALS } from '../local/stack.ts';
 import { readAudit } from './rehearsal/iam.ts';
 
 const run = promisify(execFile);
@@ -165,7 +165,7 @@ describe('nothing lost: the embedded stack killed and restarted', () => {
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
     const ports = { s3: await freePort(), sqs: await freePort() };
     const first = await startLocal(dir, ports, {}, children);
-    const s3 = s3Client({ s3Endpoint: `http://127.0.0.1:${ports.s3}`, credentials: LOCAL_CREDENTIALS });
+    const s3 = s3Client({ s3Endpoint: `http://127.0.0.1:${ports.s3}`, credentials: EMBEDDED_CREDENTIALS });
     const headOf = (key: string) => s3.send(new HeadObjectCommand({ Bucket: 'effitag-local', Key: key }));
     try {
       const keys = Array.from({ length: 60 }, (_, i) => `crash/photo ${i}.jpg`);

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { runBackfill } from '../pipeline/backfill.ts';
 import { Counters } from '../pipeline/log.ts';
 import { makeRouter } from '../pipeline/router.ts';
@@ -146,7 +146,7 @@ describe('a full metadata budget (in-memory ports)', () => {
 });
 
 describe('a full metadata budget on the embedded stack', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let config: TiersFile;
   before(async () => {
     ({ stack, config } = await startTestStack({

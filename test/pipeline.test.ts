@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { DeleteObjectCommand, GetObjectCommand, GetObjectTaggingCommand, PutObjectTaggingCommand } from '@aws-sdk/client-s3';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
 import { classifyS3Error, S3Store } from '../pipeline/aws/s3-store.ts';
 import { StoreError, type ObjectStore } from '../pipeline/ports.ts';
@@ -82,7 +82,7 @@ function uploadTask(o: Pick<Task, 'bucket' | 'key' | 'eTag' | 'size' | 'tier'>):
 }
 
 describe('tagging pipeline on the embedded stack (real HTTP)', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let probe: EngineProbe;
   let config: TiersFile;
   let jpeg: Buffer;

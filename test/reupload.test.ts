@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { nextSequencer } from '../local/s3-server.ts';
 import { parseEventBody, type ObjectCreated } from '../pipeline/events.ts';
 import type { ObjectStore } from '../pipeline/ports.ts';
@@ -199,7 +199,7 @@ describe('re-uploads on in-memory ports (FIFO deduplication with its 5-minute wi
 });
 
 describe('re-uploads on the embedded stack (real S3 events and a FIFO queue)', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   const copies = new Map<string, number>();
   const counting = (inner: ObjectStore): ObjectStore => ({
     head: (r) => inner.head(r),
@@ -268,7 +268,7 @@ describe('re-uploads on the embedded stack (real S3 events and a FIFO queue)', (
 });
 
 describe("the embedded S3's event sequencer", () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   before(async () => {
     // No router: the test reads the S3 events off the intake queue itself.
     ({ stack } = await startTestStack(TIERS, { runRouter: false, runWorkers: () => false }));

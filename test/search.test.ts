@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { ortEngine } from '../inference/ort-engine.ts';
 import { IMAGENET_LABELS } from '../model/labels.ts';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { arrangedArtifact, gradientImage, tempDir } from './support/fixtures.ts';
 import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
 import { FAILED_TAG } from '../pipeline/tag-index.ts';
@@ -44,7 +44,7 @@ const TIERS = {
   routing: { default: { tier: 'pets' }, rules: [{ prefix: 'cars/', tier: 'cars' }] },
 };
 
-let stack: LocalStack;
+let stack: EmbeddedStack;
 
 /** `effitag …` as a process; asynchronously, since the stack's servers run in this process and must keep answering. */
 const effitag = (...args: string[]) =>

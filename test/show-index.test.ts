@@ -13,7 +13,7 @@ import { startDynamoServer } from '../local/dynamo-server.ts';
 import { startS3Server } from '../local/s3-server.ts';
 import { dynamoClient, s3Client } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
-import { ensureLocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import { ensureEmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
 import { INDEX_TABLE } from '../pipeline/aws/wiring.ts';
 import { runEffitag } from './support/effitag-local.ts';
 import { tempDir } from './support/fixtures.ts';
@@ -56,7 +56,7 @@ describe('effitag show: tagging held in the index', () => {
   before(async () => {
     const dir = await tempDir('effitag-show-index-');
     dataDir = join(dir, 'data');
-    const credentials = ensureLocalCredentials(dataDir);
+    const credentials = ensureEmbeddedCredentials(dataDir);
     const s3server = await startS3Server({ directory: join(dir, 's3'), credentials });
     const dynamo = await startDynamoServer({ credentials });
     stops.push(

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { startDynamoServer } from '../local/dynamo-server.ts';
 import { dynamoClient } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
-import { ensureLocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import { ensureEmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
 import {
   EMBEDDED_STACK,
   handleFromEnvironment,
@@ -119,7 +119,7 @@ describe('stack handle: resolvers', () => {
 
   it('the embedded stack is found through the handle file in its data directory (owner-only); none, stale or garbled: one clear line', async () => {
     const dataDir = join(await tempDir('effitag-handle-'), 'data');
-    const credentials = ensureLocalCredentials(dataDir);
+    const credentials = ensureEmbeddedCredentials(dataDir);
     assert.throws(
       () => resolveEmbeddedStack(dataDir),
       (err: Error) =>
@@ -160,7 +160,7 @@ describe('--stack NAME: a deployed stack by its name, its outputs read from Clou
   before(async () => {
     // "AWS": a DynamoDB and a CloudFormation that the SDK reaches through AWS_ENDPOINT_URL_*, as the
     // deploy rehearsal's runtimes do; credentials from the environment, as on a user's machine.
-    const keys = ensureLocalCredentials(join(await tempDir('effitag-aws-keys-'), 'keys'));
+    const keys = ensureEmbeddedCredentials(join(await tempDir('effitag-aws-keys-'), 'keys'));
     const dynamo = await startDynamoServer({ credentials: keys });
     stops.push(() => dynamo.close());
     const ddb = dynamoClient({ dynamoEndpoint: dynamo.endpoint, credentials: keys });

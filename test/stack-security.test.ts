@@ -26,9 +26,14 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { chromium, type Browser } from 'playwright-core';
 import { NodeSha256 } from '../local/sigv4.ts';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
-import { credentialsFile, ensureLocalCredentials, generateCredentials, type LocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import {
+  credentialsFile,
+  ensureEmbeddedCredentials,
+  generateCredentials,
+  type EmbeddedCredentials,
+} from '../pipeline/aws/local-credentials.ts';
 import { INDEX_TABLE } from '../pipeline/aws/wiring.ts';
 import { CHROMIUM, CHROMIUM_ARGS } from './support/chromium.ts';
 import { tempDir } from './support/fixtures.ts';
@@ -53,7 +58,7 @@ async function raw(
     method: string;
     path: string;
     service: 's3' | 'sqs' | 'dynamodb';
-    credentials: LocalCredentials | null;
+    credentials: EmbeddedCredentials | null;
     headers?: Record<string, string>;
     body?: string;
     host?: string;
@@ -124,7 +129,7 @@ function filesUnder(dir: string, base = dir): string[] {
 const GALLERY = 'http://127.0.0.1:4570';
 
 describe('the embedded stack answers only its owner', () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let root: string; // the folder holding the data directory (and, beside it, the index and journal)
   let dataDir: string;
 
@@ -144,8 +149,9 @@ describe('the embedded stack answers only its owner', () => {
     assert.match(accessKeyId, /^[A-Z0-9]{20}$/);
     assert.ok(secretAccessKey.length >= 40);
     assert.notEqual(accessKeyId, 'S3RVER');
-    const same = (a: LocalCredentials, b: LocalCredentials) => a.accessKeyId === b.accessKeyId && a.secretAccessKey === b.secretAccessKey;
-    assert.ok(same(ensureLocalCredentials(dataDir), stack.credentials), 'read back, not remade');
+    const same = (a: EmbeddedCredentials, b: EmbeddedCredentials) =>
+      a.accessKeyId === b.accessKeyId && a.secretAccessKey === b.secretAccessKey;
+    assert.ok(same(ensureEmbeddedCredentials(dataDir), stack.credentials), 'read back, not remade');
     // Another data directory, another pair; that directory's stack restarted, the same pair again.
     const otherDir = join(await tempDir('effitag-security-other-'), 'data');
     const first = (await startTestStack(TIERS, { dataDir: otherDir, runRouter: false, runWorkers: () => false })).stack;
@@ -220,7 +226,7 @@ describe('the embedded stack answers only its owner', () => {
     foreign.destroy();
 
     // Signature V2 links (what AWS CLI v1's `s3 presign` makes): ours pass, a wrong secret or s3rver's built-in pair do not.
-    const v2 = (c: LocalCredentials) => {
+    const v2 = (c: EmbeddedCredentials) => {
       const expires = Math.floor(Date.now() / 1000) + 60;
       const signature = createHmac('sha1', c.secretAccessKey).update(`GET\n\n\n${expires}\n${path}`).digest('base64');
       return `${s3}${path}?AWSAccessKeyId=${c.accessKeyId}&Expires=${expires}&Signature=${encodeURIComponent(signature)}`;
@@ -357,7 +363,7 @@ const skip = missing ? `no Chromium at ${CHROMIUM} (apt install chromium, or set
 if (skip) process.stdout.write(`# ${skip}\n`);
 
 describe('a hostile page in Chromium cannot reach the embedded stack', { skip }, () => {
-  let stack: LocalStack;
+  let stack: EmbeddedStack;
   let browser: Browser;
   let hostile: Server;
   let origin: string;

@@ -13,7 +13,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeImage } from '../inference/image.ts';
 import { ortEngine } from '../inference/ort-engine.ts';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { planModel } from '../model/plan.ts';
 import { seededRandom } from '../model/random-weights.ts';
 import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
@@ -538,7 +538,7 @@ describe('effitag train', () => {
       },
       routing: { default: { tier: 'cloth' } },
     };
-    let stack: LocalStack | undefined;
+    let stack: EmbeddedStack | undefined;
     try {
       ({ stack } = await startTestStack(tiers, { weightsDir: baseDir, engine: ortEngine({ log: quiet }) }));
       // New pictures of each label, tagged with their own label first (as many images as predict is judged on).

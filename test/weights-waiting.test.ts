@@ -19,7 +19,7 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { grantRouting, grantWorker } from '../cdk/constructs/worker-permissions.ts';
 import { startS3Server } from '../local/s3-server.ts';
-import type { LocalStack } from '../local/stack.ts';
+import type { EmbeddedStack } from '../local/stack.ts';
 import { s3Client } from '../pipeline/aws/clients.ts';
 import { s3Markers } from '../pipeline/aws/markers.ts';
 import { publishTiersWeights, publishWeights, readPublishedManifest } from '../pipeline/aws/s3-weights.ts';
@@ -394,7 +394,7 @@ describe('weights publish --tiers (every model a tiers file needs, from the loca
 });
 
 describe('end to end on the embedded stack: deploy first, publish after', () => {
-  let stack: LocalStack | undefined;
+  let stack: EmbeddedStack | undefined;
   after(async () => {
     await stack?.stop();
   });
@@ -458,7 +458,7 @@ describe('end to end on the embedded stack: deploy first, publish after', () => 
 });
 
 describe('deployed workers with no weights published yet', () => {
-  let stack: LocalStack | undefined;
+  let stack: EmbeddedStack | undefined;
   const GPU_TIERS = {
     version: 1,
     tiers: {

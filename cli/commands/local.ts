@@ -15,7 +15,7 @@ import { MissingWeightsError } from '../../pipeline/models.ts';
 import type { IndexRecord } from '../../pipeline/tag-index.ts';
 import { fetchWeights, WeightsFetchError } from '../../model/weights-fetch.ts';
 import { startGallery } from '../../gallery/server.ts';
-import { startLocalStack } from '../../local/stack.ts';
+import { startEmbeddedStack } from '../../local/stack.ts';
 import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber, printable } from '../format.ts';
 import { openCommandStack } from '../stack.ts';
@@ -104,7 +104,7 @@ function registerLocal(program: Command): void {
         ? createEngine(opts.engine, { ort: { ...WORKER_ORT_OPTIONS, log: (m) => log.log('info', m) } })
         : undefined;
       const start = () =>
-        startLocalStack({
+        startEmbeddedStack({
           dataDir: resolve(opts.data),
           tiers,
           weightsDir,

@@ -13,7 +13,7 @@ import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, statSync, unl
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 
-export interface LocalCredentials {
+export interface EmbeddedCredentials {
   accessKeyId: string;
   secretAccessKey: string;
 }
@@ -32,29 +32,29 @@ export const defaultDataDir = (env: NodeJS.ProcessEnv = process.env): string => 
 export const credentialsFile = (dataDir: string): string => join(resolve(dataDir), FILE_NAME);
 
 /** A fresh random key pair shaped like AWS's (20-character key id, 40-character secret). */
-export function generateCredentials(): LocalCredentials {
+export function generateCredentials(): EmbeddedCredentials {
   const base32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
   const id = [...randomBytes(16)].map((b) => base32[b & 31]).join('');
   return { accessKeyId: `EFFI${id}`, secretAccessKey: randomBytes(30).toString('base64url') };
 }
 
-export class LocalCredentialsError extends Error {
-  override name = 'LocalCredentialsError';
+export class EmbeddedCredentialsError extends Error {
+  override name = 'EmbeddedCredentialsError';
 }
 
 /** The credentials of the stack of `dataDir`, as `effitag` commands find them; a clear error when there are none. */
-export function readLocalCredentials(dataDir: string = defaultDataDir()): LocalCredentials {
+export function readEmbeddedCredentials(dataDir: string = defaultDataDir()): EmbeddedCredentials {
   const file = credentialsFile(dataDir);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-      throw new LocalCredentialsError(
+      throw new EmbeddedCredentialsError(
         `no embedded-stack credentials in ${file}: start the stack first (npm start, or effitag local --data DIR), ` +
           'and point EFFITAG_DATA_DIR at its --data directory if it is not .effitag/data',
       );
-    throw new LocalCredentialsError(`cannot read the embedded stack's credentials (${file}): ${(err as Error).message}`);
+    throw new EmbeddedCredentialsError(`cannot read the embedded stack's credentials (${file}): ${(err as Error).message}`);
   }
   const parsed = (() => {
     try {
@@ -64,7 +64,9 @@ export function readLocalCredentials(dataDir: string = defaultDataDir()): LocalC
     }
   })();
   if (!parsed?.success)
-    throw new LocalCredentialsError(`${file} is not an embedded-stack credentials file; delete it to have the next start make a new pair`);
+    throw new EmbeddedCredentialsError(
+      `${file} is not an embedded-stack credentials file; delete it to have the next start make a new pair`,
+    );
   return parsed.data;
 }
 
@@ -73,7 +75,7 @@ export function readLocalCredentials(dataDir: string = defaultDataDir()): LocalC
  * (0600) and linked into place, so two starts racing agree on one pair and no reader sees half a file.
  * An existing file readable by others is tightened to 0600.
  */
-export function ensureLocalCredentials(dataDir: string): LocalCredentials {
+export function ensureEmbeddedCredentials(dataDir: string): EmbeddedCredentials {
   const file = credentialsFile(dataDir);
   mkdirSync(resolve(dataDir), { recursive: true });
   if (!existsSync(file)) {
@@ -88,5 +90,5 @@ export function ensureLocalCredentials(dataDir: string): LocalCredentials {
     }
   }
   if ((statSync(file).mode & 0o077) !== 0) chmodSync(file, 0o600);
-  return readLocalCredentials(dataDir);
+  return readEmbeddedCredentials(dataDir);
 }

@@ -6,6 +6,7 @@ import {
   GetQueueUrlCommand,
   ReceiveMessageCommand,
   SendMessageBatchCommand,
+  type QueueAttributeName,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import type { MessageQueue, OutgoingMessage, QueueDepth, QueueMessage } from '../ports.ts';
@@ -107,7 +108,7 @@ export class SqsQueue implements MessageQueue {
         AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
       }),
     );
-    const count = (name: string) => Number(out.Attributes?.[name] ?? 0);
+    const count = (name: QueueAttributeName) => Number(out.Attributes?.[name] ?? 0);
     const visible = count('ApproximateNumberOfMessages');
     const inFlight = count('ApproximateNumberOfMessagesNotVisible');
     const delayed = count('ApproximateNumberOfMessagesDelayed');

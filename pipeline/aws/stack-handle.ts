@@ -27,7 +27,7 @@ import { directoryCatalog, isPublished, type Markers, weightsFix } from '../mode
 import { runtimeConfig, type RuntimeConfig } from '../runtime-config.ts';
 import { dynamoClient, type Endpoints, s3Client, sqsClient } from './clients.ts';
 import { DynamoTagIndex } from './dynamo-index.ts';
-import { defaultDataDir, type LocalCredentials } from './local-credentials.ts';
+import { defaultDataDir, type EmbeddedCredentials } from './local-credentials.ts';
 import { s3Markers } from './markers.ts';
 import { S3Store } from './s3-store.ts';
 import { SqsQueue } from './sqs-queue.ts';
@@ -73,7 +73,7 @@ export interface StackHandle {
   backfillStateMachine?: string;
   endpoints: StackEndpoints;
   /** The embedded stack's own key pair; absent for AWS (the SDK's credential chain, or the profile). */
-  credentials?: LocalCredentials;
+  credentials?: EmbeddedCredentials;
   /** S3 Vectors bucket of the similar-images index (issue 23), when the stack has one. */
   vectorBucket?: string;
   /** The embedded stack's data directory (where its handle and credentials are kept). */

@@ -10,27 +10,27 @@ import type { TiersFile } from '../../tiers/schema.ts';
 import { MissingWeightsError, type Markers } from '../models.ts';
 import type { Logger } from '../log.ts';
 import { runtimeConfig, type RuntimeConfig } from '../runtime-config.ts';
-import { type LocalCredentials, readLocalCredentials } from './local-credentials.ts';
+import { type EmbeddedCredentials, readEmbeddedCredentials } from './local-credentials.ts';
 import { handleFromEnvironment, type OpenStack, openStack } from './stack-handle.ts';
 
 /**
  * The embedded stack's credentials: a random pair per data directory, kept in it owner-only; the
  * stand-ins accept requests signed with nothing else (pipeline/aws/local-credentials.ts).
  */
-export { defaultDataDir, ensureLocalCredentials, readLocalCredentials, type LocalCredentials } from './local-credentials.ts';
+export { defaultDataDir, ensureEmbeddedCredentials, readEmbeddedCredentials, type EmbeddedCredentials } from './local-credentials.ts';
 
 /**
  * The credentials of the embedded stack of EFFITAG_DATA_DIR (else .effitag/data), read from its data
  * directory each time they are used: what `effitag` commands sign with, and what tests get once their
  * stack is started (test/support/local-stack.ts points EFFITAG_DATA_DIR at it).
  */
-export const LOCAL_CREDENTIALS: LocalCredentials = {
+export const EMBEDDED_CREDENTIALS: EmbeddedCredentials = {
   // Not frozen: the SDK notes on a credentials object where it came from ($source).
   get accessKeyId() {
-    return readLocalCredentials().accessKeyId;
+    return readEmbeddedCredentials().accessKeyId;
   },
   get secretAccessKey() {
-    return readLocalCredentials().secretAccessKey;
+    return readEmbeddedCredentials().secretAccessKey;
   },
 };
 

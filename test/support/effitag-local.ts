@@ -50,7 +50,7 @@ export async function spawnEffitagLocal(
 
 /**
  * The stack on the given ports with its weights and data under `dir`. The commands a test runs next
- * (and LOCAL_CREDENTIALS) find this stack's credentials in its data directory.
+ * (and EMBEDDED_CREDENTIALS) find this stack's credentials in its data directory.
  */
 export async function startLocal(
   dir: string,

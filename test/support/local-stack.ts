@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { HeadObjectCommand, PutObjectCommand, type PutObjectCommandInput } from '@aws-sdk/client-s3';
 import { ortEngine } from '../../inference/ort-engine.ts';
 import type { Engine, LoadedModel } from '../../inference/engine.ts';
-import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../local/stack.ts';
+import { startEmbeddedStack, type EmbeddedStack, type EmbeddedStackOptions } from '../../local/stack.ts';
 import { silentLogger } from '../../pipeline/log.ts';
-import type { LocalCredentials } from '../../pipeline/aws/local-credentials.ts';
+import type { EmbeddedCredentials } from '../../pipeline/aws/local-credentials.ts';
 import { EMBEDDED_STACK, type StackHandle, writeStackFile } from '../../pipeline/aws/stack-handle.ts';
 import { INDEX_TABLE } from '../../pipeline/aws/wiring.ts';
 import { parseTiers, type TiersFile } from '../../tiers/schema.ts';
@@ -44,14 +44,14 @@ export function countingEngine(base: Engine, probe: EngineProbe): Engine {
 
 export async function startTestStack(
   tiers: unknown,
-  options: Partial<LocalStackOptions> = {},
-): Promise<{ stack: LocalStack; probe: EngineProbe; config: TiersFile }> {
+  options: Partial<EmbeddedStackOptions> = {},
+): Promise<{ stack: EmbeddedStack; probe: EngineProbe; config: TiersFile }> {
   const weights = await tempDir('effitag-weights-');
   await randomArtifact(join(weights, 'b0'), 'b0');
   const probe: EngineProbe = { images: 0, calls: 0 };
   const config = parseTiers(tiers);
   const dataDir = options.dataDir ?? join(await tempDir('effitag-data-'), 's3');
-  const stack = await startLocalStack({
+  const stack = await startEmbeddedStack({
     dataDir,
     tiers: config,
     weightsDir: weights,
@@ -79,7 +79,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
 }
 
 export async function put(
-  stack: LocalStack,
+  stack: EmbeddedStack,
   key: string,
   body: Uint8Array | string,
   extra: Partial<PutObjectCommandInput> = {},
@@ -88,12 +88,12 @@ export async function put(
   return (out.ETag ?? '').replace(/"/g, '');
 }
 
-export async function head(stack: LocalStack, key: string) {
+export async function head(stack: EmbeddedStack, key: string) {
   return stack.s3.send(new HeadObjectCommand({ Bucket: stack.bucket, Key: key }));
 }
 
 /** Wait until the object carries an EffiTag status for the given ETag; returns its head. */
-export function waitForStatus(stack: LocalStack, key: string, eTag: string, timeoutMs?: number) {
+export function waitForStatus(stack: EmbeddedStack, key: string, eTag: string, timeoutMs?: number) {
   return waitFor(
     `status on ${key}`,
     async () => {
@@ -118,13 +118,13 @@ export function portFlags(ports: { s3: number; sqs: number; dynamodb?: number; g
 }
 
 /**
- * A handle file for stand-ins a test started by hand (no `startLocalStack`): `effitag` commands run
+ * A handle file for stand-ins a test started by hand (no `startEmbeddedStack`): `effitag` commands run
  * with EFFITAG_DATA_DIR=dataDir then find them as they find `npm start`'s stack.
  */
 export function standInHandle(
   dataDir: string,
   o: Partial<Pick<StackHandle, 'intake' | 'tierQueues' | 'buckets' | 'weightsLocation'>> & {
-    credentials: LocalCredentials;
+    credentials: EmbeddedCredentials;
     s3?: string;
     sqs?: string;
     dynamodb?: string;
