@@ -122,6 +122,12 @@ export function perceptualHash(image: { pixels: Uint8Array; size: number }): str
   return dctHashOfThumbnail(lumaThumbnail({ pixels: image.pixels, width: image.size, height: image.size, channels: 3 }));
 }
 
+/** A hash as its two 32-bit halves (high, low), for comparing many pairs without parsing each time. */
+export function hashHalves(hash: string): [number, number] {
+  if (!isPerceptualHash(hash)) throw new Error(`not a perceptual hash: ${hash}`);
+  return [Number.parseInt(hash.slice(0, 8), 16), Number.parseInt(hash.slice(8), 16)];
+}
+
 /** Bits that differ between two hashes (0–64). */
 export function hammingDistance(a: string, b: string): number {
   if (!isPerceptualHash(a) || !isPerceptualHash(b)) throw new Error(`not a perceptual hash: ${isPerceptualHash(a) ? b : a}`);
@@ -131,7 +137,8 @@ export function hammingDistance(a: string, b: string): number {
   );
 }
 
-function popcount(n: number): number {
+/** Set bits of a 32-bit integer. */
+export function popcount(n: number): number {
   let v = n >>> 0;
   v -= (v >>> 1) & 0x55555555;
   v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);

@@ -12,7 +12,7 @@
  * Two thresholds, one per tier, because one embedding threshold for both is the known source of false
  * "duplicates" in photo tools (Immich issue 31487). Defaults are measured (README, "Duplicates").
  */
-import { hammingDistance, isPerceptualHash } from '../inference/perceptual-hash.ts';
+import { hashHalves, isPerceptualHash, popcount } from '../inference/perceptual-hash.ts';
 import { mapLimit } from './concurrency.ts';
 import type { VectorIndex } from './ports.ts';
 import type { IndexRecord, TagIndex } from './tag-index.ts';
@@ -89,9 +89,15 @@ export function exactGroups(objects: readonly Candidate[], maxDistance = DEFAULT
   const uf = new UnionFind(hashed.length);
   const worst = new Map<number, number>();
   const links: [number, number, number][] = [];
+  // The halves parsed once: the pair loop is two XORs and two popcounts.
+  const hi = new Int32Array(hashed.length),
+    lo = new Int32Array(hashed.length);
+  hashed.forEach((o, i) => {
+    [hi[i], lo[i]] = hashHalves(o.hash);
+  });
   for (let i = 0; i < hashed.length; i++)
     for (let j = i + 1; j < hashed.length; j++) {
-      const d = hammingDistance(hashed[i].hash, hashed[j].hash);
+      const d = popcount(hi[i] ^ hi[j]) + popcount(lo[i] ^ lo[j]);
       if (d <= maxDistance) {
         uf.union(i, j);
         links.push([i, j, d]);
