@@ -1,4 +1,5 @@
 /** `effitag gallery`: the tag gallery in a browser, for the embedded stack or a deployed one. */
+import { parseS3Url } from '../../base/s3-url.ts';
 import type { Command } from 'commander';
 import { startGallery } from '../../gallery/server.ts';
 import { EMBEDDED_PORTS } from '../../pipeline/aws/wiring.ts';
@@ -23,7 +24,8 @@ export function registerGalleryCommand(program: Command): void {
     )
     .action(async (bucketArg: string | undefined, opts: GalleryCli, command: Command) => {
       const conn = await openCommandStack(command);
-      const bucket = (bucketArg ?? conn.handle.buckets[0] ?? '').replace(/^s3:\/\//, '').replace(/\/.*$/, '');
+      const named = bucketArg ?? conn.handle.buckets[0] ?? '';
+      const bucket = named.startsWith('s3://') ? parseS3Url(named).bucket : named;
       if (!bucket) throw new Error(`which bucket? stack ${conn.handle.name} names none: pass it (effitag gallery s3://BUCKET)`);
       const gallery = await startGallery(
         {
