@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 import { nearDuplicateSet, PIPELINE_HASHERS, SKIMAGE_DATA, scoreHasher } from '../bench/hashes.ts';
 import { decodeImage } from '../inference/image.ts';
 import { hammingDistance, isPerceptualHash, lumaThumbnail, perceptualHash } from '../inference/perceptual-hash.ts';
+import { indexFromMetadata } from '../pipeline/index-writes.ts';
 import { Counters } from '../pipeline/log.ts';
 import { encodeTagged, KEYS, METADATA_BUDGET, metadataBytes } from '../pipeline/marker.ts';
 import { DEFAULT_MAX_DISTANCE } from '../pipeline/dupes.ts';
@@ -107,6 +108,27 @@ describe('perceptual hash: written by the worker', () => {
     const expected = perceptualHash(await decodeImage(png, 32)); // fixedCatalog's resolution
     assert.equal(store.metadataOf('photos', 'a.png')[KEYS.phash], expected);
     assert.equal((await index.get('photos', 'a.png'))?.phash, expected);
+  });
+
+  it('an index rebuilt from the metadata (a retried message, backfill --index) keeps the hash; a malformed one is left out', async () => {
+    const index = new MemoryIndex();
+    const head = (phash: string) => ({
+      eTag: 'e1',
+      contentLength: 10,
+      lastModified: new Date('2026-12-07T00:00:00Z'),
+      metadata: {
+        [KEYS.status]: 'tagged',
+        [KEYS.model]: 'b0@cafe',
+        [KEYS.at]: '2026-12-07T00:00:01Z',
+        [KEYS.etag]: 'e1',
+        [KEYS.tags]: 'goldfish=0.900',
+        [KEYS.phash]: phash,
+      },
+    });
+    await indexFromMetadata(index, { bucket: 'p', key: 'a.jpg' }, head('0123456789abcdef') as never, () => new Date());
+    assert.equal((await index.get('p', 'a.jpg'))?.phash, '0123456789abcdef');
+    await indexFromMetadata(index, { bucket: 'p', key: 'b.jpg' }, head('not-a-hash') as never, () => new Date());
+    assert.equal((await index.get('p', 'b.jpg'))?.phash, undefined);
   });
 
   it('the metadata carries it only where it costs no tag (the 2 KB budget): the tags come first', () => {
