@@ -12,10 +12,14 @@ import { freePort, startLocal } from './support/effitag-local.ts';
 import { portFlags, waitFor } from './support/local-stack.ts';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { s3Client } from '../pipeline/aws/clients.ts';
+import { stackFile } from '../pipeline/aws/stack-handle.ts';
 import { EMBEDDED_CREDENTIALS } from '../local/stack.ts';
 import { readAudit } from './rehearsal/iam.ts';
 
 const run = promisify(execFile);
+/** The S3 Vectors stand-in's port, from the handle the stack wrote in its data directory. */
+const s3VectorsPort = (dataDir: string) =>
+  Number(new URL(JSON.parse(readFileSync(stackFile(dataDir), 'utf8')).handle.endpoints.s3vectors).port);
 const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   run(process.execPath, ['bin/effitag.js', ...args], { env: { ...process.env, ...env }, maxBuffer: 1 << 22 }).then(
     (r) => ({ code: 0, ...r }),
@@ -59,7 +63,13 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     assert.match(out, new RegExp(`Gallery:\\s+http://127\\.0\\.0\\.1:${galleryPort}/`));
     // The stand-ins speak plain HTTP: by default nothing listens beyond loopback.
     const sockets = listeningSockets(child.pid!);
-    assert.deepEqual(sockets.map((l) => l.port).sort(), [s3Port, sqsPort, dynamoPort, galleryPort].sort(), JSON.stringify(sockets));
+    // The S3 Vectors stand-in takes any free port: commands find it in the stack's handle, as every port.
+    const vectorsPort = s3VectorsPort(join(dir, 'data'));
+    assert.deepEqual(
+      sockets.map((l) => l.port).sort(),
+      [s3Port, sqsPort, dynamoPort, galleryPort, vectorsPort].sort(),
+      JSON.stringify(sockets),
+    );
     assert.deepEqual(
       sockets.filter((l) => !isLoopbackAddress(l.address)),
       [],
@@ -147,7 +157,13 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
         .map((l) => `${l.address}:${l.port}`)
         .sort(),
       // The gallery signs links with the stack's credentials: it stays on loopback whatever --listen says.
-      [`0.0.0.0:${s3Port}`, `0.0.0.0:${sqsPort}`, `0.0.0.0:${dynamoPort}`, `127.0.0.1:${galleryPort}`].sort(),
+      [
+        `0.0.0.0:${s3Port}`,
+        `0.0.0.0:${sqsPort}`,
+        `0.0.0.0:${dynamoPort}`,
+        `0.0.0.0:${s3VectorsPort(join(dir, 'data'))}`,
+        `127.0.0.1:${galleryPort}`,
+      ].sort(),
     );
     assert.match(out, new RegExp(`S3 endpoint:\\s+http://127\\.0\\.0\\.1:${s3Port}`), 'clients on this machine still use loopback');
     child.kill('SIGTERM');

@@ -10,6 +10,8 @@ import { existsSync, readFileSync, statSync, chmodSync, writeFileSync } from 'no
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { Command } from 'commander';
+import { buildProgram } from '../cli/program.ts';
 import { startDynamoServer } from '../local/dynamo-server.ts';
 import { dynamoClient } from '../pipeline/aws/clients.ts';
 import { DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
@@ -240,12 +242,71 @@ describe('--stack NAME: a deployed stack by its name, its outputs read from Clou
     );
   });
 
-  it('the per-command stack flags are gone: --aws, --table, --dynamodb-endpoint are unknown options', async () => {
-    for (const flag of ['--aws', '--table=x', '--dynamodb-endpoint=http://127.0.0.1:1', '--queue-urls={}', '--endpoint=http://x']) {
-      const r = await runEffitag(['search', `s3://${OUTPUTS.BucketName}`, flag], env);
-      assert.equal(r.code, 1, flag);
-      assert.ok(r.stderr.startsWith(`error: unknown option '${flag}'`), `${flag}: ${r.stderr}`);
-    }
+  it("the per-command stack flags are gone from every command; the stack options are the program's", async () => {
+    const gone = [
+      '--aws',
+      '--endpoint',
+      '--sqs-endpoint',
+      '--dynamodb-endpoint',
+      '--table',
+      '--queue-urls',
+      '--intake-url',
+      '--state-machine',
+      '--backfill-state-machine',
+      '--stack',
+      '--region',
+      '--profile',
+    ];
+    const program = buildProgram();
+    assert.deepEqual(
+      program.options.map((o) => o.long).filter((o) => gone.includes(o!)),
+      ['--stack', '--region', '--profile'],
+    );
+    const offending: string[] = [];
+    const walk = (c: Command, path: string) => {
+      for (const sub of c.commands) {
+        const name = `${path} ${sub.name()}`.trim();
+        if (sub.commands.length) walk(sub, name);
+        for (const o of sub.options) if (gone.includes(o.long!)) offending.push(`${name} ${o.long}`);
+      }
+    };
+    walk(program, '');
+    assert.deepEqual(offending, []);
+    const r = await runEffitag(['search', `s3://${OUTPUTS.BucketName}`, '--aws'], env);
+    assert.equal(r.code, 1);
+    assert.ok(r.stderr.startsWith("error: unknown option '--aws'"), r.stderr);
+  });
+});
+
+describe('--json on every command that prints results', () => {
+  it('every command but the two servers (local, gallery) takes --json', () => {
+    const servers = ['local', 'gallery'];
+    const without: string[] = [];
+    const walk = (c: Command, path: string) => {
+      for (const sub of c.commands) {
+        const name = `${path} ${sub.name()}`.trim();
+        if (sub.commands.length) walk(sub, name);
+        else if (!servers.includes(name) && !sub.options.some((o) => o.long === '--json')) without.push(name);
+      }
+    };
+    walk(buildProgram(), '');
+    assert.deepEqual(without, []);
+  });
+
+  it('`tiers validate --json` says valid or not, with the issues, and exits 1 when not', async () => {
+    const ok = await runEffitag(['tiers', 'validate', 'tiers/local.json', '--json']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(JSON.parse(ok.stdout).valid, true);
+    const file = join(await tempDir('effitag-tiers-json-'), 'bad.json');
+    await writeFile(file, JSON.stringify({ version: 1, tiers: {}, routing: { default: { tier: 'nope' } } }));
+    const bad = await runEffitag(['tiers', 'validate', file, '--json']);
+    assert.equal(bad.code, 1);
+    const report = JSON.parse(bad.stdout);
+    assert.equal(report.valid, false);
+    assert.ok(
+      report.issues.some((i: { severity: string }) => i.severity === 'error'),
+      bad.stdout,
+    );
   });
 });
 

@@ -35,9 +35,16 @@ export function registerTiersCommands(program: Command): void {
     .command('validate')
     .description('validate a tiers file; errors name their path; exit status 1 on errors')
     .argument('[file]', 'tiers file')
-    .action((file: string | undefined, _opts: unknown, cmd: Command) => {
+    .option('--json', 'print {file, valid, issues} as JSON')
+    .action((file: string | undefined, opts: { json?: boolean }, cmd: Command) => {
       const path = resolveTiersPath(file ?? tiersFile(cmd));
       const result = validateTiers(readTiersJson(path));
+      if (opts.json) {
+        const valid = !result.issues.some((i) => i.severity === 'error');
+        process.stdout.write(`${JSON.stringify({ file: path, valid, issues: result.issues }, null, 2)}\n`);
+        if (!valid) process.exitCode = 1;
+        return;
+      }
       for (const issue of result.issues) process.stdout.write(`${issue.severity}: ${issue.path}: ${issue.message}\n`);
       const errors = result.issues.filter((i) => i.severity === 'error').length;
       const warnings = result.issues.length - errors;

@@ -99,7 +99,8 @@ export function registerTrainCommand(program: Command): void {
     .option('--backend <backend>', 'tfjs backend: tensorflow-gpu | tensorflow | wasm | cpu (default: the first that loads)')
     .option('--resume', 'continue after the last checkpoint in OUT/checkpoints')
     .option('--dry-run', 'print the stages and exit')
-    .action(async (opts: TrainFlags, command: Command) => {
+    .option('--json', 'print the result (the report included) as JSON')
+    .action(async (opts: TrainFlags & { json?: boolean }, command: Command) => {
       const ranges: Partial<ProgressiveRanges> = {};
       if (opts.sizes) ranges.size = parseRange(opts.sizes, '--sizes');
       if (opts.randaug) ranges.randAugment = parseRange(opts.randaug, '--randaug');
@@ -144,6 +145,13 @@ export function registerTrainCommand(program: Command): void {
           resume: opts.resume,
           progress: () => countProgress(),
         });
+        const out = resolve(opts.out ?? join(defaultWeightsDir(), opts.name));
+        if (opts.json) {
+          process.stdout.write(
+            `${JSON.stringify({ name: opts.name, out, sha256: result.manifest.sha256, report: result.report }, null, 2)}\n`,
+          );
+          return;
+        }
         process.stdout.write(
           `${opts.name}: ${(result.report.final.accuracy * 100).toFixed(1)} % held-out accuracy, ${result.report.convergence}${result.report.alerts.length ? ` (${result.report.alerts.length} warning${result.report.alerts.length > 1 ? 's' : ''} above)` : ''}; model ${result.manifest.sha256.slice(0, 12)} in ${resolve(opts.out ?? join(defaultWeightsDir(), opts.name))}\n`,
         );

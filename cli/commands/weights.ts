@@ -24,10 +24,12 @@ export function registerWeightsCommands(program: Command): void {
     .requiredOption('--variant <variant>', 'variant the file belongs to, e.g. b0 or v2-s')
     .requiredOption('--out <dir>', 'artifact directory to write')
     .option('--normalization <mode>', 'V1 normalization variance: auto | std-as-variance | variance', 'auto')
-    .action(async (opts: { keras: string; variant: string; out: string; normalization: NormalizationMode }) => {
+    .option('--json', 'print the artifact manifest as JSON')
+    .action(async (opts: { keras: string; variant: string; out: string; normalization: NormalizationMode; json?: boolean }) => {
       if (!['auto', 'std-as-variance', 'variance'].includes(opts.normalization))
         throw new Error(`--normalization must be auto, std-as-variance or variance`);
       const m = await importKerasWeights(opts.keras, { variant: opts.variant, out: opts.out, normalization: opts.normalization });
+      if (opts.json) return void process.stdout.write(`${JSON.stringify({ out: opts.out, manifest: m }, null, 2)}\n`);
       process.stdout.write(
         `${opts.out}: ${m.variant}${m.includeTop ? ` with ${m.classes}-class top` : ' without top'}, ${m.tensors.length} tensors, ${thousands(m.bytes)} bytes, sha256 ${m.sha256}\n`,
       );
@@ -43,8 +45,16 @@ export function registerWeightsCommands(program: Command): void {
     .option('--md5 <hex>', 'expected MD5 of the file at --url (env EFFITAG_WEIGHTS_MD5)')
     .option('--out <dir>', 'artifact directory (default: in the cache)')
     .option('--cache <dir>', 'cache directory (default: $EFFITAG_CACHE_DIR or ~/.cache/effitag)')
-    .action(async (variant: string, opts: { notop?: boolean; url?: string; md5?: string; out?: string; cache?: string }) => {
+    .option('--json', 'print the result as JSON')
+    .action(async (variant: string, o: { notop?: boolean; url?: string; md5?: string; out?: string; cache?: string; json?: boolean }) => {
+      const { json, ...opts } = o;
       const result = await fetchWeights({ variant, ...opts, progress: process.stderr.isTTY ? byteProgress(`${variant}`) : undefined });
+      if (json) {
+        const { h5Path, dir, downloaded, converted } = result;
+        return void process.stdout.write(
+          `${JSON.stringify({ h5Path, dir, downloaded, converted, sha256: result.manifest.sha256 }, null, 2)}\n`,
+        );
+      }
       process.stdout.write(`${result.downloaded ? 'downloaded' : 'cached'} ${result.h5Path}\n`);
       process.stdout.write(`${result.converted ? 'converted' : 'reused'} ${result.dir} (sha256 ${result.manifest.sha256})\n`);
     });
@@ -55,8 +65,10 @@ export function registerWeightsCommands(program: Command): void {
     .requiredOption('--weights <dir>', 'weights artifact directory')
     .option('--variant <variant>', 'expected variant of the weights (checked)')
     .option('--out <file>', 'write here instead of the cache beside the weights')
-    .action(async (opts: { weights: string; variant?: string; out?: string }) => {
+    .option('--json', 'print {path, cached} as JSON')
+    .action(async (opts: { weights: string; variant?: string; out?: string; json?: boolean }) => {
       const r = await ensureOnnx(opts.weights, { variant: opts.variant, out: opts.out });
+      if (opts.json) return void process.stdout.write(`${JSON.stringify({ path: r.path, cached: r.cached })}\n`);
       process.stdout.write(`${r.cached ? 'cached' : 'exported'} ${r.path}\n`);
     });
 
