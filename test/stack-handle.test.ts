@@ -46,6 +46,7 @@ const OUTPUTS = {
   IndexTable: 'Photos-Index',
   BackfillStateMachine: 'arn:aws:states:eu-west-1:111111111111:stateMachine:Photos-Backfill',
   DashboardName: 'Photos',
+  VectorBucket: 'photos-vectors',
 };
 
 describe('stack handle: resolvers', () => {
@@ -63,6 +64,7 @@ describe('stack handle: resolvers', () => {
         region: h.region,
         profile: h.profile,
         endpoints: h.endpoints,
+        vectors: h.vectorBucket,
       },
       {
         kind: 'deployed',
@@ -75,6 +77,7 @@ describe('stack handle: resolvers', () => {
         region: 'eu-west-1',
         profile: 'work',
         endpoints: {},
+        vectors: 'photos-vectors',
       },
     );
     const { BucketName: _, ...noBucket } = OUTPUTS;
@@ -99,6 +102,7 @@ describe('stack handle: resolvers', () => {
         queueUrlsJson: JSON.stringify({ [tier]: 'https://sqs/q-cpu.fifo' }),
         weightsLocation: 's3://w/m/',
         indexTable: 'T',
+        vectorBucket: 'V',
       }),
       AWS_REGION: 'eu-central-1',
     };
@@ -106,6 +110,7 @@ describe('stack handle: resolvers', () => {
     assert.equal(h.kind, 'runtime');
     assert.deepEqual(h.tierQueues, { [tier]: { url: 'https://sqs/q-cpu.fifo' } });
     assert.equal(h.indexTable, 'T');
+    assert.equal(h.vectorBucket, 'V');
     assert.equal(h.weightsLocation, 's3://w/m/');
     assert.equal(h.region, 'eu-central-1');
     assert.deepEqual(stackTiers(h).config.input, TIERS.input);

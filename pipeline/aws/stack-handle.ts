@@ -93,6 +93,7 @@ export function handleFromEnvironment(env: NodeJS.ProcessEnv = process.env, conf
     weightsLocation: config.weightsLocation,
     tierQueues: Object.fromEntries(Object.entries(config.queueUrls).map(([tier, url]) => [tier, { url }])),
     indexTable: config.indexTable,
+    vectorBucket: config.vectorBucket,
     endpoints: {},
   };
 }
