@@ -8,6 +8,7 @@ import { registerBackfillCommand } from './commands/backfill.ts';
 import { registerDlqCommands } from './commands/dlq.ts';
 import { registerSearchCommand } from './commands/search.ts';
 import { registerDupesCommand } from './commands/dupes.ts';
+import { registerSimilarCommand } from './commands/similar.ts';
 import { registerGalleryCommand } from './commands/gallery.ts';
 import { registerTrainCommand } from './commands/train.ts';
 import { registerPreflightCommand } from './commands/preflight.ts';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerDlqCommands(program);
   registerSearchCommand(program);
   registerDupesCommand(program);
+  registerSimilarCommand(program);
   registerGalleryCommand(program);
   registerTrainCommand(program);
   registerPreflightCommand(program);

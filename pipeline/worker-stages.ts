@@ -282,7 +282,10 @@ export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): P
       const labels = labelsFor(model.manifest);
       const images = group.map((p) => p.image);
       // Embeddings come out of the same inference (the export's second output), when any tier here wants them.
-      const embed = ctx.vectors && model.classifyWithFeatures && group.some((p) => p.tier.embeddings);
+      const wanted = !!ctx.vectors && group.some((p) => p.tier.embeddings);
+      const embed = wanted && !!model.classifyWithFeatures;
+      // An engine without the features output (a test double, a custom engine): tags only, counted.
+      if (wanted && !embed) ctx.counters.inc('vectors.unsupported', group.length);
       const outputs = embed
         ? await model.classifyWithFeatures!(images)
         : (await model.classify(images)).map((probabilities) => ({ probabilities, features: undefined }));

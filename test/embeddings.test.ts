@@ -22,7 +22,8 @@ import { taskMessage, type Task } from '../pipeline/task.ts';
 import { makeWorker } from '../pipeline/worker.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { parseTiers } from '../tiers/schema.ts';
-import { fixedCatalog, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
+import { backfillEmbeddings } from '../pipeline/embeddings-backfill.ts';
+import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
 import { MemoryVectorIndex } from './support/memory-vectors.ts';
 import { calibratedArtifact, writePatternDataset } from './support/shapes.ts';
 
@@ -331,5 +332,79 @@ describe('worker: one vector per tagged object', () => {
     assert.equal(await vectors.get('b0@cafe', { bucket: BUCKET, key: 'gone.png' }), undefined);
     assert.equal(await vectors.get('b1@cafe', { bucket: BUCKET, key: 'gone.png' }), undefined);
     assert.ok(await vectors.get('b0@cafe', { bucket: BUCKET, key: 'kept.png' }), 'a key that still answers keeps its vector');
+  });
+});
+
+describe('backfill --embeddings (core, in-memory ports)', () => {
+  /** Objects tagged by a worker that kept no vectors (before embeddings existed), into `index`. */
+  async function taggedBefore(keys: string[]) {
+    const w = world();
+    const index = new MemoryIndex();
+    const tiers = twoModelTier();
+    const models = featureCatalog();
+    const worker = makeWorker({ store: w.store, queue: w.queue, tiers, models, index, options: { retryBaseSeconds: 0 } });
+    for (const [i, key] of keys.entries()) await w.upload(key, i + 1);
+    await w.run(worker);
+    return { ...w, index, tiers, models };
+  }
+
+  it('stores the vector the worker would have stored, and a missing hash; a dry run counts and prices without reading an image', async () => {
+    const t = await taggedBefore(['a.png', 'b.png', 'c.png']);
+    assert.deepEqual(await t.vectors.spaces(), []);
+    // One record lost its hash (tagged before hashes were kept).
+    const b = t.index.objects.get(`${BUCKET}/b.png`)!;
+    const withHash = b.phash;
+    assert.ok(withHash);
+    t.index.objects.set(`${BUCKET}/b.png`, { ...b, phash: undefined });
+    const deps = { store: t.store, index: t.index, vectors: t.vectors, tiers: t.tiers, models: t.models };
+    const gets = () => t.store.calls.filter((c) => c.method === 'get').length;
+    const before = gets();
+    const dry = await backfillEmbeddings(deps, { bucket: BUCKET, dryRun: true });
+    assert.equal(gets(), before, 'a dry run downloads nothing');
+    assert.equal(t.models.classified, 3, 'and infers nothing');
+    assert.deepEqual([dry.listed, dry.vectors, dry.hashes, dry.complete], [3, 3, 1, true]);
+    assert.deepEqual(dry.byTierVariant, { cpu: { b0: 3 } });
+    assert.ok(dry.bytesByTierVariant.cpu.b0 > 0);
+    assert.deepEqual(await t.vectors.spaces(), [], 'a dry run writes nothing');
+
+    const done = await backfillEmbeddings(deps, { bucket: BUCKET });
+    assert.deepEqual([done.vectors, done.hashes, done.errors], [3, 1, 0]);
+    assert.equal(t.models.classified, 6, 'one inference per object');
+    // The same vectors a worker with embeddings stores for the same objects.
+    const fresh = world();
+    for (const [i, key] of ['a.png', 'b.png', 'c.png'].entries()) await fresh.upload(key, i + 1);
+    await fresh.run();
+    for (const key of ['a.png', 'b.png', 'c.png']) {
+      const got = await t.vectors.get('b0@cafe', { bucket: BUCKET, key });
+      const want = await fresh.vectors.get('b0@cafe', { bucket: BUCKET, key });
+      assert.ok(got && want && maxAbs(got, want) < 1e-6, key);
+    }
+    assert.equal(t.index.objects.get(`${BUCKET}/b.png`)!.phash, withHash, 'the hash the worker computes');
+    assert.deepEqual(t.index.objects.get(`${BUCKET}/b.png`)!.tags, b.tags, 'the record keeps its tags');
+    // A second run finds nothing to add.
+    const again = await backfillEmbeddings(deps, { bucket: BUCKET });
+    assert.deepEqual([again.vectors, again.hashes, again.skipped], [0, 0, { complete: 3 }]);
+  });
+
+  it('leaves alone what it cannot or need not embed: not indexed, failed, changed since, older weights, embeddings off', async () => {
+    const t = await taggedBefore(['old.png', 'changed.png', 'failed.png', 'ok.png']);
+    t.store.put(BUCKET, 'untagged.png', await gradientImage(30, 30, 'png', 9));
+    t.store.put(BUCKET, 'changed.png', await gradientImage(33, 31, 'png', 8)); // overwritten, not tagged yet
+    const failed = t.index.objects.get(`${BUCKET}/failed.png`)!;
+    t.index.objects.set(`${BUCKET}/failed.png`, { ...failed, failure: 'undecodable: test' });
+    const old = t.index.objects.get(`${BUCKET}/old.png`)!;
+    t.index.objects.set(`${BUCKET}/old.png`, { ...old, marker: 'b0@0ld0' });
+    const deps = { store: t.store, index: t.index, vectors: t.vectors, tiers: t.tiers, models: t.models };
+    const r = await backfillEmbeddings(deps, { bucket: BUCKET });
+    assert.deepEqual(r.skipped, { 'not-indexed': 1, changed: 1, failed: 1, 'older-model': 1 });
+    assert.equal(r.vectors, 1);
+    assert.deepEqual([...t.vectors.stored.get('b0@cafe')!.keys()], [`${BUCKET}/ok.png`]);
+    // A tier that keeps no embeddings: none added.
+    const off = await taggedBefore(['a.png']);
+    const none = await backfillEmbeddings(
+      { store: off.store, index: off.index, vectors: off.vectors, tiers: twoModelTier(false), models: off.models },
+      { bucket: BUCKET },
+    );
+    assert.deepEqual([none.vectors, none.skipped], [0, { 'complete-no-embeddings': 1 }]);
   });
 });

@@ -5,6 +5,7 @@ import cliProgress from 'cli-progress';
 import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import { cacheDir } from '../../model/cache-dir.ts';
 import {
+  emptyReport,
   fileCheckpoint,
   resumePoint,
   runBackfill,
@@ -13,7 +14,9 @@ import {
   type BackfillReport,
 } from '../../pipeline/backfill.ts';
 import { stackTiers } from '../../pipeline/aws/stack-handle.ts';
+import { backfillEmbeddings, type EmbeddingsBackfillReport } from '../../pipeline/embeddings-backfill.ts';
 import { indexExisting, pruneIndex } from '../../pipeline/index-backfill.ts';
+import { stackCatalog, stackVectors } from './similar.ts';
 import { Counters, jsonLogger } from '../../pipeline/log.ts';
 import { makeRouter } from '../../pipeline/router.ts';
 import { estimateCosts, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
@@ -37,6 +40,7 @@ interface BackfillCli {
   json?: boolean;
   index?: boolean;
   prune?: boolean;
+  embeddings?: boolean;
 }
 
 const date = (name: string) => (v: string) => {
@@ -66,13 +70,19 @@ export function registerBackfillCommand(program: Command): void {
     .option('--json', 'print the report as JSON')
     .option('--index', 'fill the tag index from tags already in object metadata: no inference, nothing enqueued, objects untouched')
     .option(
+      '--embeddings',
+      'add the embeddings (similar images) and perceptual hashes that objects tagged before them lack: each is downloaded, decoded and (for an embedding) run through its model again, here; tags and objects untouched. With --dry-run: count and price it',
+    )
+    .option(
       '--prune',
       'with --index: also unindex objects deleted while no event reached the index (a scan of the index and a HEAD per key)',
     )
     .action(async (target: string, opts: BackfillCli, command: Command) => {
       const { bucket, prefix } = parseS3Url(target);
       if (opts.prune && !opts.index) throw new Error('--prune works with --index');
+      if (opts.index && opts.embeddings) throw new Error('--index and --embeddings are separate runs');
       if (opts.index) return indexBackfill(bucket, prefix, opts, command);
+      if (opts.embeddings) return embeddingsBackfill(bucket, prefix, opts, command);
       if (opts.onlyMissing && opts.modelOlderThan) throw new Error('--only-missing and --model-older-than exclude each other');
       const filter: BackfillFilter = {
         mode: opts.onlyMissing ? 'missing' : opts.modelOlderThan ? 'older' : 'stale',
@@ -213,6 +223,58 @@ export function registerBackfillCommand(program: Command): void {
     });
 }
 
+/** `backfill --embeddings`: vectors and hashes for objects tagged before they were kept (pipeline/embeddings-backfill.ts). */
+async function embeddingsBackfill(bucket: string, prefix: string, opts: BackfillCli, command: Command): Promise<void> {
+  const refused = (['remote', 'tier', 'onlyMissing', 'modelOlderThan', 'retryFailed', 'resume', 'rate', 'since', 'until'] as const).filter(
+    (k) => opts[k],
+  );
+  if (refused.length)
+    throw new Error(
+      `--embeddings adds to what is tagged; it does not take ${refused.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`,
+    );
+  const conn = await openCommandStack(command);
+  const { config: tiers } = stackTiers(conn.handle, opts.tiers);
+  const models = await stackCatalog(conn, tiers);
+  const vectors = stackVectors(conn, 'write');
+  if (!vectors)
+    process.stderr.write(`note: stack ${conn.handle.name} keeps no embeddings (no vector bucket): adding perceptual hashes only\n`);
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  const started = performance.now();
+  try {
+    const report = await backfillEmbeddings(
+      { store: conn.store, index: conn.requireIndex(), vectors, tiers, models },
+      // Inference runs here: two objects at once keep the engine busy while the next downloads and decodes.
+      { bucket, prefix: prefix || undefined, dryRun: opts.dryRun, concurrency: Math.min(opts.concurrency, 2), signal: abort.signal },
+    );
+    const seconds = (performance.now() - started) / 1000;
+    printReport(
+      {
+        ...emptyReport(),
+        listed: report.listed,
+        enqueued: report.vectors,
+        byTierVariant: report.byTierVariant,
+        bytesByTierVariant: report.bytesByTierVariant,
+        skipped: report.skipped,
+        errors: report.errors,
+        errorSamples: report.errorSamples,
+        complete: report.complete,
+      },
+      opts,
+      tiers,
+      seconds,
+      { embeddings: report },
+    );
+    if (!report.complete) process.exitCode = 130;
+    else if (report.errors) process.exitCode = 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    await models.dispose();
+    conn.close();
+  }
+}
+
 /** `backfill --index`: the index from metadata, with a progress bar; exit 1 on errors. */
 async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli, command: Command): Promise<void> {
   const refused = (['dryRun', 'remote', 'tier', 'onlyMissing', 'modelOlderThan', 'retryFailed', 'resume', 'rate'] as const).filter(
@@ -282,7 +344,13 @@ async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli, 
   }
 }
 
-function printReport(report: BackfillReport, opts: BackfillCli, tiers: Parameters<typeof estimateCosts>[0], seconds: number): void {
+function printReport(
+  report: BackfillReport,
+  opts: BackfillCli,
+  tiers: Parameters<typeof estimateCosts>[0],
+  seconds: number,
+  extra: { embeddings?: EmbeddingsBackfillReport } = {},
+): void {
   const bench = readBenchFile(REFERENCE_BENCH);
   // Decoding is priced at the average size of the objects this run would tag.
   const costs = estimateCosts(tiers, bench, {
@@ -300,12 +368,15 @@ function printReport(report: BackfillReport, opts: BackfillCli, tiers: Parameter
   );
   if (opts.json) {
     process.stdout.write(
-      `${JSON.stringify({ ...report, dryRun: !!opts.dryRun, seconds, costPreview: opts.dryRun ? preview : undefined }, null, 2)}\n`,
+      `${JSON.stringify(extra.embeddings ? { ...extra.embeddings, dryRun: !!opts.dryRun, seconds, costPreview: opts.dryRun ? preview : undefined } : { ...report, dryRun: !!opts.dryRun, seconds, costPreview: opts.dryRun ? preview : undefined }, null, 2)}\n`,
     );
     return;
   }
+  const e = extra.embeddings;
   process.stdout.write(
-    `${opts.dryRun ? 'dry run: ' : ''}listed ${report.listed}, ${opts.dryRun ? 'would enqueue' : 'enqueued'} ${report.enqueued}, errors ${report.errors} in ${seconds.toFixed(1)} s${report.complete ? '' : ' (interrupted)'}\n`,
+    e
+      ? `${opts.dryRun ? 'dry run: ' : ''}listed ${report.listed}, ${opts.dryRun ? 'would add' : 'added'} ${e.vectors} embedding(s) (a decode and an inference each) and ${e.hashes} perceptual hash(es) (${e.decodeOnly} by a decode alone), errors ${report.errors} in ${seconds.toFixed(1)} s${report.complete ? '' : ' (interrupted)'}\n`
+      : `${opts.dryRun ? 'dry run: ' : ''}listed ${report.listed}, ${opts.dryRun ? 'would enqueue' : 'enqueued'} ${report.enqueued}, errors ${report.errors} in ${seconds.toFixed(1)} s${report.complete ? '' : ' (interrupted)'}\n`,
   );
   if (Object.keys(report.skipped).length)
     process.stdout.write(

@@ -35,6 +35,17 @@ export function countingEngine(base: Engine, probe: EngineProbe): Engine {
           probe.images += images.length;
           return model.classify(images);
         },
+        // The same count for the inference that also returns the pooled features (the worker's, when embeddings are kept).
+        ...(model.classifyWithFeatures
+          ? {
+              async classifyWithFeatures(images: Parameters<NonNullable<LoadedModel['classifyWithFeatures']>>[0]) {
+                await probe.beforeClassify?.();
+                probe.calls++;
+                probe.images += images.length;
+                return model.classifyWithFeatures!(images);
+              },
+            }
+          : {}),
         dispose: () => model.dispose(),
       };
       return counted;
