@@ -258,11 +258,28 @@ export function customVariant(width: number, depth: number, resolution: number):
 /** Variant name for a compound coefficient φ, e.g. `phi-1.5`. */
 export const phiVariant = (phi: number): string => decodeVariant({ phi }).variant;
 
+/** Is a model an ImageNet classifier: a variant, or a variant's int8 model? */
+export const isImagenetModel = (name: string): boolean => isVariantName(int8Base(name) ?? name);
+
+/** Names `effitag train --name` may not take: a variant's, or an int8 model's (NAME-int8 is NAME's int8 model). */
+export const isReservedModelName = (name: string): boolean => isVariantName(name) || int8Base(name) !== undefined;
+
+/** The int8 model of a float model NAME (`effitag weights quantize`) is NAME-int8. */
+export const INT8_SUFFIX = '-int8';
+
+/** The float model an int8 model's name comes from (`phi-1-int8` → `phi-1`), or undefined for other names. */
+export function int8Base(name: string): string | undefined {
+  return name.toLowerCase().endsWith(INT8_SUFFIX) ? name.slice(0, -INT8_SUFFIX.length) : undefined;
+}
+
 /**
  * Does a name denote a variant (or look like one)? Custom models (`effitag train --name`) share the
- * catalog and the markers with variants, so their names must never be mistaken for one.
+ * catalog and the markers with variants, so their names must never be mistaken for one. An int8
+ * model's name (`b0-int8`, `phi-1-int8`, `custom-w1-d1-r224-int8`) is not a variant: it names that
+ * variant's int8 model (int8Base), never another variant.
  */
 export function isVariantName(name: string): boolean {
+  if (int8Base(name) !== undefined) return false;
   if (/^(efficientnet|phi-|custom-)/i.test(name)) return true;
   try {
     decodeVariant(name);

@@ -5,7 +5,7 @@
  * each tagged object's embedding, in its model's space.
  */
 import { isPerceptualHash } from '../inference/perceptual-hash.ts';
-import { isVariantName } from '../model/spec.ts';
+import { isImagenetModel } from '../model/spec.ts';
 import { modelFor, type TiersFile } from '../tiers/schema.ts';
 import { scoreTags } from '../model/tag-hierarchy.ts';
 import { decodeTags, KEYS } from './marker.ts';
@@ -61,7 +61,7 @@ export function taggingFromMetadata(head: ObjectHead): Tagging | undefined {
   if (m[KEYS.status] !== 'tagged' || !m[KEYS.model] || m[KEYS.etag] !== head.eTag) return undefined;
   const marker = m[KEYS.model];
   // A marker names its model: a variant's ImageNet classifier rolls up through WordNet, a custom model does not.
-  const imagenet = isVariantName(marker.slice(0, marker.lastIndexOf('@')));
+  const imagenet = isImagenetModel(marker.slice(0, marker.lastIndexOf('@')));
   const phash = isPerceptualHash(m[KEYS.phash]) ? m[KEYS.phash] : undefined;
   return { marker, at: m[KEYS.at] ?? '', predictions: decodeTags(m[KEYS.tags]), imagenet, ...(phash ? { phash } : {}) };
 }

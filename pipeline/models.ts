@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Engine, LoadedModel } from '../inference/engine.ts';
-import { decodeVariant, isVariantName } from '../model/spec.ts';
+import { decodeVariant, int8Base, isVariantName } from '../model/spec.ts';
 import { modelHash, type WeightsManifest } from '../model/weights.ts';
 import { modelMarker } from './marker.ts';
 
@@ -60,6 +60,9 @@ export async function isPublished(markers: Markers, model: string): Promise<bool
 export function weightsFix(location: string | undefined, model: string): string {
   if (location?.startsWith('s3://')) return `npx effitag weights publish --tiers FILE --weights DIR ${location}`;
   const dir = join(location ?? '<weights dir>', model);
+  const base = int8Base(model);
+  if (base !== undefined)
+    return `npx effitag weights quantize --weights ${join(location ?? '<weights dir>', base)} --calibrate IMAGES --out ${dir}`;
   return isVariantName(model)
     ? `npx effitag weights fetch ${model} --out ${dir}`
     : `put ${model}'s artifact (effitag train --name ${model}) in ${dir}`;

@@ -19,7 +19,7 @@ import { decodeImage } from '../inference/image.ts';
 import { ensureOnnx, onnxFileName } from '../model/onnx/cache.ts';
 import { planModel, type ModelPlan } from '../model/plan.ts';
 import { randomWeights, seededRandom } from '../model/random-weights.ts';
-import { isVariantName } from '../model/spec.ts';
+import { isReservedModelName } from '../model/spec.ts';
 import { useTfjsBackend } from '../model/tfjs-backend.ts';
 import { enableWasmTraining } from '../model/wasm-training.ts';
 import { loadArtifact, writeArtifact, type CustomModelRecord, type WeightsArtifact, type WeightsManifest } from '../model/weights.ts';
@@ -136,8 +136,10 @@ export function defaultUnfreeze(plan: ModelPlan): number {
 export async function train(options: TrainOptions): Promise<TrainResult> {
   const log = options.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const progress = options.progress ?? (() => silent);
-  if (isVariantName(options.name) || !/^[a-z][a-z0-9-]{0,39}$/.test(options.name))
-    throw new Error(`--name "${options.name}": lowercase letters, digits and dashes, starting with a letter, and not a variant name`);
+  if (isReservedModelName(options.name) || !/^[a-z][a-z0-9-]{0,39}$/.test(options.name))
+    throw new Error(
+      `--name "${options.name}": lowercase letters, digits and dashes, starting with a letter, and not a variant name (nor NAME-int8, an int8 model's)`,
+    );
   if (options.epochs !== 0 && options.stages < 1) throw new Error('--stages must be at least 1');
   const started = performance.now();
   // Early stopping unless a fixed schedule was asked for; the budget is shared out over the phases left.

@@ -4,7 +4,8 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { defaultWeightsDir } from '../../pipeline/aws/wiring.ts';
 import { modelMarker } from '../../pipeline/marker.ts';
-import type { WeightsManifest } from '../../model/weights.ts';
+import { modelHash, type WeightsManifest } from '../../model/weights.ts';
+import { modelId } from '../../pipeline/models.ts';
 import { variantInfo } from '../../model/info.ts';
 import { OFFICIAL_VARIANTS, phiVariant } from '../../model/spec.ts';
 import { parseNumber, table, thousands } from '../format.ts';
@@ -35,7 +36,9 @@ export function registerModelCommands(program: Command): void {
         table(
           custom.map((m) => [
             m.name,
-            m.base,
+            m.int8
+              ? `${m.base}, int8 (top-1 agreement ${m.int8.top1 === undefined ? '?' : `${(100 * m.int8.top1).toFixed(1)} %`}${m.int8.forced ? ', forced' : ''})`
+              : m.base,
             `${m.labels.length}: ${m.labels.slice(0, 4).join(', ')}${m.labels.length > 4 ? ', …' : ''}`,
             `${(m.valAccuracy * 100).toFixed(1)} %`,
             `${m.images.train}/${m.images.val}`,
@@ -82,14 +85,17 @@ async function customModels(catalog: string) {
     );
     const c = manifest?.custom;
     if (!manifest || !c) continue;
+    // An int8 model of a custom model (weights quantize) keeps its float model's record: listed as NAME-int8.
+    const name = modelId(manifest);
     out.push({
-      name: c.name,
+      name,
       dir: join(catalog, e.name),
       base: c.base.variant,
       labels: c.labels,
       valAccuracy: c.metrics.valAccuracy,
       images: c.images,
-      marker: modelMarker(c.name, manifest.sha256),
+      marker: modelMarker(name, modelHash(manifest)),
+      ...(manifest.quantization ? { int8: { top1: manifest.quantization.agreement[0]?.top1, forced: manifest.quantization.forced } } : {}),
       createdAt: manifest.createdAt,
     });
   }

@@ -465,7 +465,9 @@ export function exportOnnx(
     }
   }
 
-  if (options.probe) probes.push(...activationTensors(quantizedNodes(g, { ops: 'all', floatSqueezeExcite: false })));
+  // (The graph input is not an output: in the NCHW graph the stem reads it directly; its range is STEM_INPUT's, probed on the NHWC graph.)
+  if (options.probe)
+    probes.push(...[...activationTensors(quantizedNodes(g, { ops: 'all', floatSqueezeExcite: false }))].filter((t) => t !== inputName));
   if (options.quantize) quantizeGraph(g, options.quantize);
 
   // Outputs: probabilities [N, classes] with top; pooled features [N, C]; or the NHWC feature map.
