@@ -63,15 +63,12 @@ export function deploySteps(tiersFile = README_TIERS): DeployStep[] {
     {
       id: 'publish',
       explain: [
-        '3. Publish them (stack output WeightsLocation): workers pick them up without a redeploy; then a backfill',
-        '   (stack outputs BucketName, BackfillStateMachine) tags what was uploaded while they were missing.',
+        "3. Publish them to the stack's weights location (its outputs, read by name): workers pick them up without",
+        "   a redeploy; then the stack's backfill state machine tags what was uploaded while they were missing.",
       ],
-      command: [
-        `npx effitag weights publish --tiers ${tiersFile} s3://<weights-bucket>/weights/`,
-        '--backfill s3://<bucket> --backfill-state-machine <BackfillStateMachine>',
-      ],
+      command: [`npx effitag --stack EffiTag weights publish --tiers ${tiersFile} --backfill s3://<bucket>`],
       standIn:
-        'the same command (effitag weights publish --tiers) against the embedded S3 (EFFITAG_S3_ENDPOINT); the backfill runs the synthesized state machine on the stand-ins instead of Step Functions',
+        "the same command (effitag --stack EffiTag weights publish --tiers) against the embedded S3, the stack's outputs answered by a CloudFormation stand-in (DescribeStacks); the backfill runs the synthesized state machine on the stand-ins instead of Step Functions",
     },
     {
       id: 'upload',

@@ -138,30 +138,33 @@ export class EffiTagStack extends Stack {
     new CfnOutput(this, 'BucketName', { value: images.bucket.bucketName, description: 'Bucket whose uploads are tagged' });
     new CfnOutput(this, 'WeightsLocation', {
       value: weightsLocation,
-      description: 'Publish weights here: effitag weights publish --weights DIR <this>',
+      description: 'Where weights are published: effitag --stack <stack name> weights publish --tiers FILE (reads this output)',
     });
     new CfnOutput(this, 'DashboardName', { value: observability.dashboard.dashboardName });
     new CfnOutput(this, 'IntakeQueueUrl', {
       value: ingest.intake.queueUrl,
-      description: 'effitag dlq list|redrive --aws --intake-url <this>',
+      description: 'The intake queue (effitag --stack <stack name> dlq list reads this output)',
     });
-    new CfnOutput(this, 'QueueUrls', { value: queueUrlsJson, description: 'EFFITAG_QUEUE_URLS for effitag backfill --aws' });
+    new CfnOutput(this, 'QueueUrls', {
+      value: queueUrlsJson,
+      description: 'Tier → task queue URL (effitag --stack <stack name> backfill reads this output)',
+    });
     new CfnOutput(this, 'BackfillStateMachine', {
       value: backfill.stateMachine.stateMachineArn,
-      description: 'effitag backfill --remote --state-machine <this>',
+      description: 'The backfill state machine (effitag --stack <stack name> backfill --remote reads this output)',
     });
     if (this.index)
       new CfnOutput(this, 'IndexTable', {
         value: this.index.table.tableName,
-        description: 'effitag search|gallery --aws --table <this> (EFFITAG_INDEX_TABLE)',
+        description: 'The tag index (effitag --stack <stack name> search|gallery|show read this output)',
       });
     new CfnOutput(this, 'VectorBucket', {
       value: this.similar.bucketName,
-      description: 'S3 Vectors bucket of the image embeddings (effitag similar|dupes --aws)',
+      description: 'S3 Vectors bucket of the image embeddings (effitag --stack <stack name> similar|dupes read this output)',
     });
     new CfnOutput(this, 'VectorReaderPolicy', {
       value: this.similar.readerPolicy.managedPolicyArn,
-      description: 'Attach to whoever runs effitag similar|dupes|gallery --aws',
+      description: 'Attach to whoever runs effitag --stack <stack name> similar|dupes|gallery',
     });
     new CfnOutput(this, 'AlarmTopic', { value: observability.topic.topicArn });
   }

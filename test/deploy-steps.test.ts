@@ -46,7 +46,8 @@ describe('deploy steps: one list for the README and the rehearsal', () => {
     const { buildProgram } = await import('../cli/program.ts');
     const program = buildProgram();
     const publish = program.commands.find((c) => c.name() === 'weights')!.commands.find((c) => c.name() === 'publish')!;
-    const options = publish.options.map((o) => o.long);
+    // Its own, and the program's (--stack, --region, --profile: which stack, for every command).
+    const options = [...publish.options, ...program.options].map((o) => o.long);
     const used = deploySteps()
       .find((s) => s.id === 'publish')!
       .command.join(' ')
