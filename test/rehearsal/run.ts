@@ -688,6 +688,10 @@ export function formatReport(report: RehearsalReport): string {
   }
   for (const u of report.unreachable) lines.push(`  ${u.tier.padEnd(10)} not exercised: ${u.why}`);
   if (report.lacking.length) lines.push(`Not published in this run (their uploads keep waiting): ${report.lacking.join(', ')}`);
+  if (report.searchedWithStack)
+    lines.push(
+      `effitag --stack ${STACK_NAME} search (its outputs from CloudFormation, no other stack flag): ${report.searchedWithStack.length} object(s)${report.searchedWithStack.join() === report.indexed.join() ? ', as in the index' : `; the index holds ${report.indexed.length}`}`,
+    );
   lines.push('');
   lines.push('GPU scaling, as Application Auto Scaling applies the synthesized alarms and step policies:');
   lines.push(formatScalingTable(report.scaling).trimEnd());
