@@ -58,9 +58,9 @@ export interface TrainOptions {
   seed?: number;
   /**
    * Epochs per progressive stage (fine-tune or scratch), a fixed schedule. 0: head only. Unset: each
-   * stage runs until neither its held-out accuracy nor its loss has improved for `patience` epochs
-   * (halving the learning rate on the way, trainer.ts heldOutStopper), restoring the best epoch's
-   * weights; the head phase until its held-out loss stops improving; within `maxEpochs` per stage and
+   * stage runs until its held-out accuracy (loss breaking ties) has not improved for `patience`
+   * epochs (halving the learning rate on the way, trainer.ts heldOutStopper), restoring the best
+   * epoch's weights; the head phase until its held-out loss stops improving; within `maxEpochs` per stage and
    * `timeBudget` in all.
    */
   epochs?: number;
@@ -68,7 +68,7 @@ export interface TrainOptions {
   maxEpochs?: number;
   /** Early stopping's time budget for the whole run, seconds (default 1800): shared out over the phases left. */
   timeBudget?: number;
-  /** Epochs without a better held-out accuracy or loss before a stage stops (default 5; the head phase: 10, on its loss). */
+  /** Epochs after the best held-out accuracy before a stage stops (default 5; the head phase: 10, on its loss). */
   patience?: number;
   stages: number;
   progressive?: boolean;

@@ -55,7 +55,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--seed <n>', 'seed of the split, augmentation and initialisation', parseNumber('--seed', 0, 2 ** 31, true), 1)
     .option(
       '--epochs <n>',
-      'a fixed schedule: epochs per progressive stage (0: head only); default: each stage until its held-out accuracy and loss stop improving',
+      'a fixed schedule: epochs per progressive stage (0: head only); default: each stage until its held-out accuracy stops improving',
       parseNumber('--epochs', 0, 1000, true),
     )
     .option('--max-epochs <n>', 'early stopping: most epochs per stage', parseNumber('--max-epochs', 1, 1000, true), 40)
@@ -67,7 +67,7 @@ export function registerTrainCommand(program: Command): void {
     )
     .option(
       '--patience <n>',
-      'early stopping: epochs without a better held-out accuracy or loss before a stage stops (default 5, the learning rate halved every 2; the head phase 10, on its loss)',
+      'early stopping: epochs after the best held-out accuracy before a stage stops (default 5, the learning rate halved every 2 without a new best; the head phase 10, on its loss)',
       parseNumber('--patience', 1, 1000, true),
     )
     .option('--stages <n>', 'progressive learning stages', parseNumber('--stages', 1, 20, true), 4)
