@@ -11,7 +11,7 @@ import { messageOf } from '../base/errors.ts';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Engine, EngineName } from '../inference/engine.ts';
 import { engineChooser } from '../inference/engines.ts';
 import { sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
@@ -204,7 +204,6 @@ async function interposed(
 /** The embedded stack's queues, as the CDK stack makes them: intake with its DLQ, a FIFO task queue and DLQ per tier. */
 async function createQueues(
   server: Awaited<ReturnType<typeof startSqsServer>>,
-  sqs: SQSClient,
   tiers: readonly string[],
   o: { visibility: number; maxReceiveCount: number },
 ): Promise<Pick<StackHandle, 'intake' | 'tierQueues'>> {
@@ -274,45 +273,13 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions): Promise
   const stops: (() => Promise<unknown>)[] = [() => sqsServer.close()];
   const maxReceiveCount = options.maxReceiveCount ?? 5;
   const visibility = options.visibilitySeconds ?? 60;
-
-  const sqs = sqsClient({
-    sqsEndpoint: options.interpose?.sqs ? await interposed(sqsServer, sqsEndpoint, options.interpose.sqs) : sqsEndpoint,
-    credentials,
-  });
-  const { intake, intakeUrl, tierQueues } = await createQueues(sqsServer, sqs, Object.keys(options.tiers.tiers), {
-    visibility,
-    maxReceiveCount,
-  });
+  const queueHandles = await createQueues(sqsServer, Object.keys(options.tiers.tiers), { visibility, maxReceiveCount });
 
   await mkdir(options.dataDir, { recursive: true });
   const indexDir = options.indexDir ?? `${options.dataDir.replace(/\/+$/, '')}.index`;
   await mkdir(indexDir, { recursive: true });
   const dynamoServer = await startDynamoServer({ host, port: options.dynamoPort, directory: indexDir, credentials, trustedOrigins });
   stops.push(() => dynamoServer.close());
-  const dynamo = dynamoClient({ dynamoEndpoint: dynamoServer.endpoint, credentials });
-  await ensureIndexTable(dynamo, INDEX_TABLE);
-  const index = new DynamoTagIndex(dynamo, INDEX_TABLE);
-  // --- S3 Vectors hook (issue 23, local/s3vectors-server.ts): embeddings for similar images, kept
-  // beside the data directory (s3rver would take a folder inside it for a bucket).
-  const s3vectorsServer = await startS3VectorsServer({
-    host,
-    port: options.s3vectorsPort,
-    directory: `${options.dataDir.replace(/\/+$/, '')}.vectors`,
-    credentials,
-    trustedOrigins,
-    buckets: [EMBEDDED_VECTOR_BUCKET],
-  });
-  stops.push(() => s3vectorsServer.close());
-  const s3vectors = {
-    endpoint: s3vectorsServer.endpoint,
-    port: s3vectorsServer.port,
-    vectorBucket: EMBEDDED_VECTOR_BUCKET,
-    vectors: new S3VectorIndex({
-      client: s3VectorsClient({ endpoint: s3vectorsServer.endpoint, credentials }),
-      vectorBucket: EMBEDDED_VECTOR_BUCKET,
-    }),
-  };
-  // --- end S3 Vectors hook
   const statePath = options.statePath ?? `${options.dataDir.replace(/\/+$/, '')}.state.json`;
   // A folder of segments; the single-file journal of earlier versions is taken over.
   const journalDir = statePath.replace(/\.state\.json$|$/, '.journal');
@@ -324,8 +291,9 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions): Promise
   await mkdir(dirname(deadLettersPath), { recursive: true });
   const restored = await sqsServer.persistDeadLetters(deadLettersPath, deadLetterNames);
   if (restored) log.log('info', 'dead letters restored', { messages: restored, from: deadLettersPath });
+  // S3's notifications go straight to the intake queue, as on AWS they are S3's own.
   const notifier = sqsClient({ sqsEndpoint, credentials });
-  const notifications = coalescingSender(new SqsQueue(notifier, intakeUrl, QUEUE_NAMES.intake));
+  const notifications = coalescingSender(new SqsQueue(notifier, queueHandles.intake!.url, QUEUE_NAMES.intake));
   const s3server = await startS3Server({
     host,
     port: options.s3Port,
@@ -349,21 +317,71 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions): Promise
     },
     (err) => log.log('warn', 'start-up sweep failed', { error: messageOf(err) }),
   );
-  const endpoints: Endpoints = {
-    s3Endpoint: s3server.endpoint,
-    sqsEndpoint,
-    dynamoEndpoint: dynamoServer.endpoint,
+
+  // What `effitag` commands open (pipeline/aws/stack-handle.ts): written once everything below is up.
+  const handle: StackHandle = {
+    name: EMBEDDED_STACK,
+    kind: 'embedded',
+    region: 'us-east-1',
+    buckets: [bucket],
+    tiers: { json: options.tiers.input },
+    weightsLocation: resolve(options.weightsDir),
+    ...queueHandles,
+    indexTable: INDEX_TABLE,
+    endpoints: { s3: s3server.endpoint, sqs: sqsEndpoint, dynamodb: dynamoServer.endpoint },
     credentials,
+    dataDir: resolve(options.dataDir),
   };
-  const s3 = s3Client(endpoints);
-  await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {
+  // --- S3 Vectors hook (issue 23, local/s3vectors-server.ts): embeddings for similar images, kept
+  // beside the data directory (s3rver would take a folder inside it for a bucket).
+  const s3vectorsServer = await startS3VectorsServer({
+    host,
+    port: options.s3vectorsPort,
+    directory: `${options.dataDir.replace(/\/+$/, '')}.vectors`,
+    credentials,
+    trustedOrigins,
+    buckets: [EMBEDDED_VECTOR_BUCKET],
+  });
+  stops.push(() => s3vectorsServer.close());
+  const s3vectors = {
+    endpoint: s3vectorsServer.endpoint,
+    port: s3vectorsServer.port,
+    vectorBucket: EMBEDDED_VECTOR_BUCKET,
+    vectors: new S3VectorIndex({
+      client: s3VectorsClient({ endpoint: s3vectorsServer.endpoint, credentials }),
+      vectorBucket: EMBEDDED_VECTOR_BUCKET,
+    }),
+  };
+  handle.endpoints.s3vectors = s3vectorsServer.endpoint;
+  handle.vectorBucket = EMBEDDED_VECTOR_BUCKET;
+  // --- end S3 Vectors hook
+
+  // The operator's view of the stack (bucket, table), and the pipeline's: the same, or through the
+  // proxies a test interposes in front of S3 and SQS.
+  const own = openStack(handle);
+  await ensureIndexTable(own.dynamo, INDEX_TABLE);
+  await own.s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {
     if (!/BucketAlreadyOwnedByYou|BucketAlreadyExists/.test(String(err?.name))) throw err;
   });
-  const pipelineS3 = options.interpose?.s3
-    ? s3Client({ ...endpoints, s3Endpoint: await interposed(s3server, s3server.endpoint, options.interpose.s3) })
-    : s3;
-  const baseStore = new S3Store(pipelineS3, { quirks: 's3rver' });
-  const store = options.wrapStore ? options.wrapStore(baseStore) : baseStore;
+  const piped = options.interpose
+    ? openStack({
+        ...handle,
+        endpoints: {
+          ...handle.endpoints,
+          ...(options.interpose.s3 ? { s3: await interposed(s3server, s3server.endpoint, options.interpose.s3) } : {}),
+          ...(options.interpose.sqs ? { sqs: await interposed(sqsServer, sqsEndpoint, options.interpose.sqs) } : {}),
+        },
+      })
+    : own;
+  const { s3 } = own;
+  const { sqs } = piped;
+  const endpoints: Endpoints = own.endpoints;
+  const store = options.wrapStore ? options.wrapStore(piped.store) : piped.store;
+  const index = piped.requireIndex();
+  const intake = piped.intake!;
+  const tierQueues: EmbeddedStack['tierQueues'] = Object.fromEntries(
+    Object.entries(piped.queues).map(([tier, queue]) => [tier, { queue, dlq: piped.deadLetters[tier] }]),
+  );
 
   const queues = Object.fromEntries(Object.entries(tierQueues).map(([k, v]) => [k, v.queue]));
   const routerLog = log.child({ component: 'router' });
@@ -485,7 +503,10 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions): Promise
     await idle.stop();
   });
 
+  const handleFile = writeStackFile(options.dataDir, handle);
   return {
+    handle,
+    handleFile,
     endpoints,
     credentials,
     credentialsFile: credentialsFile(options.dataDir),
@@ -505,12 +526,12 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions): Promise
     settled: () => idle.settled(),
     journal,
     async stop() {
+      // First: a command started now is told the stack is stopping, not left to time out on it.
+      removeStackFile(options.dataDir);
       for (const s of stops) await s().catch((err) => log.log('warn', 'stop step failed', { error: messageOf(err) }));
-      s3.destroy();
-      if (pipelineS3 !== s3) pipelineS3.destroy();
-      sqs.destroy();
+      own.close();
+      if (piped !== own) piped.close();
       notifier.destroy();
-      dynamo.destroy();
     },
   };
 }
