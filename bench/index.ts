@@ -62,7 +62,12 @@ const program = new Command('bench')
           int8: await benchInt8(ctx, { variants: opts.quick ? ['b0'] : ['b0', 'b1', 'b2', 'b3'], runs: opts.runs ?? 5 }),
         };
       } else if (suite === 'int8') {
-        result = await benchInt8(ctx, { variants: opts.quick ? ['b0'] : ['b0', 'b1', 'b2', 'b3'], runs: opts.runs ?? 7 });
+        // Speed (float, int8, the reference export) and the quality gate on photographs (bench/gate.ts).
+        result = await benchInt8(ctx, {
+          variants: opts.quick ? ['b0'] : ['b0', 'b1', 'b2', 'b3'],
+          runs: opts.runs ?? 15,
+          gate: { copies: opts.quick ? 2 : 5 },
+        });
       } else if (suite === 'pipeline') {
         result = await benchPipeline(ctx, {
           images: opts.quick ? 64 : 240,

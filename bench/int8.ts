@@ -25,6 +25,7 @@ import { planModel } from '../model/plan.ts';
 import { quantizeArtifact } from '../model/quantize.ts';
 import { randomWeights } from '../model/random-weights.ts';
 import { writeArtifact } from '../model/weights.ts';
+import { benchGate } from './gate.ts';
 import { syntheticJpeg } from './images.ts';
 import { cpuMsSince, median, type BenchContext } from './util.ts';
 
@@ -99,7 +100,10 @@ export async function referenceExport(
   return { unavailable: reasons.join('; ') };
 }
 
-export async function benchInt8(ctx: BenchContext, opts: { variants: string[]; runs: number; reference?: boolean }) {
+export async function benchInt8(
+  ctx: BenchContext,
+  opts: { variants: string[]; runs: number; reference?: boolean; gate?: { copies: number } },
+) {
   const rows: Int8Row[] = [];
   const unavailable: string[] = [];
   const load = [loadavg()[0]];
@@ -209,6 +213,8 @@ export async function benchInt8(ctx: BenchContext, opts: { variants: string[]; r
     );
   }
   const b0 = rows.find((r) => r.variant === 'b0');
+  // The quality gate on photographs, per variant (image size) measured above.
+  const gate = opts.gate ? await benchGate(ctx, { variants: opts.variants, copies: opts.gate.copies, opsVariants: true }) : undefined;
   return {
     machine: {
       cpus: cpus().length,
@@ -218,6 +224,7 @@ export async function benchInt8(ctx: BenchContext, opts: { variants: string[]; r
     },
     rows,
     ...(unavailable.length ? { referenceUnavailable: unavailable } : {}),
+    ...(gate ? { gate } : {}),
     summary: {
       floatOverReferenceB0: b0?.floatOverReference,
       floatOverReferenceCpuB0: b0?.floatOverReferenceCpu,

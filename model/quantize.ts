@@ -74,6 +74,8 @@ export interface QuantizeOptions {
   ops?: 'conv' | 'all';
   /** Keep the squeeze-and-excite branch in float (default false). */
   floatSqueezeExcite?: boolean;
+  /** Weight bits (default 7: no saturation on CPUs without VNNI, see QuantizeSpec.weightBits). */
+  weightBits?: 7 | 8;
   seed?: number;
   threads?: number;
   log?: (msg: string) => void;
@@ -239,7 +241,8 @@ export async function quantizeArtifact(options: QuantizeOptions): Promise<Quanti
   const ops = options.ops ?? 'all';
   const input: Input = { layout: 'nchw', ...inputNormalization(plan, artifact.weights) };
   const floatBytes = exportOnnx(plan, artifact.weights, { layout: 'nchw' });
-  const int8Bytes = exportOnnx(plan, artifact.weights, { layout: 'nchw', quantize: { ranges, ops, floatSqueezeExcite } });
+  const weightBits = options.weightBits ?? 7;
+  const int8Bytes = exportOnnx(plan, artifact.weights, { layout: 'nchw', quantize: { ranges, ops, floatSqueezeExcite, weightBits } });
   const [floatSession, int8Session] = [await session(floatBytes, threads), await session(int8Bytes, threads)];
   let figures: ReturnType<typeof agreement>;
   try {
@@ -257,6 +260,7 @@ export async function quantizeArtifact(options: QuantizeOptions): Promise<Quanti
     floatSha256: manifest.sha256,
     ops,
     floatSqueezeExcite,
+    weightBits,
     ranges,
     calibration: { images: calibration.length, heldOut: heldOut.length, skipped, dataSha256: hash.digest('hex') },
     agreement: [{ resolution, images: figures.images, top1: figures.top1, top5Overlap: figures.top5Overlap }],

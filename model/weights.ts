@@ -46,6 +46,8 @@ export interface QuantizationRecord {
   floatSha256: string;
   ops: 'conv' | 'all';
   floatSqueezeExcite: boolean;
+  /** 7: weights in [-63, 63] (no VPMADDUBSW saturation on CPUs without VNNI); absent or 8: [-127, 127]. */
+  weightBits?: 7 | 8;
   /** Calibrated [min, max] per tensor a quantized convolution reads or writes. */
   ranges: Record<string, [number, number]>;
   calibration: { images: number; heldOut: number; skipped: number; dataSha256: string };
@@ -85,7 +87,9 @@ const sha256 = (buf: Uint8Array) => createHash('sha256').update(buf).digest('hex
  */
 export function modelHash(manifest: Pick<WeightsManifest, 'sha256' | 'quantization'>): string {
   const q = manifest.quantization;
-  return q ? sha256(Buffer.from(JSON.stringify([manifest.sha256, q.ops, q.floatSqueezeExcite, q.ranges]))) : manifest.sha256;
+  // weightBits only when 7, so the first int8 models (8-bit, no field) keep their markers.
+  const bits = q?.weightBits === 7 ? [7] : [];
+  return q ? sha256(Buffer.from(JSON.stringify([manifest.sha256, q.ops, q.floatSqueezeExcite, q.ranges, ...bits]))) : manifest.sha256;
 }
 
 /** The plan a manifest describes. */

@@ -15,6 +15,9 @@ import { ortEngine } from '../inference/ort-engine.ts';
 import { tfjsEngine } from '../inference/tfjs-engine.ts';
 import { ensureOnnx } from '../model/onnx/cache.ts';
 import { ModelProto } from '../model/onnx/schema.ts';
+import { exportOnnx } from '../model/onnx/export.ts';
+import { planModel } from '../model/plan.ts';
+import { randomWeights } from '../model/random-weights.ts';
 import { agreement, folderCalibrationSource, QualityGateError, quantizeArtifact, topK } from '../model/quantize.ts';
 import { modelHash, readManifest } from '../model/weights.ts';
 import { directoryCatalog, modelId } from '../pipeline/models.ts';
@@ -153,6 +156,41 @@ describe('weights quantize', () => {
       quantizeArtifact({ weightsDir: out, source: folderCalibrationSource(images), out: join(root, 'again'), ...quiet }),
       /already int8/,
     );
+  });
+});
+
+describe('int8 weight range', () => {
+  it('7-bit weights by default (no VPMADDUBSW saturation without VNNI), 8-bit on request; each its own model', async () => {
+    const plan = planModel(VARIANT);
+    const weights = randomWeights(plan, 7);
+    const probes: string[] = [];
+    exportOnnx(plan, weights, { probe: true }, probes);
+    const ranges = Object.fromEntries(probes.map((p) => [p, [-3, 3] as [number, number]]));
+    const maxWeight = (bits?: 7 | 8) => {
+      const m = ModelProto.decode(
+        exportOnnx(plan, weights, { layout: 'nchw', quantize: { ranges, ops: 'all', floatSqueezeExcite: false, weightBits: bits } }),
+      ) as unknown as { graph: { initializer: { name: string; raw_data: Uint8Array }[] } };
+      let max = 0;
+      for (const t of m.graph.initializer.filter((i) => i.name.endsWith('/W_q')))
+        for (const v of new Int8Array(t.raw_data.buffer, t.raw_data.byteOffset, t.raw_data.byteLength)) max = Math.max(max, Math.abs(v));
+      return max;
+    };
+    assert.equal(maxWeight(7), 63);
+    assert.equal(maxWeight(8), 127);
+    assert.equal(maxWeight(), 127, 'a manifest without weightBits (the first int8 models) stays 8-bit');
+
+    const root = await tempDir('effitag-q-bits-');
+    const images = join(root, 'images');
+    await writePatternDataset(images, { perLabel: 3, size: 40 });
+    const float = join(root, 'float');
+    await arrangedArtifact(float, VARIANT, { 207: 6, 852: 5 });
+    const source = folderCalibrationSource(images);
+    const seven = await quantizeArtifact({ weightsDir: float, source, out: join(root, 'w7'), threads: 1, ...quiet });
+    const eight = await quantizeArtifact({ weightsDir: float, source, out: join(root, 'w8'), threads: 1, weightBits: 8, ...quiet });
+    assert.equal(seven.record.weightBits, 7);
+    assert.equal(eight.record.weightBits, 8);
+    assert.notEqual(modelHash(seven.manifest), modelHash(eight.manifest), 'a different graph is a different model (marker)');
+    assert.notEqual((await ensureOnnx(join(root, 'w7'))).path, (await ensureOnnx(join(root, 'w8'))).path);
   });
 });
 

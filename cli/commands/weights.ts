@@ -82,14 +82,29 @@ export function registerWeightsCommands(program: Command): void {
     .requiredOption('--out <dir>', 'artifact directory to write (in a catalog: <model>-int8, e.g. b0-int8)')
     .option('--images <n>', 'most images to read (a quarter held out for the check)', parseNumber('--images', 2, 100_000), 200)
     .option('--ops <ops>', 'int8 ops: all (convolutions, swish, squeeze-and-excite, adds) or conv (convolutions only)', 'all')
+    .option(
+      '--weight-bits <bits>',
+      'int8 weight range: 7 ([-63, 63]: exact on CPUs without VNNI, whose u8×s8 pairs saturate at 16 bits) or 8 ([-127, 127])',
+      '7',
+    )
     .option('--force', 'write the model even below 99 % top-1 agreement (the manifest records the figures)')
     .option('--json', 'print the result as JSON')
     .action(
       async (
-        opts: { weights: string; calibrate: string; out: string; images: number; ops: string; force?: boolean; json?: boolean },
+        opts: {
+          weights: string;
+          calibrate: string;
+          out: string;
+          images: number;
+          ops: string;
+          weightBits: string;
+          force?: boolean;
+          json?: boolean;
+        },
         command: Command,
       ) => {
         if (opts.ops !== 'all' && opts.ops !== 'conv') throw new Error('--ops must be all or conv');
+        if (opts.weightBits !== '7' && opts.weightBits !== '8') throw new Error('--weight-bits must be 7 or 8');
         // s3:// images are read from the stack --stack names (the embedded one by default).
         const source = opts.calibrate.startsWith('s3://')
           ? s3CalibrationSource((await openCommandStack(command)).store, opts.calibrate)
@@ -100,6 +115,7 @@ export function registerWeightsCommands(program: Command): void {
           out: resolve(opts.out),
           images: opts.images,
           ops: opts.ops,
+          weightBits: opts.weightBits === '8' ? 8 : 7,
           force: opts.force,
           log: (m) => process.stderr.write(`${m}\n`),
         });

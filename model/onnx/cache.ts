@@ -18,7 +18,14 @@ export function onnxFileName(manifest: WeightsManifest, layout: OnnxLayout = 'nh
   // An int8 artifact shares its float weights.bin hash: its ranges name its export apart.
   const q = manifest.quantization
     ? `-q${createHash('sha256')
-        .update(JSON.stringify([manifest.quantization.ops, manifest.quantization.floatSqueezeExcite, manifest.quantization.ranges]))
+        .update(
+          JSON.stringify([
+            manifest.quantization.ops,
+            manifest.quantization.floatSqueezeExcite,
+            manifest.quantization.ranges,
+            ...(manifest.quantization.weightBits === 7 ? [7] : []),
+          ]),
+        )
         .digest('hex')
         .slice(0, 12)}`
     : '';
@@ -62,6 +69,7 @@ export async function ensureOnnx(
           ranges: artifact.manifest.quantization.ranges,
           ops: artifact.manifest.quantization.ops,
           floatSqueezeExcite: artifact.manifest.quantization.floatSqueezeExcite,
+          weightBits: artifact.manifest.quantization.weightBits,
         }
       : undefined,
   });

@@ -28,6 +28,12 @@ export interface QuantizeSpec {
   ops: 'conv' | 'all';
   /** Keep the squeeze-and-excite branch in float. */
   floatSqueezeExcite: boolean;
+  /**
+   * Weight range: 8 → [-127, 127]; 7 → [-63, 63] (default 8, the first int8 models'). x86 CPUs
+   * without VNNI multiply u8 × s8 with VPMADDUBSW, which saturates a pair of products at 16 bits
+   * (255·127·2 > 32767); 7-bit weights cannot (255·63·2 < 32767), at one bit of weight precision.
+   */
+  weightBits?: 7 | 8;
 }
 
 /**
@@ -142,7 +148,15 @@ function quantizeGraph(g: GraphWriter, spec: QuantizeSpec): void {
     if (convs.has(n)) {
       const w = inits.get(n.input[1])!,
         b = inits.get(n.input[2])!;
-      const [wq, bq] = quantizeConvParams(g, n.name, w.dims, w.data as Float32Array, b.data as Float32Array, scaleOf.get(n.input[0])!);
+      const [wq, bq] = quantizeConvParams(
+        g,
+        n.name,
+        w.dims,
+        w.data as Float32Array,
+        b.data as Float32Array,
+        scaleOf.get(n.input[0])!,
+        spec.weightBits === 7 ? 63 : 127,
+      );
       input[1] = wq;
       input[2] = bq;
     }
@@ -164,6 +178,7 @@ function quantizeConvParams(
   kernel: Float32Array,
   bias: Float32Array,
   inputScale: number,
+  qmax: number,
 ): [string, string] {
   const cout = dims[0];
   const perOut = kernel.length / cout;
@@ -174,8 +189,8 @@ function quantizeConvParams(
   for (let o = 0; o < cout; o++) {
     let m = 0;
     for (let j = 0; j < perOut; j++) m = Math.max(m, Math.abs(kernel[o * perOut + j]));
-    // int8 weights in [-127, 127] (symmetric; -128 unused so u8×s8 products cannot saturate VNNI's 16-bit pairs).
-    wScale[o] = m > 0 ? m / 127 : 1;
+    // int8 weights in [-qmax, qmax] (symmetric; QuantizeSpec.weightBits says why qmax may be 63).
+    wScale[o] = m > 0 ? m / qmax : 1;
     for (let j = 0; j < perOut; j++) wq[o * perOut + j] = Math.round(kernel[o * perOut + j] / wScale[o]);
     bScale[o] = inputScale * wScale[o];
     bq[o] = Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(bias[o] / bScale[o])));
