@@ -26,9 +26,12 @@ import { appendFile, mkdir, rename, rm, unlink, writeFile } from 'node:fs/promis
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { Index, MetricKind, ScalarKind } from 'usearch';
-import type { EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
+import type { LocalCredentials } from '../pipeline/aws/local-credentials.ts';
 import { guardHttpServer, RequestGuard } from './request-guard.ts';
 import { clientEndpoint } from './s3-server.ts';
+
+/** The embedded stack's vector bucket (deployed: the stack output VectorBucket). */
+export const EMBEDDED_VECTOR_BUCKET = 'effitag-local-vectors';
 
 const REGION = 'us-east-1';
 const ACCOUNT = '000000000000';
@@ -49,8 +52,8 @@ const LIMITS = {
 };
 /** Log entries (vectors written or deleted) after which the log is folded into a new snapshot. */
 const COMPACT_AFTER = 20_000;
-/** A filter keeping at most this many vectors is searched exactly over them, not through the graph. */
-const EXACT_UP_TO = 20_000;
+/** A filter keeping at most this many vectors is searched exactly over them, not through the graph (tests lower it). */
+export const searchTuning = { exactUpTo: 20_000 };
 
 const BUCKET_NAME = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
 const INDEX_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -111,7 +114,7 @@ class VectorSpace {
       metric: this.config.distanceMetric === 'cosine' ? MetricKind.Cos : MetricKind.L2sq,
       quantization: ScalarKind.F16,
       connectivity: 16,
-      expansion_add: 128,
+      expansion_add: 64,
       expansion_search: 64,
       multi: false,
     });
@@ -194,33 +197,34 @@ class VectorSpace {
     let qn = 0;
     for (const x of query) qn += x * x;
     qn = Math.sqrt(qn);
+    // The graph's k nearest that pass the filter, their distances computed again from the float32
+    // vectors (the graph holds f16 copies).
+    const fromGraph = (k: number) => {
+      const hits: { slot: number; distance: number }[] = [];
+      for (const label of this.graph.search(query, Math.min(k, this.size), 0).keys) {
+        const slot = Number(label);
+        if (this.keyOf[slot] === undefined || (filter && !filter(this.metadataOf[slot]))) continue;
+        hits.push({ slot, distance: this.distance(query, qn, slot) });
+      }
+      return hits.sort((a, b) => a.distance - b.distance);
+    };
+    // First a few times topK from the graph: a filter most vectors pass (a bucket, a model's
+    // weights) is then checked on those alone, not on every vector.
+    const first = fromGraph(Math.max(4 * topK, 64));
+    if (!filter || first.length >= topK) return first.slice(0, topK);
+    // Too few passed: how many does the filter keep? Few: exact search over them; many: the graph,
+    // asked for more neighbours until topK of them pass.
     const matching: number[] = [];
-    if (filter) {
-      for (const slot of this.slots.values()) if (filter(this.metadataOf[slot])) matching.push(slot);
-      if (matching.length === 0) return [];
-    }
-    const kept = filter ? matching.length : this.size;
-    if (filter && kept <= EXACT_UP_TO) {
+    for (const slot of this.slots.values()) if (filter(this.metadataOf[slot])) matching.push(slot);
+    if (matching.length === 0) return [];
+    if (matching.length <= searchTuning.exactUpTo)
       return matching
         .map((slot) => ({ slot, distance: this.distance(query, qn, slot) }))
         .sort((a, b) => a.distance - b.distance)
         .slice(0, topK);
-    }
-    // The graph, asked for more neighbours than topK while too few pass the filter; the distances
-    // are then computed again from the float32 vectors (the graph holds f16 copies).
-    const wanted = Math.min(kept, topK);
-    let k = Math.min(this.size, Math.ceil((topK * this.size) / kept) * 2);
-    for (;;) {
-      const found = this.graph.search(query, k, 0);
-      const hits: { slot: number; distance: number }[] = [];
-      for (const label of found.keys) {
-        const slot = Number(label);
-        if (this.keyOf[slot] === undefined) continue;
-        if (filter && !filter(this.metadataOf[slot])) continue;
-        hits.push({ slot, distance: this.distance(query, qn, slot) });
-      }
-      if (hits.length >= wanted || k >= this.size) return hits.sort((a, b) => a.distance - b.distance).slice(0, topK);
-      k = Math.min(this.size, k * 2);
+    for (let k = Math.ceil((topK * this.size) / matching.length) * 2; ; k = Math.min(this.size, k * 2)) {
+      const hits = fromGraph(k);
+      if (hits.length >= topK || k >= this.size) return hits.slice(0, topK);
     }
   }
 }
@@ -795,7 +799,7 @@ export async function startS3VectorsServer(options: {
   /** Where indexes are kept; none: in memory. */
   directory?: string;
   /** The only credentials it accepts requests signed with (local/request-guard.ts). */
-  credentials: EmbeddedCredentials;
+  credentials: LocalCredentials;
   /** Pages that may call it from a browser; any other Origin is refused. */
   trustedOrigins?: readonly string[];
   /** Vector buckets to have (created if missing). */

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CreateIndexCommand, QueryVectorsCommand } from '@aws-sdk/client-s3vectors';
-import { startS3VectorsServer } from '../local/s3vectors-server.ts';
+import { searchTuning, startS3VectorsServer } from '../local/s3vectors-server.ts';
 import { keyDirs, prefixFilter, S3VectorIndex, s3VectorsClient, vectorIndexName, vectorKey } from '../pipeline/aws/s3-vectors.ts';
 import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
 import type { StoreError } from '../pipeline/ports.ts';
@@ -220,6 +220,35 @@ describe('S3VectorIndex against the embedded S3 Vectors', () => {
           b.map((h) => h.key),
         );
       }
+    }
+  });
+
+  test('a filter that keeps many vectors: the graph is asked for more neighbours until the limit passes it', async () => {
+    const space = 'b8@abababababab';
+    const mem = new MemoryVectorIndex();
+    // 1 in 25 under rare/: the first graph look (64 neighbours) finds too few, and exact search is off.
+    const vectors = Array.from({ length: 1000 }, (_, i) => ({
+      bucket: 'many',
+      key: `${i % 25 === 0 ? 'rare' : 'common'}/${i}.jpg`,
+      vector: unit(9000 + i, 24),
+    }));
+    await ctx.index.put(space, vectors);
+    await mem.put(space, vectors);
+    const saved = searchTuning.exactUpTo;
+    searchTuning.exactUpTo = 0;
+    try {
+      for (const seed of [4, 5]) {
+        const q = unit(seed, 24);
+        const a = await ctx.index.query(space, q, { limit: 10, bucket: 'many', prefix: 'rare/' });
+        const b = await mem.query(space, q, { limit: 10, bucket: 'many', prefix: 'rare/' });
+        assert.equal(a.length, 10);
+        assert.deepEqual(
+          a.map((h) => h.key),
+          b.map((h) => h.key),
+        );
+      }
+    } finally {
+      searchTuning.exactUpTo = saved;
     }
   });
 
