@@ -23,6 +23,7 @@ import { makeWorker } from '../pipeline/worker.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { parseTiers } from '../tiers/schema.ts';
 import { backfillEmbeddings } from '../pipeline/embeddings-backfill.ts';
+import { SimilarError, similarToObject, similarToVector } from '../pipeline/similar.ts';
 import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
 import { MemoryVectorIndex } from './support/memory-vectors.ts';
 import { calibratedArtifact, writePatternDataset } from './support/shapes.ts';
@@ -406,5 +407,60 @@ describe('backfill --embeddings (core, in-memory ports)', () => {
       { bucket: BUCKET },
     );
     assert.deepEqual([none.vectors, none.skipped], [0, { 'complete-no-embeddings': 1 }]);
+  });
+});
+
+describe('similar (core, in-memory ports)', () => {
+  async function indexed() {
+    const t = world();
+    const index = new MemoryIndex();
+    const worker = makeWorker({
+      store: t.store,
+      queue: t.queue,
+      tiers: twoModelTier(),
+      models: featureCatalog(),
+      index,
+      vectors: t.vectors,
+      options: { retryBaseSeconds: 0 },
+    });
+    for (const [i, key] of ['p/a.png', 'p/b.png', 'p/c.png', 'q/d.png'].entries()) await t.upload(key, i + 1);
+    await t.run(worker);
+    return { index, vectors: t.vectors };
+  }
+
+  it('like an object: itself left out, best first, limit and min-score applied; bad input is a SimilarError', async () => {
+    const deps = await indexed();
+    const all = await similarToObject(deps, { bucket: BUCKET, key: 'p/a.png' }, { limit: 10 });
+    assert.equal(all.space, 'b0@cafe');
+    assert.deepEqual(all.hits.map((h) => h.key).sort(), ['p/b.png', 'p/c.png', 'q/d.png']);
+    for (let i = 1; i < all.hits.length; i++) assert.ok(all.hits[i - 1].score >= all.hits[i].score);
+    const one = await similarToObject(deps, { bucket: BUCKET, key: 'p/a.png' }, { limit: 1 });
+    assert.deepEqual(one.hits, all.hits.slice(0, 1));
+    const cut = await similarToObject(deps, { bucket: BUCKET, key: 'p/a.png' }, { limit: 10, minScore: all.hits[1].score });
+    assert.deepEqual(cut.hits, all.hits.slice(0, 2));
+    await assert.rejects(similarToObject(deps, { bucket: BUCKET, key: 'p/none.png' }, { limit: 5 }), SimilarError);
+    await deps.vectors.remove('b0@cafe', [{ bucket: BUCKET, key: 'p/b.png' }]);
+    await assert.rejects(
+      similarToObject(deps, { bucket: BUCKET, key: 'p/b.png' }, { limit: 5 }),
+      /has no embedding under the model that tagged it/,
+    );
+    await assert.rejects(similarToObject(deps, { bucket: BUCKET, key: 'p/a.png' }, { limit: 100 }), /--limit must be/);
+  });
+
+  it('like a vector: within the prefix; a prefix with nothing indexed, or only another model’s objects, is a SimilarError', async () => {
+    const deps = await indexed();
+    const a = (await deps.vectors.get('b0@cafe', { bucket: BUCKET, key: 'p/a.png' }))!;
+    const r = await similarToVector(deps, { space: 'b0@cafe', vector: a }, { bucket: BUCKET, prefix: 'p/' }, { limit: 10 });
+    assert.equal(r.hits[0].key, 'p/a.png');
+    assert.ok(Math.abs(r.hits[0].score - 1) < 1e-6);
+    assert.ok(r.hits.every((h) => h.key.startsWith('p/')));
+    await assert.rejects(
+      similarToVector(deps, { space: 'b0@cafe', vector: a }, { bucket: BUCKET, prefix: 'none/' }, { limit: 10 }),
+      /nothing under s3:\/\/photos\/none\/ is indexed/,
+    );
+    await assert.rejects(
+      similarToVector(deps, { space: 'b1@cafe', vector: a }, { bucket: BUCKET, prefix: 'p/' }, { limit: 10 }),
+      /tagged by b0@cafe, not by b1@cafe/,
+    );
   });
 });
