@@ -26,7 +26,7 @@ import { appendFile, mkdir, rename, rm, unlink, writeFile } from 'node:fs/promis
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { Index, MetricKind, ScalarKind } from 'usearch';
-import type { LocalCredentials } from '../pipeline/aws/local-credentials.ts';
+import type { EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
 import { guardHttpServer, RequestGuard } from './request-guard.ts';
 import { clientEndpoint } from './s3-server.ts';
 
@@ -799,7 +799,7 @@ export async function startS3VectorsServer(options: {
   /** Where indexes are kept; none: in memory. */
   directory?: string;
   /** The only credentials it accepts requests signed with (local/request-guard.ts). */
-  credentials: LocalCredentials;
+  credentials: EmbeddedCredentials;
   /** Pages that may call it from a browser; any other Origin is refused. */
   trustedOrigins?: readonly string[];
   /** Vector buckets to have (created if missing). */

@@ -16,7 +16,7 @@ import type { AuditedCall } from '../pipeline/aws/audit.ts';
 import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
 import { S3VectorIndex, s3VectorsClient, vectorIndexName } from '../pipeline/aws/s3-vectors.ts';
 import { evaluateCalls, iamRequestsOf, readAudit } from './rehearsal/iam.ts';
-import { ACCOUNT, type Assembly, readAssembly, REGION, Resolver } from './rehearsal/template.ts';
+import { ACCOUNT, type Assembly, type Physical, readAssembly, REGION, Resolver } from './rehearsal/template.ts';
 import { nagViolations, synthStack } from './support/synth.ts';
 
 type Statement = { Sid?: string; Action: string | string[]; Resource: unknown; Effect: string };
@@ -129,7 +129,7 @@ describe('every S3 Vectors call the adapter makes is allowed by the template (th
     const { app } = synthStack();
     assembly = readAssembly(app.synth().directory);
     // Physical values as CloudFormation gives them: a generated bucket name, the index ARN from it and the index's name.
-    resolver = new Resolver((id) => {
+    resolver = new Resolver((id): Physical | undefined => {
       const r = assembly.template.Resources[id];
       if (r?.Type === 'AWS::S3Vectors::VectorBucket') {
         const arn = `arn:aws:s3vectors:${REGION}:${ACCOUNT}:bucket/${BUCKET}`;

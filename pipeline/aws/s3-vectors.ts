@@ -26,10 +26,14 @@ import {
   CreateIndexCommand,
   DeleteVectorsCommand,
   GetVectorsCommand,
+  type GetVectorsCommandOutput,
   ListIndexesCommand,
+  type ListIndexesCommandOutput,
   ListVectorsCommand,
+  type ListVectorsCommandOutput,
   PutVectorsCommand,
   QueryVectorsCommand,
+  type QueryVectorsCommandOutput,
   S3VectorsClient,
   type S3VectorsServiceException,
 } from '@aws-sdk/client-s3vectors';
@@ -241,9 +245,7 @@ export class S3VectorIndex implements VectorIndex {
   }
 
   async get(space: string, ref: VectorRef): Promise<Float32Array | undefined> {
-    let out: Awaited<ReturnType<S3VectorsClient['send']>> & {
-      vectors?: { key: string; data?: { float32?: number[] }; metadata?: unknown }[];
-    };
+    let out: GetVectorsCommandOutput;
     try {
       out = await this.client.send(
         new GetVectorsCommand({ ...this.where(space), keys: [vectorKey(ref)], returnData: true, returnMetadata: true }),
@@ -271,9 +273,9 @@ export class S3VectorIndex implements VectorIndex {
       );
     const prefix = options.prefix ?? '';
     const { dir, exact } = prefixFilter(prefix);
-    const filter: Record<string, unknown> = { bucket: { $eq: options.bucket }, space: { $eq: space } };
+    const filter: Record<string, { $eq: string }> = { bucket: { $eq: options.bucket }, space: { $eq: space } };
     if (dir) filter.dirs = { $eq: dir };
-    let out: { vectors?: { key: string; distance?: number; metadata?: unknown }[] };
+    let out: QueryVectorsCommandOutput;
     try {
       out = await this.client.send(
         new QueryVectorsCommand({
@@ -311,19 +313,19 @@ export class S3VectorIndex implements VectorIndex {
     let nextToken: string | undefined;
     const indexes: string[] = [];
     do {
-      let page: { indexes?: { indexName: string }[]; nextToken?: string };
+      let page: ListIndexesCommandOutput;
       try {
         page = await this.client.send(new ListIndexesCommand({ vectorBucketName: this.vectorBucket, prefix: 'model-', nextToken }));
       } catch (err) {
         throw this.fail('ListIndexes', '*', err);
       }
-      indexes.push(...(page.indexes ?? []).map((i) => i.indexName));
+      indexes.push(...(page.indexes ?? []).flatMap((i) => (i.indexName ? [i.indexName] : [])));
       nextToken = page.nextToken;
     } while (nextToken);
     for (const indexName of indexes) {
       let token: string | undefined;
       do {
-        let page: { vectors?: { metadata?: unknown }[]; nextToken?: string };
+        let page: ListVectorsCommandOutput;
         try {
           page = await this.client.send(
             new ListVectorsCommand({
