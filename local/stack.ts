@@ -221,6 +221,64 @@ async function createQueues(
 }
 
 /**
+ * The start-up catch-up (local/catch-up.ts), run again with backoff (`retry.firstMs` doubling up to
+ * `maxMs`) while a pass fails (the stand-in answering errors, an object unreadable for now);
+ * undefined once aborted.
+ */
+async function catchUpRetrying(
+  deps: Parameters<typeof catchUpOnce>[0],
+  retry: { firstMs: number; maxMs: number },
+  o: { signal: AbortSignal; log: Logger; counters: Counters },
+): Promise<CatchUpResult | undefined> {
+  for (let attempt = 1, waitMs = retry.firstMs; ; attempt++, waitMs = Math.min(retry.maxMs, waitMs * 2)) {
+    try {
+      return await catchUpOnce(deps, o.signal);
+    } catch (err) {
+      if (o.signal.aborted) return undefined;
+      o.counters.inc('catch-up.failed');
+      o.log.log('error', 'catch-up failed; retrying', { error: messageOf(err), attempt, retryInMs: waitMs });
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, waitMs);
+        o.signal.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(timer);
+            r();
+          },
+          { once: true },
+        );
+      });
+      if (o.signal.aborted) return undefined;
+    }
+  }
+}
+
+/**
+ * Whether an object's task sits in one of the dead-letter queues `names` (read from the stand-in,
+ * at most once a second): such an upload is settled, kept there with its reason.
+ */
+function deadLetteredLookup(
+  server: Awaited<ReturnType<typeof startSqsServer>>,
+  names: readonly string[],
+): (o: { bucket: string; key: string; eTag?: string }) => boolean {
+  let seen = { at: 0, ids: new Set<string>() };
+  return (o) => {
+    if (Date.now() - seen.at > 1000) {
+      const ids = new Set<string>();
+      for (const name of names)
+        for (const body of server.peek(name)) {
+          try {
+            const t = JSON.parse(body) as { bucket?: string; key?: string; eTag?: string };
+            ids.add(`${t.bucket}\0${t.key}\0${t.eTag}`);
+          } catch {} // not a task (an S3 event in the intake DLQ): nothing to match
+        }
+      seen = { at: Date.now(), ids };
+    }
+    return seen.ids.has(`${o.bucket}\0${o.key}\0${o.eTag}`);
+  };
+}
+
+/**
  * The router's event source, as the Lambda SQS event source runs it: poll the intake queue, route
  * the batch, delete what is done in one call, and retry the rest with backoff (the intake DLQ takes
  * them after maxReceiveCount receives).
@@ -429,57 +487,22 @@ export async function startEmbeddedStack(options: EmbeddedStackOptions): Promise
   // Without a router nothing gets settled; with a catch-up, nothing is until it is done.
   let holdWatermark = options.runRouter === false || catchUpOn;
   const catchUpAbort = new AbortController();
-  // A pass that fails (the stand-in answering errors, an object unreadable for now) runs again
-  // with backoff while the stack runs; the watermark stays held, so nothing is settled meanwhile.
-  const retry = { firstMs: 1000, maxMs: 60_000, ...options.catchUpRetry };
-  const catchUp = (async (): Promise<CatchUpResult | undefined> => {
-    if (!catchUpOn) return undefined;
-    for (let attempt = 1, waitMs = retry.firstMs; ; attempt++, waitMs = Math.min(retry.maxMs, waitMs * 2)) {
-      try {
-        const result = await catchUpOnce(
-          { state, journal, store, queues, tiers: options.tiers, models, index, log: routerLog, counters, bucket },
-          catchUpAbort.signal,
-        );
+  // The watermark stays held while a failing pass is retried, so nothing is settled meanwhile.
+  const catchUp = catchUpOn
+    ? catchUpRetrying(
+        { state, journal, store, queues, tiers: options.tiers, models, index, log: routerLog, counters, bucket },
+        { firstMs: 1000, maxMs: 60_000, ...options.catchUpRetry },
+        { signal: catchUpAbort.signal, log, counters },
+      ).then((result) => {
         if (result) holdWatermark = false;
         return result;
-      } catch (err) {
-        if (catchUpAbort.signal.aborted) return undefined;
-        counters.inc('catch-up.failed');
-        log.log('error', 'catch-up failed; retrying', { error: messageOf(err), attempt, retryInMs: waitMs });
-        await new Promise<void>((r) => {
-          const timer = setTimeout(r, waitMs);
-          catchUpAbort.signal.addEventListener(
-            'abort',
-            () => {
-              clearTimeout(timer);
-              r();
-            },
-            { once: true },
-          );
-        });
-        if (catchUpAbort.signal.aborted) return undefined;
-      }
-    }
-  })();
+      })
+    : Promise.resolve(undefined);
   // Whether an upload the journal holds is settled: the router's own backfill decision, on a router
   // of its own (its counters are not the pipeline's), would not enqueue it again.
   const confirmRouter = makeRouter({ store, queues, tiers: options.tiers, models, index, log: routerLog, counters: new Counters() });
   // A task in a dead-letter queue is settled too: it is kept there (persisted), with its reason.
-  let deadLettered = { at: 0, ids: new Set<string>() };
-  const isDeadLettered = (o: { bucket: string; key: string; eTag?: string }) => {
-    if (Date.now() - deadLettered.at > 1000) {
-      const ids = new Set<string>();
-      for (const name of deadLetterNames)
-        for (const body of sqsServer.peek(name)) {
-          try {
-            const t = JSON.parse(body) as { bucket?: string; key?: string; eTag?: string };
-            ids.add(`${t.bucket}\0${t.key}\0${t.eTag}`);
-          } catch {} // not a task (an S3 event in the intake DLQ): nothing to match
-        }
-      deadLettered = { at: Date.now(), ids };
-    }
-    return deadLettered.ids.has(`${o.bucket}\0${o.key}\0${o.eTag}`);
-  };
+  const isDeadLettered = deadLetteredLookup(sqsServer, deadLetterNames);
   const confirm = async ({ object }: JournalEntry) =>
     isDeadLettered(object) || (await confirmRouter.decide({ ...object, kind: 'Put' }, 'backfill', { mode: 'stale' })).action !== 'enqueued';
   const allQueues = [intake, ...Object.values(tierQueues).map((q) => q.queue)];
