@@ -66,7 +66,7 @@ export interface StageRecord {
 }
 
 /**
- * Whether the run converged (its last stage stopped because the held-out loss stopped improving;
+ * Whether the run converged (its last stage stopped because its held-out scores stopped improving;
  * null on a fixed schedule, where nobody checked), said in words, and warnings about the result: held-out
  * accuracy near chance, or far below the training accuracy (overfitting, or held-out images unlike the rest).
  */
