@@ -141,6 +141,11 @@ export class EffiTagStack extends Stack {
       description: 'Where weights are published: effitag --stack <stack name> weights publish --tiers FILE (reads this output)',
     });
     new CfnOutput(this, 'DashboardName', { value: observability.dashboard.dashboardName });
+    new CfnOutput(this, 'Tiers', {
+      // At most 3,000 bytes (encodeStackEnv refuses more): an output holds it.
+      value: JSON.stringify(config.tiers.input),
+      description: 'The tiers the stack runs (effitag --stack <stack name> backfill|similar read this output)',
+    });
     new CfnOutput(this, 'IntakeQueueUrl', {
       value: ingest.intake.queueUrl,
       description: 'The intake queue (effitag --stack <stack name> dlq list reads this output)',

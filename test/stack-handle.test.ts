@@ -35,6 +35,7 @@ import { startCloudFormation, type CloudFormationStandIn } from './rehearsal/clo
 import { freePort, runEffitag, startLocal } from './support/effitag-local.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { standInHandle } from './support/local-stack.ts';
+import { synthStack } from './support/synth.ts';
 
 const TIERS = parseTiers(JSON.parse(readFileSync('tiers/local.json', 'utf8')));
 
@@ -92,6 +93,24 @@ describe('stack handle: resolvers', () => {
     } finally {
       open.close();
     }
+  });
+
+  it("a deployed stack's tiers come from its output Tiers: the synthesized stack's own, read back whole", () => {
+    const { config, template } = synthStack();
+    const outputs = (template.toJSON() as { Outputs: Record<string, { Value: unknown }> }).Outputs;
+    assert.equal(typeof outputs.Tiers.Value, 'string', 'a literal, not a token');
+    const h = handleFromOutputs('EffiTag', { ...OUTPUTS, Tiers: outputs.Tiers.Value as string });
+    assert.deepEqual(stackTiers(h).config.input, config.tiers.input);
+    // A stack deployed before the output: a command that needs its tiers says how to give them.
+    const old = handleFromOutputs('Old', OUTPUTS);
+    const saved = process.env.EFFITAG_TIERS_FILE;
+    delete process.env.EFFITAG_TIERS_FILE;
+    try {
+      assert.throws(() => stackTiers(old), /stack Old: which tiers file was it deployed with\? pass --tiers FILE/);
+    } finally {
+      if (saved !== undefined) process.env.EFFITAG_TIERS_FILE = saved;
+    }
+    assert.throws(() => handleFromOutputs('Photos', { ...OUTPUTS, Tiers: '{' }), /its output Tiers is not JSON/);
   });
 
   it("a runtime's environment (the CDK contract) makes its handle: queues, index, weights, tiers", () => {

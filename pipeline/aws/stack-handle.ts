@@ -116,6 +116,8 @@ const Outputs = z.object({
   BackfillStateMachine: z.string().optional(),
   /** Issue 23: the similar-images index's S3 Vectors bucket. */
   VectorBucket: z.string().optional(),
+  /** The tiers file the stack was deployed with (JSON). */
+  Tiers: z.string().optional(),
 });
 
 /** A deployed stack's handle from its CloudFormation outputs; a clear error naming what is missing. */
@@ -132,12 +134,19 @@ export function handleFromOutputs(name: string, outputs: Record<string, string>,
   } catch {
     throw new Error(`stack ${name}: its output QueueUrls is not a JSON object of tier → queue URL`);
   }
+  let tiers: StackHandle['tiers'];
+  try {
+    tiers = o.Tiers ? { json: JSON.parse(o.Tiers) } : undefined;
+  } catch {
+    throw new Error(`stack ${name}: its output Tiers is not JSON`);
+  }
   return {
     name,
     kind: 'deployed',
     region: aws.region,
     profile: aws.profile,
     buckets: [o.BucketName],
+    ...(tiers ? { tiers } : {}),
     weightsLocation: o.WeightsLocation,
     ...(o.IntakeQueueUrl ? { intake: { url: o.IntakeQueueUrl } } : {}),
     tierQueues: Object.fromEntries(Object.entries(queueUrls).map(([tier, url]) => [tier, { url }])),
@@ -301,8 +310,9 @@ export async function resolveStackHandle(sel: StackSelection = {}, env: NodeJS.P
 }
 
 /**
- * The stack's tiers: `explicit` (a command's --tiers) first, else the handle's. A deployed stack's
- * outputs do not carry its tiers file, so its commands that need tiers say so.
+ * The stack's tiers: `explicit` (a command's --tiers) first, else the handle's (the embedded stack's
+ * own, a deployed stack's output Tiers, a runtime's EFFITAG_TIERS); a stack deployed before that
+ * output existed says so.
  */
 export function stackTiers(handle: StackHandle, explicit?: string): { path: string; config: TiersFile } {
   if (explicit) return loadTiers(explicit);
