@@ -118,7 +118,7 @@ describe('int8 models in a catalog', () => {
       listed.map((m) => [m.name, m.marker]),
       [
         ['my-pets', modelMarker('my-pets', float.sha256)],
-        ['my-pets-int8', modelMarker('my-pets-int8', modelHash(quantized as WeightsManifest))],
+        ['my-pets-int8', modelMarker('my-pets-int8', modelHash(quantized as unknown as WeightsManifest))],
       ],
     );
     const table = await runEffitag(['model', 'list', '--weights', join(root, 'list')]);
