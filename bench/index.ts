@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- <suite>] [--runs N] [--quick] [--variant V] [--isolated]`
- * Suites: engines (default), int8, pipeline, backfill, catch-up, journal, search, hashes, vectors, train. Results print as a table and are written to
+ * Suites: engines (default), int8, pipeline, backfill, catch-up, journal, search, hashes, vectors, similar, train. Results print as a table and are written to
  * bench/results/<suite>.json (untracked: a fresh measurement). The figures the README and `tiers cost`
  * quote are a copy of one such file, committed under bench/reference/ with the machine it ran on.
  */
@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { benchEngines } from './engines.ts';
 import { benchInt8 } from './int8.ts';
-import { benchPipeline } from './pipeline.ts';
+import { benchEmbeddingsCost, benchPipeline } from './pipeline.ts';
+import { benchSimilar } from './similar.ts';
 import { benchBackfill } from './backfill.ts';
 import { benchCatchUp } from './catch-up.ts';
 import { benchJournal } from './journal.ts';
@@ -27,13 +28,14 @@ type Options = {
   quick?: boolean;
   variant: string;
   isolated?: boolean;
+  embeddings?: boolean;
   minutes?: number;
   rate?: number;
   inference?: boolean;
 };
 
 const program = new Command('bench')
-  .argument('[suite]', 'engines | int8 | pipeline | backfill | catch-up | journal | search | hashes | vectors | train', 'engines')
+  .argument('[suite]', 'engines | int8 | pipeline | backfill | catch-up | journal | search | hashes | vectors | similar | train', 'engines')
   .option('--runs <n>', 'engines, pipeline: timed runs per measurement, median reported (default 5 and 3)', (v) => Number(v))
   .option('--quick', 'B0 only, batches 1 and 8')
   .option('--variant <v>', 'pipeline: the variant the tier runs', 'b0')
@@ -41,6 +43,7 @@ const program = new Command('bench')
   .option('--rate <r>', 'journal: uploads per second (default 3)', (v) => Number(v))
   .option('--inference', 'journal: run the B0 (default: a fixed answer, so the shared cores keep up)')
   .option('--isolated', 'pipeline: engine and worker on core 0, the S3/SQS stack on the other cores (Linux)')
+  .option('--embeddings', "pipeline: the worker's throughput with and without storing embeddings, paired per run")
   .action(async (suite: string, opts: Options) => {
     if (opts.runs !== undefined && !(suite === 'engines' || suite === 'int8' || suite === 'pipeline')) {
       throw new Error(`--runs applies to the engines and pipeline suites; ${suite} measures one run of its scenario`);
@@ -68,6 +71,24 @@ const program = new Command('bench')
           variants: opts.quick ? ['b0'] : ['b0', 'b1', 'b2', 'b3'],
           runs: opts.runs ?? 15,
           gate: { copies: opts.quick ? 2 : 5 },
+        });
+      } else if (suite === 'pipeline' && opts.embeddings) {
+        result = await benchEmbeddingsCost(ctx, {
+          images: opts.quick ? 48 : 96,
+          batch: 8,
+          runs: opts.runs ?? (opts.quick ? 3 : 6),
+          variant: opts.variant,
+        });
+      } else if (suite === 'similar') {
+        // Embeddings of a network trained here cluster by class: precision@k against chance, end to end (bench/similar.ts).
+        result = await benchSimilar(ctx, {
+          variant: 'custom-w0.25-d0.25-r64',
+          patterns: ['checks', 'cross', 'disc', 'stripes'],
+          perLabel: opts.quick ? 40 : 120,
+          epochs: opts.quick ? 1 : 3,
+          stages: 3,
+          queriesPerLabel: opts.quick ? 8 : 20,
+          ks: [1, 5, 10],
         });
       } else if (suite === 'pipeline') {
         result = await benchPipeline(ctx, {
@@ -113,7 +134,7 @@ const program = new Command('bench')
       await mkdir('bench/results', { recursive: true });
       const file = join(
         'bench/results',
-        `${suite}${suite === 'pipeline' && opts.variant !== 'b0' ? `-${opts.variant}` : ''}${suite === 'pipeline' && opts.isolated ? '-isolated' : ''}.json`,
+        `${suite}${suite === 'pipeline' && opts.variant !== 'b0' ? `-${opts.variant}` : ''}${suite === 'pipeline' && opts.isolated ? '-isolated' : ''}${suite === 'pipeline' && opts.embeddings ? '-embeddings' : ''}.json`,
       );
       await writeFile(file, `${JSON.stringify({ suite, at: new Date().toISOString(), ...(result as object) }, null, 2)}\n`);
       process.stdout.write(`\nwritten ${file}\n${JSON.stringify((result as { summary?: unknown }).summary ?? {}, null, 2)}\n`);

@@ -26,7 +26,9 @@ import { openStack } from '../pipeline/aws/stack-handle.ts';
 import { Counters, silentLogger } from '../pipeline/log.ts';
 import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
 import type { MessageQueue, ObjectStore } from '../pipeline/ports.ts';
+import { unitVector } from '../pipeline/index-writes.ts';
 import { makeWorker } from '../pipeline/worker.ts';
+import { MemoryVectorIndex } from '../test/support/memory-vectors.ts';
 import { parseTiers, type TiersFile } from '../tiers/schema.ts';
 import { syntheticJpeg } from './images.ts';
 import { benchTiers, cpuMsSince, median, spawnLocalStack, writeBenchWeights, type BenchContext } from './util.ts';
@@ -38,6 +40,147 @@ export interface PipelineBenchOptions {
   variant: string;
   /** This process (engine, worker) on core 0; the stack (S3, SQS, router) on the other cores. */
   isolated?: boolean;
+}
+
+/**
+ * `pipeline --embeddings`: the worker's throughput with and without storing embeddings (issue 23:
+ * the features come out of the same inference; what is added is the second output's copy, the L2
+ * normalisation and one put per batch, written behind the next batch's inference). Three modes on
+ * the same stack, each draining its own third of the uploads: no vector index; an in-memory one
+ * (the worker's own cost, the index's CPU elsewhere, as S3 Vectors is on AWS); and the embedded
+ * stack's S3 Vectors stand-in over HTTP in this process (its CPU on the same cores too). The order
+ * rotates per run, so load drift on shared cores falls on every mode; each run's modes are compared
+ * with each other (paired), then the median over runs. Target: under 5 % slower.
+ */
+export async function benchEmbeddingsCost(ctx: BenchContext, opts: Omit<PipelineBenchOptions, 'isolated'>) {
+  const weightsDir = join(ctx.workDir, 'weights');
+  await writeBenchWeights(weightsDir, opts.variant);
+  const tiers = parseTiers(benchTiers(opts.batch, opts.variant));
+  const images = await Promise.all(Array.from({ length: 16 }, (_, i) => syntheticJpeg(640, 480, i + 1)));
+  type Mode = 'without' | 'memory' | 'with';
+  const rates: Record<Mode, number[]> = { without: [], memory: [], with: [] };
+  // CPU time per image of this process (worker, engine, and the stand-ins it talks to, the S3 Vectors one
+  // included): steadier than the rate on shared cores, and an upper bound on the worker's own share.
+  const cpu: Record<Mode, number[]> = { without: [], memory: [], with: [] };
+  const stored: number[] = [];
+  for (let r = 0; r < opts.runs; r++) {
+    // Rotated per run, so each mode takes each place in the order as often.
+    const modes: Mode[] = ['without', 'memory', 'with'];
+    for (const mode of modes.map((_, i) => modes[(i + r) % modes.length])) {
+      // A stack of its own per drain: a FIFO message group left in flight by the previous drain's
+      // worker would hold the next drain up for its visibility timeout.
+      const stack = await startEmbeddedStack({
+        dataDir: join(ctx.workDir, `emb-${r}-${mode}`),
+        tiers,
+        weightsDir,
+        engine: ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }),
+        log: silentLogger,
+        runWorkers: () => false,
+        s3Port: 0,
+        sqsPort: 0,
+      });
+      try {
+        const model = await stack.models.load(opts.variant);
+        await model.classifyWithFeatures?.([await decodeImage(images[0], model.resolution)]); // warm-up
+        const prefix = `bench/${r}/${mode}/`;
+        // Counted before the uploads: the router enqueues while they are still going.
+        const before = stack.counters.get('router.enqueued.bench');
+        for (let i = 0; i < opts.images; i += 32)
+          await Promise.all(
+            Array.from({ length: Math.min(32, opts.images - i) }, (_, j) =>
+              stack.s3.send(
+                new PutObjectCommand({
+                  Bucket: stack.bucket,
+                  Key: `${prefix}${i + j}.jpg`,
+                  Body: images[(i + j) % images.length],
+                  ContentType: 'image/jpeg',
+                }),
+              ),
+            ),
+          );
+        while (stack.counters.get('router.enqueued.bench') - before < opts.images) await new Promise((res) => setTimeout(res, 50));
+        const counters = new Counters();
+        const worker = makeWorker({
+          store: stack.store,
+          queue: stack.tierQueues.bench.queue,
+          tiers,
+          models: stack.models,
+          counters,
+          // 'memory': the worker's own cost (features, normalisation, the call), the index's CPU elsewhere
+          // as on AWS; 'with': the embedded stack's S3 Vectors stand-in over HTTP, in this process.
+          ...(mode === 'with' ? { vectors: stack.s3vectors.vectors } : mode === 'memory' ? { vectors: new MemoryVectorIndex() } : {}),
+          options: { batchSize: opts.batch, waitSeconds: 1 },
+        });
+        const t0 = performance.now();
+        const c0 = process.cpuUsage();
+        void worker.run();
+        while (counters.get('tagged') < opts.images) await new Promise((res) => setTimeout(res, 20));
+        const seconds = (performance.now() - t0) / 1000;
+        cpu[mode].push(cpuMsSince(c0) / opts.images);
+        await worker.stop();
+        rates[mode].push(opts.images / seconds);
+        if (mode !== 'without') stored.push(counters.get('vectors.stored'));
+        ctx.log(
+          `run ${r + 1}, ${mode} embeddings: ${opts.images} images in ${seconds.toFixed(2)} s = ${(opts.images / seconds).toFixed(1)} images/s, ${cpu[mode].at(-1)!.toFixed(1)} CPU-ms per image`,
+        );
+      } finally {
+        await stack.stop();
+      }
+    }
+  }
+  // The engine alone, interleaved batch by batch (steadier than whole drains on shared cores): the
+  // same session's inference with and without reading the features output, and the normalisation.
+  const engine = await ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }).load(join(weightsDir, opts.variant));
+  const decoded = await Promise.all(images.map((b) => decodeImage(b, engine.resolution)));
+  const batch = Array.from({ length: opts.batch }, (_, i) => decoded[i % decoded.length]);
+  await engine.classify(batch);
+  await engine.classifyWithFeatures!(batch);
+  const ms: Record<'classify' | 'withFeatures' | 'normalise', number[]> = { classify: [], withFeatures: [], normalise: [] };
+  for (let i = 0; i < 40; i++) {
+    for (const m of i % 2 ? (['classify', 'withFeatures'] as const) : (['withFeatures', 'classify'] as const)) {
+      const t0 = performance.now();
+      const out = m === 'classify' ? await engine.classify(batch) : await engine.classifyWithFeatures!(batch);
+      ms[m].push(performance.now() - t0);
+      if (m === 'withFeatures') {
+        const t1 = performance.now();
+        for (const o of out as { features: Float32Array }[]) unitVector(o.features);
+        ms.normalise.push(performance.now() - t1);
+      }
+    }
+  }
+  await engine.dispose();
+  const engineMs = { classify: median(ms.classify), withFeatures: median(ms.withFeatures), normalise: median(ms.normalise) };
+  ctx.log(
+    `engine, batch ${opts.batch}, interleaved ×40: classify ${engineMs.classify.toFixed(1)} ms, with features ${engineMs.withFeatures.toFixed(1)} ms (${(100 * (engineMs.withFeatures / engineMs.classify - 1)).toFixed(1)} %), normalising ${(engineMs.normalise / opts.batch).toFixed(3)} ms per image`,
+  );
+  const without = median(rates.without);
+  const withEmbeddings = median(rates.with);
+  const inMemory = median(rates.memory);
+  // Paired per run: each run's halves compared, then the median over runs.
+  const slowerThan = (m: Mode) => median(rates[m].map((w, i) => 1 - w / rates.without[i]));
+  const moreCpu = (m: Mode) => median(cpu[m].map((c, i) => c / cpu.without[i] - 1));
+  const pct = (v: number) => `${(100 * v).toFixed(1)} %`;
+  ctx.log(
+    `without embeddings ${without.toFixed(1)} images/s, ${median(cpu.without).toFixed(1)} CPU-ms per image; in-memory index ${inMemory.toFixed(1)}/s (paired: ${pct(slowerThan('memory'))} slower, ${pct(moreCpu('memory'))} more CPU); S3 Vectors stand-in ${withEmbeddings.toFixed(1)}/s (${pct(slowerThan('with'))} slower, ${pct(moreCpu('with'))} more CPU); target under 5 % slower`,
+  );
+  return {
+    variant: opts.variant,
+    images: opts.images,
+    batch: opts.batch,
+    runs: rates,
+    cpuMsPerImage: cpu,
+    vectorsStored: stored,
+    engineMsPerBatch: engineMs,
+    withoutImagesPerSecond: without,
+    memoryImagesPerSecond: inMemory,
+    withImagesPerSecond: withEmbeddings,
+    summary: {
+      engineWithFeatures: engineMs.withFeatures / engineMs.classify - 1,
+      memoryIndex: { slowerFraction: slowerThan('memory'), moreCpuFraction: moreCpu('memory') },
+      s3VectorsStandIn: { slowerFraction: slowerThan('with'), moreCpuFraction: moreCpu('with') },
+      target: 'with embeddings under 5 % slower',
+    },
+  };
 }
 
 export async function benchPipeline(ctx: BenchContext, opts: PipelineBenchOptions) {

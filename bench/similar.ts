@@ -1,0 +1,193 @@
+/**
+ * `npm run bench -- similar`: do the embeddings the pipeline stores put like with like? Pretrained
+ * weights cannot be downloaded here, so a network is trained here (`effitag train`'s core, from
+ * scratch on generated shape and texture classes: test/support/shapes.ts), and measured end to end
+ * through the mechanism: its artifact is a tier's `model:` on the embedded stack, new pictures of
+ * each class are uploaded through S3, the worker tags them and stores their embeddings (the S3
+ * Vectors stand-in), and `similar`'s core (pipeline/similar.ts) asks, for each picture, for its
+ * nearest. Precision@k: the share of the k nearest that are of the picture's own class, against
+ * chance (the share of the other pictures that are: (n − 1)/(N − 1) with n per class, N in all).
+ *
+ * The same network before training (random weights, BatchNorm statistics measured on the same kind
+ * of pictures) is measured the same way, to show what the training adds over colour and layout alone.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { ortEngine, WORKER_ORT_OPTIONS } from '../inference/ort-engine.ts';
+import { startEmbeddedStack } from '../local/stack.ts';
+import { silentLogger } from '../pipeline/log.ts';
+import { similarToObject } from '../pipeline/similar.ts';
+import { parseTiers } from '../tiers/schema.ts';
+import { loadArtifact, planFor, writeArtifact } from '../model/weights.ts';
+import { calibratedArtifact, writePatternDataset } from '../test/support/shapes.ts';
+import { folderSource } from '../training/dataset.ts';
+import { train } from '../training/train.ts';
+import type { BenchContext } from './util.ts';
+
+export interface SimilarBenchOptions {
+  variant: string;
+  patterns: string[];
+  /** Training pictures per class. */
+  perLabel: number;
+  /** Epochs per progressive stage (a fixed schedule, so the run's length is known). */
+  epochs: number;
+  stages: number;
+  /** New pictures per class, uploaded and queried. */
+  queriesPerLabel: number;
+  ks: number[];
+}
+
+interface Measured {
+  model: string;
+  precisionAt: Record<string, number>;
+  chance: number;
+  images: number;
+  meanSameClassScore: number;
+  meanOtherClassScore: number;
+}
+
+export async function benchSimilar(ctx: BenchContext, options: SimilarBenchOptions) {
+  const train_ = join(ctx.workDir, 'similar-train');
+  await writePatternDataset(train_, { patterns: options.patterns, perLabel: options.perLabel, size: 80, seed: 1 });
+  // New pictures (another seed): never seen in training.
+  const held = join(ctx.workDir, 'similar-new');
+  await writePatternDataset(held, { patterns: options.patterns, perLabel: options.queriesPerLabel, size: 80, seed: 99 });
+
+  const weights = join(ctx.workDir, 'similar-weights');
+  const started = performance.now();
+  const { report } = await train({
+    source: folderSource(train_),
+    name: 'shapes',
+    base: options.variant,
+    out: join(weights, 'shapes'),
+    epochs: options.epochs,
+    stages: options.stages,
+    log: (l) => ctx.log(`  train: ${l}`),
+  });
+  const trainSeconds = Math.round((performance.now() - started) / 1000);
+  ctx.log(
+    `trained ${options.variant} on ${options.patterns.length} classes: ${(100 * report.final.accuracy).toFixed(1)} % held out in ${trainSeconds} s`,
+  );
+
+  // The untrained baseline: the same architecture, random weights with measured BatchNorm, as a custom model
+  // of the same name elsewhere (so the tier and the queries are the same).
+  const untrainedDir = join(ctx.workDir, 'similar-untrained');
+  await calibratedArtifact(join(untrainedDir, 'base'), options.variant);
+  const trained = await loadArtifact(join(weights, 'shapes'));
+  const base = await loadArtifact(join(untrainedDir, 'base'));
+  // Its backbone, under the trained artifact's head and name: only the features differ.
+  const mixed = new Map(trained.weights);
+  for (const [name, w] of base.weights) if (mixed.has(name) && !/^predictions\//.test(name)) mixed.set(name, w);
+  await writeArtifact(
+    join(untrainedDir, 'shapes'),
+    planFor(trained.manifest),
+    mixed,
+    { kind: 'random', note: 'untrained backbone' },
+    trained.manifest.custom,
+  );
+
+  const trainedResult = await measure(ctx, weights, 'trained', held, options);
+  const untrainedResult = await measure(ctx, untrainedDir, 'untrained', held, options);
+  return {
+    options,
+    training: { accuracy: report.final.accuracy, seconds: trainSeconds, convergence: report.convergence },
+    trained: trainedResult,
+    untrained: untrainedResult,
+    summary: Object.fromEntries(
+      [trainedResult, untrainedResult].map((m) => [
+        m.model,
+        `${options.ks.map((k) => `P@${k} ${m.precisionAt[k].toFixed(3)}`).join(', ')} vs chance ${m.chance.toFixed(3)} (${m.images} images)`,
+      ]),
+    ),
+  };
+}
+
+async function measure(
+  ctx: BenchContext,
+  weightsDir: string,
+  label: string,
+  held: string,
+  options: SimilarBenchOptions,
+): Promise<Measured> {
+  const tiers = parseTiers({
+    version: 1,
+    tiers: {
+      shapes: {
+        variants: [options.variant],
+        model: 'shapes',
+        compute: { target: 'lambda-cpu', memoryMb: 2048 },
+        engine: 'ort',
+        batchSize: 8,
+        topK: 3,
+        minConfidence: 0,
+      },
+    },
+    routing: { default: { tier: 'shapes' } },
+  });
+  const stack = await startEmbeddedStack({
+    dataDir: join(ctx.workDir, `similar-stack-${label}`),
+    tiers,
+    weightsDir,
+    engine: ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }),
+    log: silentLogger,
+    s3Port: 0,
+    sqsPort: 0,
+  });
+  try {
+    const classOf = new Map<string, string>();
+    for (const cls of (await readdir(held)).sort())
+      for (const file of (await readdir(join(held, cls))).sort()) {
+        const key = `new/${cls}/${file}`;
+        classOf.set(key, cls);
+        await stack.s3.send(
+          new PutObjectCommand({ Bucket: stack.bucket, Key: key, Body: await readFile(join(held, cls, file)), ContentType: 'image/png' }),
+        );
+      }
+    const space = stack.models.marker('shapes');
+    // Wait for every embedding: the worker stores it with the tags.
+    const deadline = Date.now() + 30 * 60_000;
+    for (const key of classOf.keys())
+      while (!(await stack.s3vectors.vectors.get(space, { bucket: stack.bucket, key }))) {
+        if (Date.now() > deadline) throw new Error(`no embedding for ${key} after 30 minutes`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    const hitsAt: Record<string, number> = Object.fromEntries(options.ks.map((k) => [k, 0]));
+    let same = 0,
+      sameN = 0,
+      other = 0,
+      otherN = 0;
+    for (const [key, cls] of classOf) {
+      const { hits } = await similarToObject(
+        { index: stack.index, vectors: stack.s3vectors.vectors },
+        { bucket: stack.bucket, key },
+        { limit: Math.min(99, classOf.size - 1) },
+      );
+      for (const k of options.ks) hitsAt[k] += hits.slice(0, k).filter((h) => classOf.get(h.key) === cls).length / k;
+      for (const h of hits)
+        if (classOf.get(h.key) === cls) {
+          same += h.score;
+          sameN++;
+        } else {
+          other += h.score;
+          otherN++;
+        }
+    }
+    const n = classOf.size;
+    const perClass = n / options.patterns.length;
+    const result: Measured = {
+      model: label,
+      precisionAt: Object.fromEntries(options.ks.map((k) => [k, hitsAt[k] / n])),
+      chance: (perClass - 1) / (n - 1),
+      images: n,
+      meanSameClassScore: same / Math.max(1, sameN),
+      meanOtherClassScore: other / Math.max(1, otherN),
+    };
+    ctx.log(
+      `${label}: ${options.ks.map((k) => `precision@${k} ${result.precisionAt[k].toFixed(3)}`).join(', ')}; chance ${result.chance.toFixed(3)}; mean cosine same class ${result.meanSameClassScore.toFixed(3)}, other ${result.meanOtherClassScore.toFixed(3)}`,
+    );
+    return result;
+  } finally {
+    await stack.stop();
+  }
+}
