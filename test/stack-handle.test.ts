@@ -113,6 +113,32 @@ describe('stack handle: resolvers', () => {
     assert.throws(() => handleFromOutputs('Photos', { ...OUTPUTS, Tiers: '{' }), /its output Tiers is not JSON/);
   });
 
+  it("--profile as the AWS CLI has it: the clients take the profile's region unless one is named", async () => {
+    const config = join(await tempDir('effitag-aws-config-'), 'config');
+    writeFileSync(config, '[profile work]\nregion = ap-south-1\n');
+    const saved = {
+      AWS_REGION: process.env.AWS_REGION,
+      AWS_CONFIG_FILE: process.env.AWS_CONFIG_FILE,
+      AWS_PROFILE: process.env.AWS_PROFILE,
+    };
+    delete process.env.AWS_REGION;
+    delete process.env.AWS_PROFILE;
+    process.env.AWS_CONFIG_FILE = config;
+    const profiled = openStack(handleFromOutputs('Photos', OUTPUTS, { profile: 'work' }));
+    const named = openStack(handleFromOutputs('Photos', OUTPUTS, { profile: 'work', region: 'eu-west-1' }));
+    try {
+      assert.equal(await profiled.s3.config.region(), 'ap-south-1');
+      assert.equal(await profiled.dynamo.config.region(), 'ap-south-1');
+      assert.equal(await named.sqs.config.region(), 'eu-west-1');
+    } finally {
+      profiled.close();
+      named.close();
+      for (const [k, v] of Object.entries(saved))
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+    }
+  });
+
   it("a runtime's environment (the CDK contract) makes its handle: queues, index, weights, tiers", () => {
     const [tier] = Object.keys(TIERS.tiers);
     const env = {

@@ -27,10 +27,17 @@ export interface Endpoints {
  */
 const requestHandler = (silenceMs: number) => ({ connectionTimeout: 5_000, socketTimeout: silenceMs });
 
+/**
+ * The region: the given one, else AWS_REGION; with a profile (given, or AWS_PROFILE) left to the SDK,
+ * which reads the profile's, as the AWS CLI does; else us-east-1 (the embedded stack's).
+ */
+const regionOf = (e: Endpoints): string | undefined =>
+  e.region ?? process.env.AWS_REGION ?? (e.profile || process.env.AWS_PROFILE ? undefined : 'us-east-1');
+
 export function s3Client(e: Endpoints = {}): S3Client {
   return auditCalls(
     new S3Client({
-      region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      region: regionOf(e),
       ...(e.profile ? { profile: e.profile } : {}),
       maxAttempts: 4, // the SDK's own backoff for throttling and 5xx
       requestHandler: requestHandler(e.socketTimeoutMs ?? 120_000),
@@ -52,7 +59,7 @@ export function s3Client(e: Endpoints = {}): S3Client {
 export function sqsClient(e: Endpoints = {}): SQSClient {
   return auditCalls(
     new SQSClient({
-      region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      region: regionOf(e),
       ...(e.profile ? { profile: e.profile } : {}),
       maxAttempts: 4,
       requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
@@ -65,7 +72,7 @@ export function sqsClient(e: Endpoints = {}): SQSClient {
 export function dynamoClient(e: Endpoints = {}): DynamoDBClient {
   return auditCalls(
     new DynamoDBClient({
-      region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      region: regionOf(e),
       ...(e.profile ? { profile: e.profile } : {}),
       maxAttempts: 6, // on-demand tables throttle briefly when a new tag's partitions warm up
       requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
