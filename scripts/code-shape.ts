@@ -187,8 +187,12 @@ async function measure() {
   const partGraph = layers(parts, partEdges());
   const fileGraph = layers(sourceFiles, imports);
   const layerOf = partGraph.layer;
+  // An import that points up: into a part on the same layer or above (a part taken out of a cycle
+  // may end up below the part it imports after all; then its import points down and is not listed).
   const upward = [...imports].flatMap(([from, targets]) =>
-    [...targets].filter((to) => against.has(`${partOf(from)} ${partOf(to)}`)).map((to) => `${from} -> ${to}`),
+    [...targets]
+      .filter((to) => partOf(from) !== partOf(to) && (layerOf.get(partOf(to)) ?? 0) >= (layerOf.get(partOf(from)) ?? 0))
+      .map((to) => `${from} -> ${to}`),
   );
   const byLines = (a: Measured, b: Measured) => b.lines - a.lines;
   return {
