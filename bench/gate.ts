@@ -94,7 +94,10 @@ async function augment(bytes: Buffer, copies: number, rand: () => number): Promi
 export async function benchGate(
   ctx: BenchContext,
   opts: { variants: string[]; copies?: number; opsVariants?: boolean },
-): Promise<{ photos: string; photoCount: number; images: number; weights: string; rows: GateRow[] } | { unavailable: string }> {
+): Promise<
+  | { photos: string; photoCount: number; images: number; weights: string; rows: GateRow[]; failed?: { variant: string; error: string }[] }
+  | { unavailable: string }
+> {
   const dir = process.env.EFFITAG_GATE_PHOTOS ?? SKIMAGE_DATA;
   if (!existsSync(dir)) return { unavailable: `no photographs at ${dir} (apt-get install python3-skimage, or set EFFITAG_GATE_PHOTOS)` };
   const files = dir === SKIMAGE_DATA ? SKIMAGE_PHOTOS.filter((f) => existsSync(join(dir, f))) : await readdir(dir);
@@ -120,6 +123,7 @@ export async function benchGate(
   ctx.log(`gate: ${photoCount} photographs from ${dir} and ${copies} augmented copies of each (${images} images)`);
 
   const rows: GateRow[] = [];
+  const failed: { variant: string; error: string }[] = [];
   for (const variant of opts.variants) {
     const plan = planModel(variant);
     const floatDir = join(ctx.workDir, `gate-${variant}-float`);
@@ -135,7 +139,15 @@ export async function benchGate(
       })),
     );
     const net = buildNet(plan, randomWeights(plan, 1));
-    recalibrateBatchNorm(net, samples, master, plan.resolution, 16);
+    try {
+      // Batches of 8: tfjs's wasm heap aborted on B2 at 260 px in batches of 16 (2026-12-07).
+      recalibrateBatchNorm(net, samples, master, plan.resolution, 8);
+    } catch (err) {
+      disposeNet(net);
+      failed.push({ variant, error: `BatchNorm recalibration on tfjs failed: ${err instanceof Error ? err.message : String(err)}` });
+      ctx.log(`gate ${variant}: ${failed.at(-1)!.error}; skipped`);
+      continue;
+    }
     await writeArtifact(floatDir, plan, readWeights(net), {
       kind: 'random',
       note: 'gate benchmark: BatchNorm statistics measured on the photographs',
@@ -201,5 +213,6 @@ export async function benchGate(
     images,
     weights: 'random initialisation with BatchNorm statistics measured on these photographs (no pretrained weights can be downloaded here)',
     rows,
+    ...(failed.length ? { failed } : {}),
   };
 }

@@ -220,4 +220,27 @@ describe('tiers cost of an int8 tier', () => {
     assert.match(q.throughputSource!, /int8, 2\.00× float/);
     assert.ok(q.dollarsPerMillion! < f.dollarsPerMillion!);
   });
+
+  it('prefers the CPU-time ratio where the run measured one (wall time on a shared host is noisier)', () => {
+    const tier = (model?: string) => ({
+      variants: ['b0'],
+      ...(model ? { model } : {}),
+      compute: { target: 'lambda-cpu', memoryMb: 3538 },
+      engine: 'ort',
+      batchSize: 8,
+    });
+    const config = parseTiers({
+      version: 1,
+      tiers: { float: tier(), int8: tier('b0-int8') },
+      routing: { default: { tier: 'float' }, rules: [] },
+    });
+    const bench: BenchFile = {
+      machine: { cpus: 2 },
+      rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
+      int8: { rows: [{ variant: 'b0', int8OverFloat: 2, int8OverFloatCpu: 1.5 }] },
+    };
+    const rows = estimateCosts(config, bench).rows;
+    const [f, q] = ['float', 'int8'].map((t) => rows.find((r) => r.tier === t)!);
+    assert.ok(Math.abs(q.imagesPerSecond! / f.imagesPerSecond! - 1.5) < 1e-9, `${q.imagesPerSecond} vs ${f.imagesPerSecond}`);
+  });
 });

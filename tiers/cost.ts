@@ -54,8 +54,11 @@ export interface BenchFile {
   rows: BenchRow[];
   decode?: DecodeRow[];
   /** The int8 engine over the float one, paired (bench/int8.ts), where the run measured it. */
-  int8?: { rows: { variant: string; int8OverFloat: number }[] };
+  int8?: { rows: Int8Ratio[] };
 }
+
+/** A variant's int8 speed-up: wall time, and (newer runs) CPU time per image, which other load on a shared host disturbs less. */
+type Int8Ratio = { variant: string; int8OverFloat: number; int8OverFloatCpu?: number };
 
 /** The committed int8 run (`npm run bench -- int8`): int8 tiers are priced as the float row × its ratio. */
 export const REFERENCE_INT8 = fileURLToPath(new URL('../bench/reference/int8.json', import.meta.url));
@@ -64,12 +67,13 @@ function int8Speedup(bench: BenchFile | undefined, variant: string): number | un
   let rows = bench?.int8?.rows;
   if (!rows) {
     try {
-      rows = (JSON.parse(readFileSync(REFERENCE_INT8, 'utf8')) as { rows: { variant: string; int8OverFloat: number }[] }).rows;
+      rows = (JSON.parse(readFileSync(REFERENCE_INT8, 'utf8')) as { rows: Int8Ratio[] }).rows;
     } catch {
       return undefined;
     }
   }
-  return rows.find((r) => r.variant === variant)?.int8OverFloat;
+  const row = rows.find((r) => r.variant === variant);
+  return row?.int8OverFloatCpu ?? row?.int8OverFloat;
 }
 
 export interface CostRow {
