@@ -18,7 +18,14 @@ import { sqsClient, type Endpoints } from '../pipeline/aws/clients.ts';
 import { type DynamoTagIndex, ensureIndexTable } from '../pipeline/aws/dynamo-index.ts';
 import { checkWeights, ensureEmbeddedCredentials, INDEX_TABLE, type EmbeddedCredentials, QUEUE_NAMES } from '../pipeline/aws/wiring.ts';
 import { credentialsFile } from '../pipeline/aws/local-credentials.ts';
-import { EMBEDDED_STACK, openStack, removeStackFile, type StackHandle, writeStackFile } from '../pipeline/aws/stack-handle.ts';
+import {
+  EMBEDDED_STACK,
+  openStack,
+  refuseSecondStack,
+  removeStackFile,
+  type StackHandle,
+  writeStackFile,
+} from '../pipeline/aws/stack-handle.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { Counters, jsonLogger, type Logger } from '../pipeline/log.ts';
 import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
@@ -309,6 +316,8 @@ function pollIntake(intake: SqsQueue, router: Router, log: Logger): { stop(): Pr
 }
 
 export async function startEmbeddedStack(options: EmbeddedStackOptions): Promise<EmbeddedStack> {
+  // Before anything listens or opens the folder: one stack per data directory.
+  refuseSecondStack(options.dataDir);
   const host = options.host ?? '127.0.0.1';
   const log = options.log ?? jsonLogger();
   const counters = new Counters();

@@ -17,8 +17,8 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { chmodSync, existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { loadTiers } from '../../tiers/load.ts';
 import { parseTiers, type TiersFile } from '../../tiers/schema.ts';
@@ -264,6 +264,41 @@ const alive = (pid: number): boolean => {
   }
 };
 
+/**
+ * Before a start: another process's stack running on `dataDir` is refused in one line. Two stacks on
+ * one folder would share its objects, journal and index (dynalite's second open crashed the second
+ * with a stack trace), and the second's handle would hide the first's. A handle that is stale,
+ * garbled or this process's own (a test's restart) is no obstacle: the start replaces it.
+ */
+export function refuseSecondStack(dataDir: string): void {
+  let running: z.infer<typeof HandleFile>;
+  try {
+    running = HandleFile.parse(JSON.parse(readFileSync(stackFile(dataDir), 'utf8')));
+  } catch {
+    return;
+  }
+  if (running.pid === process.pid || !alive(running.pid)) return;
+  throw new Error(
+    `an embedded stack is already running for ${resolve(dataDir)} (process ${running.pid}, S3 at ${running.handle.endpoints.s3 ?? '?'}): use that one, stop it first, or start this one with another --data`,
+  );
+}
+
+/**
+ * The data directory a command looks for the embedded stack in: EFFITAG_DATA_DIR, else the nearest
+ * `.effitag/data` holding a handle, from the working directory up, as git finds its repository.
+ * `npm start` runs at the project's root whatever folder it is typed in, so without this a command
+ * typed in a subfolder (`cd photos && npx effitag tag .`) said no stack was running. None found:
+ * `.effitag/data` here, which the "not running" line names.
+ */
+export function embeddedDataDir(env: NodeJS.ProcessEnv = process.env, cwd: string = process.cwd()): string {
+  if (env.EFFITAG_DATA_DIR !== undefined) return defaultDataDir(env);
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    const candidate = join(dir, '.effitag', 'data');
+    if (existsSync(stackFile(candidate))) return candidate;
+    if (dirname(dir) === dir) return resolve(cwd, '.effitag', 'data');
+  }
+}
+
 /** The running embedded stack of `dataDir` (EFFITAG_DATA_DIR, else .effitag/data); one clear line when there is none. */
 export function resolveEmbeddedStack(dataDir: string = defaultDataDir()): StackHandle {
   const file = stackFile(dataDir);
@@ -302,7 +337,7 @@ export interface StackSelection extends AwsSelection {
 /** The stack the CLI was pointed at: the embedded stack unless a deployed stack is named. */
 export async function resolveStackHandle(sel: StackSelection = {}, env: NodeJS.ProcessEnv = process.env): Promise<StackHandle> {
   const name = sel.stack || env.EFFITAG_STACK || EMBEDDED_STACK;
-  if (name === EMBEDDED_STACK) return resolveEmbeddedStack(defaultDataDir(env));
+  if (name === EMBEDDED_STACK) return resolveEmbeddedStack(embeddedDataDir(env));
   return resolveDeployedStack(name, {
     region: sel.region || env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined,
     profile: sel.profile || env.AWS_PROFILE || undefined,
