@@ -124,8 +124,13 @@ class VectorSpace {
     return this.slots.size;
   }
 
-  private grow(min: number): void {
-    const capacity = Math.max(min, Math.ceil(this.keyOf.length * 1.5), 64);
+  /** Room for `slots` vectors at once (a snapshot's), instead of growing by half again and again. */
+  reserve(slots: number): void {
+    if (slots * this.config.dimension > this.data.length) this.grow(slots, 1);
+  }
+
+  private grow(min: number, factor = 1.5): void {
+    const capacity = Math.max(min, Math.ceil(this.keyOf.length * factor), 64);
     const data = new Float32Array(capacity * this.config.dimension);
     data.set(this.data);
     this.data = data;
@@ -414,10 +419,15 @@ class Disk {
     space.gen = state.gen;
     const header = JSON.parse(readFileSync(join(dir, `snapshot.${state.gen}.json`), 'utf8')) as SnapshotHeader;
     const raw = readFileSync(join(dir, `snapshot.${state.gen}.f32`));
-    const data = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+    // A view of the file's bytes when aligned (no second copy of every vector while loading).
+    const data =
+      raw.byteOffset % 4 === 0
+        ? new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4)
+        : new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
     const d = state.config.dimension;
     const graphFile = join(dir, `graph.${state.gen}.usearch`);
     const haveGraph = header.keys.length > 0 && existsSync(graphFile);
+    space.reserve(header.slots.reduce((m, s) => Math.max(m, s + 1), 0));
     space.put(
       header.keys.map((key, i) => ({ key, data: data.subarray(i * d, (i + 1) * d), metadata: header.metadata[i] ?? undefined })),
       !haveGraph,
