@@ -480,9 +480,11 @@ export async function startS3Server(options: S3ServerOptions): Promise<RunningS3
   // s3rver passes net's listen a callback, which is a 'listening' listener: a port in use was an
   // unhandled 'error' event (a stack trace, the process gone). Given a callback it returns the server,
   // so its bind error can reject here and reach the CLI's one line, as SQS's and DynamoDB's do.
-  const listen = server.listen.bind(server) as (...args: unknown[]) => import('node:http').Server;
-  (server as unknown as { listen: (...args: unknown[]) => Promise<import('node:http').Server> }).listen = (...args) =>
-    new Promise((resolveListen, rejectListen) => {
+  type HttpServer = import('node:http').Server;
+  const listening = server as unknown as { listen: (...args: unknown[]) => unknown };
+  const listen = listening.listen.bind(server) as (...args: unknown[]) => HttpServer;
+  listening.listen = (...args) =>
+    new Promise<HttpServer>((resolveListen, rejectListen) => {
       const http = listen(...args, () => {
         http.off('error', rejectListen);
         resolveListen(http);
