@@ -5,6 +5,7 @@
  * (pipeline/aws/stack-handle.ts): no command has a flag of its own for endpoints, queues or tables.
  */
 import { type Command, Option } from 'commander';
+import { S3VectorIndex, s3VectorsClient } from '../pipeline/aws/s3-vectors.ts';
 import {
   EMBEDDED_STACK,
   type OpenStack,
@@ -13,6 +14,7 @@ import {
   type StackHandle,
   type StackSelection,
 } from '../pipeline/aws/stack-handle.ts';
+import type { VectorIndex } from '../pipeline/ports.ts';
 
 export function addStackOptions(program: Command): Command {
   return program
@@ -56,4 +58,19 @@ export function stackArgs(command: Command): string[] {
     ...(s.region ? ['--region', s.region] : []),
     ...(s.profile ? ['--profile', s.profile] : []),
   ];
+}
+
+/**
+ * The stack's vector index (an open stack that carries one, or its vector bucket), or undefined when
+ * it keeps none. Reading (similar, dupes, the gallery), a missing index is "no vectors of that model",
+ * never created; writing (`backfill --embeddings`), a model's index is created on first use, as the
+ * worker's is.
+ */
+export function stackVectors(conn: OpenStack, mode: 'read' | 'write' = 'read'): VectorIndex | undefined {
+  const carried = (conn as OpenStack & { vectors?: VectorIndex }).vectors;
+  if (carried) return carried;
+  const { handle } = conn;
+  if (!handle.vectorBucket) return undefined;
+  const client = s3VectorsClient({ region: handle.region, endpoint: handle.endpoints.s3vectors, credentials: handle.credentials });
+  return new S3VectorIndex({ client, vectorBucket: handle.vectorBucket, createIndexes: mode === 'write' });
 }

@@ -5,32 +5,14 @@
  */
 import { parseS3Url } from '../../base/s3-url.ts';
 import type { Command } from 'commander';
-import { S3VectorIndex, s3VectorsClient } from '../../pipeline/aws/s3-vectors.ts';
-import type { OpenStack } from '../../pipeline/aws/stack-handle.ts';
 import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, findDupes } from '../../pipeline/dupes.ts';
-import type { VectorIndex } from '../../pipeline/ports.ts';
 import { parseNumber, table } from '../format.ts';
-import { openCommandStack } from '../stack.ts';
+import { openCommandStack, stackVectors } from '../stack.ts';
 
 interface DupesCli {
   maxDistance: number;
   minScore: number;
   json?: boolean;
-}
-
-/** The stack's vector index, when it has one (an open stack that carries one, or its vector bucket). */
-export function stackVectors(conn: OpenStack): VectorIndex | undefined {
-  const carried = (conn as OpenStack & { vectors?: VectorIndex }).vectors;
-  if (carried) return carried;
-  const { handle } = conn;
-  if (!handle.vectorBucket) return undefined;
-  const client = s3VectorsClient({
-    region: handle.region,
-    endpoint: handle.endpoints.s3vectors,
-    credentials: handle.credentials && { accessKeyId: handle.credentials.accessKeyId, secretAccessKey: handle.credentials.secretAccessKey },
-  });
-  // Reading only: a missing index is "no vectors of that model", never created here.
-  return new S3VectorIndex({ client, vectorBucket: handle.vectorBucket, createIndexes: false });
 }
 
 export function registerDupesCommand(program: Command): void {

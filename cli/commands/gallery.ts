@@ -3,8 +3,7 @@ import { parseS3Url } from '../../base/s3-url.ts';
 import type { Command } from 'commander';
 import { startGallery } from '../../gallery/server.ts';
 import { EMBEDDED_PORTS } from '../../pipeline/aws/wiring.ts';
-import { openCommandStack } from '../stack.ts';
-import { stackVectors } from './dupes.ts';
+import { openCommandStack, stackVectors } from '../stack.ts';
 import { parseNumber, printable } from '../format.ts';
 
 interface GalleryCli {

@@ -10,7 +10,6 @@ import { messageOf } from '../../base/errors.ts';
 import { parseS3Url } from '../../base/s3-url.ts';
 import { createEngine } from '../../inference/engines.ts';
 import { cacheDir } from '../../model/cache-dir.ts';
-import { S3VectorIndex, s3VectorsClient } from '../../pipeline/aws/s3-vectors.ts';
 import { syncModel } from '../../pipeline/aws/s3-weights.ts';
 import { type OpenStack, stackTiers } from '../../pipeline/aws/stack-handle.ts';
 import { directoryCatalog, type ModelCatalog } from '../../pipeline/models.ts';
@@ -28,27 +27,13 @@ import {
   similarToVector,
 } from '../../pipeline/similar.ts';
 import { parseNumber, printable, table } from '../format.ts';
-import { openCommandStack } from '../stack.ts';
+import { openCommandStack, stackVectors } from '../stack.ts';
 
 interface SimilarCli {
   image?: string;
   limit: number;
   minScore?: number;
   json?: boolean;
-}
-
-/**
- * The stack's vector index (an open stack that carries one, or its vector bucket), or undefined when
- * it keeps none. Reading, a missing index is "no vectors of that model", never created; writing
- * (`backfill --embeddings`), a model's index is created on first use, as the worker's is.
- */
-export function stackVectors(conn: OpenStack, mode: 'read' | 'write' = 'read'): VectorIndex | undefined {
-  const carried = (conn as OpenStack & { vectors?: VectorIndex }).vectors;
-  if (carried) return carried;
-  const { handle } = conn;
-  if (!handle.vectorBucket) return undefined;
-  const client = s3VectorsClient({ region: handle.region, endpoint: handle.endpoints.s3vectors, credentials: handle.credentials });
-  return new S3VectorIndex({ client, vectorBucket: handle.vectorBucket, createIndexes: mode === 'write' });
 }
 
 function readVectors(conn: OpenStack): VectorIndex {
