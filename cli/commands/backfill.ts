@@ -16,12 +16,12 @@ import {
 import { stackTiers } from '../../pipeline/aws/stack-handle.ts';
 import { backfillEmbeddings, type EmbeddingsBackfillReport } from '../../pipeline/embeddings-backfill.ts';
 import { indexExisting, pruneIndex } from '../../pipeline/index-backfill.ts';
-import { stackCatalog, stackVectors } from './similar.ts';
+import { stackCatalog } from './similar.ts';
 import { Counters, jsonLogger } from '../../pipeline/log.ts';
 import { makeRouter } from '../../pipeline/router.ts';
 import { estimateCosts, readBenchFile, REFERENCE_BENCH } from '../../tiers/cost.ts';
 import { parseNumber, table } from '../format.ts';
-import { commandStack, openCommandStack } from '../stack.ts';
+import { commandStack, openCommandStack, stackVectors } from '../stack.ts';
 
 interface BackfillCli {
   tier?: string;
@@ -223,15 +223,20 @@ export function registerBackfillCommand(program: Command): void {
     });
 }
 
+/** A mode that takes none of `keys`: those given are named in one line (`why; it does not take --a, --b`). */
+function refuseOptions(opts: BackfillCli, keys: readonly (keyof BackfillCli)[], why: string): void {
+  const refused = keys.filter((k) => opts[k]);
+  if (refused.length)
+    throw new Error(`${why}; it does not take ${refused.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
+}
+
 /** `backfill --embeddings`: vectors and hashes for objects tagged before they were kept (pipeline/embeddings-backfill.ts). */
 async function embeddingsBackfill(bucket: string, prefix: string, opts: BackfillCli, command: Command): Promise<void> {
-  const refused = (['remote', 'tier', 'onlyMissing', 'modelOlderThan', 'retryFailed', 'resume', 'rate', 'since', 'until'] as const).filter(
-    (k) => opts[k],
+  refuseOptions(
+    opts,
+    ['remote', 'tier', 'onlyMissing', 'modelOlderThan', 'retryFailed', 'resume', 'rate', 'since', 'until'],
+    '--embeddings adds to what is tagged',
   );
-  if (refused.length)
-    throw new Error(
-      `--embeddings adds to what is tagged; it does not take ${refused.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`,
-    );
   const conn = await openCommandStack(command);
   const { config: tiers } = stackTiers(conn.handle, opts.tiers);
   const models = await stackCatalog(conn, tiers);
@@ -277,13 +282,11 @@ async function embeddingsBackfill(bucket: string, prefix: string, opts: Backfill
 
 /** `backfill --index`: the index from metadata, with a progress bar; exit 1 on errors. */
 async function indexBackfill(bucket: string, prefix: string, opts: BackfillCli, command: Command): Promise<void> {
-  const refused = (['dryRun', 'remote', 'tier', 'onlyMissing', 'modelOlderThan', 'retryFailed', 'resume', 'rate'] as const).filter(
-    (k) => opts[k],
+  refuseOptions(
+    opts,
+    ['dryRun', 'remote', 'tier', 'onlyMissing', 'modelOlderThan', 'retryFailed', 'resume', 'rate'],
+    '--index reads metadata only',
   );
-  if (refused.length)
-    throw new Error(
-      `--index reads metadata only; it does not take ${refused.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`,
-    );
   const conn = await openCommandStack(command);
   const index = conn.requireIndex();
   const bar =
