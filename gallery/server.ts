@@ -26,6 +26,7 @@ import { listDeadLetters } from '../pipeline/dead-letters.ts';
 import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, DupesError, findDupes } from '../pipeline/dupes.ts';
 import { type MessageQueue, type ObjectHead, type ObjectStore, StoreError, type VectorIndex } from '../pipeline/ports.ts';
 import { FAILED_TAG, headlineTags, type TagIndex } from '../pipeline/tag-index.ts';
+import { MAX_LIMIT, SimilarError, type SimilarReport, similarToObject } from '../pipeline/similar.ts';
 import { refusal } from './request-guard.ts';
 
 const PAGE = readFileSync(new URL('./page.html', import.meta.url), 'utf8');
@@ -253,30 +254,29 @@ export function galleryHandler(
     };
   }
 
-  /** The images most like one: its own vector, queried in its model's space; itself left out. */
+  /** The images most like one (pipeline/similar.ts): its own vector, queried in its model's space; itself left out. */
   async function similar(url: URL) {
     const key = url.searchParams.get('key') ?? '';
     const problem = key ? (Buffer.byteLength(key) > 1024 ? 'key longer than 1,024 bytes' : undefined) : 'key required';
     if (problem) throw new BadRequest(problem);
     const limitParam = url.searchParams.get('limit') || undefined;
     const limit = limitParam === undefined ? PAGE_SIZE : Number(limitParam);
-    if (!(Number.isInteger(limit) && limit >= 1 && limit <= 99))
-      throw new BadRequest(`limit must be an integer from 1 to 99, got "${limitParam}"`);
+    // Checked here too, to name the query parameter (the core's message names the CLI's --limit).
+    if (!(Number.isInteger(limit) && limit >= 1 && limit <= MAX_LIMIT))
+      throw new BadRequest(`limit must be an integer from 1 to ${MAX_LIMIT}, got "${limitParam}"`);
     if (!deps.vectors) throw new BadRequest('this stack keeps no image embeddings (no vector index): Similar is not available');
-    const record = await deps.index.get(deps.bucket, key);
-    if (!record || record.failed) throw new BadRequest(`${key} is not indexed (not tagged yet, or its tagging failed)`);
-    const vector = await deps.vectors.get(record.marker, { bucket: deps.bucket, key });
-    if (!vector) throw new BadRequest(`${key} has no embedding under its model ${record.marker} (tagged before embeddings were kept)`);
-    const found = await deps.vectors.query(record.marker, vector, { limit: limit + 1, bucket: deps.bucket });
-    const hits = found
-      .filter((h) => h.key !== key)
-      .slice(0, limit)
-      .sort((a, b) => b.score - a.score);
+    let report: SimilarReport;
+    try {
+      report = await similarToObject({ index: deps.index, vectors: deps.vectors }, { bucket: deps.bucket, key }, { limit });
+    } catch (err) {
+      if (err instanceof SimilarError) throw new BadRequest(err.message);
+      throw err;
+    }
     return {
       bucket: deps.bucket,
       key,
-      model: record.marker,
-      hits: await Promise.all(hits.map(async (h) => ({ ...(await shown(h.key)), score: h.score }))),
+      model: report.space,
+      hits: await Promise.all(report.hits.map(async (h) => ({ ...(await shown(h.key)), score: h.score }))),
     };
   }
 

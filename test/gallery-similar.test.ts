@@ -117,10 +117,14 @@ describe('gallery: Similar and Duplicates in headless Chromium', { skip }, () =>
     });
     const res = await page.request.get(`${gallery.url}api/similar?key=old.jpg`);
     assert.equal(res.status(), 400);
-    assert.match((await res.json()).error, /old\.jpg has no embedding under its model b0@cafe/);
+    // similar's core's message (pipeline/similar.ts), as the CLI gives it: the object, its model, the remedy.
+    assert.match(
+      (await res.json()).error,
+      /\/old\.jpg has no embedding under the model that tagged it \(b0@cafe\).*effitag backfill --embeddings/,
+    );
     await page.goto(`${gallery.url}?similar=old.jpg`);
     await page.waitForSelector('#summary .error');
-    assert.match((await page.textContent('#summary')) ?? '', /Similar failed: old\.jpg has no embedding/);
+    assert.match((await page.textContent('#summary')) ?? '', /Similar failed: s3:\/\/[^/]+\/old\.jpg has no embedding/);
   });
 
   it('"Duplicates" shows the exact group and the near group, each image once per group, with thumbnails', async () => {
