@@ -8,7 +8,7 @@ import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createEngine, ENGINE_NAMES } from '../../inference/engines.ts';
 import { WORKER_ORT_OPTIONS } from '../../inference/ort-engine.ts';
 import { defaultWeightsDir, EMBEDDED_PORTS, defaultDataDir, LOCAL_TIERS_FILE, QUEUE_NAMES } from '../../pipeline/aws/wiring.ts';
-import type { OpenStack } from '../../pipeline/aws/stack-handle.ts';
+import { type OpenStack, requireStackBucket } from '../../pipeline/aws/stack-handle.ts';
 import { jsonLogger, type Level } from '../../pipeline/log.ts';
 import { decodeTags, KEYS } from '../../pipeline/marker.ts';
 import { MissingWeightsError } from '../../pipeline/models.ts';
@@ -224,12 +224,13 @@ function registerTag(program: Command): void {
     .option('--timeout <s>', 'seconds to wait for tags', parseNumber('--timeout', 1, 3600), 120)
     .option('--json', 'print one JSON object per image')
     .action(async (paths: string[], o: { bucket?: string; prefix: string; timeout: number; json?: boolean }, command: Command) => {
+      // The files first: a mistyped path is named before the stack is even looked for.
+      const files = (await Promise.all(paths.map(expand))).flat();
+      if (files.length === 0) throw new Error('no files to upload');
       const { s3, handle } = await openCommandStack(command);
       const bucket = o.bucket ?? handle.buckets[0];
       if (!bucket) throw new Error(`which bucket? stack ${handle.name} names none: pass --bucket`);
       const opts = { ...o, bucket };
-      const files = (await Promise.all(paths.map(expand))).flat();
-      if (files.length === 0) throw new Error('no files to upload');
       const uploads = await Promise.all(
         files.map(async ({ file, base }) => {
           const key = `${opts.prefix}${relative(base, file).split('\\').join('/')}`;
@@ -273,6 +274,7 @@ function registerShow(program: Command): void {
     .action(async (url: string, opts: { json?: boolean }, command: Command) => {
       const { bucket, key } = parseS3Object(url);
       const conn = await openCommandStack(command);
+      requireStackBucket(conn.handle, bucket);
       const h = await conn.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).catch((err) => {
         // A HEAD's 404 has no body, so the SDK can only call it NotFound (AWS) or UnknownError.
         if (err?.$metadata?.httpStatusCode === 404) throw new Error(`no such object s3://${bucket}/${key}`);
@@ -334,7 +336,10 @@ function print(json: boolean | undefined, file: string | undefined, url: string,
 }
 
 async function expand(path: string): Promise<{ file: string; base: string }[]> {
-  const s = await stat(path);
+  // A missing or unreadable path is one line naming it (not Node's "ENOENT: …, stat '…'").
+  const s = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`cannot read ${path}: ${FS_ERRORS[err.code ?? ''] ?? messageOf(err)}`);
+  });
   if (!s.isDirectory()) return [{ file: path, base: resolve(path, '..') }];
   const out: { file: string; base: string }[] = [];
   const walk = async (dir: string) => {
@@ -347,6 +352,13 @@ async function expand(path: string): Promise<{ file: string; base: string }[]> {
   await walk(path);
   return out;
 }
+
+const FS_ERRORS: Record<string, string> = {
+  ENOENT: 'no such file or directory',
+  EACCES: 'permission denied',
+  ENOTDIR: 'a folder on its path is a file',
+  ELOOP: 'too many symbolic links',
+};
 
 const TYPES: Record<string, string> = {
   jpg: 'image/jpeg',

@@ -2,6 +2,7 @@
 import { parseS3Url } from '../../base/s3-url.ts';
 import type { Command } from 'commander';
 import { normalizeTag, suggestTags } from '../../model/tag-hierarchy.ts';
+import { requireStackBucket } from '../../pipeline/aws/stack-handle.ts';
 import { openCommandStack } from '../stack.ts';
 import { FAILED_TAG, headlineTags, type SearchHit } from '../../pipeline/tag-index.ts';
 import { parseNumber, printable, table } from '../format.ts';
@@ -45,6 +46,7 @@ export function registerSearchCommand(program: Command): void {
         }
       const conn = await openCommandStack(command);
       try {
+        requireStackBucket(conn.handle, bucket);
         const index = conn.requireIndex();
         const hits: SearchHit[] = [];
         let cursor = opts.cursor;

@@ -235,6 +235,18 @@ export class StackNotRunningError extends Error {
 }
 
 /**
+ * A command's bucket checked against the embedded stack's: that stack tags only the bucket(s) its
+ * handle names, so a search or look-up elsewhere would answer "nothing found" for a mistyped name.
+ * Deployed stacks are not checked (their role may read other buckets, which the SDK's error names).
+ */
+export function requireStackBucket(handle: StackHandle, bucket: string): void {
+  if (handle.kind !== 'embedded' || handle.buckets.length === 0 || handle.buckets.includes(bucket)) return;
+  throw new Error(
+    `the embedded stack does not tag s3://${bucket}: it tags ${handle.buckets.map((b) => `s3://${b}`).join(', ')} (npm start -- --bucket NAME runs one for another)`,
+  );
+}
+
+/**
  * Written by the embedded stack once it is up: temporary file (0600) renamed into place, so a reader
  * never sees half of it and nobody but the owner reads the key pair in it. `pid` defaults to this process.
  */
