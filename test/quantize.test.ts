@@ -195,19 +195,21 @@ describe('int8 weight range', () => {
 });
 
 describe('tiers cost of an int8 tier', () => {
+  /** Two tiers alike but for the model: b0 and its int8 model. */
+  const tier = (model?: string) => ({
+    variants: ['b0'],
+    ...(model ? { model } : {}),
+    compute: { target: 'lambda-cpu', memoryMb: 3538 },
+    engine: 'ort',
+    batchSize: 8,
+  });
+  const config = parseTiers({
+    version: 1,
+    tiers: { float: tier(), int8: tier('b0-int8') },
+    routing: { default: { tier: 'float' }, rules: [] },
+  });
+
   it('prices model NAME-int8 from the float row times the measured int8 ratio', () => {
-    const tier = (model?: string) => ({
-      variants: ['b0'],
-      ...(model ? { model } : {}),
-      compute: { target: 'lambda-cpu', memoryMb: 3538 },
-      engine: 'ort',
-      batchSize: 8,
-    });
-    const config = parseTiers({
-      version: 1,
-      tiers: { float: tier(), int8: tier('b0-int8') },
-      routing: { default: { tier: 'float' }, rules: [] },
-    });
     const bench: BenchFile = {
       machine: { cpus: 2 },
       rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
@@ -222,18 +224,6 @@ describe('tiers cost of an int8 tier', () => {
   });
 
   it('prefers the CPU-time ratio where the run measured one (wall time on a shared host is noisier)', () => {
-    const tier = (model?: string) => ({
-      variants: ['b0'],
-      ...(model ? { model } : {}),
-      compute: { target: 'lambda-cpu', memoryMb: 3538 },
-      engine: 'ort',
-      batchSize: 8,
-    });
-    const config = parseTiers({
-      version: 1,
-      tiers: { float: tier(), int8: tier('b0-int8') },
-      routing: { default: { tier: 'float' }, rules: [] },
-    });
     const bench: BenchFile = {
       machine: { cpus: 2 },
       rows: [{ engine: 'ort', variant: 'b0', batch: 8, imagesPerSecond: 100 }],
