@@ -13,11 +13,11 @@ import { sqsClient } from '../pipeline/aws/clients.ts';
 import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
 import { SqsQueue } from '../pipeline/aws/sqs-queue.ts';
 import { listDeadLetters, redriveDeadLetters } from '../pipeline/dead-letters.ts';
-import { type MessageQueue, type ObjectStore, StoreError } from '../pipeline/ports.ts';
+import type { MessageQueue } from '../pipeline/ports.ts';
 import { DEAD_LETTER_ATTRIBUTES, makeWorker } from '../pipeline/worker.ts';
 import { parseTiers } from '../tiers/schema.ts';
 import { gradientImage } from './support/fixtures.ts';
-import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
+import { denyingStore, fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
 
 const TIERS = parseTiers({
   version: 1,
@@ -37,19 +37,6 @@ const task = (key: string, eTag: string, size: number) =>
     source: 'upload',
     enqueuedAt: '2026-12-07T00:00:00Z',
   });
-
-/** Downloads are refused (a missing permission): every task fails until its last receive. */
-const denying = (s: ObjectStore): ObjectStore => ({
-  head: (r) => s.head(r),
-  getRange: (...a) => s.getRange(...a),
-  get: async () => {
-    throw new StoreError('denied', 'GET: AccessDenied (HTTP 403)');
-  },
-  replaceMetadata: (...a) => s.replaceMetadata(...a),
-  getTags: (r) => s.getTags(r),
-  putTags: (...a) => s.putTags(...a),
-  list: (...a) => s.list(...a),
-});
 
 const depthOf = async (q: MessageQueue) => {
   const { visible, inFlight, delayed, total } = await q.depth();
@@ -73,7 +60,7 @@ async function deadLettered() {
   const deadLetter = await source.deadLetterQueue();
   assert.equal(deadLetter?.queue, dlq);
   const worker = makeWorker({
-    store: denying(store),
+    store: denyingStore(store),
     queue: source,
     tiers: TIERS,
     models: fixedCatalog({ topClass: 1 }),

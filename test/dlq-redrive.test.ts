@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { EmbeddedStack } from '../local/stack.ts';
 import { redriveDeadLetters } from '../pipeline/dead-letters.ts';
-import { StoreError, type ObjectStore, type QueueMessage } from '../pipeline/ports.ts';
+import type { QueueMessage } from '../pipeline/ports.ts';
 import { taskMessage, type Task } from '../pipeline/task.ts';
 import { DEAD_LETTER_ATTRIBUTES, makeWorker } from '../pipeline/worker.ts';
 import type { TiersFile } from '../tiers/schema.ts';
@@ -17,7 +17,7 @@ import { parseTiers } from '../tiers/schema.ts';
 import { runEffitag } from './support/effitag-local.ts';
 import { gradientImage } from './support/fixtures.ts';
 import { put, startTestStack, waitFor } from './support/local-stack.ts';
-import { DEDUPLICATION_WINDOW_MS, fixedCatalog, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
+import { DEDUPLICATION_WINDOW_MS, denyingStore, fixedCatalog, MemoryQueue, MemoryStore } from './support/memory-ports.ts';
 
 const TIERS = {
   version: 1,
@@ -26,19 +26,6 @@ const TIERS = {
 };
 
 const cli = (args: string[]) => runEffitag(args);
-
-/** A store whose downloads are refused (a missing permission), so every task fails until its last receive. */
-const denying = (s: ObjectStore): ObjectStore => ({
-  head: (r) => s.head(r),
-  getRange: (...a) => s.getRange(...a),
-  get: async () => {
-    throw new StoreError('denied', 'GET: AccessDenied (HTTP 403)');
-  },
-  replaceMetadata: (...a) => s.replaceMetadata(...a),
-  getTags: (r) => s.getTags(r),
-  putTags: (...a) => s.putTags(...a),
-  list: (...a) => s.list(...a),
-});
 
 describe('DLQ redrive on FIFO queues', () => {
   let stack: EmbeddedStack;
@@ -102,7 +89,7 @@ describe('DLQ redrive on FIFO queues', () => {
 
     // Still failing: on its last receive the worker moves it back to the DLQ, with its reason.
     const failing = makeWorker({
-      store: denying(stack.store),
+      store: denyingStore(stack.store),
       queue,
       tiers: config,
       models: stack.models,
@@ -226,7 +213,7 @@ describe('dead letters sharing a deduplication id (in-memory FIFO with its 5-min
       routing: { default: { tier: 'main' } },
     });
     const worker = makeWorker({
-      store: denying(store),
+      store: denyingStore(store),
       queue: source,
       tiers,
       models: fixedCatalog({ topClass: 1 }),

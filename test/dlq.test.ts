@@ -6,13 +6,13 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import type { EmbeddedStack } from '../local/stack.ts';
-import { StoreError, type ObjectStore } from '../pipeline/ports.ts';
 import { taskMessage } from '../pipeline/task.ts';
 import { makeWorker } from '../pipeline/worker.ts';
 import type { TiersFile } from '../tiers/schema.ts';
 import { runEffitag } from './support/effitag-local.ts';
 import { gradientImage } from './support/fixtures.ts';
 import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
+import { denyingStore } from './support/memory-ports.ts';
 
 const TIERS = {
   version: 1,
@@ -54,20 +54,8 @@ describe('dead-letter queues: reasons, list and redrive', () => {
     ]);
 
     // A worker whose downloads are refused (a missing permission, say), until fixed.
-    const denying: (s: ObjectStore) => ObjectStore = (s) => ({
-      ...s,
-      head: (r) => s.head(r),
-      getRange: (...a) => s.getRange(...a),
-      get: async () => {
-        throw new StoreError('denied', 'GET: AccessDenied (HTTP 403)');
-      },
-      replaceMetadata: (...a) => s.replaceMetadata(...a),
-      getTags: (r) => s.getTags(r),
-      putTags: (...a) => s.putTags(...a),
-      list: (...a) => s.list(...a),
-    });
     const failing = makeWorker({
-      store: denying(stack.store),
+      store: denyingStore(stack.store),
       queue,
       tiers: config,
       models: stack.models,

@@ -31,6 +31,19 @@ interface StoredObject {
 
 type Method = 'head' | 'getRange' | 'get' | 'replaceMetadata' | 'getTags' | 'putTags' | 'list';
 
+/** `s` with its downloads refused (a missing permission, say): every task fails until its last receive. */
+export const denyingStore = (s: ObjectStore): ObjectStore => ({
+  head: (r) => s.head(r),
+  getRange: (...a) => s.getRange(...a),
+  get: async () => {
+    throw new StoreError('denied', 'GET: AccessDenied (HTTP 403)');
+  },
+  replaceMetadata: (...a) => s.replaceMetadata(...a),
+  getTags: (r) => s.getTags(r),
+  putTags: (...a) => s.putTags(...a),
+  list: (...a) => s.list(...a),
+});
+
 export class MemoryStore implements ObjectStore {
   readonly objects = new Map<string, StoredObject>();
   /** Calls per method, in order: what a test asserts was (not) done. */
