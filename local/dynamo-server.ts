@@ -4,7 +4,7 @@
  */
 import dynalite from 'dynalite';
 import type { EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
-import { guardHttpServer, RequestGuard } from './request-guard.ts';
+import { listenGuarded } from './request-guard.ts';
 import { clientEndpoint } from './s3-server.ts';
 
 export interface RunningDynamo {
@@ -27,19 +27,7 @@ export async function startDynamoServer(options: {
   const host = options.host ?? '127.0.0.1';
   // No directory: in memory (tests); else on disk and kept across restarts.
   const server = dynalite({ path: options.directory, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  const guard = new RequestGuard({
-    service: 'dynamodb',
-    credentials: options.credentials,
-    listenHost: options.host,
-    trustedOrigins: options.trustedOrigins,
-  });
-  guardHttpServer(server, guard);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, host, () => resolve());
-  });
-  const port = (server.address() as { port: number }).port;
-  guard.ports.add(port);
+  const { guard, port } = await listenGuarded(server, 'dynamodb', options);
   return {
     endpoint: clientEndpoint(host, port),
     port,

@@ -332,6 +332,31 @@ export function guardFastify(app: FastifyLike, guard: RequestGuard): void {
 }
 
 /**
+ * A plain Node server behind its guard (guardHttpServer), listening: on `options.port` (0: any free
+ * one) of `options.host` (default 127.0.0.1). The guard accepts its own port once it is known.
+ */
+export async function listenGuarded(
+  server: Server,
+  service: Service,
+  options: { host?: string; port?: number; credentials: EmbeddedCredentials; trustedOrigins?: readonly string[] },
+): Promise<{ guard: RequestGuard; port: number }> {
+  const guard = new RequestGuard({
+    service,
+    credentials: options.credentials,
+    listenHost: options.host,
+    trustedOrigins: options.trustedOrigins,
+  });
+  guardHttpServer(server, guard);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  guard.ports.add(port);
+  return { guard, port };
+}
+
+/**
  * The guard in front of a plain Node request handler (dynalite): the body is read and checked, then
  * replayed to the handler. A trusted page's Origin is named in Access-Control-Allow-Origin instead
  * of dynalite's `*`.

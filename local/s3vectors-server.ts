@@ -27,7 +27,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { join } from 'node:path';
 import { Index, MetricKind, ScalarKind } from 'usearch';
 import type { EmbeddedCredentials } from '../pipeline/aws/local-credentials.ts';
-import { guardHttpServer, RequestGuard } from './request-guard.ts';
+import { listenGuarded } from './request-guard.ts';
 import { clientEndpoint } from './s3-server.ts';
 
 /** The embedded stack's vector bucket (deployed: the stack output VectorBucket). */
@@ -836,19 +836,7 @@ export async function startS3VectorsServer(options: {
       else send(res, 500, { message: String((err as Error)?.message ?? err) }, 'InternalServerException');
     });
   });
-  const guard = new RequestGuard({
-    service: 's3vectors',
-    credentials: options.credentials,
-    listenHost: options.host,
-    trustedOrigins: options.trustedOrigins,
-  });
-  guardHttpServer(server, guard);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, host, () => resolve());
-  });
-  const port = (server.address() as { port: number }).port;
-  guard.ports.add(port);
+  const { guard, port } = await listenGuarded(server, 's3vectors', options);
   return {
     endpoint: clientEndpoint(host, port),
     port,
