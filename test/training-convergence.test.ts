@@ -10,14 +10,13 @@ import { planModel } from '../model/plan.ts';
 import { randomWeights, seededRandom } from '../model/random-weights.ts';
 import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
 import { enableWasmTraining } from '../model/wasm-training.ts';
-import type { Sample } from '../training/dataset.ts';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { stages } from '../training/progressive.ts';
 import { folderSource } from '../training/dataset.ts';
 import { judge, type StageRecord } from '../training/report.ts';
 import { train } from '../training/train.ts';
 import { tempDir } from './support/fixtures.ts';
+import { noiseSamples, stage32 } from './support/training.ts';
 import { writePatternDataset } from './support/shapes.ts';
 import { buildNet, disposeNet, earlyStopper, fitStage, heldOutScores, heldOutStopper, PLATEAU, readWeights } from '../training/trainer.ts';
 
@@ -72,15 +71,8 @@ describe('early stopping', () => {
   it('a stage halves its learning rate after every 2 epochs without an improvement', async () => {
     const plan = planModel('custom-w0.25-d0.25-r32', { classes: 2 });
     const rand = seededRandom(6);
-    const samples: Sample[] = Array.from({ length: 4 }, (_, i) => ({
-      path: `${i}`,
-      label: i % 2,
-      pixels: new Uint8Array(40 * 40 * 3).map(() => rand() * 255),
-    }));
-    const [stage] = stages(
-      { size: { from: 32, to: 32 }, randAugment: { from: 0, to: 0 }, mixup: { from: 0, to: 0 }, dropout: { from: 0, to: 0 } },
-      1,
-    );
+    const samples = noiseSamples(4, rand);
+    const stage = stage32();
     const net = buildNet(plan, randomWeights(plan, 1));
     try {
       const rates: number[] = [];
@@ -120,15 +112,8 @@ describe('early stopping', () => {
   it('a stage stops `patience` epochs after its best held-out loss and restores that epoch’s weights; a deadline stops it unconverged', async () => {
     const plan = planModel('custom-w0.25-d0.25-r32', { classes: 2 });
     const rand = seededRandom(4);
-    const samples: Sample[] = Array.from({ length: 8 }, (_, i) => ({
-      path: `${i}`,
-      label: i % 2,
-      pixels: new Uint8Array(40 * 40 * 3).map(() => rand() * 255),
-    }));
-    const [stage] = stages(
-      { size: { from: 32, to: 32 }, randAugment: { from: 0, to: 0 }, mixup: { from: 0, to: 0 }, dropout: { from: 0, to: 0 } },
-      1,
-    );
+    const samples = noiseSamples(8, rand);
+    const stage = stage32();
     const net = buildNet(plan, randomWeights(plan, 1));
     try {
       // Scripted held-out losses: the best at epoch 2 (index 1), then three worse ones.

@@ -10,11 +10,10 @@ import { planModel } from '../model/plan.ts';
 import { randomWeights, seededRandom } from '../model/random-weights.ts';
 import { tf, useTfjsBackend } from '../model/tfjs-backend.ts';
 import { enableWasmTraining } from '../model/wasm-training.ts';
-import type { Sample } from '../training/dataset.ts';
-import { stages } from '../training/progressive.ts';
 import { cutBefore } from '../training/train.ts';
 import { buildNet, disposeNet, fitStage, frozenOnOnnxruntime, learningInput, predictAll, readWeights } from '../training/trainer.ts';
 import { tempDir } from './support/fixtures.ts';
+import { noiseSamples, stage32 } from './support/training.ts';
 
 const VARIANT = 'custom-w0.25-d0.25-r32';
 
@@ -31,15 +30,8 @@ describe('fine-tuning with the frozen part on onnxruntime', () => {
     const cut = cutBefore(plan, 2);
     const weights = randomWeights(plan, 7);
     const rand = seededRandom(5);
-    const samples: Sample[] = Array.from({ length: 12 }, (_, i) => ({
-      path: `${i}`,
-      label: i % 2,
-      pixels: new Uint8Array(40 * 40 * 3).map(() => rand() * 255),
-    }));
-    const [stage] = stages(
-      { size: { from: 32, to: 32 }, randAugment: { from: 5, to: 5 }, mixup: { from: 0, to: 0 }, dropout: { from: 0, to: 0 } },
-      1,
-    );
+    const samples = noiseSamples(12, rand);
+    const stage = stage32(5);
     const fit = async (onOrt: boolean) => {
       const net = buildNet(plan, weights, cut);
       const close = onOrt ? await frozenOnOnnxruntime(net, join(work, 'work')) : async () => {};
