@@ -27,7 +27,7 @@ import { Counters, silentLogger } from '../pipeline/log.ts';
 import { directoryCatalog, type ModelCatalog } from '../pipeline/models.ts';
 import type { MessageQueue, ObjectStore } from '../pipeline/ports.ts';
 import { unitVector } from '../pipeline/index-writes.ts';
-import { makeWorker } from '../pipeline/worker.ts';
+import { makeWorker, type Worker } from '../pipeline/worker.ts';
 import { MemoryVectorIndex } from '../test/support/memory-vectors.ts';
 import { parseTiers, type TiersFile } from '../tiers/schema.ts';
 import { syntheticJpeg } from './images.ts';
@@ -69,16 +69,7 @@ export async function benchEmbeddingsCost(ctx: BenchContext, opts: Omit<Pipeline
     for (const mode of modes.map((_, i) => modes[(i + r) % modes.length])) {
       // A stack of its own per drain: a FIFO message group left in flight by the previous drain's
       // worker would hold the next drain up for its visibility timeout.
-      const stack = await startEmbeddedStack({
-        dataDir: join(ctx.workDir, `emb-${r}-${mode}`),
-        tiers,
-        weightsDir,
-        engine: ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }),
-        log: silentLogger,
-        runWorkers: () => false,
-        s3Port: 0,
-        sqsPort: 0,
-      });
+      const stack = await benchStack(join(ctx.workDir, `emb-${r}-${mode}`), weightsDir, tiers);
       try {
         const model = await stack.models.load(opts.variant);
         await model.classifyWithFeatures?.([await decodeImage(images[0], model.resolution)]); // warm-up
@@ -111,13 +102,8 @@ export async function benchEmbeddingsCost(ctx: BenchContext, opts: Omit<Pipeline
           ...(mode === 'with' ? { vectors: stack.s3vectors.vectors } : mode === 'memory' ? { vectors: new MemoryVectorIndex() } : {}),
           options: { batchSize: opts.batch, waitSeconds: 1 },
         });
-        const t0 = performance.now();
-        const c0 = process.cpuUsage();
-        void worker.run();
-        while (counters.get('tagged') < opts.images) await new Promise((res) => setTimeout(res, 20));
-        const seconds = (performance.now() - t0) / 1000;
-        cpu[mode].push(cpuMsSince(c0) / opts.images);
-        await worker.stop();
+        const { seconds, cpuMsPerImage } = await timedDrain(worker, counters, opts.images);
+        cpu[mode].push(cpuMsPerImage);
         rates[mode].push(opts.images / seconds);
         if (mode !== 'without') stored.push(counters.get('vectors.stored'));
         ctx.log(
@@ -264,13 +250,8 @@ export async function benchPipeline(ctx: BenchContext, opts: PipelineBenchOption
         counters,
         options: { batchSize: opts.batch, waitSeconds: 1 },
       });
-      const t0 = performance.now();
-      const c0 = process.cpuUsage();
-      void worker.run();
-      while (counters.get('tagged') < opts.images) await new Promise((res) => setTimeout(res, 20));
-      const seconds = (performance.now() - t0) / 1000;
-      pipelineCpu.push(cpuMsSince(c0) / opts.images);
-      await worker.stop();
+      const { seconds, cpuMsPerImage } = await timedDrain(worker, counters, opts.images);
+      pipelineCpu.push(cpuMsPerImage);
       pipelineRates.push(opts.images / seconds);
       ctx.log(
         `pipeline run ${r + 1}: ${opts.images} images in ${seconds.toFixed(2)} s = ${(opts.images / seconds).toFixed(1)} images/s, ${pipelineCpu.at(-1)!.toFixed(1)} CPU-ms per image${opts.isolated ? ' in the worker process' : ''}`,
@@ -325,10 +306,22 @@ interface BenchStack {
   stop(): Promise<void>;
 }
 
-/** The embedded stack in this process, sharing its cores with the worker. */
-async function inProcessStack(ctx: BenchContext, weightsDir: string, tiers: TiersFile, run: number): Promise<BenchStack> {
-  const stack = await startEmbeddedStack({
-    dataDir: join(ctx.workDir, `s3-${run}`),
+/** Runs the worker until it has tagged `images`, then stops it: the wall seconds, and this process's CPU ms per image. */
+async function timedDrain(worker: Worker, counters: Counters, images: number): Promise<{ seconds: number; cpuMsPerImage: number }> {
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  void worker.run();
+  while (counters.get('tagged') < images) await new Promise((res) => setTimeout(res, 20));
+  const seconds = (performance.now() - t0) / 1000;
+  const cpuMsPerImage = cpuMsSince(c0) / images;
+  await worker.stop();
+  return { seconds, cpuMsPerImage };
+}
+
+/** An embedded stack on free ports whose workers the bench runs itself (none of its own). */
+function benchStack(dataDir: string, weightsDir: string, tiers: TiersFile) {
+  return startEmbeddedStack({
+    dataDir,
     tiers,
     weightsDir,
     engine: ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }),
@@ -337,6 +330,11 @@ async function inProcessStack(ctx: BenchContext, weightsDir: string, tiers: Tier
     s3Port: 0,
     sqsPort: 0,
   });
+}
+
+/** The embedded stack in this process, sharing its cores with the worker. */
+async function inProcessStack(ctx: BenchContext, weightsDir: string, tiers: TiersFile, run: number): Promise<BenchStack> {
+  const stack = await benchStack(join(ctx.workDir, `s3-${run}`), weightsDir, tiers);
   return {
     s3: stack.s3,
     store: stack.store,

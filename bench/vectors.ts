@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateCredentials } from '../pipeline/aws/local-credentials.ts';
+import { seededRandom } from '../model/random-weights.ts';
 import { S3VectorIndex, s3VectorsClient } from '../pipeline/aws/s3-vectors.ts';
 import { type BenchContext, median } from './util.ts';
 
@@ -21,16 +22,7 @@ const SPACE = 'b0@0123456789ab';
 const BUCKET = 'photos';
 
 /** A small deterministic generator (mulberry32), so runs compare. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededRandom;
 
 function normalize(v: Float32Array): Float32Array {
   let n = 0;
