@@ -7,6 +7,7 @@
 import { type Command, Option } from 'commander';
 import { S3VectorIndex, s3VectorsClient } from '../pipeline/aws/s3-vectors.ts';
 import {
+  EMBEDDED_SILENCE_MS,
   EMBEDDED_STACK,
   type OpenStack,
   openStack,
@@ -47,7 +48,9 @@ export function commandStack(command: Command): Promise<StackHandle> {
 
 /** The stack the command line names, opened; the caller closes it. */
 export async function openCommandStack(command: Command): Promise<OpenStack> {
-  return openStack(await commandStack(command));
+  const handle = await commandStack(command);
+  // A frozen embedded stack fails the command in one line within ~30 s (not AWS's minutes).
+  return openStack(handle, handle.kind === 'embedded' ? { embeddedSilenceMs: EMBEDDED_SILENCE_MS } : {});
 }
 
 /** `--stack …` (and region, profile) as given, to pass on to another `effitag` command line. */

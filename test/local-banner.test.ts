@@ -21,7 +21,7 @@ describe("effitag local's banner on ports of one's own", () => {
   it('its export line alone lets another shell run the printed `npx effitag show`', async () => {
     const dir = await tempDir();
     await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
-    const ports = { s3: await freePort(), sqs: await freePort(), dynamodb: await freePort() };
+    const ports = { s3: await freePort(), sqs: await freePort(), dynamodb: await freePort(), s3vectors: await freePort() };
     const data = join(dir, 'my data');
     // The stack's shell has the data directory in its environment; the user's next shell does not.
     const child = await spawnEffitagLocal(
@@ -34,6 +34,8 @@ describe("effitag local's banner on ports of one's own", () => {
         String(ports.sqs),
         '--dynamodb-port',
         String(ports.dynamodb),
+        '--s3vectors-port',
+        String(ports.s3vectors),
         '--no-gallery',
         '--no-workers',
         '--log-level',

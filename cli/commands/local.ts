@@ -30,6 +30,7 @@ interface LocalOptions {
   s3Port: number;
   sqsPort: number;
   dynamodbPort: number;
+  s3vectorsPort: number;
   galleryPort: number;
   gallery: boolean;
   data: string;
@@ -77,6 +78,12 @@ function registerLocal(program: Command): void {
       Number(env('EFFITAG_DYNAMODB_PORT', String(EMBEDDED_PORTS.dynamodb))),
     )
     .option(
+      '--s3vectors-port <port>',
+      'S3 Vectors port, the image embeddings of similar and dupes (env EFFITAG_S3VECTORS_PORT)',
+      parseNumber('--s3vectors-port', 0, 65535, true),
+      Number(env('EFFITAG_S3VECTORS_PORT', String(EMBEDDED_PORTS.s3vectors))),
+    )
+    .option(
       '--gallery-port <port>',
       'gallery port (env EFFITAG_GALLERY_PORT)',
       parseNumber('--gallery-port', 0, 65535, true),
@@ -116,6 +123,7 @@ function registerLocal(program: Command): void {
           s3Port: opts.s3Port,
           sqsPort: opts.sqsPort,
           dynamoPort: opts.dynamodbPort,
+          s3vectorsPort: opts.s3vectorsPort,
           bucket: opts.bucket,
           log,
           runRouter: opts.router,
@@ -166,6 +174,7 @@ function registerLocal(program: Command): void {
           `  S3 endpoint:  ${s3Endpoint}  (bucket ${stack.bucket}, data in ${resolve(opts.data)})`,
           `  SQS endpoint: ${sqsEndpoint}  (queues: ${[QUEUE_NAMES.intake, ...Object.keys(stack.tierQueues).map(QUEUE_NAMES.tier)].join(', ')})`,
           `  DynamoDB:     ${dynamoEndpoint}  (the tag index, in ${resolve(opts.data)}.index)`,
+          `  S3 Vectors:   ${stack.s3vectors.endpoint}  (vector bucket ${stack.s3vectors.vectorBucket}: image embeddings for similar and dupes, in ${resolve(opts.data)}.vectors)`,
           ...(gallery ? [`  Gallery:      ${gallery.url}  (search and browse what is tagged)`] : []),
           `  tiers: ${tiersPath}; weights: ${weightsDir}; engine: ${
             opts.engine ??

@@ -16,6 +16,14 @@ export interface Endpoints {
   credentials?: { accessKeyId: string; secretAccessKey: string };
   /** Milliseconds of silence after which a request is abandoned and retried (default: S3 120 s, SQS 30 s). */
   socketTimeoutMs?: number;
+  /**
+   * The embedded stack, as a command reaches it: it answers on loopback in milliseconds, so silence
+   * means it is frozen (Ctrl-Z, kill -STOP) or wedged. The kernel still accepts its connections, so
+   * the connection timeout never fires and AWS's timeouts (S3 120 s x 4 tries) left a command hanging
+   * for minutes. Set: S3 and DynamoDB give up after this much silence, SQS after its long poll's
+   * 20 s plus this, each in 2 tries, and the error is one line naming the endpoint.
+   */
+  embeddedSilenceMs?: number;
 }
 
 /**
@@ -27,6 +35,36 @@ export interface Endpoints {
  */
 const requestHandler = (silenceMs: number) => ({ connectionTimeout: 5_000, socketTimeout: silenceMs });
 
+/** Timeouts and tries of a client: AWS's (the given silence, `attempts` tries), or the embedded stack's. */
+function patience(e: Endpoints, silenceMs: number, attempts: number, longPoll = 0) {
+  const silence = e.embeddedSilenceMs === undefined ? (e.socketTimeoutMs ?? silenceMs) : longPoll + e.embeddedSilenceMs;
+  return { maxAttempts: e.embeddedSilenceMs === undefined ? attempts : 2, requestHandler: requestHandler(silence) };
+}
+
+/** On the embedded stack: a request that timed out, in all its tries, is one line naming the endpoint. */
+function namedSilence<C extends { middlewareStack: { add(mw: unknown, options: object): void } }>(
+  client: C,
+  e: Endpoints,
+  endpoint: string | undefined,
+): C {
+  if (e.embeddedSilenceMs === undefined || !endpoint) return client;
+  client.middlewareStack.add(
+    (next: (args: unknown) => Promise<unknown>) => async (args: unknown) => {
+      try {
+        return await next(args);
+      } catch (err) {
+        if ((err as Error)?.name !== 'TimeoutError') throw err;
+        throw new Error(
+          `the embedded stack at ${endpoint} does not answer (silent for ${Math.round(e.embeddedSilenceMs! / 1000)} s, twice): is it stopped (Ctrl-Z, kill -STOP)? resume it (fg, kill -CONT) or restart it (npm start)`,
+          { cause: err },
+        );
+      }
+    },
+    { step: 'initialize', name: 'effitagEmbeddedSilence' },
+  );
+  return client;
+}
+
 /**
  * The region: the given one, else AWS_REGION; with a profile (given, or AWS_PROFILE) left to the SDK,
  * which reads the profile's, as the AWS CLI does; else us-east-1 (the embedded stack's).
@@ -35,12 +73,11 @@ const regionOf = (e: Endpoints): string | undefined =>
   e.region ?? process.env.AWS_REGION ?? (e.profile || process.env.AWS_PROFILE ? undefined : 'us-east-1');
 
 export function s3Client(e: Endpoints = {}): S3Client {
-  return auditCalls(
+  const client = auditCalls(
     new S3Client({
       region: regionOf(e),
       ...(e.profile ? { profile: e.profile } : {}),
-      maxAttempts: 4, // the SDK's own backoff for throttling and 5xx
-      requestHandler: requestHandler(e.socketTimeoutMs ?? 120_000),
+      ...patience(e, 120_000, 4), // 4 tries: the SDK's own backoff for throttling and 5xx
       ...(e.s3Endpoint
         ? {
             endpoint: e.s3Endpoint,
@@ -54,30 +91,31 @@ export function s3Client(e: Endpoints = {}): S3Client {
     }),
     's3',
   );
+  return namedSilence(client, e, e.s3Endpoint);
 }
 
 export function sqsClient(e: Endpoints = {}): SQSClient {
-  return auditCalls(
+  const client = auditCalls(
     new SQSClient({
       region: regionOf(e),
       ...(e.profile ? { profile: e.profile } : {}),
-      maxAttempts: 4,
-      requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
+      ...patience(e, 30_000, 4, 20_000),
       ...(e.sqsEndpoint ? { endpoint: e.sqsEndpoint, credentials: e.credentials } : {}),
     }),
     'sqs',
   );
+  return namedSilence(client, e, e.sqsEndpoint);
 }
 
 export function dynamoClient(e: Endpoints = {}): DynamoDBClient {
-  return auditCalls(
+  const client = auditCalls(
     new DynamoDBClient({
       region: regionOf(e),
       ...(e.profile ? { profile: e.profile } : {}),
-      maxAttempts: 6, // on-demand tables throttle briefly when a new tag's partitions warm up
-      requestHandler: requestHandler(e.socketTimeoutMs ?? 30_000),
+      ...patience(e, 30_000, 6), // 6 tries: on-demand tables throttle briefly when a new tag's partitions warm up
       ...(e.dynamoEndpoint ? { endpoint: e.dynamoEndpoint, credentials: e.credentials } : {}),
     }),
     'dynamodb',
   );
+  return namedSilence(client, e, e.dynamoEndpoint);
 }

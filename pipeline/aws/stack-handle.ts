@@ -35,6 +35,12 @@ import { SqsQueue } from './sqs-queue.ts';
 /** The name `--stack` takes (and EFFITAG_STACK holds) for the embedded stack; any other name is a CloudFormation stack's. */
 export const EMBEDDED_STACK = 'embedded';
 
+/**
+ * Silence after which a command gives up on the embedded stack (clients.ts `embeddedSilenceMs`): it
+ * answers on loopback in milliseconds, so 12 s, twice, is a frozen stack, told in well under 30 s.
+ */
+export const EMBEDDED_SILENCE_MS = 12_000;
+
 /** A queue of the stack and its dead-letter queue (SQS URLs). */
 export interface QueueHandle {
   url: string;
@@ -441,7 +447,7 @@ export interface OpenStack {
 }
 
 /** SDK clients and the pipeline's ports for a stack; `close()` releases the clients. */
-export function openStack(handle: StackHandle, options: { socketTimeoutMs?: number } = {}): OpenStack {
+export function openStack(handle: StackHandle, options: { socketTimeoutMs?: number; embeddedSilenceMs?: number } = {}): OpenStack {
   const endpoints: Endpoints = { ...clientEndpoints(handle), ...options };
   const s3 = s3Client(endpoints);
   const sqs = sqsClient(endpoints);

@@ -38,7 +38,7 @@ export const EMBEDDED_CREDENTIALS: EmbeddedCredentials = {
  * The embedded stack's default ports (`effitag local` takes EFFITAG_S3_PORT / EFFITAG_SQS_PORT /
  * EFFITAG_DYNAMODB_PORT / EFFITAG_GALLERY_PORT instead); commands find the ports it runs on in its handle.
  */
-export const EMBEDDED_PORTS = { s3: 4568, sqs: 4566, dynamodb: 4569, gallery: 4570 } as const;
+export const EMBEDDED_PORTS = { s3: 4568, sqs: 4566, dynamodb: 4569, gallery: 4570, s3vectors: 4571 } as const;
 
 /** The embedded stack's tag index table (a deployed stack's comes from its output IndexTable). */
 export const INDEX_TABLE = 'effitag-index';

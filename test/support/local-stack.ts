@@ -116,8 +116,10 @@ export function waitForStatus(stack: EmbeddedStack, key: string, eTag: string, t
 }
 
 /** `effitag local`'s port flags; without a gallery port, no gallery (it would take the default 4570). */
-export function portFlags(ports: { s3: number; sqs: number; dynamodb?: number; gallery?: number }): string[] {
+export function portFlags(ports: { s3: number; sqs: number; dynamodb?: number; s3vectors?: number; gallery?: number }): string[] {
   return [
+    '--s3vectors-port',
+    String(ports.s3vectors ?? 0),
     '--s3-port',
     String(ports.s3),
     '--sqs-port',
