@@ -15,10 +15,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeTierEnv } from '../../pipeline/runtime-config.ts';
 import type { Tier, TierOf } from '../../tiers/schema.ts';
-import type { BucketAccess } from './access.ts';
 import { effitagFunction, REPO_ROOT } from './bundling.ts';
-import type { TagIndexTable } from './tag-index.ts';
-import { grantWorker } from './worker-permissions.ts';
+import { grantWorker, type WorkerResources } from './worker-permissions.ts';
 
 /** Lambda timeout for one batch: cold start with weight download, then ~2 s per image, 60–900 s. */
 export function lambdaBatchTimeout(tier: Tier): Duration {
@@ -61,26 +59,13 @@ export class CpuRuntimeLayer extends Construct {
 }
 
 /** Properties of a {@link CpuTier}. */
-export interface CpuTierProps {
+export interface CpuTierProps extends WorkerResources {
   /** The tier's name in the tiers file. */
   readonly tierName: string;
   /** The tier, as `parseTiers` resolved it. */
   readonly tier: TierOf<'lambda-cpu'>;
   /** The tier's task queue (the function's event source). */
   readonly queue: sqs.IQueue;
-  /** The queue's dead-letter queue: the worker moves a message there, with its reason, on its last receive. */
-  readonly dlq: sqs.IQueue;
-  /** The tagged bucket: the worker reads and rewrites objects under the watched prefixes. */
-  readonly bucket: BucketAccess;
-  /** The watched prefixes ('' = the whole bucket). */
-  readonly prefixes: string[];
-  /** Where the weights are published: the worker reads them. */
-  readonly weights: BucketAccess;
-  /**
-   * The tag index the worker writes with each result.
-   * @default - no index: results are written onto the objects only
-   */
-  readonly index?: TagIndexTable;
   /** The runtime contract's environment (pipeline/runtime-config.ts `encodeStackEnv`). */
   readonly environment: Record<string, string>;
   /** The onnxruntime/sharp layer for the function's architecture. */

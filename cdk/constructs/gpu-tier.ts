@@ -21,9 +21,7 @@ import { Construct } from 'constructs';
 import { GPU_INSTANCES, spotAlternatives } from '../../tiers/prices.ts';
 import { encodeTierEnv } from '../../pipeline/runtime-config.ts';
 import type { Tier, TierOf } from '../../tiers/schema.ts';
-import type { BucketAccess } from './access.ts';
-import type { TagIndexTable } from './tag-index.ts';
-import { grantWorker } from './worker-permissions.ts';
+import { grantWorker, type WorkerResources } from './worker-permissions.ts';
 
 /**
  * The host directory that keeps the CUDA JIT cache between tasks on one instance: TensorFlow's
@@ -64,7 +62,7 @@ export function backlogSteps(maxTasks: number): appscaling.ScalingInterval[] {
 }
 
 /** Properties of a {@link GpuTier}. */
-export interface GpuTierProps {
+export interface GpuTierProps extends WorkerResources {
   /** The tier's name in the tiers file. */
   readonly tierName: string;
   /** The tier, as `parseTiers` resolved it. */
@@ -77,19 +75,6 @@ export interface GpuTierProps {
   readonly image: DockerImageAsset;
   /** The tier's task queue (its backlog scales the service). */
   readonly queue: sqs.IQueue;
-  /** The queue's dead-letter queue: the worker moves a message there, with its reason, on its last receive. */
-  readonly dlq: sqs.IQueue;
-  /** The tagged bucket: the worker reads and rewrites objects under the watched prefixes. */
-  readonly bucket: BucketAccess;
-  /** The watched prefixes ('' = the whole bucket). */
-  readonly prefixes: string[];
-  /** Where the weights are published: the worker reads them. */
-  readonly weights: BucketAccess;
-  /**
-   * The tag index the worker writes with each result.
-   * @default - no index: results are written onto the objects only
-   */
-  readonly index?: TagIndexTable;
   /** The runtime contract's environment (pipeline/runtime-config.ts `encodeStackEnv`). */
   readonly environment: Record<string, string>;
 }

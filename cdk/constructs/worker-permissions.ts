@@ -20,10 +20,26 @@ function weightsNotFoundVisible(weights: BucketAccess): iam.PolicyStatement {
   });
 }
 
-export function grantWorker(
-  grantee: iam.IGrantable,
-  opts: { bucket: BucketAccess; prefixes: string[]; weights: BucketAccess; queue: sqs.IQueue; dlq: sqs.IQueue; index?: TagIndexTable },
-): void {
+/** What a tier's worker reads and writes, whatever it runs on (the CPU and GPU tiers' props extend it). */
+export interface WorkerResources {
+  /** The tier's task queue. */
+  readonly queue: sqs.IQueue;
+  /** The queue's dead-letter queue: the worker moves a message there, with its reason, on its last receive. */
+  readonly dlq: sqs.IQueue;
+  /** The tagged bucket: the worker reads and rewrites objects under the watched prefixes. */
+  readonly bucket: BucketAccess;
+  /** The watched prefixes ('' = the whole bucket). */
+  readonly prefixes: string[];
+  /** Where the weights are published: the worker reads them. */
+  readonly weights: BucketAccess;
+  /**
+   * The tag index the worker writes with each result.
+   * @default - no index: results are written onto the objects only
+   */
+  readonly index?: TagIndexTable;
+}
+
+export function grantWorker(grantee: iam.IGrantable, opts: WorkerResources): void {
   const add = (s: iam.PolicyStatement) => grantee.grantPrincipal.addToPrincipalPolicy(s);
   add(
     new iam.PolicyStatement({
