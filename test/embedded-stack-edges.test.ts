@@ -5,12 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import type { EmbeddedStack } from '../local/stack.ts';
-import { resolveEmbeddedStack } from '../pipeline/aws/stack-handle.ts';
+import { resolveEmbeddedStack, stackFile } from '../pipeline/aws/stack-handle.ts';
 import { freePort, type LocalProcess, runEffitag, spawnEffitagLocal } from './support/effitag-local.ts';
 import { randomArtifact, tempDir } from './support/fixtures.ts';
 import { portFlags, startTestStack } from './support/local-stack.ts';
@@ -116,5 +117,32 @@ describe('`effitag local` on ports of its own, then frozen (kill -STOP)', () => 
     // Resumed, it answers again: the short timeout is the CLI's, the stack is not harmed.
     const again = await runEffitag(['show', 's3://effitag-local/photo.jpg'], { EFFITAG_DATA_DIR: data });
     assert.match(again.stderr, /no such object s3:\/\/effitag-local\/photo\.jpg/);
+  });
+});
+
+describe('`effitag local --gallery-port <taken>`', () => {
+  const children: ChildProcess[] = [];
+  const servers: Server[] = [];
+  after(() => {
+    for (const c of children) c.kill('SIGKILL');
+    for (const s of servers) s.close();
+  });
+
+  it('says so in one line, exit 1, and leaves no handle behind (the stack had written it, then exited without its stop)', async () => {
+    const taken = createServer();
+    servers.push(taken);
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const gallery = (taken.address() as { port: number }).port;
+    const dir = await tempDir('effitag-edges-gallery-');
+    await randomArtifact(join(dir, 'weights', 'b0'), 'b0');
+    const data = join(dir, 'data');
+    const ports = { s3: await freePort(), sqs: await freePort(), dynamodb: await freePort(), s3vectors: await freePort(), gallery };
+    const r = await runEffitag(
+      ['local', '--data', data, '--weights', join(dir, 'weights'), ...portFlags(ports), '--no-workers', '--log-level', 'warn'],
+      { EFFITAG_CACHE_DIR: join(dir, 'cache') },
+    );
+    assert.equal(r.code, 1, r.stdout);
+    assert.equal(r.stderr, `effitag: listen EADDRINUSE: address already in use 127.0.0.1:${gallery}\n`);
+    assert.equal(existsSync(stackFile(data)), false, 'stale handle left');
   });
 });

@@ -166,7 +166,12 @@ function registerLocal(program: Command): void {
               ],
             },
             { port: opts.galleryPort },
-          )
+          ).catch(async (err) => {
+            // The gallery's port taken: the stack is up and its handle written, so it is stopped
+            // properly (handle removed) before the one-line error, not left as a stale handle.
+            await stack.stop();
+            throw err;
+          })
         : undefined;
       process.stdout.write(
         [
