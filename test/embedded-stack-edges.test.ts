@@ -42,8 +42,10 @@ describe('a bucket the embedded stack does not tag', () => {
   for (const args of [
     ['search', 's3://no-such-bucket', '--tag', 'dog'],
     ['show', 's3://no-such-bucket/photo.jpg'],
+    ['similar', 's3://no-such-bucket/photo.jpg'],
+    ['dupes', 's3://no-such-bucket'],
   ])
-    it(`\`effitag ${args.join(' ')}\` says which bucket it does tag, exit 1 (search said "no objects found", exit 0)`, async () => {
+    it(`\`effitag ${args.join(' ')}\` says which bucket it does tag, exit 1 (search said "no objects found", exit 0; show, similar, dupes blamed the object or prefix)`, async () => {
       const r = await runEffitag(args);
       assert.equal(r.code, 1, r.stdout);
       assert.equal(

@@ -7,6 +7,7 @@ import { parseS3Url } from '../../base/s3-url.ts';
 import type { Command } from 'commander';
 import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, findDupes } from '../../pipeline/dupes.ts';
 import { parseNumber, table } from '../format.ts';
+import { requireStackBucket } from '../../pipeline/aws/stack-handle.ts';
 import { openCommandStack, stackVectors } from '../stack.ts';
 
 interface DupesCli {
@@ -37,6 +38,7 @@ export function registerDupesCommand(program: Command): void {
       const { bucket, prefix } = parseS3Url(target);
       const conn = await openCommandStack(command);
       try {
+        requireStackBucket(conn.handle, bucket);
         const vectors = stackVectors(conn);
         const report = await findDupes(
           { index: conn.requireIndex(), vectors },

@@ -11,7 +11,7 @@ import { parseS3Url } from '../../base/s3-url.ts';
 import { createEngine } from '../../inference/engines.ts';
 import { cacheDir } from '../../model/cache-dir.ts';
 import { syncModel } from '../../pipeline/aws/s3-weights.ts';
-import { type OpenStack, stackTiers } from '../../pipeline/aws/stack-handle.ts';
+import { type OpenStack, requireStackBucket, stackTiers } from '../../pipeline/aws/stack-handle.ts';
 import { directoryCatalog, type ModelCatalog } from '../../pipeline/models.ts';
 import { modelFor, type TiersFile } from '../../tiers/schema.ts';
 import type { VectorIndex } from '../../pipeline/ports.ts';
@@ -121,6 +121,7 @@ export function registerSimilarCommand(program: Command): void {
       const conn = await openCommandStack(command);
       let report: SimilarReport;
       try {
+        requireStackBucket(conn.handle, bucket);
         const deps = { index: conn.requireIndex(), vectors: readVectors(conn) };
         const options = { limit: opts.limit, minScore: opts.minScore };
         report = opts.image
