@@ -70,9 +70,9 @@ export function stackArgs(command: Command): string[] {
  * worker's is.
  */
 export function stackVectors(conn: OpenStack, mode: 'read' | 'write' = 'read'): VectorIndex | undefined {
-  const carried = (conn as OpenStack & { vectors?: VectorIndex }).vectors;
-  if (carried) return carried;
   const { handle } = conn;
+  // openStack's (the runtimes' too) creates no index on a deployed stack; a writing command may.
+  if (conn.vectors && (mode === 'read' || handle.kind === 'embedded')) return conn.vectors;
   if (!handle.vectorBucket) return undefined;
   const client = s3VectorsClient({ region: handle.region, endpoint: handle.endpoints.s3vectors, credentials: handle.credentials });
   return new S3VectorIndex({ client, vectorBucket: handle.vectorBucket, createIndexes: mode === 'write' });

@@ -20,7 +20,8 @@ let router: Promise<Router> | undefined;
 async function init(): Promise<Router> {
   const d = deployed();
   const models = await currentMarkers(d, d.config.tiers, d.config.weightsLocation, log, { recheckMs: d.config.weightsRecheckMs });
-  return makeRouter({ store: d.store, queues: d.queues, tiers: d.config.tiers, index: d.index, log, counters, models });
+  // d.vectors (EFFITAG_VECTOR_BUCKET): a removed object's embedding is deleted with its index entry.
+  return makeRouter({ store: d.store, queues: d.queues, tiers: d.config.tiers, index: d.index, vectors: d.vectors, log, counters, models });
 }
 
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {

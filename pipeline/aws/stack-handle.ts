@@ -16,6 +16,7 @@ import { CloudFormationClient, DescribeStacksCommand } from '@aws-sdk/client-clo
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
+import type { S3VectorsClient } from '@aws-sdk/client-s3vectors';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -26,9 +27,11 @@ import type { Logger } from '../log.ts';
 import { directoryCatalog, isPublished, type Markers, weightsFix } from '../models.ts';
 import { runtimeConfig, type RuntimeConfig } from '../runtime-config.ts';
 import { dynamoClient, type Endpoints, s3Client, sqsClient } from './clients.ts';
+import type { VectorIndex } from '../ports.ts';
 import { DynamoTagIndex } from './dynamo-index.ts';
 import { defaultDataDir, type EmbeddedCredentials } from './local-credentials.ts';
 import { s3Markers } from './markers.ts';
+import { S3VectorIndex, s3VectorsClient } from './s3-vectors.ts';
 import { S3Store } from './s3-store.ts';
 import { SqsQueue } from './sqs-queue.ts';
 
@@ -441,6 +444,13 @@ export interface OpenStack {
   index?: DynamoTagIndex;
   /** The tag index, or a clear error when the stack has none. */
   requireIndex(): DynamoTagIndex;
+  /**
+   * The image embeddings (issue 23), when the handle names a vector bucket: what a deployed worker
+   * stores into and the router removes from, and what similar/dupes read. Only the embedded stack's
+   * creates a model's index on its first put; a deployed stack's come with the deploy (its roles may
+   * not create one), so a put for a model without an index fails with a clear error.
+   */
+  vectors?: VectorIndex;
   /** The models' current markers from the stack's weights location (wiring.ts `currentMarkers`). */
   markers(tiers: TiersFile, log?: Logger, options?: { recheckMs?: number }): Promise<Markers>;
   close(): void;
@@ -464,6 +474,14 @@ export function openStack(handle: StackHandle, options: { socketTimeoutMs?: numb
     ...Object.entries(queues).map(([name, queue]) => ({ name, queue })),
   ].sort((a, b) => a.name.localeCompare(b.name));
   const index = handle.indexTable ? new DynamoTagIndex(dynamo, handle.indexTable) : undefined;
+  // Deployed, no endpoint: the SDK's (or AWS_ENDPOINT_URL_S3VECTORS, as the rehearsal sets) and its credential chain.
+  let vectorsClient: S3VectorsClient | undefined;
+  if (handle.vectorBucket)
+    vectorsClient = s3VectorsClient({ region: handle.region, endpoint: handle.endpoints.s3vectors, credentials: handle.credentials });
+  const vectors =
+    vectorsClient && handle.vectorBucket
+      ? new S3VectorIndex({ client: vectorsClient, vectorBucket: handle.vectorBucket, createIndexes: handle.kind === 'embedded' })
+      : undefined;
   const open: OpenStack = {
     handle,
     endpoints,
@@ -476,6 +494,7 @@ export function openStack(handle: StackHandle, options: { socketTimeoutMs?: numb
     deadLetters,
     sources,
     index,
+    ...(vectors ? { vectors } : {}),
     requireIndex() {
       if (!index) throw new Error(`stack ${handle.name} has no tag index (deployed with -c effitag:index=false?)`);
       return index;
@@ -485,6 +504,7 @@ export function openStack(handle: StackHandle, options: { socketTimeoutMs?: numb
       s3.destroy();
       sqs.destroy();
       dynamo.destroy();
+      vectorsClient?.destroy();
     },
   };
   return open;

@@ -60,7 +60,8 @@ export async function deployedWorker(options: {
   onReady?: (manifest: WeightsManifest, models: ModelCatalog) => Promise<void> | void;
 }): Promise<DeployedWorker> {
   const config = options.config ?? workerConfig();
-  const { s3, store, queues, index } = deployed(process.env, config);
+  // vectors: the stack's S3 Vectors index (EFFITAG_VECTOR_BUCKET), where the tier stores embeddings.
+  const { s3, store, queues, index, vectors } = deployed(process.env, config);
   const log = jsonLogger({ base: { component: options.component, tier: config.tier } });
   const engine = createEngine(config.engine, {
     tfjsBackend: config.tfjsBackend,
@@ -87,6 +88,7 @@ export async function deployedWorker(options: {
     tiers: config.tiers,
     models,
     index,
+    vectors,
     log,
     options: {
       batchSize: config.served.batchSize,
