@@ -405,7 +405,8 @@ describe('gallery in headless Chromium: other pages, and cursors', { skip }, () 
     // Each scroll to the end loads more (each round adds tiles, so this ends).
     for (let n = await count(); n < qKeys.length; n = await count()) {
       await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
-      await page.waitForFunction((shown) => document.querySelectorAll('#grid > li').length > shown, n, { timeout: 15_000 });
+      // 60 s as the waits above: a clean-clone CI run under load took over 15 s for one scroll.
+      await page.waitForFunction((shown) => document.querySelectorAll('#grid > li').length > shown, n, { timeout: 60_000 });
     }
     await page.waitForFunction(() => document.querySelector('#more')?.hasAttribute('hidden'));
     assert.deepEqual(await page.$$eval('#grid li p.key', (els) => els.map((e) => e.textContent)), qKeys);
