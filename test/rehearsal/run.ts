@@ -750,5 +750,12 @@ export function rehearsalProblems(report: RehearsalReport): string[] {
       `effitag --stack ${STACK_NAME} search listed ${report.searchedWithStack.join(', ')}, the index holds ${report.indexed.join(', ')}`,
     );
   for (const t of report.scaling) problems.push(...t.problems.map((p) => `scaling ${t.tier}: ${p}`));
+  // Issue 23: with a vector index, a worker stores each tagged upload's embedding, and the router
+  // deletes the embedding of the upload deleted in the upload step (its ObjectRemoved event).
+  if (report.assembly.ofType('AWS::S3Vectors::Index').length) {
+    const made = (action: string) => report.principals.some((p) => p.verdicts.some((v) => v.action === action));
+    const expected = ['s3vectors:PutVectors', ...(SCENARIO.deleted in report.objects ? ['s3vectors:DeleteVectors'] : [])];
+    for (const action of expected) if (!made(action)) problems.push(`no ${action}: the template has vector indexes, no runtime used them`);
+  }
   return problems;
 }
