@@ -18,26 +18,13 @@ import { deployed } from '../pipeline/aws/wiring.ts';
 import { publishWeights } from '../pipeline/aws/s3-weights.ts';
 import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
+import { oneCpuTierConfig } from './support/memory-ports.ts';
 
 // The SQS stand-in's queue URLs are `http://sqs.<region>.localhost:<port>/…`, which the handlers'
 // SDK sends to as it would to real SQS: resolve `.localhost` as the rehearsal's processes do.
 createRequire(import.meta.url)('./rehearsal/resolve-localhost.cjs');
 
-const TIERS = {
-  version: 1,
-  tiers: {
-    cpu: {
-      variants: ['b0'],
-      compute: { target: 'lambda-cpu', memoryMb: 2048 },
-      engine: 'ort',
-      batchSize: 8,
-      topK: 3,
-      minConfidence: 0,
-      writeBack: 'metadata',
-    },
-  },
-  routing: { default: { tier: 'cpu' } },
-};
+const TIERS = oneCpuTierConfig();
 
 /** What the CDK stack gives every runtime (pipeline/runtime-config.ts), vector bucket included. */
 const runtimeEnv = (vectorBucket?: string): NodeJS.ProcessEnv => ({

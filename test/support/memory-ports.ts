@@ -374,9 +374,19 @@ export class MemoryIndex implements TagIndex {
   }
 }
 
+type WriteBack = 'metadata' | 'both' | 'tags' | 'index';
+
 /** One CPU tier of B0 (top 3, no confidence floor) that takes every object, written back as asked. */
-export function oneCpuTier(writeBack: 'metadata' | 'both' | 'tags' | 'index' = 'metadata'): TiersFile {
-  return parseTiers({
+export function oneCpuTier(writeBack: WriteBack = 'metadata'): TiersFile {
+  return parseTiers(oneCpuTierConfig(writeBack));
+}
+
+/**
+ * `oneCpuTier` as a tiers file holds it, before parsing: what a test serializes into a runtime's
+ * EFFITAG_TIERS (the parsed form carries what parsing derives, and is not a tiers file).
+ */
+export function oneCpuTierConfig(writeBack: WriteBack = 'metadata') {
+  return {
     version: 1,
     tiers: {
       cpu: {
@@ -390,5 +400,5 @@ export function oneCpuTier(writeBack: 'metadata' | 'both' | 'tags' | 'index' = '
       },
     },
     routing: { default: { tier: 'cpu' } },
-  });
+  };
 }
