@@ -5,7 +5,7 @@
  * (pipeline/aws/stack-handle.ts): no command has a flag of its own for endpoints, queues or tables.
  */
 import { type Command, Option } from 'commander';
-import { S3VectorIndex, s3VectorsClient } from '../pipeline/aws/s3-vectors.ts';
+import { S3VectorIndex } from '../pipeline/aws/s3-vectors.ts';
 import {
   EMBEDDED_SILENCE_MS,
   EMBEDDED_STACK,
@@ -14,6 +14,7 @@ import {
   resolveStackHandle,
   type StackHandle,
   type StackSelection,
+  vectorsClientFor,
 } from '../pipeline/aws/stack-handle.ts';
 import type { VectorIndex } from '../pipeline/ports.ts';
 
@@ -74,6 +75,5 @@ export function stackVectors(conn: OpenStack, mode: 'read' | 'write' = 'read'): 
   // openStack's (the runtimes' too) creates no index on a deployed stack; a writing command may.
   if (conn.vectors && (mode === 'read' || handle.kind === 'embedded')) return conn.vectors;
   if (!handle.vectorBucket) return undefined;
-  const client = s3VectorsClient({ region: handle.region, endpoint: handle.endpoints.s3vectors, credentials: handle.credentials });
-  return new S3VectorIndex({ client, vectorBucket: handle.vectorBucket, createIndexes: mode === 'write' });
+  return new S3VectorIndex({ client: vectorsClientFor(handle), vectorBucket: handle.vectorBucket, createIndexes: mode === 'write' });
 }

@@ -69,7 +69,7 @@ function namedSilence<C extends { middlewareStack: { add(mw: unknown, options: o
  * The region: the given one, else AWS_REGION; with a profile (given, or AWS_PROFILE) left to the SDK,
  * which reads the profile's, as the AWS CLI does; else us-east-1 (the embedded stack's).
  */
-const regionOf = (e: Endpoints): string | undefined =>
+export const regionOf = (e: Pick<Endpoints, 'region' | 'profile'>): string | undefined =>
   e.region ?? process.env.AWS_REGION ?? (e.profile || process.env.AWS_PROFILE ? undefined : 'us-east-1');
 
 export function s3Client(e: Endpoints = {}): S3Client {

@@ -38,6 +38,7 @@ import {
   type S3VectorsServiceException,
 } from '@aws-sdk/client-s3vectors';
 import { auditCalls } from './audit.ts';
+import { regionOf } from './clients.ts';
 import { type ImageVector, StoreError, type VectorHit, type VectorIndex, type VectorRef } from '../ports.ts';
 
 export const MAX_TOP_K = 100;
@@ -109,16 +110,22 @@ export interface S3VectorIndexOptions {
 
 export interface S3VectorsEndpoints {
   region?: string;
+  /** AWS CLI profile (credentials, region), as the S3, SQS and DynamoDB clients take it; absent: the SDK's default chain. */
+  profile?: string;
   /** The embedded stand-in; absent for AWS. */
   endpoint?: string;
   credentials?: { accessKeyId: string; secretAccessKey: string };
 }
 
-/** An S3 Vectors client for AWS (default credential chain) or the embedded stand-in; audited like the others. */
+/**
+ * An S3 Vectors client for AWS (the profile, else the default credential chain) or the embedded
+ * stand-in; its region and profile resolved as the other clients' (clients.ts), audited like them.
+ */
 export function s3VectorsClient(e: S3VectorsEndpoints = {}): S3VectorsClient {
   return auditCalls(
     new S3VectorsClient({
-      region: e.region ?? process.env.AWS_REGION ?? 'us-east-1',
+      region: regionOf(e),
+      ...(e.profile ? { profile: e.profile } : {}),
       maxAttempts: 4,
       requestHandler: { connectionTimeout: 5_000, socketTimeout: 30_000 },
       ...(e.endpoint ? { endpoint: e.endpoint, credentials: e.credentials } : {}),

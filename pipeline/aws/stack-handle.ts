@@ -456,6 +456,20 @@ export interface OpenStack {
   close(): void;
 }
 
+/**
+ * The S3 Vectors client of a handle, reached as its other clients are: embedded, the stand-in with the
+ * stack's key pair; deployed, the SDK's endpoint (or AWS_ENDPOINT_URL_S3VECTORS, as the rehearsal sets)
+ * with the handle's region and --profile, else the SDK's credential chain.
+ */
+export function vectorsClientFor(handle: StackHandle): S3VectorsClient {
+  return s3VectorsClient({
+    region: handle.region,
+    profile: handle.profile,
+    endpoint: handle.endpoints.s3vectors,
+    credentials: handle.credentials,
+  });
+}
+
 /** SDK clients and the pipeline's ports for a stack; `close()` releases the clients. */
 export function openStack(handle: StackHandle, options: { socketTimeoutMs?: number; embeddedSilenceMs?: number } = {}): OpenStack {
   const endpoints: Endpoints = { ...clientEndpoints(handle), ...options };
@@ -474,10 +488,7 @@ export function openStack(handle: StackHandle, options: { socketTimeoutMs?: numb
     ...Object.entries(queues).map(([name, queue]) => ({ name, queue })),
   ].sort((a, b) => a.name.localeCompare(b.name));
   const index = handle.indexTable ? new DynamoTagIndex(dynamo, handle.indexTable) : undefined;
-  // Deployed, no endpoint: the SDK's (or AWS_ENDPOINT_URL_S3VECTORS, as the rehearsal sets) and its credential chain.
-  let vectorsClient: S3VectorsClient | undefined;
-  if (handle.vectorBucket)
-    vectorsClient = s3VectorsClient({ region: handle.region, endpoint: handle.endpoints.s3vectors, credentials: handle.credentials });
+  const vectorsClient = handle.vectorBucket ? vectorsClientFor(handle) : undefined;
   const vectors =
     vectorsClient && handle.vectorBucket
       ? new S3VectorIndex({ client: vectorsClient, vectorBucket: handle.vectorBucket, createIndexes: handle.kind === 'embedded' })
