@@ -1,7 +1,7 @@
 import { parseS3Object } from '../../base/s3-url.ts';
 import { ENV } from '../../base/runtime-names.ts';
 import { messageOf } from '../../base/errors.ts';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -18,6 +18,7 @@ import { startGallery } from '../../gallery/server.ts';
 import { startEmbeddedStack } from '../../local/stack.ts';
 import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber, printable } from '../format.ts';
+import { expandPath, rethrowUnreadable } from '../local-files.ts';
 import { openCommandStack } from '../stack.ts';
 
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
@@ -238,8 +239,8 @@ function registerTag(program: Command): void {
     .option('--timeout <s>', 'seconds to wait for tags', parseNumber('--timeout', 1, 3600), 120)
     .option('--json', 'print one JSON object per image')
     .action(async (paths: string[], o: { bucket?: string; prefix: string; timeout: number; json?: boolean }, command: Command) => {
-      // The files first: a mistyped path is named before the stack is even looked for.
-      const files = (await Promise.all(paths.map(expand))).flat();
+      // The files first (each one readable): a mistyped path is named before the stack is even looked for.
+      const files = (await Promise.all(paths.map(expandPath))).flat();
       if (files.length === 0) throw new Error('no files to upload');
       const { s3, handle } = await openCommandStack(command);
       const bucket = o.bucket ?? handle.buckets[0];
@@ -249,7 +250,12 @@ function registerTag(program: Command): void {
         files.map(async ({ file, base }) => {
           const key = `${opts.prefix}${relative(base, file).split('\\').join('/')}`;
           const out = await s3.send(
-            new PutObjectCommand({ Bucket: opts.bucket, Key: key, Body: await readFile(file), ContentType: contentType(file) }),
+            new PutObjectCommand({
+              Bucket: opts.bucket,
+              Key: key,
+              Body: await readFile(file).catch(rethrowUnreadable(file)),
+              ContentType: contentType(file),
+            }),
           );
           return { file, key, eTag: (out.ETag ?? '').replace(/"/g, '') };
         }),
@@ -348,31 +354,6 @@ function print(json: boolean | undefined, file: string | undefined, url: string,
   if (m[KEYS.reason]) process.stdout.write(`  reason: ${printable(m[KEYS.reason])}\n`);
   for (const t of tags) process.stdout.write(`  ${(t.probability * 100).toFixed(1).padStart(5)}%  ${printable(t.label)}\n`);
 }
-
-async function expand(path: string): Promise<{ file: string; base: string }[]> {
-  // A missing or unreadable path is one line naming it (not Node's "ENOENT: …, stat '…'").
-  const s = await stat(path).catch((err: NodeJS.ErrnoException) => {
-    throw new Error(`cannot read ${path}: ${FS_ERRORS[err.code ?? ''] ?? messageOf(err)}`);
-  });
-  if (!s.isDirectory()) return [{ file: path, base: resolve(path, '..') }];
-  const out: { file: string; base: string }[] = [];
-  const walk = async (dir: string) => {
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
-      const p = join(dir, entry.name);
-      if (entry.isDirectory()) await walk(p);
-      else if (entry.isFile()) out.push({ file: p, base: path });
-    }
-  };
-  await walk(path);
-  return out;
-}
-
-const FS_ERRORS: Record<string, string> = {
-  ENOENT: 'no such file or directory',
-  EACCES: 'permission denied',
-  ENOTDIR: 'a folder on its path is a file',
-  ELOOP: 'too many symbolic links',
-};
 
 const TYPES: Record<string, string> = {
   jpg: 'image/jpeg',

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { classifyFiles } from '../../inference/classify-files.ts';
 import { createEngine, DEFAULT_ENGINE, ENGINE_NAMES } from '../../inference/engines.ts';
 import { parseNumber } from '../format.ts';
+import { checkReadableFiles } from '../local-files.ts';
 
 interface PredictOptions {
   variant?: string;
@@ -16,7 +17,9 @@ interface PredictOptions {
 export function registerPredictCommand(program: Command): void {
   program
     .command('predict')
-    .description('classify local images (exit status 1 if any image failed; the others are still reported)')
+    .description(
+      'classify local images (a path that cannot be read stops it first; exit status 1 if any image failed to decode, the others are still reported)',
+    )
     .argument('<images...>', 'image files')
     .requiredOption('--weights <dir>', 'weights artifact directory')
     .option('--variant <variant>', 'expected variant of the weights (checked)')
@@ -26,6 +29,8 @@ export function registerPredictCommand(program: Command): void {
     .option('--batch-size <n>', 'images per inference call', parseNumber('--batch-size', 1, 256, true), 8)
     .option('--json', 'print a JSON array, one object per image')
     .action(async (images: string[], opts: PredictOptions) => {
+      // The files first, as `tag` does: a mistyped path is one line naming it, before the model loads.
+      await checkReadableFiles(images);
       const engine = createEngine(opts.engine, { tfjsBackend: opts.backend });
       const model = await engine.load(opts.weights, { variant: opts.variant });
       try {

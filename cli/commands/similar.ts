@@ -27,6 +27,7 @@ import {
   similarToVector,
 } from '../../pipeline/similar.ts';
 import { parseNumber, printable, table } from '../format.ts';
+import { fileProblem } from '../local-files.ts';
 import { openCommandStack, stackVectors } from '../stack.ts';
 
 interface SimilarCli {
@@ -87,7 +88,7 @@ async function embedLocal(conn: OpenStack, path: string, bucket: string, prefix:
   try {
     bytes = await readFile(path);
   } catch (err) {
-    throw new SimilarError(`cannot read --image ${path}: ${messageOf(err)}`);
+    throw new SimilarError(`cannot read --image ${path}: ${fileProblem(err)}`);
   }
   const { config: tiers } = stackTiers(conn.handle);
   const { width, height } = await imageDimensions(bytes, path);
