@@ -10,6 +10,13 @@ interface GalleryCli {
   port: number;
 }
 
+/**
+ * `effitag gallery`'s default port: not the embedded stack's gallery's (EMBEDDED_PORTS.gallery, 4570),
+ * so a gallery of a deployed stack (or a second one of the embedded stack) runs beside `npm start`,
+ * whichever starts first. With the same default, the second to start failed on a taken port.
+ */
+export const GALLERY_COMMAND_PORT = 4572;
+
 export function registerGalleryCommand(program: Command): void {
   program
     .command('gallery')
@@ -17,9 +24,9 @@ export function registerGalleryCommand(program: Command): void {
     .argument('[bucket]', "the bucket (s3://name or name; default: the stack's)")
     .option(
       '--port <port>',
-      'port on 127.0.0.1 (env EFFITAG_GALLERY_PORT)',
+      `port on 127.0.0.1 (env EFFITAG_GALLERY_PORT; 0: any free port; npm start serves its own gallery on ${EMBEDDED_PORTS.gallery})`,
       parseNumber('--port', 0, 65535, true),
-      Number(process.env.EFFITAG_GALLERY_PORT ?? EMBEDDED_PORTS.gallery),
+      Number(process.env.EFFITAG_GALLERY_PORT ?? GALLERY_COMMAND_PORT),
     )
     .action(async (bucketArg: string | undefined, opts: GalleryCli, command: Command) => {
       const conn = await openCommandStack(command);
@@ -36,7 +43,10 @@ export function registerGalleryCommand(program: Command): void {
           vectors: stackVectors(conn),
         },
         { port: opts.port },
-      );
+      ).catch((err: NodeJS.ErrnoException) => {
+        conn.close();
+        throw galleryListenProblem(err, opts.port);
+      });
       process.stdout.write(`EffiTag gallery for s3://${printable(bucket)}: ${gallery.url}  (Ctrl-C stops it)\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
@@ -45,4 +55,19 @@ export function registerGalleryCommand(program: Command): void {
       await gallery.close();
       conn.close();
     });
+}
+
+/** The port in use (or not ours to take) as one line with its fix, not Node's "listen EADDRINUSE: …". */
+export function galleryListenProblem(err: NodeJS.ErrnoException, port: number): Error {
+  const fix = 'pass --port N (0: any free port)';
+  const where = `port ${port} on 127.0.0.1`;
+  if (err.code === 'EADDRINUSE')
+    return new Error(
+      port === EMBEDDED_PORTS.gallery
+        ? `${where} is in use (npm start serves the embedded stack's gallery there by default: http://127.0.0.1:${port}/): for another gallery, ${fix}`
+        : `${where} is in use (another effitag gallery?): ${fix}`,
+      { cause: err },
+    );
+  if (err.code === 'EACCES') return new Error(`${where} may not be opened by this user (below 1024?): ${fix}`, { cause: err });
+  return err;
 }
