@@ -35,14 +35,14 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
   it('first run offline: stops with a clear message saying how to provide weights', async () => {
     const cache = await tempDir();
     const closed = await freePort();
-    const r = await cli(
-      ['local', '--data', join(cache, 'data'), '--s3-port', String(await freePort()), '--sqs-port', String(await freePort())],
-      {
-        EFFITAG_CACHE_DIR: cache,
-        EFFITAG_WEIGHTS_URL: `http://127.0.0.1:${closed}/efficientnetb0.h5`,
-        EFFITAG_WEIGHTS_MD5: '0'.repeat(32),
-      },
-    );
+    // Free ports for every server (a user's `npm start` holds the defaults), and no weights from the
+    // user's environment: with EFFITAG_WEIGHTS_DIR set, this started a stack on the default ports.
+    const r = await cli(['local', '--data', join(cache, 'data'), ...portFlags({ s3: await freePort(), sqs: await freePort() })], {
+      EFFITAG_WEIGHTS_DIR: undefined,
+      EFFITAG_CACHE_DIR: cache,
+      EFFITAG_WEIGHTS_URL: `http://127.0.0.1:${closed}/efficientnetb0.h5`,
+      EFFITAG_WEIGHTS_MD5: '0'.repeat(32),
+    });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /weights missing for the configured tiers/);
     assert.match(r.stderr, /Could not fetch them: cannot download/);
@@ -63,7 +63,7 @@ describe('effitag local / tag / backfill (npm start), as processes', () => {
     assert.match(out, new RegExp(`Gallery:\\s+http://127\\.0\\.0\\.1:${galleryPort}/`));
     // The stand-ins speak plain HTTP: by default nothing listens beyond loopback.
     const sockets = listeningSockets(child.pid!);
-    // The S3 Vectors stand-in takes any free port: commands find it in the stack's handle, as every port.
+    // The S3 Vectors stand-in on port 0 (portFlags): any free port, which commands find in the stack's handle.
     const vectorsPort = s3VectorsPort(join(dir, 'data'));
     assert.deepEqual(
       sockets.map((l) => l.port).sort(),
