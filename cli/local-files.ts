@@ -1,5 +1,5 @@
 /**
- * Files the user names on the command line (`tag`, `predict`, `similar --image`, `weights import`):
+ * Files and folders the user names on the command line (`tag`, `predict`, `similar --image`, `train --data`):
  * a path that cannot be read is one line naming it and why in words, checked before any slow work
  * (a model loaded, a stack looked for), not Node's "ENOENT: no such file or directory, open '…'".
  */
@@ -43,6 +43,12 @@ async function readablePath(path: string, options: { folders: boolean; what?: st
   if (folder && !options.folders) throw new Error(`cannot read ${options.what ? `${options.what} ` : ''}${path}: ${FS_ERRORS.EISDIR}`);
   await access(path, constants.R_OK | (folder ? constants.X_OK : 0)).catch(rethrowUnreadable(path, options.what));
   return { folder };
+}
+
+/** A folder that can be listed (`what` names the option, e.g. `--data`). */
+export async function checkReadableFolder(path: string, what?: string): Promise<void> {
+  if (!(await readablePath(path, { folders: true, what })).folder)
+    throw new Error(`cannot read ${what ? `${what} ` : ''}${path}: a file, not a folder`);
 }
 
 /** Each path a readable file, in order: the first that is not is the error. */

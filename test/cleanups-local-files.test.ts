@@ -114,3 +114,20 @@ describe('`effitag similar --image` on a missing photo', () => {
     assert.equal(r.stderr, `effitag: cannot read --image ${missing}: no such file or directory\n`);
   });
 });
+
+describe('`effitag train --data` on a folder it cannot read', () => {
+  it('missing, or a file: one line naming the option and path (it was "ENOENT: …, realpath", after the backend loaded)', async () => {
+    const dir = await tempDir('effitag-cleanups-train-');
+    const missing = join(dir, 'no-photos');
+    const out = join(dir, 'out');
+    const r = await runEffitag(['train', '--name', 'pets', '--data', missing, '--out', out]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.equal(r.stderr, `effitag: cannot read --data ${missing}: no such file or directory\n`);
+    const file = join(dir, 'photo.jpg');
+    await writeFile(file, await gradientImage(32, 32, 'jpeg', 4));
+    const fileRun = await runEffitag(['train', '--name', 'pets', '--data', file, '--out', out]);
+    assert.equal(fileRun.code, 1, fileRun.stdout);
+    assert.equal(fileRun.stderr, `effitag: cannot read --data ${file}: a file, not a folder\n`);
+    assert.equal(existsSync(out), false, 'nothing written');
+  });
+});

@@ -7,6 +7,7 @@ import { folderSource } from '../../training/dataset.ts';
 import { parseRange, progressiveRanges, stages, type ProgressiveRanges } from '../../training/progressive.ts';
 import { train } from '../../training/train.ts';
 import { parseNumber, table } from '../format.ts';
+import { checkReadableFolder } from '../local-files.ts';
 import { countProgress } from '../progress.ts';
 
 interface TrainFlags {
@@ -116,6 +117,8 @@ export function registerTrainCommand(program: Command): void {
         );
         return;
       }
+      // A local --data folder that is not there is one line naming it, as for every path (was ENOENT … realpath).
+      if (!opts.data.startsWith('s3://')) await checkReadableFolder(opts.data, '--data');
       // s3:// data is read from the stack --stack names (the embedded one by default).
       const conn = opts.data.startsWith('s3://') ? await openCommandStack(command) : undefined;
       try {
