@@ -16,6 +16,7 @@ import type { TiersFile } from '../tiers/schema.ts';
 import { listingSkip } from './backfill.ts';
 import { mapLimit } from './concurrency.ts';
 import { indexedObject, modelOfSpace, taggingFromMetadata, unitVector } from './index-writes.ts';
+import { markerParts } from './marker.ts';
 import type { ModelCatalog } from './models.ts';
 import { type ObjectHead, StoreError, type ObjectStore, type VectorIndex } from './ports.ts';
 import type { IndexRecord, TagIndex } from './tag-index.ts';
@@ -73,21 +74,23 @@ async function lacks(
   if (record.failed) return { skip: 'failed' };
   // Overwritten since it was tagged: the pipeline tags (and embeds) the new version.
   if (record.eTag !== eTag) return { skip: 'changed' };
-  const model = modelOfSpace(record.marker);
-  let current: string;
+  // A two-model tagging (ImageNet and a custom model) embeds with its first model: the space is that part.
+  const parts = markerParts(record.marker);
+  const space = parts[0];
+  let current: string[];
   try {
-    current = deps.models.marker(model);
+    current = parts.map((part) => deps.models.marker(modelOfSpace(part)));
   } catch {
     return { skip: 'no-weights' };
   }
   // Its tags are of older weights: tagging it again (backfill --model-older-than) also embeds it.
-  if (current !== record.marker) return { skip: 'older-model' };
+  if (current.some((c, i) => c !== parts[i])) return { skip: 'older-model' };
   const tier = routeObject(deps.tiers, { bucket, key }).tier;
   const wantVector = !!deps.vectors && deps.tiers.tiers[tier].embeddings;
-  const vector = wantVector && !(await deps.vectors!.get(record.marker, { bucket, key }));
+  const vector = wantVector && !(await deps.vectors!.get(space, { bucket, key }));
   const hash = !record.phash;
   if (!vector && !hash) return { skip: wantVector ? 'complete' : 'complete-no-embeddings' };
-  return { record, space: record.marker, tier, vector, hash };
+  return { record, space, tier, vector, hash };
 }
 
 export async function backfillEmbeddings(

@@ -7,8 +7,8 @@
 import { isPerceptualHash } from '../inference/perceptual-hash.ts';
 import { isImagenetModel } from '../model/spec.ts';
 import { modelFor, type TiersFile } from '../tiers/schema.ts';
-import { scoreTags } from '../model/tag-hierarchy.ts';
-import { decodeTags, KEYS } from './marker.ts';
+import { type ScoredTag, scoreTags } from '../model/tag-hierarchy.ts';
+import { decodeTags, KEYS, markerModels } from './marker.ts';
 import type { Markers } from './models.ts';
 import { messageOf } from '../base/errors.ts';
 import type { ObjectHead, ObjectRef, VectorIndex, VectorRef } from './ports.ts';
@@ -20,11 +20,29 @@ export interface Tagging {
   predictions: readonly { label: string; probability: number; index?: number }[];
   /** ImageNet-1k labels roll up through the WordNet hierarchy; a custom model's do not. */
   imagenet: boolean;
+  /** A two-model tier's custom labels, beside ImageNet's `predictions`: leaf tags only, never rolled up. */
+  labels?: readonly { label: string; probability: number; index?: number }[];
   /** The image's perceptual hash (inference/perceptual-hash.ts), when it was computed. */
   phash?: string;
 }
 
-const variantOf = (marker: string) => marker.slice(0, marker.lastIndexOf('@')) || marker;
+/** The model of a marker's first part (a two-model marker's ImageNet variant). */
+const variantOf = (marker: string) => markerModels(marker)[0] || marker;
+
+/**
+ * The tags of a tagging: ImageNet's rolled up through WordNet, a custom model's as they are. A label
+ * both give (a user's "dog" and ImageNet's rolled-up "dog") keeps the higher probability.
+ */
+function taggingTags(tagging: Tagging): ScoredTag[] {
+  const tags = scoreTags(tagging.predictions, { imagenet: tagging.imagenet });
+  if (!tagging.labels) return tags;
+  const byTag = new Map(tags.map((t) => [t.tag, t]));
+  for (const own of scoreTags(tagging.labels, { imagenet: false })) {
+    const held = byTag.get(own.tag);
+    byTag.set(own.tag, held ? { tag: own.tag, probability: Math.max(held.probability, own.probability), leaf: true } : own);
+  }
+  return [...byTag.values()];
+}
 
 export function indexedObject(ref: ObjectRef, head: ObjectHead, tagging: Tagging, now: () => Date): IndexedObject {
   return {
@@ -37,7 +55,7 @@ export function indexedObject(ref: ObjectRef, head: ObjectHead, tagging: Tagging
     variant: variantOf(tagging.marker),
     marker: tagging.marker,
     at: tagging.at,
-    tags: scoreTags(tagging.predictions, { imagenet: tagging.imagenet }),
+    tags: taggingTags(tagging),
     ...(tagging.phash ? { phash: tagging.phash } : {}),
   };
 }
@@ -60,10 +78,13 @@ export function taggingFromMetadata(head: ObjectHead): Tagging | undefined {
   const m = head.metadata;
   if (m[KEYS.status] !== 'tagged' || !m[KEYS.model] || m[KEYS.etag] !== head.eTag) return undefined;
   const marker = m[KEYS.model];
-  // A marker names its model: a variant's ImageNet classifier rolls up through WordNet, a custom model does not.
-  const imagenet = isImagenetModel(marker.slice(0, marker.lastIndexOf('@')));
+  // A marker names its models: a variant's ImageNet classifier rolls up through WordNet, a custom model
+  // does not; a two-model marker's custom labels are under their own key.
+  const models = markerModels(marker);
+  const imagenet = isImagenetModel(models[0]);
+  const labels = models.length > 1 ? { labels: decodeTags(m[KEYS.labels]) } : {};
   const phash = isPerceptualHash(m[KEYS.phash]) ? m[KEYS.phash] : undefined;
-  return { marker, at: m[KEYS.at] ?? '', predictions: decodeTags(m[KEYS.tags]), imagenet, ...(phash ? { phash } : {}) };
+  return { marker, at: m[KEYS.at] ?? '', predictions: decodeTags(m[KEYS.tags]), imagenet, ...labels, ...(phash ? { phash } : {}) };
 }
 
 /**

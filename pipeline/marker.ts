@@ -8,6 +8,12 @@ import type { Prediction } from '../inference/engine.ts';
 
 export const KEYS = {
   tags: 'effitag-tags',
+  /**
+   * A tier that tags with ImageNet and a custom model at once: the custom model's tags (the user's own
+   * labels, never rolled up), while `effitag-tags` holds ImageNet's. A custom-only tier writes its tags
+   * in `effitag-tags`, as before.
+   */
+  labels: 'effitag-labels',
   model: 'effitag-model',
   at: 'effitag-at',
   status: 'effitag-status',
@@ -26,6 +32,22 @@ export type Status = 'tagged' | 'failed';
 export function modelMarker(variant: string, weightsSha256: string): string {
   return `${variant}@${weightsSha256.slice(0, 12)}`;
 }
+
+/**
+ * The marker of a tagging by several models (ImageNet and a custom model): their markers joined by
+ * `+`, in the tier's order (`b0@1a2b3c4d5e6f+shapes@0f1e2d3c4b5a`). It changes when any model's weights
+ * do, or when a tier adds or drops a model: a backfill then finds the object stale.
+ */
+export function combinedMarker(markers: readonly string[]): string {
+  return markers.join('+');
+}
+
+/** The single-model markers a marker is made of (one for most). */
+export const markerParts = (marker: string): string[] => marker.split('+');
+
+/** The model each part of a marker names: `b0@1a2b…+shapes@0f1e…` → [`b0`, `shapes`]. */
+export const markerModels = (marker: string): string[] =>
+  markerParts(marker).map((m) => (m.lastIndexOf('@') > 0 ? m.slice(0, m.lastIndexOf('@')) : m));
 
 export const metadataBytes = (m: Record<string, string>) =>
   Object.entries(m).reduce((s, [k, v]) => s + Buffer.byteLength(k, 'utf8') + Buffer.byteLength(v, 'utf8'), 0);
@@ -55,36 +77,55 @@ export function encodeTagged(
   existing: Record<string, string>,
   predictions: readonly Prediction[],
   fixed: { model: string; at: string; etag: string; phash?: string },
+  labels?: readonly Prediction[],
 ): Encoded | undefined {
   // The perceptual hash rides along only where it costs no tag: the tags are what the object is
   // read for, and the index record keeps the hash too (where the stack has an index).
   const { phash, ...plain } = fixed;
-  const without = encodeWith(existing, predictions, plain);
+  const without = encodeWith(existing, predictions, plain, labels);
   if (!phash) return without;
-  const withHash = encodeWith(existing, predictions, fixed);
+  const withHash = encodeWith(existing, predictions, fixed, labels);
   return withHash && (!without || withHash.tagsWritten >= without.tagsWritten) ? withHash : without;
+}
+
+const tagPart = (p: Prediction) => `${asciiLabel(p.label)}=${p.probability.toFixed(3)}`;
+
+/** As many `label=probability` parts, most probable first, as fit in `room` bytes (`;` between them). */
+function fitParts(predictions: readonly Prediction[], room: number): { parts: string[]; used: number } {
+  const parts: string[] = [];
+  let used = 0;
+  for (const p of predictions) {
+    const part = tagPart(p);
+    const cost = part.length + (parts.length ? 1 : 0);
+    if (used + cost > room) break;
+    parts.push(part);
+    used += cost;
+  }
+  return { parts, used };
 }
 
 function encodeWith(
   existing: Record<string, string>,
   predictions: readonly Prediction[],
   fixed: { model: string; at: string; etag: string; phash?: string },
+  labels?: readonly Prediction[],
 ): Encoded | undefined {
   const base = taggedBase(existing, fixed);
-  const room = tagRoom(existing, fixed);
+  // A two-model tagging: the custom model's labels under their own key, fitted first (the user's own
+  // words), with room kept for ImageNet's first tag; ImageNet's tags take what is left.
+  const withLabels = labels !== undefined;
+  const room = tagRoom(existing, fixed) - (withLabels ? Buffer.byteLength(KEYS.labels) : 0);
   if (room < 0) return undefined;
-  const parts: string[] = [];
-  let used = 0;
-  for (const p of predictions) {
-    const part = `${asciiLabel(p.label)}=${p.probability.toFixed(3)}`;
-    const cost = part.length + (parts.length ? 1 : 0);
-    if (used + cost > room) break;
-    parts.push(part);
-    used += cost;
-  }
-  // Room for the fixed keys but not one tag: writing `tagged` with no tags would hide the result.
-  if (!parts.length && predictions.length) return undefined;
-  return { metadata: { ...base, [KEYS.tags]: parts.join(';') }, tagsWritten: parts.length, tagsDropped: predictions.length - parts.length };
+  const firstTag = predictions.length ? tagPart(predictions[0]).length : 0;
+  const own = fitParts(labels ?? [], room - firstTag);
+  const tags = fitParts(predictions, room - own.used);
+  // Room for the fixed keys but not one tag (of each model): writing `tagged` so would hide a result.
+  if ((!tags.parts.length && predictions.length) || (!own.parts.length && labels?.length)) return undefined;
+  return {
+    metadata: { ...base, [KEYS.tags]: tags.parts.join(';'), ...(withLabels ? { [KEYS.labels]: own.parts.join(';') } : {}) },
+    tagsWritten: tags.parts.length + own.parts.length,
+    tagsDropped: predictions.length - tags.parts.length + (labels?.length ?? 0) - own.parts.length,
+  };
 }
 
 /**

@@ -8,9 +8,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Engine, LoadedModel } from '../inference/engine.ts';
+import { labelsFor } from '../model/labels.ts';
 import { decodeVariant, int8Base, isVariantName } from '../model/spec.ts';
-import { modelHash, type WeightsManifest } from '../model/weights.ts';
-import { modelMarker } from './marker.ts';
+import { loadArtifact, modelHash, type WeightsArtifact, type WeightsManifest } from '../model/weights.ts';
+import { combinedMarker, modelMarker } from './marker.ts';
 
 /**
  * What the router and backfills need of the weights: each model's current marker. Weights may be
@@ -33,15 +34,88 @@ export interface Markers {
   readonly location?: string;
 }
 
+/**
+ * A custom model's classifier (EfficientNet's top, `predictions`) as a dense layer over the pooled
+ * features: what a head-only custom model adds to its base, run on the features of the base's pass.
+ */
+export interface DenseHead {
+  /** [features, classes], row-major (the Keras kernel's layout). */
+  kernel: Float32Array;
+  bias: Float32Array;
+  features: number;
+  classes: number;
+  /** The custom model's labels, by class. */
+  labels: readonly string[];
+}
+
+/** The head's class probabilities: softmax(features · kernel + bias). Microseconds for B0's 1,280 × N. */
+export function headProbabilities(head: DenseHead, features: Float32Array): Float32Array {
+  if (features.length !== head.features) throw new Error(`the head takes ${head.features} features, the pass gave ${features.length}`);
+  const logits = new Float64Array(head.classes);
+  for (let j = 0; j < head.classes; j++) logits[j] = head.bias[j];
+  for (let i = 0; i < head.features; i++) {
+    const f = features[i];
+    if (f === 0) continue;
+    const row = i * head.classes;
+    for (let j = 0; j < head.classes; j++) logits[j] += f * head.kernel[row + j];
+  }
+  let max = -Infinity;
+  for (const l of logits) max = Math.max(max, l);
+  let sum = 0;
+  for (let j = 0; j < logits.length; j++) sum += logits[j] = Math.exp(logits[j] - max);
+  return Float32Array.from(logits, (e) => e / sum);
+}
+
+const TOP_WEIGHTS = ['predictions/kernel:0', 'predictions/bias:0'];
+
+/**
+ * The custom model's head, when the model is head-only on `base`'s very weights: same variant, float
+ * both, and every tensor but the top byte for byte the same (checked on the weights, not on what the
+ * manifest says of its training). Undefined otherwise: then it needs a pass of its own.
+ */
+export function sharedHeadOf(custom: WeightsArtifact, base: WeightsArtifact): DenseHead | undefined {
+  const c = custom.manifest,
+    b = base.manifest;
+  if (!c.custom || c.quantization || b.quantization || c.variant !== b.variant || !c.includeTop) return undefined;
+  for (const [name, w] of custom.weights) {
+    if (TOP_WEIGHTS.includes(name)) continue;
+    const other = base.weights.get(name);
+    if (!other || other.length !== w.length) return undefined;
+    if (!Buffer.from(w.buffer, w.byteOffset, w.byteLength).equals(Buffer.from(other.buffer, other.byteOffset, other.byteLength)))
+      return undefined;
+  }
+  const kernel = custom.weights.get(TOP_WEIGHTS[0]),
+    bias = custom.weights.get(TOP_WEIGHTS[1]);
+  if (!kernel || !bias?.length || kernel.length % bias.length !== 0) return undefined;
+  // Copies: the artifact's buffer (the whole weights.bin) is then free to go.
+  return {
+    kernel: kernel.slice(),
+    bias: bias.slice(),
+    features: kernel.length / bias.length,
+    classes: bias.length,
+    labels: labelsFor(c),
+  };
+}
+
 export interface ModelCatalog extends Markers {
   /** The models found so far (variants and custom names). */
   variants(): string[];
   load(model: string): Promise<LoadedModel>;
+  /**
+   * The custom `model`'s head when it is head-only on the `base` model's weights (`sharedHeadOf`):
+   * a tier tagging with both then runs one pass. Absent (test doubles), or undefined: two passes.
+   */
+  sharedHead?(model: string, base: string): Promise<DenseHead | undefined>;
   dispose(): Promise<void>;
 }
 
 export class MissingWeightsError extends Error {
   override name = 'MissingWeightsError';
+}
+
+/** The marker an object tagged now by these models carries: one model's, or theirs joined (`combinedMarker`). */
+export function currentMarker(markers: Pick<Markers, 'marker'>, models: readonly string[]): string {
+  return combinedMarker(models.map((m) => markers.marker(m)));
 }
 
 /** Are weights published for the model? `refresh` where the markers learn lazily, else `marker`. */
@@ -101,7 +175,20 @@ export function directoryCatalog(dir: string, engine?: Engine): ModelCatalog {
     return entry;
   };
   const loaded = new Map<string, Promise<LoadedModel>>();
+  const heads = new Map<string, Promise<DenseHead | undefined>>();
   return {
+    sharedHead(model, base) {
+      const [m, b] = [find(model), find(base)];
+      // Keyed by both weights: a republished model or base is checked again.
+      const key = `${m.manifest.sha256}/${b.manifest.sha256}`;
+      let p = heads.get(key);
+      if (!p) {
+        p = Promise.all([loadArtifact(m.dir), loadArtifact(b.dir)]).then(([ma, ba]) => sharedHeadOf(ma, ba));
+        p.catch(() => heads.delete(key));
+        heads.set(key, p);
+      }
+      return p;
+    },
     location: dir,
     marker: (model) => {
       const { manifest } = find(model);

@@ -14,7 +14,7 @@
  */
 import { parseS3Folder } from '../base/s3-url.ts';
 import type { EventsMode } from '../cdk/config.ts';
-import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
+import { modelsFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { encodeS3Key } from './events.ts';
 
 // ---------------------------------------------------------------- the port
@@ -274,7 +274,7 @@ export async function preflight(aws: PreflightAws, input: PreflightInput): Promi
     for (const model of tiers.models) {
       const key = `${location.prefix}${model}/manifest.json`;
       const users = Object.values(tiers.tiers)
-        .filter((t) => t.variants.some((v) => modelFor(t, v) === model))
+        .filter((t) => t.variants.some((v) => modelsFor(t, v).includes(model)))
         .map((t) => t.name);
       await guarded(rows, { check: 'weights', subject: model }, true, async () => {
         const found = await aws.headObject(location.bucket, key);

@@ -14,14 +14,14 @@ import { imageSize } from 'image-size';
 import { sniffFormat } from '../inference/image-format.ts';
 import { chooseVariant } from '../tiers/choose.ts';
 import { routeObject } from '../tiers/route.ts';
-import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
+import { modelsFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { backfillDrop, indexedState, taggingInIndex, type BackfillDrop, type BackfillFilter } from './backfill-filter.ts';
 import { mapLimit } from './concurrency.ts';
 import { tierSpaces } from './index-writes.ts';
 import { parseEventBody, type ObjectCreated, type ObjectRemoved } from './events.ts';
 import { Counters, silentLogger, type Logger } from './log.ts';
-import { KEYS } from './marker.ts';
-import { isPublished, weightsFix, type Markers } from './models.ts';
+import { KEYS, markerModels, markerParts } from './marker.ts';
+import { currentMarker, isPublished, weightsFix, type Markers } from './models.ts';
 import { StoreError, type MessageQueue, type ObjectHead, type ObjectStore, type VectorIndex } from './ports.ts';
 import type { TagIndex } from './tag-index.ts';
 import { revisionOf, taskMessage, type Task } from './task.ts';
@@ -88,10 +88,14 @@ export interface Router {
   decide(object: ObjectCreated, source?: Task['source'], filter?: BackfillFilter): Promise<RouteOutcome>;
 }
 
-/** Is this marker the current one for its own variant? (Markers are `<variant>@<weights hash>`.) */
+/**
+ * Is this marker current for its own models? (Markers are `<model>@<weights hash>`, joined by `+`
+ * for a tagging by several: every part must be its model's current one.)
+ */
 export function isCurrentMarker(models: RouterContext['models'], marker: string): boolean {
   try {
-    return models.marker(marker.slice(0, marker.lastIndexOf('@'))) === marker;
+    const names = markerModels(marker);
+    return markerParts(marker).every((part, i) => models.marker(names[i]) === part);
   } catch {
     return false;
   }
@@ -109,8 +113,7 @@ export async function readHeader(ctx: RouterContext, object: ObjectCreated): Pro
     const head = await ctx.store.head(ref);
     const marker = head.metadata[KEYS.model];
     // Markers are learned lazily: learn this one's model first (only the tiers' own models).
-    const model = marker?.slice(0, marker.lastIndexOf('@'));
-    if (model && ctx.tiers.models.includes(model)) await isPublished(ctx.models, model);
+    for (const model of marker ? markerModels(marker) : []) if (ctx.tiers.models.includes(model)) await isPublished(ctx.models, model);
     if (marker && isCurrentMarker(ctx.models, marker)) return { head, bytes: undefined };
   }
   return ctx.store.getRange(ref, 0, HEADER_BYTES - 1, object.kind === 'Copy' ? undefined : object.eTag);
@@ -210,8 +213,11 @@ export async function decideObject(
     // Backfills leave non-images alone even when named like images (a live upload records the failure).
     if (!isImage) return drop('not-an-image');
   }
-  const model = modelFor(tier, choice.variant);
-  if (!(await isPublished(ctx.models, model))) {
+  const names = modelsFor(tier, choice.variant);
+  // Every model the tier tags with must be published (ImageNet's and a custom one: both, or it waits).
+  let model: string | undefined;
+  for (const m of names) if (!model && !(await isPublished(ctx.models, m))) model = m;
+  if (model) {
     // Deployed before its weights were published (the README's order): the object waits, untagged,
     // instead of failing into a DLQ; a backfill after publishing finds it (`weights publish --backfill`).
     ctx.counters.inc('router.dropped.waiting-for-weights');
@@ -228,7 +234,7 @@ export async function decideObject(
     return { object, action: 'dropped', reason: 'waiting-for-weights', tier: route.tier, variant: choice.variant };
   }
   if (source === 'backfill') {
-    const current = ctx.models.marker(model);
+    const current = currentMarker(ctx.models, names);
     const reason = backfillDrop(await taggedState(ctx, object, head, tier, current), current, filter ?? { mode: 'stale' });
     if (reason) return drop(reason);
   }

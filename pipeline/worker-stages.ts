@@ -6,7 +6,9 @@
  *   parseMessages  → poison bodies and duplicates out, tasks in
  *   prepareTask    → download (If-Match on the task's ETag), skip what is archived or already
  *                    tagged by the current model, decode under byte and pixel limits
- *   inferPrepared  → the engine, grouped by variant
+ *   inferPrepared  → the engine, grouped by model; a tier tagging with ImageNet and a custom
+ *                    model runs the custom one as a head on the ImageNet pass's features when it is
+ *                    head-only on the same weights (one pass), else as a second pass
  *   writeResults   → tags onto the objects (metadata / object tags), then the tag index and
  *                    the image embeddings (the vector index)
  *   deadLetter     → a failure on its last receive goes to the DLQ with its reason
@@ -19,12 +21,12 @@ import { topK, type Prediction } from '../inference/engine.ts';
 import { decodeImage, ImageError, type DecodedImage } from '../inference/image.ts';
 import { perceptualHash } from '../inference/perceptual-hash.ts';
 import { IMAGENET_LABELS, labelsFor } from '../model/labels.ts';
-import { modelFor, type Tier, type TiersFile } from '../tiers/schema.ts';
+import { modelsFor, type Tier, type TiersFile } from '../tiers/schema.ts';
 import { mapLimit } from './concurrency.ts';
 import type { Counters, Logger } from './log.ts';
 import { indexedState, taggingInIndex } from './backfill-filter.ts';
-import { KEYS } from './marker.ts';
-import type { ModelCatalog } from './models.ts';
+import { combinedMarker, KEYS } from './marker.ts';
+import { currentMarker, headProbabilities, type DenseHead, type ModelCatalog } from './models.ts';
 import {
   isArchived,
   MAX_COPY_BYTES,
@@ -95,7 +97,10 @@ export interface Prepared {
   task: Task;
   tier: Tier;
   head: ObjectHead;
+  /** Decoded at the first model's resolution. */
   image: DecodedImage;
+  /** A two-model tier's second model, where it takes another resolution: the image decoded at it. */
+  second?: DecodedImage;
 }
 
 export interface PreparedBatch {
@@ -106,7 +111,18 @@ export interface PreparedBatch {
 export interface Inferred {
   results: MessageResult[];
   /** `vector`: the image's L2-normalized pooled features, where its tier stores embeddings. */
-  items: { p: Prepared; predictions: Prediction[]; marker: string; imagenet: boolean; vector?: Float32Array }[];
+  items: {
+    p: Prepared;
+    predictions: Prediction[];
+    /** A two-model tier's custom tags (its second model's), beside ImageNet's `predictions`. */
+    labels?: Prediction[];
+    /** The object's marker: every model it was tagged by. */
+    marker: string;
+    imagenet: boolean;
+    vector?: Float32Array;
+    /** The vector's space: its (first) model's marker. */
+    space?: string;
+  }[];
 }
 
 const refOf = (t: Task) => ({ bucket: t.bucket, key: t.key, versionId: t.versionId });
@@ -169,7 +185,7 @@ export async function recordFailure(
     const h = head ?? (await ctx.store.head(refOf(task)));
     if (h.eTag !== task.eTag) return { status: 'skipped', reason: 'changed' };
     const fixed = {
-      model: ctx.models.marker(modelFor(tier, task.variant)),
+      model: currentMarker(ctx.models, modelsFor(tier, task.variant)),
       at: ctx.now().toISOString(),
       etag: task.eTag,
       reason: `${reason}: ${detail}`,
@@ -190,7 +206,7 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
   const ended = (outcome: Outcome): MessageResult => ({ message, task, outcome });
   const tier = ctx.tiers.tiers[task.tier];
   if (!tier) return ended({ status: 'poison', reason: `unknown tier ${task.tier}` });
-  const modelId = modelFor(tier, task.variant);
+  const modelIds = modelsFor(tier, task.variant);
   if (task.size > MAX_COPY_BYTES && (tier.writeBack === 'metadata' || tier.writeBack === 'both'))
     return ended({ status: 'skipped', reason: 'over-5GiB' });
   const { maxBytes, maxPixels } = tier.limits;
@@ -201,7 +217,7 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
     if (!ctx.index) return ended({ status: 'retry', reason: `tier ${task.tier} writes back to the index, and this worker has none` });
     try {
       const held = await ctx.index.get(task.bucket, task.key);
-      if (held && held.eTag === task.eTag && held.marker === ctx.models.marker(modelId))
+      if (held && held.eTag === task.eTag && held.marker === currentMarker(ctx.models, modelIds))
         return ended({ status: 'skipped', reason: 'already-tagged' });
     } catch (err) {
       return ended({ status: 'retry', reason: `reading the index: ${messageOf(err)}` });
@@ -218,7 +234,7 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
   if (isArchived(head)) return ended({ status: 'skipped', reason: 'archived' });
   let marker: string;
   try {
-    marker = ctx.models.marker(modelId);
+    marker = currentMarker(ctx.models, modelIds);
   } catch (err) {
     return ended({ status: 'retry', reason: messageOf(err) });
   }
@@ -242,14 +258,20 @@ export async function prepareTask(ctx: WorkerContext, message: QueueMessage, tas
     return ended({ status: 'skipped', reason: 'already-tagged' });
   }
   try {
-    const model = await ctx.models.load(modelId);
+    const model = await ctx.models.load(modelIds[0]);
+    // A second model that is a head on the first one's weights needs no graph of its own.
+    const shared = modelIds[1] !== undefined && ctx.models.sharedHead ? await ctx.models.sharedHead(modelIds[1], modelIds[0]) : undefined;
+    const other = modelIds[1] !== undefined && !shared ? await ctx.models.load(modelIds[1]) : undefined;
     if (model.manifest.variant !== task.variant)
       return ended({
         status: 'retry',
-        reason: `model ${modelId} was trained on ${model.manifest.variant}, not ${task.variant}`,
+        reason: `model ${modelIds[0]} was trained on ${model.manifest.variant}, not ${task.variant}`,
       });
     const image = await decodeImage(bytes, model.resolution, { maxBytes, maxPixels });
-    return { message, task, tier, head, image };
+    // A second model on another base takes its own resolution (a head-only one shares the first's pass).
+    const second =
+      other && other.resolution !== model.resolution ? await decodeImage(bytes, other.resolution, { maxBytes, maxPixels }) : undefined;
+    return { message, task, tier, head, image, ...(second ? { second } : {}) };
   } catch (err) {
     if (err instanceof ImageError) return ended(await recordFailure(ctx, task, tier, head, err.reason, err.message));
     return ended({ status: 'retry', reason: `loading model or decoding: ${messageOf(err)}` });
@@ -267,43 +289,110 @@ export async function prepareBatch(ctx: WorkerContext, messages: readonly QueueM
   return { results, ready };
 }
 
-/** The engine on a prepared batch, one call per model (variant or custom model); the tier's top-k above its minimum confidence (the top one always). */
+/**
+ * The engine on a prepared batch, one call per model (variant or custom model); the tier's top-k above
+ * its minimum confidence (the top one always). A tier tagging with ImageNet and a custom model: the
+ * ImageNet pass first; the custom model then runs as a dense head on that pass's pooled features where
+ * it is head-only on the same weights (`ModelCatalog.sharedHead`: one inference per image), else as a
+ * pass of its own (two inferences).
+ */
 export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): Promise<Inferred> {
   const results = [...batch.results];
   const items: Inferred['items'] = [];
-  const byModel = new Map<string, Prepared[]>();
+  const failed = new Map<Prepared, string>();
+  const fail = (group: readonly Prepared[], err: unknown) => {
+    for (const p of group) if (!failed.has(p)) failed.set(p, `inference: ${messageOf(err)}`);
+  };
+  const ids = new Map(batch.ready.map((p) => [p, modelsFor(p.tier, p.task.variant)]));
+  // Each two-model item's shared head, where its custom model has one on the first model's weights.
+  const heads = new Map<Prepared, DenseHead>();
   for (const p of batch.ready) {
-    const id = modelFor(p.tier, p.task.variant);
-    byModel.set(id, [...(byModel.get(id) ?? []), p]);
+    const [first, second] = ids.get(p)!;
+    if (!second || !ctx.models.sharedHead) continue;
+    try {
+      const head = await ctx.models.sharedHead(second, first);
+      if (head) heads.set(p, head);
+    } catch (err) {
+      fail([p], err);
+    }
   }
-  for (const [id, group] of byModel) {
+  const byModel = (which: 0 | 1, wanted: (p: Prepared) => boolean) => {
+    const groups = new Map<string, Prepared[]>();
+    for (const p of batch.ready) {
+      const id = ids.get(p)![which];
+      if (id !== undefined && wanted(p) && !failed.has(p)) groups.set(id, [...(groups.get(id) ?? []), p]);
+    }
+    return groups;
+  };
+  // First pass: every item's first model.
+  const first = new Map<Prepared, { probabilities: Float32Array; features?: Float32Array; labels: readonly string[]; marker: string }>();
+  for (const [id, group] of byModel(0, () => true)) {
     try {
       const model = await ctx.models.load(id);
       const labels = labelsFor(model.manifest);
       const images = group.map((p) => p.image);
-      // Embeddings come out of the same inference (the export's second output), when any tier here wants them.
+      // Embeddings come out of the same inference (the export's second output), when any tier here
+      // wants them; so does a shared head's input.
       const wanted = !!ctx.vectors && group.some((p) => p.tier.embeddings);
-      const embed = wanted && !!model.classifyWithFeatures;
-      // An engine without the features output (a test double, a custom engine): tags only, counted.
-      if (wanted && !embed) ctx.counters.inc('vectors.unsupported', group.length);
-      const outputs = embed
+      const needFeatures = wanted || group.some((p) => heads.has(p));
+      const withFeatures = needFeatures && !!model.classifyWithFeatures;
+      // An engine without the features output (a test double, a custom engine): tags only, counted;
+      // a shared head then runs as a pass of its own.
+      if (wanted && !withFeatures) ctx.counters.inc('vectors.unsupported', group.length);
+      if (!withFeatures) for (const p of group) heads.delete(p);
+      const outputs: { probabilities: Float32Array; features?: Float32Array }[] = withFeatures
         ? await model.classifyWithFeatures!(images)
-        : (await model.classify(images)).map((probabilities) => ({ probabilities, features: undefined }));
+        : (await model.classify(images)).map((probabilities) => ({ probabilities }));
       ctx.counters.inc(`inferred.${id}`, group.length);
       const marker = ctx.models.marker(id);
-      group.forEach((p, i) => {
-        const predictions = topK(outputs[i].probabilities, p.tier.topK, labels).filter(
-          (x, rank) => rank === 0 || x.probability >= p.tier.minConfidence,
-        );
-        const features = p.tier.embeddings ? outputs[i].features : undefined;
-        const vector = features && unitVector(features);
-        if (features && !vector) ctx.counters.inc('vectors.degenerate');
-        items.push({ p, marker, predictions, imagenet: labels === IMAGENET_LABELS, ...(vector ? { vector } : {}) });
-      });
+      for (const [i, p] of group.entries()) first.set(p, { ...outputs[i], labels, marker });
     } catch (err) {
-      for (const p of group)
-        results.push({ message: p.message, task: p.task, outcome: { status: 'retry', reason: `inference: ${messageOf(err)}` } });
+      fail(group, err);
     }
+  }
+  // Second model: on the first pass's features (shared head), else a pass of its own.
+  const second = new Map<Prepared, { probabilities: Float32Array; labels: readonly string[]; marker: string }>();
+  for (const [id, group] of byModel(1, (p) => first.has(p))) {
+    try {
+      const marker = ctx.models.marker(id);
+      const own = group.filter((p) => !heads.has(p));
+      for (const p of group) {
+        const head = heads.get(p);
+        if (head) second.set(p, { probabilities: headProbabilities(head, first.get(p)!.features!), labels: head.labels, marker });
+      }
+      if (group.length > own.length) ctx.counters.inc(`inferred.shared-head.${id}`, group.length - own.length);
+      if (own.length) {
+        const model = await ctx.models.load(id);
+        const labels = labelsFor(model.manifest);
+        const outputs = await model.classify(own.map((p) => p.second ?? p.image));
+        ctx.counters.inc(`inferred.${id}`, own.length);
+        for (const [i, p] of own.entries()) second.set(p, { probabilities: outputs[i], labels, marker });
+      }
+    } catch (err) {
+      fail(group, err);
+    }
+  }
+  const top = (p: Prepared, probabilities: Float32Array, labels: readonly string[]) =>
+    topK(probabilities, p.tier.topK, labels).filter((x, rank) => rank === 0 || x.probability >= p.tier.minConfidence);
+  for (const p of batch.ready) {
+    const a = first.get(p);
+    const b = second.get(p);
+    const reason = failed.get(p);
+    if (reason || !a || (ids.get(p)!.length > 1 && !b)) {
+      results.push({ message: p.message, task: p.task, outcome: { status: 'retry', reason: reason ?? 'inference: no output' } });
+      continue;
+    }
+    const features = p.tier.embeddings ? a.features : undefined;
+    const vector = features && unitVector(features);
+    if (features && !vector) ctx.counters.inc('vectors.degenerate');
+    items.push({
+      p,
+      predictions: top(p, a.probabilities, a.labels),
+      ...(b ? { labels: top(p, b.probabilities, b.labels) } : {}),
+      marker: combinedMarker([a.marker, ...(b ? [b.marker] : [])]),
+      imagenet: a.labels === IMAGENET_LABELS,
+      ...(vector ? { vector, space: a.marker } : {}),
+    });
   }
   return { results, items };
 }
@@ -312,23 +401,27 @@ export async function inferPrepared(ctx: WorkerContext, batch: PreparedBatch): P
 export async function writeResults(ctx: WorkerContext, inferred: Inferred): Promise<MessageResult[]> {
   const results = [...inferred.results];
   const vectorWrites: VectorWrite[] = [];
-  await mapLimit(inferred.items, ctx.concurrency, async ({ p, predictions, marker, imagenet, vector }) => {
+  await mapLimit(inferred.items, ctx.concurrency, async ({ p, predictions, labels, marker, imagenet, vector, space }) => {
     const at = ctx.now().toISOString();
     // From the pixels already decoded for the model: no second decode (well under 1 ms).
     const phash = perceptualHash(p.image);
     let outcome: Outcome;
     try {
-      const w = await writeTagged(ctx.store, refOf(p.task), p.head, p.tier.writeBack, predictions, {
-        model: marker,
-        at,
-        etag: p.task.eTag,
-        phash,
-      });
-      if (w.written) outcome = { status: 'tagged', tags: predictions.length - w.tagsDropped, ...(w.note ? { note: w.note } : {}) };
+      const w = await writeTagged(
+        ctx.store,
+        refOf(p.task),
+        p.head,
+        p.tier.writeBack,
+        predictions,
+        { model: marker, at, etag: p.task.eTag, phash },
+        labels,
+      );
+      const tags = predictions.length + (labels?.length ?? 0);
+      if (w.written) outcome = { status: 'tagged', tags: tags - w.tagsDropped, ...(w.note ? { note: w.note } : {}) };
       else if (ctx.index) {
         // No room on the object (the user's 2 KB of metadata, or 10 user tags): the index holds
         // the tags, and the backfill reads the index for such an object (pipeline/backfill-filter.ts).
-        outcome = { status: 'tagged', tags: predictions.length, note: `${w.reason}: no room on the object, tagged in the index only` };
+        outcome = { status: 'tagged', tags, note: `${w.reason}: no room on the object, tagged in the index only` };
         ctx.counters.inc(`tagged.index-only.${w.reason}`);
       } else {
         // No index to hold the tags: the failure is recorded where it fits, else logged as a warning.
@@ -341,7 +434,9 @@ export async function writeResults(ctx: WorkerContext, inferred: Inferred): Prom
     }
     if (outcome.status === 'tagged' && ctx.index) {
       try {
-        const put = await ctx.index.put(indexedObject(refOf(p.task), p.head, { marker, at, predictions, imagenet, phash }, ctx.now));
+        const put = await ctx.index.put(
+          indexedObject(refOf(p.task), p.head, { marker, at, predictions, imagenet, phash, ...(labels ? { labels } : {}) }, ctx.now),
+        );
         ctx.counters.inc(`index.${put.status}`);
       } catch (err) {
         // Retried: the object already carries the tags, so the retry indexes them from its metadata.
@@ -350,7 +445,7 @@ export async function writeResults(ctx: WorkerContext, inferred: Inferred): Prom
     }
     // The tagged version's embedding, in its model's space (or, on a tier without embeddings, none).
     if (outcome.status === 'tagged' && ctx.vectors)
-      vectorWrites.push({ ref: { bucket: p.task.bucket, key: p.task.key }, eTag: p.task.eTag, space: vector ? marker : undefined, vector });
+      vectorWrites.push({ ref: { bucket: p.task.bucket, key: p.task.key }, eTag: p.task.eTag, space: vector ? space : undefined, vector });
     results.push({ message: p.message, task: p.task, outcome });
   });
   if (ctx.vectors && vectorWrites.length) {

@@ -37,18 +37,29 @@ export function mergeTags(
   existing: Record<string, string>,
   predictions: readonly Prediction[],
   model: string,
+  labels?: readonly Prediction[],
 ): { tags: Record<string, string>; added: number } | undefined {
   const user = Object.fromEntries(Object.entries(existing).filter(([k]) => !k.startsWith('effitag-')));
   const room = MAX_OBJECT_TAGS - Object.keys(user).length;
   if (room <= 0) return undefined;
-  let value = '';
-  for (const p of predictions) {
-    const part = `${tagSafe(asciiLabel(p.label).replace(/_/g, ' '))}:${p.probability.toFixed(2)}`;
-    const next = value ? `${value} / ${part}` : part;
-    if (next.length > TAG_VALUE_MAX) break;
-    value = next;
-  }
-  const ours: Record<string, string> = room >= 2 ? { [KEYS.tags]: value, [KEYS.model]: tagSafe(model) } : { [KEYS.tags]: value };
+  const value = (list: readonly Prediction[]) => {
+    let v = '';
+    for (const p of list) {
+      const part = `${tagSafe(asciiLabel(p.label).replace(/_/g, ' '))}:${p.probability.toFixed(2)}`;
+      const next = v ? `${v} / ${part}` : part;
+      if (next.length > TAG_VALUE_MAX) break;
+      v = next;
+    }
+    return v;
+  };
+  // As many of EffiTag's tags as there is room for, in this order: the tags, a two-model tier's
+  // custom labels, the marker.
+  const candidates: [string, string][] = [
+    [KEYS.tags, value(predictions)],
+    ...(labels ? ([[KEYS.labels, value(labels)]] as [string, string][]) : []),
+    [KEYS.model, tagSafe(model)],
+  ];
+  const ours = Object.fromEntries(candidates.slice(0, room));
   return { tags: { ...user, ...ours }, added: Object.keys(ours).length };
 }
 
@@ -59,11 +70,13 @@ export async function writeTagged(
   mode: WriteBackMode,
   predictions: readonly Prediction[],
   fixed: { model: string; at: string; etag: string; phash?: string },
+  /** A two-model tier's custom labels (beside ImageNet's `predictions`): `effitag-labels`. */
+  labels?: readonly Prediction[],
 ): Promise<WriteResult> {
   let tagsDropped = 0;
   let metadataFull = false;
   if (mode === 'metadata' || mode === 'both') {
-    const encoded = encodeTagged(head.metadata, predictions, fixed);
+    const encoded = encodeTagged(head.metadata, predictions, fixed, labels);
     if (!encoded && mode === 'metadata') return { written: false, reason: 'metadata-budget' };
     if (encoded) {
       await store.replaceMetadata(ref, head, encoded.metadata, fixed.etag);
@@ -71,7 +84,7 @@ export async function writeTagged(
     } else metadataFull = true; // `both`: the object tags still carry the result
   }
   if (mode === 'tags' || mode === 'both') {
-    const merged = mergeTags(await store.getTags(ref), predictions, fixed.model);
+    const merged = mergeTags(await store.getTags(ref), predictions, fixed.model, labels);
     if (!merged) {
       if (mode === 'tags' || metadataFull) return { written: false, reason: metadataFull ? 'metadata-budget' : 'tag-limit' };
       return { written: true, tagsDropped, note: 'no room for object tags (10 user tags)' };

@@ -94,6 +94,14 @@ export interface CostRow {
   allInPerMillion?: number;
   /** How many times cheaper than Rekognition (>1 = cheaper). */
   vsRekognition?: number;
+  /**
+   * A tier that tags with ImageNet and a custom model (`imagenet: true` beside `model`): its models,
+   * and the inferences priced per image: 1 where the custom model is a head on the variant's own
+   * pass (its dense head costs microseconds: not priced), 2 where it is not or was not checked.
+   */
+  models?: string[];
+  passes?: 1 | 2;
+  passNote?: string;
   note?: string;
 }
 
@@ -172,6 +180,12 @@ export interface CostOptions {
   imageBytes?: (tier: string, variant: string) => number | undefined;
   /** Does the stack keep the tag index (default true, as it deploys)? */
   index?: boolean;
+  /**
+   * What the weights say of a custom model beside ImageNet's (`tiers cost --weights DIR`): whether it
+   * is head-only on the variant's weights (one pass), and the base it runs on otherwise. Unknown
+   * (undefined): two passes are priced, on the tier's variant.
+   */
+  customModel?: (model: string, variant: string) => { shared: boolean; variant: string } | undefined;
 }
 
 /**
@@ -217,7 +231,23 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
           : imageBytes
             ? `decoding ${Math.round(imageBytes / 1024)} KB images`
             : `decoding a ${decode?.referenceSource}`;
-      const configured = tier.throughput?.[variant];
+      // A tier tagging with ImageNet and a custom model: one pass when the custom model is a head on
+      // this variant's weights, else a second inference on the custom model's base.
+      const custom = tier.model && tier.imagenet ? tier.model : undefined;
+      const known = custom ? options.customModel?.(custom, variant) : undefined;
+      const secondPass = custom && !known?.shared ? { variant: known?.variant ?? variant } : undefined;
+      if (custom) {
+        row.models = [variant, custom];
+        row.passes = secondPass ? 2 : 1;
+        row.passNote = !secondPass
+          ? `1 pass: ${custom} is a head on ${variant}'s weights`
+          : known
+            ? `2 passes: ${custom} is not head-only on ${variant}'s weights (${secondPass.variant} pass of its own)`
+            : `2 passes priced: whether ${custom} shares ${variant}'s pass is unchecked (--weights DIR checks it)`;
+      }
+      const single = tier.throughput?.[variant];
+      // Two passes: images/s of both in turn (the second at its base's configured rate, else the same).
+      const configured = single && secondPass ? 1 / (1 / single + 1 / (tier.throughput?.[secondPass.variant] ?? single)) : single;
       if (tier.compute.target === 'ecs-gpu') {
         const { instanceType, capacity } = tier.compute;
         const onDemand = config.prices.instances[instanceType] ?? GPU_INSTANCES[instanceType]?.onDemand;
@@ -246,11 +276,16 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
           row.throughputSource = 'configuration';
         } else {
           const b = benchThroughput(bench, tier.engine, variant, tier.batchSize);
-          // An int8 model (`model: NAME-int8`, effitag weights quantize) runs the float row's network × the measured ratio.
-          const speedup = tier.model?.endsWith('-int8') ? int8Speedup(bench, variant) : 1;
-          if (b && speedup) {
-            // CPU-seconds per image: inference on all the benchmark's cores, plus decoding.
-            const coreSeconds = benchCpus / (b.imagesPerSecond * speedup) + (decodeMs ?? 0) / 1000;
+          // An int8 model (`model: NAME-int8`, effitag weights quantize) runs the float row's network × the measured ratio
+          // (beside ImageNet's, the custom model's own pass does).
+          const int8 = !!tier.model?.endsWith('-int8');
+          const speedup = int8 && !custom ? int8Speedup(bench, variant) : 1;
+          const b2 = secondPass && benchThroughput(bench, tier.engine, secondPass.variant, tier.batchSize);
+          const speedup2 = secondPass && int8 ? int8Speedup(bench, secondPass.variant) : 1;
+          if (b && speedup && (!secondPass || (b2 && speedup2))) {
+            // CPU-seconds per image: inference on all the benchmark's cores (each pass), plus decoding.
+            const second = b2 ? benchCpus / (b2.imagesPerSecond * (speedup2 ?? 1)) : 0;
+            const coreSeconds = benchCpus / (b.imagesPerSecond * speedup) + second + (decodeMs ?? 0) / 1000;
             row.imagesPerSecond = vcpus / coreSeconds;
             row.throughputSource = `benchmark (${tier.engine}${speedup !== 1 ? ` int8, ${speedup.toFixed(2)}× float` : ''}, batch ${b.batch}, ${decoding ?? 'decoding not measured'}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
           }
@@ -267,7 +302,8 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
         row.indexPerMillion = options.index === false ? 0 : indexPerMillion(tier.writeBack);
         row.allInPerMillion = row.dollarsPerMillion + row.requestsPerMillion + row.indexPerMillion;
         row.vsRekognition = REKOGNITION_PER_MILLION / row.allInPerMillion;
-      } else if (!row.imagesPerSecond) row.note = `no throughput: set tiers.${tierName}.throughput.${variant} or run npm run bench (ort)`;
+      } else if (!row.imagesPerSecond)
+        row.note = `no throughput: set tiers.${tierName}.throughput.${secondPass && secondPass.variant !== variant ? `${variant} and .${secondPass.variant}` : variant} or run npm run bench (ort)`;
       else row.note = 'no price for the instance type';
       rows.push(row);
     }
@@ -289,6 +325,11 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
       options.index === false
         ? 'no tag index (effitag:index=false): nothing added'
         : `tag index (DynamoDB on demand, $${DYNAMODB_PRICES.perMillionWrites}/1M writes, $${DYNAMODB_PRICES.perMillionReads}/1M reads): ${INDEX_ENTRIES_PER_IMAGE.toFixed(1)} entries + 1 record written and 1 read per image (one class written; each further class adds 1–5 entries) → $${indexPerMillion('metadata').toFixed(2)}, index-only tiers $${indexPerMillion('index').toFixed(2)} (one more read); storage about ${indexKbPerImage().toFixed(1)} KB per image, $${((indexKbPerImage() / 1024 ** 2) * 1e6 * (DYNAMODB_PRICES.storagePerGbMonth + DYNAMODB_PRICES.pitrPerGbMonth)).toFixed(2)} per 1M images per month with point-in-time recovery`,
+      ...(rows.some((r) => r.models)
+        ? [
+            "ImageNet + custom model tiers (imagenet: true): 2 inferences per image unless the custom model is head-only on the variant's weights (then 1, its dense head on the pooled features costs microseconds and is not priced); the index and requests are priced as for one model",
+          ]
+        : []),
       'not included: data transfer, CloudWatch logs and metrics, versioned-bucket storage of the copies',
       `Amazon Rekognition DetectLabels: $${REKOGNITION_PER_MILLION / 1000} per 1,000 images (first pricing tier)`,
     ],

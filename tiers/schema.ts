@@ -65,6 +65,13 @@ export const tierSchema = z
       .string()
       .regex(/^[a-z][a-z0-9-]{0,39}$/, 'model names are lowercase letters, digits and dashes, starting with a letter (at most 40)')
       .optional(),
+    /**
+     * With `model`: also tag with the ImageNet classifier of the chosen variant (`variants` then lists
+     * ImageNet variants, as a tier without `model` does). Where the custom model is head-only on that
+     * variant's very weights, one pass serves both (the head runs on the pass's pooled features); else
+     * the tier runs two models. Default: false with `model` (its tags alone), true without.
+     */
+    imagenet: z.boolean().optional(),
     compute: z.discriminatedUnion('target', [lambdaCompute, gpuCompute]),
     engine: z.enum(['ort', 'tfjs']),
     batchSize: z.number().int().min(1).max(256),
@@ -153,7 +160,7 @@ export type Tier = Omit<TierInput, 'variants' | 'throughput' | 'compute'> & {
   readonly name: string;
   /** Canonical variant names, in the file's order. */
   readonly variants: readonly string[];
-  /** The models it tags with (weights must be published for each): its custom model, else its variants. */
+  /** The models it tags with (weights must be published for each): its variants and/or its custom model. */
   readonly models: readonly string[];
   readonly throughput?: Readonly<Record<string, number>>;
 } & ({ readonly kind: 'lambda-cpu'; readonly compute: LambdaCompute } | { readonly kind: 'ecs-gpu'; readonly compute: GpuCompute });
@@ -180,12 +187,25 @@ export interface TiersFile {
   readonly indexOnlyTiers: readonly string[];
 }
 
+/** Does the tier tag with the ImageNet classifier of its variants? (Without `model` always; with it, when `imagenet: true`.) */
+export const tagsWithImagenet = (tier: Pick<Tier, 'model' | 'imagenet'>): boolean => !tier.model || tier.imagenet === true;
+
 /**
- * The model a tier tags an image with, once the variant is chosen: the tier's custom model if it has
- * one, else the ImageNet classifier of that variant. Markers, catalogs and weights are keyed by it.
+ * The models a tier tags an image with, once the variant is chosen, in order: the ImageNet classifier
+ * of that variant (unless the tier tags with its custom model alone), then its custom model. The
+ * object's marker names them all (pipeline/marker.ts `combinedMarker`).
  */
-export function modelFor(tier: Pick<Tier, 'model'>, variant: string): string {
-  return tier.model ?? variant;
+export function modelsFor(tier: Pick<Tier, 'model' | 'imagenet'>, variant: string): string[] {
+  return [...(tagsWithImagenet(tier) ? [variant] : []), ...(tier.model ? [tier.model] : [])];
+}
+
+/**
+ * The first model a tier tags an image with (`modelsFor(tier, variant)[0]`): the one whose pass gives
+ * the image's embedding, so the vector space is keyed by it: the ImageNet classifier where the tier
+ * tags with ImageNet, else the custom model. Catalogs and weights are keyed by model.
+ */
+export function modelFor(tier: Pick<Tier, 'model' | 'imagenet'>, variant: string): string {
+  return modelsFor(tier, variant)[0];
 }
 
 export interface ConfigIssue {
@@ -214,7 +234,7 @@ function resolveTiers(input: TiersInput): TiersFile {
   for (const [name, t] of Object.entries(input.tiers)) {
     const variants = [...new Set(t.variants.map(variantName))];
     const throughput = t.throughput && Object.fromEntries(Object.entries(t.throughput).map(([k, v]) => [decodeVariant(k).variant, v]));
-    const models = t.model ? [t.model] : variants;
+    const models = [...(tagsWithImagenet(t) ? variants : []), ...(t.model ? [t.model] : [])];
     const common = { ...t, name, variants, models, ...(throughput ? { throughput } : {}) };
     tiers[name] =
       t.compute.target === 'lambda-cpu'
@@ -266,7 +286,12 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
         error(path, `unknown variant ${JSON.stringify(typeof entry === 'string' ? entry : entry)}; known: ${KNOWN_VARIANTS}`);
       }
     });
-    if (tier.model) {
+    if (tier.imagenet === false && !tier.model)
+      error(`tiers.${name}.imagenet`, 'a tier without model tags with ImageNet; imagenet: false needs model: NAME (a custom model)');
+    if (tier.model && tier.imagenet) {
+      if (isVariantName(tier.model))
+        error(`tiers.${name}.model`, `"${tier.model}" is a variant name; name custom models otherwise (effitag train --name)`);
+    } else if (tier.model) {
       if (tier.variants.length !== 1)
         error(`tiers.${name}.variants`, `a tier with model "${tier.model}" lists one variant, the base the model was trained on`);
       if (isVariantName(tier.model))

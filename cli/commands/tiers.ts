@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { chooseVariant } from '../../tiers/choose.ts';
 import {
@@ -13,7 +14,10 @@ import {
 import { writeBackRequestsPerMillion } from '../../tiers/prices.ts';
 import { loadTiers, readTiersJson, resolveTiersPath } from '../../tiers/load.ts';
 import { routeObject } from '../../tiers/route.ts';
-import { validateTiers } from '../../tiers/schema.ts';
+import { type TiersFile, validateTiers } from '../../tiers/schema.ts';
+import { directoryCatalog } from '../../pipeline/models.ts';
+import { readManifest } from '../../model/weights.ts';
+import { messageOf } from '../../base/errors.ts';
 import { parseNumber, table } from '../format.ts';
 
 const WRITE_BACK_MODES = ['metadata', 'tags', 'both', 'index'] as const;
@@ -23,6 +27,29 @@ const MODE_NOTES: Record<(typeof WRITE_BACK_MODES)[number], string> = {
   both: 'metadata and object tags',
   index: 'only the tag index: the object is never rewritten',
 };
+
+/**
+ * For each tier tagging with ImageNet and a custom model, per variant: is the custom model a head on
+ * that variant's weights (one pass), and on which base does it run otherwise. Models missing from the
+ * catalog are left out (priced as two passes, unchecked).
+ */
+async function customModelPasses(config: TiersFile, dir: string): Promise<Map<string, { shared: boolean; variant: string }>> {
+  const catalog = directoryCatalog(dir);
+  const found = new Map<string, { shared: boolean; variant: string }>();
+  for (const tier of Object.values(config.tiers)) {
+    if (!tier.model || !tier.imagenet) continue;
+    for (const variant of tier.variants) {
+      try {
+        const manifest = await readManifest(join(dir, tier.model));
+        const head = await catalog.sharedHead!(tier.model, variant);
+        found.set(`${tier.model}/${variant}`, { shared: !!head, variant: manifest.variant });
+      } catch (err) {
+        process.stderr.write(`effitag: ${tier.model} beside ${variant}: not checked (${messageOf(err)}); two passes priced\n`);
+      }
+    }
+  }
+  return found;
+}
 
 export function registerTiersCommands(program: Command): void {
   const tiers = program
@@ -135,72 +162,83 @@ export function registerTiersCommands(program: Command): void {
     )
     .option('--no-index', 'price a stack deployed without the tag index (effitag:index=false)')
     .option('--template <file>', 'count the idle resources in this synthesized template (cdk.out/EffiTag.template.json)')
+    .option(
+      '--weights <dir>',
+      'weights catalog: checks whether a custom model beside ImageNet (imagenet: true) is a head on its variant (1 pass) or needs its own (2)',
+    )
     .option('--json', 'machine-readable output')
-    .action((opts: { bench?: string; imageKb?: number; json?: boolean; index: boolean; template?: string }, cmd: Command) => {
-      const { config } = loadTiers(tiersFile(cmd));
-      const benchPath = opts.bench ?? REFERENCE_BENCH;
-      const imageBytes = opts.imageKb === undefined ? undefined : opts.imageKb * 1024;
-      const report = estimateCosts(config, readBenchFile(benchPath), {
-        imageBytes: imageBytes === undefined ? undefined : () => imageBytes,
-        index: opts.index,
-      });
-      const idle = idleCost(
-        opts.template
-          ? idleResourcesOfTemplate(JSON.parse(readFileSync(opts.template, 'utf8')), opts.template)
-          : idleResourcesOfTiers(config),
-      );
-      if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath, ...report, idle }, null, 2)}\n`);
-      const money = (n?: number) => (n === undefined ? 'n/a' : `$${n < 10 ? n.toFixed(2) : n.toFixed(0)}`);
-      process.stdout.write(
-        table(
-          report.rows.map((r) => [
-            r.tier,
-            r.variant,
-            r.compute,
-            r.imagesPerSecond === undefined ? 'n/a' : r.imagesPerSecond.toFixed(1),
-            money(r.dollarsPerMillion),
-            r.writeBack ?? '',
-            money(r.requestsPerMillion),
-            money(r.indexPerMillion),
-            money(r.allInPerMillion),
-            r.vsRekognition === undefined ? (r.note ?? '') : `${r.vsRekognition.toFixed(1)}× cheaper`,
-            r.throughputSource ?? '',
-          ]),
-          [
-            'tier',
-            'variant',
-            'compute',
-            'images/s',
-            'compute $/1M',
-            'write-back',
-            'requests $/1M',
-            'index $/1M',
-            'all-in $/1M',
-            'vs Rekognition',
-            'throughput from',
-          ],
-        ),
-      );
-      process.stdout.write('\nWrite-back modes, $ per 1M images beside compute (set per tier: writeBack):\n');
-      process.stdout.write(
-        table(
-          WRITE_BACK_MODES.map((mode) => {
-            const requests = writeBackRequestsPerMillion(mode);
-            const index = opts.index ? indexPerMillion(mode) : 0;
-            return [mode, money(requests), money(index), money(requests + index), MODE_NOTES[mode]];
-          }),
-          ['mode', 'S3 + SQS', 'index', 'together', 'what it writes'],
-        ),
-      );
-      process.stdout.write(`\nIdle, nothing uploaded: $${idle.dollarsPerMonth.toFixed(2)} per month (counted from ${idle.source}):\n`);
-      process.stdout.write(
-        table(
-          idle.items.map((i) => [i.what, i.count, `$${i.dollarsPerMonth.toFixed(2)}`]),
-          ['what stays', 'count', '$/month'],
-        ),
-      );
-      for (const n of idle.notes) process.stdout.write(`  - ${n}\n`);
-      process.stdout.write(`\nAmazon Rekognition label detection: $${report.rekognitionPerMillion} per 1M images.\nAssumptions:\n`);
-      for (const a of report.assumptions) process.stdout.write(`  - ${a}\n`);
-    });
+    .action(
+      async (
+        opts: { bench?: string; imageKb?: number; json?: boolean; index: boolean; template?: string; weights?: string },
+        cmd: Command,
+      ) => {
+        const { config } = loadTiers(tiersFile(cmd));
+        const benchPath = opts.bench ?? REFERENCE_BENCH;
+        const imageBytes = opts.imageKb === undefined ? undefined : opts.imageKb * 1024;
+        const custom = opts.weights ? await customModelPasses(config, opts.weights) : undefined;
+        const report = estimateCosts(config, readBenchFile(benchPath), {
+          imageBytes: imageBytes === undefined ? undefined : () => imageBytes,
+          index: opts.index,
+          ...(custom ? { customModel: (model: string, variant: string) => custom.get(`${model}/${variant}`) } : {}),
+        });
+        const idle = idleCost(
+          opts.template
+            ? idleResourcesOfTemplate(JSON.parse(readFileSync(opts.template, 'utf8')), opts.template)
+            : idleResourcesOfTiers(config),
+        );
+        if (opts.json) return void process.stdout.write(`${JSON.stringify({ bench: benchPath, ...report, idle }, null, 2)}\n`);
+        const money = (n?: number) => (n === undefined ? 'n/a' : `$${n < 10 ? n.toFixed(2) : n.toFixed(0)}`);
+        process.stdout.write(
+          table(
+            report.rows.map((r) => [
+              r.tier,
+              r.models ? r.models.join(' + ') : r.variant,
+              r.compute,
+              r.imagesPerSecond === undefined ? 'n/a' : r.imagesPerSecond.toFixed(1),
+              money(r.dollarsPerMillion),
+              r.writeBack ?? '',
+              money(r.requestsPerMillion),
+              money(r.indexPerMillion),
+              money(r.allInPerMillion),
+              r.vsRekognition === undefined ? (r.note ?? '') : `${r.vsRekognition.toFixed(1)}× cheaper`,
+              [r.passNote, r.throughputSource].filter(Boolean).join('; '),
+            ]),
+            [
+              'tier',
+              'variant',
+              'compute',
+              'images/s',
+              'compute $/1M',
+              'write-back',
+              'requests $/1M',
+              'index $/1M',
+              'all-in $/1M',
+              'vs Rekognition',
+              'throughput from',
+            ],
+          ),
+        );
+        process.stdout.write('\nWrite-back modes, $ per 1M images beside compute (set per tier: writeBack):\n');
+        process.stdout.write(
+          table(
+            WRITE_BACK_MODES.map((mode) => {
+              const requests = writeBackRequestsPerMillion(mode);
+              const index = opts.index ? indexPerMillion(mode) : 0;
+              return [mode, money(requests), money(index), money(requests + index), MODE_NOTES[mode]];
+            }),
+            ['mode', 'S3 + SQS', 'index', 'together', 'what it writes'],
+          ),
+        );
+        process.stdout.write(`\nIdle, nothing uploaded: $${idle.dollarsPerMonth.toFixed(2)} per month (counted from ${idle.source}):\n`);
+        process.stdout.write(
+          table(
+            idle.items.map((i) => [i.what, i.count, `$${i.dollarsPerMonth.toFixed(2)}`]),
+            ['what stays', 'count', '$/month'],
+          ),
+        );
+        for (const n of idle.notes) process.stdout.write(`  - ${n}\n`);
+        process.stdout.write(`\nAmazon Rekognition label detection: $${report.rekognitionPerMillion} per 1M images.\nAssumptions:\n`);
+        for (const a of report.assumptions) process.stdout.write(`  - ${a}\n`);
+      },
+    );
 }

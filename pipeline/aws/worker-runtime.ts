@@ -45,6 +45,7 @@ export function waitingCatalog(catalog: ModelCatalog, weights: Pick<WeightsWatch
     marker: (model) => waiting(model, () => catalog.marker(model)),
     variants: () => catalog.variants(),
     load: (model) => waiting(model, () => catalog.load(model)),
+    ...(catalog.sharedHead ? { sharedHead: (model: string, base: string) => waiting(model, () => catalog.sharedHead!(model, base)) } : {}),
     dispose: () => catalog.dispose(),
   };
 }
