@@ -1,11 +1,11 @@
 /** Summary of a variant for `effitag model info` and tier tooling. */
 import { planModel } from './plan.ts';
 import { countMacs, countParams } from './stats.ts';
-import { decodeVariant, type VariantArgs } from './spec.ts';
+import { decodeVariant, type Family, type VariantArgs } from './spec.ts';
 
 export interface VariantInfo {
   variant: string;
-  family: 'v1' | 'v2';
+  family: Family;
   origin: 'official' | 'phi' | 'custom';
   phi?: number;
   width: number;

@@ -10,7 +10,7 @@
 import { IMAGENET_MEAN, IMAGENET_STD, roundFilters, roundRepeats, type ArchitectureSpec, decodeVariant } from './spec.ts';
 
 export type Shape3 = readonly [number, number, number];
-export type Activation = 'linear' | 'swish' | 'sigmoid' | 'softmax';
+export type Activation = 'linear' | 'swish' | 'relu6' | 'sigmoid' | 'softmax';
 
 export interface WeightSpec {
   /** Keras weight name, e.g. `block1a_dwconv/depthwise_kernel:0`. */
@@ -216,7 +216,7 @@ interface BlockArgs {
   dropRate: number;
 }
 
-/** MBConv (V1 and V2): expand 1×1 → depthwise k×k → squeeze-excite → project 1×1 → residual. */
+/** MBConv (V1, V2, Lite): expand 1×1 → depthwise k×k → squeeze-excite (not Lite) → project 1×1 → residual. */
 function mbconv(b: PlanBuilder, spec: ArchitectureSpec, x: string, a: BlockArgs): string {
   const p = a.prefix;
   const filters = a.filtersIn * a.expandRatio;
@@ -224,7 +224,7 @@ function mbconv(b: PlanBuilder, spec: ArchitectureSpec, x: string, a: BlockArgs)
   if (a.expandRatio !== 1) {
     y = b.conv(`${p}expand_conv`, y, filters, 1);
     y = b.bn(`${p}expand_bn`, y);
-    y = b.activation(`${p}expand_activation`, y, 'swish');
+    y = b.activation(`${p}expand_activation`, y, spec.activation);
   }
   let padding: 'same' | 'valid' = 'same';
   if (a.stride === 2 && spec.explicitStridePadding) {
@@ -233,7 +233,7 @@ function mbconv(b: PlanBuilder, spec: ArchitectureSpec, x: string, a: BlockArgs)
   }
   y = b.dwconv(`${p}${spec.depthwiseName}`, y, a.kernel, a.stride, padding);
   y = b.bn(`${p}bn`, y);
-  y = b.activation(`${p}activation`, y, 'swish');
+  y = b.activation(`${p}activation`, y, spec.activation);
   y = squeezeExcite(b, y, a, filters);
   y = b.conv(`${p}project_conv`, y, a.filtersOut, 1);
   y = b.bn(`${p}project_bn`, y);
@@ -296,6 +296,8 @@ export function planModel(variant: string | ArchitectureSpec, options: PlanOptio
   // Preprocessing inside the model, exactly where Keras puts it: raw [0,255] pixels go in.
   if (spec.preprocessing === 'tf') {
     x = b.rescale('rescaling', x, 1 / 128, -1);
+  } else if (spec.preprocessing === 'lite') {
+    x = b.rescale('rescaling', x, 1 / 128, -127 / 128);
   } else {
     x = b.rescale('rescaling', x, 1 / 255);
     x =
@@ -304,8 +306,8 @@ export function planModel(variant: string | ArchitectureSpec, options: PlanOptio
         : b.normalize('normalization', x, { mean: IMAGENET_MEAN, variance: IMAGENET_STD.map((s) => s * s) });
   }
 
-  // Stem.
-  const stemFilters = filters(spec.stages[0].filtersIn);
+  // Stem (Lite: 32 filters whatever the width).
+  const stemFilters = spec.fixedStemHead ? spec.stages[0].filtersIn : filters(spec.stages[0].filtersIn);
   if (spec.explicitStridePadding) {
     x = b.zeropad('stem_conv_pad', x, 3);
     x = b.conv('stem_conv', x, stemFilters, 3, { stride: 2, padding: 'valid' });
@@ -313,14 +315,19 @@ export function planModel(variant: string | ArchitectureSpec, options: PlanOptio
     x = b.conv('stem_conv', x, stemFilters, 3, { stride: 2 });
   }
   x = b.bn('stem_bn', x);
-  x = b.activation('stem_activation', x, 'swish');
+  x = b.activation('stem_activation', x, spec.activation);
 
   // Blocks. Keras V1 divides the drop-connect schedule by the rounded block count, V2 by the unrounded one.
-  const blocksPerStage = spec.stages.map((s) => roundRepeats(s.repeats, spec.depth));
-  const total = spec.family === 'v1' ? blocksPerStage.reduce((s, n) => s + n, 0) : spec.stages.reduce((s, st) => s + st.repeats, 0);
+  // Lite keeps the first and last stages' repeats (the Lite builder's fix_head_stem, timm's fix_first_last).
+  const last = spec.stages.length - 1;
+  const blocksPerStage = spec.stages.map((s, i) =>
+    spec.fixedStemHead && (i === 0 || i === last) ? s.repeats : roundRepeats(s.repeats, spec.depth),
+  );
+  const total = spec.family !== 'v2' ? blocksPerStage.reduce((s, n) => s + n, 0) : spec.stages.reduce((s, st) => s + st.repeats, 0);
   let blockIndex = 0;
   spec.stages.forEach((stage, i) => {
-    let filtersIn = filters(stage.filtersIn);
+    // The first stage reads the stem (Lite's fixed 32 filters, not the width-scaled 32 of its table row).
+    let filtersIn = i === 0 ? stemFilters : filters(stage.filtersIn);
     const filtersOut = filters(stage.filtersOut);
     for (let j = 0; j < blocksPerStage[i]; j++) {
       const args: BlockArgs = {
@@ -340,10 +347,10 @@ export function planModel(variant: string | ArchitectureSpec, options: PlanOptio
     }
   });
 
-  // Head.
-  x = b.conv('top_conv', x, filters(1280), 1);
+  // Head (Lite: 1280 filters whatever the width).
+  x = b.conv('top_conv', x, spec.fixedStemHead ? 1280 : filters(1280), 1);
   x = b.bn('top_bn', x);
-  x = b.activation('top_activation', x, 'swish');
+  x = b.activation('top_activation', x, spec.activation);
   if (includeTop) {
     x = b.pool('avg_pool', x, 'gap');
     if (spec.dropout > 0) x = b.dropout('top_dropout', x, spec.dropout);

@@ -3,12 +3,14 @@
  *
  * Like Keras' `efficientnet.py`, one table of block arguments per family plus two rounding
  * functions drive every variant: B0–B7 are the V1 baseline scaled by (width, depth, resolution),
- * V2 B0–B3 scale the V2 baseline, and V2 S/M/L have tables of their own. `decodeVariant` turns a
+ * V2 B0–B3 scale the V2 baseline, and V2 S/M/L have tables of their own. EfficientNet-Lite0–4 are
+ * the V1 table without squeeze-and-excite, with ReLU6 for swish and a fixed stem and head (the
+ * integer-friendly variants: tensorflow/tpu `efficientnet_lite_builder.py`, timm `_gen_efficientnet_lite`). `decodeVariant` turns a
  * variant name (or a custom compound coefficient φ / explicit w,d,r) into a fully resolved
  * `ArchitectureSpec`; `plan.ts` is the one place that turns that spec into layers.
  */
 
-export type Family = 'v1' | 'v2';
+export type Family = 'v1' | 'v2' | 'lite';
 
 /** One row of a block table: a stage of identical blocks (before depth scaling). */
 export interface StageArgs {
@@ -33,6 +35,12 @@ export const V1_STAGES: readonly StageArgs[] = [
   { kernel: 5, repeats: 4, filtersIn: 112, filtersOut: 192, expandRatio: 6, stride: 2, seRatio: 0.25, fused: false },
   { kernel: 3, repeats: 1, filtersIn: 192, filtersOut: 320, expandRatio: 6, stride: 1, seRatio: 0.25, fused: false },
 ];
+
+/**
+ * EfficientNet-Lite's table: the V1 rows without squeeze-and-excite (derived, not copied: Lite is B0's
+ * network with three changes, and the other two are `activation` and `fixedStemHead` on the spec).
+ */
+export const LITE_STAGES: readonly StageArgs[] = V1_STAGES.map((s) => ({ ...s, seRatio: 0 }));
 
 /** V2 block tables (Keras efficientnet_v2.py DEFAULT_BLOCKS_ARGS); kernel is always 3. */
 export const V2_STAGES: Readonly<Record<'b' | 's' | 'm' | 'l', readonly StageArgs[]>> = {
@@ -79,7 +87,9 @@ export type Preprocessing =
   /** V2 B0–B3: Rescaling(1/255) then Normalization with constant ImageNet mean/variance (no weights). */
   | 'imagenet-constant'
   /** V2 S/M/L: Rescaling(scale 1/128, offset −1). */
-  | 'tf';
+  | 'tf'
+  /** Lite: (x − 127) / 128, the official Lite builder's MEAN_RGB 127 and STDDEV_RGB 128 (timm's port says 0.5/0.5 on [0, 1]). */
+  | 'lite';
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
 export const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
@@ -103,6 +113,13 @@ export interface ArchitectureSpec extends Coefficients {
   explicitStridePadding: boolean;
   /** Keras names the V2 depthwise conv `dwconv2`. */
   depthwiseName: 'dwconv' | 'dwconv2';
+  /** The blocks' (and stem's and head's) activation: swish, or ReLU6 (Lite: free in int8, the clip is the quantized range). */
+  activation: 'swish' | 'relu6';
+  /**
+   * Lite: the stem stays 32 filters and the head 1280 whatever the width, and the first and last
+   * stages keep their repeats whatever the depth (the Lite builder's `fix_head_stem`).
+   */
+  fixedStemHead: boolean;
   bnMomentum: number;
   /** Where the variant comes from: an official table row or a compound coefficient. */
   origin: 'official' | 'phi' | 'custom';
@@ -150,7 +167,26 @@ const V2_OFFICIAL: Readonly<Record<string, Coefficients & { table: 'b' | 's' | '
   'v2-l': { width: 1.0, depth: 1.0, resolution: 480, dropout: 0.2, table: 'l' },
 };
 
+/**
+ * Official Lite coefficients (tensorflow/tpu efficientnet_lite_builder.py `efficientnet_lite_params`;
+ * the same in timm). Lite3 and Lite4 run at 280 and 300, not B3's and B4's 300 and 380.
+ */
+const LITE_OFFICIAL: Readonly<Record<string, Coefficients>> = {
+  lite0: { width: 1.0, depth: 1.0, resolution: 224, dropout: 0.2 },
+  lite1: { width: 1.0, depth: 1.1, resolution: 240, dropout: 0.2 },
+  lite2: { width: 1.1, depth: 1.2, resolution: 260, dropout: 0.3 },
+  lite3: { width: 1.2, depth: 1.4, resolution: 280, dropout: 0.3 },
+  lite4: { width: 1.4, depth: 1.8, resolution: 300, dropout: 0.3 },
+};
+
+/** The Keras applications' variants (V1 B0–B7, V2): the ones `weights fetch` knows official .h5 files for. */
 export const OFFICIAL_VARIANTS: readonly string[] = [...Object.keys(V1_OFFICIAL), ...Object.keys(V2_OFFICIAL)];
+
+/** EfficientNet-Lite0–4 (no Keras application: their weights come in timm's layout, `weights import --layout timm-safetensors`). */
+export const LITE_VARIANTS: readonly string[] = Object.keys(LITE_OFFICIAL);
+
+/** Every named variant of the library. */
+export const LIBRARY_VARIANTS: readonly string[] = [...OFFICIAL_VARIANTS, ...LITE_VARIANTS];
 
 /** Grid-searched compound scaling bases (V1 paper, eq. 3): α depth, β width, γ resolution. */
 export const COMPOUND = { alpha: 1.2, beta: 1.1, gamma: 1.15, baseResolution: 224 } as const;
@@ -184,9 +220,22 @@ function v1Spec(variant: string, c: Coefficients, origin: ArchitectureSpec['orig
     roundFiltersBump: true,
     explicitStridePadding: true,
     depthwiseName: 'dwconv',
+    activation: 'swish',
+    fixedStemHead: false,
     bnMomentum: 0.99,
     origin,
     phi,
+  };
+}
+
+function liteSpec(variant: string, c: Coefficients): ArchitectureSpec {
+  return {
+    ...v1Spec(variant, c, 'official'),
+    family: 'lite',
+    stages: LITE_STAGES,
+    preprocessing: 'lite',
+    activation: 'relu6',
+    fixedStemHead: true,
   };
 }
 
@@ -201,7 +250,7 @@ export type VariantArgs = string | { phi: number } | { width: number; depth: num
 
 /**
  * Resolve a variant to its architecture: the one place names and coefficients become specs.
- * Names accepted: `b0`…`b7`, `v2-b0`…`v2-b3`, `v2-s`, `v2-m`, `v2-l` (case-insensitive,
+ * Names accepted: `b0`…`b7`, `v2-b0`…`v2-b3`, `v2-s`, `v2-m`, `v2-l`, `lite0`…`lite4` (case-insensitive,
  * `efficientnet-` prefix allowed), `phi-X` (V1 baseline at compound coefficient X), and
  * `custom-wW-dD-rR` (V1 baseline at explicit width, depth, resolution).
  */
@@ -217,6 +266,8 @@ export function decodeVariant(variant: VariantArgs): ArchitectureSpec {
     .replace(/^v2([bsml])/, 'v2-$1');
   const v1 = V1_OFFICIAL[key];
   if (v1) return v1Spec(key, v1, 'official');
+  const lite = LITE_OFFICIAL[key];
+  if (lite) return liteSpec(key, lite);
   const v2 = V2_OFFICIAL[key];
   if (v2) {
     const { table, ...c } = v2;
@@ -229,6 +280,8 @@ export function decodeVariant(variant: VariantArgs): ArchitectureSpec {
       roundFiltersBump: false,
       explicitStridePadding: false,
       depthwiseName: 'dwconv2',
+      activation: 'swish',
+      fixedStemHead: false,
       bnMomentum: 0.9,
       origin: 'official',
     };
@@ -237,7 +290,7 @@ export function decodeVariant(variant: VariantArgs): ArchitectureSpec {
   if (phi) return phiSpec(Number(phi[1]));
   const custom = /^custom-w(\d+(?:\.\d+)?)-d(\d+(?:\.\d+)?)-r(\d+)$/.exec(key);
   if (custom) return customVariant(Number(custom[1]), Number(custom[2]), Number(custom[3]));
-  throw new Error(`unknown variant "${name}"; known: ${OFFICIAL_VARIANTS.join(', ')}, phi-X (compound coefficient), custom-wW-dD-rR`);
+  throw new Error(`unknown variant "${name}"; known: ${LIBRARY_VARIANTS.join(', ')}, phi-X (compound coefficient), custom-wW-dD-rR`);
 }
 
 /** The V1 baseline scaled by compound coefficient φ. */

@@ -31,7 +31,13 @@ export interface WeightsManifest {
   sha256: string;
   bytes: number;
   createdAt: string;
-  source: { kind: 'keras-h5' | 'random' | 'trained' | 'other'; file?: string; md5?: string; url?: string; note?: string };
+  source: {
+    kind: 'keras-h5' | 'timm-safetensors' | 'random' | 'trained' | 'other';
+    file?: string;
+    md5?: string;
+    url?: string;
+    note?: string;
+  };
   /** Present on a model trained on a user's own labels (`effitag train`). */
   custom?: CustomModelRecord;
   /** Present on an int8 model (`effitag weights quantize`): the onnxruntime engine runs its QDQ export. */

@@ -24,10 +24,10 @@ describe('effitag model / backend', () => {
     assert.deepEqual([phi.variant, phi.resolution, phi.width, phi.depth], ['phi-2', 296, 1.21, 1.44]);
   });
 
-  it('model list shows all 15 variants (and the custom models of a catalog: none in an empty one)', async () => {
+  it('model list shows all 20 variants (15 Keras, Lite0–4) (and the custom models of a catalog: none in an empty one)', async () => {
     const { stdout } = await cli('model', 'list', '--json', '--weights', '/nonexistent-catalog');
     const listed = JSON.parse(stdout);
-    assert.equal(listed.variants.length, 15);
+    assert.equal(listed.variants.length, 20);
     assert.deepEqual(listed.custom, []);
     assert.match((await cli('model', 'list', '--weights', '/nonexistent-catalog')).stdout, /No custom models in \/nonexistent-catalog/);
   });

@@ -7,7 +7,7 @@ import { modelMarker } from '../../pipeline/marker.ts';
 import { modelHash, type WeightsManifest } from '../../model/weights.ts';
 import { modelId } from '../../pipeline/models.ts';
 import { variantInfo } from '../../model/info.ts';
-import { OFFICIAL_VARIANTS, phiVariant } from '../../model/spec.ts';
+import { LIBRARY_VARIANTS, phiVariant } from '../../model/spec.ts';
 import { parseNumber, table, thousands } from '../format.ts';
 
 export function registerModelCommands(program: Command): void {
@@ -19,7 +19,7 @@ export function registerModelCommands(program: Command): void {
     .option('--weights <dir>', 'weights catalog to look in for custom models (env EFFITAG_WEIGHTS_DIR; default: the weights cache)')
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean; weights?: string }) => {
-      const infos = OFFICIAL_VARIANTS.map((v) => variantInfo(v));
+      const infos = LIBRARY_VARIANTS.map((v) => variantInfo(v));
       const catalog = resolve(opts.weights ?? process.env[ENV.weightsDir] ?? defaultWeightsDir());
       const custom = await customModels(catalog);
       if (opts.json) return void process.stdout.write(`${JSON.stringify({ variants: infos, custom }, null, 2)}\n`);

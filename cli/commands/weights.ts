@@ -19,22 +19,30 @@ export function registerWeightsCommands(program: Command): void {
 
   weights
     .command('import')
-    .description('convert a Keras .h5 weight file (V1 or V2, with or without top) into an artifact directory')
-    .requiredOption('--keras <file>', 'Keras .h5 weight file')
-    .requiredOption('--variant <variant>', 'variant the file belongs to, e.g. b0 or v2-s')
+    .description(
+      'convert a Keras .h5 weight file (V1 or V2, with or without top), or EfficientNet-Lite weights in timm layout (.safetensors), into an artifact directory',
+    )
+    .option('--keras <file>', 'Keras .h5 weight file (B0–B7, V2)')
+    .option('--timm <file>', "timm-safetensors layout: timm's tf_efficientnet_liteN model.safetensors (lite0…lite4)")
+    .requiredOption('--variant <variant>', 'variant the file belongs to, e.g. b0, v2-s or lite0')
     .requiredOption('--out <dir>', 'artifact directory to write')
     .option('--normalization <mode>', 'V1 normalization variance: auto | std-as-variance | variance', 'auto')
     .option('--json', 'print the artifact manifest as JSON')
-    .action(async (opts: { keras: string; variant: string; out: string; normalization: NormalizationMode; json?: boolean }) => {
-      if (!['auto', 'std-as-variance', 'variance'].includes(opts.normalization))
-        throw new Error(`--normalization must be auto, std-as-variance or variance`);
-      const m = await importKerasWeights(opts.keras, { variant: opts.variant, out: opts.out, normalization: opts.normalization });
-      if (opts.json) return void process.stdout.write(`${JSON.stringify({ out: opts.out, manifest: m }, null, 2)}\n`);
-      process.stdout.write(
-        `${opts.out}: ${m.variant}${m.includeTop ? ` with ${m.classes}-class top` : ' without top'}, ${m.tensors.length} tensors, ${thousands(m.bytes)} bytes, sha256 ${m.sha256}\n`,
-      );
-      if (m.source.note) process.stdout.write(`note: ${m.source.note}\n`);
-    });
+    .action(
+      async (opts: { keras?: string; timm?: string; variant: string; out: string; normalization: NormalizationMode; json?: boolean }) => {
+        if (!['auto', 'std-as-variance', 'variance'].includes(opts.normalization))
+          throw new Error(`--normalization must be auto, std-as-variance or variance`);
+        if (!opts.keras === !opts.timm) throw new Error('give exactly one of --keras <file.h5> and --timm <file.safetensors>');
+        const m = opts.timm
+          ? await (await import('../../model/weights-timm.ts')).importTimmWeights(opts.timm, { variant: opts.variant, out: opts.out })
+          : await importKerasWeights(opts.keras!, { variant: opts.variant, out: opts.out, normalization: opts.normalization });
+        if (opts.json) return void process.stdout.write(`${JSON.stringify({ out: opts.out, manifest: m }, null, 2)}\n`);
+        process.stdout.write(
+          `${opts.out}: ${m.variant}${m.includeTop ? ` with ${m.classes}-class top` : ' without top'}, ${m.tensors.length} tensors, ${thousands(m.bytes)} bytes, sha256 ${m.sha256}\n`,
+        );
+        if (m.source.note) process.stdout.write(`note: ${m.source.note}\n`);
+      },
+    );
 
   weights
     .command('fetch')

@@ -34,6 +34,13 @@ export interface QuantizeSpec {
    * (255·127·2 > 32767); 7-bit weights cannot (255·63·2 < 32767), at one bit of weight precision.
    */
   weightBits?: 7 | 8;
+  /**
+   * Benchmark experiments on B0's int8 speed (bench/int8.ts; no artifact records them): 'uint8' weights
+   * (zero point 128: onnxruntime's U8U8 kernels, which widen to 16 bits and cannot saturate) instead of
+   * int8 (U8S8); one weight scale per tensor instead of per output channel.
+   */
+  weightType?: 'int8' | 'uint8';
+  perTensorWeights?: boolean;
 }
 
 /**
@@ -109,12 +116,24 @@ function quantizedNodes(g: GraphWriter, spec: Pick<QuantizeSpec, 'ops' | 'floatS
   );
 }
 
+/**
+ * What a convolution's quantized output is: its own, or, where a ReLU6 (Clip) is its only reader, the
+ * Clip's. Conv → Clip → QuantizeLinear is the pattern onnxruntime folds into one QLinearConv (its
+ * ClipQuantFusion drops a Clip whose bounds hold the quantized range, as a calibrated [0, ≤6] range
+ * does); Conv → Q → DQ → Clip → Q would leave a float Clip between two int8 convolutions.
+ */
+function convOutput(g: GraphWriter, conv: OnnxNode): string {
+  const t = conv.output[0];
+  const readers = g.nodes.filter((n) => n.input.includes(t));
+  return readers.length === 1 && readers[0].op_type === 'Clip' ? readers[0].output[0] : t;
+}
+
 /** The activation tensors (not weights) those nodes read and write. */
-function activationTensors(nodes: readonly OnnxNode[]): Set<string> {
+function activationTensors(g: GraphWriter, nodes: readonly OnnxNode[]): Set<string> {
   const out = new Set<string>();
   for (const n of nodes) {
     for (const i of n.op_type === 'Conv' ? [n.input[0]] : n.input) out.add(i);
-    out.add(n.output[0]);
+    out.add(n.op_type === 'Conv' ? convOutput(g, n) : n.output[0]);
   }
   return out;
 }
@@ -125,7 +144,7 @@ function activationTensors(nodes: readonly OnnxNode[]): Set<string> {
  */
 function quantizeGraph(g: GraphWriter, spec: QuantizeSpec): void {
   const nodes = quantizedNodes(g, spec);
-  const tensors = activationTensors(nodes);
+  const tensors = activationTensors(g, nodes);
   const inits = new Map(g.initializers.map((i) => [i.name, i]));
   const convs = new Set(nodes.filter((n) => n.op_type === 'Conv'));
   const scaleOf = new Map<string, number>();
@@ -156,6 +175,7 @@ function quantizeGraph(g: GraphWriter, spec: QuantizeSpec): void {
         b.data as Float32Array,
         scaleOf.get(n.input[0])!,
         spec.weightBits === 7 ? 63 : 127,
+        { uint8: spec.weightType === 'uint8', perTensor: spec.perTensorWeights === true },
       );
       input[1] = wq;
       input[2] = bq;
@@ -179,6 +199,7 @@ function quantizeConvParams(
   bias: Float32Array,
   inputScale: number,
   qmax: number,
+  layout: { uint8: boolean; perTensor: boolean } = { uint8: false, perTensor: false },
 ): [string, string] {
   const cout = dims[0];
   const perOut = kernel.length / cout;
@@ -191,19 +212,36 @@ function quantizeConvParams(
     for (let j = 0; j < perOut; j++) m = Math.max(m, Math.abs(kernel[o * perOut + j]));
     // int8 weights in [-qmax, qmax] (symmetric; QuantizeSpec.weightBits says why qmax may be 63).
     wScale[o] = m > 0 ? m / qmax : 1;
+  }
+  if (layout.perTensor) wScale.fill(Math.max(...wScale));
+  for (let o = 0; o < cout; o++) {
     for (let j = 0; j < perOut; j++) wq[o * perOut + j] = Math.round(kernel[o * perOut + j] / wScale[o]);
     bScale[o] = inputScale * wScale[o];
     bq[o] = Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(bias[o] / bScale[o])));
   }
-  const axis = [attrInt('axis', 0)];
+  // Per tensor: scalar scales and zero points, no axis (the experiment; per channel is what artifacts use).
+  const n = layout.perTensor ? 1 : cout;
+  const dimsQ = layout.perTensor ? [] : [cout];
+  const axis = layout.perTensor ? [] : [attrInt('axis', 0)];
   const w = g.node(
     'DequantizeLinear',
     `${name}/W_dequantize`,
-    [
-      g.init(`${name}/W_q`, dims, wq, TensorType.INT8),
-      g.init(`${name}/W_scale`, [cout], wScale),
-      g.init(`${name}/W_zero`, [cout], new Int8Array(cout), TensorType.INT8),
-    ],
+    layout.uint8
+      ? [
+          g.init(
+            `${name}/W_q`,
+            dims,
+            Uint8Array.from(wq, (v) => v + 128),
+            TensorType.UINT8,
+          ),
+          g.init(`${name}/W_scale`, dimsQ, wScale.slice(0, n)),
+          g.init(`${name}/W_zero`, dimsQ, new Uint8Array(n).fill(128), TensorType.UINT8),
+        ]
+      : [
+          g.init(`${name}/W_q`, dims, wq, TensorType.INT8),
+          g.init(`${name}/W_scale`, dimsQ, wScale.slice(0, n)),
+          g.init(`${name}/W_zero`, dimsQ, new Int8Array(n), TensorType.INT8),
+        ],
     axis,
   );
   const b = g.node(
@@ -211,8 +249,8 @@ function quantizeConvParams(
     `${name}/B_dequantize`,
     [
       g.init(`${name}/B_q`, [cout], bq, TensorType.INT32),
-      g.init(`${name}/B_scale`, [cout], bScale),
-      g.init(`${name}/B_zero`, [cout], new Int32Array(cout), TensorType.INT32),
+      g.init(`${name}/B_scale`, dimsQ, bScale.slice(0, n)),
+      g.init(`${name}/B_zero`, dimsQ, new Int32Array(n), TensorType.INT32),
     ],
     axis,
   );
@@ -482,7 +520,7 @@ export function exportOnnx(
 
   // (The graph input is not an output: in the NCHW graph the stem reads it directly; its range is STEM_INPUT's, probed on the NHWC graph.)
   if (options.probe)
-    probes.push(...[...activationTensors(quantizedNodes(g, { ops: 'all', floatSqueezeExcite: false }))].filter((t) => t !== inputName));
+    probes.push(...[...activationTensors(g, quantizedNodes(g, { ops: 'all', floatSqueezeExcite: false }))].filter((t) => t !== inputName));
   if (options.quantize) quantizeGraph(g, options.quantize);
 
   // Outputs: probabilities [N, classes] with top; pooled features [N, C]; or the NHWC feature map.
@@ -544,6 +582,9 @@ function activation(g: GraphWriter, name: string, x: string, fn: string): string
   switch (fn) {
     case 'swish':
       return g.node('Mul', name, [x, g.node('Sigmoid', `${name}:sigmoid`, [x])]);
+    case 'relu6':
+      // Clip's bounds are inputs from opset 11 on. In the int8 graph the Clip's output is what gets quantized (convOutput): onnxruntime then drops the Clip into the QLinearConv's range.
+      return g.node('Clip', name, [x, g.init(`${name}/min`, [], Float32Array.of(0)), g.init(`${name}/max`, [], Float32Array.of(6))]);
     case 'sigmoid':
       return g.node('Sigmoid', name, [x]);
     case 'softmax':
