@@ -15,14 +15,11 @@ import { handleFromOutputs, openStack } from '../pipeline/aws/stack-handle.ts';
 import { stackVectors } from '../cli/stack.ts';
 import { tempDir } from './support/fixtures.ts';
 
+/** The outputs a deployed stack's handle needs, and its vector bucket. */
 const OUTPUTS = {
   BucketName: 'photos-bucket',
   WeightsLocation: 's3://photos-weights/models/',
-  IntakeQueueUrl: 'https://sqs.ap-south-1.amazonaws.com/111111111111/Photos-Intake',
   QueueUrls: JSON.stringify({ cpu: 'https://sqs.ap-south-1.amazonaws.com/111111111111/Photos-cpu.fifo' }),
-  IndexTable: 'Photos-Index',
-  BackfillStateMachine: 'arn:aws:states:ap-south-1:111111111111:stateMachine:Photos-Backfill',
-  DashboardName: 'Photos',
   VectorBucket: 'photos-vectors',
 };
 const DEFAULT_KEY = 'AKIADEFAULTPROFILE00';
