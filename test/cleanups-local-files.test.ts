@@ -131,3 +131,29 @@ describe('`effitag train --data` on a folder it cannot read', () => {
     assert.equal(existsSync(out), false, 'nothing written');
   });
 });
+
+describe('`effitag weights import` / `weights quantize` on a path they cannot read', () => {
+  it('--keras, --timm and --calibrate: one line naming the option and path (they were "ENOENT: …, open/scandir")', async () => {
+    const dir = await tempDir('effitag-cleanups-weights-');
+    const out = join(dir, 'out');
+    const cases: [string[], string][] = [
+      [['weights', 'import', '--keras', join(dir, 'b0.h5'), '--variant', 'b0', '--out', out], `--keras ${join(dir, 'b0.h5')}`],
+      [
+        ['weights', 'import', '--timm', join(dir, 'lite0.safetensors'), '--variant', 'lite0', '--out', out],
+        `--timm ${join(dir, 'lite0.safetensors')}`,
+      ],
+    ];
+    const weights = join(dir, 'weights', 'b0');
+    await randomArtifact(weights, 'b0');
+    cases.push([
+      ['weights', 'quantize', '--weights', weights, '--calibrate', join(dir, 'photos'), '--out', out],
+      `--calibrate ${join(dir, 'photos')}`,
+    ]);
+    for (const [args, named] of cases) {
+      const r = await runEffitag(args);
+      assert.equal(r.code, 1, r.stdout);
+      assert.equal(r.stderr, `effitag: cannot read ${named}: no such file or directory\n`, args.join(' '));
+    }
+    assert.equal(existsSync(out), false, 'nothing written');
+  });
+});

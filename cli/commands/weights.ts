@@ -4,6 +4,7 @@ import { byteProgress } from '../progress.ts';
 import { fetchWeights } from '../../model/weights-fetch.ts';
 import { importKerasWeights, readManifest, type NormalizationMode } from '../../model/weights.ts';
 import { parseNumber, thousands } from '../format.ts';
+import { checkReadableFiles, checkReadableFolder } from '../local-files.ts';
 import { ensureOnnx } from '../../model/onnx/cache.ts';
 import { resolve } from 'node:path';
 import { MARKER_MISSING_TTL_MS } from '../../pipeline/aws/markers.ts';
@@ -33,6 +34,8 @@ export function registerWeightsCommands(program: Command): void {
         if (!['auto', 'std-as-variance', 'variance'].includes(opts.normalization))
           throw new Error(`--normalization must be auto, std-as-variance or variance`);
         if (!opts.keras === !opts.timm) throw new Error('give exactly one of --keras <file.h5> and --timm <file.safetensors>');
+        // A path that cannot be read is one line naming it (it was Node's "ENOENT: …, open '…'").
+        await checkReadableFiles([opts.timm ?? opts.keras!], opts.timm ? '--timm' : '--keras');
         const m = opts.timm
           ? await (await import('../../model/weights-timm.ts')).importTimmWeights(opts.timm, { variant: opts.variant, out: opts.out })
           : await importKerasWeights(opts.keras!, { variant: opts.variant, out: opts.out, normalization: opts.normalization });
@@ -113,6 +116,8 @@ export function registerWeightsCommands(program: Command): void {
       ) => {
         if (opts.ops !== 'all' && opts.ops !== 'conv') throw new Error('--ops must be all or conv');
         if (opts.weightBits !== '7' && opts.weightBits !== '8') throw new Error('--weight-bits must be 7 or 8');
+        // A local folder that cannot be read is one line naming it (it was Node's "ENOENT: …, scandir '…'").
+        if (!opts.calibrate.startsWith('s3://')) await checkReadableFolder(opts.calibrate, '--calibrate');
         // s3:// images are read from the stack --stack names (the embedded one by default).
         const source = opts.calibrate.startsWith('s3://')
           ? s3CalibrationSource((await openCommandStack(command)).store, opts.calibrate)
