@@ -32,6 +32,7 @@ type Options = {
   minutes?: number;
   rate?: number;
   inference?: boolean;
+  lite?: boolean;
 };
 
 const program = new Command('bench')
@@ -43,6 +44,7 @@ const program = new Command('bench')
   .option('--rate <r>', 'journal: uploads per second (default 3)', (v) => Number(v))
   .option('--inference', 'journal: run the B0 (default: a fixed answer, so the shared cores keep up)')
   .option('--isolated', 'pipeline: engine and worker on core 0, the S3/SQS stack on the other cores (Linux)')
+  .option('--lite', 'int8: B0 (with int8 layout experiments) and EfficientNet-Lite0 against the reference exports, no gate')
   .option('--embeddings', "pipeline: the worker's throughput with and without storing embeddings, paired per run")
   .action(async (suite: string, opts: Options) => {
     if (opts.runs !== undefined && !(suite === 'engines' || suite === 'int8' || suite === 'pipeline')) {
@@ -65,6 +67,18 @@ const program = new Command('bench')
           ...(result as object),
           int8: await benchInt8(ctx, { variants: opts.quick ? ['b0'] : ['b0', 'b1', 'b2', 'b3'], runs: opts.runs ?? 5 }),
         };
+      } else if (suite === 'int8' && opts.lite) {
+        // What EfficientNet-Lite gains here, and B0's int8 layouts that are experiments only (bench/int8.ts).
+        result = await benchInt8(ctx, {
+          variants: ['b0', 'lite0'],
+          runs: opts.runs ?? 21,
+          experiments: {
+            'int8-8bit': { weightBits: 8 },
+            'int8-u8u8': { weightType: 'uint8', weightBits: 8 },
+            'int8-per-tensor': { perTensorWeights: true },
+            'int8-conv-only': { ops: 'conv' },
+          },
+        });
       } else if (suite === 'int8') {
         // Speed (float, int8, the reference export) and the quality gate on photographs (bench/gate.ts).
         result = await benchInt8(ctx, {
@@ -134,7 +148,7 @@ const program = new Command('bench')
       await mkdir('bench/results', { recursive: true });
       const file = join(
         'bench/results',
-        `${suite}${suite === 'pipeline' && opts.variant !== 'b0' ? `-${opts.variant}` : ''}${suite === 'pipeline' && opts.isolated ? '-isolated' : ''}${suite === 'pipeline' && opts.embeddings ? '-embeddings' : ''}.json`,
+        `${suite}${suite === 'int8' && opts.lite ? '-lite' : ''}${suite === 'pipeline' && opts.variant !== 'b0' ? `-${opts.variant}` : ''}${suite === 'pipeline' && opts.isolated ? '-isolated' : ''}${suite === 'pipeline' && opts.embeddings ? '-embeddings' : ''}.json`,
       );
       await writeFile(file, `${JSON.stringify({ suite, at: new Date().toISOString(), ...(result as object) }, null, 2)}\n`);
       process.stdout.write(`\nwritten ${file}\n${JSON.stringify((result as { summary?: unknown }).summary ?? {}, null, 2)}\n`);

@@ -13,6 +13,11 @@
  * threads); images per second per core = 1000 / CPU-ms, which other work on the machine disturbs less
  * than wall time. Decoding (sharp, a 1024×768 JPEG to the model's size, 2 in flight per core) is CPU
  * time too: its share is decode CPU-ms / (decode + inference CPU-ms).
+ *
+ * EfficientNet-Lite rows (`--lite`) also run B0's reference export in the same rounds (the issue's
+ * baseline), beside a Lite reference built from torchvision's classes by the same script; and the
+ * B0 row can run int8 layouts that are experiments only (uint8 weights: U8U8 kernels; per-tensor
+ * weight scales; 8-bit weights), exported straight from the same ranges.
  */
 import { spawn } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
@@ -21,10 +26,12 @@ import { fileURLToPath } from 'node:url';
 import { decodeImage, toNchwBatch, type DecodedImage } from '../inference/image.ts';
 import { ortEngine } from '../inference/ort-engine.ts';
 import { startSessionThread } from '../inference/ort-thread.ts';
+import { writeFile } from 'node:fs/promises';
+import { exportOnnx, inputNormalization, type QuantizeSpec } from '../model/onnx/export.ts';
 import { planModel } from '../model/plan.ts';
 import { quantizeArtifact } from '../model/quantize.ts';
 import { randomWeights } from '../model/random-weights.ts';
-import { writeArtifact } from '../model/weights.ts';
+import { loadArtifact, planFor, writeArtifact } from '../model/weights.ts';
 import { benchGate } from './gate.ts';
 import { syntheticJpeg } from './images.ts';
 import { cpuMsSince, median, type BenchContext } from './util.ts';
@@ -53,6 +60,17 @@ export interface Int8Row {
   floatOverReferenceCpu?: number;
   int8OverReference?: number;
   int8OverReferenceCpu?: number;
+  /** Lite rows: B0's reference export at 224 px in the same rounds, and each model's speed over it. */
+  referenceB0?: EngineFigures;
+  floatOverReferenceB0?: number;
+  floatOverReferenceB0Cpu?: number;
+  int8OverReferenceB0?: number;
+  int8OverReferenceB0Cpu?: number;
+  /** Experiments (B0): other int8 layouts, each over the reference export and over the default int8. */
+  experiments?: Record<
+    string,
+    EngineFigures & { overReference?: number; overReferenceCpu?: number; overInt8: number; overInt8Cpu: number }
+  >;
   decodeCpuMsPerImage: number;
   /** Each round's wall time per image, per model. */
   rounds: Record<string, number[]>;
@@ -89,7 +107,7 @@ export async function referenceExport(
   resolution: number,
   out: string,
 ): Promise<{ path: string } | { unavailable: string }> {
-  if (!/^b[0-7]$/.test(variant)) return { unavailable: `torchvision has no ${variant}` };
+  if (!/^(b[0-7]|lite[0-4])$/.test(variant)) return { unavailable: `torchvision has no ${variant}` };
   const pythons = [process.env.EFFITAG_PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => !!p);
   const reasons: string[] = [];
   for (const python of [...new Set(pythons)]) {
@@ -102,7 +120,14 @@ export async function referenceExport(
 
 export async function benchInt8(
   ctx: BenchContext,
-  opts: { variants: string[]; runs: number; reference?: boolean; gate?: { copies: number } },
+  opts: {
+    variants: string[];
+    runs: number;
+    reference?: boolean;
+    gate?: { copies: number };
+    /** B0: also time these int8 layouts (experiments, not artifacts). */
+    experiments?: Record<string, Partial<QuantizeSpec>>;
+  },
 ) {
   const rows: Int8Row[] = [];
   const unavailable: string[] = [];
@@ -137,24 +162,53 @@ export async function benchInt8(
     const float = await engine.load(floatDir);
     const int8 = await engine.load(int8Dir);
     const models: Record<string, { classify(i: DecodedImage[]): Promise<unknown>; dispose(): Promise<void> }> = { float, int8 };
+    /** An ONNX file on a session thread as the engine runs one, fed NCHW batches normalised by `norm` (at `size` px). */
+    const sessionModel = async (path: string, norm: { scale: number[]; shift: number[] }, size: number, batchImages?: DecodedImage[]) => {
+      const session = await startSessionThread(path, {
+        graphOptimizationLevel: 'all',
+        intraOpNumThreads: THREADS,
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
+        executionProviders: ['cpu'],
+        extra: { session: { intra_op: { allow_spinning: '0' } } },
+      });
+      return {
+        classify: (batch: DecodedImage[]) =>
+          session.run(toNchwBatch(batchImages ?? batch, norm.scale, norm.shift), [(batchImages ?? batch).length, 3, size, size]),
+        dispose: () => session.close(),
+      };
+    };
     if (opts.reference !== false) {
       const ref = await referenceExport(variant, R, join(ctx.workDir, `${variant}-reference.onnx`));
-      if ('path' in ref) {
-        const session = await startSessionThread(ref.path, {
-          graphOptimizationLevel: 'all',
-          intraOpNumThreads: THREADS,
-          interOpNumThreads: 1,
-          executionMode: 'sequential',
-          executionProviders: ['cpu'],
-          extra: { session: { intra_op: { allow_spinning: '0' } } },
-        });
-        models.reference = {
-          classify: (batch) => session.run(toNchwBatch(batch, TORCHVISION.scale, TORCHVISION.shift), [batch.length, 3, R, R]),
-          dispose: () => session.close(),
-        };
-      } else {
+      if ('path' in ref) models.reference = await sessionModel(ref.path, TORCHVISION, R);
+      else {
         unavailable.push(`${variant}: ${ref.unavailable}`);
         ctx.log(`${variant}: reference export unavailable (${ref.unavailable}); float and int8 only`);
+      }
+      if (variant.startsWith('lite')) {
+        // The issue's baseline: B0's reference export, at its 224 px, in the same rounds.
+        const b0 = await referenceExport('b0', 224, join(ctx.workDir, 'b0-reference.onnx'));
+        if ('path' in b0) {
+          const at224 = R === 224 ? images : await Promise.all(jpegs.slice(0, BATCH).map((j) => decodeImage(j, 224)));
+          models['reference-b0'] = await sessionModel(b0.path, TORCHVISION, 224, at224);
+        } else unavailable.push(`b0 (for ${variant}): ${b0.unavailable}`);
+      }
+    }
+    if (opts.experiments && variant === 'b0') {
+      const q = await loadArtifact(int8Dir);
+      const spec = q.manifest.quantization!;
+      const qplan = planFor(q.manifest);
+      for (const [name, change] of Object.entries(opts.experiments)) {
+        const path = join(ctx.workDir, `${variant}-${name}.onnx`);
+        const quantize: QuantizeSpec = {
+          ranges: spec.ranges,
+          ops: spec.ops,
+          floatSqueezeExcite: spec.floatSqueezeExcite,
+          weightBits: spec.weightBits,
+          ...change,
+        };
+        await writeFile(path, exportOnnx(qplan, q.weights, { layout: 'nchw', quantize }));
+        models[name] = await sessionModel(path, inputNormalization(qplan, q.weights), R);
       }
     }
     const names = Object.keys(models);
@@ -201,6 +255,21 @@ export async function benchInt8(
       [row.floatOverReference, row.floatOverReferenceCpu] = faster('float', 'reference');
       [row.int8OverReference, row.int8OverReferenceCpu] = faster('int8', 'reference');
     }
+    if (models['reference-b0']) {
+      row.referenceB0 = figures('reference-b0');
+      [row.floatOverReferenceB0, row.floatOverReferenceB0Cpu] = faster('float', 'reference-b0');
+      [row.int8OverReferenceB0, row.int8OverReferenceB0Cpu] = faster('int8', 'reference-b0');
+    }
+    const experiments = names.filter((k) => !['float', 'int8', 'reference', 'reference-b0'].includes(k));
+    if (experiments.length) {
+      row.experiments = Object.fromEntries(
+        experiments.map((k) => {
+          const [overInt8, overInt8Cpu] = faster(k, 'int8');
+          const [overReference, overReferenceCpu] = models.reference ? faster(k, 'reference') : [undefined, undefined];
+          return [k, { ...figures(k), overReference, overReferenceCpu, overInt8, overInt8Cpu }];
+        }),
+      );
+    }
     rows.push(row);
     const show = (k: string, f: EngineFigures) =>
       `${k} ${f.msPerImage.toFixed(1)} ms, ${f.cpuMsPerImage.toFixed(1)} CPU-ms/image (${f.imagesPerSecondPerCore.toFixed(1)} images/s/core; decode ${(100 * f.decodeShare).toFixed(0)} % of CPU)`;
@@ -211,8 +280,15 @@ export async function benchInt8(
     ctx.log(
       `     float/reference ${x(row.floatOverReference, row.floatOverReferenceCpu)}, int8/reference ${x(row.int8OverReference, row.int8OverReferenceCpu)}, int8/float ${x(qf, qfCpu)}; decode ${decodeCpu.toFixed(1)} CPU-ms/image`,
     );
+    if (row.referenceB0)
+      ctx.log(
+        `     over B0's reference export: float ${x(row.floatOverReferenceB0, row.floatOverReferenceB0Cpu)}, int8 ${x(row.int8OverReferenceB0, row.int8OverReferenceB0Cpu)}`,
+      );
+    for (const [k, e] of Object.entries(row.experiments ?? {}))
+      ctx.log(`     ${k}: over reference ${x(e.overReference, e.overReferenceCpu)}, over int8 ${x(e.overInt8, e.overInt8Cpu)}`);
   }
   const b0 = rows.find((r) => r.variant === 'b0');
+  const lite0 = rows.find((r) => r.variant === 'lite0');
   // The quality gate on photographs, per variant (image size) measured above.
   const gate = opts.gate ? await benchGate(ctx, { variants: opts.variants, copies: opts.gate.copies, opsVariants: true }) : undefined;
   return {
@@ -231,6 +307,13 @@ export async function benchInt8(
       int8OverReferenceB0: b0?.int8OverReference,
       int8OverReferenceCpuB0: b0?.int8OverReferenceCpu,
       int8OverFloatB0: b0?.int8OverFloat,
+      ...(lite0
+        ? {
+            int8Lite0OverReferenceB0Cpu: lite0.int8OverReferenceB0Cpu,
+            floatLite0OverReferenceB0Cpu: lite0.floatOverReferenceB0Cpu,
+            int8Lite0OverReferenceLite0Cpu: lite0.int8OverReferenceCpu,
+          }
+        : {}),
       goals: 'float ≥ 1.0× the reference export; int8 ≥ 2× the float reference export on B0 (issue 25)',
     },
   };

@@ -62,10 +62,17 @@ export function parseSafetensors(bytes: Uint8Array, where = 'safetensors file'):
     const count = (shape as number[]).reduce((a, b) => a * b, 1);
     if (end < begin || end > dataLength || end - begin !== count * DTYPE_BYTES[dtype as string])
       fail(`${name}: byte range [${begin}, ${end}) does not hold ${count} ${dtype} values within ${dataLength} data bytes`);
-    const at = bytes.byteOffset + dataStart + begin;
+    // Copied into aligned buffers (the file's offsets need not be multiples of 4 or 8), little-endian as the format says.
+    const stored = bytes.subarray(dataStart + begin, dataStart + end);
     let data = new Float32Array(0);
-    if (dtype === 'F32') data = new Float32Array(bytes.buffer.slice(at, at + count * 4));
-    else if (dtype === 'F64') data = Float32Array.from(new Float64Array(bytes.buffer.slice(at, at + count * 8)));
+    if (dtype === 'F32') {
+      data = new Float32Array(count);
+      new Uint8Array(data.buffer).set(stored);
+    } else if (dtype === 'F64') {
+      const wide = new Float64Array(count);
+      new Uint8Array(wide.buffer).set(stored);
+      data = Float32Array.from(wide);
+    }
     out.set(name, { dtype: dtype as string, shape: shape as number[], data });
   }
   return out;
