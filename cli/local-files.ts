@@ -1,5 +1,6 @@
 /**
- * Files and folders the user names on the command line (`tag`, `predict`, `similar --image`, `train --data`):
+ * Files and folders the user names on the command line (`tag`, `predict`, `similar --image`, `train --data`,
+ * `weights import --keras/--timm`, `weights quantize --calibrate`):
  * a path that cannot be read is one line naming it and why in words, checked before any slow work
  * (a model loaded, a stack looked for), not Node's "ENOENT: no such file or directory, open '…'".
  */
