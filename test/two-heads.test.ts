@@ -13,7 +13,10 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { decodeImage } from '../inference/image.ts';
 import { ortEngine } from '../inference/ort-engine.ts';
@@ -33,7 +36,9 @@ import { estimateCosts, type BenchFile } from '../tiers/cost.ts';
 import { modelFor, modelsFor, parseTiers, validateTiers } from '../tiers/schema.ts';
 import { tempDir } from './support/fixtures.ts';
 import { head, put, startTestStack, waitFor, type EngineProbe } from './support/local-stack.ts';
-import { calibratedArtifact, drawPattern, PATTERNS } from './support/shapes.ts';
+import { calibratedArtifact, drawPattern, PATTERNS, writePatternDataset } from './support/shapes.ts';
+import { folderSource } from '../training/dataset.ts';
+import { train } from '../training/train.ts';
 
 const BASE = 'custom-w0.25-d0.25-r32';
 /** Custom labels named like ImageNet classes: rolled up by mistake, they would bring "cat", "dog", "car". */
@@ -281,6 +286,21 @@ describe('two heads: the dense head is the custom model', () => {
     assert.equal(sharedHeadOf(heady, await loadArtifact(join(dir, 'other'))), undefined);
     assert.equal(await directoryCatalog(dir).sharedHead!('tuned', BASE), undefined);
     assert.ok(await directoryCatalog(dir).sharedHead!('heady', BASE));
+    // What `effitag train --epochs 0` (head only) makes on the base shares its pass.
+    const data = join(dir, 'data');
+    const patterns = await writePatternDataset(data, { patterns: ['disc', 'stripes', 'checks'], perLabel: 10, size: 48, seed: 3 });
+    await train({
+      source: folderSource(data),
+      name: 'trained',
+      base: BASE,
+      weights: join(dir, BASE),
+      out: join(dir, 'trained'),
+      epochs: 0,
+      stages: 1,
+      headEpochs: 3,
+      log: () => {},
+    });
+    assert.deepEqual(sharedHeadOf(await loadArtifact(join(dir, 'trained')), base)?.labels, patterns);
     // By hand, from the artifact's weights: logits = f · kernel + bias, then softmax.
     const kernel = heady.weights.get('predictions/kernel:0')!;
     const bias = heady.weights.get('predictions/bias:0')!;
@@ -366,6 +386,27 @@ describe('two heads on the embedded stack', () => {
       30_000,
     );
   }
+
+  it('`effitag tiers cost --weights DIR` checks which custom model shares the pass, and says so', async () => {
+    const path = join(weights, 'tiers.json');
+    await writeFile(path, JSON.stringify(tiers));
+    const run = (...extra: string[]) =>
+      promisify(execFile)(process.execPath, ['bin/effitag.js', 'tiers', 'cost', '--tiers', path, ...extra], { env: process.env });
+    const rows = JSON.parse((await run('--json', '--weights', weights)).stdout).rows as {
+      tier: string;
+      passes?: number;
+      passNote?: string;
+    }[];
+    const of = (t: string) => rows.find((r) => r.tier === t)!;
+    assert.equal(of('shared').passes, 1);
+    assert.equal(of('shared').passNote, `1 pass: heady is a head on ${BASE}'s weights`);
+    assert.equal(of('pair').passes, 2);
+    assert.match(of('pair').passNote!, /2 passes: tuned is not head-only/);
+    assert.equal(of('plain').passes, undefined);
+    // Without the catalog: two passes, unchecked, in the table's "throughput from" column.
+    const text = (await run()).stdout;
+    assert.match(text, new RegExp(`shared +${BASE} \\+ heady .*2 passes priced: whether heady shares`));
+  });
 
   it('ImageNet and custom tags from one pass (head-only), from two (fine-tuned); ImageNet tags as an ImageNet-only tier writes them', async () => {
     const plain = await tagAll('plain/');
