@@ -465,4 +465,22 @@ describe('two heads on the embedded stack', () => {
       }
     }
   });
+
+  it('`effitag show` prints both lists, the custom labels apart', async () => {
+    const s = stack!;
+    const meta = (await head(s, 'shared/0.png')).Metadata!;
+    assert.ok(meta[KEYS.labels], 'tagged by the test above');
+    const show = (...extra: string[]) =>
+      promisify(execFile)(process.execPath, ['bin/effitag.js', 'show', `s3://${s.bucket}/shared/0.png`, ...extra], { env: process.env });
+    const json = JSON.parse((await show('--json')).stdout);
+    assert.deepEqual(json.tags, decodeTags(meta[KEYS.tags]));
+    assert.deepEqual(json.labels, decodeTags(meta[KEYS.labels]));
+    const text = (await show()).stdout.split('\n');
+    const at = text.indexOf('  custom model:');
+    assert.ok(at > 3, text.join('\n'));
+    assert.deepEqual(
+      text.slice(at + 1, at + 4).map((l) => l.trim().replace(/^[\d.]+%\s+/, '')),
+      decodeTags(meta[KEYS.labels]).map((t) => t.label),
+    );
+  });
 });

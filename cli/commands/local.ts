@@ -342,9 +342,11 @@ function printIndexed(json: boolean | undefined, url: string, held: IndexRecord)
 
 function print(json: boolean | undefined, file: string | undefined, url: string, m: Record<string, string>): void {
   const tags = decodeTags(m[KEYS.tags]);
+  // A tier tagging with ImageNet and a custom model: the custom model's labels, apart.
+  const labels = m[KEYS.labels] !== undefined ? decodeTags(m[KEYS.labels]) : undefined;
   if (json) {
     process.stdout.write(
-      `${JSON.stringify({ ...(file ? { file } : {}), object: url, status: m[KEYS.status] ?? 'untagged', model: m[KEYS.model], at: m[KEYS.at], reason: m[KEYS.reason], tags })}\n`,
+      `${JSON.stringify({ ...(file ? { file } : {}), object: url, status: m[KEYS.status] ?? 'untagged', model: m[KEYS.model], at: m[KEYS.at], reason: m[KEYS.reason], tags, ...(labels ? { labels } : {}) })}\n`,
     );
     return;
   }
@@ -353,6 +355,8 @@ function print(json: boolean | undefined, file: string | undefined, url: string,
   process.stdout.write(`${printable(head)}\n`);
   if (m[KEYS.reason]) process.stdout.write(`  reason: ${printable(m[KEYS.reason])}\n`);
   for (const t of tags) process.stdout.write(`  ${(t.probability * 100).toFixed(1).padStart(5)}%  ${printable(t.label)}\n`);
+  if (labels) process.stdout.write('  custom model:\n');
+  for (const t of labels ?? []) process.stdout.write(`  ${(t.probability * 100).toFixed(1).padStart(5)}%  ${printable(t.label)}\n`);
 }
 
 const TYPES: Record<string, string> = {
