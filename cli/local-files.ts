@@ -4,25 +4,12 @@
  * a path that cannot be read is one line naming it and why in words, checked before any slow work
  * (a model loaded, a stack looked for), not Node's "ENOENT: no such file or directory, open '…'".
  */
-import { messageOf } from '../base/errors.ts';
+import { fileProblem } from '../base/errors.ts';
+
+export { fileProblem };
 import { constants } from 'node:fs';
 import { access, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-
-const FS_ERRORS: Record<string, string> = {
-  ENOENT: 'no such file or directory',
-  EACCES: 'permission denied',
-  EPERM: 'permission denied',
-  ENOTDIR: 'a folder on its path is a file',
-  ELOOP: 'too many symbolic links',
-  EISDIR: 'a folder, not a file',
-  ENAMETOOLONG: 'the name is too long',
-};
-
-/** Why a file-system call failed, in words (Node's message where the code is not one of these). */
-export function fileProblem(err: unknown): string {
-  return FS_ERRORS[(err as NodeJS.ErrnoException)?.code ?? ''] ?? messageOf(err);
-}
 
 /** `cannot read PATH: why` (`what` names the option, e.g. `--image`). */
 export function cannotRead(path: string, err: unknown, what?: string): Error {
@@ -41,7 +28,8 @@ export const rethrowUnreadable = (path: string, what?: string) => (err: unknown)
 async function readablePath(path: string, options: { folders: boolean; what?: string }): Promise<{ folder: boolean }> {
   const s = await stat(path).catch(rethrowUnreadable(path, options.what));
   const folder = s.isDirectory();
-  if (folder && !options.folders) throw new Error(`cannot read ${options.what ? `${options.what} ` : ''}${path}: ${FS_ERRORS.EISDIR}`);
+  if (folder && !options.folders)
+    throw new Error(`cannot read ${options.what ? `${options.what} ` : ''}${path}: ${fileProblem({ code: 'EISDIR' })}`);
   await access(path, constants.R_OK | (folder ? constants.X_OK : 0)).catch(rethrowUnreadable(path, options.what));
   return { folder };
 }

@@ -432,4 +432,13 @@ describe('tiers file resolution', () => {
     writeFileSync(join(dir, 'cdk.json'), JSON.stringify({ context: { 'effitag:tiersFile': 'ctx.json' } }));
     assert.equal(resolveTiersPath(undefined, {}, dir), join(dir, 'ctx.json'));
   });
+
+  it('a tiers file that cannot be read is one line naming it and why in words, as `tiers validate` prints it', async () => {
+    const missing = join(await tempDir(), 'nope.json');
+    assert.throws(() => readTiersJson(missing), { message: `cannot read tiers file ${missing}: no such file or directory` });
+    const r = await cli('tiers', 'validate', '--tiers', missing);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot read tiers file .*nope\.json: no such file or directory\n/);
+    assert.doesNotMatch(r.stderr, /ENOENT/);
+  });
 });

@@ -3,7 +3,7 @@
  * effitag:tiersFile=…`), `EFFITAG_TIERS_FILE`, the `effitag:tiersFile` context in cdk.json, then the
  * shipped `tiers/defaults.json`.
  */
-import { messageOf } from '../base/errors.ts';
+import { fileProblem, messageOf } from '../base/errors.ts';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,7 +29,7 @@ export function readTiersJson(path: string): unknown {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read tiers file ${path}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`);
+    throw new Error(`cannot read tiers file ${path}: ${fileProblem(err)}`);
   }
   try {
     return JSON.parse(text);
