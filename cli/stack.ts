@@ -18,7 +18,12 @@ import {
 } from '../pipeline/aws/stack-handle.ts';
 import type { VectorIndex } from '../pipeline/ports.ts';
 
-export function addStackOptions(program: Command): Command {
+/**
+ * `inTask`: the program runs inside a deployed task (the GPU image's `train.mjs`), where no stack named
+ * means the task's own stack, read from its environment (see `StackSelection.inTask`).
+ */
+export function addStackOptions(program: Command, options: { inTask?: boolean } = {}): Command {
+  if (options.inTask) program.setOptionValue('inTask', true);
   return program
     .addOption(
       new Option(
@@ -39,7 +44,7 @@ export function addStackOptions(program: Command): Command {
 /** The program-level selection, whichever subcommand `command` is. */
 export function stackSelection(command: Command): StackSelection {
   const o = command.optsWithGlobals() as StackSelection;
-  return { stack: o.stack, region: o.region, profile: o.profile };
+  return { stack: o.stack, region: o.region, profile: o.profile, ...(o.inTask ? { inTask: true } : {}) };
 }
 
 /** The handle of the stack the command line names. */

@@ -169,6 +169,32 @@ describe('stack handle: resolvers', () => {
     }
   });
 
+  it("inside a deployed task (the GPU image's train.mjs), no stack named means the task's own, from its environment; a named one is still looked up", async () => {
+    const [tier] = Object.keys(TIERS.tiers);
+    const env = {
+      ...encodeStackEnv({
+        tiers: TIERS,
+        queueUrlsJson: JSON.stringify({ [tier]: 'https://sqs/q.fifo' }),
+        weightsLocation: 's3://w/m/',
+        indexTable: 'T',
+      }),
+      AWS_REGION: 'eu-central-1',
+      EFFITAG_DATA_DIR: join(await tempDir('effitag-task-'), 'data'),
+    };
+    const h = await resolveStackHandle({ inTask: true }, env);
+    assert.equal(h.kind, 'runtime');
+    assert.equal(h.indexTable, 'T');
+    // Outside a task the same environment means the embedded stack (none running here).
+    await assert.rejects(resolveStackHandle({}, env), StackNotRunningError);
+    // A stack named on the command line wins over the task's own (its outputs read from CloudFormation).
+    await assert.rejects(
+      resolveStackHandle({ inTask: true, stack: 'Other' }, { ...env, AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '' }),
+      (err: Error) => !(err instanceof StackNotRunningError),
+    );
+    // The container's entry asks for it.
+    assert.match(readFileSync('containers/gpu-worker/train.ts', 'utf8'), /addStackOptions\(program, \{ inTask: true \}\)/);
+  });
+
   it('the embedded stack is found through the handle file in its data directory (owner-only); none, stale or garbled: one clear line', async () => {
     const dataDir = join(await tempDir('effitag-handle-'), 'data');
     const credentials = ensureEmbeddedCredentials(dataDir);

@@ -353,10 +353,17 @@ export function resolveEmbeddedStack(dataDir: string = defaultDataDir()): StackH
 /** `--stack NAME` (env EFFITAG_STACK; default the embedded stack), with `--region`/`--profile` (AWS_REGION/AWS_PROFILE). */
 export interface StackSelection extends AwsSelection {
   stack?: string;
+  /**
+   * The command runs inside a deployed task (the GPU image's `train.mjs`): with no stack named, its
+   * stack is the one its environment describes (the runtime contract), not the embedded one, so the
+   * task needs no CloudFormation read and no stack name.
+   */
+  inTask?: boolean;
 }
 
 /** The stack the CLI was pointed at: the embedded stack unless a deployed stack is named. */
 export async function resolveStackHandle(sel: StackSelection = {}, env: NodeJS.ProcessEnv = process.env): Promise<StackHandle> {
+  if (!sel.stack && !env.EFFITAG_STACK && sel.inTask) return handleFromEnvironment(env);
   const name = sel.stack || env.EFFITAG_STACK || EMBEDDED_STACK;
   if (name === EMBEDDED_STACK) return resolveEmbeddedStack(embeddedDataDir(env));
   return resolveDeployedStack(name, {
