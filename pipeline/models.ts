@@ -69,14 +69,16 @@ export function headProbabilities(head: DenseHead, features: Float32Array): Floa
 const TOP_WEIGHTS = ['predictions/kernel:0', 'predictions/bias:0'];
 
 /**
- * The custom model's head, when the model is head-only on `base`'s very weights: same variant, float
- * both, and every tensor but the top byte for byte the same (checked on the weights, not on what the
+ * The custom model's head, when the model is head-only on `base`'s very weights: same variant and
+ * resolution, float both, and every tensor but the top byte for byte the same (checked on the weights, not on what the
  * manifest says of its training). Undefined otherwise: then it needs a pass of its own.
  */
 export function sharedHeadOf(custom: WeightsArtifact, base: WeightsArtifact): DenseHead | undefined {
   const c = custom.manifest,
     b = base.manifest;
-  if (!c.custom || c.quantization || b.quantization || c.variant !== b.variant || !c.includeTop) return undefined;
+  // The same input too: a head on features of another resolution would not be what the model predicts alone.
+  if (!c.custom || c.quantization || b.quantization || c.variant !== b.variant || c.resolution !== b.resolution || !c.includeTop)
+    return undefined;
   for (const [name, w] of custom.weights) {
     if (TOP_WEIGHTS.includes(name)) continue;
     const other = base.weights.get(name);

@@ -62,8 +62,14 @@ const file = (tiers: Record<string, unknown>, extra: Record<string, unknown> = {
  * A custom artifact on `base`: its backbone copied and a new seeded head over `labels`; `tuned`
  * changes one backbone weight, as fine-tuning would (then it is no longer head-only on `base`).
  */
-async function customArtifact(dir: string, base: WeightsArtifact, name: string, seed: number, tuned = false): Promise<void> {
-  const plan = planModel(base.manifest.variant, { classes: OWN.length });
+async function customArtifact(
+  dir: string,
+  base: WeightsArtifact,
+  name: string,
+  seed: number,
+  { tuned = false, resolution }: { tuned?: boolean; resolution?: number } = {},
+): Promise<void> {
+  const plan = planModel(base.manifest.variant, { classes: OWN.length, ...(resolution ? { resolution } : {}) });
   const weights = new Map(base.weights);
   const features = base.weights.get('predictions/kernel:0')!.length / base.manifest.classes;
   const rand = seededRandom(seed);
@@ -275,12 +281,15 @@ describe('two heads: the dense head is the custom model', () => {
     await calibratedArtifact(join(dir, BASE), BASE);
     const base = await loadArtifact(join(dir, BASE));
     await customArtifact(join(dir, 'heady'), base, 'heady', 11);
-    await customArtifact(join(dir, 'tuned'), base, 'tuned', 11, true);
+    await customArtifact(join(dir, 'tuned'), base, 'tuned', 11, { tuned: true });
     const heady = await loadArtifact(join(dir, 'heady'));
     const h = sharedHeadOf(heady, base)!;
     assert.ok(h, 'head-only on the same weights');
     assert.deepEqual(h.labels, OWN);
     assert.equal(sharedHeadOf(await loadArtifact(join(dir, 'tuned')), base), undefined);
+    // The same weights at another input size: the model alone would see other features.
+    await customArtifact(join(dir, 'larger'), base, 'larger', 11, { resolution: 48 });
+    assert.equal(sharedHeadOf(await loadArtifact(join(dir, 'larger')), base), undefined);
     // A different base (another seed's weights) shares nothing either.
     await calibratedArtifact(join(dir, 'other'), BASE, 5);
     assert.equal(sharedHeadOf(heady, await loadArtifact(join(dir, 'other'))), undefined);
@@ -342,7 +351,7 @@ describe('two heads on the embedded stack', () => {
     await calibratedArtifact(join(weights, BASE), BASE);
     const base = await loadArtifact(join(weights, BASE));
     await customArtifact(join(weights, 'heady'), base, 'heady', 11);
-    await customArtifact(join(weights, 'tuned'), base, 'tuned', 11, true);
+    await customArtifact(join(weights, 'tuned'), base, 'tuned', 11, { tuned: true });
     const rand = seededRandom(21);
     for (const p of Object.keys(PATTERNS))
       images.push(
