@@ -41,6 +41,7 @@ import { folderSource } from '../training/dataset.ts';
 import { train } from '../training/train.ts';
 
 const BASE = 'custom-w0.25-d0.25-r32';
+const OTHER_BASE = 'custom-w0.25-d0.25-r40';
 /** Custom labels named like ImageNet classes: rolled up by mistake, they would bring "cat", "dog", "car". */
 const OWN = ['tabby', 'golden retriever', 'sports car', 'daisy'];
 
@@ -336,12 +337,14 @@ describe('two heads on the embedded stack', () => {
       plain: tier({ variants: [{ width: 0.25, depth: 0.25, resolution: 32, weights: 'catalog' }], topK: 3, minConfidence: 0 }),
       shared: tier({ variants: [BASE], model: 'heady', imagenet: true, topK: 3, minConfidence: 0 }),
       pair: tier({ variants: [BASE], model: 'tuned', imagenet: true, topK: 3, minConfidence: 0 }),
+      other: tier({ variants: [BASE], model: 'elsewhere', imagenet: true, topK: 3, minConfidence: 0 }),
     },
     routing: {
       default: { tier: 'plain' },
       rules: [
         { prefix: 'shared/', tier: 'shared' },
         { prefix: 'pair/', tier: 'pair' },
+        { prefix: 'other/', tier: 'other' },
       ],
     },
   };
@@ -352,6 +355,9 @@ describe('two heads on the embedded stack', () => {
     const base = await loadArtifact(join(weights, BASE));
     await customArtifact(join(weights, 'heady'), base, 'heady', 11);
     await customArtifact(join(weights, 'tuned'), base, 'tuned', 11, { tuned: true });
+    // On another base, at another resolution: its own pass on the image decoded at its size.
+    await calibratedArtifact(join(weights, 'other-base'), OTHER_BASE, 5);
+    await customArtifact(join(weights, 'elsewhere'), await loadArtifact(join(weights, 'other-base')), 'elsewhere', 13);
     const rand = seededRandom(21);
     for (const p of Object.keys(PATTERNS))
       images.push(
@@ -421,9 +427,11 @@ describe('two heads on the embedded stack', () => {
     const plain = await tagAll('plain/');
     const shared = await tagAll('shared/');
     const pair = await tagAll('pair/');
+    const other = await tagAll('other/');
     assert.equal(plain.inferred, images.length, 'one inference per image, ImageNet only');
     assert.equal(shared.inferred, images.length, 'one inference per image: the custom model is a head on the same pass');
     assert.equal(pair.inferred, 2 * images.length, 'two inferences per image: the fine-tuned model needs its own');
+    assert.equal(other.inferred, 2 * images.length, 'two inferences per image: a model on another base needs its own');
 
     const catalog = directoryCatalog(weights);
     const marker = (m: string) => catalog.marker(m);
@@ -431,6 +439,7 @@ describe('two heads on the embedded stack', () => {
     for (const [which, model, metas] of [
       ['shared', 'heady', shared.metas],
       ['pair', 'tuned', pair.metas],
+      ['other', 'elsewhere', other.metas],
     ] as const) {
       // The custom model alone, on its own graph: what its tags must be.
       const alone = await engine.load(join(weights, model));
