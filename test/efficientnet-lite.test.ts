@@ -23,6 +23,7 @@ import { randomWeights } from '../model/random-weights.ts';
 import { decodeVariant, LIBRARY_VARIANTS, LITE_VARIANTS } from '../model/spec.ts';
 import { importTimmWeights, parseSafetensors } from '../model/weights-timm.ts';
 import { loadArtifact, planFor, writeArtifact } from '../model/weights.ts';
+import { runEffitag } from './support/effitag-local.ts';
 import { gradientImage, tempDir } from './support/fixtures.ts';
 import { writePatternDataset } from './support/shapes.ts';
 
@@ -243,7 +244,22 @@ describe('timm-safetensors import (tf_efficientnet_liteN)', () => {
     assert.ok(!existsSync(join(dir, 'z')));
   });
 
-  it('parseSafetensors reads F32 and F64 and lists the integer counters it ignores', () => {
+  it('the CLI: weights import --timm writes the artifact; exactly one of --keras and --timm', async () => {
+    const dir = await tempDir('effitag-lite-cli-');
+    const plan = planModel('lite0', { includeTop: false });
+    const file = join(dir, 'model.safetensors');
+    await writeFile(file, encodeSafetensors(toTimm(plan, randomWeights(plan, 3))));
+    const ok = await runEffitag(['weights', 'import', '--timm', file, '--variant', 'lite0', '--out', join(dir, 'art'), '--json']);
+    assert.equal(ok.code, 0, ok.stderr);
+    const { manifest } = JSON.parse(ok.stdout) as { manifest: { variant: string; includeTop: boolean; source: { kind: string } } };
+    assert.deepEqual([manifest.variant, manifest.includeTop, manifest.source.kind], ['lite0', false, 'timm-safetensors']);
+    const bad = await runEffitag(['weights', 'import', '--timm', file, '--keras', 'x.h5', '--variant', 'lite0', '--out', join(dir, 'no')]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /give exactly one of --keras <file\.h5> and --timm <file\.safetensors>/);
+    assert.ok(!existsSync(join(dir, 'no')));
+  });
+
+  it('parseSafetensors reads a tensor’s values and shape (the header padded with spaces, as the format allows)', () => {
     const t = parseSafetensors(encodeSafetensors(new Map([['a', { shape: [2, 2], data: Float32Array.of(1, 2, 3, 4.5) }]])));
     assert.deepEqual([...t.get('a')!.data], [1, 2, 3, 4.5]);
     assert.deepEqual(t.get('a')!.shape, [2, 2]);
