@@ -128,7 +128,12 @@ describe('two heads: tiers config', () => {
     assert.deepEqual(errors(file({ t: tier({ imagenet: false }) })), [
       'tiers.t.imagenet: a tier without model tags with ImageNet; imagenet: false needs model: NAME (a custom model)',
     ]);
-    assert.match(errors(file({ t: tier({ model: 'b3', imagenet: true }) })).join('\n'), /tiers\.t\.model: "b3" is a variant name/);
+    assert.deepEqual(errors(file({ t: tier({ model: 'b3', imagenet: true }) })), [
+      `tiers.t.model: "b3" is an ImageNet classifier; imagenet: true adds ImageNet's tags to a custom model's (effitag train --name)`,
+    ]);
+    assert.match(errors(file({ t: tier({ model: 'b0-int8', imagenet: true }) })).join('\n'), /"b0-int8" is an ImageNet classifier/);
+    // A custom model's int8 model is a custom model.
+    assert.deepEqual(errors(file({ t: tier({ model: 'shapes-int8', imagenet: true }) })), []);
     assert.match(errors(file({ t: tier({ imagenet: 'yes' }) })).join('\n'), /tiers\.t\.imagenet/);
     // The custom model alone still names one variant, its base.
     assert.match(errors(file({ t: tier({ model: 'shapes', variants: ['b0', 'b1'] }) })).join('\n'), /lists one variant/);

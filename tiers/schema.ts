@@ -4,7 +4,7 @@
  * (`tiers.premium.variants[2]: unknown variant "b9"; known: …`).
  */
 import { z } from 'zod';
-import { decodeVariant, isVariantName, OFFICIAL_VARIANTS } from '../model/spec.ts';
+import { decodeVariant, isImagenetModel, isVariantName, OFFICIAL_VARIANTS } from '../model/spec.ts';
 import { GPU_INSTANCES } from './prices.ts';
 
 const tierName = z
@@ -289,8 +289,12 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
     if (tier.imagenet === false && !tier.model)
       error(`tiers.${name}.imagenet`, 'a tier without model tags with ImageNet; imagenet: false needs model: NAME (a custom model)');
     if (tier.model && tier.imagenet) {
-      if (isVariantName(tier.model))
-        error(`tiers.${name}.model`, `"${tier.model}" is a variant name; name custom models otherwise (effitag train --name)`);
+      // An ImageNet classifier beside ImageNet's (b3, or b0's int8 model b0-int8) would tag twice with the same classes.
+      if (isImagenetModel(tier.model))
+        error(
+          `tiers.${name}.model`,
+          `"${tier.model}" is an ImageNet classifier; imagenet: true adds ImageNet's tags to a custom model's (effitag train --name)`,
+        );
     } else if (tier.model) {
       if (tier.variants.length !== 1)
         error(`tiers.${name}.variants`, `a tier with model "${tier.model}" lists one variant, the base the model was trained on`);
