@@ -14,7 +14,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
@@ -118,6 +118,17 @@ describe('two heads: tiers config', () => {
     assert.deepEqual(modelsFor(alone.tiers.t, 'b0'), ['shapes']);
     const plain = parseTiers(file({ t: tier({}) }));
     assert.deepEqual(modelsFor(plain.tiers.t, 'b0'), ['b0']);
+  });
+
+  it('shipped tiers files mean what they meant: a tier with model tags with it alone, one without with its variants', async () => {
+    const files = ['tiers/defaults.json', 'tiers/local.json', ...(await readdir('examples/tiers')).map((f) => join('examples/tiers', f))];
+    for (const f of files.filter((x) => x.endsWith('.json'))) {
+      const config = parseTiers(JSON.parse(await readFile(f, 'utf8')), f);
+      for (const t of Object.values(config.tiers)) {
+        assert.deepEqual(t.models, t.model ? [t.model] : t.variants, `${f}: ${t.name}`);
+        for (const v of t.variants) assert.deepEqual(modelsFor(t, v), [t.model ?? v], `${f}: ${t.name} ${v}`);
+      }
+    }
   });
 
   it('refuses what cannot be meant, with its path', () => {
