@@ -354,6 +354,7 @@ describe('two heads on the embedded stack', () => {
       shared: tier({ variants: [BASE], model: 'heady', imagenet: true, topK: 3, minConfidence: 0 }),
       pair: tier({ variants: [BASE], model: 'tuned', imagenet: true, topK: 3, minConfidence: 0 }),
       other: tier({ variants: [BASE], model: 'elsewhere', imagenet: true, topK: 3, minConfidence: 0 }),
+      alone: tier({ variants: [BASE], model: 'heady', topK: 3, minConfidence: 0 }),
     },
     routing: {
       default: { tier: 'plain' },
@@ -361,6 +362,7 @@ describe('two heads on the embedded stack', () => {
         { prefix: 'shared/', tier: 'shared' },
         { prefix: 'pair/', tier: 'pair' },
         { prefix: 'other/', tier: 'other' },
+        { prefix: 'alone/', tier: 'alone' },
       ],
     },
   };
@@ -444,10 +446,24 @@ describe('two heads on the embedded stack', () => {
     const shared = await tagAll('shared/');
     const pair = await tagAll('pair/');
     const other = await tagAll('other/');
+    const alone = await tagAll('alone/');
     assert.equal(plain.inferred, images.length, 'one inference per image, ImageNet only');
     assert.equal(shared.inferred, images.length, 'one inference per image: the custom model is a head on the same pass');
     assert.equal(pair.inferred, 2 * images.length, 'two inferences per image: the fine-tuned model needs its own');
     assert.equal(other.inferred, 2 * images.length, 'two inferences per image: a model on another base needs its own');
+    assert.equal(alone.inferred, images.length, 'the custom model alone, as before: one inference');
+    for (const [i, meta] of alone.metas.entries()) {
+      // As before: its tags in effitag-tags, its marker alone; the same labels the shared head wrote.
+      assert.equal(meta[KEYS.model], directoryCatalog(weights).marker('heady'));
+      assert.equal(meta[KEYS.labels], undefined);
+      const own = decodeTags(meta[KEYS.tags]);
+      const head = decodeTags(shared.metas[i][KEYS.labels]);
+      assert.deepEqual(
+        own.map((t) => t.label),
+        head.map((t) => t.label),
+      );
+      for (const [r, t] of own.entries()) assert.ok(Math.abs(t.probability - head[r].probability) <= 0.0015, `alone/${i} ${t.label}`);
+    }
 
     const catalog = directoryCatalog(weights);
     const marker = (m: string) => catalog.marker(m);
