@@ -19,10 +19,11 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import sharp, { type OverlayOptions } from 'sharp';
+import sharp from 'sharp';
 import { decodeImage } from '../inference/image.ts';
 import { differenceHash, hammingDistance, perceptualHash } from '../inference/perceptual-hash.ts';
 import { DEFAULT_MAX_DISTANCE } from '../pipeline/dupes.ts';
+import { COPY_KINDS, type CopyKind, copiesOf, type Sample } from '../pipeline/near-calibration.ts';
 import { median, type BenchContext } from './util.ts';
 
 export const SKIMAGE_DATA = '/usr/lib/python3/dist-packages/skimage/data';
@@ -47,75 +48,7 @@ export const PHOTOS = [
   'page.png',
 ] as const;
 
-export const COPY_KINDS = [
-  'original',
-  'resized-50',
-  'resized-25',
-  'jpeg-q30',
-  'crop-5-each-edge',
-  'crop-10-left',
-  'crop-10-top',
-  'brightened',
-  'watermarked',
-  'resized-recompressed-watermarked',
-] as const;
-export type CopyKind = (typeof COPY_KINDS)[number];
-
-export interface Sample {
-  /** The distinct image it is a copy of. */
-  source: string;
-  kind: CopyKind;
-  bytes: Buffer;
-}
-
-/** A semi-transparent text watermark about a third of the image wide, in the lower right corner. */
-function watermark(width: number, height: number): OverlayOptions {
-  const w = Math.max(40, Math.round(width / 3));
-  const h = Math.max(12, Math.round(w / 5));
-  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}"><text x="2" y="${Math.round(h * 0.8)}" font-family="sans-serif" font-size="${Math.round(h * 0.75)}" fill="white" fill-opacity="0.7" stroke="black" stroke-opacity="0.5">© EffiTag 2026</text></svg>`;
-  return { input: Buffer.from(svg), left: Math.max(0, width - w - 4), top: Math.max(0, height - h - 4) };
-}
-
-/** The copies of one distinct image (given as raw RGB). */
-export async function copiesOf(source: string, raw: Buffer, width: number, height: number): Promise<Sample[]> {
-  const img = () => sharp(raw, { raw: { width, height, channels: 3 } });
-  const crop = (l: number, t: number, r: number, b: number) => {
-    const left = Math.round(width * l),
-      top = Math.round(height * t);
-    return img()
-      .extract({ left, top, width: width - left - Math.round(width * r), height: height - top - Math.round(height * b) })
-      .png()
-      .toBuffer();
-  };
-  const half = { width: Math.round(width / 2), height: Math.round(height / 2) };
-  const make: Record<CopyKind, () => Promise<Buffer>> = {
-    original: () => img().png().toBuffer(),
-    'resized-50': () => img().resize(half.width, half.height).jpeg({ quality: 90 }).toBuffer(),
-    'resized-25': () =>
-      img()
-        .resize(Math.max(16, Math.round(width / 4)), Math.max(16, Math.round(height / 4)))
-        .png()
-        .toBuffer(),
-    'jpeg-q30': () => img().jpeg({ quality: 30 }).toBuffer(),
-    'crop-5-each-edge': () => crop(0.05, 0.05, 0.05, 0.05),
-    'crop-10-left': () => crop(0.1, 0, 0, 0),
-    'crop-10-top': () => crop(0, 0.1, 0, 0),
-    brightened: () => img().modulate({ brightness: 1.25 }).jpeg({ quality: 90 }).toBuffer(),
-    watermarked: () =>
-      img()
-        .composite([watermark(width, height)])
-        .jpeg({ quality: 90 })
-        .toBuffer(),
-    'resized-recompressed-watermarked': async () => {
-      const small = await img().resize(half.width, half.height).raw().toBuffer();
-      return sharp(small, { raw: { ...half, channels: 3 } })
-        .composite([watermark(half.width, half.height)])
-        .jpeg({ quality: 50 })
-        .toBuffer();
-    },
-  };
-  return Promise.all(COPY_KINDS.map(async (kind) => ({ source, kind, bytes: await make[kind]() })));
-}
+export { COPY_KINDS, type CopyKind, copiesOf, type Sample } from '../pipeline/near-calibration.ts';
 
 /** Every photo and (with `tiles`) its four quadrants, each with its copies. */
 export async function nearDuplicateSet(photos: readonly string[], o: { tiles: boolean; dir?: string }): Promise<Sample[]> {

@@ -10,6 +10,13 @@
  *
  * The same network before training (random weights, BatchNorm statistics measured on the same kind
  * of pictures) is measured the same way, to show what the training adds over colour and layout alone.
+ *
+ * Then the near-duplicate threshold (`effitag dupes calibrate`'s core, pipeline/near-calibration.ts)
+ * on real photographs, for the trained network, the untrained one and the embedded stack's random
+ * B0: the photographs and quadrants bench/hashes.ts uses, with the same edited copies, embedded as
+ * the worker embeds; the threshold chosen on all of them (in-sample precision is 1.000 by the rule),
+ * and, to see whether it holds on images it was not chosen on, chosen on half the photographs (with
+ * their quadrants) and scored on the other half, both ways.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -23,7 +30,13 @@ import { loadArtifact, planFor, writeArtifact } from '../model/weights.ts';
 import { calibratedArtifact, writePatternDataset } from '../test/support/shapes.ts';
 import { folderSource } from '../training/dataset.ts';
 import { train } from '../training/train.ts';
+import { PHOTOS, SKIMAGE_DATA, nearDuplicateSet } from './hashes.ts';
 import type { BenchContext } from './util.ts';
+import { planModel } from '../model/plan.ts';
+import { randomWeights } from '../model/random-weights.ts';
+import { readManifest } from '../model/weights.ts';
+import { DEFAULT_MAX_DISTANCE } from '../pipeline/dupes.ts';
+import { chooseThreshold, embedSamples, type Embedded, pairSets, scoreAt } from '../pipeline/near-calibration.ts';
 
 export interface SimilarBenchOptions {
   variant: string;
@@ -89,18 +102,100 @@ export async function benchSimilar(ctx: BenchContext, options: SimilarBenchOptio
 
   const trainedResult = await measure(ctx, weights, 'trained', held, options);
   const untrainedResult = await measure(ctx, untrainedDir, 'untrained', held, options);
+  // The embedded stack's B0 as the tests make it (test/support/fixtures.ts randomArtifact: seed 7).
+  const b0Dir = join(ctx.workDir, 'similar-random-b0', 'b0');
+  const b0Plan = planModel('b0');
+  await writeArtifact(b0Dir, b0Plan, randomWeights(b0Plan, 7), { kind: 'random', note: "the embedded stack's test B0" });
+  const nearCalibration = [];
+  for (const [label, dir] of [
+    ['trained', join(weights, 'shapes')],
+    ['untrained', join(untrainedDir, 'shapes')],
+    ['random B0', b0Dir],
+  ] as const)
+    nearCalibration.push(await calibrationOnPhotographs(ctx, label, dir));
   return {
     options,
     training: { accuracy: report.final.accuracy, seconds: trainSeconds, convergence: report.convergence },
     trained: trainedResult,
     untrained: untrainedResult,
-    summary: Object.fromEntries(
-      [trainedResult, untrainedResult].map((m) => [
-        m.model,
-        `${options.ks.map((k) => `P@${k} ${m.precisionAt[k].toFixed(3)}`).join(', ')} vs chance ${m.chance.toFixed(3)} (${m.images} images)`,
-      ]),
-    ),
+    nearCalibration,
+    summary: {
+      ...Object.fromEntries(
+        [trainedResult, untrainedResult].map((m) => [
+          m.model,
+          `${options.ks.map((k) => `P@${k} ${m.precisionAt[k].toFixed(3)}`).join(', ')} vs chance ${m.chance.toFixed(3)} (${m.images} images)`,
+        ]),
+      ),
+      nearCalibration: Object.fromEntries(nearCalibration.map((c) => [c.model, c.summary])),
+    },
   };
+}
+
+/**
+ * The near-duplicate calibration of one artifact on skimage's photographs and their quadrants (80
+ * distinct images, 10 versions each): all of them, then each half of the photographs against the other.
+ */
+export async function calibrationOnPhotographs(ctx: BenchContext, label: string, dir: string) {
+  const manifest = await readManifest(dir);
+  const model = await ortEngine({ ...WORKER_ORT_OPTIONS, log: () => {} }).load(dir, { variant: manifest.variant });
+  try {
+    const samples = await nearDuplicateSet(PHOTOS, { tiles: true, dir: SKIMAGE_DATA });
+    const started = performance.now();
+    const { embedded, skipped } = await embedSamples(model, samples, { batchSize: 8 });
+    const embedSeconds = (performance.now() - started) / 1000;
+    if (skipped.length) throw new Error(`${label}: ${skipped.length} file(s) not embedded: ${skipped[0].name}: ${skipped[0].reason}`);
+    const all = chooseThreshold(pairSets(embedded));
+    // Halves by photograph (a photograph's quadrants stay with it): choose on one, score on the other.
+    const photoOf = (e: Embedded) => e.source.replace(/#q\d$/, '');
+    const names = PHOTOS.map((p) => p.replace(/\.\w+$/, ''));
+    const half = (h: number) => embedded.filter((e) => names.indexOf(photoOf(e)) % 2 === h);
+    const heldOut = [0, 1].map((h) => {
+      const chosen = chooseThreshold(pairSets(half(h)));
+      const other = pairSets(half(1 - h));
+      return {
+        chosenOn: h === 0 ? 'even photographs' : 'odd photographs',
+        separable: chosen.separable,
+        ...(chosen.minScore !== undefined
+          ? { minScore: chosen.minScore, onTheOtherHalf: scoreAt(other, chosen.minScore) }
+          : { reason: chosen.reason }),
+      };
+    });
+    const sets = pairSets(embedded);
+    const result = {
+      model: label,
+      variant: manifest.variant,
+      resolution: model.resolution,
+      distinct: new Set(embedded.map((e) => e.source)).size,
+      images: embedded.length,
+      embedSeconds: Math.round(embedSeconds * 10) / 10,
+      chosen: all,
+      recallByKind:
+        all.minScore !== undefined
+          ? Object.fromEntries(
+              Object.entries(sets.byKind).map(([k, v]) => [
+                k,
+                Math.round((10_000 * v.filter((x) => x >= all.minScore!).length) / v.length) / 10_000,
+              ]),
+            )
+          : undefined,
+      heldOut,
+      /** The hash tier's default, for the question "what does the near tier add". */
+      exactDefaultBits: DEFAULT_MAX_DISTANCE,
+      summary: all.separable
+        ? `threshold ${all.minScore}: precision ${all.precision}, recall ${all.recall} in sample (AUC ${all.auc}); held out: ${heldOut
+            .map((h) =>
+              'onTheOtherHalf' in h && h.onTheOtherHalf
+                ? `P ${h.onTheOtherHalf.precision} R ${h.onTheOtherHalf.recall} at ${h.minScore}`
+                : 'refused',
+            )
+            .join(', ')}`
+        : `refused: ${all.reason} (AUC ${all.auc})`,
+    };
+    ctx.log(`near-duplicate calibration, ${label}: ${result.summary}`);
+    return result;
+  } finally {
+    await model.dispose();
+  }
 }
 
 async function measure(

@@ -10,10 +10,13 @@
  *   cosine is at least `minScore`, between objects that are not already in one exact group.
  *
  * Two thresholds, one per tier, because one embedding threshold for both is the known source of false
- * "duplicates" in photo tools (Immich issue 31487). Defaults are measured (README, "Duplicates").
+ * "duplicates" in photo tools (Immich issue 31487). The hash's default is measured once (it is no
+ * model's); the embedding's depends on the weights, so it is measured per space by
+ * `effitag dupes calibrate` (pipeline/near-calibration.ts) and read from its record.
  */
 import { hashHalves, isPerceptualHash, popcount } from '../inference/perceptual-hash.ts';
 import { mapLimit } from './concurrency.ts';
+import { CalibrationError, type CalibrationStore, type NearThreshold, nearThreshold } from './near-calibration.ts';
 import type { VectorIndex } from './ports.ts';
 import type { IndexRecord, TagIndex } from './tag-index.ts';
 
@@ -25,9 +28,10 @@ import type { IndexRecord, TagIndex } from './tag-index.ts';
  */
 export const DEFAULT_MAX_DISTANCE = 14;
 /**
- * Cosine two embeddings must reach to be one scene. Not measured yet on official weights (none can
- * be downloaded here): a conservative value, above what distinct images of one class reach in the
- * published CLIP/EfficientNet dedup practice (README, "Duplicates", says what is unverified).
+ * Cosine two embeddings must reach to be one scene in a space with no calibration: a guess, reported
+ * as uncalibrated wherever it is used. The right value depends on the weights (random B0: every
+ * photograph within 0.9995 of every other), so `effitag dupes calibrate` measures one per space
+ * and `dupes` uses that instead (docs/search.md, "Near duplicates").
  */
 export const DEFAULT_MIN_SCORE = 0.95;
 /** Neighbours asked for per object (S3 Vectors answers at most 100). */
@@ -44,6 +48,8 @@ export interface DupeGroup {
 
 export interface DupesReport {
   groups: DupeGroup[];
+  /** The near threshold of each space among the objects (with a vector index), and where it came from. */
+  near: NearThreshold[];
   /** What was looked at: indexed objects, those with a hash, those with a vector. */
   checked: { objects: number; hashed: number; vectors: number };
 }
@@ -124,10 +130,19 @@ export function exactGroups(objects: readonly Candidate[], maxDistance = DEFAULT
 export async function nearGroups(
   objects: readonly Candidate[],
   vectors: VectorIndex,
-  o: { bucket: string; prefix?: string; minScore?: number; exact?: readonly DupeGroup[]; concurrency?: number },
+  o: {
+    bucket: string;
+    prefix?: string;
+    minScore?: number;
+    /** A threshold per space (overrides `minScore`); undefined: that space gets no near links (its objects still count). */
+    minScoreFor?: (space: string) => number | undefined;
+    exact?: readonly DupeGroup[];
+    concurrency?: number;
+  },
 ): Promise<{ groups: DupeGroup[]; vectors: number }> {
-  const minScore = o.minScore ?? DEFAULT_MIN_SCORE;
-  checkScore(minScore);
+  const fixed = o.minScore ?? DEFAULT_MIN_SCORE;
+  checkScore(fixed);
+  const minScoreOf = o.minScoreFor ?? (() => fixed);
   const withSpace = objects.filter((c): c is Candidate & { space: string } => Boolean(c.space));
   const index = new Map(withSpace.map((c, i) => [c.key, i]));
   const uf = new UnionFind(withSpace.length);
@@ -147,6 +162,8 @@ export async function nearGroups(
       const vector = await vectors.get(c.space, { bucket: o.bucket, key: c.key });
       if (!vector) return;
       found++;
+      const minScore = minScoreOf(c.space);
+      if (minScore === undefined) return;
       const hits = await vectors.query(c.space, vector, {
         limit: NEIGHBOURS,
         bucket: o.bucket,
@@ -171,7 +188,7 @@ export async function nearGroups(
   }
   const groups = collect(
     withSpace.map((c, i) => [c.key, nearUf.find(nodeOf[i])] as const),
-    (root) => ({ kind: 'near', score: round(score.get(root) ?? minScore) }),
+    (root) => ({ kind: 'near', score: round(score.get(root) ?? 1) }),
     // A near group must join two nodes (two exact groups, or singletons), not one exact group alone.
     (members) => new Set(members.map((k) => nodeOf[index.get(k)!])).size >= 2,
   );
@@ -223,8 +240,9 @@ export async function indexedCandidates(index: TagIndex, bucket: string, prefix 
  * report. Reads only. Throws DupesError for a target with nothing to compare.
  */
 export async function findDupes(
-  deps: { index: TagIndex; vectors?: VectorIndex },
+  deps: { index: TagIndex; vectors?: VectorIndex; calibrations?: Pick<CalibrationStore, 'read'> },
   target: { bucket: string; prefix?: string },
+  /** `minScore`: one near threshold for every space; absent, each space's calibration (nearThreshold). */
   o: { maxDistance?: number; minScore?: number } = {},
 ): Promise<DupesReport> {
   const maxDistance = o.maxDistance ?? DEFAULT_MAX_DISTANCE;
@@ -235,12 +253,34 @@ export async function findDupes(
   if (!objects.length) throw new DupesError(`nothing indexed under ${where}: tag images there first (or check the bucket and prefix)`);
   const hashed = objects.filter((c) => c.hash).length;
   const exact = exactGroups(objects, maxDistance);
+  const thresholds = deps.vectors ? await spaceThresholds(objects, deps.calibrations, o.minScore) : [];
+  const bySpace = new Map(thresholds.map((t) => [t.space, 'minScore' in t ? t.minScore : undefined]));
   const near = deps.vectors
-    ? await nearGroups(objects, deps.vectors, { bucket: target.bucket, prefix: target.prefix || undefined, minScore: o.minScore, exact })
+    ? await nearGroups(objects, deps.vectors, {
+        bucket: target.bucket,
+        prefix: target.prefix || undefined,
+        minScoreFor: (space) => bySpace.get(space),
+        exact,
+      })
     : { groups: [], vectors: 0 };
   if (!hashed && !near.vectors)
     throw new DupesError(
       `${objects.length} object(s) indexed under ${where}, none with a perceptual hash or an embedding (tagged before EffiTag stored them): tag them again to compare them`,
     );
-  return { groups: [...exact, ...near.groups], checked: { objects: objects.length, hashed, vectors: near.vectors } };
+  return { groups: [...exact, ...near.groups], near: thresholds, checked: { objects: objects.length, hashed, vectors: near.vectors } };
+}
+
+/** Each space's near threshold (sorted by space); a damaged or unreadable record is a DupesError naming it. */
+async function spaceThresholds(
+  objects: readonly Candidate[],
+  store: Pick<CalibrationStore, 'read'> | undefined,
+  given: number | undefined,
+): Promise<NearThreshold[]> {
+  const spaces = [...new Set(objects.flatMap((c) => (c.space ? [c.space] : [])))].sort();
+  try {
+    return await Promise.all(spaces.map((space) => nearThreshold(space, { given, store, fallback: DEFAULT_MIN_SCORE })));
+  } catch (err) {
+    if (err instanceof CalibrationError) throw new DupesError(err.message);
+    throw err;
+  }
 }
