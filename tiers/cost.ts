@@ -22,9 +22,13 @@ import {
   writeBackRequestsPerMillion,
   PRICE_LIST_DATE,
   REKOGNITION_PER_MILLION,
+  S3_VECTORS_PRICES,
+  vectorCost,
+  type VectorCost,
 } from './prices.ts';
+import { decodeVariant, roundFilters } from '../model/spec.ts';
 import { TAG_HIERARCHY } from '../model/tag-hierarchy.ts';
-import type { Tier, TiersFile } from './schema.ts';
+import { modelFor, type Tier, type TiersFile } from './schema.ts';
 
 export interface BenchRow {
   engine: string;
@@ -107,6 +111,8 @@ export interface CostRow {
 
 export interface CostReport {
   rows: CostRow[];
+  /** S3 Vectors per 1M images, for each model a tier with embeddings on stores vectors of (issue 23). */
+  vectors: VectorRow[];
   rekognitionPerMillion: number;
   assumptions: string[];
 }
@@ -310,6 +316,7 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
   }
   return {
     rows,
+    vectors: vectorRows(config),
     rekognitionPerMillion: REKOGNITION_PER_MILLION,
     assumptions: [
       `instance prices: ${PRICE_LIST_DATE} list prices unless overridden in prices.instances`,
@@ -334,6 +341,35 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
       `Amazon Rekognition DetectLabels: $${REKOGNITION_PER_MILLION / 1000} per 1,000 images (first pricing tier)`,
     ],
   };
+}
+
+export interface VectorRow {
+  tier: string;
+  /** The model whose index the vectors go to (one index per model). */
+  model: string;
+  /** Its pooled-feature width: the vector's. */
+  dimension: number;
+  /** For 1M images, one vector each: storage a month, the writes once, and each million queries. */
+  cost: VectorCost;
+  pricesAsOf: string;
+}
+
+/**
+ * The image embeddings' S3 Vectors cost per 1M images, per tier (with `embeddings` on, the default)
+ * and model: a vector of the model's pooled-feature width (1,280 B0 … 2,560 B7; a custom model its
+ * base's) per image. Not in all-in: storage is monthly, and queries are per use (`similar`, `dupes`).
+ */
+export function vectorRows(config: TiersFile, images = 1_000_000): VectorRow[] {
+  const rows: VectorRow[] = [];
+  for (const [tier, t] of Object.entries(config.tiers)) {
+    if (t.embeddings === false) continue;
+    for (const variant of t.variants) {
+      const spec = decodeVariant(variant);
+      const dimension = roundFilters(1280, spec.width, spec.roundFiltersBump);
+      rows.push({ tier, model: modelFor(t, variant), dimension, cost: vectorCost(images, dimension), pricesAsOf: S3_VECTORS_PRICES.asOf });
+    }
+  }
+  return rows;
 }
 
 /** What the stack keeps while nothing is uploaded: the part of its cost that does not scale to zero. */

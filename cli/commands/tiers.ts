@@ -229,6 +229,25 @@ export function registerTiersCommands(program: Command): void {
             ['mode', 'S3 + SQS', 'index', 'together', 'what it writes'],
           ),
         );
+        if (report.vectors.length) {
+          process.stdout.write(
+            `\nImage embeddings (S3 Vectors, for similar and dupes), per 1M images, ${report.vectors[0].pricesAsOf}; not in all-in:\n`,
+          );
+          process.stdout.write(
+            table(
+              report.vectors.map((v) => [
+                v.tier,
+                v.model,
+                v.dimension,
+                `${v.cost.storedGb.toFixed(2)} GB`,
+                money(v.cost.storagePerMonth),
+                money(v.cost.writes),
+                money(v.cost.perMillionQueries),
+              ]),
+              ['tier', 'model', 'dimensions', 'stored', 'storage $/month', 'writes $ (once)', '$ per 1M queries'],
+            ),
+          );
+        }
         process.stdout.write(`\nIdle, nothing uploaded: $${idle.dollarsPerMonth.toFixed(2)} per month (counted from ${idle.source}):\n`);
         process.stdout.write(
           table(
