@@ -222,7 +222,7 @@ describe('two heads: metadata, object tags, index and markers', () => {
       ['tabby', 'daisy'],
     );
     assert.deepEqual(
-      indexedObject({ bucket: 'b', key: 'k' }, head, back, () => new Date(0)).tags.sort((a, b) => a.tag.localeCompare(b.tag)),
+      [...indexedObject({ bucket: 'b', key: 'k' }, head, back, () => new Date(0)).tags].sort((a, b) => a.tag.localeCompare(b.tag)),
       [...entry.tags].sort((a, b) => a.tag.localeCompare(b.tag)),
     );
   });
