@@ -18,7 +18,7 @@
  * and, to see whether it holds on images it was not chosen on, chosen on half the photographs (with
  * their quadrants) and scored on the other half, both ways.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { cp, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { ortEngine, WORKER_ORT_OPTIONS } from '../inference/ort-engine.ts';
@@ -35,7 +35,6 @@ import type { BenchContext } from './util.ts';
 import { planModel } from '../model/plan.ts';
 import { randomWeights } from '../model/random-weights.ts';
 import { readManifest } from '../model/weights.ts';
-import { DEFAULT_MAX_DISTANCE } from '../pipeline/dupes.ts';
 import { chooseThreshold, embedSamples, type Embedded, pairSets, scoreAt } from '../pipeline/near-calibration.ts';
 
 export interface SimilarBenchOptions {
@@ -79,6 +78,9 @@ export async function benchSimilar(ctx: BenchContext, options: SimilarBenchOptio
     log: (l) => ctx.log(`  train: ${l}`),
   });
   const trainSeconds = Math.round((performance.now() - started) / 1000);
+  // Training is the long part (6-17 min here): EFFITAG_BENCH_KEEP_WEIGHTS=DIR keeps the artifact for later looks.
+  const keep = process.env.EFFITAG_BENCH_KEEP_WEIGHTS;
+  if (keep) await cp(join(weights, 'shapes'), join(keep, 'shapes'), { recursive: true });
   ctx.log(
     `trained ${options.variant} on ${options.patterns.length} classes: ${(100 * report.final.accuracy).toFixed(1)} % held out in ${trainSeconds} s`,
   );
@@ -132,8 +134,10 @@ export async function benchSimilar(ctx: BenchContext, options: SimilarBenchOptio
 }
 
 /**
- * The near-duplicate calibration of one artifact on skimage's photographs and their quadrants (80
- * distinct images, 10 versions each): all of them, then each half of the photographs against the other.
+ * The near-duplicate calibration of one artifact on skimage's photographs, 10 versions each: the 16
+ * photographs alone (what a user would give `dupes calibrate`), and with their quadrants (80
+ * distinct images, hard ones: a quadrant shares its photograph's colours, light and texture). For
+ * each: the threshold chosen on all, then on each half of the photographs and scored on the other.
  */
 export async function calibrationOnPhotographs(ctx: BenchContext, label: string, dir: string) {
   const manifest = await readManifest(dir);
@@ -144,58 +148,78 @@ export async function calibrationOnPhotographs(ctx: BenchContext, label: string,
     const { embedded, skipped } = await embedSamples(model, samples, { batchSize: 8 });
     const embedSeconds = (performance.now() - started) / 1000;
     if (skipped.length) throw new Error(`${label}: ${skipped.length} file(s) not embedded: ${skipped[0].name}: ${skipped[0].reason}`);
-    const all = chooseThreshold(pairSets(embedded));
-    // Halves by photograph (a photograph's quadrants stay with it): choose on one, score on the other.
-    const photoOf = (e: Embedded) => e.source.replace(/#q\d$/, '');
-    const names = PHOTOS.map((p) => p.replace(/\.\w+$/, ''));
-    const half = (h: number) => embedded.filter((e) => names.indexOf(photoOf(e)) % 2 === h);
-    const heldOut = [0, 1].map((h) => {
-      const chosen = chooseThreshold(pairSets(half(h)));
-      const other = pairSets(half(1 - h));
-      return {
-        chosenOn: h === 0 ? 'even photographs' : 'odd photographs',
-        separable: chosen.separable,
-        ...(chosen.minScore !== undefined
-          ? { minScore: chosen.minScore, onTheOtherHalf: scoreAt(other, chosen.minScore) }
-          : { reason: chosen.reason }),
-      };
-    });
-    const sets = pairSets(embedded);
+    const photographs = evaluateCalibration(embedded.filter((e) => !e.source.includes('#q')));
+    const withQuadrants = evaluateCalibration(embedded);
     const result = {
       model: label,
       variant: manifest.variant,
       resolution: model.resolution,
-      distinct: new Set(embedded.map((e) => e.source)).size,
-      images: embedded.length,
       embedSeconds: Math.round(embedSeconds * 10) / 10,
-      chosen: all,
-      recallByKind:
-        all.minScore !== undefined
-          ? Object.fromEntries(
-              Object.entries(sets.byKind).map(([k, v]) => [
-                k,
-                Math.round((10_000 * v.filter((x) => x >= all.minScore!).length) / v.length) / 10_000,
-              ]),
-            )
-          : undefined,
-      heldOut,
-      /** The hash tier's default, for the question "what does the near tier add". */
-      exactDefaultBits: DEFAULT_MAX_DISTANCE,
-      summary: all.separable
-        ? `threshold ${all.minScore}: precision ${all.precision}, recall ${all.recall} in sample (AUC ${all.auc}); held out: ${heldOut
-            .map((h) =>
-              'onTheOtherHalf' in h && h.onTheOtherHalf
-                ? `P ${h.onTheOtherHalf.precision} R ${h.onTheOtherHalf.recall} at ${h.minScore}`
-                : 'refused',
-            )
-            .join(', ')}`
-        : `refused: ${all.reason} (AUC ${all.auc})`,
+      photographs,
+      withQuadrants,
+      summary: `photographs: ${photographs.summary}; with quadrants: ${withQuadrants.summary}`,
     };
     ctx.log(`near-duplicate calibration, ${label}: ${result.summary}`);
     return result;
   } finally {
     await model.dispose();
   }
+}
+
+const round4 = (x: number) => Math.round(x * 10_000) / 10_000;
+
+function evaluateCalibration(embedded: readonly Embedded[]) {
+  const sets = pairSets(embedded);
+  const all = chooseThreshold(sets);
+  // Halves by photograph (a photograph's quadrants stay with it): choose on one, score on the other.
+  const photoOf = (e: Embedded) => e.source.replace(/#q\d$/, '');
+  const names = PHOTOS.map((p) => p.replace(/\.\w+$/, ''));
+  const half = (h: number) => embedded.filter((e) => names.indexOf(photoOf(e)) % 2 === h);
+  const heldOut = [0, 1].map((h) => {
+    const chosen = chooseThreshold(pairSets(half(h)));
+    return {
+      chosenOn: h === 0 ? 'even photographs' : 'odd photographs',
+      separable: chosen.separable,
+      ...(chosen.minScore !== undefined
+        ? { minScore: chosen.minScore, onTheOtherHalf: scoreAt(pairSets(half(1 - h)), chosen.minScore) }
+        : { reason: chosen.reason }),
+    };
+  });
+  // The pair of distinct images that sets the bar, by name.
+  let top = { score: -2, a: '', b: '' };
+  for (let i = 0; i < embedded.length; i++)
+    for (let j = i + 1; j < embedded.length; j++) {
+      const a = embedded[i],
+        b = embedded[j];
+      if (a.source === b.source) continue;
+      let d = 0;
+      for (let k = 0; k < a.vector.length; k++) d += a.vector[k] * b.vector[k];
+      if (d > top.score) top = { score: d, a: `${a.source} (${a.kind})`, b: `${b.source} (${b.kind})` };
+    }
+  return {
+    distinct: new Set(embedded.map((e) => e.source)).size,
+    images: embedded.length,
+    chosen: all,
+    mostAlikeDistinctPair: { ...top, score: round4(top.score) },
+    recallByKind:
+      all.minScore !== undefined
+        ? Object.fromEntries(
+            Object.entries(sets.byKind).map(([k, v]) => [k, round4(v.filter((x) => x >= all.minScore!).length / v.length)]),
+          )
+        : undefined,
+    heldOut,
+    /** Precision and recall at fixed thresholds, to see the overlap a refusal is about. */
+    curve: [0.9, 0.95, 0.99, 0.999, 0.9999].map((t) => scoreAt(sets, t)),
+    summary: all.separable
+      ? `threshold ${all.minScore}: precision ${all.precision}, recall ${all.recall} in sample (AUC ${all.auc}); held out: ${heldOut
+          .map((h) =>
+            'onTheOtherHalf' in h && h.onTheOtherHalf
+              ? `precision ${h.onTheOtherHalf.precision} recall ${h.onTheOtherHalf.recall} at ${h.minScore}`
+              : 'refused',
+          )
+          .join(', ')}`
+      : `refused: ${all.reason} (AUC ${all.auc})`,
+  };
 }
 
 async function measure(

@@ -12,11 +12,13 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { type GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
 import { PHOTOS, SKIMAGE_DATA } from '../bench/hashes.ts';
 import type { ImageOutputs, LoadedModel } from '../inference/engine.ts';
 import type { DecodedImage } from '../inference/image.ts';
 import type { EmbeddedStack } from '../local/stack.ts';
+import { s3Calibrations } from '../pipeline/aws/near-calibrations.ts';
 import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, DupesError, findDupes } from '../pipeline/dupes.ts';
 import {
   CALIBRATION_FORMAT,
@@ -345,6 +347,51 @@ describe('dupes: the near threshold of each space from its calibration', () => {
     // A separable record without a threshold is refused by the schema, not taken as 0.
     await writeFile(join(dir, calibrationKey(SPACE)), JSON.stringify(record({ space: SPACE, minScore: undefined })));
     await assert.rejects(findDupes({ ...(await world()), calibrations: directoryCalibrations(dir) }, { bucket: 'p' }), DupesError);
+  });
+});
+
+describe('records beside published weights (S3)', () => {
+  /** An S3 client double: objects in a map, a 403 for keys under `denied/`. */
+  function fakeS3() {
+    const objects = new Map<string, string>();
+    const client = {
+      send: async (cmd: GetObjectCommand | PutObjectCommand) => {
+        const { Bucket, Key } = cmd.input;
+        const where = `${Bucket}/${Key}`;
+        if (cmd instanceof PutObjectCommand) {
+          objects.set(where, String(cmd.input.Body));
+          return {};
+        }
+        if (Key?.startsWith('denied/'))
+          throw Object.assign(new Error('Access Denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } });
+        const text = objects.get(where);
+        if (text === undefined) throw Object.assign(new Error('no such key'), { name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } });
+        return { Body: { transformToString: async () => text } };
+      },
+    };
+    return { objects, client: client as unknown as S3Client };
+  }
+
+  it('writes under <model>/ beside manifest.json, reads it back, and a missing one is "uncalibrated"', async () => {
+    const { objects, client } = fakeS3();
+    const store = s3Calibrations(client, 's3://weights-bucket/effitag');
+    assert.equal(await store.read(SPACE), undefined);
+    const where = await store.write(record({ space: SPACE, minScore: 0.97 }));
+    assert.equal(where, 's3://weights-bucket/effitag/b0/near-calibration-aaaaaaaaaaaa.json');
+    assert.deepEqual([...objects.keys()], ['weights-bucket/effitag/b0/near-calibration-aaaaaaaaaaaa.json']);
+    assert.equal((await store.read(SPACE))?.minScore, 0.97);
+  });
+
+  it('access denied is one line naming the object and the way out', async () => {
+    const { client } = fakeS3();
+    await assert.rejects(
+      s3Calibrations(client, 's3://weights-bucket/denied').read(SPACE),
+      (e: Error) =>
+        e instanceof CalibrationError &&
+        /^access denied reading s3:\/\/weights-bucket\/denied\/b0\/near-calibration-aaaaaaaaaaaa\.json: .*or pass --min-score$/.test(
+          e.message,
+        ),
+    );
   });
 });
 
