@@ -44,7 +44,10 @@ const program = new Command('bench')
   .option('--rate <r>', 'journal: uploads per second (default 3)', (v) => Number(v))
   .option('--inference', 'journal: run the B0 (default: a fixed answer, so the shared cores keep up)')
   .option('--isolated', 'pipeline: engine and worker on core 0, the S3/SQS stack on the other cores (Linux)')
-  .option('--lite', 'int8: B0 (with int8 layout experiments) and EfficientNet-Lite0 against the reference exports, no gate')
+  .option(
+    '--lite',
+    'int8: B0 (with int8 layout experiments) and EfficientNet-Lite0 against the reference exports, and the gate on photographs for both',
+  )
   .option('--embeddings', "pipeline: the worker's throughput with and without storing embeddings, paired per run")
   .action(async (suite: string, opts: Options) => {
     if (opts.runs !== undefined && !(suite === 'engines' || suite === 'int8' || suite === 'pipeline')) {
@@ -72,6 +75,8 @@ const program = new Command('bench')
         result = await benchInt8(ctx, {
           variants: ['b0', 'lite0'],
           runs: opts.runs ?? 21,
+          // The gate on photographs too: does int8 Lite0 (ReLU6, no SE) agree with its float model better than int8 B0?
+          gate: { copies: opts.quick ? 2 : 5 },
           experiments: {
             'int8-8bit': { weightBits: 8 },
             'int8-u8u8': { weightType: 'uint8', weightBits: 8 },
