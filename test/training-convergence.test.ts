@@ -104,9 +104,41 @@ describe('early stopping', () => {
       assert.deepEqual(rates, [0.04, 0.04, 0.04, 0.02, 0.02, 0.02, 0.01, 0.01]);
       assert.equal(outcome.stop, 'converged');
       assert.equal(outcome.best?.epoch, 3);
+      // Halved once more after the last epoch (stale 4): where the next stage carries on from.
+      assert.equal(outcome.learningRate, 0.005);
     } finally {
       disposeNet(net);
     }
+  });
+
+  it('a stage warms its learning rate up over `warmupSteps`: its first step moves the weights a tenth as far with 10', async () => {
+    const plan = planModel('custom-w0.25-d0.25-r32', { classes: 2 });
+    // Adam's first step moves each weight by about the learning rate whatever the gradient's size.
+    const firstStep = async (warmupSteps: number) => {
+      const net = buildNet(plan, randomWeights(plan, 1));
+      try {
+        const before = readWeights(net).get('stem_conv/kernel:0')!;
+        const rand = seededRandom(7);
+        await fitStage(net, noiseSamples(4, rand), {
+          stage: stage32(),
+          epochs: 1,
+          batchSize: 4,
+          learningRate: 1e-2,
+          classes: 2,
+          masterSize: 40,
+          rand,
+          warmupSteps,
+        });
+        const after = readWeights(net).get('stem_conv/kernel:0')!;
+        return Math.max(...before.map((w, i) => Math.abs(after[i] - w)));
+      } finally {
+        disposeNet(net);
+      }
+    };
+    const plain = await firstStep(0);
+    const warm = await firstStep(10);
+    assert.ok(plain > 5e-3 && plain < 2e-2, `without warmup the first step moves a weight by ~1e-2 (${plain})`);
+    assert.ok(Math.abs(warm / plain - 0.1) < 0.02, `with 10 warmup steps, a tenth as far (${warm} vs ${plain})`);
   });
 
   it('a stage stops `patience` epochs after its best held-out loss and restores that epoch’s weights; a deadline stops it unconverged', async () => {
@@ -215,6 +247,12 @@ describe('early stopping', () => {
         'every epoch scored on the held-out images',
       );
     }
+    // The second stage carries on at the learning rate the first ended at (halved on stopping, stale 2),
+    // not at a fresh 1e-2 (measured: a restart cost 8 to 13 points in each stage's first epoch).
+    const rates = (stage: number) => report.epochs.filter((e) => e.stage === stage).map((e) => e.learningRate!);
+    assert.equal(report.stages[0].stop, 'converged');
+    assert.equal(rates(0)[0], 1e-2);
+    assert.equal(rates(1)[0], rates(0).at(-1)! / 2);
     const last = report.stages.at(-1)!;
     assert.equal(report.converged, last.stop === 'converged');
     assert.match(

@@ -33,7 +33,7 @@ const argmax = (p: ArrayLike<number>) => Array.prototype.indexOf.call(p, Math.ma
 const long = process.env.EFFITAG_LONG_TESTS === '1' ? false : 'long (15 to 45+ minutes): EFFITAG_LONG_TESTS=1 runs it';
 
 describe('training with the defaults', { skip: long }, () => {
-  it('learns a generated shape set from scratch to ≥ 90 % on new images and says it converged (only --data, --name, --base)', async () => {
+  it('learns a generated shape set from scratch to ≥ 90 % on new images and says it converged (only --data, --name, --base)', async (t) => {
     const root = await tempDir('effitag-defaults-');
     const data = join(root, 'shapes');
     const labels = await writePatternDataset(data, DEFAULT_SET);
@@ -76,6 +76,12 @@ describe('training with the defaults', { skip: long }, () => {
       const predicted = (await model.classify(decoded)).map((p) => named[argmax(p)]);
       const accuracy = predicted.filter((l, i) => l === images[i].label).length / images.length;
       const confusion = labels.map((truth) => labels.map((l) => predicted.filter((p, i) => images[i].label === truth && p === l).length));
+      // The figures, pass or fail (bench/reference/train.json quotes them).
+      t.diagnostic(`${line}`);
+      for (const l of stageLines) t.diagnostic(l.trim());
+      t.diagnostic(
+        `new images: ${(accuracy * 100).toFixed(1)} % of ${images.length}, confusion ${JSON.stringify(confusion)}; ${seconds.toFixed(0)} s`,
+      );
       assert.ok(
         accuracy >= 0.9,
         `${(accuracy * 100).toFixed(1)} % of ${images.length} new images (confusion, rows ${labels.join('/')}: ${JSON.stringify(confusion)}) after ${seconds.toFixed(0)} s:\n${stageLines.join('\n')}`,

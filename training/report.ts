@@ -47,6 +47,8 @@ export interface EpochPoint {
   valLoss?: number;
   valAccuracy?: number;
   size: number;
+  /** The stage's learning rate in this epoch (after its warmup). */
+  learningRate?: number;
 }
 
 export interface StageRecord {

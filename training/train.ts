@@ -66,7 +66,7 @@ export interface TrainOptions {
   epochs?: number;
   /** Early stopping's most epochs per stage (default 40; the head phase: 200). */
   maxEpochs?: number;
-  /** Early stopping's time budget for the whole run, seconds (default 1800): shared out over the phases left. */
+  /** Early stopping's time budget for the whole run, seconds (default DEFAULT_TIME_BUDGET): shared out over the phases left. */
   timeBudget?: number;
   /** Epochs after the best held-out accuracy before a stage stops (default 5; the head phase: 10, on its loss). */
   patience?: number;
@@ -81,6 +81,8 @@ export interface TrainOptions {
   unfreezeBlocks?: number;
   batchSize?: number;
   learningRate?: number;
+  /** The random resized crop's smallest share of the area (augment.ts MIN_CROP_AREA). */
+  minCropArea?: number;
   headLearningRate?: number;
   minPerLabel?: number;
   backend?: string;
@@ -101,9 +103,19 @@ interface State {
   done: string[];
   stages: TrainingReport['stages'];
   epochs: EpochPoint[];
+  /** The learning rate the last stage ended at (carried into the next). */
+  learningRate?: number;
 }
 
 const silent: TrainProgress = { start() {}, update() {}, stop() {} };
+
+/**
+ * The whole run's default time budget, seconds: a bound on a run that would not stop, not the way it
+ * normally stops (early stopping is). 1,800 s was under a default run of 320 images from scratch on a
+ * shared 2-core host (1,760 s at a load average of 5 to 14), so the budget, not convergence, could end
+ * it; 2 hours leaves such a run room at several times that load (docs/training.md, The defaults).
+ */
+export const DEFAULT_TIME_BUDGET = 7200;
 
 /** Block prefixes (`block6a_`, …) in network order. */
 function blockPrefixes(plan: ModelPlan): string[] {
@@ -144,7 +156,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const started = performance.now();
   // Early stopping unless a fixed schedule was asked for; the budget is shared out over the phases left.
   const early = options.epochs === undefined;
-  const deadline = started + (options.timeBudget ?? 1800) * 1000;
+  const deadline = started + (options.timeBudget ?? DEFAULT_TIME_BUDGET) * 1000;
   // A phase's share of what is left is its cost over the cost of the phases left (an epoch costs about
   // the image area; the head phase's epochs cost next to nothing once its features are computed).
   const shareOf = (cost: number, costLeft: number) =>
@@ -314,7 +326,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
             }
           : {}),
         batchSize: options.batchSize ?? 16,
-        learningRate: options.learningRate ?? (scratch ? 1e-2 : 1e-4),
+        // A stage carries on at the learning rate the last one ended at (halved on its plateaus), as
+        // EfficientNetV2 runs one schedule across its stages: restarting Adam at 1e-2 cost 8 to 13 points
+        // of held-out accuracy in each stage's first epoch. A fresh Adam still moves every weight by about
+        // the full rate in its first steps, so each stage ramps up to it over its first epoch.
+        learningRate: (early ? state.learningRate : undefined) ?? options.learningRate ?? (scratch ? 1e-2 : 1e-4),
+        warmupSteps: Math.ceil(data.train.length / (options.batchSize ?? 16)),
+        minCropArea: options.minCropArea,
         classes,
         masterSize,
         classWeights: data.classWeights,
@@ -332,6 +350,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
             valLoss: r.valLoss,
             valAccuracy: r.valAccuracy,
             size: stage.size,
+            learningRate: r.learningRate,
           });
         },
       });
@@ -364,6 +383,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         `${phase} stage ${stage.index + 1}/${schedule.length} at ${stage.size} px: held-out accuracy ${(acc * 100).toFixed(1)} % after ${outcome.results.length} epochs${stopNote(outcome.stop, outcome.best?.epoch)} (${seconds.toFixed(0)} s)`,
       );
       weights = readWeights(net);
+      state.learningRate = outcome.learningRate;
     } finally {
       await closeFrozen();
       disposeNet(net);

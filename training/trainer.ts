@@ -177,6 +177,10 @@ export interface FitStageOptions {
   patience?: number;
   /** performance.now() past which no new epoch starts (the time budget's share of this stage). */
   deadline?: number;
+  /** Steps over which the learning rate ramps up linearly from learningRate / steps to learningRate (0: none). */
+  warmupSteps?: number;
+  /** The random resized crop's smallest share of the area (augment.ts). */
+  minCropArea?: number;
 }
 
 /** Epochs without an improvement after which a stage halves its learning rate (early stopping only). */
@@ -196,6 +200,8 @@ export interface StageOutcome {
   stop: StopReason;
   /** With `validate`: the restored epoch and its held-out scores. */
   best?: HeldOut & { epoch: number };
+  /** The learning rate at the end (after any halvings): where a following stage may carry on from. */
+  learningRate: number;
 }
 
 /** Mean cross-entropy and accuracy of predicted probabilities against labels. */
@@ -292,6 +298,9 @@ export async function fitStage(net: Net, train: readonly Sample[], options: FitS
   const stopper = heldOutStopper(options.patience ?? 5);
   // Adam's step size, halved after every `PLATEAU` epochs without an improvement (Keras' ReduceLROnPlateau).
   const adam = optimizer as unknown as { learningRate: number };
+  let rate = options.learningRate;
+  const warmup = options.warmupSteps ?? 0;
+  let step = 0;
   let snapshot: tf.Tensor[] | undefined;
   let best: StageOutcome['best'];
   let stop: StopReason = options.validate ? 'max-epochs' : 'fixed';
@@ -311,7 +320,11 @@ export async function fitStage(net: Net, train: readonly Sample[], options: FitS
           randAugment: options.stage.randAugment,
           mixup: options.stage.mixup,
           rand: options.rand,
+          minCropArea: options.minCropArea,
         });
+        // A fresh Adam's first steps move every weight by about the full learning rate: ramp up to it.
+        adam.learningRate = step < warmup ? (rate * (step + 1)) / warmup : rate;
+        step++;
         reseedDropout(net, options.rand);
         const input = await learningInput(net, x);
         const loss = optimizer.minimize(
@@ -331,7 +344,7 @@ export async function fitStage(net: Net, train: readonly Sample[], options: FitS
         loss: lossSum / train.length,
         images: train.length,
         seconds: (performance.now() - started) / 1000,
-        learningRate: adam.learningRate,
+        learningRate: rate,
       };
       results.push(result);
       let scores: HeldOut | undefined;
@@ -344,7 +357,7 @@ export async function fitStage(net: Net, train: readonly Sample[], options: FitS
           best = { ...scores, epoch };
         }
       }
-      if (options.validate && stopper.stale > 0 && stopper.stale % PLATEAU === 0) adam.learningRate /= 2;
+      if (options.validate && stopper.stale > 0 && stopper.stale % PLATEAU === 0) rate /= 2;
       options.onEpoch?.(epoch, { ...result, ...(scores ? { valLoss: scores.loss, valAccuracy: scores.accuracy } : {}) });
       await tf.nextFrame?.();
       if (stopper.exhausted && options.validate) {
@@ -358,7 +371,7 @@ export async function fitStage(net: Net, train: readonly Sample[], options: FitS
     optimizer.dispose();
     weights?.dispose();
   }
-  return { results, stop, best };
+  return { results, stop, best, learningRate: rate };
 }
 
 /**

@@ -5,7 +5,7 @@ import { defaultWeightsDir } from '../../pipeline/aws/wiring.ts';
 import { openCommandStack } from '../stack.ts';
 import { folderSource } from '../../training/dataset.ts';
 import { parseRange, progressiveRanges, stages, type ProgressiveRanges } from '../../training/progressive.ts';
-import { train } from '../../training/train.ts';
+import { DEFAULT_TIME_BUDGET, train } from '../../training/train.ts';
 import { parseNumber, table } from '../format.ts';
 import { checkReadableFolder } from '../local-files.ts';
 import { countProgress } from '../progress.ts';
@@ -64,7 +64,7 @@ export function registerTrainCommand(program: Command): void {
       '--time-budget <seconds>',
       'early stopping: time for the whole run, shared out over the stages left (each stage trains at least one epoch)',
       parseNumber('--time-budget', 0, 7 * 86400),
-      1800,
+      DEFAULT_TIME_BUDGET,
     )
     .option(
       '--patience <n>',
