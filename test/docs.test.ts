@@ -191,7 +191,12 @@ export function misfit(program: Command, example: string): string | undefined {
       path.push(sub);
     } else if (command.commands.length > 0 && command === program) {
       return `no command "${w}" (commands: ${program.commands.map((c) => c.name()).join(', ')})`;
-    } else if (command.commands.length > 0 && !(command as unknown as { _defaultCommandName?: string })._defaultCommandName) {
+    } else if (
+      command.commands.length > 0 &&
+      !(command as unknown as { _defaultCommandName?: string })._defaultCommandName &&
+      // A command with subcommands and operands of its own (`dupes TARGET`, `dupes calibrate`) takes the word as an operand.
+      !command.registeredArguments.length
+    ) {
       return `${commandName(command)} has no subcommand "${w}" (it has: ${command.commands.map((c) => c.name()).join(', ')})`;
     }
   }
