@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { int8Base } from '../model/spec.ts';
 import { parseTiers } from '../tiers/schema.ts';
 
 // Not bundling.ts's REPO_ROOT: that module loads aws-cdk-lib, which the README check does not need.
@@ -36,7 +37,20 @@ export function modelsOf(tiersFile: string): string[] {
 /** The steps for a tiers file (the README shows them for tiers/defaults.json). */
 export function deploySteps(tiersFile = README_TIERS): DeployStep[] {
   // Official weights exist for the variants only; a custom model's artifact comes from `effitag train`.
-  const fetchable = modelsOf(tiersFile).filter((m) => /^(b[0-7]|v2-(b[0-3]|s|m|l))$/.test(m));
+  // An int8 model is its float model quantized (`weights quantize`), so that float model is fetched too.
+  const models = modelsOf(tiersFile);
+  const floats = [...new Set(models.map((m) => int8Base(m) ?? m))];
+  const fetchable = floats.filter((m) => /^(b[0-7]|v2-(b[0-3]|s|m|l))$/.test(m));
+  // EfficientNet-Lite has no Keras file: timm's port on the Hugging Face hub, imported (model/weights-timm.ts).
+  const lite = floats.filter((m) => /^lite[0-4]$/.test(m));
+  const int8 = models.filter((m) => int8Base(m) !== undefined);
+  const cache = '~/.cache/effitag/weights';
+  const fetchCommand =
+    [
+      ...(fetchable.length ? [`for v in ${fetchable.join(' ')}; do npx effitag weights fetch "$v"; done`] : []),
+      ...lite.map((m) => `npx effitag weights import --timm ${m}.safetensors --variant ${m} --out ${cache}/${m}`),
+      ...int8.map((m) => `npx effitag weights quantize --weights ${cache}/${int8Base(m)} --calibrate IMAGES --out ${cache}/${m}`),
+    ].join('; ') || `for v in ${fetchable.join(' ')}; do npx effitag weights fetch "$v"; done`;
   return [
     {
       id: 'deploy',
@@ -55,8 +69,17 @@ export function deploySteps(tiersFile = README_TIERS): DeployStep[] {
     },
     {
       id: 'fetch',
-      explain: [`2. Get the official weights of every model ${tiersFile} uses (downloaded once, MD5-checked, converted).`],
-      command: [`for v in ${fetchable.join(' ')}; do npx effitag weights fetch "$v"; done`],
+      explain: [
+        `2. Get the official weights of every model ${tiersFile} uses (downloaded once, MD5-checked, converted).`,
+        ...lite.map(
+          (m) =>
+            `   ${m} (EfficientNet-Lite, no Keras file): ${m}.safetensors is model.safetensors from https://huggingface.co/timm/tf_efficientnet_${m}.in1k`,
+        ),
+        ...(int8.length
+          ? ['   An int8 model: its float model quantized, calibrated on your own images (IMAGES, a folder or s3://…).']
+          : []),
+      ],
+      command: [fetchCommand],
       standIn:
         'no internet here: random weights in the same artifact layout (manifest + weights.bin, per model folder of the catalog), generated once and kept in the rehearsal cache folder',
     },

@@ -16,6 +16,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decodeVariant } from './spec.ts';
 import { importKerasWeights, readManifest, type WeightsManifest } from './weights.ts';
+import { timmImportHint } from './weights-timm.ts';
 
 const V1_BASE = 'https://storage.googleapis.com/keras-applications';
 const V2_BASE = 'https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2';
@@ -47,9 +48,15 @@ export interface OfficialWeights {
 
 /** URL and MD5 of the official Keras file for a variant. */
 export function officialWeights(variant: string, notop = false): OfficialWeights {
-  const v = decodeVariant(variant).variant;
+  const spec = decodeVariant(variant);
+  const v = spec.variant;
   const md5 = OFFICIAL_MD5[v];
-  if (!md5) throw new Error(`no official weights for ${v} (custom variants bring their own: effitag weights import)`);
+  if (!md5)
+    throw new Error(
+      spec.family === 'lite'
+        ? `no official Keras file for ${v}: its weights are timm's (${timmImportHint(v, 'DIR')})`
+        : `no official weights for ${v} (custom variants bring their own: effitag weights import)`,
+    );
   const suffix = notop ? '_notop' : '';
   const fileName = v.startsWith('v2-') ? `efficientnetv2-${v.slice(3)}${suffix}.h5` : `efficientnet${v}${suffix}.h5`;
   return { url: `${v.startsWith('v2-') ? V2_BASE : V1_BASE}/${fileName}`, md5: md5[notop ? 1 : 0], fileName };
@@ -102,7 +109,16 @@ const exists = (p: string) =>
   );
 
 export async function fetchWeights(options: FetchOptions): Promise<FetchResult> {
-  const variant = decodeVariant(options.variant).variant;
+  const spec = decodeVariant(options.variant);
+  const variant = spec.variant;
+  // Lite has no Keras application, so no .h5 to download or convert (a --url one would fail in the
+  // converter, obscurely): its official weights are timm's safetensors, imported by another command.
+  if (spec.family === 'lite') {
+    const out = options.out ?? join(options.cache ?? cacheDir(), 'weights', variant);
+    throw new WeightsFetchError(
+      `${variant} (EfficientNet-Lite) has no Keras .h5 to fetch: ${timmImportHint(variant, out)}, then publish it (npx effitag weights publish)`,
+    );
+  }
   const url = options.url ?? process.env.EFFITAG_WEIGHTS_URL;
   const md5Override = options.md5 ?? process.env.EFFITAG_WEIGHTS_MD5;
   if (url && !md5Override) throw new WeightsFetchError('a weights URL override needs its expected MD5 too (--md5 or EFFITAG_WEIGHTS_MD5)');

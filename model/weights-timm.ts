@@ -18,6 +18,16 @@ import { validateAgainstPlan, writeArtifact, type WeightsManifest } from './weig
 /** The layout's name, as the CLI (`weights import --timm`) and manifests (`source.kind`) say it. */
 export const TIMM_LAYOUT = 'timm-safetensors';
 
+/** Where a Lite variant's official weights are published (timm's port; no Keras .h5 exists for Lite). */
+export const timmHubPage = (variant: string): string => `https://huggingface.co/timm/tf_efficientnet_${variant}.in1k`;
+
+/**
+ * How to make a Lite variant's artifact in DIR: what every "weights missing" hint says for Lite
+ * (`weights fetch` knows Keras files only). Publish it afterwards like any artifact.
+ */
+export const timmImportHint = (variant: string, out: string): string =>
+  `download model.safetensors from ${timmHubPage(variant)} and run npx effitag weights import --timm model.safetensors --variant ${variant} --out ${out}`;
+
 export interface SafetensorsEntry {
   dtype: string;
   shape: number[];

@@ -11,6 +11,7 @@ import type { Engine, LoadedModel } from '../inference/engine.ts';
 import { labelsFor } from '../model/labels.ts';
 import { decodeVariant, int8Base, isVariantName } from '../model/spec.ts';
 import { loadArtifact, modelHash, type WeightsArtifact, type WeightsManifest } from '../model/weights.ts';
+import { timmImportHint } from '../model/weights-timm.ts';
 import { combinedMarker, modelMarker } from './marker.ts';
 
 /**
@@ -134,14 +135,17 @@ export async function isPublished(markers: Markers, model: string): Promise<bool
 
 /** How to provide a missing model's weights at a location: the fix a "waiting for weights" log line names. */
 export function weightsFix(location: string | undefined, model: string): string {
-  if (location?.startsWith('s3://')) return `npx effitag weights publish --tiers FILE --weights DIR ${location}`;
+  const publish = `npx effitag weights publish --tiers FILE --weights DIR ${location}`;
+  // Lite's artifact is made by `weights import --timm` before it can be published (no `weights fetch`).
+  const lite = isVariantName(model) && decodeVariant(model).family === 'lite';
+  if (location?.startsWith('s3://')) return lite ? `${timmImportHint(model, join('DIR', model))}, then ${publish}` : publish;
   const dir = join(location ?? '<weights dir>', model);
   const base = int8Base(model);
   if (base !== undefined)
     return `npx effitag weights quantize --weights ${join(location ?? '<weights dir>', base)} --calibrate IMAGES --out ${dir}`;
-  return isVariantName(model)
-    ? `npx effitag weights fetch ${model} --out ${dir}`
-    : `put ${model}'s artifact (effitag train --name ${model}) in ${dir}`;
+  if (!isVariantName(model)) return `put ${model}'s artifact (effitag train --name ${model}) in ${dir}`;
+  // Lite has no Keras file for `weights fetch`: its official weights are timm's safetensors.
+  return lite ? timmImportHint(model, dir) : `npx effitag weights fetch ${model} --out ${dir}`;
 }
 
 /** The catalog key of a manifest: a custom model's name, else its variant. */

@@ -15,6 +15,8 @@
 import { parseS3Folder } from '../base/s3-url.ts';
 import type { EventsMode } from '../cdk/config.ts';
 import { modelsFor, type Tier, type TiersFile } from '../tiers/schema.ts';
+import { decodeVariant, isVariantName } from '../model/spec.ts';
+import { timmImportHint } from '../model/weights-timm.ts';
 import { encodeS3Key } from './events.ts';
 
 // ---------------------------------------------------------------- the port
@@ -279,7 +281,10 @@ export async function preflight(aws: PreflightAws, input: PreflightInput): Promi
       await guarded(rows, { check: 'weights', subject: model }, true, async () => {
         const found = await aws.headObject(location.bucket, key);
         const where = `s3://${location.bucket}/${key}`;
-        const fix = `effitag weights publish --tiers ${input.tiersFile} ${stack!.outputs.WeightsLocation}`;
+        const publish = `effitag weights publish --tiers ${input.tiersFile} ${stack!.outputs.WeightsLocation}`;
+        // A Lite variant's artifact comes from timm's safetensors (`weights import --timm`), not `weights fetch`.
+        const lite = isVariantName(model) && decodeVariant(model).family === 'lite';
+        const fix = lite ? `${timmImportHint(model, `~/.cache/effitag/weights/${model}`)}, then ${publish}` : publish;
         if (found === 'present')
           rows.push({ check: 'weights', subject: model, status: 'ok', detail: `${where} (tiers: ${users.join(', ')})` });
         else if (found === 'missing')

@@ -59,6 +59,8 @@ export interface BenchFile {
   decode?: DecodeRow[];
   /** The int8 engine over the float one, paired (bench/int8.ts), where the run measured it. */
   int8?: { rows: Int8Ratio[] };
+  /** EfficientNet-Lite against B0's reference export (`npm run bench -- int8 --lite`), where the run measured it. */
+  lite?: { rows: LiteRatio[] };
 }
 
 /** A variant's int8 speed-up: wall time, and (newer runs) CPU time per image, which other load on a shared host disturbs less. */
@@ -78,6 +80,86 @@ function int8Speedup(bench: BenchFile | undefined, variant: string): number | un
   }
   const row = rows.find((r) => r.variant === variant);
   return row?.int8OverFloatCpu ?? row?.int8OverFloat;
+}
+
+/**
+ * A row of the Lite run: CPU time per image against the same reference export. For a Lite variant,
+ * over B0's reference export in the same rounds (`referenceB0`); for B0, our float export over it.
+ */
+type LiteRatio = { variant: string; floatOverReferenceCpu?: number; floatOverReferenceB0Cpu?: number; int8OverReferenceB0Cpu?: number };
+
+/**
+ * How many times float B0's speed a Lite variant runs on `ort` (float, or its int8 model), from a Lite
+ * run (the bench file's, else the committed `bench/reference/int8.json` `lite`): its CPU-time ratio
+ * over B0's reference export (same rounds) divided by float B0's over that export (same run), so the
+ * reference cancels. Lite has no engines row of its own; a Lite tier is priced as B0's row × this.
+ * Undefined for a variant the run did not measure (it measured Lite0 only): never extrapolated.
+ */
+export function liteOverFloatB0(
+  bench: BenchFile | undefined,
+  variant: string,
+  int8: boolean,
+): { ratio: number; describe: string } | undefined {
+  let rows = bench?.lite?.rows;
+  let source = 'the bench file';
+  if (!rows) {
+    try {
+      rows = (JSON.parse(readFileSync(REFERENCE_INT8, 'utf8')) as { lite?: { rows: LiteRatio[] } }).lite?.rows;
+      source = 'bench/reference/int8.json lite';
+    } catch {
+      return undefined;
+    }
+  }
+  const lite = rows?.find((r) => r.variant === variant);
+  const b0 = rows?.find((r) => r.variant === 'b0')?.floatOverReferenceCpu;
+  const overReference = int8 ? lite?.int8OverReferenceB0Cpu : lite?.floatOverReferenceB0Cpu;
+  if (!overReference || !b0) return undefined;
+  return {
+    ratio: overReference / b0,
+    describe: `b0's row × ${(overReference / b0).toFixed(2)} for ${variant}${int8 ? ' int8' : ''} (${overReference.toFixed(2)}× B0's reference export ÷ float b0's ${b0.toFixed(2)}×, CPU time, ${source})`,
+  };
+}
+
+/** The Lite variants a Lite run measured (for the "unmeasured" note). */
+function liteMeasured(bench: BenchFile | undefined): string[] {
+  try {
+    const rows =
+      bench?.lite?.rows ?? (JSON.parse(readFileSync(REFERENCE_INT8, 'utf8')) as { lite?: { rows: LiteRatio[] } }).lite?.rows ?? [];
+    return rows.filter((r) => r.floatOverReferenceB0Cpu !== undefined).map((r) => r.variant);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * A CPU tier's inference rate for one pass: the engines row of the variant (× the int8 ratio for an
+ * int8 model), or for a Lite variant on `ort` without a row of its own, B0's row × the Lite run's
+ * ratio. `unmeasured` says why there is none where the reason is known.
+ */
+function cpuRate(
+  bench: BenchFile | undefined,
+  engine: string,
+  variant: string,
+  int8: boolean,
+  batch: number,
+): { row?: BenchRow; speedup?: number; label?: string; unmeasured?: string } {
+  const row = benchThroughput(bench, engine, variant, batch);
+  if (row) {
+    if (!int8) return { row, speedup: 1, label: '' };
+    const speedup = int8Speedup(bench, variant);
+    return speedup ? { row, speedup, label: ` int8, ${speedup.toFixed(2)}× float` } : {};
+  }
+  if (decodeVariant(variant).family !== 'lite') return {};
+  const lite = engine === 'ort' ? liteOverFloatB0(bench, variant, int8) : undefined;
+  const b0 = benchThroughput(bench, engine, 'b0', batch);
+  if (lite && b0) return { row: b0, speedup: lite.ratio, label: `, ${lite.describe}` };
+  const measured = liteMeasured(bench);
+  return {
+    unmeasured:
+      engine !== 'ort'
+        ? `${variant} on ${engine}: unmeasured (the Lite run measured ort only)`
+        : `${variant}${int8 ? ' int8' : ''}: unmeasured (npm run bench -- int8 --lite measured ${measured.join(', ') || 'no Lite variant'}; no figure is extrapolated)`,
+  };
 }
 
 export interface CostRow {
@@ -229,6 +311,8 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
   for (const [tierName, tier] of Object.entries(config.tiers)) {
     for (const variant of tier.variants) {
       const row: CostRow = { tier: tierName, compute: '', variant, writeBack: tier.writeBack };
+      /** Why a CPU tier has no benchmark figure, where known (a Lite variant the Lite run did not measure). */
+      let unmeasured: string | undefined;
       const imageBytes = options.imageBytes?.(tierName, variant) ?? decode?.referenceBytes;
       const decodeMs = decode && imageBytes !== undefined ? decode.msFor(imageBytes) : undefined;
       const decoding =
@@ -281,20 +365,19 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
           row.imagesPerSecond = configured;
           row.throughputSource = 'configuration';
         } else {
-          const b = benchThroughput(bench, tier.engine, variant, tier.batchSize);
           // An int8 model (`model: NAME-int8`, effitag weights quantize) runs the float row's network × the measured ratio
-          // (beside ImageNet's, the custom model's own pass does).
+          // (beside ImageNet's, the custom model's own pass does); a Lite variant, B0's row × the Lite run's ratio.
           const int8 = !!tier.model?.endsWith('-int8');
-          const speedup = int8 && !custom ? int8Speedup(bench, variant) : 1;
-          const b2 = secondPass && benchThroughput(bench, tier.engine, secondPass.variant, tier.batchSize);
-          const speedup2 = secondPass && int8 ? int8Speedup(bench, secondPass.variant) : 1;
-          if (b && speedup && (!secondPass || (b2 && speedup2))) {
+          const first = cpuRate(bench, tier.engine, variant, int8 && !custom, tier.batchSize);
+          const second = secondPass ? cpuRate(bench, tier.engine, secondPass.variant, int8, tier.batchSize) : undefined;
+          const b = first.row;
+          if (b && first.speedup && (!secondPass || (second?.row && second.speedup))) {
             // CPU-seconds per image: inference on all the benchmark's cores (each pass), plus decoding.
-            const second = b2 ? benchCpus / (b2.imagesPerSecond * (speedup2 ?? 1)) : 0;
-            const coreSeconds = benchCpus / (b.imagesPerSecond * speedup) + second + (decodeMs ?? 0) / 1000;
+            const secondSeconds = second?.row && second.speedup ? benchCpus / (second.row.imagesPerSecond * second.speedup) : 0;
+            const coreSeconds = benchCpus / (b.imagesPerSecond * first.speedup) + secondSeconds + (decodeMs ?? 0) / 1000;
             row.imagesPerSecond = vcpus / coreSeconds;
-            row.throughputSource = `benchmark (${tier.engine}${speedup !== 1 ? ` int8, ${speedup.toFixed(2)}× float` : ''}, batch ${b.batch}, ${decoding ?? 'decoding not measured'}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
-          }
+            row.throughputSource = `benchmark (${tier.engine}${first.label}, batch ${b.batch}, ${decoding ?? 'decoding not measured'}, ${benchCpus} cores → ${vcpus.toFixed(2)} vCPU)`;
+          } else unmeasured = first.unmeasured ?? second?.unmeasured;
         }
         if (row.imagesPerSecond) {
           const price = LAMBDA_PRICES[architecture];
@@ -309,7 +392,7 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
         row.allInPerMillion = row.dollarsPerMillion + row.requestsPerMillion + row.indexPerMillion;
         row.vsRekognition = REKOGNITION_PER_MILLION / row.allInPerMillion;
       } else if (!row.imagesPerSecond)
-        row.note = `no throughput: set tiers.${tierName}.throughput.${secondPass && secondPass.variant !== variant ? `${variant} and .${secondPass.variant}` : variant} or run npm run bench (ort)`;
+        row.note = `no throughput${unmeasured ? ` (${unmeasured})` : ''}: set tiers.${tierName}.throughput.${secondPass && secondPass.variant !== variant ? `${variant} and .${secondPass.variant}` : variant} or run npm run bench (ort)`;
       else row.note = 'no price for the instance type';
       rows.push(row);
     }
@@ -365,7 +448,8 @@ export function vectorRows(config: TiersFile, images = 1_000_000): VectorRow[] {
     if (t.embeddings === false) continue;
     for (const variant of t.variants) {
       const spec = decodeVariant(variant);
-      const dimension = roundFilters(1280, spec.width, spec.roundFiltersBump);
+      // Lite's head stays 1,280 whatever its width (model/plan.ts, fixedStemHead).
+      const dimension = spec.fixedStemHead ? 1280 : roundFilters(1280, spec.width, spec.roundFiltersBump);
       rows.push({ tier, model: modelFor(t, variant), dimension, cost: vectorCost(images, dimension), pricesAsOf: S3_VECTORS_PRICES.asOf });
     }
   }

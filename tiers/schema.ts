@@ -4,7 +4,7 @@
  * (`tiers.premium.variants[2]: unknown variant "b9"; known: …`).
  */
 import { z } from 'zod';
-import { decodeVariant, isImagenetModel, isVariantName, OFFICIAL_VARIANTS } from '../model/spec.ts';
+import { decodeVariant, int8Base, isImagenetModel, isVariantName, LIBRARY_VARIANTS } from '../model/spec.ts';
 import { GPU_INSTANCES } from './prices.ts';
 
 const tierName = z
@@ -219,7 +219,7 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return path.reduce<string>((s, p) => (typeof p === 'number' ? `${s}[${p}]` : s ? `${s}.${String(p)}` : String(p)), '');
 }
 
-const KNOWN_VARIANTS = `${OFFICIAL_VARIANTS.slice(0, 8).join(', ')}, ${OFFICIAL_VARIANTS.slice(8).join(', ')}, phi-X, custom-wW-dD-rR`;
+const KNOWN_VARIANTS = `${LIBRARY_VARIANTS.join(', ')}, phi-X, custom-wW-dD-rR`;
 
 /** Canonical variant name of a tier entry. */
 function variantName(entry: VariantEntry): string {
@@ -275,15 +275,20 @@ function semanticIssues(config: TiersInput): ConfigIssue[] {
         const v = variantName(entry);
         if (seen.has(v)) warn(path, `variant ${v} is listed twice`);
         seen.add(v);
-        // A custom model carries its own weights, whatever its base.
-        if (typeof entry === 'string' && !OFFICIAL_VARIANTS.includes(v) && !tier.model) {
+        // A custom model carries its own weights, whatever its base. The library's named variants
+        // (B0–B7, V2, and Lite0–4, whose weights come from `weights import --timm`) are published by name.
+        if (typeof entry === 'string' && !LIBRARY_VARIANTS.includes(v) && !tier.model) {
           error(
             path,
             `custom variant "${entry}" needs its weights: write { "phi": X, "weights": "s3://…" } or { "width", "depth", "resolution", "weights" }`,
           );
         }
       } catch {
-        error(path, `unknown variant ${JSON.stringify(typeof entry === 'string' ? entry : entry)}; known: ${KNOWN_VARIANTS}`);
+        // An int8 model is a tier's model, on its float variant: say how to write it.
+        const base = typeof entry === 'string' ? int8Base(entry) : undefined;
+        if (base !== undefined && isVariantName(base))
+          error(path, `"${entry}" is an int8 model, not a variant: write "variants": ["${base}"], "model": "${entry}"`);
+        else error(path, `unknown variant ${JSON.stringify(typeof entry === 'string' ? entry : entry)}; known: ${KNOWN_VARIANTS}`);
       }
     });
     if (tier.imagenet === false && !tier.model)

@@ -10,7 +10,9 @@ import { mkdir, readFile, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { int8Base } from '../../model/spec.ts';
 import { loadArtifact, readManifest, type WeightsManifest } from '../../model/weights.ts';
+import { timmImportHint } from '../../model/weights-timm.ts';
 import { modelId } from '../models.ts';
 
 async function download(s3: S3Client, bucket: string, key: string, dest: string): Promise<void> {
@@ -115,6 +117,8 @@ export interface TiersPublishReport {
 
 /** The official variants `weights fetch` downloads (its argument's values). */
 const FETCHABLE = /^(b[0-7]|v2-(b[0-3]|s|m|l))$/;
+/** EfficientNet-Lite: weights from timm's port, `weights import --timm` (model/weights-timm.ts). */
+const LITE = /^lite[0-4]$/;
 
 /**
  * How to fill a catalog: each official variant fetched into it (`--out`: `weights fetch` writes to
@@ -123,13 +127,21 @@ const FETCHABLE = /^(b[0-7]|v2-(b[0-3]|s|m|l))$/;
  */
 function fetchHint(lacking: readonly string[], catalog: string): string {
   const fetch = lacking.filter((m) => FETCHABLE.test(m));
-  const train = lacking.filter((m) => !FETCHABLE.test(m));
+  // EfficientNet-Lite: no Keras file; timm's safetensors, imported. An int8 model: its float model quantized.
+  const lite = lacking.filter((m) => LITE.test(m));
+  const int8 = lacking.filter((m) => int8Base(m) !== undefined);
+  const train = lacking.filter((m) => !FETCHABLE.test(m) && !LITE.test(m) && int8Base(m) === undefined);
   return [
     ...(fetch.length
       ? [
           `Fetch ${fetch.length > 1 ? 'them' : 'it'}: ${fetch.map((m) => `npx effitag weights fetch ${m} --out ${join(catalog, m)}`).join('; ')}`,
         ]
       : []),
+    ...lite.map((m) => timmImportHint(m, join(catalog, m))),
+    ...int8.map(
+      (m) =>
+        `quantize ${m}: npx effitag weights quantize --weights ${join(catalog, int8Base(m)!)} --calibrate IMAGES --out ${join(catalog, m)}`,
+    ),
     ...(train.length
       ? [`train ${train.join(', ')} into that catalog (npx effitag train --name ${train[0]} … --out ${join(catalog, train[0])})`]
       : []),

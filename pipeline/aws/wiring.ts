@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cacheDir } from '../../model/cache-dir.ts';
 import type { TiersFile } from '../../tiers/schema.ts';
-import { MissingWeightsError, type Markers } from '../models.ts';
+import { MissingWeightsError, type Markers, weightsFix } from '../models.ts';
 import type { Logger } from '../log.ts';
 import { runtimeConfig, type RuntimeConfig } from '../runtime-config.ts';
 import { type EmbeddedCredentials, readEmbeddedCredentials } from './local-credentials.ts';
@@ -76,7 +76,8 @@ export function checkWeights(tiers: TiersFile, models: Markers, log?: Logger): s
         models.marker(m);
       } catch (err) {
         if (!missing.includes(m)) missing.push(m);
-        lines.push(`${name}: ${(err as Error).message}`);
+        // With what to run: `weights fetch` for a Keras variant, `weights import --timm` for Lite, quantize for int8.
+        lines.push(`${name}: ${(err as Error).message}; to provide it: ${weightsFix(models.location, m)}`);
       }
     }
   }
