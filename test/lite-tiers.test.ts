@@ -73,7 +73,7 @@ describe('size-aware choice over Lite variants', () => {
   const lite = { variants: LITE_VARIANTS };
   it("uses each Lite variant's own resolution (Lite3 280 and Lite4 300, not B3's 300 and B4's 380)", () => {
     const res = Object.fromEntries(LITE_VARIANTS.map((v) => [v, variantInfo(v).resolution]));
-    assert.deepEqual(res, { lite0: 224, lite1: 240, lite2: 260, lite3: 280, lite4: 300 });
+    assert.deepEqual({ ...res }, { lite0: 224, lite1: 240, lite2: 260, lite3: 280, lite4: 300 });
     // Exactly at each native resolution (no tolerance): that variant.
     for (const v of LITE_VARIANTS) assert.equal(chooseVariant(lite, res[v], 4000, 0).variant, v, `${res[v]} px`);
     assert.equal(chooseVariant(lite, 299, 299, 0).variant, 'lite3');

@@ -392,7 +392,7 @@ export function estimateCosts(config: TiersFile, bench?: BenchFile, options: Cos
         row.allInPerMillion = row.dollarsPerMillion + row.requestsPerMillion + row.indexPerMillion;
         row.vsRekognition = REKOGNITION_PER_MILLION / row.allInPerMillion;
       } else if (!row.imagesPerSecond)
-        row.note = `no throughput${unmeasured ? ` (${unmeasured})` : ''}: set tiers.${tierName}.throughput.${secondPass && secondPass.variant !== variant ? `${variant} and .${secondPass.variant}` : variant} or run npm run bench (ort)`;
+        row.note = `no throughput${unmeasured ? `, ${unmeasured}` : ''}: set tiers.${tierName}.throughput.${secondPass && secondPass.variant !== variant ? `${variant} and .${secondPass.variant}` : variant}${unmeasured ? '' : ' or run npm run bench (ort)'}`;
       else row.note = 'no price for the instance type';
       rows.push(row);
     }
