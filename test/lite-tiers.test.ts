@@ -23,7 +23,9 @@ import { preflight, type PreflightAws } from '../pipeline/preflight.ts';
 import { chooseVariant } from '../tiers/choose.ts';
 import { type BenchFile, estimateCosts, REFERENCE_INT8, vectorRows } from '../tiers/cost.ts';
 import { parseTiers, validateTiers } from '../tiers/schema.ts';
+import { freePort } from './support/effitag-local.ts';
 import { tempDir } from './support/fixtures.ts';
+import { portFlags } from './support/local-stack.ts';
 import { synthStack } from './support/synth.ts';
 
 const FIXTURE = 'test/fixtures/tiers/lite.json';
@@ -218,6 +220,45 @@ describe('missing Lite weights: every hint says weights import --timm, then publ
     assert.equal(r.code, 1);
     assert.ok(r.stderr.includes(HUB('lite3')), r.stderr);
     assert.match(r.stderr, /weights import --timm model\.safetensors --variant lite3/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+
+  it('effitag local with a Lite tiers file and no weights: stops naming the import, fetching no B0 it does not use', async () => {
+    const cache = await tempDir();
+    const r = await promisify(execFile)(
+      process.execPath,
+      [
+        'bin/effitag.js',
+        'local',
+        '--tiers',
+        FIXTURE,
+        '--data',
+        join(cache, 'data'),
+        '--no-gallery',
+        ...portFlags({ s3: await freePort(), sqs: await freePort(), dynamodb: await freePort() }),
+      ],
+      {
+        env: {
+          ...process.env,
+          EFFITAG_WEIGHTS_DIR: undefined,
+          EFFITAG_CACHE_DIR: cache,
+          EFFITAG_LOG_LEVEL: 'warn',
+          // Were B0 fetched (it must not be), the download fails at once instead of reaching out.
+          EFFITAG_WEIGHTS_URL: `http://127.0.0.1:${await freePort()}/efficientnetb0.h5`,
+          EFFITAG_WEIGHTS_MD5: '0'.repeat(32),
+        },
+        maxBuffer: 1 << 22,
+      },
+    ).then(
+      () => assert.fail('effitag local started without weights'),
+      (err: { code: number; stderr: string }) => err,
+    );
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /weights missing for the configured tiers/);
+    assert.match(r.stderr, /weights import --timm model\.safetensors --variant lite2 --out /);
+    assert.ok(r.stderr.includes(HUB('lite2')), r.stderr);
+    assert.match(r.stderr, /weights quantize --weights .*lite0 --calibrate IMAGES --out .*lite0-int8/);
+    assert.doesNotMatch(r.stderr, /fetching the official EfficientNet-B0/);
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
   });
 

@@ -134,7 +134,9 @@ function registerLocal(program: Command): void {
       try {
         stack = await start();
       } catch (err) {
-        if (!(err instanceof MissingWeightsError) || opts.weights) throw err;
+        // Only B0 can be fetched for the user here; tiers without it (Lite: weights import --timm) get
+        // the error as it is, which names each missing model's fix.
+        if (!(err instanceof MissingWeightsError) || opts.weights || !tiers.models.includes('b0')) throw err;
         // First run: fetch the official B0 into the cache, then try again.
         process.stderr.write('No weights yet: fetching the official EfficientNet-B0 (MD5-checked, cached)…\n');
         try {
