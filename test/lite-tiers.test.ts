@@ -24,8 +24,9 @@ import { chooseVariant } from '../tiers/choose.ts';
 import { type BenchFile, estimateCosts, REFERENCE_INT8, vectorRows } from '../tiers/cost.ts';
 import { parseTiers, validateTiers } from '../tiers/schema.ts';
 import { freePort } from './support/effitag-local.ts';
-import { tempDir } from './support/fixtures.ts';
-import { portFlags } from './support/local-stack.ts';
+import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
+import { head, portFlags, put, startTestStack, waitFor } from './support/local-stack.ts';
+import { KEYS } from '../pipeline/marker.ts';
 import { synthStack } from './support/synth.ts';
 
 const FIXTURE = 'test/fixtures/tiers/lite.json';
@@ -342,6 +343,29 @@ describe('missing Lite weights: every hint says weights import --timm, then publ
       lite3.fix!,
       /weights import --timm model\.safetensors --variant lite3 .*, then effitag weights publish --tiers test\/fixtures\/tiers\/lite\.json s3:\/\/wb\/weights\//,
     );
+  });
+});
+
+describe('a Lite0 tier on the embedded stack', () => {
+  it('tags an upload with lite0 (its marker) from a Lite0 artifact in the catalog (random weights, the artifact layout every import writes)', async () => {
+    const weights = await tempDir('effitag-lite-weights-');
+    await randomArtifact(join(weights, 'lite0'), 'lite0', { seed: 3 });
+    const { stack } = await startTestStack(file({ t: tier(['lite0'], { topK: 3, minConfidence: 0 }) }), { weightsDir: weights });
+    try {
+      await put(stack, 'photo.jpg', await gradientImage(320, 240));
+      const meta = await waitFor(
+        'tags on photo.jpg',
+        async () => {
+          const m = (await head(stack, 'photo.jpg')).Metadata;
+          return m?.[KEYS.status] === 'tagged' ? m : m?.[KEYS.status] === 'failed' ? assert.fail(m[KEYS.reason]) : undefined;
+        },
+        120_000,
+      );
+      assert.match(meta[KEYS.model], /^lite0@[0-9a-f]{12}$/);
+      assert.equal(meta[KEYS.tags].split(';').length, 3);
+    } finally {
+      await stack.stop();
+    }
   });
 });
 
