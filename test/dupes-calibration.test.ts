@@ -464,7 +464,7 @@ describe('effitag dupes calibrate on the embedded stack (random-weight B0)', { s
       cal.stdout,
       /no threshold chosen; recorded in .*near-calibration-[0-9a-f]{12}\.json: effitag dupes looks for no near groups/,
     );
-    const stored = await directoryCalibrations(stack.models.location).read(space);
+    const stored = await directoryCalibrations(stack.models.location ?? '').read(space);
     assert.equal(stored?.separable, false);
     assert.equal(stored?.minScore, undefined);
 
@@ -500,7 +500,7 @@ describe('effitag dupes calibrate on the embedded stack (random-weight B0)', { s
     const model = await effitag('dupes', 'calibrate', '--images', images, '--model', 'b3');
     assert.equal(model.code, 1);
     assert.match(model.stderr, /no tier tags with b3 \(the tiers' models: b0\)/);
-    assert.equal(existsSync(join(stack.models.location, 'b3')), false);
+    assert.equal(existsSync(join(stack.models.location ?? '', 'b3')), false);
     assert.ok(space);
   });
 });
