@@ -14,7 +14,8 @@ import {
 import { writeBackRequestsPerMillion } from '../../tiers/prices.ts';
 import { loadTiers, readTiersJson, resolveTiersPath } from '../../tiers/load.ts';
 import { routeObject } from '../../tiers/route.ts';
-import { type TiersFile, validateTiers } from '../../tiers/schema.ts';
+import { tagsWithImagenet, type Tier, type TiersFile, validateTiers } from '../../tiers/schema.ts';
+import { int8Base, isImagenetModel } from '../../model/spec.ts';
 import { directoryCatalog } from '../../pipeline/models.ts';
 import { readManifest } from '../../model/weights.ts';
 import { messageOf } from '../../base/errors.ts';
@@ -51,6 +52,17 @@ async function customModelPasses(config: TiersFile, dir: string): Promise<Map<st
   return found;
 }
 
+/**
+ * What a tier tags with, for `tiers show`: its variants' ImageNet classifiers, an int8 model of one
+ * (`lite0-int8`), or a custom model (`effitag train --name`, or its int8 model), alone or beside ImageNet.
+ */
+function tagsWith(tier: Tier): string {
+  if (!tier.model) return 'imagenet';
+  if (isImagenetModel(tier.model)) return `${tier.model} (int8)`;
+  const kind = int8Base(tier.model) === undefined ? 'custom' : 'custom, int8';
+  return `${tier.model} (${kind})${tagsWithImagenet(tier) ? ' + imagenet' : ''}`;
+}
+
 export function registerTiersCommands(program: Command): void {
   const tiers = program
     .command('tiers')
@@ -85,13 +97,18 @@ export function registerTiersCommands(program: Command): void {
     .option('--json', 'print the validated configuration with defaults filled in')
     .action((opts: { json?: boolean }, cmd: Command) => {
       const { path, config } = loadTiers(tiersFile(cmd));
-      if (opts.json) return void process.stdout.write(`${JSON.stringify(config.input, null, 2)}\n`);
+      if (opts.json) {
+        // imagenet's default filled in too (false beside model, true without): whether each tier tags with ImageNet.
+        const tiers = Object.fromEntries(Object.entries(config.input.tiers).map(([n, t]) => [n, { ...t, imagenet: tagsWithImagenet(t) }]));
+        return void process.stdout.write(`${JSON.stringify({ ...config.input, tiers }, null, 2)}\n`);
+      }
       process.stdout.write(`tiers file: ${path}\n\n`);
       process.stdout.write(
         table(
           Object.entries(config.tiers).map(([name, t]) => [
             name,
             t.variants.join(' '),
+            tagsWith(t),
             t.compute.target === 'ecs-gpu'
               ? `${t.compute.instanceType} ${t.compute.capacity} ≤${t.compute.maxTasks}`
               : `Lambda ${t.compute.memoryMb} MB ≤${t.compute.maxConcurrency}`,
@@ -102,7 +119,7 @@ export function registerTiersCommands(program: Command): void {
             t.writeBack,
             t.acceptsOverrides ? 'yes' : 'no',
           ]),
-          ['tier', 'variants', 'compute', 'engine', 'batch', 'top-k', 'min p', 'write-back', 'overrides'],
+          ['tier', 'variants', 'tags with', 'compute', 'engine', 'batch', 'top-k', 'min p', 'write-back', 'overrides'],
         ),
       );
       process.stdout.write('\nrouting (longest prefix wins):\n');
