@@ -12,6 +12,7 @@
  * Before the first deploy (no stack yet) the stack-dependent checks are skipped and the rest run from
  * the deploy's context (bucket, prefixes, events mode, VPC).
  */
+import { join } from 'node:path';
 import { parseS3Folder } from '../base/s3-url.ts';
 import type { EventsMode } from '../cdk/config.ts';
 import { modelsFor, type Tier, type TiersFile } from '../tiers/schema.ts';
@@ -174,6 +175,12 @@ export interface PreflightInput {
   stackName: string;
   tiers: TiersFile;
   tiersFile: string;
+  /**
+   * The local weights catalog `weights publish --tiers` uploads from (DIR/<model>/): where a model's
+   * fix makes its artifact, named to publish too (the CLI: the cache's weights/, as `weights publish`
+   * defaults). Absent: the placeholder DIR.
+   */
+  weightsDir?: string;
   /** The deploy's context, for what the stack's outputs cannot tell (and for everything before the first deploy). */
   context: {
     bucketName?: string;
@@ -282,9 +289,13 @@ export async function preflight(aws: PreflightAws, input: PreflightInput): Promi
         const found = await aws.headObject(location.bucket, key);
         const where = `s3://${location.bucket}/${key}`;
         const publish = `effitag weights publish --tiers ${input.tiersFile} ${stack!.outputs.WeightsLocation}`;
-        // A Lite variant's artifact comes from timm's safetensors (`weights import --timm`), not `weights fetch`.
+        // A Lite variant's artifact comes from timm's safetensors (`weights import --timm`), not `weights fetch`:
+        // imported into the catalog the publish then names (not a fixed ~/.cache path, which EFFITAG_CACHE_DIR moves).
         const lite = isVariantName(model) && decodeVariant(model).family === 'lite';
-        const fix = lite ? `${timmImportHint(model, `~/.cache/effitag/weights/${model}`)}, then ${publish}` : publish;
+        const catalog = input.weightsDir ?? 'DIR';
+        const fix = lite
+          ? `${timmImportHint(model, join(catalog, model))}, then effitag weights publish --tiers ${input.tiersFile} --weights ${catalog} ${stack!.outputs.WeightsLocation}`
+          : publish;
         if (found === 'present')
           rows.push({ check: 'weights', subject: model, status: 'ok', detail: `${where} (tiers: ${users.join(', ')})` });
         else if (found === 'missing')

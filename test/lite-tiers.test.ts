@@ -341,7 +341,7 @@ describe('missing Lite weights: every hint says weights import --timm, then publ
     assert.ok(lite3.fix?.includes(HUB('lite3')), lite3.fix);
     assert.match(
       lite3.fix!,
-      /weights import --timm model\.safetensors --variant lite3 .*, then effitag weights publish --tiers test\/fixtures\/tiers\/lite\.json s3:\/\/wb\/weights\//,
+      /weights import --timm model\.safetensors --variant lite3 --out DIR\/lite3, then effitag weights publish --tiers test\/fixtures\/tiers\/lite\.json --weights DIR s3:\/\/wb\/weights\//,
     );
   });
 });

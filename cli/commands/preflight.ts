@@ -6,13 +6,14 @@
  * missing, 1 otherwise.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Node } from 'constructs';
 import { configFromContext } from '../../cdk/config.ts';
 import { preflight, type CheckStatus, type PreflightAws, type PreflightReport } from '../../pipeline/preflight.ts';
 import { printable, table } from '../format.ts';
 import { EMBEDDED_STACK } from '../../pipeline/aws/stack-handle.ts';
+import { defaultWeightsDir } from '../../pipeline/aws/wiring.ts';
 import { stackSelection } from '../stack.ts';
 
 interface PreflightCli {
@@ -65,6 +66,8 @@ export async function runPreflight(opts: PreflightCli, aws: PreflightAws, out: (
     stackName,
     tiers: config.tiers,
     tiersFile: opts.tiers ?? context['effitag:tiersFile'] ?? config.tiersFile,
+    // The catalog `weights publish --tiers` reads without --weights ($EFFITAG_CACHE_DIR/weights): the fixes name it.
+    weightsDir: resolve(defaultWeightsDir()),
     context: { bucketName: config.bucketName, prefixes: config.prefixes, events: config.events, index: config.index, vpcId: config.vpcId },
   });
   out(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));

@@ -1,0 +1,65 @@
+/**
+ * The fixes printed for missing weights name the right command and the right place.
+ * - `effitag preflight`, a Lite model missing at the stack's WeightsLocation: `weights import --timm`
+ *   into the catalog that `weights publish --tiers` then reads, and that publish names it (--weights).
+ *   Before, the import went to a fixed ~/.cache/effitag/weights/<model> while publish read
+ *   $EFFITAG_CACHE_DIR/weights: with the cache moved, the printed pair published nothing.
+ * - A deployed worker waiting for an int8 model (liteN-int8, NAME-int8) not published: its log line
+ *   names `weights quantize` into DIR before the publish (before: publish alone, from a DIR that had no
+ *   int8 model to publish). Lite keeps import then publish; a Keras variant's line stays the publish
+ *   (whose own error names `weights fetch --out DIR/<variant>` for what DIR lacks).
+ */
+import assert from 'node:assert/strict';
+import { join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runPreflight } from '../cli/commands/preflight.ts';
+import { defaultWeightsDir } from '../pipeline/aws/wiring.ts';
+import type { PreflightAws, PreflightReport } from '../pipeline/preflight.ts';
+import { tempDir } from './support/fixtures.ts';
+
+const FIXTURE = 'test/fixtures/tiers/lite.json'; // fast: lite0-int8 on lite0; lite: lite0…lite4
+
+describe('preflight: a missing Lite model is imported into the catalog the publish reads', () => {
+  const saved = process.env.EFFITAG_CACHE_DIR;
+  let cache: string;
+  before(async () => {
+    cache = await tempDir('effitag-hint-cache-');
+    process.env.EFFITAG_CACHE_DIR = cache;
+  });
+  after(() => {
+    if (saved === undefined) delete process.env.EFFITAG_CACHE_DIR;
+    else process.env.EFFITAG_CACHE_DIR = saved;
+  });
+
+  it('with EFFITAG_CACHE_DIR set: import --out $EFFITAG_CACHE_DIR/weights/liteN, then publish --weights that catalog', async () => {
+    const none = async () => [];
+    const aws: PreflightAws = {
+      stackOutputs: async () => ({ WeightsLocation: 's3://wb/weights/', QueueUrls: JSON.stringify({ fast: 'q1', lite: 'q2' }) }),
+      stackResources: none,
+      headObject: async () => 'missing',
+      subnetZones: none,
+      availabilityZones: none,
+      instanceTypeOfferings: none,
+      instanceVcpus: async () => ({}),
+      lambdaAccountSettings: async () => ({ concurrentExecutions: 1000, unreservedConcurrentExecutions: 1000 }),
+      serviceQuota: async () => undefined,
+      bucketNotifications: async () => ({}),
+    };
+    let out = '';
+    const code = await runPreflight({ tiers: FIXTURE, context: [], json: true }, aws, (s) => {
+      out += s;
+    });
+    assert.equal(code, 1, 'weights missing: not ready');
+    const report = JSON.parse(out) as PreflightReport;
+    // The catalog `weights publish --tiers` reads without --weights, in this environment.
+    const catalog = resolve(defaultWeightsDir());
+    assert.equal(catalog, join(cache, 'weights'));
+    for (const model of ['lite0', 'lite3']) {
+      const fix = report.rows.find((r) => r.check === 'weights' && r.subject === model)?.fix;
+      assert.ok(fix, JSON.stringify(report.rows));
+      assert.ok(fix.includes(`--variant ${model} --out ${join(catalog, model)}, then`), fix);
+      assert.ok(fix.endsWith(`then effitag weights publish --tiers ${FIXTURE} --weights ${catalog} s3://wb/weights/`), fix);
+      assert.doesNotMatch(fix, /~\/\.cache/);
+    }
+  });
+});
