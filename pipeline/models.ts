@@ -136,9 +136,11 @@ export async function isPublished(markers: Markers, model: string): Promise<bool
 /** How to provide a missing model's weights at a location: the fix a "waiting for weights" log line names. */
 export function weightsFix(location: string | undefined, model: string): string {
   const publish = `npx effitag weights publish --tiers FILE --weights DIR ${location}`;
-  // Lite's artifact is made by `weights import --timm` before it can be published (no `weights fetch`).
+  // Lite's artifact is made by `weights import --timm` (no `weights fetch`), an int8 model's by `weights
+  // quantize`, into the catalog DIR before either can be published.
   const lite = isVariantName(model) && decodeVariant(model).family === 'lite';
-  if (location?.startsWith('s3://')) return lite ? `${timmImportHint(model, join('DIR', model))}, then ${publish}` : publish;
+  if (location?.startsWith('s3://'))
+    return lite || int8Base(model) !== undefined ? `${weightsFix('DIR', model)}, then ${publish}` : publish;
   const dir = join(location ?? '<weights dir>', model);
   const base = int8Base(model);
   if (base !== undefined)

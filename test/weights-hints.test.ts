@@ -13,8 +13,10 @@ import assert from 'node:assert/strict';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runPreflight } from '../cli/commands/preflight.ts';
+import type { Level, Logger } from '../pipeline/log.ts';
 import { defaultWeightsDir } from '../pipeline/aws/wiring.ts';
 import type { PreflightAws, PreflightReport } from '../pipeline/preflight.ts';
+import { watchWeights } from '../pipeline/weights-watch.ts';
 import { tempDir } from './support/fixtures.ts';
 
 const FIXTURE = 'test/fixtures/tiers/lite.json'; // fast: lite0-int8 on lite0; lite: lite0…lite4
@@ -61,5 +63,35 @@ describe('preflight: a missing Lite model is imported into the catalog the publi
       assert.ok(fix.endsWith(`then effitag weights publish --tiers ${FIXTURE} --weights ${catalog} s3://wb/weights/`), fix);
       assert.doesNotMatch(fix, /~\/\.cache/);
     }
+  });
+});
+
+describe('a deployed worker waiting for weights: the log line names what to run for the model', () => {
+  it('int8 models: quantize into DIR, then publish; Lite: import, then publish; a Keras variant: publish', async () => {
+    const lines: { level: Level; msg: string; fields: Record<string, unknown> }[] = [];
+    const log: Logger = {
+      log: (level, msg, fields = {}) => lines.push({ level, msg, fields }),
+      child: () => log,
+    };
+    const location = 's3://weights/models/';
+    const models = ['lite0-int8', 'shapes-int8', 'lite1', 'b0'];
+    const watch = await watchWeights({ source: { location, sync: async () => undefined }, models, log });
+    await watch.stop();
+    const fix = Object.fromEntries(
+      lines.filter((l) => l.msg === 'waiting for weights: model not published').map((l) => [l.fields.model, String(l.fields.fix)]),
+    );
+    assert.deepEqual(Object.keys(fix), models, JSON.stringify(lines));
+    const publish = `then npx effitag weights publish --tiers FILE --weights DIR ${location}`;
+    assert.equal(fix['lite0-int8'], `npx effitag weights quantize --weights DIR/lite0 --calibrate IMAGES --out DIR/lite0-int8, ${publish}`);
+    assert.equal(
+      fix['shapes-int8'],
+      `npx effitag weights quantize --weights DIR/shapes --calibrate IMAGES --out DIR/shapes-int8, ${publish}`,
+    );
+    assert.match(
+      fix.lite1,
+      /^download model\.safetensors from .* weights import --timm model\.safetensors --variant lite1 --out DIR\/lite1, then /,
+    );
+    assert.ok(fix.lite1.endsWith(publish), fix.lite1);
+    assert.equal(fix.b0, `npx effitag weights publish --tiers FILE --weights DIR ${location}`);
   });
 });
