@@ -21,12 +21,69 @@ import type { VectorIndex } from './ports.ts';
 import type { IndexRecord, TagIndex } from './tag-index.ts';
 
 /**
- * Bits two hashes may differ by and be one picture. Measured (bench/reference/hashes.json): on 800
- * images (80 distinct photographs and quadrants, 10 copies of each) precision stays 1.000 up to 15
- * bits (the first false pair is at 16); 14 keeps a step of margin (DCT hashes split 32/32, so
- * distances are even).
+ * Bits two hashes may differ by and be one picture, in a small collection. Measured
+ * (bench/reference/hashes.json): on 800 images (80 distinct photographs and quadrants, 10 copies of
+ * each) precision stays 1.000 up to 15 bits (the first false pair is at 16); 14 keeps a step of
+ * margin (DCT hashes split 32/32, so distances are even). A larger collection gets a smaller
+ * distance by default (hashDistanceFor): unrelated pairs grow with the square of its size.
  */
 export const DEFAULT_MAX_DISTANCE = 14;
+/**
+ * Pairs of unrelated images the default distance may expect to link by chance, over the whole
+ * collection. One: a report of a 10,000-image bucket at 14 bits would expect 333 false "copies"
+ * (each merging two groups), at 10 bits 1.1.
+ */
+export const CHANCE_PAIRS_BUDGET = 1;
+
+/**
+ * The chance that two unrelated pictures' hashes are within `d` bits, were their hashes random:
+ * the DCT hash sets exactly 32 of its 64 bits (those above the median), so two hashes differ in 2j
+ * bits where j, the ones of one among the other's zeros, is hypergeometric: C(32,j)·C(32,32−j)/C(64,32).
+ * Real photographs are no more spread out than random hashes: on the 800 measured images the tail
+ * at 16 to 18 bits was 1 to 3 times this (21 false pairs at 16 against 16 expected; 252 at 18
+ * against 82), so this is a floor on false pairs, not a bound.
+ */
+export function chanceWithin(d: number): number {
+  let p = 0;
+  for (let j = 0; 2 * j <= Math.min(d, 64); j++) p += choose(32, j) * choose(32, 32 - j);
+  return Math.min(1, p / choose(64, 32));
+}
+
+/** Unrelated pairs among `n` hashes expected within `d` bits by chance (chanceWithin). */
+export function expectedChancePairs(n: number, d: number): number {
+  return ((n * (n - 1)) / 2) * chanceWithin(d);
+}
+
+/**
+ * The default distance for `n` hashes: the largest even distance up to DEFAULT_MAX_DISTANCE at which
+ * chance pairs stay within CHANCE_PAIRS_BUDGET (14 bits up to about 550 hashes, 12 to 2,000, 10 to
+ * 9,300, 8 to 52,000, 6 to 384,000). Fewer bits keep fewer edited copies (recall 0.61 at 14, 0.51 at 10,
+ * 0.47 at 8 on the measured copies: the crops go first), but a copy found is a copy.
+ */
+export function hashDistanceFor(n: number): number {
+  let d = DEFAULT_MAX_DISTANCE;
+  while (d > 0 && expectedChancePairs(n, d) > CHANCE_PAIRS_BUDGET) d -= 2;
+  return d;
+}
+
+function choose(n: number, k: number): number {
+  if (k < 0 || k > n) return 0;
+  let c = 1;
+  for (let i = 1; i <= k; i++) c = (c * (n - k + i)) / i;
+  return c;
+}
+
+/** The hash distance a report used, and what it expects by chance. */
+export interface HashThreshold {
+  maxDistance: number;
+  /** given: --max-distance; scaled: hashDistanceFor the number of hashed objects. */
+  source: 'given' | 'scaled';
+  /** Unrelated pairs expected within maxDistance among the hashed objects (expectedChancePairs). */
+  expectedChancePairs: number;
+  /** What DEFAULT_MAX_DISTANCE would have expected, where the scaled distance is below it. */
+  unscaledChancePairs?: number;
+}
+
 /**
  * Cosine two embeddings must reach to be one scene in a space with no calibration: a guess, reported
  * as uncalibrated wherever it is used. The right value depends on the weights (random B0: every
@@ -48,6 +105,8 @@ export interface DupeGroup {
 
 export interface DupesReport {
   groups: DupeGroup[];
+  /** The hash distance the exact groups used, and the chance pairs it expects. */
+  exact: HashThreshold;
   /** The near threshold of each space among the objects (with a vector index), and where it came from. */
   near: NearThreshold[];
   /** What was looked at: indexed objects, those with a hash, those with a vector. */
@@ -245,13 +304,19 @@ export async function findDupes(
   /** `minScore`: one near threshold for every space; absent, each space's calibration (nearThreshold). */
   o: { maxDistance?: number; minScore?: number } = {},
 ): Promise<DupesReport> {
-  const maxDistance = o.maxDistance ?? DEFAULT_MAX_DISTANCE;
-  checkDistance(maxDistance);
+  if (o.maxDistance !== undefined) checkDistance(o.maxDistance);
   if (o.minScore !== undefined) checkScore(o.minScore);
   const where = `s3://${target.bucket}/${target.prefix ?? ''}`;
   const objects = await indexedCandidates(deps.index, target.bucket, target.prefix ?? '');
   if (!objects.length) throw new DupesError(`nothing indexed under ${where}: tag images there first (or check the bucket and prefix)`);
   const hashed = objects.filter((c) => c.hash).length;
+  const maxDistance = o.maxDistance ?? hashDistanceFor(hashed);
+  const exactThreshold: HashThreshold = {
+    maxDistance,
+    source: o.maxDistance === undefined ? 'scaled' : 'given',
+    expectedChancePairs: round(expectedChancePairs(hashed, maxDistance)),
+    ...(maxDistance < DEFAULT_MAX_DISTANCE ? { unscaledChancePairs: round(expectedChancePairs(hashed, DEFAULT_MAX_DISTANCE)) } : {}),
+  };
   const exact = exactGroups(objects, maxDistance);
   const thresholds = deps.vectors ? await spaceThresholds(objects, deps.calibrations, o.minScore) : [];
   const bySpace = new Map(thresholds.map((t) => [t.space, 'minScore' in t ? t.minScore : undefined]));
@@ -267,7 +332,12 @@ export async function findDupes(
     throw new DupesError(
       `${objects.length} object(s) indexed under ${where}, none with a perceptual hash or an embedding (tagged before EffiTag stored them): tag them again to compare them`,
     );
-  return { groups: [...exact, ...near.groups], near: thresholds, checked: { objects: objects.length, hashed, vectors: near.vectors } };
+  return {
+    groups: [...exact, ...near.groups],
+    exact: exactThreshold,
+    near: thresholds,
+    checked: { objects: objects.length, hashed, vectors: near.vectors },
+  };
 }
 
 /** Each space's near threshold (sorted by space); a damaged or unreadable record is a DupesError naming it. */

@@ -15,7 +15,7 @@ import { parseS3Url } from '../../base/s3-url.ts';
 import { DEFAULT_LIMITS } from '../../inference/image.ts';
 import { s3Calibrations } from '../../pipeline/aws/near-calibrations.ts';
 import { type OpenStack, requireStackBucket, stackTiers } from '../../pipeline/aws/stack-handle.ts';
-import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, findDupes } from '../../pipeline/dupes.ts';
+import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, findDupes, type HashThreshold } from '../../pipeline/dupes.ts';
 import { modelOfSpace } from '../../pipeline/index-writes.ts';
 import {
   type CalibrationStore,
@@ -33,7 +33,7 @@ import { openCommandStack, stackVectors } from '../stack.ts';
 import { stackCatalog } from './similar.ts';
 
 interface DupesCli {
-  maxDistance: number;
+  maxDistance?: number;
   minScore?: number;
   json?: boolean;
 }
@@ -52,6 +52,16 @@ export function stackCalibrations(conn: OpenStack): CalibrationStore {
 }
 
 const day = (iso: string) => iso.slice(0, 10);
+
+/** The hash distance the exact groups used, and why: one line. */
+export function describeHashThreshold(t: HashThreshold, hashed: number): string {
+  const chance = `${t.expectedChancePairs < 0.01 ? 'under 0.01' : t.expectedChancePairs.toLocaleString('en-US', { maximumFractionDigits: 2 })} pair(s) of unrelated images expected by chance among ${thousands(hashed)} hashes`;
+  if (t.source === 'given')
+    return `exact copies: within ${t.maxDistance} bits (--max-distance): ${chance}${t.expectedChancePairs > 1 ? '; some groups may join unrelated images' : ''}`;
+  return t.unscaledChancePairs === undefined
+    ? `exact copies: within ${t.maxDistance} bits: ${chance}`
+    : `exact copies: within ${t.maxDistance} bits, not ${DEFAULT_MAX_DISTANCE}, for ${thousands(hashed)} hashes (${DEFAULT_MAX_DISTANCE} would expect ${t.unscaledChancePairs.toLocaleString('en-US', { maximumFractionDigits: 1 })} chance pairs; --max-distance ${DEFAULT_MAX_DISTANCE} finds more edited copies and some of those)`;
+}
 
 /** One line per space: which near threshold `dupes` used there, and where it came from. */
 export function describeThreshold(t: NearThreshold): string {
@@ -74,9 +84,8 @@ export function registerDupesCommand(program: Command): void {
     .argument('<target>', 's3://bucket[/prefix]')
     .option(
       '--max-distance <bits>',
-      `exact copies: perceptual hashes at most this many bits apart (0-64)`,
+      `exact copies: perceptual hashes at most this many bits apart (0-64; default ${DEFAULT_MAX_DISTANCE}, fewer as the collection grows, so that pairs of unrelated images linked by chance stay under one)`,
       parseNumber('--max-distance', 0, 64, true),
-      DEFAULT_MAX_DISTANCE,
     )
     .option(
       '--min-score <cosine>',
@@ -97,13 +106,18 @@ export function registerDupesCommand(program: Command): void {
         );
         if (opts.json) {
           process.stdout.write(`${JSON.stringify(report)}\n`);
-          // Whoever reads the JSON may not look at `near`: an unmeasured threshold is said on stderr too.
+          // Whoever reads the JSON may not look at `near` or `exact`: an unmeasured threshold, and a given
+          // distance that expects chance pairs, are said on stderr too.
+          if (report.exact.source === 'given' && report.exact.expectedChancePairs > 1)
+            process.stderr.write(`effitag: ${describeHashThreshold(report.exact, report.checked.hashed)}\n`);
           for (const t of report.near) if (t.source === 'uncalibrated') process.stderr.write(`effitag: ${describeThreshold(t)}\n`);
           return;
         }
         const { objects, hashed, vectors: withVectors } = report.checked;
         const looked = `${objects} object(s) under s3://${bucket}/${prefix}: ${hashed} with a hash, ${vectors ? `${withVectors} with an embedding` : 'no vector index'}`;
-        const thresholds = report.near.map((t) => `${describeThreshold(t)}\n`).join('');
+        const thresholds = [describeHashThreshold(report.exact, hashed), ...report.near.map(describeThreshold)]
+          .map((l) => `${l}\n`)
+          .join('');
         if (!report.groups.length) {
           process.stdout.write(`${thresholds}no duplicates (${looked})\n`);
           return;

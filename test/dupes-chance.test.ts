@@ -1,0 +1,129 @@
+/**
+ * `effitag dupes` on a large collection: pairs of unrelated images within the hash distance grow
+ * with the square of the number of images (at 14 bits, about 333 among 10,000 random DCT hashes),
+ * so the default distance shrinks as the collection grows and the report says which it used and
+ * what it expects by chance (pipeline/dupes.ts: chanceWithin, hashDistanceFor).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { describeHashThreshold } from '../cli/commands/dupes.ts';
+import { hammingDistance } from '../inference/perceptual-hash.ts';
+import { seededRandom } from '../model/random-weights.ts';
+import {
+  CHANCE_PAIRS_BUDGET,
+  chanceWithin,
+  DEFAULT_MAX_DISTANCE,
+  expectedChancePairs,
+  findDupes,
+  hashDistanceFor,
+} from '../pipeline/dupes.ts';
+import type { IndexedObject } from '../pipeline/tag-index.ts';
+import { MemoryIndex } from './support/memory-ports.ts';
+
+/** A random DCT-like hash: exactly 32 of its 64 bits set, as the median split makes them. */
+function balancedHash(rand: () => number): string {
+  const bits: number[] = Array.from({ length: 64 }, (_, i) => (i < 32 ? 1 : 0));
+  for (let i = 63; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [bits[i], bits[j]] = [bits[j], bits[i]];
+  }
+  let hex = '';
+  for (let i = 0; i < 64; i += 4) hex += ((bits[i] << 3) | (bits[i + 1] << 2) | (bits[i + 2] << 1) | bits[i + 3]).toString(16);
+  return hex;
+}
+
+/** `base` with `n` of its ones and `n` of its zeros swapped: 2n bits away, still balanced. */
+function copyOf(base: string, n: number): string {
+  const bits = [...BigInt(`0x${base}`).toString(2).padStart(64, '0')].map(Number);
+  const ones = bits.flatMap((b, i) => (b ? [i] : [])).slice(0, n);
+  const zeros = bits.flatMap((b, i) => (b ? [] : [i])).slice(0, n);
+  for (const i of [...ones, ...zeros]) bits[i] ^= 1;
+  return BigInt(`0b${bits.join('')}`)
+    .toString(16)
+    .padStart(16, '0');
+}
+
+const indexed = (key: string, phash: string): IndexedObject => ({
+  bucket: 'p',
+  key,
+  eTag: `e-${key}`,
+  lastModified: new Date('2026-12-07T00:00:00Z'),
+  size: 10,
+  variant: 'b0',
+  marker: 'b0@aa',
+  at: '2026-12-07T00:00:01Z',
+  tags: [],
+  phash,
+});
+
+describe('dupes: chance pairs between unrelated hashes', () => {
+  it('chanceWithin is the rate at which random balanced hashes fall within d bits (40,000 pairs drawn)', () => {
+    assert.equal(chanceWithin(64), 1);
+    assert.ok(Math.abs(chanceWithin(0) * 1.832624140942591e18 - 1) < 1e-9, 'one hash in C(64,32)');
+    assert.equal(chanceWithin(21), chanceWithin(20), 'balanced hashes differ by an even number of bits');
+    const rand = seededRandom(5);
+    const pairs = 40_000;
+    let within = 0;
+    for (let i = 0; i < pairs; i++) if (hammingDistance(balancedHash(rand), balancedHash(rand)) <= 22) within++;
+    const expected = pairs * chanceWithin(22); // about 560
+    assert.ok(expected > 300, `enough pairs to measure: ${expected}`);
+    assert.ok(Math.abs(within - expected) < 4 * Math.sqrt(expected), `${within} drawn within 22 bits, ${expected.toFixed(0)} expected`);
+  });
+
+  it('the default distance is the largest even one up to 14 whose chance pairs stay within budget', () => {
+    assert.equal(hashDistanceFor(0), DEFAULT_MAX_DISTANCE);
+    assert.equal(hashDistanceFor(500), DEFAULT_MAX_DISTANCE);
+    let last = DEFAULT_MAX_DISTANCE;
+    for (const n of [1_000, 3_000, 10_000, 60_000, 400_000, 1_000_000]) {
+      const d = hashDistanceFor(n);
+      assert.ok(d <= last && d % 2 === 0, `${n}: ${d} bits`);
+      assert.ok(expectedChancePairs(n, d) <= CHANCE_PAIRS_BUDGET, `${n} hashes at ${d} bits`);
+      assert.ok(d === DEFAULT_MAX_DISTANCE || expectedChancePairs(n, d + 2) > CHANCE_PAIRS_BUDGET, `${n}: ${d + 2} bits would do`);
+      last = d;
+    }
+    assert.ok(hashDistanceFor(10_000) < DEFAULT_MAX_DISTANCE);
+    assert.ok(expectedChancePairs(10_000, DEFAULT_MAX_DISTANCE) > 300, 'at 14 bits 10,000 hashes expect hundreds of chance pairs');
+  });
+
+  it('findDupes on 3,000 unrelated images and 3 copy pairs: by default only the copies; at a given 14 bits, chance groups too, and it says so', async () => {
+    const rand = seededRandom(21);
+    const index = new MemoryIndex();
+    for (let i = 0; i < 3_000; i++) await index.put(indexed(`photo-${String(i).padStart(4, '0')}.jpg`, balancedHash(rand)));
+    const copies: string[][] = [];
+    for (let c = 0; c < 3; c++) {
+      const original = balancedHash(rand);
+      await index.put(indexed(`copy-${c}-a.jpg`, original));
+      await index.put(indexed(`copy-${c}-b.jpg`, copyOf(original, 3))); // 6 bits: a resize or a recompression
+      copies.push([`copy-${c}-a.jpg`, `copy-${c}-b.jpg`]);
+    }
+    const scaled = await findDupes({ index }, { bucket: 'p' });
+    assert.equal(scaled.checked.hashed, 3_006);
+    assert.equal(scaled.exact.source, 'scaled');
+    assert.equal(scaled.exact.maxDistance, hashDistanceFor(3_006));
+    assert.ok(scaled.exact.maxDistance < DEFAULT_MAX_DISTANCE);
+    assert.ok(scaled.exact.expectedChancePairs <= CHANCE_PAIRS_BUDGET);
+    assert.ok((scaled.exact.unscaledChancePairs ?? 0) > 20, `at 14 bits: ${scaled.exact.unscaledChancePairs}`);
+    assert.deepEqual(
+      scaled.groups.map((g) => g.keys),
+      copies,
+      'the three copy pairs and nothing else',
+    );
+
+    const given = await findDupes({ index }, { bucket: 'p' }, { maxDistance: DEFAULT_MAX_DISTANCE });
+    assert.equal(given.exact.source, 'given');
+    assert.equal(given.exact.unscaledChancePairs, undefined);
+    const chance = given.groups.filter((g) => !g.keys.some((k) => k.startsWith('copy-')));
+    assert.ok(
+      chance.length >= 10,
+      `unrelated images grouped at 14 bits: ${chance.length} groups (expected about ${given.exact.expectedChancePairs})`,
+    );
+    assert.match(
+      describeHashThreshold(given.exact, 3_006),
+      /within 14 bits \(--max-distance\): [\d.]+ pair\(s\) of unrelated images expected by chance among 3,006 hashes; some groups may join unrelated images/,
+    );
+    assert.match(
+      describeHashThreshold(scaled.exact, 3_006),
+      new RegExp(`within ${scaled.exact.maxDistance} bits, not 14, for 3,006 hashes \\(14 would expect [\\d.]+ chance pairs`),
+    );
+  });
+});
