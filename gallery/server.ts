@@ -9,7 +9,8 @@
  *   GET /api/suggest?q=…      tag suggestions from the WordNet hierarchy
  *   GET /api/status           queue depths, dead-lettered work with its reasons, failures recorded on objects
  *   GET /api/similar?key=…    the images most like one (its embedding's nearest, same model), best first
- *   GET /api/dupes?prefix=…   duplicate groups (pipeline/dupes.ts: exact by perceptual hash, near by embedding)
+ *   GET /api/dupes?prefix=…   duplicate groups (pipeline/dupes.ts: exact by perceptual hash, near by embedding),
+ *                             with the thresholds used (each space's calibration, as `effitag dupes` uses them)
  *   GET /thumb?key=…&etag=…   a WebP thumbnail (cached by the object's real ETag; `etag` only lets the browser keep it)
  *
  * Only the gallery's own page may call it: requests naming another Host or coming from another
@@ -23,7 +24,9 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import sharp from 'sharp';
 import { normalizeTag, suggestTags } from '../model/tag-hierarchy.ts';
 import { listDeadLetters } from '../pipeline/dead-letters.ts';
-import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, DupesError, findDupes } from '../pipeline/dupes.ts';
+import { DupesError, findDupes } from '../pipeline/dupes.ts';
+import { describeHashThreshold, describeThreshold, type ThresholdOptions } from '../pipeline/dupes-lines.ts';
+import type { CalibrationStore } from '../pipeline/near-calibration.ts';
 import { type MessageQueue, type ObjectHead, type ObjectStore, StoreError, type VectorIndex } from '../pipeline/ports.ts';
 import { FAILED_TAG, headlineTags, type TagIndex } from '../pipeline/tag-index.ts';
 import { MAX_LIMIT, SimilarError, type SimilarReport, similarToObject } from '../pipeline/similar.ts';
@@ -48,6 +51,12 @@ const PAGE_SIZE = 60;
 const DUPE_GROUPS_SHOWN = 200;
 /** Index entries one search request reads at most; past it the page comes back short, with a cursor. */
 const SEARCH_MAX_SCANNED = 1000;
+/** How a threshold is set by hand here (the lines the page shows name it): /api/dupes's parameters, not the CLI's flags. */
+const DUPES_PARAMETERS: ThresholdOptions = {
+  maxDistance: 'maxDistance',
+  minScore: 'minScore',
+  set: (option, value) => `${option}=${value}`,
+};
 
 export interface GalleryDeps {
   bucket: string;
@@ -59,6 +68,12 @@ export interface GalleryDeps {
   queues: () => Promise<{ name: string; queue: MessageQueue }[]>;
   /** Image embeddings (issue 23), for "Similar" and the near duplicates; without it, Similar says so. */
   vectors?: VectorIndex;
+  /**
+   * The near-duplicate thresholds measured per embedding space (`effitag dupes calibrate`), where
+   * `effitag dupes` reads them (cli/commands/dupes.ts, stackCalibrations): so the Duplicates view
+   * groups as the CLI does. Without it every space is uncalibrated, and the page says so.
+   */
+  calibrations?: Pick<CalibrationStore, 'read'>;
   /** Thumbnails kept in memory (default 2,000, about 20 MB). */
   cacheEntries?: number;
   /** Index entries a search request reads at most (default 1,000). */
@@ -281,24 +296,29 @@ export function galleryHandler(
   }
 
   async function dupes(url: URL) {
-    const number = (name: string, fallback: number) => {
+    // Absent: findDupes' own defaults, the CLI's (each space's calibration; a fixed score would override them all).
+    const number = (name: string) => {
       const v = url.searchParams.get(name) || undefined;
-      const n = v === undefined ? fallback : Number(v);
+      if (v === undefined) return undefined;
+      const n = Number(v);
       if (!Number.isFinite(n)) throw new BadRequest(`${name} must be a number, got "${v}"`);
       return n;
     };
     const prefix = url.searchParams.get('prefix') || undefined;
     try {
       const report = await findDupes(
-        { index: deps.index, vectors: deps.vectors },
+        { index: deps.index, vectors: deps.vectors, calibrations: deps.calibrations },
         { bucket: deps.bucket, prefix },
-        { maxDistance: number('maxDistance', DEFAULT_MAX_DISTANCE), minScore: number('minScore', DEFAULT_MIN_SCORE) },
+        { maxDistance: number('maxDistance'), minScore: number('minScore') },
       );
       const groups = report.groups.slice(0, DUPE_GROUPS_SHOWN);
       return {
         bucket: deps.bucket,
         checked: report.checked,
         total: report.groups.length,
+        // The thresholds used and where they came from, each with the line the page shows (the CLI's wording).
+        exact: { ...report.exact, text: describeHashThreshold(report.exact, report.checked.hashed, DUPES_PARAMETERS) },
+        near: report.near.map((t) => ({ ...t, text: describeThreshold(t, DUPES_PARAMETERS) })),
         groups: await Promise.all(groups.map(async (g) => ({ ...g, images: await Promise.all(g.keys.map((k) => shown(k))) }))),
       };
     } catch (err) {

@@ -15,8 +15,8 @@ import { parseS3Url } from '../../base/s3-url.ts';
 import { DEFAULT_LIMITS } from '../../inference/image.ts';
 import { s3Calibrations } from '../../pipeline/aws/near-calibrations.ts';
 import { type OpenStack, requireStackBucket, stackTiers } from '../../pipeline/aws/stack-handle.ts';
-import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, findDupes, type HashThreshold } from '../../pipeline/dupes.ts';
-import { modelOfSpace } from '../../pipeline/index-writes.ts';
+import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, findDupes } from '../../pipeline/dupes.ts';
+import { describeHashThreshold, describeThreshold } from '../../pipeline/dupes-lines.ts';
 import {
   type CalibrationStore,
   CalibrationError,
@@ -25,7 +25,6 @@ import {
   directoryCalibrations,
   MIN_DISTINCT,
   type NearCalibration,
-  type NearThreshold,
 } from '../../pipeline/near-calibration.ts';
 import { modelFor } from '../../tiers/schema.ts';
 import { parseNumber, printable, table, thousands } from '../format.ts';
@@ -45,36 +44,16 @@ interface CalibrateCli {
   json?: boolean;
 }
 
-/** Where the stack's calibration records are: beside its weights (a folder, or their S3 location). */
-export function stackCalibrations(conn: OpenStack): CalibrationStore {
+// The threshold lines are the report's (pipeline/dupes-lines.ts): the gallery shows them too.
+export { describeHashThreshold, describeThreshold };
+
+/**
+ * Where the stack's calibration records are: beside its weights (a folder, or their S3 location).
+ * The galleries (effitag gallery, effitag local's) read the same.
+ */
+export function stackCalibrations(conn: Pick<OpenStack, 'handle' | 's3'>): CalibrationStore {
   const location = conn.handle.weightsLocation;
   return location.startsWith('s3://') ? s3Calibrations(conn.s3, location) : directoryCalibrations(location);
-}
-
-const day = (iso: string) => iso.slice(0, 10);
-
-/** The hash distance the exact groups used, and why: one line. */
-export function describeHashThreshold(t: HashThreshold, hashed: number): string {
-  const chance = `${t.expectedChancePairs < 0.01 ? 'under 0.01' : t.expectedChancePairs.toLocaleString('en-US', { maximumFractionDigits: 2 })} pair(s) of unrelated images expected by chance among ${thousands(hashed)} hashes`;
-  if (t.source === 'given')
-    return `exact copies: within ${t.maxDistance} bits (--max-distance): ${chance}${t.expectedChancePairs > 1 ? '; some groups may join unrelated images' : ''}`;
-  return t.unscaledChancePairs === undefined
-    ? `exact copies: within ${t.maxDistance} bits: ${chance}`
-    : `exact copies: within ${t.maxDistance} bits, not ${DEFAULT_MAX_DISTANCE}, for ${thousands(hashed)} hashes (${DEFAULT_MAX_DISTANCE} would expect ${t.unscaledChancePairs.toLocaleString('en-US', { maximumFractionDigits: 1 })} chance pairs; --max-distance ${DEFAULT_MAX_DISTANCE} finds more edited copies and some of those)`;
-}
-
-/** One line per space: which near threshold `dupes` used there, and where it came from. */
-export function describeThreshold(t: NearThreshold): string {
-  switch (t.source) {
-    case 'given':
-      return `near threshold for ${t.space}: ${t.minScore} (--min-score)`;
-    case 'calibrated':
-      return `near threshold for ${t.space}: ${t.minScore}, calibrated ${day(t.at)} on ${t.distinct} distinct images (recall ${t.recall.toFixed(3)} of their copies at precision 1.000)`;
-    case 'inseparable':
-      return `near threshold for ${t.space}: none, no near groups: its calibration (${day(t.at)}) found that these weights cannot tell copies from distinct images (--min-score S forces one)`;
-    case 'uncalibrated':
-      return `near threshold for ${t.space}: ${t.minScore}, UNCALIBRATED (a guess, not measured for these weights): run effitag dupes calibrate --images DIR --model ${modelOfSpace(t.space)}, or pass --min-score`;
-  }
 }
 
 export function registerDupesCommand(program: Command): void {
@@ -115,7 +94,7 @@ export function registerDupesCommand(program: Command): void {
         }
         const { objects, hashed, vectors: withVectors } = report.checked;
         const looked = `${objects} object(s) under s3://${bucket}/${prefix}: ${hashed} with a hash, ${vectors ? `${withVectors} with an embedding` : 'no vector index'}`;
-        const thresholds = [describeHashThreshold(report.exact, hashed), ...report.near.map(describeThreshold)]
+        const thresholds = [describeHashThreshold(report.exact, hashed), ...report.near.map((t) => describeThreshold(t))]
           .map((l) => `${l}\n`)
           .join('');
         if (!report.groups.length) {

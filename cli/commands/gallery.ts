@@ -5,6 +5,7 @@ import { startGallery } from '../../gallery/server.ts';
 import { EMBEDDED_PORTS } from '../../pipeline/aws/wiring.ts';
 import { openCommandStack, stackVectors } from '../stack.ts';
 import { parseNumber, printable } from '../format.ts';
+import { stackCalibrations } from './dupes.ts';
 
 interface GalleryCli {
   port: number;
@@ -41,6 +42,8 @@ export function registerGalleryCommand(program: Command): void {
           s3: conn.s3,
           queues: async () => conn.sources,
           vectors: stackVectors(conn),
+          // The near thresholds `effitag dupes` reads (beside the stack's weights), so Duplicates groups as it does.
+          calibrations: stackCalibrations(conn),
         },
         { port: opts.port },
       ).catch((err: NodeJS.ErrnoException) => {

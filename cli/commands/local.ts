@@ -20,6 +20,7 @@ import { loadTiers } from '../../tiers/load.ts';
 import { parseNumber, printable } from '../format.ts';
 import { expandPath, rethrowUnreadable } from '../local-files.ts';
 import { openCommandStack } from '../stack.ts';
+import { stackCalibrations } from './dupes.ts';
 
 const env = (name: string, fallback: string) => process.env[name] ?? fallback;
 /** A path as one shell word (quoted when it has anything but plain characters). */
@@ -163,6 +164,9 @@ function registerLocal(program: Command): void {
               store: stack.store,
               s3: stack.s3,
               vectors: stack.s3vectors.vectors,
+              // Where `effitag dupes` reads this stack's near thresholds (its weights folder), so the
+              // gallery's Duplicates groups as the CLI does.
+              calibrations: stackCalibrations(stack),
               queues: async () => [
                 { name: 'intake', queue: stack.intake },
                 ...Object.entries(stack.tierQueues).map(([name, q]) => ({ name, queue: q.queue })),
