@@ -7,7 +7,6 @@
  * the calibration refuses, records so, and `dupes` looks for no near groups there.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -33,11 +32,11 @@ import {
   rankAuc,
   scoreAt,
 } from '../pipeline/near-calibration.ts';
-import type { IndexedObject } from '../pipeline/tag-index.ts';
 import { seededRandom } from '../model/random-weights.ts';
 import { tempDir } from './support/fixtures.ts';
 import { put, startTestStack, waitFor } from './support/local-stack.ts';
-import { MemoryIndex } from './support/memory-ports.ts';
+import { runEffitag } from './support/effitag-local.ts';
+import { indexedObject, MemoryIndex } from './support/memory-ports.ts';
 import { MemoryVectorIndex } from './support/memory-vectors.ts';
 
 describe('chooseThreshold: precision 1.000 on the sample, the highest recall, the widest margin', () => {
@@ -253,17 +252,7 @@ describe('dupes: the near threshold of each space from its calibration', () => {
     const n = Math.hypot(...xs);
     return Float32Array.from(xs.map((x) => x / n));
   };
-  const indexed = (key: string, marker: string): IndexedObject => ({
-    bucket: 'p',
-    key,
-    eTag: `e-${key}`,
-    lastModified: new Date('2026-12-07T00:00:00Z'),
-    size: 10,
-    variant: 'b0',
-    marker,
-    at: '2026-12-07T00:00:01Z',
-    tags: [],
-  });
+  const indexed = (key: string, marker: string) => indexedObject(key, { marker });
   const OTHER = 'b0@bbbbbbbbbbbb';
   /** In SPACE: a pair at cosine ≈ 0.9950 and a pair at ≈ 0.9701 (0.95 joins both, 0.99 only the first). In OTHER: a pair at 0.97. */
   async function world() {
@@ -399,12 +388,7 @@ describe('records beside published weights (S3)', () => {
 // The CLI on the embedded stack: its random-weight B0 and real photographs.
 
 const photos = existsSync(SKIMAGE_DATA) ? undefined : `${SKIMAGE_DATA} missing (apt-get install python3-skimage)`;
-const effitag = (...args: string[]) =>
-  new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-    execFile(process.execPath, ['bin/effitag.js', ...args], (err, stdout, stderr) =>
-      resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
-    ),
-  );
+const effitag = (...args: string[]) => runEffitag(args);
 
 describe('effitag dupes calibrate on the embedded stack (random-weight B0)', { skip: photos }, () => {
   let stack: EmbeddedStack;

@@ -17,8 +17,7 @@ import {
   findDupes,
   hashDistanceFor,
 } from '../pipeline/dupes.ts';
-import type { IndexedObject } from '../pipeline/tag-index.ts';
-import { MemoryIndex } from './support/memory-ports.ts';
+import { indexedObject, MemoryIndex } from './support/memory-ports.ts';
 
 /** A random DCT-like hash: exactly 32 of its 64 bits set, as the median split makes them. */
 function balancedHash(rand: () => number): string {
@@ -43,18 +42,7 @@ function copyOf(base: string, n: number): string {
     .padStart(16, '0');
 }
 
-const indexed = (key: string, phash: string): IndexedObject => ({
-  bucket: 'p',
-  key,
-  eTag: `e-${key}`,
-  lastModified: new Date('2026-12-07T00:00:00Z'),
-  size: 10,
-  variant: 'b0',
-  marker: 'b0@aa',
-  at: '2026-12-07T00:00:01Z',
-  tags: [],
-  phash,
-});
+const indexed = (key: string, phash: string) => indexedObject(key, { phash });
 
 describe('dupes: chance pairs between unrelated hashes', () => {
   it('chanceWithin is the rate at which random balanced hashes fall within d bits (40,000 pairs drawn)', () => {

@@ -14,10 +14,10 @@ import sharp from 'sharp';
 import { SKIMAGE_DATA } from '../bench/hashes.ts';
 import type { EmbeddedStack } from '../local/stack.ts';
 import { DEFAULT_MAX_DISTANCE, DupesError, exactGroups, findDupes, nearGroups } from '../pipeline/dupes.ts';
-import type { IndexedObject } from '../pipeline/tag-index.ts';
 import { tempDir } from './support/fixtures.ts';
 import { startTestStack, waitFor } from './support/local-stack.ts';
-import { MemoryIndex } from './support/memory-ports.ts';
+import { runEffitag } from './support/effitag-local.ts';
+import { indexedObject, MemoryIndex } from './support/memory-ports.ts';
 import { MemoryVectorIndex } from './support/memory-vectors.ts';
 
 /** A hash `bits` bits away from `base` (the lowest bits flipped). */
@@ -138,19 +138,8 @@ describe('dupes core: near groups by embedding (VectorIndex port)', () => {
 });
 
 describe('dupes core: findDupes reads the index, and bad input is one clear line', () => {
-  const indexed = (key: string, phash?: string, failure?: string): IndexedObject => ({
-    bucket: 'p',
-    key,
-    eTag: `e-${key}`,
-    lastModified: new Date('2026-12-07T00:00:00Z'),
-    size: 10,
-    variant: 'b0',
-    marker: 'b0@aa',
-    at: '2026-12-07T00:00:01Z',
-    tags: [],
-    ...(phash ? { phash } : {}),
-    ...(failure ? { failure } : {}),
-  });
+  const indexed = (key: string, phash?: string, failure?: string) =>
+    indexedObject(key, { ...(phash ? { phash } : {}), ...(failure ? { failure } : {}) });
 
   it('groups the records under the prefix, leaves failures out, and writes nothing', async () => {
     const index = new MemoryIndex();
@@ -203,12 +192,7 @@ const awsCli = (args: string[], env: NodeJS.ProcessEnv) =>
     ),
   );
 /** `effitag …` as a process, asynchronously: the stack's servers run in this process and must keep answering. */
-const effitag = (...args: string[]) =>
-  new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-    execFile(process.execPath, ['bin/effitag.js', ...args], (err, stdout, stderr) =>
-      resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
-    ),
-  );
+const effitag = (...args: string[]) => runEffitag(args);
 
 describe('effitag dupes on the embedded stack (uploads with the AWS CLI)', { skip: photos }, () => {
   let stack: EmbeddedStack;

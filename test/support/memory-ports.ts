@@ -303,6 +303,22 @@ export function fixedCatalog(options: {
   return catalog;
 }
 
+/** An index record for core tests: bucket `p`, tagged by b0 (space `b0@aa`), no tags; `over` changes any field. */
+export function indexedObject(key: string, over: Partial<IndexedObject> = {}): IndexedObject {
+  return {
+    bucket: 'p',
+    key,
+    eTag: `e-${key}`,
+    lastModified: new Date('2026-12-07T00:00:00Z'),
+    size: 10,
+    variant: 'b0',
+    marker: 'b0@aa',
+    at: '2026-12-07T00:00:01Z',
+    tags: [],
+    ...over,
+  };
+}
+
 /**
  * The tag index's port in memory: records by object, search by exact tag over them (newest first,
  * no paging). Enough for the worker's rules; the key design is tested against DynamoDB's API.
