@@ -51,7 +51,7 @@ export function chanceWithin(d: number): number {
 
 /** Unrelated pairs among `n` hashes expected within `d` bits by chance (chanceWithin). */
 export function expectedChancePairs(n: number, d: number): number {
-  return ((n * (n - 1)) / 2) * chanceWithin(d);
+  return n < 2 ? 0 : ((n * (n - 1)) / 2) * chanceWithin(d);
 }
 
 /**
