@@ -28,7 +28,6 @@ import {
   directoryCalibrations,
   MIN_GAP,
   MIN_RECALL,
-  type NearCalibration,
   rankAuc,
   scoreAt,
 } from '../pipeline/near-calibration.ts';
@@ -36,6 +35,7 @@ import { seededRandom } from '../model/random-weights.ts';
 import { tempDir } from './support/fixtures.ts';
 import { put, startTestStack, waitFor } from './support/local-stack.ts';
 import { runEffitag } from './support/effitag-local.ts';
+import { nearRecord, unit } from './support/dupes-fixtures.ts';
 import { indexedObject, MemoryIndex } from './support/memory-ports.ts';
 import { MemoryVectorIndex } from './support/memory-vectors.ts';
 
@@ -227,31 +227,7 @@ describe('calibrateNear: copies made, embedded as the worker embeds, a threshold
 // ---------------------------------------------------------------------------------------------
 // The record beside the weights, and dupes using it.
 
-const record = (o: Partial<NearCalibration> & { space: string }): NearCalibration => ({
-  format: CALIBRATION_FORMAT,
-  at: '2026-12-07T07:00:00.000Z',
-  separable: true,
-  minScore: 0.99,
-  rule: 'test',
-  sample: { distinct: 16, images: 160, copyKinds: [], dataSha256: 'x', skipped: 0 },
-  scores: {
-    highestDistinct: 0.98,
-    lowestCopy: 0.5,
-    lowestCopyAbove: 0.995,
-    precision: 1,
-    recall: 0.8,
-    copyPairs: 720,
-    distinctPairs: 12000,
-    auc: 0.99,
-  },
-  ...o,
-});
-
 describe('dupes: the near threshold of each space from its calibration', () => {
-  const unit = (...xs: number[]) => {
-    const n = Math.hypot(...xs);
-    return Float32Array.from(xs.map((x) => x / n));
-  };
   const indexed = (key: string, marker: string) => indexedObject(key, { marker });
   const OTHER = 'b0@bbbbbbbbbbbb';
   /** In SPACE: a pair at cosine ≈ 0.9950 and a pair at ≈ 0.9701 (0.95 joins both, 0.99 only the first). In OTHER: a pair at 0.97. */
@@ -277,7 +253,7 @@ describe('dupes: the near threshold of each space from its calibration', () => {
   it('uses the recorded threshold by default, says which it used; an uncalibrated space gets the fallback, marked', async () => {
     const dir = await tempDir('effitag-calibration-');
     const store = directoryCalibrations(dir);
-    const where = await store.write(record({ space: SPACE, minScore: 0.99 }));
+    const where = await store.write(nearRecord({ space: SPACE, minScore: 0.99 }));
     assert.equal(where, join(dir, 'b0', 'near-calibration-aaaaaaaaaaaa.json'), 'beside the weights, named by their hash');
     assert.equal(calibrationKey(SPACE), 'b0/near-calibration-aaaaaaaaaaaa.json');
     const report = await findDupes({ ...(await world()), calibrations: store }, { bucket: 'p' });
@@ -301,7 +277,9 @@ describe('dupes: the near threshold of each space from its calibration', () => {
   it('a space measured inseparable gets no near groups; --min-score overrides every space', async () => {
     const dir = await tempDir('effitag-calibration-');
     const store = directoryCalibrations(dir);
-    await store.write(record({ space: SPACE, separable: false, minScore: undefined, reason: 'cannot tell copies from distinct images' }));
+    await store.write(
+      nearRecord({ space: SPACE, separable: false, minScore: undefined, reason: 'cannot tell copies from distinct images' }),
+    );
     const report = await findDupes({ ...(await world()), calibrations: store }, { bucket: 'p' });
     assert.deepEqual(near(report), ['c1,c2']);
     assert.equal(report.near[0].source, 'inseparable');
@@ -321,7 +299,7 @@ describe('dupes: the near threshold of each space from its calibration', () => {
     const dir = await tempDir('effitag-calibration-');
     await mkdir(join(dir, 'b0'), { recursive: true });
     // A record filed under SPACE's name but measuring other weights: never used for SPACE.
-    await writeFile(join(dir, calibrationKey(SPACE)), JSON.stringify(record({ space: OTHER })));
+    await writeFile(join(dir, calibrationKey(SPACE)), JSON.stringify(nearRecord({ space: OTHER })));
     await assert.rejects(
       findDupes({ ...(await world()), calibrations: directoryCalibrations(dir) }, { bucket: 'p' }),
       (e: Error) => e instanceof DupesError && /is the calibration of b0@bbbbbbbbbbbb, not of b0@aaaaaaaaaaaa/.test(e.message),
@@ -334,7 +312,7 @@ describe('dupes: the near threshold of each space from its calibration', () => {
         /near-calibration-aaaaaaaaaaaa\.json is not a near-duplicate calibration record .*dupes calibrate again/.test(e.message),
     );
     // A separable record without a threshold is refused by the schema, not taken as 0.
-    await writeFile(join(dir, calibrationKey(SPACE)), JSON.stringify(record({ space: SPACE, minScore: undefined })));
+    await writeFile(join(dir, calibrationKey(SPACE)), JSON.stringify(nearRecord({ space: SPACE, minScore: undefined })));
     await assert.rejects(findDupes({ ...(await world()), calibrations: directoryCalibrations(dir) }, { bucket: 'p' }), DupesError);
   });
 });
@@ -365,7 +343,7 @@ describe('records beside published weights (S3)', () => {
     const { objects, client } = fakeS3();
     const store = s3Calibrations(client, 's3://weights-bucket/effitag');
     assert.equal(await store.read(SPACE), undefined);
-    const where = await store.write(record({ space: SPACE, minScore: 0.97 }));
+    const where = await store.write(nearRecord({ space: SPACE, minScore: 0.97 }));
     assert.equal(where, 's3://weights-bucket/effitag/b0/near-calibration-aaaaaaaaaaaa.json');
     assert.deepEqual([...objects.keys()], ['weights-bucket/effitag/b0/near-calibration-aaaaaaaaaaaa.json']);
     assert.equal((await store.read(SPACE))?.minScore, 0.97);

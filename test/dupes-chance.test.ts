@@ -17,19 +17,8 @@ import {
   findDupes,
   hashDistanceFor,
 } from '../pipeline/dupes.ts';
+import { balancedHash } from './support/dupes-fixtures.ts';
 import { indexedObject, MemoryIndex } from './support/memory-ports.ts';
-
-/** A random DCT-like hash: exactly 32 of its 64 bits set, as the median split makes them. */
-function balancedHash(rand: () => number): string {
-  const bits: number[] = Array.from({ length: 64 }, (_, i) => (i < 32 ? 1 : 0));
-  for (let i = 63; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [bits[i], bits[j]] = [bits[j], bits[i]];
-  }
-  let hex = '';
-  for (let i = 0; i < 64; i += 4) hex += ((bits[i] << 3) | (bits[i + 1] << 2) | (bits[i + 2] << 1) | bits[i + 3]).toString(16);
-  return hex;
-}
 
 /** `base` with `n` of its ones and `n` of its zeros swapped: 2n bits away, still balanced. */
 function copyOf(base: string, n: number): string {

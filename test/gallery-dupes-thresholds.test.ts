@@ -21,63 +21,22 @@ import { startGallery } from '../gallery/server.ts';
 import { openStack, resolveEmbeddedStack } from '../pipeline/aws/stack-handle.ts';
 import { seededRandom } from '../model/random-weights.ts';
 import { DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SCORE, type DupesReport, findDupes, type HashThreshold } from '../pipeline/dupes.ts';
-import {
-  CALIBRATION_FORMAT,
-  type CalibrationStore,
-  directoryCalibrations,
-  type NearCalibration,
-  type NearThreshold,
-} from '../pipeline/near-calibration.ts';
-import type { IndexedObject, TagIndex } from '../pipeline/tag-index.ts';
+import { type CalibrationStore, directoryCalibrations, type NearThreshold } from '../pipeline/near-calibration.ts';
+import type { TagIndex } from '../pipeline/tag-index.ts';
 import type { VectorIndex } from '../pipeline/ports.ts';
 import { CHROMIUM, CHROMIUM_ARGS } from './support/chromium.ts';
 import { freePort, runEffitag, spawnEffitagLocal } from './support/effitag-local.ts';
 import { randomArtifact, tempDir } from './support/fixtures.ts';
 import { portFlags, waitFor } from './support/local-stack.ts';
-import { MemoryIndex, MemoryStore } from './support/memory-ports.ts';
+import { balancedHash, nearRecord, unit } from './support/dupes-fixtures.ts';
+import { indexedObject, MemoryIndex, MemoryStore } from './support/memory-ports.ts';
 import { MemoryVectorIndex } from './support/memory-vectors.ts';
 
 const BUCKET = 'p';
 const SPACE = 'b0@aaaaaaaaaaaa';
 const OTHER = 'b0@bbbbbbbbbbbb';
 
-const unit = (...xs: number[]) => {
-  const n = Math.hypot(...xs);
-  return Float32Array.from(xs.map((x) => x / n));
-};
-
-/** A calibration record (the fields dupes reads; the rest as `dupes calibrate` writes them). */
-const record = (o: Partial<NearCalibration> & { space: string }): NearCalibration => ({
-  format: CALIBRATION_FORMAT,
-  at: '2026-12-07T07:00:00.000Z',
-  separable: true,
-  minScore: 0.99,
-  rule: 'test',
-  sample: { distinct: 16, images: 160, copyKinds: [], dataSha256: 'x', skipped: 0 },
-  scores: {
-    highestDistinct: 0.98,
-    lowestCopy: 0.5,
-    lowestCopyAbove: 0.995,
-    precision: 1,
-    recall: 0.8,
-    copyPairs: 720,
-    distinctPairs: 12000,
-    auc: 0.99,
-  },
-  ...o,
-});
-
-const indexed = (key: string, marker: string): IndexedObject => ({
-  bucket: BUCKET,
-  key,
-  eTag: `e-${key}`,
-  lastModified: new Date('2026-12-07T00:00:00Z'),
-  size: 10,
-  variant: 'b0',
-  marker,
-  at: '2026-12-07T00:00:01Z',
-  tags: [],
-});
+const indexed = (key: string, marker: string) => indexedObject(key, { marker });
 
 /**
  * In SPACE a pair at cosine 0.9950 and a pair at 0.9701 (0.95 joins both, a calibrated 0.99 only the
@@ -156,7 +115,7 @@ describe('gallery /api/dupes: the near threshold of each space, as effitag dupes
 
   it('a calibrated 0.99 separates the pair 0.95 joined, in the gallery as in the CLI; the uncalibrated space is marked', async () => {
     const store = directoryCalibrations(await tempDir('effitag-gallery-cal-'));
-    await store.write(record({ space: SPACE, minScore: 0.99 }));
+    await store.write(nearRecord({ space: SPACE, minScore: 0.99 }));
     const { cli, page } = await both(store);
     assert.deepEqual(nearOf(page), ['a1,a2', 'c1,c2'], 'SPACE at its 0.99: b1–b2 (0.970) not joined; OTHER at 0.95');
     assert.deepEqual(nearOf(page), nearOf(cli));
@@ -181,7 +140,9 @@ describe('gallery /api/dupes: the near threshold of each space, as effitag dupes
 
   it('a space measured inseparable gets no near groups in the gallery either, and it says why', async () => {
     const store = directoryCalibrations(await tempDir('effitag-gallery-cal-'));
-    await store.write(record({ space: SPACE, separable: false, minScore: undefined, reason: 'cannot tell copies from distinct images' }));
+    await store.write(
+      nearRecord({ space: SPACE, separable: false, minScore: undefined, reason: 'cannot tell copies from distinct images' }),
+    );
     const { cli, page } = await both(store);
     assert.deepEqual(nearOf(page), ['c1,c2'], 'nothing in SPACE');
     assert.deepEqual(nearOf(page), nearOf(cli));
@@ -191,7 +152,7 @@ describe('gallery /api/dupes: the near threshold of each space, as effitag dupes
 
   it('minScore in the URL overrides every space, and the line names that parameter (not the CLI flag)', async () => {
     const store = directoryCalibrations(await tempDir('effitag-gallery-cal-'));
-    await store.write(record({ space: SPACE, separable: false, minScore: undefined, reason: 'inseparable' }));
+    await store.write(nearRecord({ space: SPACE, separable: false, minScore: undefined, reason: 'inseparable' }));
     const { page } = await both(store, '?minScore=0.96');
     assert.deepEqual(nearOf(page), ['a1,a2', 'b1,b2', 'c1,c2']);
     assert.deepEqual(
@@ -206,17 +167,6 @@ describe('gallery /api/dupes: the near threshold of each space, as effitag dupes
 });
 
 describe('gallery /api/dupes: the hash distance, as effitag dupes scales it', () => {
-  /** A random DCT-like hash: exactly 32 of its 64 bits set (test/dupes-chance.test.ts). */
-  function balancedHash(rand: () => number): string {
-    const bits: number[] = Array.from({ length: 64 }, (_, i) => (i < 32 ? 1 : 0));
-    for (let i = 63; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1));
-      [bits[i], bits[j]] = [bits[j], bits[i]];
-    }
-    let hex = '';
-    for (let i = 0; i < 64; i += 4) hex += ((bits[i] << 3) | (bits[i + 1] << 2) | (bits[i + 2] << 1) | bits[i + 3]).toString(16);
-    return hex;
-  }
   let gallery: Awaited<ReturnType<typeof startGallery>>;
   const index = new MemoryIndex();
   before(async () => {
@@ -261,7 +211,7 @@ describe('the Duplicates view in headless Chromium: one line per space, the gues
     const vectors = new MemoryVectorIndex();
     await fill(index, vectors);
     const calibrations = directoryCalibrations(await tempDir('effitag-gallery-cal-'));
-    await calibrations.write(record({ space: SPACE, minScore: 0.99 }));
+    await calibrations.write(nearRecord({ space: SPACE, minScore: 0.99 }));
     gallery = await startGallery({
       bucket: BUCKET,
       index,
@@ -325,7 +275,7 @@ describe('the galleries of `effitag local` and `effitag gallery` read the record
     const dir = await tempDir('effitag-gallery-wiring-');
     const weights = join(dir, 'weights');
     await randomArtifact(join(weights, 'b0'), 'b0');
-    await directoryCalibrations(weights).write(record({ space: SPACE, minScore: 0.99 }));
+    await directoryCalibrations(weights).write(nearRecord({ space: SPACE, minScore: 0.99 }));
     const data = join(dir, 'data');
     const ports = {
       s3: await freePort(),

@@ -19,7 +19,7 @@ import { fetchWeights, WeightsFetchError } from '../model/weights-fetch.ts';
 import { checkWeights } from '../pipeline/aws/wiring.ts';
 import { publishTiersWeights } from '../pipeline/aws/s3-weights.ts';
 import { directoryCatalog, MissingWeightsError, weightsFix } from '../pipeline/models.ts';
-import { preflight, type PreflightAws } from '../pipeline/preflight.ts';
+import { preflight } from '../pipeline/preflight.ts';
 import { chooseVariant } from '../tiers/choose.ts';
 import { type BenchFile, estimateCosts, REFERENCE_INT8, vectorRows } from '../tiers/cost.ts';
 import { parseTiers, validateTiers } from '../tiers/schema.ts';
@@ -28,6 +28,7 @@ import { gradientImage, randomArtifact, tempDir } from './support/fixtures.ts';
 import { head, portFlags, put, startTestStack, waitFor } from './support/local-stack.ts';
 import { KEYS } from '../pipeline/marker.ts';
 import { synthStack } from './support/synth.ts';
+import { deployedStackAws } from './support/preflight-aws.ts';
 
 const FIXTURE = 'test/fixtures/tiers/lite.json';
 const HUB = (v: string) => `https://huggingface.co/timm/tf_efficientnet_${v}.in1k`;
@@ -313,19 +314,9 @@ describe('missing Lite weights: every hint says weights import --timm, then publ
 
   it("preflight: a Lite model missing under the stack's WeightsLocation gets import, then publish", async () => {
     const tiers = parseTiers(JSON.parse(readFileSync(FIXTURE, 'utf8')), FIXTURE);
-    const none = async () => [];
-    const aws: PreflightAws = {
-      stackOutputs: async () => ({ WeightsLocation: 's3://wb/weights/', QueueUrls: JSON.stringify({ fast: 'q1', lite: 'q2' }) }),
-      stackResources: none,
+    const aws = deployedStackAws({
       headObject: async (_b, key) => (key === 'weights/lite0-int8/manifest.json' ? 'present' : 'missing'),
-      subnetZones: none,
-      availabilityZones: none,
-      instanceTypeOfferings: none,
-      instanceVcpus: async () => ({}),
-      lambdaAccountSettings: async () => ({ concurrentExecutions: 1000, unreservedConcurrentExecutions: 1000 }),
-      serviceQuota: async () => undefined,
-      bucketNotifications: async () => ({}),
-    };
+    });
     const report = await preflight(aws, {
       stackName: 'EffiTag',
       tiers,

@@ -15,9 +15,10 @@ import { after, before, describe, it } from 'node:test';
 import { runPreflight } from '../cli/commands/preflight.ts';
 import type { Level, Logger } from '../pipeline/log.ts';
 import { defaultWeightsDir } from '../pipeline/aws/wiring.ts';
-import type { PreflightAws, PreflightReport } from '../pipeline/preflight.ts';
+import type { PreflightReport } from '../pipeline/preflight.ts';
 import { watchWeights } from '../pipeline/weights-watch.ts';
 import { tempDir } from './support/fixtures.ts';
+import { deployedStackAws } from './support/preflight-aws.ts';
 
 const FIXTURE = 'test/fixtures/tiers/lite.json'; // fast: lite0-int8 on lite0; lite: lite0…lite4
 
@@ -34,19 +35,7 @@ describe('preflight: a missing Lite model is imported into the catalog the publi
   });
 
   it('with EFFITAG_CACHE_DIR set: import --out $EFFITAG_CACHE_DIR/weights/liteN, then publish --weights that catalog', async () => {
-    const none = async () => [];
-    const aws: PreflightAws = {
-      stackOutputs: async () => ({ WeightsLocation: 's3://wb/weights/', QueueUrls: JSON.stringify({ fast: 'q1', lite: 'q2' }) }),
-      stackResources: none,
-      headObject: async () => 'missing',
-      subnetZones: none,
-      availabilityZones: none,
-      instanceTypeOfferings: none,
-      instanceVcpus: async () => ({}),
-      lambdaAccountSettings: async () => ({ concurrentExecutions: 1000, unreservedConcurrentExecutions: 1000 }),
-      serviceQuota: async () => undefined,
-      bucketNotifications: async () => ({}),
-    };
+    const aws = deployedStackAws();
     let out = '';
     const code = await runPreflight({ tiers: FIXTURE, context: [], json: true }, aws, (s) => {
       out += s;
