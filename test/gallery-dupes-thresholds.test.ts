@@ -87,6 +87,10 @@ const signer = () =>
     credentials: { accessKeyId: 'k', secretAccessKey: 's' },
   });
 
+/** The gallery over an index, its vectors and a calibration store (no objects' bytes, no queues). */
+const galleryOver = (index: MemoryIndex, vectors: MemoryVectorIndex, calibrations: CalibrationStore) =>
+  startGallery({ bucket: BUCKET, index, store: new MemoryStore(), s3: signer(), vectors, queues: async () => [], calibrations });
+
 describe('gallery /api/dupes: the near threshold of each space, as effitag dupes uses it', () => {
   const galleries: { close(): Promise<void> }[] = [];
   after(async () => {
@@ -98,15 +102,7 @@ describe('gallery /api/dupes: the near threshold of each space, as effitag dupes
     const index = new MemoryIndex();
     const vectors = new MemoryVectorIndex();
     await fill(index, vectors);
-    const gallery = await startGallery({
-      bucket: BUCKET,
-      index,
-      store: new MemoryStore(),
-      s3: signer(),
-      vectors,
-      queues: async () => [],
-      calibrations,
-    });
+    const gallery = await galleryOver(index, vectors, calibrations);
     galleries.push(gallery);
     // As cli/commands/dupes.ts calls it with no --max-distance and no --min-score.
     const cli: DupesReport = await findDupes({ index, vectors, calibrations }, { bucket: BUCKET }, {});
@@ -212,15 +208,7 @@ describe('the Duplicates view in headless Chromium: one line per space, the gues
     await fill(index, vectors);
     const calibrations = directoryCalibrations(await tempDir('effitag-gallery-cal-'));
     await calibrations.write(nearRecord({ space: SPACE, minScore: 0.99 }));
-    gallery = await startGallery({
-      bucket: BUCKET,
-      index,
-      store: new MemoryStore(),
-      s3: signer(),
-      vectors,
-      queues: async () => [],
-      calibrations,
-    });
+    gallery = await galleryOver(index, vectors, calibrations);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   });
   after(async () => {
