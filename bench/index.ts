@@ -108,6 +108,8 @@ const program = new Command('bench')
           stages: 3,
           queriesPerLabel: opts.quick ? 8 : 20,
           ks: [1, 5, 10],
+          // The photographs' network: --quick a short fixed schedule, else the trainer's defaults.
+          photoEpochs: opts.quick ? 2 : undefined,
         });
       } else if (suite === 'pipeline') {
         result = await benchPipeline(ctx, {
