@@ -16,6 +16,7 @@ import {
   expectedChancePairs,
   findDupes,
   hashDistanceFor,
+  pairsWithin,
 } from '../pipeline/dupes.ts';
 import { balancedHash } from './support/dupes-fixtures.ts';
 import { indexedObject, MemoryIndex } from './support/memory-ports.ts';
@@ -102,5 +103,42 @@ describe('dupes: chance pairs between unrelated hashes', () => {
       describeHashThreshold(scaled.exact, 3_006),
       new RegExp(`within ${scaled.exact.maxDistance} bits, not 14, for 3,006 hashes \\(14 would expect [\\d.]+ chance pairs`),
     );
+  });
+});
+
+describe('dupes: pairs within the distance, found by pieces', () => {
+  /** Every pair compared, the definition pairsWithin must match. */
+  const allPairs = (hashes: string[], d: number) => {
+    const out: string[] = [];
+    for (let i = 0; i < hashes.length; i++)
+      for (let j = i + 1; j < hashes.length; j++) {
+        const dist = hammingDistance(hashes[i], hashes[j]);
+        if (dist <= d) out.push(`${i}-${j}-${dist}`);
+      }
+    return out.sort();
+  };
+
+  it('finds exactly the pairs every comparison finds, at every distance, each pair once', () => {
+    const rand = seededRandom(8);
+    const hashes: string[] = [];
+    // Copies at every even distance up to 16 and some at odd ones (not balanced, still hashes), among random ones.
+    for (let i = 0; i < 1_500; i++) {
+      const base = balancedHash(rand);
+      hashes.push(base);
+      if (i % 10 === 0) hashes.push(copyOf(base, (i / 10) % 9));
+      if (i % 37 === 0) {
+        let v = BigInt(`0x${base}`);
+        for (let b = 0; b < 1 + (i % 9); b++) v ^= 1n << BigInt(Math.floor(rand() * 64));
+        hashes.push(v.toString(16).padStart(16, '0'));
+      }
+    }
+    hashes.push(hashes[5], hashes[5]); // identical hashes: 0 bits
+    for (const d of [0, 1, 2, 3, 4, 6, 8, 9, 10, 14]) {
+      const found = pairsWithin(hashes, d).map(([i, j, dist]) => `${i}-${j}-${dist}`);
+      assert.equal(new Set(found).size, found.length, `${d} bits: a pair twice`);
+      const expected = allPairs(hashes, d);
+      assert.ok(expected.length >= (d >= 2 ? 10 : 3), `${d} bits: enough pairs to compare (${expected.length})`);
+      assert.deepEqual(found.sort(), expected, `${d} bits`);
+    }
   });
 });
