@@ -124,6 +124,7 @@ describe('region', () => {
     });
     const text = readFileSync(join(outdir, 'EffiTag.template.json'), 'utf8');
     assert.equal(text.match(/us-east-1/g)?.length ?? 0, 0, 'no region in image URIs, ARNs, log configuration or task environments');
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: CloudFormation's own Fn::Sub syntax, not a JS template
     assert.ok(text.includes('"Ref":"AWS::Region"') || text.includes('${AWS::Region}'), 'the region is the deploy-time pseudo parameter');
     assert.ok(!text.includes('111111111111'), 'nor the account');
   });
