@@ -144,7 +144,10 @@ describe('`effitag local --gallery-port <taken>`', () => {
       { EFFITAG_CACHE_DIR: join(dir, 'cache') },
     );
     assert.equal(r.code, 1, r.stdout);
-    assert.equal(r.stderr, `effitag: listen EADDRINUSE: address already in use 127.0.0.1:${gallery}\n`);
+    assert.equal(
+      r.stderr,
+      `effitag: port ${gallery} on 127.0.0.1 (--gallery-port) is in use, by another effitag local (each data directory runs its own stack) or another program: stop it, or pass --gallery-port N (0: any free port)\n`,
+    );
     assert.equal(existsSync(stackFile(data)), false, 'stale handle left');
   });
 });

@@ -162,7 +162,10 @@ describe('the S3 stand-in on a port already in use', () => {
       '--no-gallery',
     ]);
     assert.equal(r.code, 1, r.stdout);
-    assert.equal(r.stderr, `effitag: listen EADDRINUSE: address already in use 127.0.0.1:${port}\n`);
+    assert.equal(
+      r.stderr,
+      `effitag: port ${port} on 127.0.0.1 (--s3-port) is in use, by another effitag local (each data directory runs its own stack) or another program: stop it, or pass --s3-port N (0: any free port)\n`,
+    );
   });
 });
 

@@ -135,6 +135,8 @@ function registerLocal(program: Command): void {
       try {
         stack = await start();
       } catch (err) {
+        const busy = portProblem(err, opts);
+        if (busy) throw busy;
         // Only B0 can be fetched for the user here; tiers without it (Lite: weights import --timm) get
         // the error as it is, which names each missing model's fix.
         if (!(err instanceof MissingWeightsError) || opts.weights || !tiers.models.includes('b0')) throw err;
@@ -177,7 +179,7 @@ function registerLocal(program: Command): void {
             // The gallery's port taken: the stack is up and its handle written, so it is stopped
             // properly (handle removed) before the one-line error, not left as a stale handle.
             await stack.stop();
-            throw err;
+            throw portProblem(err, opts) ?? err;
           })
         : undefined;
       process.stdout.write(
@@ -378,3 +380,31 @@ const TYPES: Record<string, string> = {
   heif: 'image/heif',
 };
 const contentType = (file: string) => TYPES[file.split('.').pop()?.toLowerCase() ?? ''] ?? 'application/octet-stream';
+
+const PORT_FLAGS = [
+  ['s3Port', '--s3-port'],
+  ['sqsPort', '--sqs-port'],
+  ['dynamodbPort', '--dynamodb-port'],
+  ['s3vectorsPort', '--s3vectors-port'],
+  ['galleryPort', '--gallery-port'],
+] as const;
+
+/**
+ * A port of the stack that is taken (another `effitag local`, often on another data directory, or
+ * another program), as one line naming its option and the way out, instead of Node's
+ * "listen EADDRINUSE: address already in use 127.0.0.1:4568". Undefined for any other error.
+ */
+export function portProblem(err: unknown, opts: Pick<LocalOptions, (typeof PORT_FLAGS)[number][0] | 'listen'>): Error | undefined {
+  const e = err as NodeJS.ErrnoException & { port?: number; address?: string };
+  if (e?.code !== 'EADDRINUSE' && e?.code !== 'EACCES') return undefined;
+  const flag = PORT_FLAGS.find(([key]) => opts[key] === e.port)?.[1];
+  if (!flag || !e.port) return undefined;
+  const where = `port ${e.port} on ${e.address ?? opts.listen}`;
+  const fix = `pass ${flag} N (0: any free port)`;
+  return new Error(
+    e.code === 'EADDRINUSE'
+      ? `${where} (${flag}) is in use, by another effitag local (each data directory runs its own stack) or another program: stop it, or ${fix}`
+      : `${where} (${flag}) may not be opened by this user (below 1024?): ${fix}`,
+    { cause: err },
+  );
+}
