@@ -55,7 +55,7 @@ const SEARCH_MAX_SCANNED = 1000;
 const DUPES_PARAMETERS: ThresholdOptions = {
   maxDistance: 'maxDistance',
   minScore: 'minScore',
-  set: (option, value) => `${option}=${value}`,
+  set: (option, value) => `?${option}=${value} in the page's address`,
 };
 
 export interface GalleryDeps {
@@ -297,19 +297,22 @@ export function galleryHandler(
 
   async function dupes(url: URL) {
     // Absent: findDupes' own defaults, the CLI's (each space's calibration; a fixed score would override them all).
-    const number = (name: string) => {
+    // Checked here, so a bad value is named as this page's parameter (findDupes' own errors name the CLI's flags).
+    const number = (name: string, valid: (n: number) => boolean, what: string) => {
       const v = url.searchParams.get(name) || undefined;
       if (v === undefined) return undefined;
       const n = Number(v);
-      if (!Number.isFinite(n)) throw new BadRequest(`${name} must be a number, got "${v}"`);
+      if (!Number.isFinite(n) || !valid(n)) throw new BadRequest(`${name} must be ${what}, got "${v}"`);
       return n;
     };
+    const maxDistance = number('maxDistance', (n) => Number.isInteger(n) && n >= 0 && n <= 64, 'a whole number of bits from 0 to 64');
+    const minScore = number('minScore', (n) => n > 0 && n <= 1, 'a cosine above 0 and at most 1');
     const prefix = url.searchParams.get('prefix') || undefined;
     try {
       const report = await findDupes(
         { index: deps.index, vectors: deps.vectors, calibrations: deps.calibrations },
         { bucket: deps.bucket, prefix },
-        { maxDistance: number('maxDistance'), minScore: number('minScore') },
+        { maxDistance, minScore },
       );
       const groups = report.groups.slice(0, DUPE_GROUPS_SHOWN);
       return {

@@ -37,7 +37,7 @@ export function describeHashThreshold(t: HashThreshold, hashed: number, o: Thres
     return `exact copies: within ${t.maxDistance} bits (${o.maxDistance}): ${chance}${t.expectedChancePairs > 1 ? '; some groups may join unrelated images' : ''}`;
   return t.unscaledChancePairs === undefined
     ? `exact copies: within ${t.maxDistance} bits: ${chance}`
-    : `exact copies: within ${t.maxDistance} bits, not ${DEFAULT_MAX_DISTANCE}, for ${thousands(hashed)} hashes (${DEFAULT_MAX_DISTANCE} would expect ${t.unscaledChancePairs.toLocaleString('en-US', { maximumFractionDigits: 1 })} chance pairs; ${o.set(o.maxDistance, DEFAULT_MAX_DISTANCE)} finds more edited copies and some of those)`;
+    : `exact copies: within ${t.maxDistance} bits, not ${DEFAULT_MAX_DISTANCE}: ${chance} (${DEFAULT_MAX_DISTANCE} bits would expect ${t.unscaledChancePairs.toLocaleString('en-US', { maximumFractionDigits: 1 })}; ${o.set(o.maxDistance, DEFAULT_MAX_DISTANCE)} finds more edited copies, and that many unrelated pairs with them)`;
 }
 
 /** One line per space: which near threshold was used there, and where it came from. */

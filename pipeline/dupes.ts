@@ -360,13 +360,15 @@ export async function findDupes(
   const where = `s3://${target.bucket}/${target.prefix ?? ''}`;
   const objects = await indexedCandidates(deps.index, target.bucket, target.prefix ?? '');
   if (!objects.length) throw new DupesError(`nothing indexed under ${where}: tag images there first (or check the bucket and prefix)`);
-  const hashed = objects.filter((c) => c.hash).length;
+  const hashed = objects.filter((c) => isPerceptualHash(c.hash)).length;
   const maxDistance = o.maxDistance ?? hashDistanceFor(hashed);
   const exactThreshold: HashThreshold = {
     maxDistance,
     source: o.maxDistance === undefined ? 'scaled' : 'given',
     expectedChancePairs: round(expectedChancePairs(hashed, maxDistance)),
-    ...(maxDistance < DEFAULT_MAX_DISTANCE ? { unscaledChancePairs: round(expectedChancePairs(hashed, DEFAULT_MAX_DISTANCE)) } : {}),
+    ...(o.maxDistance === undefined && maxDistance < DEFAULT_MAX_DISTANCE
+      ? { unscaledChancePairs: round(expectedChancePairs(hashed, DEFAULT_MAX_DISTANCE)) }
+      : {}),
   };
   const exact = exactGroups(objects, maxDistance);
   const thresholds = deps.vectors ? await spaceThresholds(objects, deps.calibrations, o.minScore) : [];

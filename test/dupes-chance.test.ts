@@ -101,7 +101,9 @@ describe('dupes: chance pairs between unrelated hashes', () => {
     );
     assert.match(
       describeHashThreshold(scaled.exact, 3_006),
-      new RegExp(`within ${scaled.exact.maxDistance} bits, not 14, for 3,006 hashes \\(14 would expect [\\d.]+ chance pairs`),
+      new RegExp(
+        `within ${scaled.exact.maxDistance} bits, not 14: [\\d.]+ pair\\(s\\) of unrelated images expected by chance among 3,006 hashes \\(14 bits would expect [\\d.]+; --max-distance 14 finds more edited copies`,
+      ),
     );
   });
 });
@@ -140,5 +142,41 @@ describe('dupes: pairs within the distance, found by pieces', () => {
       assert.ok(expected.length >= (d >= 2 ? 10 : 3), `${d} bits: enough pairs to compare (${expected.length})`);
       assert.deepEqual(found.sort(), expected, `${d} bits`);
     }
+  });
+});
+
+describe('dupes: the scale counts hashed objects, and a given distance warns from more than one chance pair', () => {
+  it('objects without a hash (or with a malformed one) do not shrink the distance', async () => {
+    const index = new MemoryIndex();
+    const rand = seededRandom(3);
+    for (let i = 0; i < 400; i++) await index.put(indexed(`h${i}`, balancedHash(rand)));
+    for (let i = 0; i < 1_000; i++) await index.put(indexedObject(`old${i}`)); // tagged before hashes were kept
+    await index.put(indexed('broken', 'not-a-hash'));
+    const report = await findDupes({ index }, { bucket: 'p' });
+    assert.equal(report.checked.objects, 1_401);
+    assert.equal(report.checked.hashed, 400);
+    assert.equal(report.exact.maxDistance, hashDistanceFor(400));
+    assert.equal(report.exact.maxDistance, DEFAULT_MAX_DISTANCE, '400 hashes keep 14 bits; 1,401 objects would not');
+  });
+
+  it('the warning starts past one expected chance pair, and only for a given distance', () => {
+    const at = (expected: number, source: 'given' | 'scaled') =>
+      describeHashThreshold({ maxDistance: 16, source, expectedChancePairs: expected }, 1_000);
+    assert.match(at(1.5, 'given'), /; some groups may join unrelated images$/);
+    assert.doesNotMatch(at(1, 'given'), /some groups may join/);
+    assert.doesNotMatch(at(0.2, 'given'), /some groups may join/);
+    assert.match(
+      at(0.2, 'given'),
+      /within 16 bits \(--max-distance\): 0\.2 pair\(s\) of unrelated images expected by chance among 1,000 hashes$/,
+    );
+  });
+
+  it("a given distance below 14 reports no unscaled figure (that is the scaled report's)", async () => {
+    const index = new MemoryIndex();
+    const rand = seededRandom(4);
+    for (let i = 0; i < 3_000; i++) await index.put(indexed(`h${i}`, balancedHash(rand)));
+    const given = await findDupes({ index }, { bucket: 'p' }, { maxDistance: 4 });
+    assert.equal(given.exact.source, 'given');
+    assert.equal(given.exact.unscaledChancePairs, undefined);
   });
 });

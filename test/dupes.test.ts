@@ -273,6 +273,23 @@ describe('effitag dupes on the embedded stack (uploads with the AWS CLI)', { ski
       table.stdout,
     );
     assert.match(table.stdout, /\d+ group\(s\); 4 object\(s\) under s3:\/\/.*\/trip\/: 4 with a hash, .*; nothing was changed\n$/);
+    // Which hash distance it used, and what that expects by chance (4 hashes: 14 bits, almost none).
+    assert.match(
+      table.stdout,
+      /^exact copies: within 14 bits: under 0\.01 pair\(s\) of unrelated images expected by chance among 4 hashes$/m,
+    );
+    assert.deepEqual((JSON.parse(r.stdout) as { exact: unknown }).exact, { maxDistance: 14, source: 'scaled', expectedChancePairs: 0 });
+
+    // A given distance that expects unrelated pairs by chance says so, on stderr too under --json (64
+    // bits among 4 hashes: all 6 pairs); one that expects none says nothing there.
+    const loose = await effitag('dupes', `s3://${stack.bucket}/trip/`, '--json', '--max-distance', '64');
+    assert.equal(loose.code, 0, loose.stderr);
+    assert.match(
+      loose.stderr,
+      /^effitag: exact copies: within 64 bits \(--max-distance\): 6 pair\(s\) of unrelated images expected by chance among 4 hashes; some groups may join unrelated images$/m,
+    );
+    const tight = await effitag('dupes', `s3://${stack.bucket}/trip/`, '--json', '--max-distance', '14');
+    assert.doesNotMatch(tight.stderr, /exact copies/);
   });
 
   it('bad input: one clear line, exit 1, nothing changed', async () => {

@@ -182,7 +182,7 @@ describe('gallery /api/dupes: the hash distance, as effitag dupes scales it', ()
     assert.match(
       page.exact.text,
       new RegExp(
-        `^exact copies: within ${page.exact.maxDistance} bits, not ${DEFAULT_MAX_DISTANCE}, for 600 hashes \\(${DEFAULT_MAX_DISTANCE} would expect [\\d.]+ chance pairs; maxDistance=${DEFAULT_MAX_DISTANCE} finds more`,
+        `^exact copies: within ${page.exact.maxDistance} bits, not ${DEFAULT_MAX_DISTANCE}: [\\d.]+ pair\\(s\\) of unrelated images expected by chance among 600 hashes \\(${DEFAULT_MAX_DISTANCE} bits would expect [\\d.]+; \\?maxDistance=${DEFAULT_MAX_DISTANCE} in the page's address finds more`,
       ),
     );
     assert.deepEqual(
@@ -249,6 +249,26 @@ describe('the Duplicates view in headless Chromium: one line per space, the gues
       lis.map((li) => [...li.querySelectorAll('p.key')].map((p) => p.textContent).join()),
     );
     assert.deepEqual(groups, ['a1,a2', 'c1,c2']);
+    await page.close();
+  });
+
+  it("takes maxDistance and minScore from the page's own address, as its lines say", async () => {
+    const page = await browser.newPage();
+    await page.goto(`${gallery.url}?maxDistance=6&minScore=0.96`);
+    const done = page.waitForResponse((r) => r.url().includes('/api/dupes'));
+    await page.getByRole('button', { name: 'Duplicates' }).click();
+    const asked = new URL((await done).url());
+    assert.equal(asked.searchParams.get('maxDistance'), '6');
+    assert.equal(asked.searchParams.get('minScore'), '0.96');
+    await page.waitForSelector('#groups');
+    const lines = await page.$$eval('#thresholds li', (lis) => lis.map((li) => li.textContent ?? ''));
+    assert.match(lines[0], /^exact copies: within 6 bits \(maxDistance\): /);
+    assert.match(lines[1], /: 0\.96 \(minScore\)$/);
+    // 0.96 joins SPACE's 0.970 pair that its calibrated 0.99 kept apart.
+    const groups = await page.$$eval('#groups > li', (lis) =>
+      lis.map((li) => [...li.querySelectorAll('p.key')].map((p) => p.textContent).join()),
+    );
+    assert.deepEqual(groups.sort(), ['a1,a2', 'b1,b2', 'c1,c2']);
     await page.close();
   });
 });

@@ -172,6 +172,9 @@ describe('gallery: Similar and Duplicates in headless Chromium', { skip }, () =>
     }
     const bad = await page.request.get(`${gallery.url}api/dupes?maxDistance=99`);
     assert.equal(bad.status(), 400);
-    assert.match((await bad.json()).error, /--max-distance must be a whole number of bits from 0 to 64/);
+    assert.equal((await bad.json()).error, 'maxDistance must be a whole number of bits from 0 to 64, got "99"');
+    const badScore = await page.request.get(`${gallery.url}api/dupes?minScore=2`);
+    assert.equal(badScore.status(), 400);
+    assert.equal((await badScore.json()).error, 'minScore must be a cosine above 0 and at most 1, got "2"');
   });
 });

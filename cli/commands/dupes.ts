@@ -71,7 +71,10 @@ export function registerDupesCommand(program: Command): void {
       `near duplicates: embeddings at least this similar (cosine, above 0 up to 1; default: each model's calibrated threshold, ${DEFAULT_MIN_SCORE} where none was measured)`,
       parseNumber('--min-score', 0, 1),
     )
-    .option('--json', 'print {groups:[{keys, kind, score}], checked} as JSON')
+    .option(
+      '--json',
+      "print {groups:[{keys, kind, score, distance?}], exact, near, checked} as JSON (exact: the hash distance used; near: each space's threshold)",
+    )
     .action(async (target: string, opts: DupesCli, command: Command) => {
       const { bucket, prefix } = parseS3Url(target);
       const conn = await openCommandStack(command);
