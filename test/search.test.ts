@@ -158,9 +158,14 @@ describe('search by tag (embedded stack: dynalite index, real engine)', () => {
 
     const newer = await put(stack, 'cars/c.jpg', await gradientImage(300, 200, 'png'));
     const hitOf = async () => (await stack.index.search({ bucket: stack.bucket, tags: ['car'], limit: 10 })).hits;
+    // The index writes the new version's entries before it deletes the old one's (so a tag is never
+    // missing), and a search in between lists both: wait for the old one to go, as it must.
     const hits = await waitFor(
-      'the overwrite indexed',
-      async () => ((await hitOf()).some((h) => h.eTag === newer) ? hitOf() : undefined),
+      'the overwrite indexed and the old entry deleted',
+      async () => {
+        const now = await hitOf();
+        return now.some((h) => h.eTag === newer) && now.every((h) => h.key !== 'cars/c.jpg' || h.eTag === newer) ? now : undefined;
+      },
       30_000,
     );
     assert.deepEqual(
