@@ -273,6 +273,59 @@ describe('the Duplicates view in headless Chromium: one line per space, the gues
   });
 });
 
+describe('the Duplicates view in headless Chromium: a given hash distance that expects chance pairs is flagged', { skip }, () => {
+  let browser: Browser;
+  let gallery: Awaited<ReturnType<typeof startGallery>>;
+  before(async () => {
+    // 600 unrelated pictures: 14 bits expects about 1.2 chance pairs among them, 12 bits about 0.1.
+    const index = new MemoryIndex();
+    const rand = seededRandom(7);
+    for (let i = 0; i < 600; i++) await index.put({ ...indexed(`h${i}`, SPACE), phash: balancedHash(rand) });
+    gallery = await startGallery({ bucket: BUCKET, index, store: new MemoryStore(), s3: signer(), queues: async () => [] });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  });
+  after(async () => {
+    await browser?.close();
+    await gallery?.close();
+  });
+
+  /** The exact-copy line the page shows with `query` in its address. */
+  async function exactLine(query: string) {
+    const page = await browser.newPage();
+    await page.goto(`${gallery.url}${query}`);
+    const done = page.waitForResponse((r) => r.url().includes('/api/dupes'));
+    await page.getByRole('button', { name: 'Duplicates' }).click();
+    await done;
+    await page.waitForSelector('#thresholds li');
+    const line = await page.$eval('#thresholds li', (li) => ({
+      cls: li.className,
+      text: li.textContent ?? '',
+      border: getComputedStyle(li).borderLeftStyle,
+    }));
+    await page.close();
+    return line;
+  }
+
+  it('?maxDistance=14 over 600 hashes: flagged with what it expects; 12 bits and the scaled default are not', async () => {
+    const given14 = await exactLine(`?maxDistance=${DEFAULT_MAX_DISTANCE}`);
+    assert.equal(given14.cls, 'exact given flagged', JSON.stringify(given14));
+    assert.equal(given14.border, 'solid');
+    assert.match(
+      given14.text,
+      new RegExp(
+        `^⚠ exact copies: within ${DEFAULT_MAX_DISTANCE} bits \\(maxDistance\\): 1\\.\\d+ pair\\(s\\) of unrelated images expected by chance among 600 hashes`,
+      ),
+    );
+    const given12 = await exactLine('?maxDistance=12');
+    assert.equal(given12.cls, 'exact given', JSON.stringify(given12));
+    assert.equal(given12.border, 'none');
+    assert.doesNotMatch(given12.text, /⚠/);
+    const scaled = await exactLine('');
+    assert.equal(scaled.cls, 'exact scaled', JSON.stringify(scaled));
+    assert.doesNotMatch(scaled.text, /⚠/);
+  });
+});
+
 describe('the galleries of `effitag local` and `effitag gallery` read the record beside the stack weights', () => {
   const children: ChildProcess[] = [];
   after(() => {
