@@ -26,8 +26,8 @@ import { writeArtifact } from '../model/weights.ts';
 import { useTfjsBackend } from '../model/tfjs-backend.ts';
 import { buildNet, disposeNet, readWeights, recalibrateBatchNorm } from '../training/trainer.ts';
 import { median, type BenchContext } from './util.ts';
+import { SKIMAGE_DATA } from './hashes.ts';
 
-export const SKIMAGE_DATA = '/usr/lib/python3/dist-packages/skimage/data';
 /** The photographs among skimage's data files (the rest are drawings, test patterns and arrays). */
 const SKIMAGE_PHOTOS = [
   'astronaut.png',

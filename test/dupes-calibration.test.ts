@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
-import { PHOTOS, SKIMAGE_DATA } from '../bench/hashes.ts';
+import { PHOTOS } from '../bench/hashes.ts';
+import { SKIMAGE_DATA, skipWithoutPhotographs } from './support/photographs.ts';
 import type { ImageOutputs, LoadedModel } from '../inference/engine.ts';
 import type { DecodedImage } from '../inference/image.ts';
 import type { EmbeddedStack } from '../local/stack.ts';
@@ -365,7 +366,7 @@ describe('records beside published weights (S3)', () => {
 // ---------------------------------------------------------------------------------------------
 // The CLI on the embedded stack: its random-weight B0 and real photographs.
 
-const photos = existsSync(SKIMAGE_DATA) ? undefined : `${SKIMAGE_DATA} missing (apt-get install python3-skimage)`;
+const photos = skipWithoutPhotographs();
 const effitag = (...args: string[]) => runEffitag(args);
 
 describe('effitag dupes calibrate on the embedded stack (random-weight B0)', { skip: photos }, () => {

@@ -6,12 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { SKIMAGE_DATA } from '../bench/hashes.ts';
+import { SKIMAGE_DATA, skipWithoutPhotographs } from './support/photographs.ts';
 import type { EmbeddedStack } from '../local/stack.ts';
 import { DEFAULT_MAX_DISTANCE, DupesError, exactGroups, findDupes, nearGroups } from '../pipeline/dupes.ts';
 import { tempDir } from './support/fixtures.ts';
@@ -184,7 +183,7 @@ describe('dupes core: findDupes reads the index, and bad input is one clear line
 // ---------------------------------------------------------------------------------------------
 // The must-show: real photographs through the AWS CLI, the worker, the index, `effitag dupes`.
 
-const photos = existsSync(SKIMAGE_DATA) ? undefined : `${SKIMAGE_DATA} missing (apt-get install python3-skimage)`;
+const photos = skipWithoutPhotographs();
 const awsCli = (args: string[], env: NodeJS.ProcessEnv) =>
   new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
     execFile('aws', args, { env: { ...process.env, ...env } }, (err, stdout, stderr) =>

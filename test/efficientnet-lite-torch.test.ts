@@ -5,7 +5,8 @@
  * tf_efficientnet_lite0 names as safetensors. EffiTag imports that file (`weights import --timm`),
  * exports its ONNX graph and must compute the same probabilities: the layout conversions (conv,
  * depthwise, classifier, BatchNorm), TF 'same' padding and ReLU6 checked against PyTorch's arithmetic.
- * Skipped where Python has no PyTorch (Debian: python3-torch python3-torchvision).
+ * Skipped where Python has no PyTorch (Debian: python3-torch python3-torchvision), except under CI=true,
+ * where `.ci/run` installs them and a missing PyTorch fails the test.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -41,6 +42,8 @@ describe('EfficientNet-Lite0 ≡ PyTorch (timm layout)', () => {
   it('imported from PyTorch-written timm-layout safetensors, the ONNX export gives PyTorch’s probabilities within 1e-4', async (t) => {
     const dir = await tempDir('effitag-lite-torch-');
     const missing = await torchLite(dir);
+    if (missing && process.env.CI === 'true')
+      throw new Error(`CI=true and no PyTorch (.ci/run installs python3-torch python3-torchvision): ${missing}`);
     if (missing) return t.skip(`no PyTorch: ${missing}`);
     const manifest = await importTimmWeights(join(dir, 'model.safetensors'), { variant: 'lite0', out: join(dir, 'art') });
     assert.equal(manifest.tensors.length, 247);

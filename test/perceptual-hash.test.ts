@@ -4,9 +4,9 @@
  * and where the worker puts it: the index record and the object's metadata, within the 2 KB budget.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { nearDuplicateSet, PIPELINE_HASHERS, SKIMAGE_DATA, scoreHasher } from '../bench/hashes.ts';
+import { nearDuplicateSet, PIPELINE_HASHERS, scoreHasher } from '../bench/hashes.ts';
+import { skipWithoutPhotographs } from './support/photographs.ts';
 import { decodeImage } from '../inference/image.ts';
 import { hammingDistance, isPerceptualHash, lumaThumbnail, perceptualHash } from '../inference/perceptual-hash.ts';
 import { indexFromMetadata } from '../pipeline/index-writes.ts';
@@ -18,7 +18,7 @@ import { makeWorker } from '../pipeline/worker.ts';
 import { gradientImage } from './support/fixtures.ts';
 import { fixedCatalog, MemoryIndex, MemoryQueue, MemoryStore, oneCpuTier } from './support/memory-ports.ts';
 
-const photos = existsSync(SKIMAGE_DATA) ? undefined : `${SKIMAGE_DATA} missing (apt-get install python3-skimage)`;
+const photos = skipWithoutPhotographs();
 
 describe('perceptual hash: arithmetic', () => {
   it('Hamming distance counts differing bits over all 64, and refuses what is not a hash', () => {

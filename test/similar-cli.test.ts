@@ -18,18 +18,18 @@ import type { EmbeddedStack } from '../local/stack.ts';
 import { runEffitag } from './support/effitag-local.ts';
 import { randomArtifact, tempDir } from './support/fixtures.ts';
 import { head, put, startTestStack, waitFor } from './support/local-stack.ts';
+import { SKIMAGE_DATA, skipWithoutPhotographs } from './support/photographs.ts';
 import { calibratedArtifact } from './support/shapes.ts';
 
-const PHOTOS = '/usr/lib/python3/dist-packages/skimage/data';
 /** Two small networks, for fast tests: the tier takes the 64-px one for images at least 58 px on their shorter side. */
 const SMALL = 'custom-w0.25-d0.25-r32';
 const LARGER = 'custom-w0.25-d0.25-r64';
 /** Uploads are resized to this width (shorter sides 33-50 px): the tier chooses the 32-px network for every one. */
 const WIDTH = 50;
 
-const small = (file: string, width = WIDTH) => sharp(join(PHOTOS, file)).resize({ width }).png().toBuffer();
+const small = (file: string, width = WIDTH) => sharp(join(SKIMAGE_DATA, file)).resize({ width }).png().toBuffer();
 
-describe('effitag similar on the embedded stack', () => {
+describe('effitag similar on the embedded stack', { skip: skipWithoutPhotographs() }, () => {
   let stack: EmbeddedStack;
   let dir: string;
   /** Objects uploaded, by key, with the eTag each was tagged at. */
@@ -169,7 +169,7 @@ describe('effitag similar on the embedded stack', () => {
     const text = join(dir, 'notes.jpg');
     await writeFile(text, 'not a picture');
     const large = join(dir, 'astronaut-large.png');
-    await writeFile(large, await readFile(join(PHOTOS, 'astronaut.png')));
+    await writeFile(large, await readFile(join(SKIMAGE_DATA, 'astronaut.png')));
     const cases: [string[], RegExp][] = [
       [[`s3://${stack.bucket}/photos/nope.png`], /photos\/nope\.png is not indexed/],
       [
