@@ -34,7 +34,7 @@ import { randomWeights } from '../model/random-weights.ts';
 import { loadArtifact, planFor, writeArtifact } from '../model/weights.ts';
 import { benchGate } from './gate.ts';
 import { syntheticJpeg } from './images.ts';
-import { cpuMsSince, median, type BenchContext } from './util.ts';
+import { cpuMsSince, int8CpuFeatures, median, type BenchContext } from './util.ts';
 
 export interface EngineFigures {
   msPerImage: number;
@@ -132,6 +132,7 @@ export async function benchInt8(
   const rows: Int8Row[] = [];
   const unavailable: string[] = [];
   const load = [loadavg()[0]];
+  ctx.log(`CPU: ${cpus().length} × ${cpus()[0]?.model}; int8 features: ${int8CpuFeatures().join(', ') || 'none found'}`);
   const jpegs = await Promise.all(Array.from({ length: 12 }, (_, i) => syntheticJpeg(640 + 32 * i, 480 + 16 * i, i + 1)));
   for (const variant of opts.variants) {
     const plan = planModel(variant);
@@ -295,6 +296,7 @@ export async function benchInt8(
     machine: {
       cpus: cpus().length,
       model: cpus()[0]?.model,
+      int8Features: int8CpuFeatures(),
       node: process.version,
       loadAverage: { min: Math.min(...load), median: median(load), max: Math.max(...load) },
     },

@@ -25,6 +25,21 @@ export function median(values: readonly number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/**
+ * The CPU's int8-relevant instruction sets, from /proc/cpuinfo (Linux; empty elsewhere): int8 speed
+ * depends on them (VNNI's VPDPBUSD, AMX tiles), and two hosts of this project have differed, so every
+ * int8 figure records the machine's.
+ */
+export function int8CpuFeatures(): string[] {
+  const wanted = ['avx2', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx_vnni', 'amx_int8', 'amx_tile'];
+  try {
+    const flags = new Set(/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1].trim().split(/\s+/) ?? []);
+    return wanted.filter((f) => flags.has(f));
+  } catch {
+    return [];
+  }
+}
+
 /** The benchmarks' configuration: one tier of one variant (B0 unless said) on the CPU engine. */
 export function benchTiers(batchSize: number, variant = 'b0') {
   return {
