@@ -12,12 +12,11 @@
  * Before the first deploy (no stack yet) the stack-dependent checks are skipped and the rest run from
  * the deploy's context (bucket, prefixes, events mode, VPC).
  */
-import { join } from 'node:path';
 import { parseS3Folder } from '../base/s3-url.ts';
 import type { EventsMode } from '../cdk/config.ts';
 import { modelsFor, type Tier, type TiersFile } from '../tiers/schema.ts';
-import { decodeVariant, isVariantName } from '../model/spec.ts';
-import { timmImportHint } from '../model/weights-timm.ts';
+import { decodeVariant, int8Base, isVariantName } from '../model/spec.ts';
+import { weightsFix } from './models.ts';
 import { encodeS3Key } from './events.ts';
 
 // ---------------------------------------------------------------- the port
@@ -289,12 +288,14 @@ export async function preflight(aws: PreflightAws, input: PreflightInput): Promi
         const found = await aws.headObject(location.bucket, key);
         const where = `s3://${location.bucket}/${key}`;
         const publish = `effitag weights publish --tiers ${input.tiersFile} ${stack!.outputs.WeightsLocation}`;
-        // A Lite variant's artifact comes from timm's safetensors (`weights import --timm`), not `weights fetch`:
-        // imported into the catalog the publish then names (not a fixed ~/.cache path, which EFFITAG_CACHE_DIR moves).
-        const lite = isVariantName(model) && decodeVariant(model).family === 'lite';
+        // A Lite variant's artifact (`weights import --timm`) and an int8 model's (`weights quantize`) are
+        // made before they can be published: the step the workers' waiting line names (weightsFix), into
+        // the catalog the publish then reads (not a fixed ~/.cache path, which EFFITAG_CACHE_DIR moves).
+        // A Keras variant's or custom model's publish names `weights fetch` or `train` itself if the catalog lacks it.
+        const made = (isVariantName(model) && decodeVariant(model).family === 'lite') || int8Base(model) !== undefined;
         const catalog = input.weightsDir ?? 'DIR';
-        const fix = lite
-          ? `${timmImportHint(model, join(catalog, model))}, then effitag weights publish --tiers ${input.tiersFile} --weights ${catalog} ${stack!.outputs.WeightsLocation}`
+        const fix = made
+          ? `${weightsFix(catalog, model)}, then effitag weights publish --tiers ${input.tiersFile} --weights ${catalog} ${stack!.outputs.WeightsLocation}`
           : publish;
         if (found === 'present')
           rows.push({ check: 'weights', subject: model, status: 'ok', detail: `${where} (tiers: ${users.join(', ')})` });

@@ -52,6 +52,13 @@ describe('preflight: a missing Lite model is imported into the catalog the publi
       assert.ok(fix.endsWith(`then effitag weights publish --tiers ${FIXTURE} --weights ${catalog} s3://wb/weights/`), fix);
       assert.doesNotMatch(fix, /~\/\.cache/);
     }
+    // An int8 model is made by quantize from its float model in the same catalog, then published alike
+    // (the workers' waiting line names the same step).
+    const int8 = report.rows.find((r) => r.check === 'weights' && r.subject === 'lite0-int8')?.fix;
+    assert.equal(
+      int8,
+      `npx effitag weights quantize --weights ${join(catalog, 'lite0')} --calibrate IMAGES --out ${join(catalog, 'lite0-int8')}, then effitag weights publish --tiers ${FIXTURE} --weights ${catalog} s3://wb/weights/`,
+    );
   });
 });
 
