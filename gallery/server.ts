@@ -24,7 +24,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import sharp from 'sharp';
 import { normalizeTag, suggestTags } from '../model/tag-hierarchy.ts';
 import { listDeadLetters } from '../pipeline/dead-letters.ts';
-import { DupesError, findDupes } from '../pipeline/dupes.ts';
+import { DISTANCE_RULE, DupesError, findDupes, SCORE_RULE } from '../pipeline/dupes.ts';
 import { describeHashThreshold, describeThreshold, type ThresholdOptions } from '../pipeline/dupes-lines.ts';
 import type { CalibrationStore } from '../pipeline/near-calibration.ts';
 import { type MessageQueue, type ObjectHead, type ObjectStore, StoreError, type VectorIndex } from '../pipeline/ports.ts';
@@ -298,15 +298,15 @@ export function galleryHandler(
   async function dupes(url: URL) {
     // Absent: findDupes' own defaults, the CLI's (each space's calibration; a fixed score would override them all).
     // Checked here, so a bad value is named as this page's parameter (findDupes' own errors name the CLI's flags).
-    const number = (name: string, valid: (n: number) => boolean, what: string) => {
+    const number = (name: string, rule: { valid: (n: number) => boolean; what: string }) => {
       const v = url.searchParams.get(name) || undefined;
       if (v === undefined) return undefined;
       const n = Number(v);
-      if (!Number.isFinite(n) || !valid(n)) throw new BadRequest(`${name} must be ${what}, got "${v}"`);
+      if (!Number.isFinite(n) || !rule.valid(n)) throw new BadRequest(`${name} must be ${rule.what}, got "${v}"`);
       return n;
     };
-    const maxDistance = number('maxDistance', (n) => Number.isInteger(n) && n >= 0 && n <= 64, 'a whole number of bits from 0 to 64');
-    const minScore = number('minScore', (n) => n > 0 && n <= 1, 'a cosine above 0 and at most 1');
+    const maxDistance = number('maxDistance', DISTANCE_RULE);
+    const minScore = number('minScore', SCORE_RULE);
     const prefix = url.searchParams.get('prefix') || undefined;
     try {
       const report = await findDupes(

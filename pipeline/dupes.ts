@@ -321,13 +321,20 @@ function collect(
 
 const round = (x: number) => Math.round(x * 10_000) / 10_000;
 
+/** What a hash distance may be, wherever it is given (the CLI's --max-distance, the gallery's maxDistance). */
+export const DISTANCE_RULE = {
+  valid: (d: number) => Number.isInteger(d) && d >= 0 && d <= 64,
+  what: 'a whole number of bits from 0 to 64',
+};
+/** What a near threshold may be (the CLI's --min-score, the gallery's minScore). */
+export const SCORE_RULE = { valid: (s: number) => s > 0 && s <= 1, what: 'a cosine above 0 and at most 1' };
+
 function checkDistance(d: number): void {
-  if (!(Number.isInteger(d) && d >= 0 && d <= 64))
-    throw new DupesError(`--max-distance must be a whole number of bits from 0 to 64 (got ${d})`);
+  if (!DISTANCE_RULE.valid(d)) throw new DupesError(`--max-distance must be ${DISTANCE_RULE.what} (got ${d})`);
 }
 
 function checkScore(s: number): void {
-  if (!(s > 0 && s <= 1)) throw new DupesError(`--min-score must be a cosine above 0 and at most 1 (got ${s})`);
+  if (!SCORE_RULE.valid(s)) throw new DupesError(`--min-score must be ${SCORE_RULE.what} (got ${s})`);
 }
 
 /** The indexed objects under a bucket and prefix (failed taggings left out), from the tag index. */

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { describeHashThreshold } from '../cli/commands/dupes.ts';
+import { describeHashThreshold } from '../pipeline/dupes-lines.ts';
 import { hammingDistance } from '../inference/perceptual-hash.ts';
 import { seededRandom } from '../model/random-weights.ts';
 import {

@@ -44,9 +44,6 @@ interface CalibrateCli {
   json?: boolean;
 }
 
-// The threshold lines are the report's (pipeline/dupes-lines.ts): the gallery shows them too.
-export { describeHashThreshold, describeThreshold };
-
 /**
  * Where the stack's calibration records are: beside its weights (a folder, or their S3 location).
  * The galleries (effitag gallery, effitag local's) read the same.
