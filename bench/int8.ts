@@ -31,7 +31,7 @@ import { exportOnnx, inputNormalization, type QuantizeSpec } from '../model/onnx
 import { planModel } from '../model/plan.ts';
 import { quantizeArtifact } from '../model/quantize.ts';
 import { randomWeights } from '../model/random-weights.ts';
-import { loadArtifact, planFor, writeArtifact } from '../model/weights.ts';
+import { loadArtifact, planFor, type WeightsArtifact, writeArtifact } from '../model/weights.ts';
 import { benchGate } from './gate.ts';
 import { syntheticJpeg } from './images.ts';
 import { cpuMsSince, int8CpuFeatures, median, type BenchContext } from './util.ts';
@@ -118,6 +118,38 @@ export async function referenceExport(
   return { unavailable: reasons.join('; ') };
 }
 
+/**
+ * `variant` with random weights (seed 1) and its int8 quantization, ranges calibrated on `jpegs`, as
+ * this suite and bench/profile-int8.ts make them: the two artifact folders under `workDir`.
+ */
+export async function benchArtifacts(workDir: string, variant: string, jpegs: readonly Buffer[]) {
+  const plan = planModel(variant);
+  const floatDir = join(workDir, `${variant}-float`);
+  const int8Dir = join(workDir, `${variant}-int8`);
+  await writeArtifact(floatDir, plan, randomWeights(plan, 1), { kind: 'random', note: 'benchmark' });
+  await quantizeArtifact({
+    weightsDir: floatDir,
+    out: int8Dir,
+    force: true,
+    images: jpegs.length,
+    source: { describe: 'synthetic JPEGs', list: async () => jpegs.map((_, i) => String(i)), read: async (p) => jpegs[Number(p)] },
+  });
+  return { floatDir, int8Dir };
+}
+
+/** An int8 artifact's graph (NCHW input, as the engine runs it) with part of its quantization changed: an experiment's layout. */
+export function int8Graph(q: WeightsArtifact, change: Partial<QuantizeSpec> = {}): Uint8Array {
+  const spec = q.manifest.quantization!;
+  const quantize: QuantizeSpec = {
+    ranges: spec.ranges,
+    ops: spec.ops,
+    floatSqueezeExcite: spec.floatSqueezeExcite,
+    weightBits: spec.weightBits,
+    ...change,
+  };
+  return exportOnnx(planFor(q.manifest), q.weights, { layout: 'nchw', quantize });
+}
+
 export async function benchInt8(
   ctx: BenchContext,
   opts: {
@@ -135,18 +167,8 @@ export async function benchInt8(
   ctx.log(`CPU: ${cpus().length} × ${cpus()[0]?.model}; int8 features: ${int8CpuFeatures().join(', ') || 'none found'}`);
   const jpegs = await Promise.all(Array.from({ length: 12 }, (_, i) => syntheticJpeg(640 + 32 * i, 480 + 16 * i, i + 1)));
   for (const variant of opts.variants) {
-    const plan = planModel(variant);
-    const R = plan.resolution;
-    const floatDir = join(ctx.workDir, `${variant}-float`);
-    const int8Dir = join(ctx.workDir, `${variant}-int8`);
-    await writeArtifact(floatDir, plan, randomWeights(plan, 1), { kind: 'random', note: 'benchmark' });
-    await quantizeArtifact({
-      weightsDir: floatDir,
-      out: int8Dir,
-      force: true,
-      images: jpegs.length,
-      source: { describe: 'synthetic JPEGs', list: async () => jpegs.map((_, i) => String(i)), read: async (p) => jpegs[Number(p)] },
-    });
+    const R = planModel(variant).resolution;
+    const { floatDir, int8Dir } = await benchArtifacts(ctx.workDir, variant, jpegs);
     const images: DecodedImage[] = await Promise.all(jpegs.slice(0, BATCH).map((j) => decodeImage(j, R)));
 
     // Decode: CPU per image with enough in flight to keep the cores busy.
@@ -197,18 +219,10 @@ export async function benchInt8(
     }
     if (opts.experiments && variant === 'b0') {
       const q = await loadArtifact(int8Dir);
-      const spec = q.manifest.quantization!;
       const qplan = planFor(q.manifest);
       for (const [name, change] of Object.entries(opts.experiments)) {
         const path = join(ctx.workDir, `${variant}-${name}.onnx`);
-        const quantize: QuantizeSpec = {
-          ranges: spec.ranges,
-          ops: spec.ops,
-          floatSqueezeExcite: spec.floatSqueezeExcite,
-          weightBits: spec.weightBits,
-          ...change,
-        };
-        await writeFile(path, exportOnnx(qplan, q.weights, { layout: 'nchw', quantize }));
+        await writeFile(path, int8Graph(q, change));
         models[name] = await sessionModel(path, inputNormalization(qplan, q.weights), R);
       }
     }

@@ -11,12 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { decodeImage, toNchwBatch } from '../inference/image.ts';
-import { exportOnnx, inputNormalization, type QuantizeSpec } from '../model/onnx/export.ts';
+import { exportOnnx, inputNormalization } from '../model/onnx/export.ts';
 import { planModel } from '../model/plan.ts';
-import { quantizeArtifact } from '../model/quantize.ts';
-import { randomWeights } from '../model/random-weights.ts';
-import { loadArtifact, planFor, writeArtifact } from '../model/weights.ts';
+import { loadArtifact, planFor } from '../model/weights.ts';
 import { syntheticJpeg } from './images.ts';
+import { benchArtifacts, int8Graph } from './int8.ts';
 import { int8CpuFeatures } from './util.ts';
 
 const variant = process.argv[2] ?? 'b0';
@@ -25,33 +24,14 @@ console.log(`int8 features: ${int8CpuFeatures().join(', ') || 'none found'}`);
 const plan = planModel(variant);
 const R = plan.resolution;
 const jpegs = await Promise.all(Array.from({ length: 12 }, (_, i) => syntheticJpeg(640 + 32 * i, 480 + 16 * i, i + 1)));
-await writeArtifact(join(dir, 'float'), plan, randomWeights(plan, 1), { kind: 'random', note: 'prof' });
-await quantizeArtifact({
-  weightsDir: join(dir, 'float'),
-  out: join(dir, 'int8'),
-  force: true,
-  images: 12,
-  source: { describe: 'synthetic', list: async () => jpegs.map((_, i) => String(i)), read: async (p) => jpegs[Number(p)] },
-});
-const f = await loadArtifact(join(dir, 'float'));
-const q = await loadArtifact(join(dir, 'int8'));
+const { floatDir, int8Dir } = await benchArtifacts(dir, variant, jpegs);
+const f = await loadArtifact(floatDir);
+const q = await loadArtifact(int8Dir);
 const qp = planFor(q.manifest);
-const spec = q.manifest.quantization!;
 const variants: Record<string, Uint8Array> = {
   float: exportOnnx(planFor(f.manifest), f.weights, { layout: 'nchw' }),
-  int8: exportOnnx(qp, q.weights, {
-    layout: 'nchw',
-    quantize: {
-      ranges: spec.ranges,
-      ops: spec.ops,
-      floatSqueezeExcite: spec.floatSqueezeExcite,
-      weightBits: spec.weightBits,
-    } as QuantizeSpec,
-  }),
-  int8w8: exportOnnx(qp, q.weights, {
-    layout: 'nchw',
-    quantize: { ranges: spec.ranges, ops: spec.ops, floatSqueezeExcite: spec.floatSqueezeExcite, weightBits: 8 } as QuantizeSpec,
-  }),
+  int8: int8Graph(q),
+  int8w8: int8Graph(q, { weightBits: 8 }),
 };
 const images = await Promise.all(jpegs.slice(0, 8).map((j) => decodeImage(j, R)));
 const norm = inputNormalization(qp, q.weights);
